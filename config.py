@@ -1,0 +1,157 @@
+"""Settings for every environment. This module is the only reader of ``os.environ``.
+
+Pick the class with ``PORTAL_ENV`` (development, testing, production); every
+setting below can be overridden by the environment variable of the same name
+documented in the README.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from typing import ClassVar
+
+BASE_DIR = Path(__file__).resolve().parent
+INSTANCE_DIR = Path(os.environ.get("PORTAL_INSTANCE_DIR", BASE_DIR / "instance"))
+
+
+def _bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    return raw.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    return int(raw) if raw not in (None, "") else default
+
+
+def _str(name: str, default: str | None = None) -> str | None:
+    raw = os.environ.get(name)
+    return raw if raw not in (None, "") else default
+
+
+class Config:
+    ENV_NAME = "base"
+    SECRET_KEY = _str("SECRET_KEY")
+    SECRET_KEY_GENERATED = False
+
+    SQLALCHEMY_DATABASE_URI = _str("DATABASE_URL", f"sqlite:///{INSTANCE_DIR / 'portal.db'}")
+    SQLALCHEMY_ENGINE_OPTIONS: ClassVar[dict] = {"pool_pre_ping": True}
+
+    REDIS_URL = _str("REDIS_URL")
+    # Flask-Limiter keeps its counters here; Redis when configured so that
+    # every worker shares one count.
+    RATELIMIT_STORAGE_URI = _str("RATELIMIT_STORAGE_URI", _str("REDIS_URL", "memory://"))
+    RATELIMIT_ENABLED = _bool("RATELIMIT_ENABLED", True)
+    RATELIMIT_HEADERS_ENABLED = True
+    LOGIN_RATE_LIMIT = _str("LOGIN_RATE_LIMIT", "10 per minute;50 per hour")
+    PASSWORD_RESET_RATE_LIMIT = _str("PASSWORD_RESET_RATE_LIMIT", "5 per 15 minutes")
+    APPLY_RATE_LIMIT = _str("APPLY_RATE_LIMIT", "10 per hour")
+
+    WTF_CSRF_ENABLED = True
+    WTF_CSRF_TIME_LIMIT = None  # the token lives as long as the session
+
+    SESSION_COOKIE_HTTPONLY = True
+    SESSION_COOKIE_SAMESITE = "Lax"
+    REMEMBER_COOKIE_HTTPONLY = True
+    REMEMBER_COOKIE_SAMESITE = "Lax"
+    SESSION_COOKIE_SECURE = _bool("SESSION_COOKIE_SECURE", False)
+    REMEMBER_COOKIE_SECURE = SESSION_COOKIE_SECURE
+
+    # Number of reverse proxies in front of the app whose X-Forwarded-* headers
+    # are trusted (rate limits and click IPs depend on it).
+    PROXY_FIX_HOPS = _int("PROXY_FIX_HOPS", 0)
+
+    # Absolute base for links built outside a request (e-mails from jobs).
+    PORTAL_BASE_URL = _str("PORTAL_BASE_URL", "http://127.0.0.1:5000")
+
+    MAIL_SERVER = _str("MAIL_SERVER")
+    MAIL_PORT = _int("MAIL_PORT", 25)
+    MAIL_USERNAME = _str("MAIL_USERNAME")
+    MAIL_PASSWORD = _str("MAIL_PASSWORD")
+    MAIL_USE_TLS = _bool("MAIL_USE_TLS", False)
+    MAIL_USE_SSL = _bool("MAIL_USE_SSL", False)
+    MAIL_DEFAULT_SENDER = _str("MAIL_DEFAULT_SENDER", "Partner Portal <partners@localhost>")
+    MAIL_TIMEOUT = _int("MAIL_TIMEOUT", 10)
+
+    PASSWORD_RESET_MAX_AGE = _int("PASSWORD_RESET_MAX_AGE", 3600)
+
+    BABEL_DEFAULT_LOCALE = "en"
+    BABEL_DEFAULT_TIMEZONE = "UTC"
+    BABEL_TRANSLATION_DIRECTORIES = str(BASE_DIR / "portal" / "translations")
+    SUPPORTED_LOCALES = ("en",)
+
+    HOST = _str("HOST", "127.0.0.1")
+    PORT = _int("PORT", 5000)
+    LOG_LEVEL = _str("LOG_LEVEL", "INFO")
+
+    # Socket.IO: "threading" works with the Flask dev server and gunicorn's
+    # gthread worker through simple-websocket.
+    SOCKETIO_ASYNC_MODE = _str("SOCKETIO_ASYNC_MODE", "threading")
+    SOCKETIO_CORS_ORIGINS = _str("SOCKETIO_CORS_ORIGINS")
+
+    MAX_CONTENT_LENGTH = _int("MAX_CONTENT_LENGTH", 16 * 1024 * 1024)
+
+
+class DevelopmentConfig(Config):
+    ENV_NAME = "development"
+    DEBUG = _bool("FLASK_DEBUG", False)
+
+
+class TestingConfig(Config):
+    ENV_NAME = "testing"
+    TESTING = True
+    SECRET_KEY = "testing-secret-key-not-for-production"  # noqa: S105 - tests only
+    SQLALCHEMY_DATABASE_URI = "sqlite:///:memory:"
+    WTF_CSRF_ENABLED = False
+    RATELIMIT_ENABLED = False
+    RATELIMIT_STORAGE_URI = "memory://"
+    REDIS_URL = None
+    MAIL_SERVER = None
+    SERVER_NAME = "portal.test"
+    PORTAL_BASE_URL = "http://portal.test"
+
+
+class ProductionConfig(Config):
+    ENV_NAME = "production"
+    SESSION_COOKIE_SECURE = _bool("SESSION_COOKIE_SECURE", True)
+    REMEMBER_COOKIE_SECURE = SESSION_COOKIE_SECURE
+    PREFERRED_URL_SCHEME = "https"
+
+
+CONFIGS = {
+    "development": DevelopmentConfig,
+    "testing": TestingConfig,
+    "production": ProductionConfig,
+}
+
+
+def get_config(name: str | None = None) -> type[Config]:
+    """Return the settings class named by ``name`` or ``PORTAL_ENV``."""
+    name = name or os.environ.get("PORTAL_ENV", "development")
+    try:
+        return CONFIGS[name]
+    except KeyError:
+        raise RuntimeError(f"PORTAL_ENV must be one of {', '.join(CONFIGS)}, not {name!r}") from None
+
+
+def finalise_secret_key(config: dict) -> None:
+    """Refuse to run production without SECRET_KEY; let development make one up."""
+    if config.get("SECRET_KEY"):
+        return
+    if config.get("ENV_NAME") == "production":
+        raise RuntimeError("SECRET_KEY must be set in production (see README: Configuration).")
+    # Development: keep a generated key in the instance folder so sessions
+    # survive a restart; the app logs that it did this.
+    key_file = INSTANCE_DIR / "dev-secret-key"
+    if key_file.exists():
+        config["SECRET_KEY"] = key_file.read_text().strip()
+    else:
+        INSTANCE_DIR.mkdir(parents=True, exist_ok=True)
+        config["SECRET_KEY"] = secrets.token_urlsafe(32)
+        key_file.write_text(config["SECRET_KEY"])
+        key_file.chmod(0o600)
+    config["SECRET_KEY_GENERATED"] = str(key_file)

@@ -1,0 +1,121 @@
+"""The application factory: a table of contents of the portal."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from config import Config, finalise_secret_key, get_config
+from portal.extensions import babel, csrf, db, htmx, limiter, login_manager, migrate, socketio
+
+
+def create_app(config_class: type[Config] | None = None, **overrides) -> Flask:
+    app = Flask(__name__, instance_path=str(_instance_dir()))
+    app.config.from_object(config_class or get_config())
+    app.config.update(overrides)
+    finalise_secret_key(app.config)
+    configure_logging(app)
+    register_extensions(app)
+    register_blueprints(app)
+    register_realtime(app)
+    register_template_helpers(app)
+    register_cli(app)
+    register_errorhandlers(app)
+    if app.config["PROXY_FIX_HOPS"]:
+        hops = app.config["PROXY_FIX_HOPS"]
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
+    return app
+
+
+def _instance_dir():
+    from config import INSTANCE_DIR
+
+    return INSTANCE_DIR
+
+
+def configure_logging(app: Flask) -> None:
+    app.logger.setLevel(app.config["LOG_LEVEL"])
+    generated = app.config.get("SECRET_KEY_GENERATED")
+    if generated:
+        app.logger.warning(
+            "SECRET_KEY is not set; using a development key kept in %s. Set SECRET_KEY in production.",
+            generated,
+        )
+
+
+def register_extensions(app: Flask) -> None:
+    from portal import models  # noqa: F401 - the metadata must know every table
+    from portal.database import configure_engine_events
+
+    db.init_app(app)
+    with app.app_context():
+        configure_engine_events(db.engine)
+    migrate.init_app(app, db, directory=str(Path(app.root_path).parent / "migrations"), render_as_batch=True)
+    csrf.init_app(app)
+    htmx.init_app(app)
+    limiter.init_app(app)
+
+    from portal.i18n import select_locale, select_timezone
+
+    babel.init_app(app, locale_selector=select_locale, timezone_selector=select_timezone)
+
+    from portal.security import configure_login
+
+    configure_login(app, login_manager)
+
+
+def register_blueprints(app: Flask) -> None:
+    from portal.blueprints.admin import bp as admin_bp
+    from portal.blueprints.api import bp as api_bp
+    from portal.blueprints.auth import bp as auth_bp
+    from portal.blueprints.health import bp as health_bp
+    from portal.blueprints.partner import bp as partner_bp
+    from portal.blueprints.track import bp as track_bp
+
+    app.register_blueprint(auth_bp)
+    app.register_blueprint(partner_bp, url_prefix="/partner")
+    app.register_blueprint(admin_bp, url_prefix="/admin")
+    app.register_blueprint(track_bp, url_prefix="/go")
+    app.register_blueprint(api_bp, url_prefix="/api/v1")
+    app.register_blueprint(health_bp)
+
+
+def register_realtime(app: Flask) -> None:
+    from portal import realtime
+
+    origins = app.config.get("SOCKETIO_CORS_ORIGINS")
+    socketio.init_app(
+        app,
+        async_mode=app.config["SOCKETIO_ASYNC_MODE"],
+        message_queue=app.config.get("REDIS_URL"),
+        manage_session=False,
+        cors_allowed_origins=origins.split(",") if origins else None,
+        logger=False,
+        engineio_logger=False,
+    )
+    realtime.register_handlers(socketio)
+
+
+def register_template_helpers(app: Flask) -> None:
+    from portal import templating
+
+    templating.init_app(app)
+
+
+def register_cli(app: Flask) -> None:
+    from portal.cli import portal_cli
+
+    app.cli.add_command(portal_cli)
+
+
+def register_errorhandlers(app: Flask) -> None:
+    from portal.errorpages import init_app
+
+    init_app(app)
+
+
+logging.getLogger("engineio.server").setLevel(logging.WARNING)
+logging.getLogger("socketio.server").setLevel(logging.WARNING)

@@ -1,0 +1,1 @@
+"""Blueprints by audience: auth, partner, admin, track, api (and health for probes)."""

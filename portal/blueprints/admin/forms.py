@@ -1,0 +1,230 @@
+"""Operator console forms."""
+
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
+from zoneinfo import available_timezones
+
+from babel.numbers import list_currencies
+from flask_babel import lazy_gettext as _l
+from flask_wtf import FlaskForm
+from wtforms import (
+    EmailField,
+    IntegerField,
+    RadioField,
+    SelectField,
+    StringField,
+    TextAreaField,
+)
+from wtforms.validators import DataRequired, Email, InputRequired, Length, NumberRange, Optional
+
+from portal.models import CommissionType, PayoutSchedule, Program, Role
+from portal.money import parse_amount, to_decimal_string
+from portal.services.program import ProgramSettings
+
+_reason = [
+    DataRequired(_l("Say why, so the partner knows.")),
+    Length(max=1000, message=_l("At most %(max)d characters.")),
+]
+
+
+class RejectForm(FlaskForm):
+    reason = TextAreaField(_l("Reason shown to the applicant"), validators=_reason)
+
+
+class SuspendForm(FlaskForm):
+    reason = TextAreaField(_l("Reason shown to the partner"), validators=_reason)
+
+
+class ConfirmForm(FlaskForm):
+    """A button-only form: carries the CSRF token."""
+
+
+WEEKDAYS = [
+    (0, _l("Monday")),
+    (1, _l("Tuesday")),
+    (2, _l("Wednesday")),
+    (3, _l("Thursday")),
+    (4, _l("Friday")),
+    (5, _l("Saturday")),
+    (6, _l("Sunday")),
+]
+
+
+class SettingsForm(FlaskForm):
+    name = StringField(
+        _l("Program name"),
+        validators=[
+            DataRequired(_l("Name the program.")),
+            Length(max=120, message=_l("At most %(max)d characters.")),
+        ],
+    )
+    currency = SelectField(_l("Currency"), validators=[DataRequired()])
+    timezone = SelectField(
+        _l("Time zone"),
+        validators=[DataRequired()],
+        description=_l("Days, months and payout dates follow this zone."),
+    )
+    cookie_window_days = IntegerField(
+        _l("Cookie window (days)"),
+        validators=[
+            InputRequired(_l("Enter a number of days.")),
+            NumberRange(1, 365, _l("From %(min)s to %(max)s days.")),
+        ],
+        description=_l("How long after a click a signup or sale still counts for the partner."),
+    )
+    hold_period_days = IntegerField(
+        _l("Hold period (days)"),
+        validators=[
+            InputRequired(_l("Enter a number of days (0 for none).")),
+            NumberRange(0, 365, _l("From %(min)s to %(max)s days.")),
+        ],
+        description=_l("Commissions stay pending this long (your refund window) before they are confirmed."),
+    )
+    allowed_domains = TextAreaField(
+        _l("Allowed landing domains"),
+        validators=[DataRequired(_l("List at least one domain.")), Length(max=5000)],
+        description=_l(
+            "One per line. A domain also allows its subdomains: example.com allows shop.example.com."
+        ),
+    )
+    default_landing_url = StringField(
+        _l("Default landing page"),
+        validators=[DataRequired(_l("Enter the page shoppers land on.")), Length(max=2000)],
+    )
+    minimum_payout = StringField(
+        _l("Minimum payout"),
+        validators=[DataRequired(_l("Enter an amount, e.g. 50.00.")), Length(max=20)],
+        description=_l("Smaller balances carry over to the next payout."),
+    )
+    payout_schedule = SelectField(
+        _l("Payout schedule"),
+        choices=[
+            (PayoutSchedule.MONTHLY.value, _l("Monthly")),
+            (PayoutSchedule.BIWEEKLY.value, _l("Every two weeks")),
+            (PayoutSchedule.WEEKLY.value, _l("Weekly")),
+        ],
+    )
+    payout_day_of_month = IntegerField(
+        _l("Day of the month (monthly)"),
+        validators=[Optional(), NumberRange(1, 28, _l("From %(min)s to %(max)s."))],
+    )
+    payout_weekday = SelectField(_l("Weekday (weekly, every two weeks)"), choices=WEEKDAYS, coerce=int)
+    commission_type = RadioField(
+        _l("Base commission"),
+        choices=[
+            (CommissionType.PERCENT.value, _l("Percent of the sale")),
+            (CommissionType.FLAT.value, _l("Fixed amount per sale")),
+        ],
+    )
+    commission_percent = StringField(_l("Percent"), validators=[Optional(), Length(max=10)])
+    commission_flat = StringField(_l("Fixed amount"), validators=[Optional(), Length(max=20)])
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.currency.choices = sorted(list_currencies())
+        self.timezone.choices = sorted(available_timezones())
+        self.minimum_payout_minor: int | None = None
+        self.commission_percent_bp: int | None = None
+        self.commission_flat_minor: int | None = None
+
+    @classmethod
+    def from_program(cls, program: Program) -> SettingsForm:
+        monthly = program.payout_schedule == PayoutSchedule.MONTHLY
+        return cls(
+            name=program.name,
+            currency=program.currency,
+            timezone=program.timezone,
+            cookie_window_days=program.cookie_window_days,
+            hold_period_days=program.hold_period_days,
+            allowed_domains="\n".join(program.allowed_domains),
+            default_landing_url=program.default_landing_url,
+            minimum_payout=to_decimal_string(program.minimum_payout_minor, program.currency),
+            payout_schedule=program.payout_schedule,
+            payout_day_of_month=program.payout_day if monthly else 15,
+            payout_weekday=0 if monthly else program.payout_day,
+            commission_type=program.commission_type,
+            commission_percent=str(Decimal(program.commission_percent_bp) / 100),
+            commission_flat=to_decimal_string(program.commission_flat_minor, program.currency),
+        )
+
+    def _amount(self, field, required: bool) -> int | None:
+        text = (field.data or "").strip()
+        if not text:
+            if required:
+                field.errors.append(_l("Enter an amount, e.g. 50.00."))
+            return None
+        try:
+            value = parse_amount(text, self.currency.data or "USD")
+        except ValueError:
+            field.errors.append(_l("Enter a plain amount such as 50.00 (no currency sign)."))
+            return None
+        if value < 0:
+            field.errors.append(_l("The amount cannot be negative."))
+            return None
+        return value
+
+    def validate(self, extra_validators=None) -> bool:
+        ok = super().validate(extra_validators)
+        self.minimum_payout_minor = self._amount(self.minimum_payout, required=True)
+        if self.payout_schedule.data == PayoutSchedule.MONTHLY and not self.payout_day_of_month.data:
+            self.payout_day_of_month.errors.append(_l("Choose a day from 1 to 28."))
+        if self.commission_type.data == CommissionType.PERCENT:
+            try:
+                percent = Decimal((self.commission_percent.data or "").strip())
+                if not (0 <= percent <= 100) or percent != percent.quantize(Decimal("0.01")):
+                    raise InvalidOperation
+                self.commission_percent_bp = int(percent * 100)
+            except InvalidOperation:
+                self.commission_percent.errors.append(
+                    _l("Enter a percent from 0 to 100, at most two decimals (e.g. 12.5).")
+                )
+        elif self.commission_type.data == CommissionType.FLAT:
+            self.commission_flat_minor = self._amount(self.commission_flat, required=True)
+        else:
+            self.commission_type.errors.append(_l("Choose how the base commission is counted."))
+        return ok and not any(f.errors for f in self)
+
+    def to_settings(self, program: Program) -> ProgramSettings:
+        monthly = self.payout_schedule.data == PayoutSchedule.MONTHLY
+        percent = self.commission_type.data == CommissionType.PERCENT
+        return ProgramSettings(
+            name=self.name.data.strip(),
+            currency=self.currency.data,
+            timezone=self.timezone.data,
+            cookie_window_days=self.cookie_window_days.data,
+            hold_period_days=self.hold_period_days.data,
+            allowed_domains=[line for line in self.allowed_domains.data.splitlines() if line.strip()],
+            default_landing_url=self.default_landing_url.data.strip(),
+            minimum_payout_minor=self.minimum_payout_minor,
+            payout_schedule=self.payout_schedule.data,
+            payout_day=self.payout_day_of_month.data if monthly else self.payout_weekday.data,
+            commission_type=self.commission_type.data,
+            commission_percent_bp=self.commission_percent_bp if percent else program.commission_percent_bp,
+            commission_flat_minor=program.commission_flat_minor if percent else self.commission_flat_minor,
+        )
+
+
+class TeamMemberForm(FlaskForm):
+    name = StringField(
+        _l("Name"),
+        validators=[
+            DataRequired(_l("Enter a name.")),
+            Length(max=120, message=_l("At most %(max)d characters.")),
+        ],
+    )
+    email = EmailField(
+        _l("E-mail"),
+        validators=[
+            DataRequired(_l("Enter an e-mail address.")),
+            Length(max=254, message=_l("At most %(max)d characters.")),
+            Email(_l("Enter a valid e-mail address."), check_deliverability=False),
+        ],
+    )
+    role = SelectField(
+        _l("Role"),
+        choices=[
+            (Role.MANAGER.value, _l("Manager — runs the program day to day")),
+            (Role.ADMIN.value, _l("Admin — also settings, team and API keys")),
+        ],
+    )

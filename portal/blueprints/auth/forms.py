@@ -1,0 +1,102 @@
+"""Forms of the public pages: they check shape; services check rules."""
+
+from __future__ import annotations
+
+from flask_babel import lazy_gettext as _l
+from flask_wtf import FlaskForm
+from wtforms import BooleanField, EmailField, PasswordField, SelectField, StringField, TextAreaField
+from wtforms.validators import URL, DataRequired, Email, EqualTo, Length, Optional
+
+from portal.forms import MultiCheckboxField, channel_choices, country_choices
+
+_email = [
+    DataRequired(_l("Enter your e-mail address.")),
+    Length(max=254, message=_l("At most %(max)d characters.")),
+    Email(_l("Enter a valid e-mail address."), check_deliverability=False),
+]
+
+
+class LoginForm(FlaskForm):
+    email = EmailField(_l("E-mail"), validators=_email)
+    password = PasswordField(
+        _l("Password"),
+        validators=[DataRequired(_l("Enter your password.")), Length(max=200)],
+    )
+    remember = BooleanField(_l("Keep me signed in on this device"))
+
+
+class _NewPasswordMixin:
+    password = PasswordField(
+        _l("Password"),
+        validators=[
+            DataRequired(_l("Choose a password.")),
+            Length(max=200, message=_l("At most %(max)d characters.")),
+        ],
+        description=_l("At least 10 characters; a few words together work well."),
+    )
+    confirm = PasswordField(
+        _l("Repeat the password"),
+        validators=[
+            DataRequired(_l("Repeat the password.")),
+            EqualTo("password", _l("The two passwords differ.")),
+        ],
+    )
+
+
+class ApplyForm(_NewPasswordMixin, FlaskForm):
+    name = StringField(
+        _l("Your name or company"),
+        validators=[
+            DataRequired(_l("Tell us who you are.")),
+            Length(max=120, message=_l("At most %(max)d characters.")),
+        ],
+    )
+    email = EmailField(_l("E-mail"), validators=_email)
+    website = StringField(
+        _l("Website"),
+        validators=[
+            Optional(),
+            Length(max=500, message=_l("At most %(max)d characters.")),
+            URL(require_tld=True, message=_l("Enter a full address such as https://example.com.")),
+        ],
+    )
+    social_profiles = TextAreaField(
+        _l("Social profiles"),
+        validators=[Optional(), Length(max=2000, message=_l("At most %(max)d characters."))],
+        description=_l("One link or handle per line."),
+    )
+    channels = MultiCheckboxField(
+        _l("How you promote"),
+        choices=channel_choices(),
+        validators=[DataRequired(_l("Pick at least one channel."))],
+    )
+    promotion_description = TextAreaField(
+        _l("Tell us about your audience and how you would promote us"),
+        validators=[
+            DataRequired(_l("A few sentences help us approve you faster.")),
+            Length(min=20, max=2000, message=_l("Between %(min)d and %(max)d characters.")),
+        ],
+    )
+    country = SelectField(
+        _l("Country"),
+        choices=[("", _l("Choose…")), *country_choices()],
+        validators=[DataRequired(_l("Choose your country."))],
+    )
+
+    def validate(self, extra_validators=None) -> bool:
+        ok = super().validate(extra_validators)
+        if not (self.website.data or "").strip() and not (self.social_profiles.data or "").strip():
+            self.website.errors = [
+                *self.website.errors,
+                _l("Give a website or at least one social profile."),
+            ]
+            ok = False
+        return ok
+
+
+class ForgotPasswordForm(FlaskForm):
+    email = EmailField(_l("E-mail"), validators=_email)
+
+
+class ResetPasswordForm(_NewPasswordMixin, FlaskForm):
+    pass

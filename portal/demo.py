@@ -1,0 +1,114 @@
+"""The demo program `make run` seeds into an empty database."""
+
+from __future__ import annotations
+
+import random
+from datetime import timedelta
+
+from werkzeug.security import generate_password_hash
+
+from portal.extensions import db
+from portal.models import Partner, PartnerStatus, Role, User
+from portal.models.types import utcnow
+from portal.services.audit import record_event
+from portal.services.program import ProgramSettings, get_program, update_program_settings
+
+DEMO_PASSWORD = "portal-demo"  # noqa: S105 - published demo credentials, demo data only
+
+_FIRST = (
+    "Ava Ben Chloe Dev Elena Farid Grace Hiro Ines Jonas Kemi Luca "
+    "Mei Nora Omar Priya Quinn Rosa Sam Tariq Uma Vik Wen Yara"
+).split()
+_SITES = (
+    "trailnotes gearlab summitdaily packlight campfirereviews peakpicks "
+    "wildroutes basecamptips riverandridge outdoorfamily thrukers bikepacker"
+).split()
+_COUNTRIES = ["US", "GB", "DE", "FR", "CA", "AU", "NL", "SE", "ES", "IT", "JP", "BR"]
+_CHANNELS = ["seo", "social", "ads", "email", "video", "other"]
+_REJECT_REASONS = [
+    "Your site has no content about outdoor gear yet; apply again once it does.",
+    "We could not verify the social profiles you listed.",
+    "Coupon and cashback sites are outside this program's terms.",
+]
+
+
+def seed_demo(partner_count: int = 36) -> str:
+    """Create the demo program, its team and partners in mixed states. Caller commits."""
+    rng = random.Random(20261124)
+    password_hash = generate_password_hash(DEMO_PASSWORD)
+
+    def user(email: str, name: str, role: Role) -> User:
+        account = User(email=email, name=name, role=role, password_hash=password_hash)
+        db.session.add(account)
+        return account
+
+    admin = user("admin@example.com", "Alex Admin", Role.ADMIN)
+    manager = user("manager@example.com", "Morgan Manager", Role.MANAGER)
+    db.session.flush()
+
+    program = get_program()
+    update_program_settings(
+        program,
+        admin,
+        ProgramSettings(
+            name="Northwind Outdoor",
+            currency="USD",
+            timezone="America/New_York",
+            cookie_window_days=30,
+            hold_period_days=30,
+            allowed_domains=["northwind-outdoor.example"],
+            default_landing_url="https://shop.northwind-outdoor.example/",
+            minimum_payout_minor=5000,
+            payout_schedule="monthly",
+            payout_day=15,
+            commission_type="percent",
+            commission_percent_bp=1000,
+            commission_flat_minor=0,
+        ),
+    )
+
+    now = utcnow()
+    demo_partner = Partner(
+        user=user("partner@example.com", "Pat Partner", Role.PARTNER),
+        ref_code="demo",
+        status=PartnerStatus.APPROVED,
+        website="https://trail-stories.example",
+        channels=["seo", "social"],
+        promotion_description="Long-form hiking trip reports with gear lists; 40k monthly readers.",
+        country="US",
+        applied_at=now - timedelta(days=120),
+        status_changed_at=now - timedelta(days=118),
+        status_changed_by=manager,
+    )
+    db.session.add(demo_partner)
+
+    statuses = [PartnerStatus.APPROVED] * 20 + [PartnerStatus.APPLIED] * 8
+    statuses += [PartnerStatus.REJECTED] * 5 + [PartnerStatus.SUSPENDED] * 3
+    for i in range(partner_count):
+        first = _FIRST[i % len(_FIRST)]
+        site = _SITES[i % len(_SITES)]
+        status = statuses[i % len(statuses)]
+        applied = now - timedelta(days=rng.randint(1, 300), hours=rng.randint(0, 23))
+        reason = None
+        if status == PartnerStatus.REJECTED:
+            reason = rng.choice(_REJECT_REASONS)
+        elif status == PartnerStatus.SUSPENDED:
+            reason = "Bidding on our brand name in search ads, against the program terms."
+        partner = Partner(
+            user=user(f"{first.lower()}.{site}{i}@example.com", f"{first} — {site.title()}", Role.PARTNER),
+            ref_code=f"{site[:6]}{i:02d}",
+            status=status,
+            website=f"https://{site}.example",
+            social_profiles=f"@{site}" if rng.random() < 0.6 else None,
+            channels=sorted(rng.sample(_CHANNELS, rng.randint(1, 3))),
+            promotion_description=f"{first} runs {site}.example: outdoor gear reviews for a niche audience.",
+            country=rng.choice(_COUNTRIES),
+            applied_at=applied,
+            status_reason=reason,
+            status_changed_at=None if status == PartnerStatus.APPLIED else applied + timedelta(days=2),
+            status_changed_by=None if status == PartnerStatus.APPLIED else manager,
+        )
+        db.session.add(partner)
+    db.session.flush()
+    record_event(admin, "demo.seeded", "program", program.id, partners=partner_count + 1)
+    return f"program {program.name!r}, 2 operators, {partner_count + 1} partners"

@@ -1,0 +1,56 @@
+"""Form helpers shared by every blueprint."""
+
+from __future__ import annotations
+
+from functools import cache
+
+from babel import Locale
+from flask_babel import lazy_gettext as _l
+from flask_wtf import FlaskForm
+from wtforms import SelectMultipleField, widgets
+
+from portal.errors import DomainError
+from portal.models import CHANNELS
+
+
+class MultiCheckboxField(SelectMultipleField):
+    """A group of checkboxes posting a list."""
+
+    widget = widgets.ListWidget(prefix_label=False)
+    option_widget = widgets.CheckboxInput()
+
+
+def channel_choices() -> list[tuple[str, str]]:
+    labels = {
+        "seo": _l("SEO / content site"),
+        "social": _l("Social media"),
+        "ads": _l("Paid ads"),
+        "email": _l("E-mail newsletter"),
+        "video": _l("Video"),
+        "other": _l("Other"),
+    }
+    return [(c, labels[c]) for c in CHANNELS]
+
+
+_NOT_COUNTRIES = {"EU", "EZ", "UN", "QO", "ZZ", "XA", "XB"}
+
+
+@cache
+def country_choices() -> tuple[tuple[str, str], ...]:
+    """ISO 3166-1 alpha-2 codes with English names, sorted by name."""
+    territories = Locale("en").territories
+    pairs = [
+        (code, name)
+        for code, name in territories.items()
+        if len(code) == 2 and code.isalpha() and code not in _NOT_COUNTRIES
+    ]
+    return tuple(sorted(pairs, key=lambda p: p[1]))
+
+
+def put_error_on_form(form: FlaskForm, error: DomainError) -> None:
+    """Show a service's refusal beside the field it concerns, or above the form."""
+    field = getattr(form, error.field, None) if error.field else None
+    if field is not None:
+        field.errors = [*field.errors, error.message]
+    else:
+        form.form_errors.append(error.message)

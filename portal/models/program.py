@@ -1,0 +1,66 @@
+"""The program's settings: one row that every rule reads."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Mapped, mapped_column
+
+from portal.extensions import db
+from portal.models.types import UTCDateTime, utcnow
+
+
+class PayoutSchedule(enum.StrEnum):
+    WEEKLY = "weekly"
+    BIWEEKLY = "biweekly"
+    MONTHLY = "monthly"
+
+
+class CommissionType(enum.StrEnum):
+    PERCENT = "percent"
+    FLAT = "flat"
+
+
+class Program(db.Model):
+    __tablename__ = "programs"
+    __table_args__ = (
+        sa.CheckConstraint("length(currency) = 3", name="currency_iso"),
+        sa.CheckConstraint("cookie_window_days BETWEEN 1 AND 365", name="cookie_window_range"),
+        sa.CheckConstraint("hold_period_days BETWEEN 0 AND 365", name="hold_period_range"),
+        sa.CheckConstraint("minimum_payout_minor >= 0", name="minimum_payout_positive"),
+        sa.CheckConstraint(
+            "payout_schedule IN ('weekly', 'biweekly', 'monthly')", name="payout_schedule_known"
+        ),
+        sa.CheckConstraint(
+            "(payout_schedule = 'monthly' AND payout_day BETWEEN 1 AND 28)"
+            " OR (payout_schedule != 'monthly' AND payout_day BETWEEN 0 AND 6)",
+            name="payout_day_range",
+        ),
+        sa.CheckConstraint("commission_type IN ('percent', 'flat')", name="commission_type_known"),
+        sa.CheckConstraint("commission_percent_bp BETWEEN 0 AND 10000", name="commission_percent_range"),
+        sa.CheckConstraint("commission_flat_minor >= 0", name="commission_flat_positive"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(sa.String(120))
+    currency: Mapped[str] = mapped_column(sa.String(3), default="USD")
+    timezone: Mapped[str] = mapped_column(sa.String(64), default="UTC")
+    cookie_window_days: Mapped[int] = mapped_column(default=30)
+    hold_period_days: Mapped[int] = mapped_column(default=30)
+    allowed_domains: Mapped[list[str]] = mapped_column(sa.JSON, default=list)
+    default_landing_url: Mapped[str] = mapped_column(sa.String(2000))
+    minimum_payout_minor: Mapped[int] = mapped_column(default=5000)
+    payout_schedule: Mapped[str] = mapped_column(sa.String(16), default=PayoutSchedule.MONTHLY)
+    # Monthly: day of month 1-28. Weekly / bi-weekly: weekday, Monday = 0.
+    payout_day: Mapped[int] = mapped_column(default=15)
+    commission_type: Mapped[str] = mapped_column(sa.String(16), default=CommissionType.PERCENT)
+    # Hundredths of a percent: 1000 = 10.00 %.
+    commission_percent_bp: Mapped[int] = mapped_column(default=1000)
+    commission_flat_minor: Mapped[int] = mapped_column(default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    def __repr__(self) -> str:
+        return f"<Program {self.id} {self.name}>"

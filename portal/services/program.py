@@ -1,0 +1,128 @@
+"""Program settings: reading the one program and changing its rules."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from urllib.parse import urlsplit
+from zoneinfo import available_timezones
+
+import sqlalchemy as sa
+from flask_babel import gettext as _
+
+from portal.errors import InvalidSetting
+from portal.extensions import db
+from portal.models import CommissionType, PayoutSchedule, Program, User
+from portal.money import is_currency
+from portal.services.audit import record_event
+
+_HOSTNAME = re.compile(
+    r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)+$"
+)
+
+
+def get_program() -> Program:
+    """The program. A fresh install gets one with safe defaults on first read."""
+    program = db.session.scalars(sa.select(Program).order_by(Program.id).limit(1)).first()
+    if program is None:
+        program = Program(name="Partner program", default_landing_url="", allowed_domains=[])
+        db.session.add(program)
+        db.session.flush()
+    return program
+
+
+def program_timezone() -> str:
+    """The program's time zone without creating anything (UTC before set-up)."""
+    tz = db.session.scalar(sa.select(Program.timezone).order_by(Program.id).limit(1))
+    return tz or "UTC"
+
+
+def normalise_domain(raw: str) -> str:
+    """``"https://Shop.Example.com/"`` → ``"shop.example.com"``; raises InvalidSetting."""
+    text = raw.strip().lower()
+    if "://" in text:
+        text = urlsplit(text).hostname or ""
+    text = text.rstrip("/").removeprefix("*.").rstrip(".")
+    if not _HOSTNAME.match(text):
+        raise InvalidSetting(_("“%(domain)s” is not a domain name.", domain=raw.strip()), "allowed_domains")
+    return text
+
+
+def host_is_allowed(host: str | None, domains: list[str]) -> bool:
+    """A host is allowed when it is one of the domains or a subdomain of one."""
+    if not host:
+        return False
+    host = host.lower().rstrip(".")
+    return any(host == d or host.endswith("." + d) for d in domains)
+
+
+def is_allowed_destination(url: str, domains: list[str]) -> bool:
+    """True only for an absolute http(s) URL whose host is on the allowed domains."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return False
+    if parts.scheme not in ("http", "https") or parts.username or parts.password:
+        return False
+    try:
+        host = parts.hostname
+        parts.port  # noqa: B018 - raises ValueError on a malformed port
+    except ValueError:
+        return False
+    return host_is_allowed(host, domains)
+
+
+@dataclass
+class ProgramSettings:
+    name: str
+    currency: str
+    timezone: str
+    cookie_window_days: int
+    hold_period_days: int
+    allowed_domains: list[str] = field(default_factory=list)
+    default_landing_url: str = ""
+    minimum_payout_minor: int = 5000
+    payout_schedule: str = PayoutSchedule.MONTHLY
+    payout_day: int = 15
+    commission_type: str = CommissionType.PERCENT
+    commission_percent_bp: int = 1000
+    commission_flat_minor: int = 0
+
+
+def settings_of(program: Program) -> ProgramSettings:
+    return ProgramSettings(**{name: getattr(program, name) for name in ProgramSettings.__dataclass_fields__})
+
+
+def update_program_settings(program: Program, actor: User, settings: ProgramSettings) -> Program:
+    """Check the rules that tie settings together, then apply and audit the change."""
+    if not is_currency(settings.currency):
+        raise InvalidSetting(_("Unknown currency code."), "currency")
+    if settings.timezone not in available_timezones():
+        raise InvalidSetting(_("Unknown time zone."), "timezone")
+    domains: list[str] = []
+    for raw in settings.allowed_domains:
+        domain = normalise_domain(raw)
+        if domain not in domains:
+            domains.append(domain)
+    if not domains:
+        raise InvalidSetting(_("List at least one domain partners may link to."), "allowed_domains")
+    if not is_allowed_destination(settings.default_landing_url, domains):
+        raise InvalidSetting(
+            _("The default landing page must be an http(s) address on an allowed domain."),
+            "default_landing_url",
+        )
+    if settings.payout_schedule == PayoutSchedule.MONTHLY and not 1 <= settings.payout_day <= 28:
+        raise InvalidSetting(_("Choose a day of the month from 1 to 28."), "payout_day")
+    if settings.payout_schedule != PayoutSchedule.MONTHLY and not 0 <= settings.payout_day <= 6:
+        raise InvalidSetting(_("Choose a weekday."), "payout_day")
+    settings.allowed_domains = domains
+
+    before = asdict(settings_of(program))
+    for name, value in asdict(settings).items():
+        setattr(program, name, value)
+    after = asdict(settings_of(program))
+    changed = {k: [before[k], after[k]] for k in after if before[k] != after[k]}
+    if changed:
+        record_event(actor, "program.settings_changed", "program", program.id, changes=changed)
+    db.session.flush()
+    return program

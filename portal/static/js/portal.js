@@ -1,0 +1,55 @@
+/*
+ * Live updates. The socket only says "something changed": each server event
+ * becomes a DOM event "portal:<name>" on <body>, and the fragments that care
+ * re-fetch themselves with hx-trigger="portal:<name> from:body".
+ * After a dropped connection, "portal:resync" asks every live fragment to refresh.
+ */
+(function () {
+  "use strict";
+
+  // Let htmx swap 422 answers: they carry the form back with its field errors.
+  document.addEventListener("DOMContentLoaded", function () {
+    if (window.htmx) {
+      htmx.config.responseHandling = [
+        { code: "204", swap: false },
+        { code: "[23]..", swap: true },
+        { code: "422", swap: true },
+        { code: "[45]..", swap: false, error: true },
+      ];
+    }
+  });
+
+  if (!document.body || document.body.dataset.live !== "on" || typeof io === "undefined") {
+    return;
+  }
+
+  var status = document.getElementById("live-status");
+  var labels = {
+    live: "Live updates on",
+    connecting: "Connecting to live updates…",
+    offline: "Live updates paused — reconnecting",
+  };
+  var icons = { live: "●", connecting: "◌", offline: "○" };
+  function setState(state) {
+    if (!status) return;
+    status.dataset.state = state;
+    status.querySelector(".live-dot").textContent = icons[state];
+    status.querySelector(".live-text").textContent = status.dataset["label" + state[0].toUpperCase() + state.slice(1)] || labels[state];
+  }
+
+  function fire(name, detail) {
+    document.body.dispatchEvent(new CustomEvent("portal:" + name, { detail: detail || {}, bubbles: true }));
+  }
+
+  var socket = io({ transports: ["websocket", "polling"], withCredentials: true });
+  var everConnected = false;
+  socket.on("connect", function () {
+    setState("live");
+    if (everConnected) fire("resync");
+    everConnected = true;
+  });
+  socket.on("disconnect", function () { setState("offline"); });
+  socket.on("connect_error", function () { setState("offline"); });
+  socket.onAny(function (name, payload) { fire(name, payload); });
+  window.portalSocket = socket;
+})();

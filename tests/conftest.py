@@ -1,0 +1,255 @@
+"""Test harness: apps, a rolled-back database per test, clients, logins, real services.
+
+* Every test runs on SQLite. Tests marked ``postgres`` run on PostgreSQL too when
+  ``PORTAL_TEST_POSTGRES_URL`` is set.
+* Tests marked ``redis`` need ``REDIS_URL``; ``e2e`` tests need /usr/bin/chromium.
+* Under ``CI=true`` a missing service is a failure, never a skip.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from flask_sqlalchemy.session import Session as FlaskSession
+
+from config import TestingConfig
+from portal import create_app
+from portal.extensions import db as _db
+from portal.models import PartnerStatus, Role, User
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+POSTGRES_URL = os.environ.get("PORTAL_TEST_POSTGRES_URL")
+REDIS_URL = os.environ.get("REDIS_URL")
+CHROMIUM = os.environ.get("PORTAL_TEST_CHROMIUM", "/usr/bin/chromium")
+MIGRATIONS = str(Path(__file__).resolve().parent.parent / "migrations")
+
+
+# --- which services this run has -------------------------------------------------
+
+
+def _missing_services(item: pytest.Item) -> list[str]:
+    missing = []
+    if item.get_closest_marker("redis") and not REDIS_URL:
+        missing.append("Redis (set REDIS_URL)")
+    if item.get_closest_marker("e2e") and not Path(CHROMIUM).exists():
+        missing.append(f"Chromium at {CHROMIUM} (apt-get install -y chromium)")
+    callspec = getattr(item, "callspec", None)
+    if callspec and callspec.params.get("database_backend") == "postgresql" and not POSTGRES_URL:
+        missing.append("PostgreSQL (set PORTAL_TEST_POSTGRES_URL)")
+    return missing
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "database_backend" in metafunc.fixturenames:
+        backends = ["sqlite"]
+        # PostgreSQL variants exist when it is configured, and always in CI,
+        # where a missing server must fail rather than vanish.
+        if metafunc.definition.get_closest_marker("postgres") and (POSTGRES_URL or IN_CI):
+            backends.append("postgresql")
+        metafunc.parametrize("database_backend", backends, scope="session")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        missing = _missing_services(item)
+        if not missing:
+            continue
+        if not IN_CI:
+            item.add_marker(pytest.mark.skipif(True, reason="not available here: " + ", ".join(missing)))
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    missing = _missing_services(item)
+    if missing and IN_CI:
+        pytest.fail(f"CI=true but a service this test needs is missing: {', '.join(missing)}")
+
+
+class _ConnectionBoundSession(FlaskSession):
+    """Flask-SQLAlchemy's session, pinned to the test's connection."""
+
+    def get_bind(self, *args, **kwargs):
+        return self.bind
+
+
+# --- databases ---------------------------------------------------------------------
+
+
+def _reset_postgres(url: str) -> None:
+    engine = sa.create_engine(url)
+    with engine.begin() as connection:
+        connection.exec_driver_sql("DROP SCHEMA IF EXISTS public CASCADE")
+        connection.exec_driver_sql("CREATE SCHEMA public")
+    engine.dispose()
+
+
+def migrate_database(url: str) -> None:
+    """Bring a database to the newest schema through the migrations, as production does."""
+    from flask_migrate import upgrade
+
+    app = create_app(TestingConfig, SQLALCHEMY_DATABASE_URI=url)
+    with app.app_context():
+        upgrade(directory=MIGRATIONS)
+        _db.engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def database_backend(request: pytest.FixtureRequest) -> str:
+    return getattr(request, "param", "sqlite")
+
+
+@pytest.fixture(scope="session")
+def database_url(database_backend: str, tmp_path_factory: pytest.TempPathFactory) -> str:
+    if database_backend == "postgresql":
+        if not POSTGRES_URL:
+            pytest.fail("PORTAL_TEST_POSTGRES_URL is not set")
+        _reset_postgres(POSTGRES_URL)
+        migrate_database(POSTGRES_URL)
+        return POSTGRES_URL
+    path = tmp_path_factory.mktemp("db") / "portal-test.db"
+    url = f"sqlite:///{path}"
+    migrate_database(url)
+    return url
+
+
+@pytest.fixture
+def app(database_url: str):
+    """A fresh app per test (cheap), on a database migrated once per session."""
+    app = create_app(TestingConfig, SQLALCHEMY_DATABASE_URI=database_url)
+    yield app
+    with app.app_context():
+        _db.engine.dispose()
+
+
+@pytest.fixture
+def db(app):
+    """The database inside one transaction that is rolled back after the test.
+
+    Views and services may commit: their commits release a SAVEPOINT, never the
+    outer transaction.
+    """
+    with app.app_context():
+        connection = _db.engine.connect()
+        transaction = connection.begin()
+        original = _db.session
+        _db.session = _db._make_scoped_session(
+            {
+                "bind": connection,
+                "join_transaction_mode": "create_savepoint",
+                "class_": _ConnectionBoundSession,
+            }
+        )
+        try:
+            yield _db
+        finally:
+            _db.session.remove()
+            _db.session = original
+            if transaction.is_active:
+                transaction.rollback()
+            connection.close()
+
+
+@pytest.fixture
+def client(app, db):
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app, db):
+    return app.test_cli_runner()
+
+
+# --- people ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def make_user(db):
+    from tests.factories import PartnerFactory, UserFactory
+
+    def make(role: str = "partner", status: str = PartnerStatus.APPROVED, **kwargs) -> User:
+        if role == Role.PARTNER:
+            return PartnerFactory(status=status, **kwargs).user
+        return UserFactory(role=role, **kwargs)
+
+    return make
+
+
+@pytest.fixture
+def login_as(client, make_user):
+    """Sign the test client in as a new user of ``role``; returns the user."""
+
+    def login(role: str = "partner", **kwargs) -> User:
+        user = make_user(role, **kwargs)
+        _db.session.commit()
+        with client.session_transaction() as session:
+            session["_user_id"] = user.get_id()
+            session["_fresh"] = True
+        return user
+
+    return login
+
+
+@pytest.fixture
+def program(db):
+    from tests.factories import ProgramFactory
+
+    program = ProgramFactory()
+    _db.session.flush()
+    return program
+
+
+# --- real services ------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class _Collector:
+    def __init__(self):
+        self.messages: list = []
+        self.lock = threading.Lock()
+
+    async def handle_DATA(self, server, session, envelope):
+        from email import message_from_bytes
+        from email.policy import default
+
+        message = message_from_bytes(envelope.content, policy=default)
+        with self.lock:
+            self.messages.append(message)
+        return "250 Message accepted for delivery"
+
+
+@pytest.fixture(scope="session")
+def smtp_server():
+    """A real SMTP server (aiosmtpd) on a free local port, for the whole run."""
+    from aiosmtpd.controller import Controller
+
+    collector = _Collector()
+    controller = Controller(collector, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    yield controller, collector
+    controller.stop()
+
+
+@pytest.fixture
+def mail_outbox(app, smtp_server):
+    """Point the app at the SMTP server; the list fills with the messages it receives."""
+    controller, collector = smtp_server
+    app.config.update(MAIL_SERVER=controller.hostname, MAIL_PORT=controller.port)
+    with collector.lock:
+        collector.messages.clear()
+    return collector.messages
+
+
+@pytest.fixture
+def redis_url() -> str:
+    if not REDIS_URL:
+        pytest.fail("REDIS_URL is not set")
+    return REDIS_URL

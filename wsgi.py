@@ -1,0 +1,16 @@
+"""WSGI entry point: ``gunicorn wsgi:app``; ``python wsgi.py`` serves for development."""
+
+from portal import create_app
+from portal.extensions import socketio
+
+app = create_app()
+
+if __name__ == "__main__":
+    socketio.run(
+        app,
+        host=app.config["HOST"],
+        port=app.config["PORT"],
+        debug=app.config.get("DEBUG", False),
+        use_reloader=False,
+        allow_unsafe_werkzeug=True,  # development server only; production uses gunicorn
+    )
