@@ -15,14 +15,46 @@ from portal.services.program import ProgramSettings, get_program, update_program
 
 DEMO_PASSWORD = "portal-demo"  # noqa: S105 - published demo credentials, demo data only
 
-_FIRST = (
-    "Ava Ben Chloe Dev Elena Farid Grace Hiro Ines Jonas Kemi Luca "
-    "Mei Nora Omar Priya Quinn Rosa Sam Tariq Uma Vik Wen Yara"
-).split()
-_SITES = (
-    "trailnotes gearlab summitdaily packlight campfirereviews peakpicks "
-    "wildroutes basecamptips riverandridge outdoorfamily thrukers bikepacker"
-).split()
+_FIRST = [
+    "Ava",
+    "Ben",
+    "Chloe",
+    "Dev",
+    "Elena",
+    "Farid",
+    "Grace",
+    "Hiro",
+    "Ines",
+    "Jonas",
+    "Kemi",
+    "Luca",
+    "Mei",
+    "Nora",
+    "Omar",
+    "Priya",
+    "Quinn",
+    "Rosa",
+    "Sam",
+    "Tariq",
+    "Uma",
+    "Vik",
+    "Wen",
+    "Yara",
+]
+_SITES = [
+    "trailnotes",
+    "gearlab",
+    "summitdaily",
+    "packlight",
+    "campfirereviews",
+    "peakpicks",
+    "wildroutes",
+    "basecamptips",
+    "riverandridge",
+    "outdoorfamily",
+    "thrukers",
+    "bikepacker",
+]
 _COUNTRIES = ["US", "GB", "DE", "FR", "CA", "AU", "NL", "SE", "ES", "IT", "JP", "BR"]
 _CHANNELS = ["seo", "social", "ads", "email", "video", "other"]
 _REJECT_REASONS = [
