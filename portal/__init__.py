@@ -87,6 +87,9 @@ def register_realtime(app: Flask) -> None:
     from portal import realtime
 
     origins = app.config.get("SOCKETIO_CORS_ORIGINS")
+    # Flask-SocketIO keeps the queue manager of an earlier init_app; each app
+    # (several exist in the tests) must get the one its own config asks for.
+    socketio.server_options.pop("client_manager", None)
     socketio.init_app(
         app,
         async_mode=app.config["SOCKETIO_ASYNC_MODE"],

@@ -7,7 +7,7 @@ from functools import cache
 from babel import Locale
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
-from wtforms import SelectMultipleField, widgets
+from wtforms import SelectChoice, SelectMultipleField, widgets
 
 from portal.errors import DomainError
 from portal.models import CHANNELS
@@ -20,7 +20,12 @@ class MultiCheckboxField(SelectMultipleField):
     option_widget = widgets.CheckboxInput()
 
 
-def channel_choices() -> list[tuple[str, str]]:
+def as_choices(pairs) -> list[SelectChoice]:
+    """``(value, label)`` pairs as WTForms choices."""
+    return [SelectChoice(value, label) for value, label in pairs]
+
+
+def channel_choices() -> list[SelectChoice]:
     labels = {
         "seo": _l("SEO / content site"),
         "social": _l("Social media"),
@@ -29,7 +34,7 @@ def channel_choices() -> list[tuple[str, str]]:
         "video": _l("Video"),
         "other": _l("Other"),
     }
-    return [(c, labels[c]) for c in CHANNELS]
+    return as_choices((c, labels[c]) for c in CHANNELS)
 
 
 _NOT_COUNTRIES = {"EU", "EZ", "UN", "QO", "ZZ", "XA", "XB"}

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from flask import g, has_app_context
+from flask.testing import FlaskClient
 from flask_sqlalchemy.session import Session as FlaskSession
 
 from config import TestingConfig
@@ -153,8 +155,20 @@ def db(app):
             connection.close()
 
 
+class _FreshGlobalsClient(FlaskClient):
+    """Requests share the test's app context (and so its session); give each a clean ``g``
+    as a real request would have, so cached values such as the signed-in user do not leak."""
+
+    def open(self, *args, **kwargs):
+        if has_app_context():
+            for key in list(g):
+                g.pop(key)
+        return super().open(*args, **kwargs)
+
+
 @pytest.fixture
 def client(app, db):
+    app.test_client_class = _FreshGlobalsClient
     return app.test_client()
 
 

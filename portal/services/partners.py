@@ -31,7 +31,7 @@ def partner_query(status: str | None = None, search: str | None = None) -> sa.Se
 def count_by_status() -> dict[str, int]:
     rows = db.session.execute(sa.select(Partner.status, sa.func.count()).group_by(Partner.status))
     counts = {status.value: 0 for status in PartnerStatus}
-    counts.update(dict(rows.tuples().all()))
+    counts.update({status: count for status, count in rows})  # noqa: C416 - rows, not pairs
     return counts
 
 

@@ -18,6 +18,7 @@ from wtforms import (
 )
 from wtforms.validators import DataRequired, Email, InputRequired, Length, NumberRange, Optional
 
+from portal.forms import as_choices
 from portal.models import CommissionType, PayoutSchedule, Program, Role
 from portal.money import parse_amount, to_decimal_string
 from portal.services.program import ProgramSettings
@@ -40,15 +41,17 @@ class ConfirmForm(FlaskForm):
     """A button-only form: carries the CSRF token."""
 
 
-WEEKDAYS = [
-    (0, _l("Monday")),
-    (1, _l("Tuesday")),
-    (2, _l("Wednesday")),
-    (3, _l("Thursday")),
-    (4, _l("Friday")),
-    (5, _l("Saturday")),
-    (6, _l("Sunday")),
-]
+WEEKDAYS = as_choices(
+    [
+        (0, _l("Monday")),
+        (1, _l("Tuesday")),
+        (2, _l("Wednesday")),
+        (3, _l("Thursday")),
+        (4, _l("Friday")),
+        (5, _l("Saturday")),
+        (6, _l("Sunday")),
+    ]
+)
 
 
 class SettingsForm(FlaskForm):
@@ -99,11 +102,13 @@ class SettingsForm(FlaskForm):
     )
     payout_schedule = SelectField(
         _l("Payout schedule"),
-        choices=[
-            (PayoutSchedule.MONTHLY.value, _l("Monthly")),
-            (PayoutSchedule.BIWEEKLY.value, _l("Every two weeks")),
-            (PayoutSchedule.WEEKLY.value, _l("Weekly")),
-        ],
+        choices=as_choices(
+            [
+                (PayoutSchedule.MONTHLY.value, _l("Monthly")),
+                (PayoutSchedule.BIWEEKLY.value, _l("Every two weeks")),
+                (PayoutSchedule.WEEKLY.value, _l("Weekly")),
+            ]
+        ),
     )
     payout_day_of_month = IntegerField(
         _l("Day of the month (monthly)"),
@@ -112,10 +117,12 @@ class SettingsForm(FlaskForm):
     payout_weekday = SelectField(_l("Weekday (weekly, every two weeks)"), choices=WEEKDAYS, coerce=int)
     commission_type = RadioField(
         _l("Base commission"),
-        choices=[
-            (CommissionType.PERCENT.value, _l("Percent of the sale")),
-            (CommissionType.FLAT.value, _l("Fixed amount per sale")),
-        ],
+        choices=as_choices(
+            [
+                (CommissionType.PERCENT.value, _l("Percent of the sale")),
+                (CommissionType.FLAT.value, _l("Fixed amount per sale")),
+            ]
+        ),
     )
     commission_percent = StringField(_l("Percent"), validators=[Optional(), Length(max=10)])
     commission_flat = StringField(_l("Fixed amount"), validators=[Optional(), Length(max=20)])
@@ -223,8 +230,10 @@ class TeamMemberForm(FlaskForm):
     )
     role = SelectField(
         _l("Role"),
-        choices=[
-            (Role.MANAGER.value, _l("Manager — runs the program day to day")),
-            (Role.ADMIN.value, _l("Admin — also settings, team and API keys")),
-        ],
+        choices=as_choices(
+            [
+                (Role.MANAGER.value, _l("Manager — runs the program day to day")),
+                (Role.ADMIN.value, _l("Admin — also settings, team and API keys")),
+            ]
+        ),
     )

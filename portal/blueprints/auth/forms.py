@@ -7,7 +7,7 @@ from flask_wtf import FlaskForm
 from wtforms import BooleanField, EmailField, PasswordField, SelectField, StringField, TextAreaField
 from wtforms.validators import URL, DataRequired, Email, EqualTo, Length, Optional
 
-from portal.forms import MultiCheckboxField, channel_choices, country_choices
+from portal.forms import MultiCheckboxField, as_choices, channel_choices, country_choices
 
 _email = [
     DataRequired(_l("Enter your e-mail address.")),
@@ -79,7 +79,7 @@ class ApplyForm(_NewPasswordMixin, FlaskForm):
     )
     country = SelectField(
         _l("Country"),
-        choices=[("", _l("Choose…")), *country_choices()],
+        choices=as_choices([("", _l("Choose…")), *country_choices()]),
         validators=[DataRequired(_l("Choose your country."))],
     )
 

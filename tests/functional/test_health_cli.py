@@ -1,0 +1,131 @@
+"""``/healthz`` and the ``flask portal`` commands."""
+
+import pytest
+import sqlalchemy as sa
+
+from config import TestingConfig
+from portal import create_app
+from portal.models import Partner, PartnerStatus, Program, Role, User
+from tests.conftest import free_port
+
+
+def test_healthz_reports_the_database(client):
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    assert response.get_json() == {"status": "ok", "database": "ok"}
+
+
+@pytest.mark.redis
+def test_healthz_reports_redis_when_configured(database_url, redis_url, db):
+    app = create_app(TestingConfig, SQLALCHEMY_DATABASE_URI=database_url, REDIS_URL=redis_url)
+    response = app.test_client().get("/healthz")
+    assert response.get_json() == {"status": "ok", "database": "ok", "redis": "ok"}
+    with app.app_context():
+        from portal.extensions import db as _db
+
+        _db.engine.dispose()
+
+
+def test_healthz_fails_when_redis_is_down(database_url, db):
+    app = create_app(
+        TestingConfig, SQLALCHEMY_DATABASE_URI=database_url, REDIS_URL=f"redis://127.0.0.1:{free_port()}/0"
+    )
+    response = app.test_client().get("/healthz")
+    assert response.status_code == 503
+    assert response.get_json()["redis"] == "error"
+    assert response.get_json()["status"] == "error"
+    with app.app_context():
+        from portal.extensions import db as _db
+
+        _db.engine.dispose()
+
+
+def test_healthz_fails_when_the_database_is_unreachable(tmp_path):
+    app = create_app(TestingConfig, SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path}/missing-dir/x.db")
+    response = app.test_client().get("/healthz")
+    assert response.status_code == 503
+    assert response.get_json() == {"status": "error", "database": "error"}
+
+
+def test_demo_seeds_once(runner, db):
+    result = runner.invoke(args=["portal", "demo"])
+    assert result.exit_code == 0, result.output
+    assert "Demo program seeded" in result.output
+    users = {u.email: u for u in db.session.scalars(sa.select(User))}
+    assert users["admin@example.com"].role == Role.ADMIN
+    assert users["manager@example.com"].role == Role.MANAGER
+    demo = db.session.scalars(sa.select(Partner).where(Partner.ref_code == "demo")).one()
+    assert demo.user.email == "partner@example.com"
+    assert demo.status == PartnerStatus.APPROVED
+    assert users["admin@example.com"].check_password("portal-demo")
+    statuses = set(db.session.scalars(sa.select(Partner.status)))
+    assert statuses == set(PartnerStatus)
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Partner)) >= 30
+    program = db.session.scalars(sa.select(Program)).one()
+    assert program.allowed_domains and program.default_landing_url
+
+    again = runner.invoke(args=["portal", "demo"])
+    assert again.exit_code == 0
+    assert "already has users" in again.output
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Program)) == 1
+
+
+def test_create_user_asks_for_the_password(runner, db):
+    result = runner.invoke(
+        args=["portal", "create-user", "Boss@Example.org", "--role", "admin"],
+        input="a solid pass phrase\na solid pass phrase\n",
+    )
+    assert result.exit_code == 0, result.output
+    user = db.session.scalars(sa.select(User).where(User.email == "boss@example.org")).one()
+    assert user.is_admin and user.check_password("a solid pass phrase")
+
+
+def test_create_user_refuses_weak_password_and_duplicates(runner, db):
+    weak = runner.invoke(
+        args=["portal", "create-user", "a@example.org", "--role", "manager"], input="short\nshort\n"
+    )
+    assert weak.exit_code != 0
+    assert "at least 10 characters" in weak.output
+    runner.invoke(
+        args=["portal", "create-user", "a@example.org", "--role", "manager"], input="a good long one\n" * 2
+    )
+    dup = runner.invoke(
+        args=["portal", "create-user", "a@example.org", "--role", "admin"], input="a good long one\n" * 2
+    )
+    assert dup.exit_code != 0
+    assert "already exists" in dup.output
+
+
+def test_production_refuses_to_start_without_secret_key(monkeypatch):
+    from config import ProductionConfig
+
+    monkeypatch.setattr(ProductionConfig, "SECRET_KEY", None)
+    with pytest.raises(RuntimeError, match="SECRET_KEY must be set"):
+        create_app(ProductionConfig)
+
+
+def test_production_cookies_are_secure():
+    from config import ProductionConfig
+
+    assert ProductionConfig.SESSION_COOKIE_SECURE is True
+    assert ProductionConfig.REMEMBER_COOKIE_SECURE is True
+    assert ProductionConfig.SESSION_COOKIE_HTTPONLY is True
+    assert ProductionConfig.SESSION_COOKIE_SAMESITE == "Lax"
+
+
+def test_not_found_page_is_in_the_house_style(client):
+    response = client.get("/no/such/page")
+    assert response.status_code == 404
+    assert "Page not found" in response.get_data(as_text=True)
+    assert "<nav" in response.get_data(as_text=True)
+
+
+def test_server_error_page_rolls_back_and_explains(app, db):
+    @app.get("/boom")
+    def boom():
+        raise RuntimeError("boom")
+
+    app.config["PROPAGATE_TEST_ERRORS"] = False
+    response = app.test_client().get("/boom")
+    assert response.status_code == 500
+    assert "Something went wrong" in response.get_data(as_text=True)

@@ -1,0 +1,141 @@
+"""Every route × every kind of user: who may do what.
+
+Adding a route without adding it here fails ``test_every_route_is_in_the_matrix``.
+"""
+
+import pytest
+
+from portal.models import PartnerStatus, Role
+from tests.factories import PartnerFactory, UserFactory
+
+ROLES = ["anonymous", "applicant", "partner", "manager", "admin"]
+LOGIN = "login"  # redirect to the sign-in page
+HOME = "home"  # redirect elsewhere (signed-in users away from public forms, or after an action)
+
+# endpoint: (method, url template, {role: expected})
+MATRIX = {
+    "auth.index": (
+        "GET",
+        "/",
+        {"anonymous": 200, "applicant": HOME, "partner": HOME, "manager": HOME, "admin": HOME},
+    ),
+    "auth.login": (
+        "GET",
+        "/login",
+        {"anonymous": 200, "applicant": HOME, "partner": HOME, "manager": HOME, "admin": HOME},
+    ),
+    "auth.logout": ("POST", "/logout", dict.fromkeys(ROLES, LOGIN)),
+    "auth.apply": (
+        "GET",
+        "/apply",
+        {"anonymous": 200, "applicant": HOME, "partner": HOME, "manager": HOME, "admin": HOME},
+    ),
+    "auth.application_status": (
+        "GET",
+        "/status",
+        {"anonymous": LOGIN, "applicant": 200, "partner": HOME, "manager": HOME, "admin": HOME},
+    ),
+    "auth.forgot_password": ("GET", "/password/forgot", dict.fromkeys(ROLES, 200)),
+    "auth.reset_password": ("GET", "/password/reset/not-a-token", dict.fromkeys(ROLES, 400)),
+    "partner.dashboard": (
+        "GET",
+        "/partner/",
+        {"anonymous": LOGIN, "applicant": HOME, "partner": 200, "manager": 403, "admin": 403},
+    ),
+    "admin.dashboard": (
+        "GET",
+        "/admin/",
+        {"anonymous": LOGIN, "applicant": 403, "partner": 403, "manager": 200, "admin": 200},
+    ),
+    "admin.applications": (
+        "GET",
+        "/admin/applications",
+        {"anonymous": LOGIN, "applicant": 403, "partner": 403, "manager": 200, "admin": 200},
+    ),
+    "admin.list_partners": (
+        "GET",
+        "/admin/partners",
+        {"anonymous": LOGIN, "applicant": 403, "partner": 403, "manager": 200, "admin": 200},
+    ),
+    "admin.show_partner": (
+        "GET",
+        "/admin/partners/{applied_id}",
+        {"anonymous": LOGIN, "applicant": 403, "partner": 403, "manager": 200, "admin": 200},
+    ),
+    "admin.approve_partner": (
+        "POST",
+        "/admin/partners/{applied_id}/approve",
+        {"anonymous": LOGIN, "applicant": 403, "partner": 403, "manager": HOME, "admin": HOME},
+    ),
+    "admin.reject_partner": (
+        "POST",
+        "/admin/partners/{applied_id}/reject",
+        {"anonymous": LOGIN, "applicant": 403, "partner": 403, "manager": 422, "admin": 422},
+    ),
+    "admin.suspend_partner": (
+        "POST",
+        "/admin/partners/{approved_id}/suspend",
+        {"anonymous": LOGIN, "applicant": 403, "partner": 403, "manager": 422, "admin": 422},
+    ),
+    "admin.reinstate_partner": (
+        "POST",
+        "/admin/partners/{approved_id}/reinstate",
+        {"anonymous": LOGIN, "applicant": 403, "partner": 403, "manager": 422, "admin": 422},
+    ),
+    "admin.settings": (
+        "GET",
+        "/admin/settings",
+        {"anonymous": LOGIN, "applicant": 403, "partner": 403, "manager": 403, "admin": 200},
+    ),
+    "admin.team": (
+        "GET",
+        "/admin/team",
+        {"anonymous": LOGIN, "applicant": 403, "partner": 403, "manager": 403, "admin": 200},
+    ),
+    "admin.set_team_member_active": (
+        "POST",
+        "/admin/team/{other_manager_id}/deactivate",
+        {"anonymous": LOGIN, "applicant": 403, "partner": 403, "manager": 403, "admin": HOME},
+    ),
+    "health.healthz": ("GET", "/healthz", dict.fromkeys(ROLES, 200)),
+}
+
+
+def test_every_route_is_in_the_matrix(app):
+    endpoints = {rule.endpoint for rule in app.url_map.iter_rules() if rule.endpoint != "static"}
+    assert endpoints - MATRIX.keys() == set(), "add the new routes to MATRIX"
+    assert MATRIX.keys() - endpoints == set(), "remove routes that no longer exist"
+
+
+def test_every_admin_route_carries_a_role_check(app):
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint.startswith("admin."):
+            view = app.view_functions[rule.endpoint]
+            assert getattr(view, "required_roles", None), f"{rule.endpoint} has no role check"
+
+
+@pytest.mark.parametrize("role", ROLES)
+@pytest.mark.parametrize("endpoint", sorted(MATRIX))
+def test_route_permissions(client, db, program, login_as, endpoint, role):
+    applied = PartnerFactory(status=PartnerStatus.APPLIED)
+    approved = PartnerFactory(status=PartnerStatus.APPROVED)
+    other_manager = UserFactory(role=Role.MANAGER)
+    UserFactory(role=Role.ADMIN)  # so an admin may switch off another operator
+    db.session.commit()
+    if role == "applicant":
+        login_as(Role.PARTNER, status=PartnerStatus.APPLIED)
+    elif role != "anonymous":
+        login_as(role)
+
+    method, template, expected_by_role = MATRIX[endpoint]
+    url = template.format(applied_id=applied.id, approved_id=approved.id, other_manager_id=other_manager.id)
+    response = client.open(url, method=method)
+    expected = expected_by_role[role]
+    if expected == LOGIN:
+        assert response.status_code == 302
+        assert response.headers["Location"].startswith("/login")
+    elif expected == HOME:
+        assert response.status_code == 302
+        assert not response.headers["Location"].startswith("/login")
+    else:
+        assert response.status_code == expected, response.get_data(as_text=True)[:500]

@@ -1,0 +1,91 @@
+"""Socket.IO: who may connect, which room they join, and notify-after-commit."""
+
+import pytest
+from flask import g
+
+from portal import realtime
+from portal.extensions import socketio
+from portal.models import PartnerStatus, Role
+from tests.factories import PartnerFactory
+
+
+def events(received: list[dict]) -> list[tuple[str, dict]]:
+    # The test client lists a handler's emit args as a list, a server-side emit's as the value.
+    return [(m["name"], m["args"][0] if isinstance(m["args"], list) else m["args"]) for m in received]
+
+
+@pytest.fixture
+def connect(app, client):
+    """Open a Socket.IO test connection carrying the HTTP client's login cookie."""
+    opened = []
+
+    def open_socket():
+        for key in list(g):
+            g.pop(key)
+        sio = socketio.test_client(app, flask_test_client=client)
+        opened.append(sio)
+        return sio
+
+    yield open_socket
+    for sio in opened:
+        if sio.is_connected():
+            sio.disconnect()
+
+
+def test_anonymous_sockets_are_refused(connect, db):
+    assert not connect().is_connected()
+
+
+def test_applicants_cannot_listen(connect, login_as):
+    login_as(Role.PARTNER, status=PartnerStatus.APPLIED)
+    assert not connect().is_connected()
+
+
+def test_partner_joins_their_own_room(connect, login_as, db):
+    user = login_as(Role.PARTNER)
+    sio = connect()
+    assert sio.is_connected()
+    assert events(sio.get_received()) == [("ready", {"room": f"partner:{user.partner.id}"})]
+
+
+def test_operators_join_the_operators_room(connect, login_as):
+    login_as(Role.MANAGER)
+    sio = connect()
+    assert sio.is_connected()
+    assert events(sio.get_received()) == [("ready", {"room": "operators"})]
+
+
+def test_notify_reaches_only_that_partner_and_only_after_commit(app, connect, login_as, db):
+    user = login_as(Role.PARTNER)
+    mine = connect()
+    mine.get_received()
+    other = PartnerFactory()
+    db.session.commit()
+
+    realtime.notify(user.partner.id, "message", {"thread": 1})
+    realtime.notify(other.id, "message", {"thread": 2})
+    assert mine.get_received() == []  # not before the commit
+    db.session.commit()
+    received = mine.get_received()
+    assert events(received) == [("message", {"thread": 1})]
+
+
+def test_notify_is_dropped_on_rollback(connect, login_as, db):
+    user = login_as(Role.PARTNER)
+    sio = connect()
+    sio.get_received()
+    db.session.execute(db.select(1))  # a transaction is open
+    realtime.notify(user.partner.id, "message", {"thread": 1})
+    db.session.rollback()
+    db.session.commit()
+    assert sio.get_received() == []
+
+
+def test_notify_operators(connect, login_as, db):
+    login_as(Role.ADMIN)
+    sio = connect()
+    sio.get_received()
+    db.session.execute(db.select(1))
+    realtime.notify_operators("application", {"partner_id": 7})
+    db.session.commit()
+    assert [m["name"] for m in sio.get_received()] == ["application"]

@@ -1,0 +1,80 @@
+"""The migrated schema: it matches the models, and the database itself enforces the rules."""
+
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+
+from portal.extensions import db as _db
+from portal.models import Partner, Program, User
+from tests.factories import PartnerFactory, ProgramFactory, UserFactory
+
+pytestmark = pytest.mark.postgres
+
+
+def test_migrations_match_the_models(app, db):
+    with app.app_context():
+        context = MigrationContext.configure(db.session.connection(), opts={"compare_type": True})
+        differences = compare_metadata(context, _db.metadata)
+    assert differences == []
+
+
+def _insert_fails(db, make) -> None:
+    savepoint = db.session.begin_nested()
+    with pytest.raises(sa.exc.IntegrityError):
+        make()
+        db.session.flush()
+    savepoint.rollback()
+
+
+def test_email_is_unique(db):
+    UserFactory(email="same@example.org")
+    _insert_fails(db, lambda: UserFactory(email="same@example.org"))
+
+
+def test_email_must_be_stored_lowercase(db):
+    _insert_fails(db, lambda: UserFactory(email="Upper@Example.org"))
+
+
+def test_role_and_status_come_from_the_fixed_lists(db):
+    _insert_fails(db, lambda: UserFactory(role="superuser"))
+    _insert_fails(db, lambda: PartnerFactory(status="vip"))
+
+
+def test_ref_code_is_unique_and_one_partner_per_user(db):
+    first = PartnerFactory(ref_code="taken")
+    _insert_fails(db, lambda: PartnerFactory(ref_code="taken"))
+    _insert_fails(
+        db,
+        lambda: db.session.add(
+            Partner(user=first.user, ref_code="other", promotion_description="x", country="US")
+        ),
+    )
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"currency": "EU"},
+        {"cookie_window_days": 0},
+        {"hold_period_days": -1},
+        {"minimum_payout_minor": -1},
+        {"payout_schedule": "daily"},
+        {"payout_schedule": "monthly", "payout_day": 31},
+        {"payout_schedule": "weekly", "payout_day": 7},
+        {"commission_type": "tiered"},
+        {"commission_percent_bp": 10001},
+        {"commission_flat_minor": -5},
+    ],
+)
+def test_program_settings_are_checked_by_the_database(db, overrides):
+    _insert_fails(db, lambda: ProgramFactory(**overrides))
+
+
+def test_deleting_a_user_deletes_their_partner_record(db):
+    partner = PartnerFactory()
+    user_id = partner.user.id
+    db.session.execute(sa.delete(User).where(User.id == user_id))
+    db.session.expire_all()
+    assert db.session.scalar(sa.select(Partner).where(Partner.user_id == user_id)) is None
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Program)) == 0
