@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 FLASK  := $(BIN)/flask --app wsgi
 
-.PHONY: run test lint format bench install install-dev migrate demo clean
+.PHONY: run test lint format bench install install-dev migrate demo translations clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -49,7 +49,11 @@ test: lint
 	$(BIN)/python -m pytest
 
 bench: install-dev
-	@for script in bench/*.py; do case $$script in */_*) continue;; esac; echo "== $$script"; $(BIN)/python $$script || exit 1; done
+	@for script in bench/*.py; do [ -e "$$script" ] || continue; case $$script in */_*) continue;; esac; echo "== $$script"; $(BIN)/python $$script || exit 1; done
+
+# Refresh the message catalogue after changing user-facing text.
+translations: install
+	$(BIN)/pybabel extract -F babel.cfg -k _l -k lazy_gettext --no-location -o portal/translations/messages.pot .
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
