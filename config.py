@@ -95,6 +95,16 @@ class Config:
 
     MAX_CONTENT_LENGTH = _int("MAX_CONTENT_LENGTH", 16 * 1024 * 1024)
 
+    # Click redirect: "buffered" writes clicks in batches off the request
+    # thread; "inline" writes each in the request's transaction.
+    CLICK_WRITE_MODE = _str("CLICK_WRITE_MODE", "buffered")
+    CLICK_FLUSH_SECONDS = float(_str("CLICK_FLUSH_SECONDS", "0.5"))
+    CLICK_BATCH_SIZE = _int("CLICK_BATCH_SIZE", 500)
+
+    # Tracking API
+    API_RATE_LIMIT = _str("API_RATE_LIMIT", "1200 per minute")
+    API_MAX_BODY_BYTES = _int("API_MAX_BODY_BYTES", 64 * 1024)
+
 
 class DevelopmentConfig(Config):
     ENV_NAME = "development"
@@ -112,6 +122,7 @@ class TestingConfig(Config):
     REDIS_URL = None
     MAIL_SERVER = None
     SERVER_NAME = "portal.test"
+    CLICK_WRITE_MODE = "inline"
     PORTAL_BASE_URL = "http://portal.test"
 
 

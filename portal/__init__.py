@@ -58,6 +58,10 @@ def register_extensions(app: Flask) -> None:
     htmx.init_app(app)
     limiter.init_app(app)
 
+    from portal import clickwriter
+
+    clickwriter.init_app(app)
+
     from portal.i18n import select_locale, select_timezone
 
     babel.init_app(app, locale_selector=select_locale, timezone_selector=select_timezone)

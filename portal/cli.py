@@ -45,3 +45,19 @@ def create_user_command(email: str, role: str, name: str | None, password: str) 
         raise click.ClickException(error.message) from None
     db.session.commit()
     click.echo(f"Created {user.role} {user.email}.")
+
+
+@portal_cli.command("create-api-key")
+@click.argument("name")
+def create_api_key_command(name: str) -> None:
+    """Create a tracking API key; the key is printed once, on the last line."""
+    from portal.services.api_keys import create_api_key
+
+    try:
+        key, plain = create_api_key(name, None)
+    except DomainError as error:
+        db.session.rollback()
+        raise click.ClickException(error.message) from None
+    db.session.commit()
+    click.echo(f"API key {key.name!r} created. Store it now; it is not shown again:")
+    click.echo(plain)

@@ -72,7 +72,7 @@ def init_app(app: Flask) -> None:
         status = error.code or 500
         title, message = _titles().get(status, (error.name, error.description))
         if wants_json():
-            return api_error(status, message)
+            return api_error(status, error.description or message)
         response = render_template("errors/error.html", code=status, title=title, message=message)
         return response, status, (error.get_response().headers if status == 405 else {})
 

@@ -13,6 +13,10 @@ from portal.errors import DomainError
 from portal.models import CHANNELS
 
 
+class ConfirmForm(FlaskForm):
+    """A button-only form: carries the CSRF token."""
+
+
 class MultiCheckboxField(SelectMultipleField):
     """A group of checkboxes posting a list."""
 

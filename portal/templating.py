@@ -11,6 +11,7 @@ from flask_wtf.csrf import generate_csrf
 
 from portal.models import CommissionType, PartnerStatus
 from portal.money import format_money
+from portal.realtime import room_for
 
 
 def money(minor: int | None, currency: str) -> str:
@@ -30,6 +31,22 @@ def base_commission(program) -> str:
     return _("%(amount)s per sale", amount=money(program.commission_flat_minor, program.currency))
 
 
+def channel_label(code: str) -> str:
+    from portal.forms import channel_choices
+
+    return next((str(c.label) for c in channel_choices() if c.value == code), code)
+
+
+def channel_labels(codes: list[str]) -> str:
+    return ", ".join(channel_label(c) for c in codes)
+
+
+def country_name(code: str | None) -> str:
+    if not code:
+        return "—"
+    return get_locale().territories.get(code, code)
+
+
 def when(value, format: str = "medium") -> str:  # noqa: A002 - Babel's own name
     if value is None:
         return "—"
@@ -38,26 +55,55 @@ def when(value, format: str = "medium") -> str:  # noqa: A002 - Babel's own name
 
 # Every status is shown as a word and an icon, never by colour alone.
 _STATUS_ICONS = {
-    PartnerStatus.APPLIED: ("⏳", "pending"),
-    PartnerStatus.APPROVED: ("✔", "good"),
-    PartnerStatus.REJECTED: ("✖", "bad"),
-    PartnerStatus.SUSPENDED: ("⏸", "warn"),
+    "partner": {
+        PartnerStatus.APPLIED: ("◷", "pending"),
+        PartnerStatus.APPROVED: ("✔", "good"),
+        PartnerStatus.REJECTED: ("✖", "bad"),
+        PartnerStatus.SUSPENDED: ("‖", "warn"),
+    },
+    "conversion": {
+        "pending": ("◷", "pending"),
+        "review": ("⚑", "warn"),
+        "rejected": ("✖", "bad"),
+    },
+    "commission": {
+        "pending": ("◷", "pending"),
+        "confirmed": ("✔", "good"),
+        "reversed": ("↩", "bad"),
+    },
 }
 
 
-def status_badge_parts(status: str) -> tuple[str, str, str]:
-    from portal.services.accounts import partner_status_label
+def _status_label(kind: str, status: str) -> str:
+    if kind == "partner":
+        from portal.services.accounts import partner_status_label
 
-    icon, tone = _STATUS_ICONS.get(status, ("•", "neutral"))
-    return icon, tone, partner_status_label(status)
+        return partner_status_label(status)
+    return {
+        ("conversion", "pending"): _("counted — commission pending"),
+        ("conversion", "review"): _("under review"),
+        ("conversion", "rejected"): _("rejected"),
+        ("commission", "pending"): _("pending"),
+        ("commission", "confirmed"): _("confirmed"),
+        ("commission", "reversed"): _("reversed"),
+    }.get((kind, status), status)
+
+
+def status_badge_parts(status: str, kind: str = "partner") -> tuple[str, str, str]:
+    icon, tone = _STATUS_ICONS.get(kind, {}).get(status, ("•", "neutral"))
+    return icon, tone, _status_label(kind, status)
 
 
 def init_app(app: Flask) -> None:
     app.add_template_filter(money, "money")
     app.add_template_filter(when, "when")
     app.add_template_filter(percent_bp, "percent_bp")
+    app.add_template_filter(channel_label, "channel")
+    app.add_template_filter(channel_labels, "channels")
+    app.add_template_filter(country_name, "country")
     app.add_template_global(base_commission)
     app.add_template_global(get_locale)
+    app.add_template_global(room_for, "live_room")
     app.add_template_global(status_badge_parts)
     app.add_template_global(generate_csrf, "csrf_token")
 

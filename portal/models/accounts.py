@@ -57,6 +57,8 @@ class User(UserMixin, db.Model):
     locale: Mapped[str | None] = mapped_column(sa.String(16))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Keyed hash of the address of the last sign-in: the self-referral rule compares clicks to it.
+    last_login_ip_hash: Mapped[str | None] = mapped_column(sa.String(32))
 
     partner: Mapped[Partner | None] = relationship(
         back_populates="user", uselist=False, foreign_keys="Partner.user_id"

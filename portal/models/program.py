@@ -41,6 +41,8 @@ class Program(db.Model):
         sa.CheckConstraint("commission_type IN ('percent', 'flat')", name="commission_type_known"),
         sa.CheckConstraint("commission_percent_bp BETWEEN 0 AND 10000", name="commission_percent_range"),
         sa.CheckConstraint("commission_flat_minor >= 0", name="commission_flat_positive"),
+        sa.CheckConstraint("click_flood_per_minute >= 1", name="click_flood_positive"),
+        sa.CheckConstraint("duplicate_window_minutes >= 1", name="duplicate_window_positive"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -59,6 +61,15 @@ class Program(db.Model):
     # Hundredths of a percent: 1000 = 10.00 %.
     commission_percent_bp: Mapped[int] = mapped_column(default=1000)
     commission_flat_minor: Mapped[int] = mapped_column(default=0)
+    # Query parameter names appended to the landing page by the click redirect.
+    ref_param: Mapped[str] = mapped_column(sa.String(32), default="ref")
+    click_id_param: Mapped[str] = mapped_column(sa.String(32), default="click_id")
+    # Fraud rules, each switchable.
+    fraud_self_referral: Mapped[bool] = mapped_column(default=True)
+    fraud_click_flood: Mapped[bool] = mapped_column(default=True)
+    click_flood_per_minute: Mapped[int] = mapped_column(default=20)
+    fraud_duplicate_order: Mapped[bool] = mapped_column(default=True)
+    duplicate_window_minutes: Mapped[int] = mapped_column(default=10)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 

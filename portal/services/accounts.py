@@ -171,7 +171,7 @@ def partner_status_label(status: str) -> str:
     }.get(status, status)
 
 
-def authenticate(email: str, password: str) -> User | None:
+def authenticate(email: str, password: str, ip: str | None = None) -> User | None:
     """The active user with this e-mail and password, or None (same answer for every failure)."""
     user = find_user_by_email(email)
     if user is None:
@@ -181,6 +181,10 @@ def authenticate(email: str, password: str) -> User | None:
     if not user.check_password(password) or not user.active:
         return None
     user.last_login_at = utcnow()
+    if ip is not None:
+        from portal.services.clicks import hash_ip
+
+        user.last_login_ip_hash = hash_ip(ip)
     db.session.flush()
     return user
 

@@ -21,6 +21,9 @@ _HOSTNAME = re.compile(
 )
 
 
+_PARAM = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,31}$")
+
+
 def get_program() -> Program:
     """The program. A fresh install gets one with safe defaults on first read."""
     program = db.session.scalars(sa.select(Program).order_by(Program.id).limit(1)).first()
@@ -28,6 +31,9 @@ def get_program() -> Program:
         program = Program(name="Partner program", default_landing_url="", allowed_domains=[])
         db.session.add(program)
         db.session.flush()
+    from portal.services.clicks import forget_routing
+
+    forget_routing()
     return program
 
 
@@ -87,6 +93,13 @@ class ProgramSettings:
     commission_type: str = CommissionType.PERCENT
     commission_percent_bp: int = 1000
     commission_flat_minor: int = 0
+    ref_param: str = "ref"
+    click_id_param: str = "click_id"
+    fraud_self_referral: bool = True
+    fraud_click_flood: bool = True
+    click_flood_per_minute: int = 20
+    fraud_duplicate_order: bool = True
+    duplicate_window_minutes: int = 10
 
 
 def settings_of(program: Program) -> ProgramSettings:
@@ -115,6 +128,15 @@ def update_program_settings(program: Program, actor: User, settings: ProgramSett
         raise InvalidSetting(_("Choose a day of the month from 1 to 28."), "payout_day")
     if settings.payout_schedule != PayoutSchedule.MONTHLY and not 0 <= settings.payout_day <= 6:
         raise InvalidSetting(_("Choose a weekday."), "payout_day")
+    for name in ("ref_param", "click_id_param"):
+        if not _PARAM.match(getattr(settings, name)):
+            raise InvalidSetting(_("Letters, digits and _ only, starting with a letter."), name)
+    if settings.ref_param == settings.click_id_param:
+        raise InvalidSetting(_("The two parameters need different names."), "click_id_param")
+    if settings.click_flood_per_minute < 1:
+        raise InvalidSetting(_("At least 1."), "click_flood_per_minute")
+    if settings.duplicate_window_minutes < 1:
+        raise InvalidSetting(_("At least 1."), "duplicate_window_minutes")
     settings.allowed_domains = domains
 
     before = asdict(settings_of(program))
@@ -125,4 +147,7 @@ def update_program_settings(program: Program, actor: User, settings: ProgramSett
     if changed:
         record_event(actor, "program.settings_changed", "program", program.id, changes=changed)
     db.session.flush()
+    from portal.services.clicks import forget_routing
+
+    forget_routing()
     return program

@@ -23,6 +23,13 @@ SETTINGS = {
     "commission_type": "percent",
     "commission_percent": "12.5",
     "commission_flat": "",
+    "ref_param": "ref",
+    "click_id_param": "click_id",
+    "fraud_self_referral": "y",
+    "fraud_click_flood": "y",
+    "click_flood_per_minute": "20",
+    "fraud_duplicate_order": "y",
+    "duplicate_window_minutes": "10",
 }
 
 
@@ -73,7 +80,7 @@ def test_reject_needs_a_reason_and_shows_it_to_the_applicant(client, db, program
         f"/admin/partners/{partner.id}/reject", data={"reason": ""}, headers={"HX-Request": "true"}
     )
     assert empty.status_code == 422
-    assert "Say why, so the partner knows." in empty.get_data(as_text=True)
+    assert "Say why, so the applicant knows." in empty.get_data(as_text=True)
     db.session.refresh(partner)
     assert partner.status == PartnerStatus.APPLIED
 
@@ -147,6 +154,9 @@ def test_settings_save(client, db, program, login_as):
         ({"payout_schedule": "monthly", "payout_day_of_month": "31"}, "From 1 to 28."),
         ({"currency": "XYZ"}, "Not a valid choice"),
         ({"name": "n" * 121}, "At most 120 characters."),
+        ({"ref_param": "my ref"}, "Letters, digits and _ only"),
+        ({"click_id_param": "ref"}, "need different names"),
+        ({"click_flood_per_minute": "0"}, "From 1 to 10000."),
     ],
 )
 def test_settings_bad_input(client, db, program, login_as, overrides, message):

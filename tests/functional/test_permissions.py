@@ -5,12 +5,19 @@ Adding a route without adding it here fails ``test_every_route_is_in_the_matrix`
 
 import pytest
 
-from portal.models import PartnerStatus, Role
+from portal.models import Conversion, PartnerStatus, Role
+from portal.models.types import utcnow
+from portal.services.api_keys import create_api_key
+from portal.services.links import create_link
 from tests.factories import PartnerFactory, UserFactory
 
 ROLES = ["anonymous", "applicant", "partner", "manager", "admin"]
 LOGIN = "login"  # redirect to the sign-in page
 HOME = "home"  # redirect elsewhere (signed-in users away from public forms, or after an action)
+
+PARTNER_ONLY = {"anonymous": LOGIN, "applicant": HOME, "partner": 200, "manager": 403, "admin": 403}
+OPERATORS = {"anonymous": LOGIN, "applicant": 403, "partner": 403, "manager": 200, "admin": 200}
+ADMIN_ONLY = {"anonymous": LOGIN, "applicant": 403, "partner": 403, "manager": 403, "admin": 200}
 
 # endpoint: (method, url template, {role: expected})
 MATRIX = {
@@ -98,6 +105,43 @@ MATRIX = {
         {"anonymous": LOGIN, "applicant": 403, "partner": 403, "manager": 403, "admin": HOME},
     ),
     "health.healthz": ("GET", "/healthz", dict.fromkeys(ROLES, 200)),
+    # the click redirect and the API do not care who is signed in
+    "track.follow_link": ("GET", "/go/{approved_ref}", dict.fromkeys(ROLES, HOME)),
+    "api.create_signup": ("POST", "/api/v1/signups", dict.fromkeys(ROLES, 401)),
+    "api.create_conversion": ("POST", "/api/v1/conversions", dict.fromkeys(ROLES, 401)),
+    "api.show_conversion": ("GET", "/api/v1/conversions/{transaction_id}", dict.fromkeys(ROLES, 401)),
+    "api.refund_conversion": (
+        "POST",
+        "/api/v1/conversions/{transaction_id}/refund",
+        dict.fromkeys(ROLES, 401),
+    ),
+    "api.openapi": ("GET", "/api/v1/openapi.json", dict.fromkeys(ROLES, 200)),
+    # partner pages: the signed-in partner is never the owner of the fixtures' link and conversion
+    "partner.list_links": ("GET", "/partner/links", PARTNER_ONLY),
+    "partner.create_link": ("POST", "/partner/links", {**PARTNER_ONLY, "partner": 422}),
+    "partner.toggle_link": ("POST", "/partner/links/{link_id}/disable", {**PARTNER_ONLY, "partner": 404}),
+    "partner.list_conversions": ("GET", "/partner/conversions", PARTNER_ONLY),
+    "partner.show_conversion": (
+        "GET",
+        "/partner/conversions/{conversion_id}",
+        {**PARTNER_ONLY, "partner": 404},
+    ),
+    "admin.list_conversions": ("GET", "/admin/conversions", OPERATORS),
+    "admin.show_conversion": ("GET", "/admin/conversions/{conversion_id}", OPERATORS),
+    "admin.approve_conversion": (
+        "POST",
+        "/admin/conversions/{conversion_id}/approve",
+        {**OPERATORS, "manager": HOME, "admin": HOME},
+    ),
+    "admin.reject_conversion": (
+        "POST",
+        "/admin/conversions/{conversion_id}/reject",
+        {**OPERATORS, "manager": 422, "admin": 422},
+    ),
+    "admin.grant_slug": ("POST", "/admin/links/{link_id}/slug", {**ADMIN_ONLY, "admin": HOME}),
+    "admin.api_keys_page": ("GET", "/admin/api-keys", ADMIN_ONLY),
+    "admin.revoke_api_key": ("POST", "/admin/api-keys/{api_key_id}/revoke", {**ADMIN_ONLY, "admin": HOME}),
+    "admin.integration_guide": ("GET", "/admin/integration", OPERATORS),
 }
 
 
@@ -121,6 +165,17 @@ def test_route_permissions(client, db, program, login_as, endpoint, role):
     approved = PartnerFactory(status=PartnerStatus.APPROVED)
     other_manager = UserFactory(role=Role.MANAGER)
     UserFactory(role=Role.ADMIN)  # so an admin may switch off another operator
+    link = create_link(approved, program, label="Owned by someone else", channel="seo")
+    conversion = Conversion(
+        transaction_id="t-perm",
+        amount_minor=1000,
+        currency="USD",
+        partner_id=approved.id,
+        request_fingerprint="x",
+        occurred_at=utcnow(),
+    )
+    db.session.add(conversion)
+    api_key, _plain = create_api_key("perm", None)
     db.session.commit()
     if role == "applicant":
         login_as(Role.PARTNER, status=PartnerStatus.APPLIED)
@@ -128,7 +183,16 @@ def test_route_permissions(client, db, program, login_as, endpoint, role):
         login_as(role)
 
     method, template, expected_by_role = MATRIX[endpoint]
-    url = template.format(applied_id=applied.id, approved_id=approved.id, other_manager_id=other_manager.id)
+    url = template.format(
+        applied_id=applied.id,
+        approved_id=approved.id,
+        approved_ref=approved.ref_code,
+        other_manager_id=other_manager.id,
+        link_id=link.id,
+        conversion_id=conversion.id,
+        transaction_id=conversion.transaction_id,
+        api_key_id=api_key.id,
+    )
     response = client.open(url, method=method)
     expected = expected_by_role[role]
     if expected == LOGIN:

@@ -9,6 +9,7 @@ from babel.numbers import list_currencies
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from wtforms import (
+    BooleanField,
     EmailField,
     IntegerField,
     RadioField,
@@ -18,7 +19,18 @@ from wtforms import (
 )
 from wtforms.validators import DataRequired, Email, InputRequired, Length, NumberRange, Optional
 
-from portal.forms import as_choices
+from portal.forms import ConfirmForm, as_choices
+
+__all__ = [
+    "ApiKeyForm",
+    "ConfirmForm",
+    "ConversionRejectForm",
+    "RejectForm",
+    "SettingsForm",
+    "SlugForm",
+    "SuspendForm",
+    "TeamMemberForm",
+]
 from portal.models import CommissionType, PayoutSchedule, Program, Role
 from portal.money import parse_amount, to_decimal_string
 from portal.services.program import ProgramSettings
@@ -30,15 +42,17 @@ _reason = [
 
 
 class RejectForm(FlaskForm):
-    reason = TextAreaField(_l("Reason shown to the applicant"), validators=_reason)
+    reason = TextAreaField(
+        _l("Reason shown to the applicant"),
+        validators=[
+            DataRequired(_l("Say why, so the applicant knows.")),
+            Length(max=1000, message=_l("At most %(max)d characters.")),
+        ],
+    )
 
 
 class SuspendForm(FlaskForm):
     reason = TextAreaField(_l("Reason shown to the partner"), validators=_reason)
-
-
-class ConfirmForm(FlaskForm):
-    """A button-only form: carries the CSRF token."""
 
 
 WEEKDAYS = as_choices(
@@ -124,6 +138,33 @@ class SettingsForm(FlaskForm):
             ]
         ),
     )
+    ref_param = StringField(
+        _l("Partner code parameter"),
+        validators=[DataRequired(), Length(max=32)],
+        description=_l("Added to landing pages as ?ref=CODE."),
+    )
+    click_id_param = StringField(
+        _l("Click id parameter"),
+        validators=[DataRequired(), Length(max=32)],
+        description=_l("Added to landing pages as ?click_id=ID; send it back in the API."),
+    )
+    fraud_self_referral = BooleanField(_l("Refuse self-referrals (the partner's own e-mail or address)"))
+    fraud_click_flood = BooleanField(_l("Flag click flooding"))
+    click_flood_per_minute = IntegerField(
+        _l("Clicks per minute from one address on one link before flagging"),
+        validators=[
+            InputRequired(_l("Enter a number.")),
+            NumberRange(1, 10000, _l("From %(min)s to %(max)s.")),
+        ],
+    )
+    fraud_duplicate_order = BooleanField(_l("Hold suspected duplicate orders for review"))
+    duplicate_window_minutes = IntegerField(
+        _l("Same customer and amount within (minutes)"),
+        validators=[
+            InputRequired(_l("Enter a number.")),
+            NumberRange(1, 10080, _l("From %(min)s to %(max)s.")),
+        ],
+    )
     commission_percent = StringField(_l("Percent"), validators=[Optional(), Length(max=10)])
     commission_flat = StringField(_l("Fixed amount"), validators=[Optional(), Length(max=20)])
 
@@ -153,6 +194,13 @@ class SettingsForm(FlaskForm):
             commission_type=program.commission_type,
             commission_percent=str(Decimal(program.commission_percent_bp) / 100),
             commission_flat=to_decimal_string(program.commission_flat_minor, program.currency),
+            ref_param=program.ref_param,
+            click_id_param=program.click_id_param,
+            fraud_self_referral=program.fraud_self_referral,
+            fraud_click_flood=program.fraud_click_flood,
+            click_flood_per_minute=program.click_flood_per_minute,
+            fraud_duplicate_order=program.fraud_duplicate_order,
+            duplicate_window_minutes=program.duplicate_window_minutes,
         )
 
     def _amount(self, field, required: bool) -> int | None:
@@ -209,6 +257,13 @@ class SettingsForm(FlaskForm):
             commission_type=self.commission_type.data,
             commission_percent_bp=self.commission_percent_bp if percent else program.commission_percent_bp,
             commission_flat_minor=program.commission_flat_minor if percent else self.commission_flat_minor,
+            ref_param=self.ref_param.data.strip(),
+            click_id_param=self.click_id_param.data.strip(),
+            fraud_self_referral=self.fraud_self_referral.data,
+            fraud_click_flood=self.fraud_click_flood.data,
+            click_flood_per_minute=self.click_flood_per_minute.data,
+            fraud_duplicate_order=self.fraud_duplicate_order.data,
+            duplicate_window_minutes=self.duplicate_window_minutes.data,
         )
 
 
@@ -236,4 +291,40 @@ class TeamMemberForm(FlaskForm):
                 (Role.ADMIN.value, _l("Admin — also settings, team and API keys")),
             ]
         ),
+    )
+
+
+class ConversionRejectForm(FlaskForm):
+    reason = SelectField(_l("Reason"), validators=[DataRequired(_l("Choose a reason."))])
+    note = TextAreaField(
+        _l("Note for the partner"),
+        validators=[Optional(), Length(max=1000, message=_l("At most %(max)d characters."))],
+        description=_l("Required when the reason is “other”."),
+    )
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        from portal.models import RejectionReason
+        from portal.services.tracking import reason_label
+
+        self.reason.choices = as_choices(
+            [("", _l("Choose…"))] + [(r.value, reason_label(r)) for r in RejectionReason]
+        )
+
+
+class ApiKeyForm(FlaskForm):
+    name = StringField(
+        _l("Name"),
+        validators=[DataRequired(_l("Name the key, e.g. “shop backend”.")), Length(max=120)],
+    )
+
+
+class SlugForm(FlaskForm):
+    slug = StringField(
+        _l("Custom code"),
+        validators=[
+            DataRequired(_l("Enter a code.")),
+            Length(max=64, message=_l("At most %(max)d characters.")),
+        ],
+        description=_l("Lower-case letters, digits and dashes, e.g. summer-sale."),
     )

@@ -9,9 +9,12 @@ from flask_login import current_user
 
 from portal.blueprints.admin import bp
 from portal.blueprints.admin.forms import (
+    ApiKeyForm,
     ConfirmForm,
+    ConversionRejectForm,
     RejectForm,
     SettingsForm,
+    SlugForm,
     SuspendForm,
     TeamMemberForm,
 )
@@ -19,10 +22,22 @@ from portal.errors import DomainError
 from portal.extensions import db
 from portal.forms import put_error_on_form
 from portal.mail import MailError
-from portal.models import OPERATOR_ROLES, Partner, PartnerStatus, Role, User
+from portal.models import (
+    OPERATOR_ROLES,
+    ApiKey,
+    Conversion,
+    ConversionStatus,
+    Link,
+    Partner,
+    PartnerStatus,
+    Role,
+    User,
+)
 from portal.security import admin_required, operator_required
-from portal.services import accounts, partners
+from portal.services import accounts, api_keys, links, partners, reports, tracking
+from portal.services.commissions import commission_summary
 from portal.services.program import get_program, update_program_settings
+from portal.services.tracking import reason_label
 from portal.views import render_page_or_partial
 
 
@@ -76,6 +91,8 @@ def _render_partner(partner: Partner, reject_form=None, suspend_form=None, statu
         "suspend_form": suspend_form or SuspendForm(formdata=None),
         "confirm_form": ConfirmForm(formdata=None),
         "history": partners.partner_history(partner),
+        "links": links.links_of(partner),
+        "slug_form": SlugForm(formdata=None),
     }
     body = render_page_or_partial(
         "admin/partner_detail.html", "admin/_partials/_partner_review.html", **context
@@ -218,3 +235,174 @@ def set_team_member_active(user_id: int, action: str):
             db.session.commit()
             flash(_("Access updated for %(name)s.", name=user.name), "success")
     return redirect(url_for("admin.team"))
+
+
+# --- conversions and review ---------------------------------------------------
+
+
+@bp.get("/conversions")
+@operator_required
+def list_conversions():
+    status = request.args.get("status") or None
+    if status not in (None, *ConversionStatus):
+        status = None
+    unattributed = request.args.get("unattributed") == "1"
+    search = (request.args.get("q") or "").strip()[:128]
+    page = db.paginate(reports.conversion_query(status, unattributed, search), per_page=50, error_out=False)
+    return render_template(
+        "admin/conversions.html",
+        page=page,
+        status=status,
+        unattributed=unattributed,
+        search=search,
+        counts=reports.count_conversions_by_status(),
+        summary=commission_summary,
+        reason_label=reason_label,
+    )
+
+
+def _get_conversion(conversion_id: int) -> Conversion:
+    conversion = db.session.get(Conversion, conversion_id)
+    if conversion is None:
+        abort(404)
+    return conversion
+
+
+def _conversion_page(conversion: Conversion, reject_form=None, status: int = 200):
+    return (
+        render_template(
+            "admin/conversion.html",
+            conversion=conversion,
+            summary=commission_summary(conversion),
+            reason_label=reason_label,
+            reject_form=reject_form or ConversionRejectForm(formdata=None),
+            confirm_form=ConfirmForm(formdata=None),
+        ),
+        status,
+    )
+
+
+@bp.get("/conversions/<int:conversion_id>")
+@operator_required
+def show_conversion(conversion_id: int):
+    return _conversion_page(_get_conversion(conversion_id))
+
+
+@bp.post("/conversions/<int:conversion_id>/approve")
+@operator_required
+def approve_conversion(conversion_id: int):
+    conversion = _get_conversion(conversion_id)
+    if ConfirmForm().validate_on_submit():
+        try:
+            tracking.approve_conversion(get_program(), conversion, current_user)
+        except DomainError as error:
+            db.session.rollback()
+            flash(error.message, "error")
+        else:
+            db.session.commit()
+            flash(_("Conversion %(id)s approved.", id=conversion.transaction_id), "success")
+    return redirect(url_for("admin.show_conversion", conversion_id=conversion.id))
+
+
+@bp.post("/conversions/<int:conversion_id>/reject")
+@operator_required
+def reject_conversion(conversion_id: int):
+    conversion = _get_conversion(conversion_id)
+    form = ConversionRejectForm()
+    if form.validate_on_submit():
+        try:
+            tracking.reject_conversion(conversion, current_user, form.reason.data, form.note.data)
+        except DomainError as error:
+            db.session.rollback()
+            put_error_on_form(form, error)
+        else:
+            db.session.commit()
+            flash(_("Conversion %(id)s rejected.", id=conversion.transaction_id), "success")
+            return redirect(url_for("admin.show_conversion", conversion_id=conversion.id))
+    return _conversion_page(conversion, form, 422)
+
+
+# --- links ----------------------------------------------------------------------
+
+
+@bp.post("/links/<int:link_id>/slug")
+@admin_required
+def grant_slug(link_id: int):
+    link = db.session.get(Link, link_id)
+    if link is None:
+        abort(404)
+    form = SlugForm()
+    if form.validate_on_submit():
+        try:
+            links.grant_custom_slug(link, current_user, form.slug.data)
+        except DomainError as error:
+            db.session.rollback()
+            flash(_("Custom code not saved: %(why)s", why=error.message), "error")
+        else:
+            db.session.commit()
+            flash(_("The link now uses the code “%(code)s”.", code=link.code), "success")
+    else:
+        flash(_("Custom code not saved: %(why)s", why=" ".join(str(e) for e in form.slug.errors)), "error")
+    return redirect(url_for("admin.show_partner", partner_id=link.partner_id))
+
+
+# --- API keys and integration ------------------------------------------------------
+
+
+@bp.route("/api-keys", methods=["GET", "POST"])
+@admin_required
+def api_keys_page():
+    form = ApiKeyForm()
+    new_key = None
+    status = 200
+    if form.validate_on_submit():
+        try:
+            _key, new_key = api_keys.create_api_key(form.name.data, current_user)
+        except DomainError as error:
+            db.session.rollback()
+            put_error_on_form(form, error)
+            status = 422
+        else:
+            db.session.commit()
+            form = ApiKeyForm(formdata=None)
+    elif request.method == "POST":
+        status = 422
+    return (
+        render_template(
+            "admin/api_keys.html",
+            form=form,
+            keys=api_keys.list_api_keys(),
+            new_key=new_key,
+            confirm_form=ConfirmForm(formdata=None),
+        ),
+        status,
+    )
+
+
+@bp.post("/api-keys/<int:key_id>/revoke")
+@admin_required
+def revoke_api_key(key_id: int):
+    key = db.session.get(ApiKey, key_id)
+    if key is None:
+        abort(404)
+    if ConfirmForm().validate_on_submit():
+        api_keys.revoke_api_key(key, current_user)
+        db.session.commit()
+        flash(_("Key “%(name)s” is revoked; requests with it now get 401.", name=key.name), "success")
+    return redirect(url_for("admin.api_keys_page"))
+
+
+@bp.get("/integration")
+@operator_required
+def integration_guide():
+    program = get_program()
+    demo_partner = db.session.scalars(
+        sa.select(Partner).where(Partner.status == PartnerStatus.APPROVED).order_by(Partner.id).limit(1)
+    ).first()
+    return render_template(
+        "admin/integration.html",
+        program=program,
+        api_base=url_for("auth.index", _external=True).rstrip("/") + "/api/v1",
+        example_ref=demo_partner.ref_code if demo_partner else "CODE",
+        track_js=url_for("static", filename="js/track.js", _external=True),
+    )

@@ -1,1 +1,167 @@
-"""API v1 routes."""
+"""Tracking API v1: signups, conversions and refunds from the brand's servers."""
+
+from __future__ import annotations
+
+from flask import current_app, g, jsonify, request
+from werkzeug.exceptions import BadRequest
+
+from portal.blueprints.api import bp
+from portal.blueprints.api.openapi import openapi_document
+from portal.blueprints.api.schemas import Invalid, read_conversion, read_refund, read_signup
+from portal.errorpages import api_error
+from portal.errors import DomainError
+from portal.extensions import csrf, db, limiter
+from portal.money import to_decimal_string
+from portal.services import api_keys, tracking
+from portal.services.commissions import commission_summary
+from portal.services.program import get_program
+
+csrf.exempt(bp)
+PUBLIC_ENDPOINTS = {"api.openapi"}
+
+
+def _rate_key() -> str:
+    header = request.headers.get("Authorization", "")
+    token = header.removeprefix("Bearer ").strip()
+    if token.startswith(api_keys.KEY_PREFIX):
+        return "key:" + token[len(api_keys.KEY_PREFIX) :].split("_", 1)[0]
+    return "ip:" + (request.remote_addr or "")
+
+
+limiter.limit(lambda: current_app.config["API_RATE_LIMIT"], key_func=_rate_key)(bp)
+
+
+@bp.before_request
+def authenticate():
+    request.max_content_length = current_app.config["API_MAX_BODY_BYTES"]
+    if request.endpoint in PUBLIC_ENDPOINTS:
+        return None
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    key = api_keys.authenticate_api_key(token.strip()) if scheme.lower() == "bearer" else None
+    if key is None:
+        response, status = api_error(401, "Send a valid API key as 'Authorization: Bearer <key>'.")
+        response.headers["WWW-Authenticate"] = 'Bearer realm="partner-portal"'
+        return response, status
+    g.api_key = key
+    return None
+
+
+def _body() -> dict:
+    if not request.is_json:
+        raise BadRequest("Send a JSON object with 'Content-Type: application/json'.")
+    try:
+        body = request.get_json()
+    except BadRequest:
+        raise BadRequest("The body is not valid JSON.") from None
+    if not isinstance(body, dict):
+        raise BadRequest("The body must be a JSON object.")
+    return body
+
+
+@bp.errorhandler(Invalid)
+def invalid_body(error: Invalid):
+    db.session.rollback()
+    return api_error(422, "Some fields are missing or malformed.", error.fields)
+
+
+@bp.errorhandler(DomainError)
+def domain_error(error: DomainError):
+    db.session.rollback()
+    fields = {error.field: [error.message]} if error.field else {}
+    if isinstance(error, tracking.Conflict):
+        return api_error(409, error.message, fields, code="conflict")
+    return api_error(422, error.message, fields)
+
+
+def _partner_ref(partner) -> str | None:
+    return partner.ref_code if partner is not None else None
+
+
+def signup_json(signup) -> dict:
+    return {
+        "customer_id": signup.customer_id,
+        "attributed": signup.partner_id is not None,
+        "partner_ref": _partner_ref(signup.partner),
+        "attributed_by": signup.attribution_method,
+        "note": signup.attribution_note,
+        "click_id": signup.click_id,
+        "occurred_at": signup.occurred_at.isoformat(),
+    }
+
+
+def conversion_json(conversion) -> dict:
+    summary = commission_summary(conversion)
+    commission = None
+    if summary is not None:
+        commission = {
+            "amount": to_decimal_string(summary["amount_minor"], summary["currency"]),
+            "currency": summary["currency"],
+            "status": summary["status"],
+            "confirm_after": summary["confirm_after"].isoformat(),
+        }
+    return {
+        "transaction_id": conversion.transaction_id,
+        "status": conversion.status,
+        "rejection_reason": conversion.rejection_reason,
+        "flagged_reason": conversion.flagged_reason,
+        "partner_ref": _partner_ref(conversion.partner),
+        "attributed_by": conversion.attribution_method,
+        "amount": to_decimal_string(conversion.amount_minor, conversion.currency),
+        "refunded_amount": to_decimal_string(conversion.refunded_minor, conversion.currency),
+        "currency": conversion.currency,
+        "customer_id": conversion.customer_id,
+        "product_id": conversion.product_id,
+        "occurred_at": conversion.occurred_at.isoformat(),
+        "commission": commission,
+    }
+
+
+@bp.post("/signups")
+def create_signup():
+    body = _body()
+    data = read_signup(body)
+    signup, created = tracking.record_signup(get_program(), data, body)
+    db.session.commit()
+    return jsonify({"signup": signup_json(signup)}), 201 if created else 200
+
+
+@bp.post("/conversions")
+def create_conversion():
+    body = _body()
+    data = read_conversion(body)
+    conversion, created = tracking.record_conversion(get_program(), data, body)
+    db.session.commit()
+    return jsonify({"conversion": conversion_json(conversion)}), 201 if created else 200
+
+
+def _conversion_or_404(transaction_id: str):
+    conversion = tracking.find_conversion(transaction_id)
+    if conversion is None:
+        return None, api_error(404, f"No conversion has transaction id {transaction_id!r}.")
+    return conversion, None
+
+
+@bp.get("/conversions/<path:transaction_id>")
+def show_conversion(transaction_id: str):
+    conversion, error = _conversion_or_404(transaction_id)
+    if error:
+        return error
+    return jsonify({"conversion": conversion_json(conversion)})
+
+
+@bp.post("/conversions/<path:transaction_id>/refund")
+def refund_conversion(transaction_id: str):
+    body = _body() if request.content_length else {}
+    conversion, error = _conversion_or_404(transaction_id)
+    if error:
+        return error
+    amount, reason = read_refund(body, conversion.currency)
+    tracking.refund_conversion(conversion, amount, reason)
+    db.session.commit()
+    return jsonify({"conversion": conversion_json(conversion)})
+
+
+@bp.get("/openapi.json")
+def openapi():
+    return jsonify(openapi_document(request.host_url.rstrip("/") + "/api/v1"))

@@ -36,7 +36,7 @@ def login():
         return redirect(home_url_for(current_user))
     form = LoginForm()
     if form.validate_on_submit():
-        user = accounts.authenticate(form.email.data, form.password.data)
+        user = accounts.authenticate(form.email.data, form.password.data, ip=request.remote_addr)
         if user is None:
             form.form_errors.append(_("That e-mail and password do not match an active account."))
         else:

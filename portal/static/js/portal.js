@@ -53,3 +53,23 @@
   socket.onAny(function (name, payload) { fire(name, payload); });
   window.portalSocket = socket;
 })();
+
+/* Copy buttons: <button data-copy="#input-id">. */
+document.addEventListener("click", function (event) {
+  var button = event.target.closest("[data-copy]");
+  if (!button) return;
+  var input = document.querySelector(button.dataset.copy);
+  if (!input) return;
+  input.select();
+  var done = function () {
+    var original = button.textContent;
+    button.textContent = button.dataset.copied || "Copied ✔";
+    setTimeout(function () { button.textContent = original; }, 1500);
+  };
+  if (navigator.clipboard && window.isSecureContext) {
+    navigator.clipboard.writeText(input.value).then(done, function () { document.execCommand("copy"); done(); });
+  } else {
+    document.execCommand("copy");
+    done();
+  }
+});

@@ -1,0 +1,24 @@
+"""Gunicorn settings for the portal; every value can be overridden on the command line.
+
+gunicorn -c gunicorn.conf.py wsgi:app
+"""
+
+import os
+
+bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
+worker_class = "gthread"  # Flask-SocketIO's threading mode (simple-websocket) runs here
+workers = int(os.environ.get("GUNICORN_WORKERS", "1"))
+threads = int(os.environ.get("GUNICORN_THREADS", "50"))
+graceful_timeout = 30
+accesslog = "-"
+
+
+def worker_exit(server, worker):
+    # Write the clicks still buffered in this worker before it goes (clean shutdown).
+    try:
+        from wsgi import app
+    except Exception:  # noqa: BLE001 - the worker may have failed before the app loaded
+        return
+    writer = app.extensions.get("click_writer")
+    if writer is not None:
+        writer.close()

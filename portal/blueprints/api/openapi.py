@@ -1,0 +1,261 @@
+"""The OpenAPI 3.1 description of the tracking API, served at /api/v1/openapi.json."""
+
+from __future__ import annotations
+
+from portal.models import ConversionStatus, RejectionReason
+
+_ID = {"type": "string", "minLength": 1, "maxLength": 128, "pattern": "^[\\x21-\\x7e]+$"}
+_AMOUNT = {"type": "string", "pattern": "^\\d{1,15}(\\.\\d{1,4})?$", "examples": ["49.90"]}
+_TIME = {"type": "string", "format": "date-time", "examples": ["2026-11-24T10:00:00Z"]}
+_NULLABLE_STR = {"type": ["string", "null"]}
+
+
+def _error_response(description: str) -> dict:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+    }
+
+
+_ERRORS = {
+    "400": _error_response("Malformed request: not JSON, or not a JSON object."),
+    "401": _error_response("Missing, unknown or revoked API key."),
+    "413": _error_response("The body is larger than the API accepts."),
+    "422": _error_response("Validation failed; `fields` names each offending field."),
+    "429": _error_response("Too many requests for this key; slow down."),
+}
+
+
+def openapi_document(server_url: str) -> dict:
+    conversion_ref = {"$ref": "#/components/schemas/ConversionEnvelope"}
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Partner Portal tracking API",
+            "version": "1.0.0",
+            "description": (
+                "Report signups, sales and refunds from the brand's servers. Attribution: a click id "
+                "beats a ref code, which beats the customer's earlier signup; clicks and signups count "
+                "inside the program's cookie window. Posting a transaction id again with the same body "
+                "answers 200 with the same result and creates nothing; with a different body, 409."
+            ),
+        },
+        "servers": [{"url": server_url}],
+        "security": [{"apiKey": []}],
+        "paths": {
+            "/signups": {
+                "post": {
+                    "operationId": "createSignup",
+                    "summary": "Report a new customer (registration postback).",
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {"schema": {"$ref": "#/components/schemas/SignupRequest"}}
+                        },
+                    },
+                    "responses": {
+                        "201": {
+                            "description": "Recorded.",
+                            "content": {
+                                "application/json": {
+                                    "schema": {"$ref": "#/components/schemas/SignupEnvelope"}
+                                }
+                            },
+                        },
+                        "200": {
+                            "description": "Already recorded with the same body.",
+                            "content": {
+                                "application/json": {
+                                    "schema": {"$ref": "#/components/schemas/SignupEnvelope"}
+                                }
+                            },
+                        },
+                        "409": _error_response("This customer id was reported with different details."),
+                        **_ERRORS,
+                    },
+                }
+            },
+            "/conversions": {
+                "post": {
+                    "operationId": "createConversion",
+                    "summary": "Report a sale (transaction postback).",
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {"schema": {"$ref": "#/components/schemas/ConversionRequest"}}
+                        },
+                    },
+                    "responses": {
+                        "201": {
+                            "description": "Recorded.",
+                            "content": {"application/json": {"schema": conversion_ref}},
+                        },
+                        "200": {
+                            "description": "Already recorded with the same body.",
+                            "content": {"application/json": {"schema": conversion_ref}},
+                        },
+                        "409": _error_response("This transaction id was reported with different details."),
+                        **_ERRORS,
+                    },
+                }
+            },
+            "/conversions/{transaction_id}": {
+                "get": {
+                    "operationId": "getConversion",
+                    "summary": "Read a conversion and its commission.",
+                    "parameters": [{"name": "transaction_id", "in": "path", "required": True, "schema": _ID}],
+                    "responses": {
+                        "200": {
+                            "description": "The conversion.",
+                            "content": {"application/json": {"schema": conversion_ref}},
+                        },
+                        "404": _error_response("No conversion has this transaction id."),
+                        "401": _ERRORS["401"],
+                        "429": _ERRORS["429"],
+                    },
+                }
+            },
+            "/conversions/{transaction_id}/refund": {
+                "post": {
+                    "operationId": "refundConversion",
+                    "summary": "Refund all (no amount) or part of a sale; its commission share is reversed.",
+                    "parameters": [{"name": "transaction_id", "in": "path", "required": True, "schema": _ID}],
+                    "requestBody": {
+                        "required": False,
+                        "content": {
+                            "application/json": {"schema": {"$ref": "#/components/schemas/RefundRequest"}}
+                        },
+                    },
+                    "responses": {
+                        "200": {
+                            "description": "Refund applied.",
+                            "content": {"application/json": {"schema": conversion_ref}},
+                        },
+                        "404": _error_response("No conversion has this transaction id."),
+                        **_ERRORS,
+                    },
+                }
+            },
+        },
+        "components": {
+            "securitySchemes": {
+                "apiKey": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "An API key created by an admin.",
+                }
+            },
+            "schemas": {
+                "SignupRequest": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["customer_id"],
+                    "properties": {
+                        "customer_id": _ID,
+                        "click_id": _ID,
+                        "ref": _ID,
+                        "email": {"type": "string", "format": "email", "maxLength": 254},
+                        "occurred_at": _TIME,
+                    },
+                },
+                "Signup": {
+                    "type": "object",
+                    "required": ["customer_id", "attributed", "partner_ref", "attributed_by", "occurred_at"],
+                    "properties": {
+                        "customer_id": {"type": "string"},
+                        "attributed": {"type": "boolean"},
+                        "partner_ref": _NULLABLE_STR,
+                        "attributed_by": {"type": ["string", "null"], "enum": ["click_id", "ref", None]},
+                        "note": _NULLABLE_STR,
+                        "click_id": _NULLABLE_STR,
+                        "occurred_at": _TIME,
+                    },
+                },
+                "SignupEnvelope": {
+                    "type": "object",
+                    "required": ["signup"],
+                    "properties": {"signup": {"$ref": "#/components/schemas/Signup"}},
+                },
+                "ConversionRequest": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["transaction_id", "amount", "currency"],
+                    "properties": {
+                        "transaction_id": _ID,
+                        "amount": _AMOUNT,
+                        "currency": {"type": "string", "pattern": "^[A-Z]{3}$"},
+                        "customer_id": _ID,
+                        "click_id": _ID,
+                        "ref": _ID,
+                        "product_id": _ID,
+                        "occurred_at": _TIME,
+                    },
+                },
+                "Commission": {
+                    "type": "object",
+                    "required": ["amount", "currency", "status", "confirm_after"],
+                    "properties": {
+                        "amount": _AMOUNT | {"pattern": "^-?\\d{1,15}(\\.\\d{1,4})?$"},
+                        "currency": {"type": "string"},
+                        "status": {"type": "string", "enum": ["pending", "confirmed", "reversed"]},
+                        "confirm_after": _TIME,
+                    },
+                },
+                "Conversion": {
+                    "type": "object",
+                    "required": ["transaction_id", "status", "rejection_reason", "partner_ref", "commission"],
+                    "properties": {
+                        "transaction_id": {"type": "string"},
+                        "status": {"type": "string", "enum": [s.value for s in ConversionStatus]},
+                        "rejection_reason": {
+                            "type": ["string", "null"],
+                            "enum": [*(r.value for r in RejectionReason), None],
+                        },
+                        "flagged_reason": _NULLABLE_STR,
+                        "partner_ref": _NULLABLE_STR,
+                        "attributed_by": {
+                            "type": ["string", "null"],
+                            "enum": ["click_id", "ref", "customer", None],
+                        },
+                        "amount": _AMOUNT,
+                        "refunded_amount": _AMOUNT,
+                        "currency": {"type": "string"},
+                        "customer_id": _NULLABLE_STR,
+                        "product_id": _NULLABLE_STR,
+                        "occurred_at": _TIME,
+                        "commission": {
+                            "oneOf": [{"$ref": "#/components/schemas/Commission"}, {"type": "null"}]
+                        },
+                    },
+                },
+                "ConversionEnvelope": {
+                    "type": "object",
+                    "required": ["conversion"],
+                    "properties": {"conversion": {"$ref": "#/components/schemas/Conversion"}},
+                },
+                "RefundRequest": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "properties": {"amount": _AMOUNT, "reason": {"type": "string", "maxLength": 500}},
+                },
+                "Error": {
+                    "type": "object",
+                    "required": ["error"],
+                    "properties": {
+                        "error": {
+                            "type": "object",
+                            "required": ["code", "message", "fields"],
+                            "properties": {
+                                "code": {"type": "string"},
+                                "message": {"type": "string"},
+                                "fields": {
+                                    "type": "object",
+                                    "additionalProperties": {"type": "array", "items": {"type": "string"}},
+                                },
+                            },
+                        }
+                    },
+                },
+            },
+        },
+    }

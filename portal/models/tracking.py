@@ -1,0 +1,193 @@
+"""The money path's first steps: links, clicks, signups (referrals), conversions, API keys."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from portal.extensions import db
+from portal.models.accounts import CHANNELS, Partner, User
+from portal.models.types import UTCDateTime, utcnow
+
+_CHANNEL_CHECK = "channel IN (" + ", ".join(f"'{c}'" for c in CHANNELS) + ")"
+
+
+class RejectionReason(enum.StrEnum):
+    """The one fixed list of reasons, used for every rejected conversion and reversed commission."""
+
+    REFUND = "refund"
+    DUPLICATE = "duplicate"
+    FRAUD_RISK = "fraud_risk"
+    SELF_REFERRAL = "self_referral"
+    TEST_ORDER = "test_order"
+    OUT_OF_WINDOW = "out_of_window"
+    OTHER = "other"
+
+
+_REASON_CHECK = "IN (" + ", ".join(f"'{r.value}'" for r in RejectionReason) + ")"
+
+
+class ConversionStatus(enum.StrEnum):
+    PENDING = "pending"  # counted; its commission waits for the hold period
+    REVIEW = "review"  # held for an operator (a fraud rule fired)
+    REJECTED = "rejected"  # does not earn; rejection_reason says why (a full refund: "refund")
+
+
+class AttributionMethod(enum.StrEnum):
+    CLICK = "click_id"
+    REF = "ref"
+    CUSTOMER = "customer"
+
+
+class Link(db.Model):
+    __tablename__ = "links"
+    __table_args__ = (sa.CheckConstraint(_CHANNEL_CHECK, name="channel_known"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    partner_id: Mapped[int] = mapped_column(sa.ForeignKey("partners.id", ondelete="CASCADE"), index=True)
+    code: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    # None: the program's default landing page at the time of the click.
+    destination_url: Mapped[str | None] = mapped_column(sa.String(2000))
+    label: Mapped[str] = mapped_column(sa.String(120))
+    channel: Mapped[str] = mapped_column(sa.String(16), default="other")
+    campaign: Mapped[str | None] = mapped_column(sa.String(64))
+    sub_id: Mapped[str | None] = mapped_column(sa.String(64))
+    active: Mapped[bool] = mapped_column(default=True)
+    custom_slug: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    partner: Mapped[Partner] = relationship()
+
+
+class Click(db.Model):
+    __tablename__ = "clicks"
+    __table_args__ = (
+        sa.Index("ix_clicks_partner_created", "partner_id", "created_at"),
+        sa.Index("ix_clicks_ip_link_created", "ip_hash", "code", "created_at"),
+    )
+
+    # The click id travels to the brand's site and back in the API.
+    id: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
+    partner_id: Mapped[int] = mapped_column(sa.ForeignKey("partners.id", ondelete="CASCADE"))
+    link_id: Mapped[int | None] = mapped_column(sa.ForeignKey("links.id", ondelete="SET NULL"))
+    code: Mapped[str] = mapped_column(sa.String(64))
+    channel: Mapped[str] = mapped_column(sa.String(16))
+    campaign: Mapped[str | None] = mapped_column(sa.String(64))
+    sub_id: Mapped[str | None] = mapped_column(sa.String(64))
+    creative_id: Mapped[int | None]
+    destination_url: Mapped[str] = mapped_column(sa.String(2000))
+    ip_hash: Mapped[str] = mapped_column(sa.String(32))
+    user_agent: Mapped[str | None] = mapped_column(sa.String(512))
+    referrer: Mapped[str | None] = mapped_column(sa.String(1000))
+    is_bot: Mapped[bool] = mapped_column(default=False)
+    is_unique: Mapped[bool] = mapped_column(default=True)
+    flagged: Mapped[str | None] = mapped_column(sa.String(32))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    link: Mapped[Link | None] = relationship()
+
+
+class Signup(db.Model):
+    """A customer of the brand, and the partner (if any) who referred them."""
+
+    __tablename__ = "signups"
+    __table_args__ = (
+        sa.CheckConstraint(
+            "attribution_method IS NULL OR attribution_method IN ('click_id', 'ref', 'customer')",
+            name="attribution_method_known",
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    customer_id: Mapped[str] = mapped_column(sa.String(128), unique=True)
+    email: Mapped[str | None] = mapped_column(sa.String(254))
+    partner_id: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("partners.id", ondelete="SET NULL"), index=True
+    )
+    click_id: Mapped[str | None] = mapped_column(sa.ForeignKey("clicks.id", ondelete="SET NULL"))
+    attribution_method: Mapped[str | None] = mapped_column(sa.String(16))
+    attribution_note: Mapped[str | None] = mapped_column(sa.String(200))
+    request_fingerprint: Mapped[str] = mapped_column(sa.String(64))
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    partner: Mapped[Partner | None] = relationship()
+    click: Mapped[Click | None] = relationship()
+
+
+class Conversion(db.Model):
+    __tablename__ = "conversions"
+    __table_args__ = (
+        sa.CheckConstraint("amount_minor >= 0", name="amount_not_negative"),
+        sa.CheckConstraint(
+            "refunded_minor >= 0 AND refunded_minor <= amount_minor", name="refund_within_amount"
+        ),
+        sa.CheckConstraint("length(currency) = 3", name="currency_iso"),
+        sa.CheckConstraint("status IN ('pending', 'review', 'rejected')", name="status_known"),
+        sa.CheckConstraint(
+            f"rejection_reason IS NULL OR rejection_reason {_REASON_CHECK}", name="reason_known"
+        ),
+        sa.CheckConstraint(
+            "status != 'rejected' OR rejection_reason IS NOT NULL", name="rejected_has_reason"
+        ),
+        sa.CheckConstraint(
+            "attribution_method IS NULL OR attribution_method IN ('click_id', 'ref', 'customer')",
+            name="attribution_method_known",
+        ),
+        sa.Index("ix_conversions_partner_occurred", "partner_id", "occurred_at"),
+        sa.Index("ix_conversions_customer_occurred", "customer_id", "occurred_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    # Unique per program: posting it again never creates a second conversion.
+    transaction_id: Mapped[str] = mapped_column(sa.String(128), unique=True)
+    amount_minor: Mapped[int]
+    currency: Mapped[str] = mapped_column(sa.String(3))
+    refunded_minor: Mapped[int] = mapped_column(default=0)
+    customer_id: Mapped[str | None] = mapped_column(sa.String(128))
+    product_id: Mapped[str | None] = mapped_column(sa.String(128))
+    partner_id: Mapped[int | None] = mapped_column(sa.ForeignKey("partners.id", ondelete="SET NULL"))
+    click_id: Mapped[str | None] = mapped_column(sa.ForeignKey("clicks.id", ondelete="SET NULL"))
+    signup_id: Mapped[int | None] = mapped_column(sa.ForeignKey("signups.id", ondelete="SET NULL"))
+    attribution_method: Mapped[str | None] = mapped_column(sa.String(16))
+    attribution_note: Mapped[str | None] = mapped_column(sa.String(200))
+    status: Mapped[str] = mapped_column(sa.String(16), default=ConversionStatus.PENDING, index=True)
+    rejection_reason: Mapped[str | None] = mapped_column(sa.String(32))
+    rejection_note: Mapped[str | None] = mapped_column(sa.Text)
+    flagged_reason: Mapped[str | None] = mapped_column(sa.String(32))
+    request_fingerprint: Mapped[str] = mapped_column(sa.String(64))
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    reviewed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    reviewed_by_id: Mapped[int | None] = mapped_column(sa.ForeignKey("users.id", ondelete="SET NULL"))
+
+    partner: Mapped[Partner | None] = relationship()
+    click: Mapped[Click | None] = relationship()
+    signup: Mapped[Signup | None] = relationship()
+    reviewed_by: Mapped[User | None] = relationship()
+    commissions: Mapped[list[Commission]] = relationship(  # noqa: F821 - defined in rewards
+        back_populates="conversion", order_by="Commission.id"
+    )
+
+
+class ApiKey(db.Model):
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(sa.String(120))
+    # The first characters of the key, to recognise it in lists; the rest is only hashed.
+    prefix: Mapped[str] = mapped_column(sa.String(16), unique=True)
+    key_hash: Mapped[str] = mapped_column(sa.String(64))
+    created_by_id: Mapped[int | None] = mapped_column(sa.ForeignKey("users.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    created_by: Mapped[User | None] = relationship()
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_at is None

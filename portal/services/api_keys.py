@@ -1,0 +1,66 @@
+"""API keys for the brand's servers: shown once, stored hashed, revocable."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from datetime import timedelta
+
+import sqlalchemy as sa
+from flask_babel import gettext as _
+
+from portal.errors import DomainError
+from portal.extensions import db
+from portal.models import ApiKey, User
+from portal.models.types import utcnow
+from portal.services.audit import record_event
+
+KEY_PREFIX = "ppk_"
+
+
+def _hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def create_api_key(name: str, actor: User | None) -> tuple[ApiKey, str]:
+    """A new key; the plain key is returned once and never stored."""
+    name = (name or "").strip()
+    if not name or len(name) > 120:
+        raise DomainError(_("Name the key (at most 120 characters), e.g. “shop backend”."), "name")
+    prefix = secrets.token_hex(4)
+    plain = f"{KEY_PREFIX}{prefix}_{secrets.token_urlsafe(32)}"
+    key = ApiKey(name=name, prefix=prefix, key_hash=_hash(plain), created_by_id=actor.id if actor else None)
+    db.session.add(key)
+    db.session.flush()
+    record_event(actor, "api_key.created", "api_key", key.id, name=name, prefix=prefix)
+    return key, plain
+
+
+def revoke_api_key(key: ApiKey, actor: User) -> ApiKey:
+    if key.revoked_at is None:
+        key.revoked_at = utcnow()
+        record_event(actor, "api_key.revoked", "api_key", key.id, name=key.name, prefix=key.prefix)
+        db.session.flush()
+    return key
+
+
+def authenticate_api_key(plain: str | None) -> ApiKey | None:
+    """The active key matching ``plain``, or None."""
+    if not plain or not plain.startswith(KEY_PREFIX):
+        return None
+    prefix = plain[len(KEY_PREFIX) :].split("_", 1)[0]
+    key = db.session.scalars(sa.select(ApiKey).where(ApiKey.prefix == prefix)).first()
+    if key is None or key.revoked_at is not None or not hmac.compare_digest(key.key_hash, _hash(plain)):
+        return None
+    now = utcnow()
+    # Note use at most once a minute, not on every request.
+    if key.last_used_at is None or now - key.last_used_at > timedelta(minutes=1):
+        key.last_used_at = now
+    return key
+
+
+def list_api_keys() -> list[ApiKey]:
+    return list(
+        db.session.scalars(sa.select(ApiKey).order_by(ApiKey.revoked_at.is_not(None), ApiKey.id.desc()))
+    )

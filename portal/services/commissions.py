@@ -1,0 +1,146 @@
+"""How much a conversion earns. The rewards engine replaces ``compute_commission``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import sqlalchemy as sa
+
+from portal.extensions import db
+from portal.models import (
+    Commission,
+    CommissionKind,
+    CommissionStatus,
+    CommissionType,
+    Conversion,
+    Program,
+    RejectionReason,
+)
+
+
+@dataclass
+class CommissionDraft:
+    kind: str
+    amount_minor: int
+    explanation: dict[str, Any] = field(default_factory=dict)
+
+
+def _round_half_up(numerator: int, denominator: int) -> int:
+    return (2 * numerator + denominator) // (2 * denominator)
+
+
+def compute_commission(program: Program, conversion: Conversion) -> list[CommissionDraft]:
+    """The program's base commission on the conversion's amount (one line)."""
+    if program.commission_type == CommissionType.PERCENT:
+        amount = _round_half_up(conversion.amount_minor * program.commission_percent_bp, 10_000)
+        explanation = {
+            "rule": "base",
+            "type": "percent",
+            "rate_bp": program.commission_percent_bp,
+            "sale_minor": conversion.amount_minor,
+            "result_minor": amount,
+        }
+    else:
+        amount = program.commission_flat_minor
+        explanation = {"rule": "base", "type": "flat", "flat_minor": amount, "result_minor": amount}
+    return [CommissionDraft(CommissionKind.BASE, amount, explanation)]
+
+
+def earn(program: Program, conversion: Conversion) -> list[Commission]:
+    """Write the commission lines of an attributed conversion, pending until the hold ends."""
+    confirm_after = conversion.occurred_at + timedelta(days=program.hold_period_days)
+    lines = [
+        Commission(
+            conversion=conversion,
+            partner_id=conversion.partner_id,
+            kind=draft.kind,
+            amount_minor=draft.amount_minor,
+            currency=conversion.currency,
+            status=CommissionStatus.PENDING,
+            confirm_after=confirm_after,
+            explanation=draft.explanation,
+        )
+        for draft in compute_commission(program, conversion)
+    ]
+    db.session.add_all(lines)
+    return lines
+
+
+def net_commission(conversion: Conversion) -> int:
+    return sum(line.amount_minor for line in conversion.commissions)
+
+
+def reverse_for_refund(conversion: Conversion, note: str | None) -> Commission | None:
+    """Reverse the share of commission that matches the share of the sale refunded so far.
+
+    Cumulative: after refunds of 30 % and 70 % the reversals add up to exactly
+    the earned amount, whatever the rounding of each step.
+    """
+    earned = sum(line.amount_minor for line in conversion.commissions if line.kind != CommissionKind.REVERSAL)
+    reversed_so_far = -sum(
+        line.amount_minor for line in conversion.commissions if line.kind == CommissionKind.REVERSAL
+    )
+    target = (
+        _round_half_up(earned * conversion.refunded_minor, conversion.amount_minor)
+        if conversion.amount_minor
+        else earned
+    )
+    step = target - reversed_so_far
+    if step <= 0:
+        return None
+    base = next(line for line in conversion.commissions if line.kind != CommissionKind.REVERSAL)
+    line = Commission(
+        conversion=conversion,
+        partner_id=base.partner_id,
+        kind=CommissionKind.REVERSAL,
+        amount_minor=-step,
+        currency=base.currency,
+        status=CommissionStatus.PENDING,
+        confirm_after=base.confirm_after,
+        reverses_id=base.id,
+        reason_code=RejectionReason.REFUND,
+        note=note,
+        explanation={
+            "rule": "refund",
+            "refunded_minor": conversion.refunded_minor,
+            "sale_minor": conversion.amount_minor,
+            "earned_minor": earned,
+            "reversed_total_minor": target,
+        },
+    )
+    db.session.add(line)
+    return line
+
+
+def commission_summary(conversion: Conversion) -> dict | None:
+    """The commission as the API and pages show it: net amount, status, confirmation date."""
+    lines = conversion.commissions
+    if not lines:
+        return None
+    net = sum(line.amount_minor for line in lines)
+    earned = sum(line.amount_minor for line in lines if line.kind != CommissionKind.REVERSAL)
+    if net == 0 and earned > 0:
+        status = "reversed"
+    elif all(line.status == CommissionStatus.CONFIRMED for line in lines):
+        status = "confirmed"
+    else:
+        status = "pending"
+    return {
+        "amount_minor": net,
+        "currency": lines[0].currency,
+        "status": status,
+        "confirm_after": min(line.confirm_after for line in lines),
+    }
+
+
+def pending_total(partner_id: int) -> int:
+    return (
+        db.session.scalar(
+            sa.select(sa.func.coalesce(sa.func.sum(Commission.amount_minor), 0)).where(
+                Commission.partner_id == partner_id, Commission.status == CommissionStatus.PENDING
+            )
+        )
+        or 0
+    )

@@ -1,0 +1,387 @@
+"""Signups, conversions and refunds reported by the brand's servers; the operators' review.
+
+Attribution, in order: a click id beats a ref code, which beats the customer's
+earlier referral (their signup). A click or a signup counts inside the cookie
+window; only approved partners earn.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+from flask_babel import gettext as _
+from sqlalchemy.exc import IntegrityError
+
+from portal import realtime
+from portal.errors import DomainError
+from portal.extensions import db
+from portal.models import (
+    AttributionMethod,
+    Click,
+    Conversion,
+    ConversionStatus,
+    Partner,
+    PartnerStatus,
+    Program,
+    RejectionReason,
+    Signup,
+    User,
+)
+from portal.models.types import utcnow
+from portal.services import commissions
+from portal.services.audit import record_event
+
+
+class Conflict(DomainError):
+    code = "conflict"
+
+
+def reason_label(code: str | None) -> str:
+    """A rejection reason in plain words."""
+    return {
+        RejectionReason.REFUND: _("the order was refunded"),
+        RejectionReason.DUPLICATE: _("a duplicate of another order"),
+        RejectionReason.FRAUD_RISK: _("flagged as a fraud risk"),
+        RejectionReason.SELF_REFERRAL: _("a purchase by the partner themself (self-referral)"),
+        RejectionReason.TEST_ORDER: _("a test order"),
+        RejectionReason.OUT_OF_WINDOW: _("made after the cookie window had closed"),
+        RejectionReason.OTHER: _("another reason (see the note)"),
+    }.get(code, code or "")
+
+
+def fingerprint(data: dict) -> str:
+    """A stable digest of what the client sent, to tell a retry from a different request."""
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@dataclass
+class SignupInput:
+    customer_id: str
+    click_id: str | None = None
+    ref: str | None = None
+    email: str | None = None
+    occurred_at: datetime | None = None
+
+
+@dataclass
+class ConversionInput:
+    transaction_id: str
+    amount_minor: int
+    currency: str
+    customer_id: str | None = None
+    click_id: str | None = None
+    ref: str | None = None
+    product_id: str | None = None
+    occurred_at: datetime | None = None
+
+
+@dataclass
+class Attribution:
+    partner: Partner | None = None
+    click: Click | None = None
+    signup: Signup | None = None
+    method: str | None = None
+    note: str | None = None
+    out_of_window: bool = False
+
+
+def _window(program: Program) -> timedelta:
+    return timedelta(days=program.cookie_window_days)
+
+
+def _earning_partner(partner: Partner | None, found: Attribution) -> Attribution:
+    if partner is not None and partner.status != PartnerStatus.APPROVED:
+        return Attribution(note=f"partner {partner.ref_code} is {partner.status}; not attributed")
+    return found
+
+
+def attribute(
+    program: Program,
+    *,
+    occurred_at: datetime,
+    click_id: str | None,
+    ref: str | None,
+    customer_id: str | None = None,
+) -> Attribution:
+    """Who referred this event, and by which rule."""
+    notes = []
+    if click_id:
+        click = db.session.get(Click, click_id)
+        if click is not None:
+            late = occurred_at - click.created_at > _window(program)
+            found = Attribution(
+                partner=click.link.partner if click.link else db.session.get(Partner, click.partner_id),
+                click=click,
+                method=AttributionMethod.CLICK,
+                out_of_window=late,
+            )
+            return _earning_partner(found.partner, found)
+        notes.append("unknown click id")
+    if ref:
+        partner = db.session.scalars(
+            sa.select(Partner).where(Partner.ref_code == ref.strip().lower())
+        ).first()
+        if partner is not None:
+            return _earning_partner(partner, Attribution(partner=partner, method=AttributionMethod.REF))
+        notes.append("unknown ref")
+    if customer_id:
+        signup = db.session.scalars(sa.select(Signup).where(Signup.customer_id == customer_id)).first()
+        if signup is not None and signup.partner_id is not None:
+            found = Attribution(
+                partner=signup.partner,
+                signup=signup,
+                click=signup.click,
+                method=AttributionMethod.CUSTOMER,
+                out_of_window=occurred_at - signup.occurred_at > _window(program),
+            )
+            return _earning_partner(found.partner, found)
+    return Attribution(note="; ".join(notes) or None)
+
+
+def _is_self_referral_by_email(partner: Partner | None, email: str | None) -> bool:
+    return bool(partner and email and partner.user.email == email.strip().lower())
+
+
+# --- signups ------------------------------------------------------------------
+
+
+def record_signup(program: Program, data: SignupInput, raw: dict) -> tuple[Signup, bool]:
+    """Record a customer's signup and who referred them. Returns (signup, created)."""
+    digest = fingerprint(raw)
+    existing = db.session.scalars(sa.select(Signup).where(Signup.customer_id == data.customer_id)).first()
+    if existing is not None:
+        return _same_or_conflict(existing, digest, "customer_id"), False
+
+    occurred_at = data.occurred_at or utcnow()
+    found = attribute(program, occurred_at=occurred_at, click_id=data.click_id, ref=data.ref)
+    note = found.note
+    partner = found.partner
+    if found.out_of_window:
+        partner, note = None, "click older than the cookie window"
+    elif program.fraud_self_referral and _is_self_referral_by_email(partner, data.email):
+        partner, note = None, "self-referral: the customer's e-mail is the partner's"
+    signup = Signup(
+        customer_id=data.customer_id,
+        email=data.email.strip().lower() if data.email else None,
+        partner_id=partner.id if partner else None,
+        click_id=found.click.id if found.click else None,
+        attribution_method=found.method if partner else None,
+        attribution_note=note,
+        request_fingerprint=digest,
+        occurred_at=occurred_at,
+    )
+    try:
+        with db.session.begin_nested():
+            db.session.add(signup)
+    except IntegrityError:
+        existing = db.session.scalars(sa.select(Signup).where(Signup.customer_id == data.customer_id)).one()
+        return _same_or_conflict(existing, digest, "customer_id"), False
+    if partner is not None:
+        realtime.notify(partner.id, "signup", {"customer": signup.id})
+    return signup, True
+
+
+def _same_or_conflict(existing, digest: str, field: str):
+    if existing.request_fingerprint != digest:
+        raise Conflict(_("This %(field)s was already reported with different details.", field=field), field)
+    return existing
+
+
+# --- conversions --------------------------------------------------------------
+
+
+def _find_conversion(transaction_id: str) -> Conversion | None:
+    return db.session.scalars(
+        sa.select(Conversion).where(Conversion.transaction_id == transaction_id)
+    ).first()
+
+
+def _looks_duplicate(program: Program, conversion: Conversion) -> bool:
+    if not conversion.customer_id:
+        return False
+    window = timedelta(minutes=program.duplicate_window_minutes)
+    other = db.session.scalar(
+        sa.select(sa.func.count()).where(
+            Conversion.customer_id == conversion.customer_id,
+            Conversion.amount_minor == conversion.amount_minor,
+            Conversion.transaction_id != conversion.transaction_id,
+            Conversion.occurred_at.between(conversion.occurred_at - window, conversion.occurred_at + window),
+        )
+    )
+    return bool(other)
+
+
+def record_conversion(program: Program, data: ConversionInput, raw: dict) -> tuple[Conversion, bool]:
+    """Record a sale once per transaction id; attribute it, screen it, and earn its commission."""
+    if data.currency != program.currency:
+        raise DomainError(_("This program counts in %(currency)s.", currency=program.currency), "currency")
+    digest = fingerprint(raw)
+    existing = _find_conversion(data.transaction_id)
+    if existing is not None:
+        return _same_or_conflict(existing, digest, "transaction_id"), False
+
+    occurred_at = data.occurred_at or utcnow()
+    found = attribute(
+        program, occurred_at=occurred_at, click_id=data.click_id, ref=data.ref, customer_id=data.customer_id
+    )
+    signup = found.signup
+    if signup is None and data.customer_id:
+        signup = db.session.scalars(sa.select(Signup).where(Signup.customer_id == data.customer_id)).first()
+    conversion = Conversion(
+        transaction_id=data.transaction_id,
+        amount_minor=data.amount_minor,
+        currency=data.currency,
+        customer_id=data.customer_id,
+        product_id=data.product_id,
+        partner_id=found.partner.id if found.partner else None,
+        click_id=found.click.id if found.click else None,
+        signup_id=signup.id if signup else None,
+        attribution_method=found.method if found.partner else None,
+        attribution_note=found.note,
+        status=ConversionStatus.PENDING,
+        request_fingerprint=digest,
+        occurred_at=occurred_at,
+    )
+    partner = found.partner
+    if partner is not None:
+        if found.out_of_window:
+            _reject(conversion, RejectionReason.OUT_OF_WINDOW, None)
+        elif program.fraud_self_referral and _is_self_referral_by_email(
+            partner, signup.email if signup else None
+        ):
+            _reject(conversion, RejectionReason.SELF_REFERRAL, "The customer's e-mail is the partner's own.")
+        elif (
+            program.fraud_self_referral
+            and found.click is not None
+            and partner.user.last_login_ip_hash == found.click.ip_hash
+        ):
+            conversion.status = ConversionStatus.REVIEW
+            conversion.flagged_reason = RejectionReason.SELF_REFERRAL
+        elif program.fraud_duplicate_order and _looks_duplicate(program, conversion):
+            conversion.status = ConversionStatus.REVIEW
+            conversion.flagged_reason = RejectionReason.DUPLICATE
+    try:
+        with db.session.begin_nested():
+            db.session.add(conversion)
+    except IntegrityError:
+        # Another request with the same transaction id won the race.
+        existing = _find_conversion(data.transaction_id)
+        if existing is None:
+            raise
+        return _same_or_conflict(existing, digest, "transaction_id"), False
+
+    if conversion.status == ConversionStatus.PENDING and partner is not None:
+        commissions.earn(program, conversion)
+    db.session.flush()
+    _announce(conversion)
+    return conversion, True
+
+
+def _reject(conversion: Conversion, reason: str, note: str | None) -> None:
+    conversion.status = ConversionStatus.REJECTED
+    conversion.rejection_reason = reason
+    conversion.rejection_note = note
+
+
+def _announce(conversion: Conversion) -> None:
+    payload = {"conversion": conversion.id, "status": conversion.status}
+    if conversion.partner_id is not None:
+        realtime.notify(conversion.partner_id, "conversion", payload)
+    realtime.notify_operators("conversion", payload)
+
+
+def refund_conversion(conversion: Conversion, amount_minor: int | None, note: str | None) -> Conversion:
+    """A full or partial refund; the matching share of commission is reversed (reason ``refund``)."""
+    remaining = conversion.amount_minor - conversion.refunded_minor
+    if amount_minor is None:
+        if remaining == 0:
+            return conversion  # already fully refunded: repeating it changes nothing
+        amount_minor = remaining
+    if amount_minor <= 0:
+        raise DomainError(_("The refund must be more than zero."), "amount")
+    if amount_minor > remaining:
+        raise DomainError(
+            _("Only %(remaining)s of this sale is left to refund.", remaining=remaining), "amount"
+        )
+    conversion.refunded_minor += amount_minor
+    if (
+        conversion.refunded_minor == conversion.amount_minor
+        and conversion.status != ConversionStatus.REJECTED
+    ):
+        _reject(conversion, RejectionReason.REFUND, note)
+    if conversion.commissions:
+        commissions.reverse_for_refund(conversion, note)
+    record_event(
+        None,
+        "conversion.refunded",
+        "conversion",
+        conversion.id,
+        amount_minor=amount_minor,
+        refunded_minor=conversion.refunded_minor,
+        note=note,
+    )
+    db.session.flush()
+    _announce(conversion)
+    return conversion
+
+
+def find_conversion(transaction_id: str) -> Conversion | None:
+    return _find_conversion(transaction_id)
+
+
+# --- operator review -----------------------------------------------------------
+
+
+def approve_conversion(program: Program, conversion: Conversion, actor: User) -> Conversion:
+    """Accept a conversion a fraud rule held for review; it earns from now on."""
+    if conversion.status != ConversionStatus.REVIEW:
+        raise DomainError(_("Only conversions waiting for review can be approved."))
+    conversion.status = ConversionStatus.PENDING
+    conversion.reviewed_at = utcnow()
+    conversion.reviewed_by_id = actor.id
+    if conversion.partner_id is not None and not conversion.commissions:
+        commissions.earn(program, conversion)
+    record_event(actor, "conversion.approved", "conversion", conversion.id, flagged=conversion.flagged_reason)
+    db.session.flush()
+    _announce(conversion)
+    return conversion
+
+
+def reject_conversion(conversion: Conversion, actor: User, reason: str, note: str | None) -> Conversion:
+    """Reject with a reason from the fixed list; any commission is reversed with the same reason."""
+    if reason not in set(RejectionReason):
+        raise DomainError(_("Choose a reason from the list."), "reason")
+    if reason == RejectionReason.OTHER and not (note or "").strip():
+        raise DomainError(_("Say what the other reason is."), "note")
+    if conversion.status == ConversionStatus.REJECTED:
+        raise DomainError(_("This conversion is already rejected."))
+    _reject(conversion, reason, (note or "").strip() or None)
+    conversion.reviewed_at = utcnow()
+    conversion.reviewed_by_id = actor.id
+    net = commissions.net_commission(conversion)
+    if net > 0:
+        base = next(line for line in conversion.commissions if line.kind == "base")
+        db.session.add(
+            commissions.Commission(
+                conversion=conversion,
+                partner_id=base.partner_id,
+                kind="reversal",
+                amount_minor=-net,
+                currency=base.currency,
+                status=base.status,
+                confirm_after=base.confirm_after,
+                reverses_id=base.id,
+                reason_code=reason,
+                note=conversion.rejection_note,
+                explanation={"rule": "rejected", "reason": reason, "reversed_minor": net},
+            )
+        )
+    record_event(actor, "conversion.rejected", "conversion", conversion.id, reason=reason, note=note)
+    db.session.flush()
+    _announce(conversion)
+    return conversion

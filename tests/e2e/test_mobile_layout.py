@@ -1,0 +1,112 @@
+"""Every page each role can reach is usable 375 px wide: no sideways scrolling, a working menu."""
+
+from __future__ import annotations
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from tests.e2e.support import APPLICANT_PASSWORD, MOBILE, sign_in
+
+pytestmark = pytest.mark.e2e
+
+NAV_LINKS = {
+    None: ["Sign in", "Apply"],
+    "applicant": ["My application"],
+    "partner": ["Dashboard"],
+    "manager": ["Dashboard", "Applications", "Partners"],
+    "admin": ["Dashboard", "Applications", "Partners", "Settings", "Team"],
+}
+PARTNER_DETAIL = "/admin/partners/<applied demo partner>"
+PAGES = [
+    (None, "/"),
+    (None, "/login"),
+    (None, "/apply"),
+    (None, "/password/forgot"),
+    ("applicant", "/status"),
+    ("partner", "/partner/"),
+    ("manager", "/admin/"),
+    ("manager", "/admin/applications"),
+    ("manager", "/admin/partners"),
+    ("manager", PARTNER_DETAIL),
+    ("admin", "/admin/settings"),
+    ("admin", "/admin/team"),
+]
+
+# What is wider than the viewport, named well enough to find in a template.
+_MEASURE = """() => {
+  const width = document.documentElement.clientWidth;
+  const wide = [];
+  for (const el of document.body.querySelectorAll("*")) {
+    const box = el.getBoundingClientRect();
+    if (box.width > 0 && box.right > width + 0.5) {
+      const classes = typeof el.className === "string" && el.className.trim()
+        ? "." + el.className.trim().split(/\\s+/).join(".") : "";
+      const name = el.tagName.toLowerCase() + (el.id ? "#" + el.id : "") + classes;
+      wide.push(`${name} (right ${Math.round(box.right)})`);
+    }
+  }
+  return {scrollWidth: document.documentElement.scrollWidth, wide: wide.slice(0, 8)};
+}"""
+
+
+def _assert_no_sideways_scroll(page: Page, when: str) -> None:
+    measured = page.evaluate(_MEASURE)
+    assert measured["scrollWidth"] <= MOBILE["width"], (
+        f"{page.url} {when}: {measured['scrollWidth']} px wide at {MOBILE['width']} px; "
+        f"too wide: {measured['wide']}"
+    )
+
+
+def _slug(role: str | None, path: str) -> str:
+    return (
+        f"{role or 'anonymous'}{path.replace('/', '_').replace('<', '').replace('>', '').replace(' ', '-')}"
+    )
+
+
+@pytest.mark.parametrize(("role", "path"), PAGES, ids=[_slug(r, p) for r, p in PAGES])
+def test_page_fits_375px_and_its_menu_opens(
+    role, path, mobile_page, make_applicant, demo_applicant_id, screenshot_dir, live_server
+):
+    if role == "applicant":
+        _partner_id, email = make_applicant("mobile")
+        page = mobile_page()
+        sign_in(page, email, APPLICANT_PASSWORD)
+    else:
+        page = mobile_page(role)
+    if path == PARTNER_DETAIL:
+        path = f"/admin/partners/{demo_applicant_id}"
+
+    response = page.goto(path)
+    assert response is not None
+    assert response.status == 200
+    expect(page).to_have_url(live_server(path))
+    _assert_no_sideways_scroll(page, "with the menu closed")
+    page.screenshot(path=screenshot_dir / f"{_slug(role, path)}.png", full_page=True)
+
+    nav = page.get_by_role("navigation", name="Main")
+    links = [nav.get_by_role("link", name=name, exact=True) for name in NAV_LINKS[role]]
+    for link in links:
+        expect(link).to_be_hidden()
+
+    nav.locator("label[for=nav-toggle]").click()
+    for link in links:
+        expect(link).to_be_visible()
+        expect(link).to_be_in_viewport()
+    if role is not None:
+        expect(nav.get_by_role("button", name="Sign out")).to_be_visible()
+    _assert_no_sideways_scroll(page, "with the menu open")
+    page.screenshot(path=screenshot_dir / f"{_slug(role, path)}-menu.png")
+
+
+def test_menu_opens_from_the_keyboard(mobile_page):
+    page = mobile_page("manager")
+    page.goto("/admin/")
+    nav = page.get_by_role("navigation", name="Main")
+    partners = nav.get_by_role("link", name="Partners", exact=True)
+    expect(partners).to_be_hidden()
+
+    nav.get_by_role("checkbox", name="Menu").focus()
+    page.keyboard.press("Space")
+    expect(partners).to_be_visible()
+    partners.click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Partners")
