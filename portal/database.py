@@ -24,4 +24,17 @@ def configure_engine_events(engine: sa.Engine) -> None:
 
     @sa.event.listens_for(engine, "begin")
     def _on_begin(connection):
-        connection.exec_driver_sql("BEGIN")
+        # A request that will write takes the write lock up front: a deferred
+        # transaction that read first can fail at once (SQLITE_BUSY) instead of
+        # waiting its turn when another writer got in between.
+        immediate = connection.get_execution_options().get(WRITE_INTENT)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+WRITE_INTENT = "portal_write_intent"
+
+
+def begin_write(session) -> None:
+    """Start the session's transaction as a writer (matters on SQLite only); call it first."""
+    if not session.in_transaction():
+        session.connection(execution_options={WRITE_INTENT: True})

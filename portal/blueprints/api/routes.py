@@ -8,6 +8,7 @@ from werkzeug.exceptions import BadRequest
 from portal.blueprints.api import bp
 from portal.blueprints.api.openapi import openapi_document
 from portal.blueprints.api.schemas import Invalid, read_conversion, read_refund, read_signup
+from portal.database import begin_write
 from portal.errorpages import api_error
 from portal.errors import DomainError
 from portal.extensions import csrf, db, limiter
@@ -36,6 +37,8 @@ def authenticate():
     request.max_content_length = current_app.config["API_MAX_BODY_BYTES"]
     if request.endpoint in PUBLIC_ENDPOINTS:
         return None
+    if request.method == "POST":
+        begin_write(db.session())
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     key = api_keys.authenticate_api_key(token.strip()) if scheme.lower() == "bearer" else None

@@ -1,7 +1,19 @@
 """The click redirect ``/go/<code>``: the hot path of the money path."""
 
 from flask import Blueprint
+from werkzeug.routing import PathConverter
 
 bp = Blueprint("track", __name__)
+
+
+class AnyCodeConverter(PathConverter):
+    """Whatever follows /go/, slashes included, so a mangled link still reaches the redirect."""
+
+    regex = ".+?"
+    part_isolating = False
+
+
+# Runs before the routes below are added, so the converter exists when they are.
+bp.record_once(lambda state: state.app.url_map.converters.setdefault("anycode", AnyCodeConverter))
 
 from portal.blueprints.track import routes  # noqa: E402,F401

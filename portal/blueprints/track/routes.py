@@ -20,7 +20,7 @@ def _go(url: str):
     return response
 
 
-@bp.get("/<path:code>")
+@bp.get("/<anycode:code>", merge_slashes=False)
 def follow_link(code: str):
     route = clicks.routing()
     if route is None or not route.default_landing_url:
