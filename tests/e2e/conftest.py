@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,8 +25,9 @@ from config import TestingConfig
 from portal import create_app
 from portal.demo import seed_demo
 from portal.extensions import db, socketio
-from portal.models import Partner, PartnerStatus, User
-from portal.services import accounts
+from portal.models import Conversion, Partner, PartnerStatus, User
+from portal.services import accounts, api_keys, links
+from portal.services.program import get_program
 from tests.conftest import CHROMIUM, migrate_database
 from tests.e2e.support import (
     ACTION_TIMEOUT_MS,
@@ -35,8 +37,13 @@ from tests.e2e.support import (
     DESKTOP,
     EXPECT_TIMEOUT_MS,
     MOBILE,
+    SHOP,
+    TrackingApi,
+    click_through,
+    query_of,
     sign_in,
     unique_email,
+    unique_id,
 )
 
 # --- the live server --------------------------------------------------------------
@@ -71,6 +78,24 @@ class LiveServer:
             partner = db.session.get(Partner, partner_id)
             return partner.status, partner.status_reason
 
+    def conversion_id(self, transaction_id: str) -> int:
+        with self.app.app_context():
+            return db.session.scalar(
+                sa.select(Conversion.id).where(Conversion.transaction_id == transaction_id)
+            )
+
+    @contextmanager
+    def emitting(self) -> Iterator[None]:
+        """Make Socket.IO emits (from any thread) reach this server's browsers."""
+        # Every create_app() re-initialises the one global SocketIO; a test elsewhere in
+        # the run may have built an app since, so the live server's must be current.
+        previous = socketio.server
+        socketio.server = self.socketio_server
+        try:
+            yield
+        finally:
+            socketio.server = previous
+
 
 @pytest.fixture(scope="session")
 def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
@@ -85,6 +110,9 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
         SERVER_NAME=None,
         # Run as production does: errors become error pages, not test-client exceptions.
         TESTING=False,
+        # Behind one proxy, as production is: a shopper's browser sends its own address in
+        # X-Forwarded-For, so it is not mistaken for the partner's (self-referral rule).
+        PROXY_FIX_HOPS=1,
     )
     # Flask-SocketIO keeps one server per extension instance; remember the one this app got.
     socketio_server = socketio.server
@@ -122,13 +150,9 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
 @pytest.fixture(autouse=True)
 def _live_server_health(live_server: LiveServer) -> Iterator[None]:
     """Point Socket.IO at the live app for the test, and fail on any server-side exception."""
-    # Every create_app() re-initialises the one global SocketIO; a test elsewhere in
-    # the run may have built an app since, so the live server's must be current.
-    previous = socketio.server
-    socketio.server = live_server.socketio_server
     live_server.errors.clear()
-    yield
-    socketio.server = previous
+    with live_server.emitting():
+        yield
     if live_server.errors:
         errors = ", ".join(repr(e) for e in live_server.errors)
         live_server.errors.clear()
@@ -171,6 +195,58 @@ def demo_applicant_id(live_server: LiveServer) -> int:
         )
 
 
+@pytest.fixture(scope="session")
+def tracking_api(live_server: LiveServer) -> TrackingApi:
+    """The brand's server: the tracking API of the live server with a key of its own."""
+    with live_server.app.app_context():
+        _key, plain = api_keys.create_api_key("e2e shop backend", None)
+        db.session.commit()
+    return TrackingApi(live_server.url, plain)
+
+
+@dataclass
+class TrackedSale:
+    link_code: str
+    click_id: str
+    customer_id: str
+    transaction_id: str
+    conversion_id: int
+
+
+@pytest.fixture(scope="session")
+def tracked_sale(live_server: LiveServer, tracking_api: TrackingApi) -> TrackedSale:
+    """A whole trail for the demo partner (link, click, signup, sale): pages look at it, nobody changes it."""
+    with live_server.app.app_context():
+        partner = db.session.scalar(
+            sa.select(Partner).join(Partner.user).where(User.email == DEMO_EMAILS["partner"])
+        )
+        link = links.create_link(
+            partner,
+            get_program(),
+            label="Trailhead 2P tent review — Instagram bio, spring",
+            channel="social",
+            destination_url=f"{SHOP}/tents/trailhead-2p-ultralight?colour=sage-green&size=two-person",
+            campaign="spring-tents-2026",
+            sub_id="bio-top-link",
+        )
+        db.session.commit()
+        code = link.code
+    click_id = query_of(click_through(live_server(f"/go/{code}")))["click_id"]
+    customer_id = unique_id("customer-with-a-long-identifier")
+    transaction_id = unique_id("order-2026-000123456")
+    # Outside a test, so the autouse fixture has not pointed Socket.IO at the live server yet.
+    with live_server.emitting():
+        tracking_api.signup(customer_id=customer_id, click_id=click_id)
+        tracking_api.conversion(
+            transaction_id=transaction_id,
+            amount="1249.90",
+            customer_id=customer_id,
+            click_id=click_id,
+            product_id="tent-trailhead-2p",
+        )
+    return TrackedSale(code, click_id, customer_id, transaction_id, live_server.conversion_id(transaction_id))
+
+
 # --- the browser -------------------------------------------------------------------
 
 
@@ -209,14 +285,15 @@ def role_states(browser, live_server: LiveServer) -> Callable[[str], dict]:
 
 @pytest.fixture
 def new_context(browser, live_server: LiveServer, role_states):
-    """Open a fresh browser context: ``new_context(role=None, viewport=DESKTOP)``."""
+    """Open a fresh browser context: ``new_context(role=None, viewport=DESKTOP, **playwright_options)``."""
     contexts = []
 
-    def open_context(role: str | None = None, viewport: dict | None = None):
+    def open_context(role: str | None = None, viewport: dict | None = None, **options):
         context = browser.new_context(
             base_url=live_server.url,
             viewport=viewport or DESKTOP,
             storage_state=role_states(role) if role else None,
+            **options,
         )
         context.set_default_timeout(ACTION_TIMEOUT_MS)
         contexts.append(context)

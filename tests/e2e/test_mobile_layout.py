@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from playwright.sync_api import Page, expect
 
@@ -17,6 +19,17 @@ NAV_LINKS = {
     "admin": ["Dashboard", "Applications", "Partners", "Settings", "Team"],
 }
 PARTNER_DETAIL = "/admin/partners/<applied demo partner>"
+# The tracked sale's pages: a whole trail (link, click, signup, sale, commission) with long ids.
+PARTNER_TRAIL = "/partner/conversions/<tracked sale>"
+ADMIN_CONVERSION = "/admin/conversions/<tracked sale>"
+# Pages that would show only an empty state without it.
+NEEDS_TRACKED_SALE = {
+    "/partner/links",
+    "/partner/conversions",
+    "/admin/conversions",
+    PARTNER_TRAIL,
+    ADMIN_CONVERSION,
+}
 PAGES = [
     (None, "/"),
     (None, "/login"),
@@ -24,12 +37,19 @@ PAGES = [
     (None, "/password/forgot"),
     ("applicant", "/status"),
     ("partner", "/partner/"),
+    ("partner", "/partner/links"),
+    ("partner", "/partner/conversions"),
+    ("partner", PARTNER_TRAIL),
     ("manager", "/admin/"),
     ("manager", "/admin/applications"),
     ("manager", "/admin/partners"),
     ("manager", PARTNER_DETAIL),
+    ("manager", "/admin/conversions"),
+    ("manager", ADMIN_CONVERSION),
+    ("manager", "/admin/integration"),
     ("admin", "/admin/settings"),
     ("admin", "/admin/team"),
+    ("admin", "/admin/api-keys"),
 ]
 
 # What is wider than the viewport, named well enough to find in a template.
@@ -65,7 +85,7 @@ def _slug(role: str | None, path: str) -> str:
 
 @pytest.mark.parametrize(("role", "path"), PAGES, ids=[_slug(r, p) for r, p in PAGES])
 def test_page_fits_375px_and_its_menu_opens(
-    role, path, mobile_page, make_applicant, demo_applicant_id, screenshot_dir, live_server
+    role, path, mobile_page, make_applicant, demo_applicant_id, screenshot_dir, live_server, request
 ):
     if role == "applicant":
         _partner_id, email = make_applicant("mobile")
@@ -75,6 +95,9 @@ def test_page_fits_375px_and_its_menu_opens(
         page = mobile_page(role)
     if path == PARTNER_DETAIL:
         path = f"/admin/partners/{demo_applicant_id}"
+    elif path in NEEDS_TRACKED_SALE:
+        sale = request.getfixturevalue("tracked_sale")
+        path = path.replace("<tracked sale>", str(sale.conversion_id))
 
     response = page.goto(path)
     assert response is not None
@@ -110,3 +133,14 @@ def test_menu_opens_from_the_keyboard(mobile_page):
     expect(partners).to_be_visible()
     partners.click()
     expect(page.get_by_role("heading", level=1)).to_have_text("Partners")
+
+
+def test_a_new_api_key_fits_375px(mobile_page, screenshot_dir):
+    page = mobile_page("admin")
+    page.goto("/admin/api-keys")
+    page.get_by_label("Name").fill("Mobile check: the shop's order service (EU cluster)")
+    page.get_by_role("button", name="Create the key").click()
+    expect(page.get_by_test_id("new-key")).to_have_value(re.compile(r"^ppk_"))
+    expect(page.get_by_test_id("new-key")).to_be_in_viewport()
+    _assert_no_sideways_scroll(page, "showing the new key")
+    page.screenshot(path=screenshot_dir / "admin_api-keys-new-key.png", full_page=True)
