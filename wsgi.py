@@ -6,6 +6,9 @@ from portal.extensions import socketio
 app = create_app()
 
 if __name__ == "__main__":
+    from portal.jobs import start_scheduler
+
+    start_scheduler(app)
     socketio.run(
         app,
         host=app.config["HOST"],

@@ -61,3 +61,30 @@ def create_api_key_command(name: str) -> None:
     db.session.commit()
     click.echo(f"API key {key.name!r} created. Store it now; it is not shown again:")
     click.echo(plain)
+
+
+@portal_cli.command("confirm")
+def confirm_command() -> None:
+    """Confirm commissions whose hold period has ended (idempotent)."""
+    from portal.models.types import utcnow
+    from portal.services.payouts import confirm_due_commissions
+
+    count = confirm_due_commissions(utcnow())
+    db.session.commit()
+    click.echo(f"Confirmed {count} commission lines.")
+
+
+@portal_cli.command("settle")
+@click.option("--as-of", "as_of", type=click.DateTime(formats=["%Y-%m-%d"]), default=None,
+              help="Settle as if today were this date (program time zone). Default: today.")  # fmt: skip
+def settle_command(as_of) -> None:
+    """Build the payout batch for the period just closed (idempotent; safe to run twice at once)."""
+    from portal.jobs import run_settlement
+
+    batch, created = run_settlement(as_of.date() if as_of else None)
+    if batch is None:
+        click.echo("Nobody has reached the minimum payout; balances carry over.")
+    elif created:
+        click.echo(f"Built payout batch {batch.id} for {batch.period_end}: {len(batch.items)} partners.")
+    else:
+        click.echo(f"Payout batch {batch.id} for {batch.period_end} already exists; nothing changed.")

@@ -2,8 +2,17 @@
 
 from portal.models.accounts import CHANNELS, OPERATOR_ROLES, Partner, PartnerStatus, Role, User
 from portal.models.audit import AuditEvent
+from portal.models.payouts import (
+    BatchKind,
+    BatchStatus,
+    ItemStatus,
+    PayoutAccount,
+    PayoutBatch,
+    PayoutItem,
+    PayoutMethod,
+)
 from portal.models.program import CommissionType, PayoutSchedule, Program
-from portal.models.rewards import Commission, CommissionKind, CommissionStatus
+from portal.models.rewards import CORRECTION_KINDS, Commission, CommissionKind, CommissionStatus
 from portal.models.tracking import (
     ApiKey,
     AttributionMethod,
@@ -17,10 +26,13 @@ from portal.models.tracking import (
 
 __all__ = [
     "CHANNELS",
+    "CORRECTION_KINDS",
     "OPERATOR_ROLES",
     "ApiKey",
     "AttributionMethod",
     "AuditEvent",
+    "BatchKind",
+    "BatchStatus",
     "Click",
     "Commission",
     "CommissionKind",
@@ -28,9 +40,14 @@ __all__ = [
     "CommissionType",
     "Conversion",
     "ConversionStatus",
+    "ItemStatus",
     "Link",
     "Partner",
     "PartnerStatus",
+    "PayoutAccount",
+    "PayoutBatch",
+    "PayoutItem",
+    "PayoutMethod",
     "PayoutSchedule",
     "Program",
     "RejectionReason",

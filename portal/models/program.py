@@ -70,6 +70,8 @@ class Program(db.Model):
     click_flood_per_minute: Mapped[int] = mapped_column(default=20)
     fraud_duplicate_order: Mapped[bool] = mapped_column(default=True)
     duplicate_window_minutes: Mapped[int] = mapped_column(default=10)
+    # Partners may ask for their confirmed balance before the next payout date.
+    allow_withdrawals: Mapped[bool] = mapped_column(default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 

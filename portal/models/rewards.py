@@ -17,7 +17,11 @@ from portal.models.types import UTCDateTime, utcnow
 
 class CommissionKind(enum.StrEnum):
     BASE = "base"
-    REVERSAL = "reversal"
+    REVERSAL = "reversal"  # taken back before the line was paid out
+    CLAWBACK = "clawback"  # taken back after it was in a payout; the next batch nets it off
+
+
+CORRECTION_KINDS = frozenset({CommissionKind.REVERSAL, CommissionKind.CLAWBACK})
 
 
 class CommissionStatus(enum.StrEnum):
@@ -30,14 +34,15 @@ class Commission(db.Model):
 
     __tablename__ = "commissions"
     __table_args__ = (
-        sa.CheckConstraint("kind IN ('base', 'reversal')", name="kind_known"),
+        sa.CheckConstraint("kind IN ('base', 'reversal', 'clawback')", name="kind_known"),
         sa.CheckConstraint("status IN ('pending', 'confirmed')", name="status_known"),
         sa.CheckConstraint("length(currency) = 3", name="currency_iso"),
         sa.CheckConstraint(f"reason_code IS NULL OR reason_code {_REASON_CHECK}", name="reason_known"),
         sa.CheckConstraint(
-            "kind != 'reversal' OR (reason_code IS NOT NULL AND amount_minor <= 0)", name="reversal_rules"
+            "kind = 'base' OR (reason_code IS NOT NULL AND amount_minor <= 0)", name="correction_rules"
         ),
         sa.Index("ix_commissions_partner_status", "partner_id", "status"),
+        sa.Index("ix_commissions_settle", "status", "payout_item_id", "confirm_after"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -51,6 +56,11 @@ class Commission(db.Model):
     status: Mapped[str] = mapped_column(sa.String(16), default=CommissionStatus.PENDING)
     confirm_after: Mapped[datetime] = mapped_column(UTCDateTime)
     reverses_id: Mapped[int | None] = mapped_column(sa.ForeignKey("commissions.id", ondelete="RESTRICT"))
+    confirmed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The one payout this line is in (a single column: a line can never be in two).
+    payout_item_id: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("payout_items.id", ondelete="SET NULL"), index=True
+    )
     reason_code: Mapped[str | None] = mapped_column(sa.String(32))
     note: Mapped[str | None] = mapped_column(sa.Text)
     # How the amount was reached (rule, inputs, rate, result): the partner's "why this amount".
@@ -59,3 +69,4 @@ class Commission(db.Model):
 
     conversion: Mapped[Conversion] = relationship(back_populates="commissions")
     partner: Mapped[Partner] = relationship()
+    payout_item: Mapped[PayoutItem | None] = relationship()  # noqa: F821 - models.payouts

@@ -10,6 +10,7 @@ import sqlalchemy as sa
 
 from portal.extensions import db
 from portal.models import (
+    CORRECTION_KINDS,
     Commission,
     CommissionKind,
     CommissionStatus,
@@ -18,6 +19,7 @@ from portal.models import (
     Program,
     RejectionReason,
 )
+from portal.models.types import utcnow
 
 
 @dataclass
@@ -72,15 +74,45 @@ def net_commission(conversion: Conversion) -> int:
     return sum(line.amount_minor for line in conversion.commissions)
 
 
+def correction(
+    base: Commission, amount_minor: int, reason: str, note: str | None, explanation: dict
+) -> Commission:
+    """A negative line that takes back (part of) ``base``; the original is never edited.
+
+    Before the base line is in a payout it is a *reversal* with the base's own
+    status; once it is in a payout it is a *clawback*, confirmed at once, that
+    the next batch nets off.
+    """
+    now = utcnow()
+    in_payout = base.payout_item_id is not None
+    confirmed = in_payout or base.status == CommissionStatus.CONFIRMED
+    line = Commission(
+        conversion=base.conversion,
+        partner_id=base.partner_id,
+        kind=CommissionKind.CLAWBACK if in_payout else CommissionKind.REVERSAL,
+        amount_minor=-amount_minor,
+        currency=base.currency,
+        status=CommissionStatus.CONFIRMED if confirmed else CommissionStatus.PENDING,
+        confirm_after=now if confirmed else base.confirm_after,
+        confirmed_at=now if confirmed else None,
+        reverses_id=base.id,
+        reason_code=reason,
+        note=note,
+        explanation=explanation,
+    )
+    db.session.add(line)
+    return line
+
+
 def reverse_for_refund(conversion: Conversion, note: str | None) -> Commission | None:
     """Reverse the share of commission that matches the share of the sale refunded so far.
 
     Cumulative: after refunds of 30 % and 70 % the reversals add up to exactly
     the earned amount, whatever the rounding of each step.
     """
-    earned = sum(line.amount_minor for line in conversion.commissions if line.kind != CommissionKind.REVERSAL)
+    earned = sum(line.amount_minor for line in conversion.commissions if line.kind not in CORRECTION_KINDS)
     reversed_so_far = -sum(
-        line.amount_minor for line in conversion.commissions if line.kind == CommissionKind.REVERSAL
+        line.amount_minor for line in conversion.commissions if line.kind in CORRECTION_KINDS
     )
     target = (
         _round_half_up(earned * conversion.refunded_minor, conversion.amount_minor)
@@ -90,19 +122,13 @@ def reverse_for_refund(conversion: Conversion, note: str | None) -> Commission |
     step = target - reversed_so_far
     if step <= 0:
         return None
-    base = next(line for line in conversion.commissions if line.kind != CommissionKind.REVERSAL)
-    line = Commission(
-        conversion=conversion,
-        partner_id=base.partner_id,
-        kind=CommissionKind.REVERSAL,
-        amount_minor=-step,
-        currency=base.currency,
-        status=CommissionStatus.PENDING,
-        confirm_after=base.confirm_after,
-        reverses_id=base.id,
-        reason_code=RejectionReason.REFUND,
-        note=note,
-        explanation={
+    base = next(line for line in conversion.commissions if line.kind not in CORRECTION_KINDS)
+    return correction(
+        base,
+        step,
+        RejectionReason.REFUND,
+        note,
+        {
             "rule": "refund",
             "refunded_minor": conversion.refunded_minor,
             "sale_minor": conversion.amount_minor,
@@ -110,8 +136,6 @@ def reverse_for_refund(conversion: Conversion, note: str | None) -> Commission |
             "reversed_total_minor": target,
         },
     )
-    db.session.add(line)
-    return line
 
 
 def commission_summary(conversion: Conversion) -> dict | None:
@@ -120,7 +144,7 @@ def commission_summary(conversion: Conversion) -> dict | None:
     if not lines:
         return None
     net = sum(line.amount_minor for line in lines)
-    earned = sum(line.amount_minor for line in lines if line.kind != CommissionKind.REVERSAL)
+    earned = sum(line.amount_minor for line in lines if line.kind not in CORRECTION_KINDS)
     if net == 0 and earned > 0:
         status = "reversed"
     elif all(line.status == CommissionStatus.CONFIRMED for line in lines):

@@ -100,6 +100,7 @@ class ProgramSettings:
     click_flood_per_minute: int = 20
     fraud_duplicate_order: bool = True
     duplicate_window_minutes: int = 10
+    allow_withdrawals: bool = False
 
 
 def settings_of(program: Program) -> ProgramSettings:

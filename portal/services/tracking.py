@@ -366,20 +366,12 @@ def reject_conversion(conversion: Conversion, actor: User, reason: str, note: st
     net = commissions.net_commission(conversion)
     if net > 0:
         base = next(line for line in conversion.commissions if line.kind == "base")
-        db.session.add(
-            commissions.Commission(
-                conversion=conversion,
-                partner_id=base.partner_id,
-                kind="reversal",
-                amount_minor=-net,
-                currency=base.currency,
-                status=base.status,
-                confirm_after=base.confirm_after,
-                reverses_id=base.id,
-                reason_code=reason,
-                note=conversion.rejection_note,
-                explanation={"rule": "rejected", "reason": reason, "reversed_minor": net},
-            )
+        commissions.correction(
+            base,
+            net,
+            reason,
+            conversion.rejection_note,
+            {"rule": "rejected", "reason": reason, "reversed_minor": net},
         )
     record_event(actor, "conversion.rejected", "conversion", conversion.id, reason=reason, note=note)
     db.session.flush()

@@ -87,3 +87,86 @@ def test_concurrent_conflicting_bodies_make_one_conversion_and_409s(committed_wo
     assert codes == [201] + [409] * (PARALLEL - 1)
     with app.app_context():
         assert _db.session.scalar(sa.select(sa.func.count()).select_from(Conversion)) == 1
+
+
+@pytest.fixture
+def committed_books(database_url):
+    """Partners with confirmed, unpaid commission lines, committed for real; removed afterwards."""
+    from datetime import UTC, datetime
+
+    from portal.models import PayoutAccount, PayoutBatch, PayoutItem, Program
+    from tests.factories_money import earn
+
+    app = create_app(TestingConfig, SQLALCHEMY_DATABASE_URI=database_url)
+    with app.app_context():
+        ProgramFactory(timezone="UTC", payout_schedule="monthly", payout_day=15, minimum_payout_minor=1000)
+        partners = [PartnerFactory(ref_code=f"settle{n}") for n in range(6)]
+        for n, partner in enumerate(partners):
+            _db.session.add(
+                PayoutAccount(partner_id=partner.id, method="paypal", paypal_email=f"p{n}@example.org")
+            )
+            for _ in range(5):
+                earn(partner, 700 + n, at=datetime(2026, 10, 1, tzinfo=UTC))
+        _db.session.commit()
+        user_ids = [p.user_id for p in partners]
+    yield app
+    with app.app_context():
+        _db.session.execute(sa.update(Commission).values(payout_item_id=None))
+        _db.session.execute(sa.delete(PayoutItem))
+        _db.session.execute(sa.delete(PayoutBatch))
+        _db.session.execute(sa.delete(PayoutAccount))
+        _db.session.execute(sa.delete(Commission))
+        _db.session.execute(sa.delete(Conversion))
+        _db.session.execute(sa.delete(Partner).where(Partner.user_id.in_(user_ids)))
+        _db.session.execute(sa.delete(User).where(User.id.in_(user_ids)))
+        _db.session.execute(sa.delete(Program))
+        _db.session.commit()
+        _db.engine.dispose()
+
+
+def test_two_settlements_at_once_build_one_batch_and_pay_nobody_twice(committed_books):
+    from datetime import date
+
+    from portal.jobs import run_settlement
+    from portal.models import PayoutBatch, PayoutItem
+
+    app = committed_books
+    runs = 4
+    barrier = threading.Barrier(runs)
+    outcomes = []
+    errors = []
+
+    def worker():
+        with app.app_context():
+            barrier.wait(timeout=10)
+            try:
+                batch, created = run_settlement(date(2026, 11, 20))
+                outcomes.append((batch.id, created))
+            except Exception as exc:  # noqa: BLE001 - the test reports it below
+                errors.append(exc)
+            finally:
+                _db.session.remove()
+
+    threads = [threading.Thread(target=worker) for _ in range(runs)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert errors == []
+    assert sorted(created for _, created in outcomes) == [False] * (runs - 1) + [True]
+    assert len({batch_id for batch_id, _ in outcomes}) == 1
+    with app.app_context():
+        assert _db.session.scalar(sa.select(sa.func.count()).select_from(PayoutBatch)) == 1
+        items = _db.session.scalars(sa.select(PayoutItem)).all()
+        assert len(items) == 6
+        assert len({item.partner_id for item in items}) == 6
+        # every line is in exactly one item, and every item is exactly its lines
+        for item in items:
+            total = _db.session.scalar(
+                sa.select(sa.func.sum(Commission.amount_minor)).where(Commission.payout_item_id == item.id)
+            )
+            assert total == item.amount_minor
+        unpaid = _db.session.scalar(
+            sa.select(sa.func.count()).select_from(Commission).where(Commission.payout_item_id.is_(None))
+        )
+        assert unpaid == 0

@@ -3,9 +3,11 @@
 Adding a route without adding it here fails ``test_every_route_is_in_the_matrix``.
 """
 
+from datetime import date
+
 import pytest
 
-from portal.models import Conversion, PartnerStatus, Role
+from portal.models import Conversion, PartnerStatus, PayoutBatch, PayoutItem, Role
 from portal.models.types import utcnow
 from portal.services.api_keys import create_api_key
 from portal.services.links import create_link
@@ -142,6 +144,34 @@ MATRIX = {
     "admin.api_keys_page": ("GET", "/admin/api-keys", ADMIN_ONLY),
     "admin.revoke_api_key": ("POST", "/admin/api-keys/{api_key_id}/revoke", {**ADMIN_ONLY, "admin": HOME}),
     "admin.integration_guide": ("GET", "/admin/integration", OPERATORS),
+    # payouts
+    "partner.earnings": ("GET", "/partner/earnings", PARTNER_ONLY),
+    "partner.earnings_csv": ("GET", "/partner/earnings.csv", PARTNER_ONLY),
+    "partner.request_withdrawal": ("POST", "/partner/earnings/withdraw", {**PARTNER_ONLY, "partner": HOME}),
+    "partner.payout_details": ("GET", "/partner/payout-details", PARTNER_ONLY),
+    "admin.list_batches": ("GET", "/admin/payouts", OPERATORS),
+    "admin.run_settlement": ("POST", "/admin/payouts/settle", {**OPERATORS, "manager": HOME, "admin": HOME}),
+    "admin.show_batch": ("GET", "/admin/payouts/{batch_id}", OPERATORS),
+    "admin.approve_batch": (
+        "POST",
+        "/admin/payouts/{batch_id}/approve",
+        {**OPERATORS, "manager": HOME, "admin": HOME},
+    ),
+    "admin.export_batch": (
+        "GET",
+        "/admin/payouts/{batch_id}/export.csv",
+        {**OPERATORS, "manager": HOME, "admin": HOME},
+    ),
+    "admin.mark_batch_paid": (
+        "POST",
+        "/admin/payouts/{batch_id}/paid",
+        {**OPERATORS, "manager": 422, "admin": 422},
+    ),
+    "admin.mark_item": (
+        "POST",
+        "/admin/payouts/{batch_id}/items/{item_id}/failed",
+        {**OPERATORS, "manager": 422, "admin": 422},
+    ),
 }
 
 
@@ -176,6 +206,9 @@ def test_route_permissions(client, db, program, login_as, endpoint, role):
     )
     db.session.add(conversion)
     api_key, _plain = create_api_key("perm", None)
+    batch = PayoutBatch(currency="USD", period_end=date(2026, 11, 15), cutoff_at=utcnow())
+    item = PayoutItem(batch=batch, partner_id=approved.id, amount_minor=5000, currency="USD")
+    db.session.add_all([batch, item])
     db.session.commit()
     if role == "applicant":
         login_as(Role.PARTNER, status=PartnerStatus.APPLIED)
@@ -192,6 +225,8 @@ def test_route_permissions(client, db, program, login_as, endpoint, role):
         conversion_id=conversion.id,
         transaction_id=conversion.transaction_id,
         api_key_id=api_key.id,
+        batch_id=batch.id,
+        item_id=item.id,
     )
     response = client.open(url, method=method)
     expected = expected_by_role[role]

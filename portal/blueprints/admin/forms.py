@@ -10,6 +10,7 @@ from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from wtforms import (
     BooleanField,
+    DateField,
     EmailField,
     IntegerField,
     RadioField,
@@ -25,6 +26,8 @@ __all__ = [
     "ApiKeyForm",
     "ConfirmForm",
     "ConversionRejectForm",
+    "FailureForm",
+    "PaymentForm",
     "RejectForm",
     "SettingsForm",
     "SlugForm",
@@ -158,6 +161,9 @@ class SettingsForm(FlaskForm):
         ],
     )
     fraud_duplicate_order = BooleanField(_l("Hold suspected duplicate orders for review"))
+    allow_withdrawals = BooleanField(
+        _l("Let partners request their confirmed balance before the payout date")
+    )
     duplicate_window_minutes = IntegerField(
         _l("Same customer and amount within (minutes)"),
         validators=[
@@ -201,6 +207,7 @@ class SettingsForm(FlaskForm):
             click_flood_per_minute=program.click_flood_per_minute,
             fraud_duplicate_order=program.fraud_duplicate_order,
             duplicate_window_minutes=program.duplicate_window_minutes,
+            allow_withdrawals=program.allow_withdrawals,
         )
 
     def _amount(self, field, required: bool) -> int | None:
@@ -264,6 +271,7 @@ class SettingsForm(FlaskForm):
             click_flood_per_minute=self.click_flood_per_minute.data,
             fraud_duplicate_order=self.fraud_duplicate_order.data,
             duplicate_window_minutes=self.duplicate_window_minutes.data,
+            allow_withdrawals=self.allow_withdrawals.data,
         )
 
 
@@ -327,4 +335,20 @@ class SlugForm(FlaskForm):
             Length(max=64, message=_l("At most %(max)d characters.")),
         ],
         description=_l("Lower-case letters, digits and dashes, e.g. summer-sale."),
+    )
+
+
+class PaymentForm(FlaskForm):
+    reference = StringField(
+        _l("Payment reference"),
+        validators=[DataRequired(_l("Enter the payment reference.")), Length(max=128)],
+        description=_l("The transfer or PayPal batch id the partner can look up."),
+    )
+    paid_on = DateField(_l("Paid on"), validators=[DataRequired(_l("Enter the date it was paid."))])
+
+
+class FailureForm(FlaskForm):
+    reason = TextAreaField(
+        _l("Why the payment failed"),
+        validators=[DataRequired(_l("Say why the payment failed.")), Length(max=1000)],
     )

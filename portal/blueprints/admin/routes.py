@@ -1,9 +1,9 @@
-"""Operator console: dashboard, applications, partners, settings, team."""
+"""Operator console: dashboard, applications, partners, conversions, payouts, settings, team."""
 
 from __future__ import annotations
 
 import sqlalchemy as sa
-from flask import abort, flash, redirect, render_template, request, url_for
+from flask import Response, abort, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 from flask_login import current_user
 
@@ -12,12 +12,15 @@ from portal.blueprints.admin.forms import (
     ApiKeyForm,
     ConfirmForm,
     ConversionRejectForm,
+    FailureForm,
+    PaymentForm,
     RejectForm,
     SettingsForm,
     SlugForm,
     SuspendForm,
     TeamMemberForm,
 )
+from portal.database import begin_write
 from portal.errors import DomainError
 from portal.extensions import db
 from portal.forms import put_error_on_form
@@ -27,14 +30,19 @@ from portal.models import (
     ApiKey,
     Conversion,
     ConversionStatus,
+    ItemStatus,
     Link,
     Partner,
     PartnerStatus,
+    PayoutBatch,
+    PayoutItem,
     Role,
     User,
 )
+from portal.models.types import utcnow
 from portal.security import admin_required, operator_required
-from portal.services import accounts, api_keys, links, partners, reports, tracking
+from portal.services import accounts, api_keys, links, partners, payouts, reports, tracking
+from portal.services.audit import record_event
 from portal.services.commissions import commission_summary
 from portal.services.program import get_program, update_program_settings
 from portal.services.tracking import reason_label
@@ -406,3 +414,151 @@ def integration_guide():
         example_ref=demo_partner.ref_code if demo_partner else "CODE",
         track_js=url_for("static", filename="js/track.js", _external=True),
     )
+
+
+# --- payouts ----------------------------------------------------------------------------
+
+
+@bp.get("/payouts")
+@operator_required
+def list_batches():
+    page = db.paginate(
+        sa.select(PayoutBatch).order_by(PayoutBatch.created_at.desc(), PayoutBatch.id.desc()),
+        per_page=25,
+        error_out=False,
+    )
+    program = get_program()
+    return render_template(
+        "admin/payouts.html",
+        page=page,
+        program=program,
+        total=payouts.batch_total,
+        confirm_form=ConfirmForm(formdata=None),
+    )
+
+
+@bp.post("/payouts/settle")
+@operator_required
+def run_settlement():
+    if ConfirmForm().validate_on_submit():
+        begin_write(db.session())
+        batch, created = payouts.settle(get_program(), actor=current_user)
+        db.session.commit()
+        if batch is None:
+            flash(_("Nobody has reached the minimum payout; balances carry over."), "info")
+        elif created:
+            flash(_("Payout batch for %(date)s built.", date=batch.period_end), "success")
+            return redirect(url_for("admin.show_batch", batch_id=batch.id))
+        else:
+            flash(_("The batch for %(date)s already exists; nothing changed.", date=batch.period_end), "info")
+            return redirect(url_for("admin.show_batch", batch_id=batch.id))
+    return redirect(url_for("admin.list_batches"))
+
+
+def _get_batch(batch_id: int) -> PayoutBatch:
+    batch = db.session.get(PayoutBatch, batch_id)
+    if batch is None:
+        abort(404)
+    return batch
+
+
+def _batch_page(batch: PayoutBatch, payment_form=None, failure_form=None, status: int = 200):
+    return (
+        render_template(
+            "admin/payout_batch.html",
+            batch=batch,
+            total=payouts.batch_total(batch),
+            held=payouts.batch_total(batch, statuses=(ItemStatus.HELD,)),
+            confirm_form=ConfirmForm(formdata=None),
+            payment_form=payment_form or PaymentForm(formdata=None, paid_on=utcnow().date()),
+            failure_form=failure_form or FailureForm(formdata=None),
+        ),
+        status,
+    )
+
+
+@bp.get("/payouts/<int:batch_id>")
+@operator_required
+def show_batch(batch_id: int):
+    return _batch_page(_get_batch(batch_id))
+
+
+@bp.post("/payouts/<int:batch_id>/approve")
+@operator_required
+def approve_batch(batch_id: int):
+    batch = _get_batch(batch_id)
+    if ConfirmForm().validate_on_submit():
+        try:
+            payouts.approve_batch(batch, current_user)
+        except DomainError as error:
+            db.session.rollback()
+            flash(error.message, "error")
+        else:
+            db.session.commit()
+            flash(_("Batch approved. Export the payment file or record payments."), "success")
+    return redirect(url_for("admin.show_batch", batch_id=batch.id))
+
+
+@bp.get("/payouts/<int:batch_id>/export.<any(csv, paypal):kind>")
+@operator_required
+def export_batch(batch_id: int, kind: str):
+    batch = _get_batch(batch_id)
+    try:
+        body = payouts.export_paypal(batch) if kind == "paypal" else payouts.export_csv(batch)
+    except DomainError as error:
+        flash(error.message, "error")
+        return redirect(url_for("admin.show_batch", batch_id=batch.id))
+    record_event(current_user, "payout.batch_exported", "payout_batch", batch.id, kind=kind)
+    db.session.commit()
+    name = f"payout-{batch.period_end.isoformat()}-{batch.id}-{kind}.csv"
+    return Response(
+        body, mimetype="text/csv", headers={"Content-Disposition": f'attachment; filename="{name}"'}
+    )
+
+
+def _payment_action(batch_id: int, item_id: int | None, action: str):
+    batch = _get_batch(batch_id)
+    item = None
+    if item_id is not None:
+        item = db.session.get(PayoutItem, item_id)
+        if item is None or item.batch_id != batch.id:
+            abort(404)
+    form = FailureForm() if action == "failed" else PaymentForm()
+    if form.validate_on_submit():
+        try:
+            if action == "failed":
+                payouts.mark_item_failed(item, current_user, form.reason.data)
+            elif item is None:
+                payouts.mark_batch_paid(batch, current_user, form.reference.data, form.paid_on.data)
+            else:
+                payouts.mark_item_paid(item, current_user, form.reference.data, form.paid_on.data)
+        except DomainError as error:
+            db.session.rollback()
+            put_error_on_form(form, error)
+        else:
+            db.session.commit()
+            flash(_("Recorded."), "success")
+            return redirect(url_for("admin.show_batch", batch_id=batch.id))
+    forms = {"failure_form": form} if action == "failed" else {"payment_form": form}
+    if form.errors or form.form_errors:
+        flash(
+            _(
+                "Not recorded: %(why)s",
+                why=" ".join(str(e) for errs in form.errors.values() for e in errs)
+                or " ".join(form.form_errors),
+            ),
+            "error",
+        )
+    return _batch_page(batch, status=422, **forms)
+
+
+@bp.post("/payouts/<int:batch_id>/paid")
+@operator_required
+def mark_batch_paid(batch_id: int):
+    return _payment_action(batch_id, None, "paid")
+
+
+@bp.post("/payouts/<int:batch_id>/items/<int:item_id>/<any(paid, failed):action>")
+@operator_required
+def mark_item(batch_id: int, item_id: int, action: str):
+    return _payment_action(batch_id, item_id, action)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
-from wtforms import SelectField, StringField
+from wtforms import RadioField, SelectField, StringField, TextAreaField
 from wtforms.validators import DataRequired, Length, Optional
 
-from portal.forms import channel_choices
+from portal.forms import as_choices, channel_choices, country_choices
 
 _max = Length(max=64, message=_l("At most %(max)d characters."))
 
@@ -30,3 +30,25 @@ class LinkForm(FlaskForm):
         validators=[Optional(), _max],
         description=_l("Your own tag to tell placements apart; you can also add ?sub=… to the link."),
     )
+
+
+class PayoutDetailsForm(FlaskForm):
+    method = RadioField(
+        _l("How you want to be paid"),
+        choices=as_choices(
+            [("paypal", _l("PayPal")), ("bank", _l("Bank transfer (IBAN)")), ("other", _l("Other"))]
+        ),
+        validators=[DataRequired(_l("Choose how you want to be paid."))],
+    )
+    paypal_email = StringField(_l("PayPal e-mail"), validators=[Optional(), Length(max=254)])
+    account_holder = StringField(_l("Account holder"), validators=[Optional(), Length(max=120)])
+    iban = StringField(_l("IBAN"), validators=[Optional(), Length(max=42)])
+    bic = StringField(_l("BIC / SWIFT (optional)"), validators=[Optional(), Length(max=14)])
+    bank_name = StringField(_l("Bank name (optional)"), validators=[Optional(), Length(max=120)])
+    other_instructions = TextAreaField(_l("Payment instructions"), validators=[Optional(), Length(max=1000)])
+    tax_id = StringField(_l("Tax or VAT number (optional)"), validators=[Optional(), Length(max=64)])
+    tax_country = SelectField(_l("Tax country (optional)"), validators=[Optional()])
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.tax_country.choices = as_choices([("", "—"), *country_choices()])

@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
-from flask import abort, flash, redirect, render_template, url_for
+from flask import Response, abort, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 from flask_login import current_user
 
 from portal.blueprints.partner import bp
-from portal.blueprints.partner.forms import LinkForm
+from portal.blueprints.partner.forms import LinkForm, PayoutDetailsForm
+from portal.database import begin_write
 from portal.errors import DomainError
 from portal.extensions import db
 from portal.forms import ConfirmForm, put_error_on_form
+from portal.models.types import utcnow
 from portal.security import partner_required
-from portal.services import links, reports
+from portal.services import links, payouts, reports, schedule
 from portal.services.commissions import commission_summary
 from portal.services.program import get_program
 from portal.services.tracking import reason_label
+from portal.views import render_page_or_partial
 
 
 @bp.get("/")
@@ -112,3 +115,88 @@ def show_conversion(conversion_id: int):
         reason_label=reason_label,
         program=get_program(),
     )
+
+
+# --- earnings and payouts --------------------------------------------------------------
+
+
+def _earnings_context(partner):
+    program = get_program()
+    figures = payouts.earnings_of(partner.id)
+    now = utcnow()
+    settled = payouts.scheduled_batch_for(schedule.local_today(program, now)) is not None
+    return {
+        "partner": partner,
+        "program": program,
+        "figures": figures,
+        "progress": min(100, max(0, figures.confirmed * 100 // max(program.minimum_payout_minor, 1))),
+        "next_payout": schedule.upcoming_payout(program, now, settled),
+        "ledger": payouts.ledger_of(partner.id),
+        "state": payouts.ledger_state,
+        "reason_label": reason_label,
+        "account": payouts.account_of(partner),
+        "can_withdraw": program.allow_withdrawals
+        and figures.confirmed >= max(program.minimum_payout_minor, 1)
+        and payouts.account_of(partner) is not None,
+        "confirm_form": ConfirmForm(formdata=None),
+    }
+
+
+@bp.get("/earnings")
+@partner_required
+def earnings():
+    context = _earnings_context(current_user.partner)
+    return render_page_or_partial("partner/earnings.html", "partner/_partials/_earnings.html", **context)
+
+
+@bp.get("/earnings.csv")
+@partner_required
+def earnings_csv():
+    partner = current_user.partner
+    return Response(
+        payouts.ledger_csv(partner.id),
+        mimetype="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="earnings-{partner.ref_code}.csv"'},
+    )
+
+
+@bp.post("/earnings/withdraw")
+@partner_required
+def request_withdrawal():
+    if ConfirmForm().validate_on_submit():
+        try:
+            begin_write(db.session())
+            payouts.request_withdrawal(get_program(), current_user.partner)
+        except DomainError as error:
+            db.session.rollback()
+            flash(error.message, "error")
+        else:
+            db.session.commit()
+            flash(_("Payout requested. The program team will send it shortly."), "success")
+    return redirect(url_for("partner.earnings"))
+
+
+@bp.route("/payout-details", methods=["GET", "POST"])
+@partner_required
+def payout_details():
+    partner = current_user.partner
+    account = payouts.account_of(partner)
+    if request.method == "POST":
+        form = PayoutDetailsForm()
+    else:
+        form = PayoutDetailsForm(obj=account) if account else PayoutDetailsForm(formdata=None)
+    if form.validate_on_submit():
+        details = payouts.PayoutDetails(
+            **{name: getattr(form, name).data for name in payouts.PayoutDetails.__dataclass_fields__}
+        )
+        try:
+            payouts.save_payout_account(partner, details, current_user)
+        except DomainError as error:
+            db.session.rollback()
+            put_error_on_form(form, error)
+        else:
+            db.session.commit()
+            flash(_("Payout details saved."), "success")
+            return redirect(url_for("partner.earnings"))
+    status = 200 if request.method == "GET" else 422
+    return render_template("partner/payout_details.html", form=form, partner=partner), status

@@ -1,0 +1,136 @@
+"""Payout pages: the operator's batch flow and the partner's earnings and payout details."""
+
+import csv
+import io
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+
+from portal.models import PayoutBatch, Role
+from portal.models.types import utcnow
+from portal.services.payouts import PayoutDetails, save_payout_account
+from tests.factories import PartnerFactory
+from tests.factories_money import earn
+
+
+def _books(db, program):
+    program.minimum_payout_minor = 1000
+    program.payout_day = 1
+    partner = PartnerFactory(ref_code="payme")
+    save_payout_account(
+        partner, PayoutDetails(method="paypal", paypal_email="payme@example.org"), partner.user
+    )
+    earn(partner, 2500, at=datetime(2026, 9, 1, tzinfo=UTC))
+    db.session.commit()
+    return partner
+
+
+def test_operator_builds_approves_exports_and_pays_a_batch(client, db, program, login_as):
+    partner = _books(db, program)
+    login_as(Role.MANAGER)
+    built = client.post("/admin/payouts/settle")
+    batch = db.session.scalars(sa.select(PayoutBatch)).one()
+    assert built.headers["Location"] == f"/admin/payouts/{batch.id}"
+    assert client.post("/admin/payouts/settle").status_code == 302
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(PayoutBatch)) == 1
+
+    page = client.get(f"/admin/payouts/{batch.id}").get_data(as_text=True)
+    assert "waiting for approval" in page
+    assert "$25.00" in page
+    early = client.get(f"/admin/payouts/{batch.id}/export.csv")
+    assert early.status_code == 302  # not before approval
+
+    client.post(f"/admin/payouts/{batch.id}/approve")
+    exported = client.get(f"/admin/payouts/{batch.id}/export.paypal")
+    assert exported.mimetype == "text/csv"
+    assert list(csv.reader(io.StringIO(exported.get_data(as_text=True)))) == [
+        ["payme@example.org", "25.00", "USD", f"payout-{batch.items[0].id}", "Partner payout 2026-11-01"]
+    ]
+
+    missing = client.post(f"/admin/payouts/{batch.id}/paid", data={"reference": "", "paid_on": ""})
+    assert missing.status_code == 422
+    assert "Enter the payment reference." in missing.get_data(as_text=True)
+    today = utcnow().date().isoformat()
+    paid = client.post(f"/admin/payouts/{batch.id}/paid", data={"reference": "PP-BATCH-7", "paid_on": today})
+    assert paid.status_code == 302
+    again = client.post(f"/admin/payouts/{batch.id}/paid", data={"reference": "PP-8", "paid_on": today})
+    assert again.status_code == 422
+    assert "already recorded" in again.get_data(as_text=True)
+    db.session.refresh(batch)
+    assert batch.status == "closed"
+    assert batch.items[0].reference == "PP-BATCH-7"
+
+    client.post("/logout")
+    with client.session_transaction() as session:
+        session["_user_id"] = partner.user.get_id()
+    earnings = client.get("/partner/earnings").get_data(as_text=True)
+    assert "PP-BATCH-7" in earnings
+    assert "paid" in earnings
+    ledger = client.get("/partner/earnings.csv")
+    assert "PP-BATCH-7" in ledger.get_data(as_text=True)
+    assert ledger.headers["Content-Disposition"].startswith("attachment")
+
+
+def test_marking_an_item_failed_needs_a_reason(client, db, program, login_as):
+    _books(db, program)
+    login_as(Role.ADMIN)
+    client.post("/admin/payouts/settle")
+    batch = db.session.scalars(sa.select(PayoutBatch)).one()
+    client.post(f"/admin/payouts/{batch.id}/approve")
+    item = batch.items[0]
+    empty = client.post(f"/admin/payouts/{batch.id}/items/{item.id}/failed", data={"reason": ""})
+    assert empty.status_code == 422
+    done = client.post(f"/admin/payouts/{batch.id}/items/{item.id}/failed", data={"reason": "account closed"})
+    assert done.status_code == 302
+    db.session.refresh(item)
+    assert (item.status, item.failure_reason) == ("failed", "account closed")
+
+
+def test_partner_earnings_page_shows_the_four_figures_and_next_date(client, db, program, login_as):
+    user = login_as(Role.PARTNER)
+    earn(user.partner, 1234, confirmed=False, at=utcnow())
+    db.session.commit()
+    page = client.get("/partner/earnings").get_data(as_text=True)
+    assert 'data-testid="pending">$12.34<' in page
+    assert "Next payout:" in page
+    assert "Add your payout details" in page
+    fragment = client.get("/partner/earnings", headers={"HX-Request": "true"}).get_data(as_text=True)
+    assert fragment.lstrip().startswith('<div id="earnings"')
+
+
+def test_payout_details_form_validates_and_keeps_input(client, db, program, login_as):
+    user = login_as(Role.PARTNER)
+    bad = client.post(
+        "/partner/payout-details",
+        data={"method": "bank", "account_holder": "Pat Partner", "iban": "DE00 1234", "bic": ""},
+    )
+    page = bad.get_data(as_text=True)
+    assert bad.status_code == 422
+    assert "This IBAN is not valid" in page
+    assert 'value="Pat Partner"' in page
+    bad_paypal = client.post("/partner/payout-details", data={"method": "paypal", "paypal_email": "nope"})
+    assert "PayPal account" in bad_paypal.get_data(as_text=True)
+    good = client.post(
+        "/partner/payout-details", data={"method": "paypal", "paypal_email": "Pat@Example.org"}
+    )
+    assert good.status_code == 302
+    from portal.services.payouts import account_of
+
+    assert account_of(user.partner).paypal_email == "Pat@example.org"
+    assert 'value="Pat@example.org"' in client.get("/partner/payout-details").get_data(as_text=True)
+
+
+def test_withdrawal_request(client, db, program, login_as):
+    user = login_as(Role.PARTNER)
+    program.allow_withdrawals = True
+    program.minimum_payout_minor = 1000
+    save_payout_account(user.partner, PayoutDetails(method="paypal", paypal_email="w@example.org"), user)
+    earn(user.partner, 2000)
+    db.session.commit()
+    page = client.get("/partner/earnings").get_data(as_text=True)
+    assert "Request my $20.00 now" in page
+    client.post("/partner/earnings/withdraw")
+    batch = db.session.scalars(sa.select(PayoutBatch)).one()
+    assert (batch.kind, batch.items[0].amount_minor) == ("withdrawal", 2000)
+    client.post("/partner/earnings/withdraw")
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(PayoutBatch)) == 1
