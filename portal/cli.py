@@ -16,14 +16,16 @@ portal_cli = AppGroup("portal", help="Partner portal administration.")
 @portal_cli.command("demo")
 def demo_command() -> None:
     """Seed the demo program into an empty database (does nothing otherwise)."""
-    from portal.demo import DEMO_PASSWORD, seed_demo
+    from portal.demo import DEMO_PASSWORD, seed_demo, seed_demo_activity
 
     if db.session.scalar(sa.select(sa.func.count()).select_from(User)):
         click.echo("The database already has users; the demo program was not added.")
         return
     summary = seed_demo()
+    db.session.flush()
+    activity = seed_demo_activity()
     db.session.commit()
-    click.echo(f"Demo program seeded: {summary}.")
+    click.echo(f"Demo program seeded: {summary}; {activity}.")
     click.echo(
         f"Demo logins (password {DEMO_PASSWORD}): admin@example.com, manager@example.com, partner@example.com"
     )

@@ -144,3 +144,101 @@ def seed_demo(partner_count: int = 36) -> str:
     db.session.flush()
     record_event(admin, "demo.seeded", "program", program.id, partners=partner_count + 1)
     return f"program {program.name!r}, 2 operators, {partner_count + 1} partners"
+
+
+def seed_demo_activity(now=None) -> str:
+    """Clicks, signups, sales, refunds and a paid payout for the demo partners (caller commits)."""
+    import sqlalchemy as sa
+
+    from portal.models import Click, Link
+    from portal.services import clicks, payouts, tracking
+    from portal.services.links import create_link
+
+    now = now or utcnow()
+    rng = random.Random(7)
+    program = get_program()
+    manager = db.session.scalars(sa.select(User).where(User.email == "manager@example.com")).one()
+    earners = list(
+        db.session.scalars(
+            sa.select(Partner).where(Partner.status == PartnerStatus.APPROVED).order_by(Partner.id).limit(8)
+        )
+    )
+    pages = ["", "tents/", "sleeping-bags/", "backpacks/", "sale/"]
+    sales = 0
+    for index, partner in enumerate(earners):
+        payouts.save_payout_account(
+            partner,
+            payouts.PayoutDetails(method="paypal", paypal_email=partner.user.email),
+            partner.user,
+        )
+        links = [
+            create_link(
+                partner,
+                program,
+                label=label,
+                channel=channel,
+                destination_url=f"https://shop.northwind-outdoor.example/{page}",
+            )
+            for label, channel, page in [
+                ("Blog sidebar", "seo", rng.choice(pages)),
+                ("Instagram bio", "social", rng.choice(pages)),
+                ("Newsletter", "email", rng.choice(pages)),
+            ][: 3 if partner.ref_code == "demo" else 2]
+        ]
+        click_count = 160 if partner.ref_code == "demo" else rng.randint(20, 90)
+        for n in range(click_count):
+            link: Link = rng.choice(links)
+            when = now - timedelta(days=rng.uniform(0, 150), minutes=rng.randint(0, 600))
+            target = clicks.resolve(link.code)
+            row = clicks.click_row(
+                target,
+                clicks.routing(),
+                destination=link.destination_url,
+                ip=f"198.51.100.{rng.randint(1, 250)}",
+                user_agent="Mozilla/5.0 (demo)",
+                referrer=None,
+                sub=None,
+                creative=None,
+                seen_before=rng.random() < 0.2,
+                now=when,
+            )
+            db.session.execute(sa.insert(Click), [row])
+            if rng.random() < (0.15 if partner.ref_code == "demo" else 0.08):
+                customer = f"demo-cus-{index}-{n}"
+                tracking.record_signup(
+                    program,
+                    tracking.SignupInput(
+                        customer_id=customer, click_id=row["id"], occurred_at=when + timedelta(minutes=5)
+                    ),
+                    {"customer_id": customer, "demo": True},
+                )
+                amount = rng.choice([3990, 5990, 8900, 12900, 24900])
+                conversion, _ = tracking.record_conversion(
+                    program,
+                    tracking.ConversionInput(
+                        transaction_id=f"demo-order-{index}-{n}",
+                        amount_minor=amount,
+                        currency=program.currency,
+                        customer_id=customer,
+                        occurred_at=when + timedelta(minutes=20),
+                    ),
+                    {"transaction_id": f"demo-order-{index}-{n}", "demo": True},
+                )
+                sales += 1
+                if rng.random() < 0.1 and conversion.commissions:
+                    tracking.refund_conversion(conversion, None, "Customer returned the item")
+        db.session.flush()
+    # Last month's payout, already paid; this month's waits for approval.
+    last = payouts.settle(
+        program, (now - timedelta(days=30)).date(), now=now - timedelta(days=28), actor=manager
+    )[0]
+    if last is not None:
+        payouts.approve_batch(last, manager)
+        paid_on = last.created_at.date()
+        for item in last.items:
+            if item.status == "pending":
+                item.status, item.reference, item.paid_on = "paid", f"PAYPAL-{item.id:05d}", paid_on
+        payouts._close_if_done(last)
+    payouts.settle(program, now.date(), now=now, actor=manager)
+    commissions_total = sum(len(c.commissions) for c in db.session.scalars(sa.select(tracking.Conversion)))
+    return f"{sales} sales with {commissions_total} commission lines for {len(earners)} partners"

@@ -44,6 +44,8 @@ from portal.services.audit import record_event
 
 def confirm_due_commissions(now: datetime) -> int:
     """Confirm every pending line whose hold period has ended. Idempotent."""
+    due = sa.and_(Commission.status == CommissionStatus.PENDING, Commission.confirm_after <= now)
+    partner_ids = db.session.scalars(sa.select(Commission.partner_id).where(due).distinct()).all()
     result = db.session.execute(
         sa.update(Commission)
         .where(Commission.status == CommissionStatus.PENDING, Commission.confirm_after <= now)
@@ -51,6 +53,8 @@ def confirm_due_commissions(now: datetime) -> int:
         .execution_options(synchronize_session=False)
     )
     db.session.expire_all()
+    for partner_id in partner_ids:
+        realtime.notify(partner_id, "earnings", {"confirmed": True})
     return result.rowcount or 0
 
 
