@@ -233,8 +233,10 @@ def seed_demo_activity(now=None) -> str:
         program, (now - timedelta(days=30)).date(), now=now - timedelta(days=28), actor=manager
     )[0]
     if last is not None:
+        last.created_at = now - timedelta(days=28)
         payouts.approve_batch(last, manager)
-        paid_on = last.created_at.date()
+        last.approved_at = now - timedelta(days=27)
+        paid_on = (now - timedelta(days=26)).date()
         for item in last.items:
             if item.status == "pending":
                 item.status, item.reference, item.paid_on = "paid", f"PAYPAL-{item.id:05d}", paid_on

@@ -5,7 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 from flask import Flask, request
-from flask_babel import format_datetime, format_percent, get_locale
+from flask_babel import format_date, format_datetime, format_percent, get_locale
 from flask_babel import gettext as _
 from flask_wtf.csrf import generate_csrf
 
@@ -45,6 +45,13 @@ def country_name(code: str | None) -> str:
     if not code:
         return "—"
     return get_locale().territories.get(code, code)
+
+
+def day(value, format: str = "medium") -> str:  # noqa: A002 - Babel's own name
+    """A calendar date (payout dates, paid-on dates), in the viewer's language."""
+    if value is None:
+        return "—"
+    return format_date(value, format)
 
 
 def when(value, format: str = "medium") -> str:  # noqa: A002 - Babel's own name
@@ -97,6 +104,7 @@ def status_badge_parts(status: str, kind: str = "partner") -> tuple[str, str, st
 def init_app(app: Flask) -> None:
     app.add_template_filter(money, "money")
     app.add_template_filter(when, "when")
+    app.add_template_filter(day, "day")
     app.add_template_filter(percent_bp, "percent_bp")
     app.add_template_filter(channel_label, "channel")
     app.add_template_filter(channel_labels, "channels")

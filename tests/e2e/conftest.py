@@ -13,6 +13,8 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from itertools import count
 from pathlib import Path
 
 import pytest
@@ -25,8 +27,10 @@ from config import TestingConfig
 from portal import create_app
 from portal.demo import seed_demo
 from portal.extensions import db, socketio
-from portal.models import Conversion, Partner, PartnerStatus, User
-from portal.services import accounts, api_keys, links
+from portal.models import Commission, Conversion, Partner, PartnerStatus, PayoutItem, Program, User
+from portal.models.types import utcnow
+from portal.services import accounts, api_keys, links, payouts, schedule, tracking
+from portal.services.payouts import PayoutDetails
 from portal.services.program import get_program
 from tests.conftest import CHROMIUM, migrate_database
 from tests.e2e.support import (
@@ -83,6 +87,27 @@ class LiveServer:
             return db.session.scalar(
                 sa.select(Conversion.id).where(Conversion.transaction_id == transaction_id)
             )
+
+    def payout_items(self, batch_id: int) -> dict[int, tuple[str, str | None]]:
+        """{partner id: (status, reference)} for every item of a payout batch."""
+        with self.app.app_context():
+            rows = db.session.execute(
+                sa.select(PayoutItem.partner_id, PayoutItem.status, PayoutItem.reference).where(
+                    PayoutItem.batch_id == batch_id
+                )
+            )
+            return {partner_id: (status, reference) for partner_id, status, reference in rows}
+
+    def payout_item_of(self, transaction_id: str) -> tuple[int, int, str] | None:
+        """(batch id, item id, item status) of the payout holding a sale's base line, or None."""
+        with self.app.app_context():
+            row = db.session.execute(
+                sa.select(PayoutItem.batch_id, PayoutItem.id, PayoutItem.status)
+                .join(Commission, Commission.payout_item_id == PayoutItem.id)
+                .join(Conversion, Conversion.id == Commission.conversion_id)
+                .where(Conversion.transaction_id == transaction_id, Commission.kind == "base")
+            ).first()
+            return tuple(row) if row else None
 
     @contextmanager
     def emitting(self) -> Iterator[None]:
@@ -245,6 +270,202 @@ def tracked_sale(live_server: LiveServer, tracking_api: TrackingApi) -> TrackedS
             product_id="tent-trailhead-2p",
         )
     return TrackedSale(code, click_id, customer_id, transaction_id, live_server.conversion_id(transaction_id))
+
+
+# --- money on the books --------------------------------------------------------------
+
+_line_numbers = count(1)
+
+
+@dataclass(frozen=True)
+class PayoutDates:
+    """The program's payout dates as of now (in its zone) and the cut-off instant of each."""
+
+    last: date  # the date "Build the batch for the last payout date now" builds
+    previous: date  # the one before: its batch is approved and waiting to be paid
+    earlier: date  # the one before that: its batch is paid and closed
+
+    @staticmethod
+    def of(program: Program, now: datetime) -> PayoutDates:
+        last = schedule.last_payout_date(
+            program.payout_schedule, program.payout_day, schedule.local_today(program, now)
+        )
+        previous = schedule.previous_payout_date(program.payout_schedule, program.payout_day, last)
+        earlier = schedule.previous_payout_date(program.payout_schedule, program.payout_day, previous)
+        return PayoutDates(last, previous, earlier)
+
+
+def cutoff_of(payout_date: date) -> datetime:
+    """Lines confirmed before this instant belong to the batch of ``payout_date``."""
+    return schedule.start_of_day_utc(get_program(), payout_date)
+
+
+def create_partner(name: str, label: str, payout: PayoutDetails | None = None) -> tuple[Partner, str]:
+    """An approved partner who signs in with APPLICANT_PASSWORD, optionally with payout details.
+
+    Call inside the live server's app context; the caller commits.
+    """
+    email = unique_email(label)
+    partner = accounts.apply_as_partner(
+        accounts.Application(
+            name=name,
+            email=email,
+            password=APPLICANT_PASSWORD,
+            country="SE",
+            channels=["seo", "social"],
+            promotion_description="Trip reports and gear tests from the northern fells.",
+            website="https://fell-notes.example",
+        )
+    )
+    manager = db.session.scalars(sa.select(User).where(User.email == DEMO_EMAILS["manager"])).one()
+    accounts.approve_partner(partner, manager)
+    if payout is not None:
+        payouts.save_payout_account(partner, payout, partner.user)
+    return partner, email
+
+
+def book_line(
+    partner: Partner, amount_minor: int, at: datetime, *, confirmed: bool = True, order: str = "order"
+) -> str:
+    """A sale and its base commission line, confirmed at ``at`` (or pending until ``at``).
+
+    As tests/factories_money.py ``earn()`` does, with an order id nobody else uses; returns it.
+    Call inside the live server's app context; the caller commits.
+    """
+    transaction_id = unique_id(f"{order}-{next(_line_numbers):04d}")
+    conversion = Conversion(
+        transaction_id=transaction_id,
+        amount_minor=amount_minor * 10,
+        currency=get_program().currency,
+        partner_id=partner.id,
+        request_fingerprint="e2e",
+        occurred_at=at - timedelta(days=30),
+    )
+    line = Commission(
+        conversion=conversion,
+        partner_id=partner.id,
+        kind="base",
+        amount_minor=amount_minor,
+        currency=conversion.currency,
+        status="confirmed" if confirmed else "pending",
+        confirm_after=at,
+        confirmed_at=at if confirmed else None,
+        explanation={"rule": "e2e", "amount_minor": amount_minor},
+    )
+    db.session.add_all([conversion, line])
+    db.session.flush()
+    return transaction_id
+
+
+@dataclass
+class Earner:
+    """A partner with confirmed lines in the last payout period, paid by PayPal, not in any batch yet."""
+
+    id: int
+    email: str
+    name: str
+    orders: list[str]  # the confirmed lines' order ids, in the last period
+    pending_order: str  # a line still in its hold period
+    confirmed_minor: int
+    pending_minor: int
+
+
+@pytest.fixture
+def earner_due_a_payout(live_server: LiveServer) -> Earner:
+    """A partner whose confirmed lines (73.50 in all) belong to the batch of the last payout date."""
+    name = "Fell & Fjord Trail Notes"
+    with live_server.app.app_context(), live_server.emitting():
+        program = get_program()
+        dates = PayoutDates.of(program, utcnow())
+        cutoff = cutoff_of(dates.last)
+        partner, email = create_partner(
+            name, "earner", PayoutDetails(method="paypal", paypal_email=unique_email("paypal"))
+        )
+        orders = [
+            book_line(partner, 6000, cutoff - timedelta(days=6), order="order-fjord"),
+            book_line(partner, 1350, cutoff - timedelta(days=2), order="order-fjord"),
+        ]
+        pending = book_line(partner, 990, utcnow() + timedelta(days=20), confirmed=False, order="order-fjord")
+        db.session.commit()
+        return Earner(partner.id, email, name, orders, pending, 7350, 990)
+
+
+@dataclass
+class PayoutShowcase:
+    """Payout data with long names and every state a line or an item can be in; nobody changes it.
+
+    - ``batch_id``: the batch of the payout date before the last, approved, items waiting to be
+      paid (PayPal, bank transfer) and one held back (no payout details);
+    - ``paid_batch_id``: the batch before that, paid and closed;
+    - ``earner``: a partner whose ledger has a paid line, a clawback, a line in the approved batch,
+      a confirmed line (balance under the minimum, so later batches leave it) and a pending one.
+    """
+
+    batch_id: int
+    paid_batch_id: int
+    earner_id: int
+    earner_email: str
+    payable_partner_ids: list[int]
+    held_partner_id: int
+
+
+@pytest.fixture(scope="session")
+def payout_showcase(live_server: LiveServer) -> PayoutShowcase:
+    # Outside a test, so the autouse fixture has not pointed Socket.IO at the live server yet.
+    with live_server.app.app_context(), live_server.emitting():
+        program = get_program()
+        now = utcnow()
+        dates = PayoutDates.of(program, now)
+        manager = db.session.scalars(sa.select(User).where(User.email == DEMO_EMAILS["manager"])).one()
+        earner, earner_email = create_partner(
+            "Wilderness & Backcountry Photography Collective — Scandinavian Edition",
+            "showcase-earner",
+            PayoutDetails(
+                method="paypal", paypal_email="payouts.wilderness-backcountry-collective@photography.example"
+            ),
+        )
+        bank, _ = create_partner(
+            "Kungsleden Long-Distance Hiking Guides AB",
+            "showcase-bank",
+            PayoutDetails(
+                method="bank",
+                account_holder="Kungsleden Long-Distance Hiking Guides Aktiebolag",
+                iban="GB82 WEST 1234 5698 7654 32",
+                bic="NWBKGB2LXXX",
+                bank_name="Northern Lights Cooperative Savings Bank of Lapland",
+            ),
+        )
+        held, _ = create_partner("Paddle Notes (no payout details yet)", "showcase-held")
+
+        # The earlier batch: paid, then one of its sales is refunded (a clawback line).
+        earlier = cutoff_of(dates.earlier)
+        book_line(earner, 6400, earlier - timedelta(days=9), order="order-2026-000123456-paid")
+        refunded = book_line(earner, 5200, earlier - timedelta(days=4), order="order-2026-000123456-refunded")
+        paid_batch, _created = payouts.settle(program, dates.earlier, now=now, actor=manager)
+        payouts.approve_batch(paid_batch, manager)
+        payouts.mark_batch_paid(paid_batch, manager, "PAYPAL-BATCH-7F3K2Q9X-2026-EU-WEST", now.date())
+
+        # The previous batch: approved, waiting to be paid.
+        previous = cutoff_of(dates.previous)
+        book_line(earner, 8800, previous - timedelta(days=5), order="order-2026-000123456-in-payout")
+        book_line(bank, 12900, previous - timedelta(days=6), order="order-2026-000654321")
+        book_line(held, 7300, previous - timedelta(days=3), order="order-2026-000777777")
+        batch, _created = payouts.settle(program, dates.previous, now=now, actor=manager)
+        payouts.approve_batch(batch, manager)
+
+        # After both batches: the clawback and an unpaid, under-the-minimum balance.
+        tracking.refund_conversion(tracking.find_conversion(refunded), None, "Customer returned the tent")
+        book_line(earner, 1240, now - timedelta(hours=2), order="order-2026-000123456-confirmed")
+        book_line(earner, 2350, now + timedelta(days=25), confirmed=False, order="order-2026-000123456-pending")
+        db.session.commit()
+        return PayoutShowcase(
+            batch_id=batch.id,
+            paid_batch_id=paid_batch.id,
+            earner_id=earner.id,
+            earner_email=earner_email,
+            payable_partner_ids=[earner.id, bank.id],
+            held_partner_id=held.id,
+        )
 
 
 # --- the browser -------------------------------------------------------------------

@@ -7,6 +7,8 @@ import re
 import pytest
 from playwright.sync_api import Page, expect
 
+from portal.extensions import db
+from tests.e2e.conftest import create_partner
 from tests.e2e.support import APPLICANT_PASSWORD, MOBILE, sign_in
 
 pytestmark = pytest.mark.e2e
@@ -15,6 +17,7 @@ NAV_LINKS = {
     None: ["Sign in", "Apply"],
     "applicant": ["My application"],
     "partner": ["Dashboard"],
+    "earner": ["Dashboard"],
     "manager": ["Dashboard", "Applications", "Partners"],
     "admin": ["Dashboard", "Applications", "Partners", "Settings", "Team"],
 }
@@ -22,6 +25,8 @@ PARTNER_DETAIL = "/admin/partners/<applied demo partner>"
 # The tracked sale's pages: a whole trail (link, click, signup, sale, commission) with long ids.
 PARTNER_TRAIL = "/partner/conversions/<tracked sale>"
 ADMIN_CONVERSION = "/admin/conversions/<tracked sale>"
+# The payout showcase: a partner with a line in every state, and an approved batch with long names.
+PAYOUT_BATCH = "/admin/payouts/<approved batch>"
 # Pages that would show only an empty state without it.
 NEEDS_TRACKED_SALE = {
     "/partner/links",
@@ -40,6 +45,9 @@ PAGES = [
     ("partner", "/partner/links"),
     ("partner", "/partner/conversions"),
     ("partner", PARTNER_TRAIL),
+    # "earner": the showcase partner (paid, clawed back, in payout, confirmed and pending lines).
+    ("earner", "/partner/earnings"),
+    ("earner", "/partner/payout-details"),
     ("manager", "/admin/"),
     ("manager", "/admin/applications"),
     ("manager", "/admin/partners"),
@@ -47,6 +55,8 @@ PAGES = [
     ("manager", "/admin/conversions"),
     ("manager", ADMIN_CONVERSION),
     ("manager", "/admin/integration"),
+    ("manager", "/admin/payouts"),
+    ("manager", PAYOUT_BATCH),
     ("admin", "/admin/settings"),
     ("admin", "/admin/team"),
     ("admin", "/admin/api-keys"),
@@ -91,10 +101,16 @@ def test_page_fits_375px_and_its_menu_opens(
         _partner_id, email = make_applicant("mobile")
         page = mobile_page()
         sign_in(page, email, APPLICANT_PASSWORD)
+    elif role == "earner":
+        page = mobile_page()
+        sign_in(page, request.getfixturevalue("payout_showcase").earner_email, APPLICANT_PASSWORD)
     else:
         page = mobile_page(role)
     if path == PARTNER_DETAIL:
         path = f"/admin/partners/{demo_applicant_id}"
+    elif path == PAYOUT_BATCH or path == "/admin/payouts":
+        showcase = request.getfixturevalue("payout_showcase")
+        path = path.replace("<approved batch>", str(showcase.batch_id))
     elif path in NEEDS_TRACKED_SALE:
         sale = request.getfixturevalue("tracked_sale")
         path = path.replace("<tracked sale>", str(sale.conversion_id))
@@ -144,3 +160,36 @@ def test_a_new_api_key_fits_375px(mobile_page, screenshot_dir):
     expect(page.get_by_test_id("new-key")).to_be_in_viewport()
     _assert_no_sideways_scroll(page, "showing the new key")
     page.screenshot(path=screenshot_dir / "admin_api-keys-new-key.png", full_page=True)
+
+
+def test_an_approved_payout_batch_fits_375px_with_its_record_forms_open(
+    mobile_page, payout_showcase, screenshot_dir
+):
+    page = mobile_page("manager")
+    page.goto(f"/admin/payouts/{payout_showcase.batch_id}")
+    expect(page.get_by_test_id("batch-status")).to_contain_text("approved — being paid")
+    summaries = page.get_by_test_id("items").locator("details > summary")
+    expect(summaries).to_have_count(len(payout_showcase.payable_partner_ids))
+    for summary in summaries.all():
+        summary.click()
+    for details in page.get_by_test_id("items").locator("details").all():
+        expect(details).to_have_attribute("open", "")
+        expect(details.get_by_role("button", name="Paid")).to_be_visible()
+        expect(details.get_by_role("button", name="Failed — back to balance")).to_be_visible()
+    _assert_no_sideways_scroll(page, "with every record form open")
+    page.screenshot(path=screenshot_dir / "manager_admin_payouts_batch-forms-open.png", full_page=True)
+
+
+def test_payout_details_with_errors_fit_375px(mobile_page, live_server, screenshot_dir):
+    with live_server.app.app_context():
+        _partner, email = create_partner("Mobile Payout Details", "mobile-payout")
+        db.session.commit()
+    page = mobile_page()
+    sign_in(page, email, APPLICANT_PASSWORD)
+    page.goto("/partner/payout-details")
+    page.get_by_label("Bank transfer (IBAN)").check()
+    page.get_by_label("IBAN", exact=True).fill("DE89 3704 0044 0532 0130 01 0000 0000 0000 00")
+    page.get_by_role("button", name="Save payout details").click()
+    expect(page.locator("#account_holder-error")).to_be_visible()
+    _assert_no_sideways_scroll(page, "showing the field errors")
+    page.screenshot(path=screenshot_dir / "partner_payout-details-errors.png", full_page=True)
