@@ -13,8 +13,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
-from itertools import count
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -27,9 +26,9 @@ from config import TestingConfig
 from portal import create_app
 from portal.demo import seed_demo
 from portal.extensions import db, socketio
-from portal.models import Commission, Conversion, Partner, PartnerStatus, PayoutItem, Program, User
+from portal.models import Commission, Conversion, Partner, PartnerStatus, PayoutItem, User
 from portal.models.types import utcnow
-from portal.services import accounts, api_keys, links, payouts, schedule, tracking
+from portal.services import accounts, api_keys, links, payouts, tracking
 from portal.services.payouts import PayoutDetails
 from portal.services.program import get_program
 from tests.conftest import CHROMIUM, migrate_database
@@ -42,8 +41,12 @@ from tests.e2e.support import (
     EXPECT_TIMEOUT_MS,
     MOBILE,
     SHOP,
+    PayoutDates,
     TrackingApi,
+    book_line,
     click_through,
+    create_partner,
+    cutoff_of,
     query_of,
     sign_in,
     unique_email,
@@ -274,88 +277,6 @@ def tracked_sale(live_server: LiveServer, tracking_api: TrackingApi) -> TrackedS
 
 # --- money on the books --------------------------------------------------------------
 
-_line_numbers = count(1)
-
-
-@dataclass(frozen=True)
-class PayoutDates:
-    """The program's payout dates as of now (in its zone) and the cut-off instant of each."""
-
-    last: date  # the date "Build the batch for the last payout date now" builds
-    previous: date  # the one before: its batch is approved and waiting to be paid
-    earlier: date  # the one before that: its batch is paid and closed
-
-    @staticmethod
-    def of(program: Program, now: datetime) -> PayoutDates:
-        last = schedule.last_payout_date(
-            program.payout_schedule, program.payout_day, schedule.local_today(program, now)
-        )
-        previous = schedule.previous_payout_date(program.payout_schedule, program.payout_day, last)
-        earlier = schedule.previous_payout_date(program.payout_schedule, program.payout_day, previous)
-        return PayoutDates(last, previous, earlier)
-
-
-def cutoff_of(payout_date: date) -> datetime:
-    """Lines confirmed before this instant belong to the batch of ``payout_date``."""
-    return schedule.start_of_day_utc(get_program(), payout_date)
-
-
-def create_partner(name: str, label: str, payout: PayoutDetails | None = None) -> tuple[Partner, str]:
-    """An approved partner who signs in with APPLICANT_PASSWORD, optionally with payout details.
-
-    Call inside the live server's app context; the caller commits.
-    """
-    email = unique_email(label)
-    partner = accounts.apply_as_partner(
-        accounts.Application(
-            name=name,
-            email=email,
-            password=APPLICANT_PASSWORD,
-            country="SE",
-            channels=["seo", "social"],
-            promotion_description="Trip reports and gear tests from the northern fells.",
-            website="https://fell-notes.example",
-        )
-    )
-    manager = db.session.scalars(sa.select(User).where(User.email == DEMO_EMAILS["manager"])).one()
-    accounts.approve_partner(partner, manager)
-    if payout is not None:
-        payouts.save_payout_account(partner, payout, partner.user)
-    return partner, email
-
-
-def book_line(
-    partner: Partner, amount_minor: int, at: datetime, *, confirmed: bool = True, order: str = "order"
-) -> str:
-    """A sale and its base commission line, confirmed at ``at`` (or pending until ``at``).
-
-    As tests/factories_money.py ``earn()`` does, with an order id nobody else uses; returns it.
-    Call inside the live server's app context; the caller commits.
-    """
-    transaction_id = unique_id(f"{order}-{next(_line_numbers):04d}")
-    conversion = Conversion(
-        transaction_id=transaction_id,
-        amount_minor=amount_minor * 10,
-        currency=get_program().currency,
-        partner_id=partner.id,
-        request_fingerprint="e2e",
-        occurred_at=at - timedelta(days=30),
-    )
-    line = Commission(
-        conversion=conversion,
-        partner_id=partner.id,
-        kind="base",
-        amount_minor=amount_minor,
-        currency=conversion.currency,
-        status="confirmed" if confirmed else "pending",
-        confirm_after=at,
-        confirmed_at=at if confirmed else None,
-        explanation={"rule": "e2e", "amount_minor": amount_minor},
-    )
-    db.session.add_all([conversion, line])
-    db.session.flush()
-    return transaction_id
-
 
 @dataclass
 class Earner:
@@ -456,7 +377,9 @@ def payout_showcase(live_server: LiveServer) -> PayoutShowcase:
         # After both batches: the clawback and an unpaid, under-the-minimum balance.
         tracking.refund_conversion(tracking.find_conversion(refunded), None, "Customer returned the tent")
         book_line(earner, 1240, now - timedelta(hours=2), order="order-2026-000123456-confirmed")
-        book_line(earner, 2350, now + timedelta(days=25), confirmed=False, order="order-2026-000123456-pending")
+        book_line(
+            earner, 2350, now + timedelta(days=25), confirmed=False, order="order-2026-000123456-pending"
+        )
         db.session.commit()
         return PayoutShowcase(
             batch_id=batch.id,

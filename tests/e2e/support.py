@@ -9,12 +9,19 @@ import re
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
+from datetime import date, datetime, timedelta
 from email.message import Message
 from urllib.parse import parse_qs, urlsplit
 
+import sqlalchemy as sa
 from playwright.sync_api import Page, expect
 
 from portal.demo import DEMO_PASSWORD
+from portal.extensions import db
+from portal.models import Commission, Conversion, Partner, Program, User
+from portal.services import accounts, payouts, schedule
+from portal.services.payouts import PayoutDetails
+from portal.services.program import get_program
 
 CHROMIUM_ARGS = [
     "--headless=new",
@@ -190,3 +197,88 @@ def click_through(url: str) -> str:
     status, _body, headers = _send(urllib.request.Request(url, headers=SHOPPER_HEADERS))
     assert status == 302, f"{url} answered {status}"
     return headers["Location"]
+
+
+# --- money on the books (call these inside the live server's app context; the caller commits) ---
+
+_line_numbers = itertools.count(1)
+
+
+@dataclass(frozen=True)
+class PayoutDates:
+    """The program's payout dates as of now (in its zone) and the cut-off instant of each."""
+
+    last: date  # the date "Build the batch for the last payout date now" builds
+    previous: date  # the one before: its batch is approved and waiting to be paid
+    earlier: date  # the one before that: its batch is paid and closed
+
+    @staticmethod
+    def of(program: Program, now: datetime) -> PayoutDates:
+        last = schedule.last_payout_date(
+            program.payout_schedule, program.payout_day, schedule.local_today(program, now)
+        )
+        previous = schedule.previous_payout_date(program.payout_schedule, program.payout_day, last)
+        earlier = schedule.previous_payout_date(program.payout_schedule, program.payout_day, previous)
+        return PayoutDates(last, previous, earlier)
+
+
+def cutoff_of(payout_date: date) -> datetime:
+    """Lines confirmed before this instant belong to the batch of ``payout_date``."""
+    return schedule.start_of_day_utc(get_program(), payout_date)
+
+
+def create_partner(name: str, label: str, payout: PayoutDetails | None = None) -> tuple[Partner, str]:
+    """An approved partner who signs in with APPLICANT_PASSWORD, optionally with payout details.
+
+    Call inside the live server's app context; the caller commits.
+    """
+    email = unique_email(label)
+    partner = accounts.apply_as_partner(
+        accounts.Application(
+            name=name,
+            email=email,
+            password=APPLICANT_PASSWORD,
+            country="SE",
+            channels=["seo", "social"],
+            promotion_description="Trip reports and gear tests from the northern fells.",
+            website="https://fell-notes.example",
+        )
+    )
+    manager = db.session.scalars(sa.select(User).where(User.email == DEMO_EMAILS["manager"])).one()
+    accounts.approve_partner(partner, manager)
+    if payout is not None:
+        payouts.save_payout_account(partner, payout, partner.user)
+    return partner, email
+
+
+def book_line(
+    partner: Partner, amount_minor: int, at: datetime, *, confirmed: bool = True, order: str = "order"
+) -> str:
+    """A sale and its base commission line, confirmed at ``at`` (or pending until ``at``).
+
+    As tests/factories_money.py ``earn()`` does, with an order id nobody else uses; returns it.
+    Call inside the live server's app context; the caller commits.
+    """
+    transaction_id = unique_id(f"{order}-{next(_line_numbers):04d}")
+    conversion = Conversion(
+        transaction_id=transaction_id,
+        amount_minor=amount_minor * 10,
+        currency=get_program().currency,
+        partner_id=partner.id,
+        request_fingerprint="e2e",
+        occurred_at=at - timedelta(days=30),
+    )
+    line = Commission(
+        conversion=conversion,
+        partner_id=partner.id,
+        kind="base",
+        amount_minor=amount_minor,
+        currency=conversion.currency,
+        status="confirmed" if confirmed else "pending",
+        confirm_after=at,
+        confirmed_at=at if confirmed else None,
+        explanation={"rule": "e2e", "amount_minor": amount_minor},
+    )
+    db.session.add_all([conversion, line])
+    db.session.flush()
+    return transaction_id

@@ -8,8 +8,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from portal.extensions import db
-from tests.e2e.conftest import create_partner
-from tests.e2e.support import APPLICANT_PASSWORD, MOBILE, sign_in
+from tests.e2e.support import APPLICANT_PASSWORD, MOBILE, create_partner, sign_in
 
 pytestmark = pytest.mark.e2e
 

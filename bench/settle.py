@@ -1,0 +1,787 @@
+"""Settlement: ``portal.services.payouts.settle(program, as_of)`` building one batch, at 100k and 1M lines.
+
+For each database (SQLite file, PostgreSQL) and each size, a fresh schema (through the
+migrations) gets 10,000 approved partners, each with payout details (PayPal or bank), and
+N confirmed base commission lines (each with its conversion, as the FK requires) spread
+over the 40 days before the payout date's cut-off, written in batches by executemany.
+Then ``settle`` builds the batch of that payout date and the session commits; both are
+timed, every SQL statement too. Afterwards the batch is checked against the generator's
+own figures: every line of a partner at or above the minimum is in exactly that
+partner's item, no other line is in any item, and every item equals its lines.
+
+Each (database, size) runs in a child process of its own (a fresh interpreter, no warm
+caches from the run before). PostgreSQL's schema is dropped and re-created: point
+--pg-url at a throw-away database only.
+
+    python bench/settle.py [--quick] [--backend sqlite|postgresql|both] [--sizes 100000,1000000]
+                           [--partners 10000] [--pg-url URL] [--profile] [--operator-flow] [--keep]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter, defaultdict
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+from _common import BENCH_DIR, PYTHON, ROOT, _base_env, load_line, machine_busy_seconds, machine_line
+
+TARGET_SECONDS = 10.0  # settle + commit at 1M lines
+DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test_payouts"
+# Never these: the shared test database and the server's own.
+_FORBIDDEN_PG_DATABASES = {"test", "postgres", "template0", "template1"}
+
+PAYOUT_DATE = date(2026, 11, 15)  # monthly, day 15
+AS_OF = date(2026, 11, 20)  # settle "today": builds the batch of PAYOUT_DATE
+NOW = datetime(2026, 11, 20, 15, 0, tzinfo=UTC)
+TIMEZONE = "America/New_York"
+MINIMUM_MINOR = 5000
+WRITE_BATCH = 20_000  # lines (and conversions) per executemany
+
+
+# --- the parent: runs every (database, size) in a child and sums up -------------------------
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smoke run: 300 partners, 3k and 30k lines")
+    parser.add_argument("--backend", choices=["sqlite", "postgresql", "both"], default="both")
+    parser.add_argument("--sizes", default=None, help="comma-separated line counts (default 100000,1000000)")
+    parser.add_argument("--partners", type=int, default=None, help="partners (default 10000)")
+    parser.add_argument(
+        "--pg-url", default=DEFAULT_PG_URL, help=f"throw-away database (default {DEFAULT_PG_URL})"
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="after the timed run, undo the batch and settle again under cProfile (then roll back)",
+    )
+    parser.add_argument(
+        "--operator-flow",
+        action="store_true",
+        help="afterwards also time approve_batch, export_csv and mark_batch_paid on the batch",
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the SQLite files")
+    parser.add_argument("--child", help=argparse.SUPPRESS)  # "backend:lines", run by the parent
+    args = parser.parse_args()
+    if args.sizes is None:
+        args.sizes = "3000,30000" if args.quick else "100000,1000000"
+    args.sizes = [int(s) for s in args.sizes.split(",")]
+    if args.partners is None:
+        args.partners = 300 if args.quick else 10_000
+    if min(args.sizes) < args.partners:
+        parser.error("every size must be at least --partners (each partner gets lines)")
+    from sqlalchemy.engine import make_url
+
+    if make_url(args.pg_url).database in _FORBIDDEN_PG_DATABASES:
+        parser.error(
+            f"refusing to drop the schema of {make_url(args.pg_url).database!r}; use a throw-away database"
+        )
+    return args
+
+
+def main() -> int:
+    args = parse_args()
+    if args.child:
+        backend, lines = args.child.split(":")
+        return run_child(args, backend, int(lines))
+
+    backends = ["sqlite", "postgresql"] if args.backend == "both" else [args.backend]
+    began = time.monotonic()
+    print("== settlement: payouts.settle(program, as_of) building one batch, then commit")
+    print(machine_line())
+    print(load_line())
+    print(
+        f"data: {args.partners} approved partners with payout details (3 PayPal : 1 bank), "
+        f"sizes {', '.join(f'{n:,}' for n in args.sizes)} confirmed base lines (one conversion each), "
+        f"amounts 3.00-90.00 USD, minimum payout {MINIMUM_MINOR / 100:.2f}, "
+        f"payout date {PAYOUT_DATE} ({TIMEZONE}), as_of {AS_OF}"
+    )
+    print(
+        "each (database, size) in a fresh child process on a freshly migrated schema; "
+        f"target: ≤ {TARGET_SECONDS:g} s at 1M"
+    )
+    results: dict[tuple[str, int], dict] = {}
+    failed = False
+    for backend in backends:
+        for lines in args.sizes:
+            print(f"\n-- {backend}, {lines:,} lines")
+            result = _run_child(args, backend, lines)
+            if result is None:
+                failed = True
+                continue
+            results[backend, lines] = result
+
+    print("\n== summary (seconds)")
+    print(
+        f"{'database':<11} {'lines':>10} {'generate':>9} {'settle()':>9} {'commit':>7} {'total':>7} "
+        f"{'CPU':>7}  check"
+    )
+    for (backend, lines), r in results.items():
+        print(
+            f"{backend:<11} {lines:>10,} {r['generate']:>9.1f} {r['settle']:>9.2f} {r['commit']:>7.2f} "
+            f"{r['settle'] + r['commit']:>7.2f} {r['cpu']:>7.2f}  {'ok' if r['ok'] else 'FAILED'}"
+        )
+        failed |= not r["ok"]
+    print("  (total = settle() + commit, wall clock; CPU = this process + its PostgreSQL backend, same span)")
+    small, large = min(args.sizes), max(args.sizes)
+    for backend in backends:
+        if (backend, small) in results and (backend, large) in results and small != large:
+            a, b = results[backend, small], results[backend, large]
+            ratio = (b["settle"] + b["commit"]) / max(a["settle"] + a["commit"], 1e-9)
+            print(
+                f"{backend}: {large:,}/{small:,} lines: time ratio {ratio:.1f} (linear growth ≈ "
+                f"{large / small:.0f}); settle() alone {b['settle'] / max(a['settle'], 1e-9):.1f}; "
+                f"CPU {b['cpu'] / max(a['cpu'], 1e-9):.1f}"
+            )
+        if (backend, 1_000_000) in results:
+            r = results[backend, 1_000_000]
+            total = r["settle"] + r["commit"]
+            verdict = "met" if total <= TARGET_SECONDS else "MISSED"
+            print(
+                f"{backend}: settle + commit at 1M lines {total:.2f} s, "
+                f"target ≤ {TARGET_SECONDS:g} s: {verdict}"
+            )
+    print(f"\nwall time {time.monotonic() - began:.0f} s")
+    return 1 if failed else 0
+
+
+def _run_child(args: argparse.Namespace, backend: str, lines: int) -> dict | None:
+    argv = [
+        PYTHON,
+        str(Path(__file__).resolve()),
+        "--child",
+        f"{backend}:{lines}",
+        "--partners",
+        str(args.partners),
+    ]
+    argv += (
+        ["--pg-url", args.pg_url]
+        + (["--profile"] if args.profile else [])
+        + (["--operator-flow"] if args.operator_flow else [])
+        + (["--keep"] if args.keep else [])
+    )
+    env = _base_env()
+    env["PYTHONUNBUFFERED"] = "1"
+    process = subprocess.Popen(
+        argv, cwd=BENCH_DIR, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    result = None
+    for line in process.stdout:
+        if line.startswith("RESULT "):
+            result = json.loads(line[7:])
+        elif not line.startswith("INFO  [alembic"):  # the migrations' own log; one line says it instead
+            print("   " + line, end="", flush=True)
+    if process.wait() != 0:
+        print(f"   !! the {backend} {lines:,} run failed (exit {process.returncode})")
+        return None
+    return result
+
+
+# --- the child: one database, one size ----------------------------------------------------------
+
+
+def run_child(args: argparse.Namespace, backend: str, lines: int) -> int:
+    sys.path.insert(0, str(ROOT))
+    workdir = Path(tempfile.mkdtemp(prefix="portal-bench-settle-"))
+    url = _fresh_database(backend, args.pg_url, workdir)
+    try:
+        result = _measure(url, backend, args.partners, lines, args.profile, args.operator_flow)
+    finally:
+        if backend == "sqlite" and not args.keep:
+            for path in workdir.iterdir():
+                path.unlink()
+            workdir.rmdir()
+        elif backend == "sqlite":
+            print(f"(SQLite file kept in {workdir})")
+    print("RESULT " + json.dumps(result))
+    return 0
+
+
+def _fresh_database(backend: str, pg_url: str, workdir: Path) -> str:
+    """An empty database brought to the newest schema by the migrations, as in tests/conftest.py."""
+    import sqlalchemy as sa
+
+    if backend == "sqlite":
+        url = f"sqlite:///{workdir / 'portal.db'}"
+    else:
+        url = pg_url
+        engine = sa.create_engine(url)
+        with engine.begin() as connection:
+            connection.exec_driver_sql("DROP SCHEMA IF EXISTS public CASCADE")
+            connection.exec_driver_sql("CREATE SCHEMA public")
+        engine.dispose()
+    from flask_migrate import upgrade
+
+    started = time.perf_counter()
+    app = _app(url)
+    with app.app_context():
+        upgrade(directory=str(ROOT / "migrations"))
+        from portal.extensions import db
+
+        db.engine.dispose()
+    print(f"schema: migrations applied in {time.perf_counter() - started:.1f} s ({_describe(url)})")
+    return url
+
+
+def _describe(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    return f"{parsed.drivername} {parsed.database}"
+
+
+def _app(url: str):
+    from config import ProductionConfig
+    from portal import create_app
+
+    return create_app(
+        ProductionConfig,
+        SQLALCHEMY_DATABASE_URI=url,
+        SECRET_KEY="bench-" + os.urandom(16).hex(),
+        REDIS_URL=None,
+        CLICK_WRITE_MODE="inline",  # no click-writer thread
+        LOG_LEVEL="WARNING",
+    )
+
+
+def _measure(url: str, backend: str, partners: int, lines: int, profile: bool, operator_flow: bool) -> dict:
+    import sqlalchemy as sa
+
+    from portal.extensions import db
+    from portal.models import User
+    from portal.services import payouts, schedule
+    from portal.services.program import get_program
+
+    app = _app(url)
+    with app.app_context():
+        started = time.perf_counter()
+        expected = _generate(partners, lines)
+        generate_seconds = time.perf_counter() - started
+        _settle_the_storage(backend)
+
+        program = get_program()
+        admin = db.session.scalars(sa.select(User).where(User.role == "admin")).one()
+        cutoff = schedule.start_of_day_utc(program, PAYOUT_DATE)
+        assert schedule.last_payout_date(program.payout_schedule, program.payout_day, AS_OF) == PAYOUT_DATE
+        db.session.commit()  # start the timed part with no transaction open
+
+        # PostgreSQL does the work in its backend process (on this machine): count its CPU too.
+        backend_pid = None
+        if backend == "postgresql":
+            backend_pid = db.session.execute(db.text("SELECT pg_backend_pid()")).scalar()
+        with _StatementTimer(db.engine) as statements:
+            cpu_before = (time.process_time(), _process_cpu(backend_pid), machine_busy_seconds())
+            started = time.perf_counter()
+            batch, created = payouts.settle(program, AS_OF, now=NOW, actor=admin)
+            built = time.perf_counter()
+            batch_id = batch.id
+            db.session.commit()
+            committed = time.perf_counter()
+            cpu_after = (time.process_time(), _process_cpu(backend_pid), machine_busy_seconds())
+        own_cpu, server_cpu, machine_cpu = (b - a for a, b in zip(cpu_before, cpu_after, strict=True))
+        settle_seconds, commit_seconds = built - started, committed - built
+        assert created, "a batch for this payout date already existed"
+        print(
+            f"settle(): {settle_seconds:.2f} s, commit: {commit_seconds:.2f} s  "
+            f"(SQL {statements.total:.2f} s in {statements.count} statements; the rest is Python)"
+        )
+        seconds = committed - started
+        others = max(0.0, machine_cpu - own_cpu - server_cpu) / seconds
+        warning = (
+            f"  !! other processes kept {others:.1f} cores busy: wall times are disturbed, CPU times less so"
+            if others > 0.5
+            else ""
+        )
+        print(
+            f"  CPU: this process {own_cpu:.2f} s"
+            + (f", its PostgreSQL backend {server_cpu:.2f} s" if backend_pid else "")
+            + warning
+        )
+        statements.print_top(6)
+
+        ok = _verify(batch_id, cutoff, expected)
+        if profile:
+            _profile_again(program, admin, batch_id)
+        if operator_flow:
+            _operator_flow(batch_id)
+        db.session.remove()
+        db.engine.dispose()
+    return {
+        "generate": generate_seconds,
+        "settle": settle_seconds,
+        "commit": commit_seconds,
+        "cpu": own_cpu + server_cpu,
+        "ok": ok,
+    }
+
+
+def _process_cpu(pid: int | None) -> float:
+    """CPU seconds (user + system) used so far by process ``pid`` (Linux /proc), 0 without one."""
+    if pid is None:
+        return 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+# --- data -----------------------------------------------------------------------------------------
+
+
+def _generate(partners: int, lines: int) -> dict:
+    """Write the program, ``partners`` partners with payout details and ``lines`` confirmed lines.
+
+    Streams in batches of WRITE_BATCH rows (nothing big is held in memory) and returns what the
+    batch must come to, computed here and not by the database: {partner id: (total, line count)}.
+    """
+    import sqlalchemy as sa
+
+    from portal.extensions import db
+    from portal.models import Commission, Partner, PayoutAccount, User
+    from portal.services.program import get_program
+
+    rng = random.Random(20261120)
+    program = get_program()
+    program.name, program.currency, program.timezone = "Bench program", "USD", TIMEZONE
+    program.payout_schedule, program.payout_day, program.minimum_payout_minor = "monthly", 15, MINIMUM_MINOR
+    program.default_landing_url = "https://shop.example/"
+    unusable = "!"  # no password matches it: nobody signs in to the benchmark's database
+    admin = User(email="bench-admin@example.com", name="Bench Admin", role="admin", password_hash=unusable)
+    db.session.add(admin)
+    db.session.commit()
+    connection = db.session.connection()
+    first_user = admin.id + 1
+
+    started = time.perf_counter()
+    for start in range(0, partners, WRITE_BATCH):
+        ids = range(start + 1, min(partners, start + WRITE_BATCH) + 1)
+        connection.execute(
+            sa.insert(User),
+            [
+                {"id": first_user + i, "email": f"bench-{i:05d}@partners.example",
+                 "name": f"Bench Partner {i}", "password_hash": unusable, "role": "partner"}
+                for i in ids
+            ],
+        )  # fmt: skip
+        connection.execute(
+            sa.insert(Partner),
+            [
+                {"id": i, "user_id": first_user + i, "ref_code": f"bp{i:05d}", "status": "approved",
+                 "channels": ["seo"], "promotion_description": "Generated for the settle benchmark.",
+                 "country": "US", "status_changed_at": NOW - timedelta(days=200)}
+                for i in ids
+            ],
+        )  # fmt: skip
+        connection.execute(sa.insert(PayoutAccount), [_account(i) for i in ids])
+    db.session.commit()
+    print(f"generate: {partners:,} partners with payout details in {time.perf_counter() - started:.1f} s")
+    connection = db.session.connection()
+
+    # The lines go straight to the driver's executemany (no ORM, no per-value type processing):
+    # datetimes come from a small table of minute slots, stored exactly as the portal's column
+    # type stores them (its own bind processor, run once per slot).
+    dialect = db.engine.dialect
+    store = Commission.__table__.c.confirm_after.type._cached_bind_processor(dialect) or (lambda v: v)
+    cutoff = datetime(2026, 11, 15, 5, 0, tzinfo=UTC)  # midnight in New York
+    slots = [cutoff - timedelta(minutes=15 * m + 1) for m in range(40 * 24 * 4)]  # 15-minute slots
+    stored = [(store(t), store(t - timedelta(days=30))) for t in slots]
+    conversion_columns = (
+        "id:int transaction_id:text amount_minor:int currency:text refunded_minor:int partner_id:int "
+        "status:text request_fingerprint:text occurred_at:timestamptz created_at:timestamptz"
+    )
+    commission_columns = (
+        "id:int conversion_id:int partner_id:int kind:text amount_minor:int currency:text status:text "
+        "confirm_after:timestamptz confirmed_at:timestamptz explanation:json created_at:timestamptz"
+    )
+    totals: dict[int, int] = defaultdict(int)
+    counts: Counter = Counter()
+    # The usual bulk load: the secondary (non-unique) indexes of the two big tables are built
+    # once at the end instead of row by row; the schema ends up exactly as the migrations made it.
+    indexes = _drop_secondary_indexes(("conversions", "commissions"))
+    foreign_keys = _drop_foreign_keys(("conversions", "commissions"))
+    started = last_report = time.perf_counter()
+    for start in range(0, lines, WRITE_BATCH):
+        ids = range(start + 1, min(lines, start + WRITE_BATCH) + 1)
+        conversions, commissions = [], []
+        for i in ids:
+            # Every partner gets lines (round robin), amounts at random: nearly all reach the minimum.
+            partner_id = (i - 1) % partners + 1
+            amount = rng.randint(300, 9000)
+            confirmed, earned = stored[rng.randrange(len(stored))]
+            conversions.append(
+                (i, f"bench-{i:08d}", amount * 10, "USD", 0, partner_id, "pending", "bench", earned, earned)
+            )
+            commissions.append(
+                (i, i, partner_id, "base", amount, "USD", "confirmed", confirmed, confirmed, "{}", earned)
+            )
+            totals[partner_id] += amount
+            counts[partner_id] += 1
+        connection = db.session.connection()
+        _write(connection, "conversions", conversion_columns, conversions)
+        _write(connection, "commissions", commission_columns, commissions)
+        db.session.commit()
+        done = ids[-1]
+        now = time.perf_counter()
+        if now - last_report >= 10 or done == lines:
+            last_report = now
+            print(
+                f"generate: {done:,}/{lines:,} lines with their conversions "
+                f"({done / (now - started):,.0f} lines/s)"
+            )
+    _rebuild_indexes(indexes)
+    _restore_foreign_keys(foreign_keys)
+    _advance_sequences(partners, lines, first_user)
+    return {p: (totals[p], counts[p]) for p in totals}
+
+
+def _write(connection, table: str, columns: str, rows: list[tuple]) -> None:
+    """Many rows in one go: the driver's executemany (SQLite), or one INSERT ... SELECT FROM
+    unnest(arrays) per batch (PostgreSQL; an executemany there is one round of parse/bind per row)."""
+    names, types = zip(*(c.split(":") for c in columns.split()), strict=True)
+    if connection.dialect.name == "postgresql":
+        # JSON travels as text and is cast in the SELECT (there is no unnest for json[] literals here).
+        arrays = ", ".join(f"%s::{'text' if t == 'json' else t}[]" for t in types)
+        select = ", ".join(
+            f"u.{n}::json" if t == "json" else f"u.{n}" for n, t in zip(names, types, strict=True)
+        )
+        columns = ", ".join(names)
+        sql = f"INSERT INTO {table} ({columns}) SELECT {select} FROM unnest({arrays}) AS u({columns})"  # noqa: S608
+        connection.exec_driver_sql(sql, tuple(list(column) for column in zip(*rows, strict=True)))
+    else:
+        marks = ", ".join("?" * len(names))
+        connection.exec_driver_sql(f"INSERT INTO {table} ({', '.join(names)}) VALUES ({marks})", rows)  # noqa: S608
+
+
+def _drop_secondary_indexes(tables: tuple[str, ...]) -> list[tuple[str, str]]:
+    """Drop the non-unique indexes of ``tables``; returns (name, CREATE statement) of each."""
+    from portal.extensions import db
+
+    names = ", ".join(f"'{t}'" for t in tables)
+    if db.engine.dialect.name == "postgresql":
+        query = (
+            f"SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = current_schema() "  # noqa: S608
+            f"AND tablename IN ({names}) AND indexdef NOT LIKE 'CREATE UNIQUE %'"
+        )
+    else:
+        query = (
+            f"SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name IN ({names}) "  # noqa: S608
+            "AND sql IS NOT NULL AND sql NOT LIKE 'CREATE UNIQUE %'"
+        )
+    indexes = [tuple(row) for row in db.session.execute(db.text(query))]
+    for name, _sql in indexes:
+        db.session.execute(db.text(f'DROP INDEX "{name}"'))
+    db.session.commit()
+    return indexes
+
+
+def _drop_foreign_keys(tables: tuple[str, ...]) -> list[tuple[str, str, str]]:
+    """PostgreSQL: drop the foreign keys of ``tables`` (one trigger call per row and key otherwise);
+    returns (table, name, definition) of each. SQLite checks them cheaply; they stay."""
+    from portal.extensions import db
+
+    if db.engine.dialect.name != "postgresql":
+        return []
+    names = ", ".join(f"'{t}'::regclass" for t in tables)
+    keys = [
+        tuple(row)
+        for row in db.session.execute(
+            db.text(
+                "SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid) FROM pg_constraint "  # noqa: S608
+                f"WHERE contype = 'f' AND conrelid IN ({names})"
+            )
+        )
+    ]
+    for table, name, _definition in keys:
+        db.session.execute(db.text(f'ALTER TABLE {table} DROP CONSTRAINT "{name}"'))
+    db.session.commit()
+    return keys
+
+
+def _restore_foreign_keys(keys: list[tuple[str, str, str]]) -> None:
+    """Add them back: PostgreSQL checks every existing row once, so the data is proven consistent."""
+    from portal.extensions import db
+
+    if not keys:
+        return
+    started = time.perf_counter()
+    for table, name, definition in keys:
+        db.session.execute(db.text(f'ALTER TABLE {table} ADD CONSTRAINT "{name}" {definition}'))
+    db.session.commit()
+    print(
+        f"generate: {len(keys)} foreign keys added back and checked in {time.perf_counter() - started:.1f} s"
+    )
+
+
+def _rebuild_indexes(indexes: list[tuple[str, str]]) -> None:
+    from portal.extensions import db
+
+    started = time.perf_counter()
+    for _name, sql in indexes:
+        db.session.execute(db.text(sql))
+    db.session.commit()
+    print(
+        f"generate: {len(indexes)} secondary indexes rebuilt in {time.perf_counter() - started:.1f} s "
+        f"({', '.join(name for name, _sql in indexes)})"
+    )
+
+
+def _account(i: int) -> dict:
+    row = {"partner_id": i, "paypal_email": None, "account_holder": None, "iban": None, "bic": None}
+    if i % 4:
+        row.update(method="paypal", paypal_email=f"pay-{i:05d}@partners.example")
+    else:
+        row.update(
+            method="bank",
+            account_holder=f"Bench Partner {i}",
+            iban="DE89370400440532013000",
+            bic="COBADEFFXXX",
+        )
+    return row
+
+
+def _advance_sequences(partners: int, lines: int, first_user: int) -> None:
+    """PostgreSQL: the rows above had explicit ids; move each sequence past them."""
+    from portal.extensions import db
+
+    if db.engine.dialect.name != "postgresql":
+        return
+    for table in ("users", "partners", "payout_accounts", "conversions", "commissions"):
+        db.session.execute(
+            db.text(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), (SELECT max(id) FROM {table}))")  # noqa: S608
+        )
+    db.session.commit()
+
+
+def _settle_the_storage(backend: str) -> None:
+    """What a running install has had time to do: PostgreSQL's autovacuum, SQLite's WAL checkpoint."""
+    from portal.extensions import db
+
+    started = time.perf_counter()
+    db.session.remove()
+    if backend == "postgresql":
+        with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            for table in ("conversions", "commissions", "partners", "payout_accounts", "users"):
+                connection.exec_driver_sql(f"VACUUM (ANALYZE) {table}")
+        what = "VACUUM (ANALYZE) of the generated tables (autovacuum's job on a live install)"
+    else:
+        with db.engine.connect() as connection:
+            connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        what = "WAL checkpoint (no ANALYZE: the portal never runs it on SQLite)"
+    print(f"prepare: {what} in {time.perf_counter() - started:.1f} s")
+
+
+# --- checks ---------------------------------------------------------------------------------------
+
+
+def _verify(batch_id: int, cutoff: datetime, expected: dict[int, tuple[int, int]]) -> bool:
+    """The batch against the generator's figures, and every item against its lines, in SQL."""
+    import sqlalchemy as sa
+
+    from portal.extensions import db
+    from portal.models import Commission, PayoutItem
+
+    db.session.remove()
+    started = time.perf_counter()
+    problems: list[str] = []
+    payable = {p: total for p, (total, _n) in expected.items() if total >= MINIMUM_MINOR}
+    items = {
+        partner_id: (item_id, amount, status)
+        for item_id, partner_id, amount, status in db.session.execute(
+            sa.select(PayoutItem.id, PayoutItem.partner_id, PayoutItem.amount_minor, PayoutItem.status).where(
+                PayoutItem.batch_id == batch_id
+            )
+        )
+    }
+    if set(items) != set(payable):
+        problems.append(f"items for {len(items)} partners, expected {len(payable)}")
+    wrong_amounts = [p for p, total in payable.items() if p in items and items[p][1] != total]
+    if wrong_amounts:
+        problems.append(
+            f"{len(wrong_amounts)} items differ from the generated totals, e.g. partner {wrong_amounts[0]}"
+        )
+    if any(status != "pending" for _id, _amount, status in items.values()):
+        problems.append("items not pending although every partner has payout details")
+
+    expected_in = sum(n for p, (_t, n) in expected.items() if p in payable)
+    expected_out = sum(n for p, (_t, n) in expected.items() if p not in payable)
+    in_batch = db.session.scalar(
+        sa.select(sa.func.count())
+        .select_from(Commission)
+        .join(PayoutItem, PayoutItem.id == Commission.payout_item_id)
+        .where(PayoutItem.batch_id == batch_id, PayoutItem.partner_id == Commission.partner_id)
+    )
+    left_out = db.session.scalar(
+        sa.select(sa.func.count()).select_from(Commission).where(Commission.payout_item_id.is_(None))
+    )
+    anywhere = db.session.scalar(
+        sa.select(sa.func.count()).select_from(Commission).where(Commission.payout_item_id.is_not(None))
+    )
+    # One column holds a line's item, so a line is in at most one; these make it exactly one, the right one.
+    if in_batch != expected_in:
+        problems.append(f"{in_batch} lines in their own partner's item, expected {expected_in}")
+    if anywhere != in_batch:
+        problems.append(f"{anywhere - in_batch} lines in an item of another partner or batch")
+    if left_out != expected_out:
+        problems.append(f"{left_out} lines in no item, expected {expected_out} (partners under the minimum)")
+    lines_per_item = (
+        sa.select(
+            Commission.payout_item_id.label("item_id"),
+            sa.func.sum(Commission.amount_minor).label("total"),
+        )
+        .where(Commission.payout_item_id.is_not(None))
+        .group_by(Commission.payout_item_id)
+        .subquery()
+    )
+    mismatched = db.session.scalar(
+        sa.select(sa.func.count())
+        .select_from(PayoutItem)
+        .outerjoin(lines_per_item, lines_per_item.c.item_id == PayoutItem.id)
+        .where(
+            PayoutItem.batch_id == batch_id,
+            sa.func.coalesce(lines_per_item.c.total, 0) != PayoutItem.amount_minor,
+        )
+    )
+    if mismatched:
+        problems.append(f"{mismatched} items whose lines do not add up to them")
+    late = db.session.scalar(
+        sa.select(sa.func.count())
+        .select_from(Commission)
+        .where(Commission.payout_item_id.is_not(None), Commission.confirm_after >= cutoff)
+    )
+    if late:
+        problems.append(f"{late} lines confirmed after the cut-off are in the batch")
+    db.session.rollback()
+    seconds = time.perf_counter() - started
+    if problems:
+        print("check: FAILED — " + "; ".join(problems))
+        return False
+    print(
+        f"check: ok in {seconds:.1f} s — {len(items):,} items; "
+        f"{in_batch:,} lines each in their partner's item, "
+        f"{left_out:,} lines of {len(expected) - len(payable)} partners under the minimum in none; "
+        "every item equals the sum of its lines and the generator's total"
+    )
+    return True
+
+
+# --- measuring ------------------------------------------------------------------------------------
+
+
+class _StatementTimer:
+    """Wall time of every SQL statement (cursor execute to return), grouped by statement text."""
+
+    def __init__(self, engine):
+        self.engine = engine
+        self.by_statement: dict[str, list[float]] = defaultdict(lambda: [0, 0.0])
+        self.total = 0.0
+        self.count = 0
+
+    def __enter__(self):
+        import sqlalchemy as sa
+
+        sa.event.listen(self.engine, "before_cursor_execute", self._before)
+        sa.event.listen(self.engine, "after_cursor_execute", self._after)
+        return self
+
+    def __exit__(self, *exc):
+        import sqlalchemy as sa
+
+        sa.event.remove(self.engine, "before_cursor_execute", self._before)
+        sa.event.remove(self.engine, "after_cursor_execute", self._after)
+
+    def _before(self, conn, cursor, statement, parameters, context, executemany):
+        conn.info.setdefault("bench_started", []).append(time.perf_counter())
+
+    def _after(self, conn, cursor, statement, parameters, context, executemany):
+        elapsed = time.perf_counter() - conn.info["bench_started"].pop()
+        key = " ".join(statement.split())
+        if len(key) > 150:
+            key = key[:150] + "…"
+        entry = self.by_statement[key]
+        entry[0] += 1
+        entry[1] += elapsed
+        self.total += elapsed
+        self.count += 1
+
+    def print_top(self, n: int) -> None:
+        ranked = sorted(self.by_statement.items(), key=lambda kv: kv[1][1], reverse=True)[:n]
+        for statement, (count, seconds) in ranked:
+            print(f"  {seconds:7.2f} s  {count:>5}x  {statement}")
+
+
+def _operator_flow(batch_id: int) -> None:
+    """What the operator does next, timed: approve, download the payment file, mark all paid."""
+    import sqlalchemy as sa
+
+    from portal.extensions import db
+    from portal.models import PayoutBatch, PayoutItem, User
+    from portal.services import payouts
+
+    db.session.remove()
+    manager = db.session.scalars(sa.select(User).where(User.role == "admin")).one()
+    batch = db.session.get(PayoutBatch, batch_id)
+    steps = [
+        ("approve_batch", lambda: payouts.approve_batch(batch, manager)),
+        ("export_csv", lambda: payouts.export_csv(batch)),
+        ("export_paypal", lambda: payouts.export_paypal(batch)),
+        ("mark_batch_paid", lambda: payouts.mark_batch_paid(batch, manager, "BENCH-TRANSFER-1", NOW.date())),
+    ]
+    for name, step in steps:
+        with _StatementTimer(db.engine) as statements:
+            started = time.perf_counter()
+            step()
+            db.session.commit()
+            seconds = time.perf_counter() - started
+        print(
+            f"operator: {name} + commit {seconds:.2f} s "
+            f"({statements.count} SQL statements, {statements.total:.2f} s)"
+        )
+    unpaid = db.session.scalar(
+        sa.select(sa.func.count()).where(PayoutItem.batch_id == batch_id, PayoutItem.status != "paid")
+    )
+    print(f"operator: batch {db.session.get(PayoutBatch, batch_id).status}, {unpaid} items not paid")
+
+
+def _profile_again(program, admin, batch_id: int) -> None:
+    """Undo the batch inside a transaction, settle again under cProfile, print, roll back."""
+    import cProfile
+    import pstats
+
+    import sqlalchemy as sa
+
+    from portal.extensions import db
+    from portal.models import AuditEvent, Commission, PayoutBatch, PayoutItem
+    from portal.services import payouts
+
+    program = db.session.merge(program)
+    admin = db.session.merge(admin)
+    item_ids = sa.select(PayoutItem.id).where(PayoutItem.batch_id == batch_id)
+    db.session.execute(
+        sa.update(Commission).where(Commission.payout_item_id.in_(item_ids)).values(payout_item_id=None)
+    )
+    db.session.execute(sa.delete(PayoutItem).where(PayoutItem.batch_id == batch_id))
+    db.session.execute(sa.delete(AuditEvent).where(AuditEvent.subject_type == "payout_batch"))
+    db.session.execute(sa.delete(PayoutBatch).where(PayoutBatch.id == batch_id))
+    db.session.flush()
+    profiler = cProfile.Profile()
+    profiler.enable()
+    payouts.settle(program, AS_OF, now=NOW, actor=admin)
+    db.session.flush()
+    profiler.disable()
+    db.session.rollback()
+    print("profile (cumulative, top 25; cProfile slows the Python parts):")
+    stats = pstats.Stats(profiler, stream=sys.stdout)
+    stats.sort_stats("cumulative").print_stats(25)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
