@@ -2,6 +2,21 @@
 
 from portal.models.accounts import CHANNELS, OPERATOR_ROLES, Partner, PartnerStatus, Role, User
 from portal.models.audit import AuditEvent
+from portal.models.messaging import (
+    EMAIL_KINDS,
+    Announcement,
+    AnnouncementRecipient,
+    AutomaticKind,
+    AutomaticMessageLog,
+    EmailPreference,
+    Message,
+    MessageTemplate,
+    OutboundEmail,
+    Sender,
+    Tag,
+    Thread,
+    partner_tags,
+)
 from portal.models.program import CommissionType, PayoutSchedule, Program
 from portal.models.rewards import Commission, CommissionKind, CommissionStatus
 from portal.models.tracking import (
@@ -17,10 +32,15 @@ from portal.models.tracking import (
 
 __all__ = [
     "CHANNELS",
+    "EMAIL_KINDS",
     "OPERATOR_ROLES",
+    "Announcement",
+    "AnnouncementRecipient",
     "ApiKey",
     "AttributionMethod",
     "AuditEvent",
+    "AutomaticKind",
+    "AutomaticMessageLog",
     "Click",
     "Commission",
     "CommissionKind",
@@ -28,13 +48,21 @@ __all__ = [
     "CommissionType",
     "Conversion",
     "ConversionStatus",
+    "EmailPreference",
     "Link",
+    "Message",
+    "MessageTemplate",
+    "OutboundEmail",
     "Partner",
     "PartnerStatus",
     "PayoutSchedule",
     "Program",
     "RejectionReason",
     "Role",
+    "Sender",
     "Signup",
+    "Tag",
+    "Thread",
     "User",
+    "partner_tags",
 ]
