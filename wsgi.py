@@ -6,6 +6,9 @@ from portal.extensions import socketio
 app = create_app()
 
 if __name__ == "__main__":
+    from portal.jobs import start_scheduler
+
+    start_scheduler(app)  # development only (SCHEDULER_ENABLED); production runs `flask portal run-triggers`
     socketio.run(
         app,
         host=app.config["HOST"],

@@ -61,3 +61,12 @@ def create_api_key_command(name: str) -> None:
     db.session.commit()
     click.echo(f"API key {key.name!r} created. Store it now; it is not shown again:")
     click.echo(plain)
+
+
+@portal_cli.command("run-triggers")
+def run_triggers_command() -> None:
+    """Publish due announcements, send wake-ups and waiting e-mails (idempotent; run from cron)."""
+    from portal.jobs import run_triggers
+
+    report = run_triggers()
+    click.echo(f"run-triggers: {report}.")
