@@ -7,6 +7,8 @@ import pytest
 
 from portal.models import Conversion, PartnerStatus, Role
 from portal.models.types import utcnow
+from portal.services import inbox
+from portal.services.announcements import AnnouncementDraft, save_announcement
 from portal.services.api_keys import create_api_key
 from portal.services.links import create_link
 from tests.factories import PartnerFactory, UserFactory
@@ -142,6 +144,54 @@ MATRIX = {
     "admin.api_keys_page": ("GET", "/admin/api-keys", ADMIN_ONLY),
     "admin.revoke_api_key": ("POST", "/admin/api-keys/{api_key_id}/revoke", {**ADMIN_ONLY, "admin": HOME}),
     "admin.integration_guide": ("GET", "/admin/integration", OPERATORS),
+    # messaging: the fixtures' thread and announcement belong to another partner
+    "partner.list_threads": ("GET", "/partner/inbox", PARTNER_ONLY),
+    "partner.start_thread": ("POST", "/partner/inbox", {**PARTNER_ONLY, "partner": 422}),
+    "partner.show_thread": ("GET", "/partner/inbox/{thread_id}", {**PARTNER_ONLY, "partner": 404}),
+    "partner.reply_thread": ("POST", "/partner/inbox/{thread_id}", {**PARTNER_ONLY, "partner": 404}),
+    "partner.unread_badge": ("GET", "/partner/inbox/unread", PARTNER_ONLY),
+    "partner.show_announcement": (
+        "GET",
+        "/partner/announcements/{announcement_id}",
+        {**PARTNER_ONLY, "partner": 404},
+    ),
+    "partner.preferences": ("GET", "/partner/preferences", PARTNER_ONLY),
+    "auth.unsubscribe": ("GET", "/unsubscribe/not-a-token", dict.fromkeys(ROLES, 400)),
+    "auth.resubscribe": ("POST", "/unsubscribe/not-a-token/undo", dict.fromkeys(ROLES, 400)),
+    "admin.list_threads": ("GET", "/admin/inbox", OPERATORS),
+    "admin.unread_badge": ("GET", "/admin/inbox/unread", OPERATORS),
+    "admin.show_thread": ("GET", "/admin/inbox/{thread_id}", OPERATORS),
+    "admin.reply_thread": ("POST", "/admin/inbox/{thread_id}", {**OPERATORS, "manager": 422, "admin": 422}),
+    "admin.start_thread": (
+        "POST",
+        "/admin/partners/{approved_id}/messages",
+        {**OPERATORS, "manager": 422, "admin": 422},
+    ),
+    "admin.set_partner_tags": (
+        "POST",
+        "/admin/partners/{approved_id}/tags",
+        {**OPERATORS, "manager": HOME, "admin": HOME},
+    ),
+    "admin.assign_manager": (
+        "POST",
+        "/admin/partners/{approved_id}/manager",
+        {**OPERATORS, "manager": HOME, "admin": HOME},
+    ),
+    "admin.list_announcements": ("GET", "/admin/announcements", OPERATORS),
+    "admin.new_announcement": ("GET", "/admin/announcements/new", OPERATORS),
+    "admin.edit_announcement": ("GET", "/admin/announcements/{announcement_id}", OPERATORS),
+    "admin.pin_announcement": (
+        "POST",
+        "/admin/announcements/{announcement_id}/pin",
+        {**OPERATORS, "manager": HOME, "admin": HOME},
+    ),
+    "admin.list_templates": ("GET", "/admin/automatic-messages", OPERATORS),
+    "admin.edit_template": ("GET", "/admin/automatic-messages/welcome", OPERATORS),
+    "admin.reset_template": (
+        "POST",
+        "/admin/automatic-messages/welcome/reset",
+        {**OPERATORS, "manager": HOME, "admin": HOME},
+    ),
 }
 
 
@@ -176,6 +226,13 @@ def test_route_permissions(client, db, program, login_as, endpoint, role):
     )
     db.session.add(conversion)
     api_key, _plain = create_api_key("perm", None)
+    thread = inbox.start_thread(approved, other_manager, "For someone else", "Hello")
+    announcement = save_announcement(
+        other_manager,
+        AnnouncementDraft(
+            "Only for them", "News", audience_kind="partners", audience_items=[approved.ref_code]
+        ),
+    )
     db.session.commit()
     if role == "applicant":
         login_as(Role.PARTNER, status=PartnerStatus.APPLIED)
@@ -192,6 +249,8 @@ def test_route_permissions(client, db, program, login_as, endpoint, role):
         conversion_id=conversion.id,
         transaction_id=conversion.transaction_id,
         api_key_id=api_key.id,
+        thread_id=thread.id,
+        announcement_id=announcement.id,
     )
     response = client.open(url, method=method)
     expected = expected_by_role[role]
