@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from flask import Flask, request
+from flask import Flask, has_request_context, request
 from flask_babel import format_datetime, format_percent, get_locale
 from flask_babel import gettext as _
 from flask_wtf.csrf import generate_csrf
@@ -137,4 +137,5 @@ def init_app(app: Flask) -> None:
 
     @app.context_processor
     def inject_common():
-        return {"is_htmx": bool(getattr(request, "htmx", False))}
+        # E-mails are also rendered outside a request (jobs).
+        return {"is_htmx": has_request_context() and bool(getattr(request, "htmx", False))}
