@@ -28,6 +28,9 @@ PAGES = [
     ("manager", "/admin/applications"),
     ("manager", "/admin/partners"),
     ("manager", PARTNER_DETAIL),
+    ("partner", "/partner/inbox"),
+    ("manager", "/admin/announcements/new"),
+    ("manager", "/admin/automatic-messages/wake_up"),
     ("admin", "/admin/settings"),
     ("admin", "/admin/team"),
 ]
