@@ -468,3 +468,14 @@ def test_manager_actions_reach_the_partners_socket(app, client, db, program, log
     names = [m["name"] for m in sio.get_received()]
     assert names.count("message") == 1 and names.count("announcement") == 1
     sio.disconnect()
+
+
+def test_partners_can_be_filtered_by_tag(client, db, program, login_as):
+    from portal.services.partners import set_partner_tags
+
+    manager = login_as(Role.MANAGER)
+    tagged, untagged = PartnerFactory(), PartnerFactory()
+    set_partner_tags(tagged, manager, ["podcast"])
+    db.session.commit()
+    page = client.get("/admin/partners?tag=podcast").get_data(as_text=True)
+    assert tagged.user.email in page and untagged.user.email not in page

@@ -395,3 +395,14 @@ def test_a_failed_send_stays_in_the_outbox_and_the_job_retries_it(app, db, progr
     [email] = mail_outbox
     assert email["Subject"] == "Hello"
     assert f"/partner/inbox/{thread.id}" in email.get_body(("plain",)).get_content()
+
+
+def test_the_development_scheduler_runs_the_triggers(app, db, program):
+    from portal.jobs import Scheduler, start_scheduler
+
+    PartnerFactory(status_changed_at=START)
+    db.session.commit()
+    assert start_scheduler(app) is None  # off unless SCHEDULER_ENABLED (development only)
+    with time_machine.travel(START + timedelta(days=30), tick=False):
+        report = Scheduler(app, interval=3600).run_once()
+    assert (report.announcements, report.wake_ups, report.emails) == (0, 1, 0)

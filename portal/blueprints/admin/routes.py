@@ -85,12 +85,15 @@ def list_partners():
     if status not in (None, *PartnerStatus):
         status = None
     search = (request.args.get("q") or "").strip()[:100]
-    page = db.paginate(partners.partner_query(status, search), per_page=25, error_out=False)
+    tag = (request.args.get("tag") or "").strip()[:40] or None
+    page = db.paginate(partners.partner_query(status, search, tag), per_page=25, error_out=False)
     return render_template(
         "admin/partners.html",
         page=page,
         status=status,
         search=search,
+        tag=tag,
+        tags=partners.all_tags(),
         counts=partners.count_by_status(),
     )
 
