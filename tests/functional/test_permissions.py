@@ -226,20 +226,23 @@ def test_route_permissions(client, db, program, login_as, endpoint, role):
     )
     db.session.add(conversion)
     api_key, _plain = create_api_key("perm", None)
-    thread = inbox.start_thread(approved, other_manager, "For someone else", "Hello")
-    announcement = save_announcement(
-        other_manager,
-        AnnouncementDraft(
-            "Only for them", "News", audience_kind="partners", audience_items=[approved.ref_code]
-        ),
-    )
+    method, template, expected_by_role = MATRIX[endpoint]
+    thread = announcement = None
+    if "{thread_id}" in template:  # only the routes that need them, to keep the matrix quick
+        thread = inbox.start_thread(approved, other_manager, "For someone else", "Hello")
+    if "{announcement_id}" in template:
+        announcement = save_announcement(
+            other_manager,
+            AnnouncementDraft(
+                "Only for them", "News", audience_kind="partners", audience_items=[approved.ref_code]
+            ),
+        )
     db.session.commit()
     if role == "applicant":
         login_as(Role.PARTNER, status=PartnerStatus.APPLIED)
     elif role != "anonymous":
         login_as(role)
 
-    method, template, expected_by_role = MATRIX[endpoint]
     url = template.format(
         applied_id=applied.id,
         approved_id=approved.id,
@@ -249,8 +252,8 @@ def test_route_permissions(client, db, program, login_as, endpoint, role):
         conversion_id=conversion.id,
         transaction_id=conversion.transaction_id,
         api_key_id=api_key.id,
-        thread_id=thread.id,
-        announcement_id=announcement.id,
+        thread_id=thread.id if thread else None,
+        announcement_id=announcement.id if announcement else None,
     )
     response = client.open(url, method=method)
     expected = expected_by_role[role]
