@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import re
+import selectors
 import socket
 import statistics
 import subprocess
@@ -25,14 +26,14 @@ import tempfile
 import threading
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import requests  # noqa: E402
-import socketio  # noqa: E402
+from wsproto import ConnectionType, WSConnection  # noqa: E402
+from wsproto.events import CloseConnection, Message, Ping, Request, TextMessage  # noqa: E402
 
 CLIENTS = int(os.environ.get("FANOUT_CLIENTS", "500"))
 ROUNDS = int(os.environ.get("FANOUT_ROUNDS", "3"))
@@ -156,23 +157,61 @@ def start_gunicorn(database: str, workers: int, redis_url: str | None, directory
 
 
 class Fleet:
-    """CLIENTS partner sockets recording when each receives an announcement."""
+    """CLIENTS partner sockets in one thread, recording when each receives the announcement.
+
+    A minimal Engine.IO 4 / Socket.IO 5 client over wsproto and a selector: a
+    thread (or three) per client, as python-socketio's client uses, would make
+    the bench measure its own GIL instead of the server.
+    """
 
     def __init__(self, url: str, cookies: list[str]):
-        self.url = url
+        self.host, self.port = url.removeprefix("http://").split(":")
         self.cookies = cookies
-        self.clients: list[socketio.Client] = []
+        self.selector = selectors.DefaultSelector()
+        self.conns: list[tuple[socket.socket, WSConnection]] = []
+        self.ready = 0
         self.received: list[float | None] = [None] * len(cookies)
         self.count = 0
         self.lock = threading.Lock()
         self.all_in = threading.Event()
+        self.all_ready = threading.Event()
+        self._stop = False
+        self._thread = threading.Thread(target=self._loop, name="fleet", daemon=True)
 
-    def _connect(self, index: int) -> socketio.Client:
-        client = socketio.Client(reconnection=False)
+    def connect_all(self) -> None:
+        for index, cookie in enumerate(self.cookies):
+            sock = socket.create_connection((self.host, int(self.port)), timeout=30)
+            sock.setblocking(False)
+            ws = WSConnection(ConnectionType.CLIENT)
+            request = Request(
+                host=f"{self.host}:{self.port}",
+                target="/socket.io/?EIO=4&transport=websocket",
+                extra_headers=[(b"cookie", f"session={cookie}".encode())],
+            )
+            sock.sendall(ws.send(request))
+            self.conns.append((sock, ws))
+            self.selector.register(sock, selectors.EVENT_READ, index)
+        self._thread.start()
+        if not self.all_ready.wait(120):
+            raise RuntimeError(f"only {self.ready} of {len(self.cookies)} clients joined their rooms")
 
-        @client.on("announcement")
-        def on_announcement(data=None):
-            now = time.perf_counter()
+    def _send(self, index: int, text: str) -> None:
+        sock, ws = self.conns[index]
+        data = ws.send(Message(data=text))
+        sock.setblocking(True)
+        sock.sendall(data)
+        sock.setblocking(False)
+
+    def _handle(self, index: int, text: str, now: float) -> None:
+        if text == "2":  # Engine.IO ping: answer or the server drops us
+            self._send(index, "3")
+        elif text.startswith("0"):  # Engine.IO open: join the default namespace
+            self._send(index, "40")
+        elif text.startswith('42["ready"'):
+            self.ready += 1
+            if self.ready == len(self.cookies):
+                self.all_ready.set()
+        elif text.startswith('42["announcement"'):
             with self.lock:
                 if self.received[index] is None:
                     self.received[index] = now
@@ -180,21 +219,22 @@ class Fleet:
                     if self.count == len(self.cookies):
                         self.all_in.set()
 
-        ready = threading.Event()
-        client.on("ready", lambda data=None: ready.set())
-        client.connect(
-            self.url,
-            headers={"Cookie": f"session={self.cookies[index]}"},
-            transports=["websocket"],
-            wait_timeout=30,
-        )
-        if not ready.wait(30):
-            raise RuntimeError(f"client {index} never joined its room")
-        return client
-
-    def connect_all(self) -> None:
-        with ThreadPoolExecutor(max_workers=32) as pool:
-            self.clients = list(pool.map(self._connect, range(len(self.cookies))))
+    def _loop(self) -> None:
+        while not self._stop:
+            for key, _ in self.selector.select(timeout=0.5):
+                now = time.perf_counter()
+                index = key.data
+                sock, ws = self.conns[index]
+                try:
+                    data = sock.recv(65536)
+                except BlockingIOError:
+                    continue
+                ws.receive_data(data or None)
+                for event in ws.events():
+                    if isinstance(event, TextMessage):
+                        self._handle(index, event.data, now)
+                    elif isinstance(event, Ping):
+                        sock.sendall(ws.send(event.response()))
 
     def reset(self) -> None:
         with self.lock:
@@ -203,8 +243,16 @@ class Fleet:
             self.all_in.clear()
 
     def close(self) -> None:
-        with ThreadPoolExecutor(max_workers=32) as pool:
-            list(pool.map(lambda c: c.disconnect(), self.clients))
+        self._stop = True
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+        for sock, ws in self.conns:
+            try:
+                sock.setblocking(True)
+                sock.sendall(ws.send(CloseConnection(code=1000)))
+            except Exception:  # noqa: BLE001, S110 - the server may have gone already
+                pass
+            sock.close()
 
 
 def publish(url: str, manager_cookie: str, title: str) -> tuple[float, float]:
