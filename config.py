@@ -93,6 +93,14 @@ class Config:
     SOCKETIO_ASYNC_MODE = _str("SOCKETIO_ASYNC_MODE", "threading")
     SOCKETIO_CORS_ORIGINS = _str("SOCKETIO_CORS_ORIGINS")
 
+    # Socket.IO's Redis channel: deployments sharing one Redis need different names.
+    SOCKETIO_CHANNEL = _str("SOCKETIO_CHANNEL", "flask-socketio")
+
+    # The in-process scheduler runs `portal run-triggers` in the development server;
+    # production runs the command from cron or a timer instead.
+    SCHEDULER_ENABLED = _bool("SCHEDULER_ENABLED", False)
+    SCHEDULER_INTERVAL_SECONDS = float(_str("SCHEDULER_INTERVAL_SECONDS", "300"))
+
     MAX_CONTENT_LENGTH = _int("MAX_CONTENT_LENGTH", 16 * 1024 * 1024)
 
     # Click redirect: "buffered" writes clicks in batches off the request
@@ -109,6 +117,7 @@ class Config:
 class DevelopmentConfig(Config):
     ENV_NAME = "development"
     DEBUG = _bool("FLASK_DEBUG", False)
+    SCHEDULER_ENABLED = _bool("SCHEDULER_ENABLED", True)
 
 
 class TestingConfig(Config):
@@ -124,6 +133,7 @@ class TestingConfig(Config):
     SERVER_NAME = "portal.test"
     CLICK_WRITE_MODE = "inline"
     PORTAL_BASE_URL = "http://portal.test"
+    SCHEDULER_ENABLED = False
 
 
 class ProductionConfig(Config):

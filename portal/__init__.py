@@ -21,6 +21,7 @@ def create_app(config_class: type[Config] | None = None, **overrides) -> Flask:
     register_extensions(app)
     register_blueprints(app)
     register_realtime(app)
+    register_mail_delivery(app)
     register_template_helpers(app)
     register_cli(app)
     register_errorhandlers(app)
@@ -98,12 +99,19 @@ def register_realtime(app: Flask) -> None:
         app,
         async_mode=app.config["SOCKETIO_ASYNC_MODE"],
         message_queue=app.config.get("REDIS_URL"),
+        channel=app.config["SOCKETIO_CHANNEL"],
         manage_session=False,
         cors_allowed_origins=origins.split(",") if origins else None,
         logger=False,
         engineio_logger=False,
     )
     realtime.register_handlers(socketio)
+
+
+def register_mail_delivery(app: Flask) -> None:
+    from portal.services import delivery
+
+    delivery.init_app(app)
 
 
 def register_template_helpers(app: Flask) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from flask import Flask, request
+from flask import Flask, has_request_context, request
 from flask_babel import format_date, format_datetime, format_percent, get_locale
 from flask_babel import gettext as _
 from flask_wtf.csrf import generate_csrf
@@ -73,6 +73,15 @@ _STATUS_ICONS = {
         "review": ("⚑", "warn"),
         "rejected": ("✖", "bad"),
     },
+    "announcement": {
+        "draft": ("✎", "neutral"),
+        "scheduled": ("◷", "pending"),
+        "published": ("✔", "good"),
+    },
+    "switch": {
+        "on": ("✔", "good"),
+        "off": ("‖", "neutral"),
+    },
     "commission": {
         "pending": ("◷", "pending"),
         "confirmed": ("✔", "good"),
@@ -93,6 +102,11 @@ def _status_label(kind: str, status: str) -> str:
         ("commission", "pending"): _("pending"),
         ("commission", "confirmed"): _("confirmed"),
         ("commission", "reversed"): _("reversed"),
+        ("announcement", "draft"): _("draft"),
+        ("announcement", "scheduled"): _("scheduled"),
+        ("announcement", "published"): _("published"),
+        ("switch", "on"): _("on"),
+        ("switch", "off"): _("off"),
     }.get((kind, status), status)
 
 
@@ -101,7 +115,21 @@ def status_badge_parts(status: str, kind: str = "partner") -> tuple[str, str, st
     return icon, tone, _status_label(kind, status)
 
 
+def unread_count(user) -> int:
+    """The inbox badge: a partner's unread messages and announcements; for operators, partners' messages."""
+    from portal.services import inbox
+
+    if user.is_operator:
+        return inbox.team_unread_count()
+    return inbox.partner_unread_count(user.partner)
+
+
 def init_app(app: Flask) -> None:
+    from portal.markup import preview, render_markdown
+
+    app.add_template_filter(render_markdown, "markdown")
+    app.add_template_filter(preview, "preview")
+    app.add_template_global(unread_count)
     app.add_template_filter(money, "money")
     app.add_template_filter(when, "when")
     app.add_template_filter(day, "day")
@@ -117,4 +145,5 @@ def init_app(app: Flask) -> None:
 
     @app.context_processor
     def inject_common():
-        return {"is_htmx": bool(getattr(request, "htmx", False))}
+        # E-mails are also rendered outside a request (jobs).
+        return {"is_htmx": has_request_context() and bool(getattr(request, "htmx", False))}

@@ -2,6 +2,21 @@
 
 from portal.models.accounts import CHANNELS, OPERATOR_ROLES, Partner, PartnerStatus, Role, User
 from portal.models.audit import AuditEvent
+from portal.models.messaging import (
+    EMAIL_KINDS,
+    Announcement,
+    AnnouncementRecipient,
+    AutomaticKind,
+    AutomaticMessageLog,
+    EmailPreference,
+    Message,
+    MessageTemplate,
+    OutboundEmail,
+    Sender,
+    Tag,
+    Thread,
+    partner_tags,
+)
 from portal.models.payouts import (
     BatchKind,
     BatchStatus,
@@ -27,10 +42,15 @@ from portal.models.tracking import (
 __all__ = [
     "CHANNELS",
     "CORRECTION_KINDS",
+    "EMAIL_KINDS",
     "OPERATOR_ROLES",
+    "Announcement",
+    "AnnouncementRecipient",
     "ApiKey",
     "AttributionMethod",
     "AuditEvent",
+    "AutomaticKind",
+    "AutomaticMessageLog",
     "BatchKind",
     "BatchStatus",
     "Click",
@@ -40,8 +60,12 @@ __all__ = [
     "CommissionType",
     "Conversion",
     "ConversionStatus",
+    "EmailPreference",
     "ItemStatus",
     "Link",
+    "Message",
+    "MessageTemplate",
+    "OutboundEmail",
     "Partner",
     "PartnerStatus",
     "PayoutAccount",
@@ -52,6 +76,10 @@ __all__ = [
     "Program",
     "RejectionReason",
     "Role",
+    "Sender",
     "Signup",
+    "Tag",
+    "Thread",
     "User",
+    "partner_tags",
 ]

@@ -456,7 +456,9 @@ def payout_showcase(live_server: LiveServer) -> PayoutShowcase:
         # After both batches: the clawback and an unpaid, under-the-minimum balance.
         tracking.refund_conversion(tracking.find_conversion(refunded), None, "Customer returned the tent")
         book_line(earner, 1240, now - timedelta(hours=2), order="order-2026-000123456-confirmed")
-        book_line(earner, 2350, now + timedelta(days=25), confirmed=False, order="order-2026-000123456-pending")
+        book_line(
+            earner, 2350, now + timedelta(days=25), confirmed=False, order="order-2026-000123456-pending"
+        )
         db.session.commit()
         return PayoutShowcase(
             batch_id=batch.id,

@@ -155,7 +155,9 @@ def test_marking_paid_without_a_reference_shows_the_error_and_changes_nothing(
 
 def _payout_account_of(live_server, partner_id: int) -> PayoutAccount | None:
     with live_server.app.app_context():
-        account = db.session.scalars(sa.select(PayoutAccount).where(PayoutAccount.partner_id == partner_id)).first()
+        account = db.session.scalars(
+            sa.select(PayoutAccount).where(PayoutAccount.partner_id == partner_id)
+        ).first()
         if account is not None:
             db.session.expunge(account)
         return account

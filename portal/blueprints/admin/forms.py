@@ -11,6 +11,7 @@ from flask_wtf import FlaskForm
 from wtforms import (
     BooleanField,
     DateField,
+    DateTimeLocalField,
     EmailField,
     IntegerField,
     RadioField,
@@ -23,16 +24,22 @@ from wtforms.validators import DataRequired, Email, InputRequired, Length, Numbe
 from portal.forms import ConfirmForm, as_choices
 
 __all__ = [
+    "AnnouncementForm",
     "ApiKeyForm",
     "ConfirmForm",
     "ConversionRejectForm",
     "FailureForm",
+    "ManagerForm",
+    "NewMessageForm",
     "PaymentForm",
     "RejectForm",
     "SettingsForm",
     "SlugForm",
     "SuspendForm",
+    "TagsForm",
     "TeamMemberForm",
+    "TemplateForm",
+    "ThreadReplyForm",
 ]
 from portal.models import CommissionType, PayoutSchedule, Program, Role
 from portal.money import parse_amount, to_decimal_string
@@ -351,4 +358,143 @@ class FailureForm(FlaskForm):
     reason = TextAreaField(
         _l("Why the payment failed"),
         validators=[DataRequired(_l("Say why the payment failed.")), Length(max=1000)],
+    )
+
+
+# --- messaging --------------------------------------------------------------------------------
+
+_message_body = [
+    DataRequired(_l("Write a message first.")),
+    Length(max=10_000, message=_l("At most %(max)d characters.")),
+]
+_markdown_help = _l("**bold**, *italics*, [links](https://…), lists and `code` work.")
+
+
+class ThreadReplyForm(FlaskForm):
+    body = TextAreaField(_l("Your answer"), validators=_message_body, description=_markdown_help)
+
+
+class NewMessageForm(FlaskForm):
+    subject = StringField(
+        _l("Subject"),
+        validators=[
+            DataRequired(_l("Give the conversation a subject.")),
+            Length(max=200, message=_l("At most %(max)d characters.")),
+        ],
+    )
+    body = TextAreaField(_l("Message"), validators=_message_body, description=_markdown_help)
+
+
+class TagsForm(FlaskForm):
+    tags = StringField(
+        _l("Tags"),
+        validators=[Length(max=1000, message=_l("At most %(max)d characters."))],
+        description=_l("Separated by commas, e.g. youtube, top-50. Use them to target announcements."),
+    )
+
+
+class ManagerForm(FlaskForm):
+    manager = SelectField(_l("Manager"), coerce=int)
+
+    def __init__(self, *args, operators=(), **kwargs):
+        super().__init__(*args, **kwargs)
+        self.manager.choices = as_choices(
+            [(0, _l("Nobody in particular"))] + [(u.id, u.name) for u in operators]
+        )
+
+
+class AnnouncementForm(FlaskForm):
+    title = StringField(
+        _l("Title"),
+        validators=[
+            DataRequired(_l("Give the announcement a title.")),
+            Length(max=200, message=_l("At most %(max)d characters.")),
+        ],
+    )
+    body = TextAreaField(
+        _l("Announcement"),
+        validators=[
+            DataRequired(_l("Write the announcement.")),
+            Length(max=20_000, message=_l("At most %(max)d characters.")),
+        ],
+        description=_markdown_help,
+    )
+    audience_kind = RadioField(_l("Who gets it"), default="all")
+    tags = StringField(
+        _l("Tags (for “Partners with a tag”)"),
+        validators=[Optional(), Length(max=1000)],
+        description=_l("Separated by commas; partners with any of them get it."),
+    )
+    partners = TextAreaField(
+        _l("Partners (for “Named partners”)"),
+        validators=[Optional(), Length(max=5000)],
+        description=_l("Partner codes or e-mails, separated by commas or one per line."),
+    )
+    pinned = BooleanField(_l("Pin it at the top of partners' dashboards"))
+    when = RadioField(
+        _l("When"),
+        default="now",
+        choices=as_choices(
+            [("now", _l("Publish now")), ("schedule", _l("At a set time")), ("draft", _l("Keep as a draft"))]
+        ),
+    )
+    publish_at = DateTimeLocalField(
+        _l("Publish at"),
+        format=["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S"],
+        validators=[Optional()],
+        description=_l("In your time zone (%(zone)s)."),
+    )
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        from flask_babel import get_timezone
+
+        from portal.services.announcements import AUDIENCES
+
+        self.audience_kind.choices = as_choices((kind, a.label) for kind, a in AUDIENCES.items())
+        self.publish_at.description = _l("In your time zone (%(zone)s).", zone=str(get_timezone()))
+
+    def audience_items(self) -> list[str]:
+        from portal.services.announcements import split_list
+
+        if self.audience_kind.data == "tags":
+            return split_list(self.tags.data)
+        if self.audience_kind.data == "partners":
+            return split_list(self.partners.data)
+        return []
+
+    def publish_at_utc(self):
+        """The entered local time as an aware UTC datetime (None if empty)."""
+        from datetime import UTC
+        from zoneinfo import ZoneInfo
+
+        from flask_babel import get_timezone
+
+        value = self.publish_at.data
+        if value is None:
+            return None
+        # Babel hands out pytz zones; zoneinfo applies the right offset with replace().
+        return value.replace(tzinfo=ZoneInfo(str(get_timezone()))).astimezone(UTC)
+
+
+class TemplateForm(FlaskForm):
+    enabled = BooleanField(_l("Send this message automatically"))
+    subject = StringField(
+        _l("Subject"),
+        validators=[
+            DataRequired(_l("Write a subject.")),
+            Length(max=200, message=_l("At most %(max)d characters.")),
+        ],
+    )
+    body = TextAreaField(
+        _l("Message"),
+        validators=[
+            DataRequired(_l("Write the message.")),
+            Length(max=10_000, message=_l("At most %(max)d characters.")),
+        ],
+        description=_markdown_help,
+    )
+    quiet_days = IntegerField(
+        _l("Days without a click before the wake-up"),
+        validators=[Optional(), NumberRange(1, 365, _l("From %(min)s to %(max)s days."))],
     )

@@ -1,4 +1,4 @@
-"""Operator console: dashboard, applications, partners, conversions, payouts, settings, team."""
+"""Operator console: dashboard, partners, conversions, inbox, announcements, payouts, settings, team."""
 
 from __future__ import annotations
 
@@ -9,16 +9,22 @@ from flask_login import current_user
 
 from portal.blueprints.admin import bp
 from portal.blueprints.admin.forms import (
+    AnnouncementForm,
     ApiKeyForm,
     ConfirmForm,
     ConversionRejectForm,
     FailureForm,
+    ManagerForm,
+    NewMessageForm,
     PaymentForm,
     RejectForm,
     SettingsForm,
     SlugForm,
     SuspendForm,
+    TagsForm,
     TeamMemberForm,
+    TemplateForm,
+    ThreadReplyForm,
 )
 from portal.database import begin_write
 from portal.errors import DomainError
@@ -27,7 +33,9 @@ from portal.forms import put_error_on_form
 from portal.mail import MailError
 from portal.models import (
     OPERATOR_ROLES,
+    Announcement,
     ApiKey,
+    AutomaticKind,
     Conversion,
     ConversionStatus,
     ItemStatus,
@@ -41,7 +49,18 @@ from portal.models import (
 )
 from portal.models.types import utcnow
 from portal.security import admin_required, operator_required
-from portal.services import accounts, api_keys, links, partners, payouts, reports, tracking
+from portal.services import (
+    accounts,
+    announcements,
+    api_keys,
+    inbox,
+    lifecycle,
+    links,
+    partners,
+    payouts,
+    reports,
+    tracking,
+)
 from portal.services.audit import record_event
 from portal.services.commissions import commission_summary
 from portal.services.program import get_program, update_program_settings
@@ -75,12 +94,15 @@ def list_partners():
     if status not in (None, *PartnerStatus):
         status = None
     search = (request.args.get("q") or "").strip()[:100]
-    page = db.paginate(partners.partner_query(status, search), per_page=25, error_out=False)
+    tag = (request.args.get("tag") or "").strip()[:40] or None
+    page = db.paginate(partners.partner_query(status, search, tag), per_page=25, error_out=False)
     return render_template(
         "admin/partners.html",
         page=page,
         status=status,
         search=search,
+        tag=tag,
+        tags=partners.all_tags(),
         counts=partners.count_by_status(),
     )
 
@@ -92,7 +114,14 @@ def _get_partner(partner_id: int) -> Partner:
     return partner
 
 
-def _render_partner(partner: Partner, reject_form=None, suspend_form=None, status: int = 200):
+def _render_partner(
+    partner: Partner,
+    reject_form=None,
+    suspend_form=None,
+    status: int = 200,
+    message_form=None,
+    tags_form=None,
+):
     context = {
         "partner": partner,
         "reject_form": reject_form or RejectForm(formdata=None),
@@ -101,6 +130,12 @@ def _render_partner(partner: Partner, reject_form=None, suspend_form=None, statu
         "history": partners.partner_history(partner),
         "links": links.links_of(partner),
         "slug_form": SlugForm(formdata=None),
+        "message_form": message_form or NewMessageForm(formdata=None),
+        "tags_form": tags_form or TagsForm(formdata=None, tags=", ".join(t.name for t in partner.tags)),
+        "manager_form": ManagerForm(
+            formdata=None, operators=partners.operators(), manager=partner.manager_id or 0
+        ),
+        "threads": inbox.operator_threads_of(partner),
     }
     body = render_page_or_partial(
         "admin/partner_detail.html", "admin/_partials/_partner_review.html", **context
@@ -414,6 +449,337 @@ def integration_guide():
         example_ref=demo_partner.ref_code if demo_partner else "CODE",
         track_js=url_for("static", filename="js/track.js", _external=True),
     )
+
+
+# --- inbox ----------------------------------------------------------------------------------
+
+
+@bp.get("/inbox")
+@operator_required
+def list_threads():
+    mine = request.args.get("mine") == "1"
+    return render_page_or_partial(
+        "admin/inbox.html",
+        "admin/_partials/_inbox_list.html",
+        rows=inbox.operator_threads(current_user, mine_only=mine),
+        mine=mine,
+    )
+
+
+@bp.get("/inbox/unread")
+@operator_required
+def unread_badge():
+    return render_template("_partials/_unread_badge.html", unread=inbox.team_unread_count())
+
+
+def _get_thread(thread_id: int):
+    thread = inbox.get_thread(thread_id)
+    if thread is None:
+        abort(404)
+    return thread
+
+
+def _thread_page(thread, form: ThreadReplyForm, status: int = 200):
+    if inbox.mark_read_by_team(thread):
+        db.session.commit()
+    body = render_page_or_partial(
+        "admin/thread.html",
+        "_partials/_thread_messages.html",
+        thread=thread,
+        messages=inbox.thread_messages(thread),
+        refresh_url=url_for("admin.show_thread", thread_id=thread.id),
+        form=form,
+    )
+    return body, status
+
+
+@bp.get("/inbox/<int:thread_id>")
+@operator_required
+def show_thread(thread_id: int):
+    return _thread_page(_get_thread(thread_id), ThreadReplyForm(formdata=None))
+
+
+@bp.post("/inbox/<int:thread_id>")
+@operator_required
+def reply_thread(thread_id: int):
+    thread = _get_thread(thread_id)
+    form = ThreadReplyForm()
+    if form.validate_on_submit():
+        try:
+            inbox.reply(thread, current_user, form.body.data)
+        except DomainError as error:
+            db.session.rollback()
+            put_error_on_form(form, error)
+        else:
+            db.session.commit()
+            flash(_("Answer sent to %(name)s.", name=thread.partner.user.name), "success")
+            return redirect(url_for("admin.show_thread", thread_id=thread.id, _anchor="reply"))
+    return _thread_page(thread, form, 422)
+
+
+@bp.post("/partners/<int:partner_id>/messages")
+@operator_required
+def start_thread(partner_id: int):
+    partner = _get_partner(partner_id)
+    form = NewMessageForm()
+    if form.validate_on_submit():
+        try:
+            thread = inbox.start_thread(partner, current_user, form.subject.data, form.body.data)
+        except DomainError as error:
+            db.session.rollback()
+            put_error_on_form(form, error)
+        else:
+            db.session.commit()
+            flash(_("Message sent to %(name)s.", name=partner.user.name), "success")
+            return redirect(url_for("admin.show_thread", thread_id=thread.id))
+    return _render_partner(partner, status=422, message_form=form)
+
+
+@bp.post("/partners/<int:partner_id>/tags")
+@operator_required
+def set_partner_tags(partner_id: int):
+    partner = _get_partner(partner_id)
+    form = TagsForm()
+    if form.validate_on_submit():
+        try:
+            partners.set_partner_tags(partner, current_user, announcements.split_list(form.tags.data))
+        except DomainError as error:
+            db.session.rollback()
+            put_error_on_form(form, error)
+        else:
+            db.session.commit()
+            flash(_("Tags saved."), "success")
+            return redirect(url_for("admin.show_partner", partner_id=partner.id))
+    return _render_partner(partner, status=422, tags_form=form)
+
+
+@bp.post("/partners/<int:partner_id>/manager")
+@operator_required
+def assign_manager(partner_id: int):
+    partner = _get_partner(partner_id)
+    form = ManagerForm(operators=partners.operators())
+    if form.validate_on_submit():
+        manager = db.session.get(User, form.manager.data) if form.manager.data else None
+        try:
+            partners.assign_manager(partner, current_user, manager)
+        except DomainError as error:
+            db.session.rollback()
+            flash(error.message, "error")
+        else:
+            db.session.commit()
+            flash(_("Manager saved."), "success")
+    else:
+        flash(_("Choose a manager from the list."), "error")
+    return redirect(url_for("admin.show_partner", partner_id=partner.id))
+
+
+# --- announcements ----------------------------------------------------------------------------
+
+
+@bp.get("/announcements")
+@operator_required
+def list_announcements():
+    page = db.paginate(announcements.announcement_query(), per_page=25, error_out=False)
+    return render_page_or_partial(
+        "admin/announcements.html",
+        "admin/_partials/_announcement_table.html",
+        listing=page,
+        stats=announcements.read_stats([a.id for a in page.items]),
+        describe=announcements.describe_audience,
+    )
+
+
+def _announcement_draft(form: AnnouncementForm) -> announcements.AnnouncementDraft:
+    return announcements.AnnouncementDraft(
+        title=form.title.data,
+        body=form.body.data,
+        audience_kind=form.audience_kind.data,
+        audience_items=form.audience_items(),
+        pinned=form.pinned.data,
+        when=form.when.data,
+        publish_at=form.publish_at_utc(),
+    )
+
+
+def _save_announcement(form: AnnouncementForm, announcement: Announcement | None):
+    if not form.validate_on_submit():
+        return None
+    try:
+        saved = announcements.save_announcement(current_user, _announcement_draft(form), announcement)
+    except DomainError as error:
+        db.session.rollback()
+        put_error_on_form(form, error)
+        return None
+    db.session.commit()
+    flash(
+        {
+            "published": _("Announcement published."),
+            "scheduled": _("Announcement scheduled."),
+            "draft": _("Draft saved."),
+        }[saved.state],
+        "success",
+    )
+    return redirect(url_for("admin.edit_announcement", announcement_id=saved.id))
+
+
+@bp.route("/announcements/new", methods=["GET", "POST"])
+@operator_required
+def new_announcement():
+    form = AnnouncementForm()
+    done = _save_announcement(form, None)
+    if done is not None:
+        return done
+    status = 200 if request.method == "GET" else 422
+    return render_template(
+        "admin/announcement_form.html", form=form, announcement=None, tags=partners.all_tags()
+    ), status
+
+
+def _get_announcement(announcement_id: int) -> Announcement:
+    announcement = db.session.get(Announcement, announcement_id)
+    if announcement is None:
+        abort(404)
+    return announcement
+
+
+def _form_for(announcement: Announcement) -> AnnouncementForm:
+    items = []
+    if announcement.audience_kind == "tags":
+        from portal.models import Tag
+
+        items = db.session.scalars(sa.select(Tag.name).where(Tag.id.in_(announcement.audience_keys))).all()
+    elif announcement.audience_kind == "partners":
+        items = db.session.scalars(
+            sa.select(Partner.ref_code).where(Partner.id.in_(announcement.audience_keys))
+        ).all()
+    form = AnnouncementForm(
+        formdata=None,
+        title=announcement.title,
+        body=announcement.body,
+        audience_kind=announcement.audience_kind,
+        tags=", ".join(items) if announcement.audience_kind == "tags" else "",
+        partners=", ".join(items) if announcement.audience_kind == "partners" else "",
+        pinned=announcement.pinned,
+        when="schedule" if announcement.publish_at else "draft",
+    )
+    if announcement.publish_at:
+        from zoneinfo import ZoneInfo
+
+        from flask_babel import get_timezone
+
+        form.publish_at.data = announcement.publish_at.astimezone(ZoneInfo(str(get_timezone()))).replace(
+            tzinfo=None
+        )
+    return form
+
+
+@bp.route("/announcements/<int:announcement_id>", methods=["GET", "POST"])
+@operator_required
+def edit_announcement(announcement_id: int):
+    announcement = _get_announcement(announcement_id)
+    if announcement.published_at is not None:
+        if request.method == "POST":
+            abort(409)
+        stats = announcements.read_stats([announcement.id])[announcement.id]
+        return render_page_or_partial(
+            "admin/announcement.html",
+            "admin/_partials/_announcement_stats.html",
+            announcement=announcement,
+            stats=stats,
+            audience=announcements.describe_audience(announcement),
+            confirm_form=ConfirmForm(formdata=None),
+        )
+    form = AnnouncementForm() if request.method == "POST" else _form_for(announcement)
+    done = _save_announcement(form, announcement) if request.method == "POST" else None
+    if done is not None:
+        return done
+    status = 200 if request.method == "GET" else 422
+    return render_template(
+        "admin/announcement_form.html", form=form, announcement=announcement, tags=partners.all_tags()
+    ), status
+
+
+@bp.post("/announcements/<int:announcement_id>/<any(pin, unpin):action>")
+@operator_required
+def pin_announcement(announcement_id: int, action: str):
+    announcement = _get_announcement(announcement_id)
+    if ConfirmForm().validate_on_submit():
+        announcements.set_pinned(announcement, current_user, action == "pin")
+        db.session.commit()
+        flash(_("Pinned.") if announcement.pinned else _("Unpinned."), "success")
+    return redirect(url_for("admin.edit_announcement", announcement_id=announcement.id))
+
+
+# --- automatic messages ---------------------------------------------------------------------
+
+
+@bp.get("/automatic-messages")
+@operator_required
+def list_templates():
+    templates = lifecycle.all_templates()
+    db.session.commit()  # the built-in wording is saved on first view
+    return render_template("admin/templates.html", templates=templates, kind_label=lifecycle.kind_label)
+
+
+def _template_preview(kind: str, subject: str, body: str) -> tuple[str, str] | None:
+    try:
+        lifecycle.check_template(kind, subject, "subject")
+        lifecycle.check_template(kind, body, "body")
+    except DomainError:
+        return None
+    values = lifecycle.preview_values(kind)
+    return lifecycle.render(kind, subject, values, markdown=False), lifecycle.render(kind, body, values)
+
+
+@bp.route("/automatic-messages/<kind>", methods=["GET", "POST"])
+@operator_required
+def edit_template(kind: str):
+    if kind not in set(AutomaticKind):
+        abort(404)
+    template = lifecycle.get_template(kind)
+    form = TemplateForm(obj=template) if request.method == "GET" else TemplateForm()
+    if form.validate_on_submit():
+        change = lifecycle.TemplateChange(
+            enabled=form.enabled.data,
+            subject=form.subject.data,
+            body=form.body.data,
+            quiet_days=form.quiet_days.data,
+        )
+        try:
+            lifecycle.save_template(kind, current_user, change)
+        except DomainError as error:
+            db.session.rollback()
+            put_error_on_form(form, error)
+        else:
+            db.session.commit()
+            flash(_("“%(name)s” saved.", name=lifecycle.kind_label(kind)), "success")
+            return redirect(url_for("admin.edit_template", kind=kind))
+    elif request.method == "GET":
+        db.session.commit()  # the built-in wording is saved on first view
+    status = 200 if request.method == "GET" else 422
+    return render_template(
+        "admin/template_form.html",
+        form=form,
+        kind=kind,
+        label=lifecycle.kind_label(kind),
+        variables=lifecycle.variables_for(kind),
+        preview=_template_preview(kind, form.subject.data or "", form.body.data or "")
+        if status == 200
+        else None,
+        confirm_form=ConfirmForm(formdata=None),
+    ), status
+
+
+@bp.post("/automatic-messages/<kind>/reset")
+@operator_required
+def reset_template(kind: str):
+    if kind not in set(AutomaticKind):
+        abort(404)
+    if ConfirmForm().validate_on_submit():
+        lifecycle.reset_template(kind, current_user)
+        db.session.commit()
+        flash(_("The built-in wording is back."), "success")
+    return redirect(url_for("admin.edit_template", kind=kind))
 
 
 # --- payouts ----------------------------------------------------------------------------

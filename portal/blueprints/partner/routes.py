@@ -7,14 +7,20 @@ from flask_babel import gettext as _
 from flask_login import current_user
 
 from portal.blueprints.partner import bp
-from portal.blueprints.partner.forms import LinkForm, PayoutDetailsForm
+from portal.blueprints.partner.forms import (
+    LinkForm,
+    NewThreadForm,
+    PayoutDetailsForm,
+    ReplyForm,
+    preferences_form,
+)
 from portal.database import begin_write
 from portal.errors import DomainError
 from portal.extensions import db
 from portal.forms import ConfirmForm, put_error_on_form
 from portal.models.types import utcnow
 from portal.security import partner_required
-from portal.services import links, payouts, reports, schedule
+from portal.services import announcements, delivery, inbox, links, payouts, reports, schedule
 from portal.services.commissions import commission_summary
 from portal.services.program import get_program
 from portal.services.tracking import reason_label
@@ -25,7 +31,17 @@ from portal.views import render_page_or_partial
 @partner_required
 def dashboard():
     partner = current_user.partner
-    return render_template("partner/dashboard.html", partner=partner, program=get_program())
+    program = get_program()
+    return render_page_or_partial(
+        "partner/dashboard.html",
+        "partner/_partials/_dashboard_live.html",
+        partner=partner,
+        program=program,
+        announcements=announcements.partner_announcements(partner, limit=5, pinned_or_unread=True),
+        threads=[row for row in inbox.partner_threads(partner, limit=5) if row.unread][:3],
+        unread=inbox.partner_unread_count(partner),
+        activity=reports.partner_activity(partner),
+    )
 
 
 def _links_page(form: LinkForm, status: int = 200):
@@ -115,6 +131,124 @@ def show_conversion(conversion_id: int):
         reason_label=reason_label,
         program=get_program(),
     )
+
+
+# --- inbox --------------------------------------------------------------------------------
+
+
+def _inbox_page(form: NewThreadForm, status: int = 200):
+    partner = current_user.partner
+    body = render_page_or_partial(
+        "partner/inbox.html",
+        "partner/_partials/_inbox_list.html",
+        partner=partner,
+        threads=inbox.partner_threads(partner),
+        announcements=announcements.partner_announcements(partner),
+        form=form,
+    )
+    return body, status
+
+
+@bp.get("/inbox")
+@partner_required
+def list_threads():
+    return _inbox_page(NewThreadForm(formdata=None))
+
+
+@bp.post("/inbox")
+@partner_required
+def start_thread():
+    form = NewThreadForm()
+    if form.validate_on_submit():
+        try:
+            thread = inbox.start_thread(current_user.partner, current_user, form.subject.data, form.body.data)
+        except DomainError as error:
+            db.session.rollback()
+            put_error_on_form(form, error)
+        else:
+            db.session.commit()
+            flash(_("Message sent. The team will answer here."), "success")
+            return redirect(url_for("partner.show_thread", thread_id=thread.id))
+    return _inbox_page(form, 422)
+
+
+def _thread_page(thread, form: ReplyForm, status: int = 200):
+    if inbox.mark_read_by_partner(thread):
+        db.session.commit()
+    body = render_page_or_partial(
+        "partner/thread.html",
+        "_partials/_thread_messages.html",
+        thread=thread,
+        refresh_url=url_for("partner.show_thread", thread_id=thread.id),
+        messages=inbox.thread_messages(thread),
+        form=form,
+    )
+    return body, status
+
+
+def _own_thread(thread_id: int):
+    thread = inbox.partner_thread(current_user.partner, thread_id)
+    if thread is None:
+        abort(404)
+    return thread
+
+
+@bp.get("/inbox/<int:thread_id>")
+@partner_required
+def show_thread(thread_id: int):
+    return _thread_page(_own_thread(thread_id), ReplyForm(formdata=None))
+
+
+@bp.post("/inbox/<int:thread_id>")
+@partner_required
+def reply_thread(thread_id: int):
+    thread = _own_thread(thread_id)
+    form = ReplyForm()
+    if form.validate_on_submit():
+        try:
+            inbox.reply(thread, current_user, form.body.data)
+        except DomainError as error:
+            db.session.rollback()
+            put_error_on_form(form, error)
+        else:
+            db.session.commit()
+            return redirect(url_for("partner.show_thread", thread_id=thread.id, _anchor="reply"))
+    return _thread_page(thread, form, 422)
+
+
+@bp.get("/inbox/unread")
+@partner_required
+def unread_badge():
+    return render_template(
+        "_partials/_unread_badge.html", unread=inbox.partner_unread_count(current_user.partner)
+    )
+
+
+@bp.get("/announcements/<int:announcement_id>")
+@partner_required
+def show_announcement(announcement_id: int):
+    partner = current_user.partner
+    found = announcements.partner_announcement(partner, announcement_id)
+    if found is None:
+        abort(404)
+    if announcements.mark_read(partner, found.announcement):
+        db.session.commit()
+    return render_template("partner/announcement.html", announcement=found.announcement)
+
+
+@bp.route("/preferences", methods=["GET", "POST"])
+@partner_required
+def preferences():
+    partner = current_user.partner
+    current = delivery.email_preferences(partner)
+    form = preferences_form(current, formdata=request.form if request.method == "POST" else None)
+    if form.validate_on_submit():
+        delivery.update_email_preferences(partner, {kind: form[f"email_{kind}"].data for kind in current})
+        db.session.commit()
+        flash(_("E-mail preferences saved."), "success")
+        return redirect(url_for("partner.preferences"))
+    status = 200 if request.method == "GET" else 422
+    return render_template("partner/preferences.html", form=form, kinds=list(current)), status
 
 
 # --- earnings and payouts --------------------------------------------------------------
