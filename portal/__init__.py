@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from flask import Flask
+from flask import Flask, request
+from flask.sessions import SecureCookieSessionInterface
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from config import Config, finalise_secret_key, get_config
@@ -17,6 +18,19 @@ def create_app(config_class: type[Config] | None = None, **overrides) -> Flask:
     app.config.from_object(config_class or get_config())
     app.config.update(overrides)
     finalise_secret_key(app.config)
+    app.session_interface = _PortalSessionInterface()
+    if (
+        app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite:///")
+        and ":memory:" not in app.config["SQLALCHEMY_DATABASE_URI"]
+    ):
+        # SQLite has one writer: a few connections queue fairly in the pool instead
+        # of many spinning in SQLite's busy handler.
+        app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {
+            **app.config["SQLALCHEMY_ENGINE_OPTIONS"],
+            "pool_size": app.config["SQLITE_POOL_SIZE"],
+            "max_overflow": 0,
+            "pool_pre_ping": False,
+        }
     configure_logging(app)
     register_extensions(app)
     register_blueprints(app)
@@ -35,6 +49,15 @@ def _instance_dir():
     from config import INSTANCE_DIR
 
     return INSTANCE_DIR
+
+
+class _PortalSessionInterface(SecureCookieSessionInterface):
+    """No session for the click redirect: it never reads one, and it is the hot path."""
+
+    def open_session(self, app, request):
+        if request.path.startswith("/go/"):
+            return self.null_session_class()
+        return super().open_session(app, request)
 
 
 def configure_logging(app: Flask) -> None:
@@ -58,6 +81,11 @@ def register_extensions(app: Flask) -> None:
     csrf.init_app(app)
     htmx.init_app(app)
     limiter.init_app(app)
+
+    @limiter.request_filter
+    def _not_the_click_redirect() -> bool:
+        # /go/ has no limits of its own; skip the limiter's per-request work there.
+        return request.path.startswith("/go/")
 
     from portal import clickwriter
 
@@ -106,6 +134,17 @@ def register_realtime(app: Flask) -> None:
         engineio_logger=False,
     )
     realtime.register_handlers(socketio)
+    # Only /socket.io/ goes through the engine.io middleware; the click redirect
+    # and every page skip its per-request work.
+    engineio_app = app.wsgi_app
+    flask_app = engineio_app.wsgi_app
+
+    def route_sockets(environ, start_response):
+        if environ.get("PATH_INFO", "").startswith("/socket.io/"):
+            return engineio_app(environ, start_response)
+        return flask_app(environ, start_response)
+
+    app.wsgi_app = route_sockets
 
 
 def register_mail_delivery(app: Flask) -> None:

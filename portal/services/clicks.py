@@ -27,7 +27,6 @@ _MAX_CACHED = 50_000
 _BOTS = re.compile(
     r"bot|crawl|spider|slurp|mediapartners|facebookexternalhit|embedly|preview|monitor|"
     r"curl/|wget/|python-requests|python-urllib|httpclient|go-http-client|headlesschrome|phantomjs",
-    re.IGNORECASE,
 )
 _SUB = re.compile(r"^[\w.:+-]{1,64}$")
 
@@ -175,7 +174,7 @@ def hash_ip(ip: str | None) -> str:
 
 
 def is_bot(user_agent: str | None) -> bool:
-    return not user_agent or bool(_BOTS.search(user_agent))
+    return not user_agent or bool(_BOTS.search(user_agent.lower()))
 
 
 class _FloodCounter:
