@@ -2,6 +2,7 @@
 
 from portal.models.accounts import CHANNELS, OPERATOR_ROLES, Partner, PartnerStatus, Role, User
 from portal.models.audit import AuditEvent
+from portal.models.creatives import Creative, CreativeKind, CreativeStatus, CreativeVersion
 from portal.models.program import CommissionType, PayoutSchedule, Program
 from portal.models.rewards import Commission, CommissionKind, CommissionStatus
 from portal.models.tracking import (
@@ -28,6 +29,10 @@ __all__ = [
     "CommissionType",
     "Conversion",
     "ConversionStatus",
+    "Creative",
+    "CreativeKind",
+    "CreativeStatus",
+    "CreativeVersion",
     "Link",
     "Partner",
     "PartnerStatus",

@@ -142,6 +142,8 @@ MATRIX = {
     "admin.api_keys_page": ("GET", "/admin/api-keys", ADMIN_ONLY),
     "admin.revoke_api_key": ("POST", "/admin/api-keys/{api_key_id}/revoke", {**ADMIN_ONLY, "admin": HOME}),
     "admin.integration_guide": ("GET", "/admin/integration", OPERATORS),
+    # files: a signed URL is the permission, whoever holds it
+    "media.signed_file": ("GET", "/media/files/creatives/1/x.png", dict.fromkeys(ROLES, 403)),
 }
 
 
