@@ -5,7 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 from flask import Flask, request
-from flask_babel import format_datetime, format_percent, get_locale
+from flask_babel import format_date, format_datetime, format_percent, get_locale
 from flask_babel import gettext as _
 from flask_wtf.csrf import generate_csrf
 
@@ -71,6 +71,11 @@ _STATUS_ICONS = {
         "confirmed": ("✔", "good"),
         "reversed": ("↩", "bad"),
     },
+    "creative": {
+        "draft": ("✎", "pending"),
+        "published": ("✔", "good"),
+        "archived": ("‖", "neutral"),
+    },
 }
 
 
@@ -79,6 +84,10 @@ def _status_label(kind: str, status: str) -> str:
         from portal.services.accounts import partner_status_label
 
         return partner_status_label(status)
+    if kind == "creative":
+        from portal.services.creatives import status_label
+
+        return status_label(status)
     return {
         ("conversion", "pending"): _("counted — commission pending"),
         ("conversion", "review"): _("under review"),
@@ -94,6 +103,48 @@ def status_badge_parts(status: str, kind: str = "partner") -> tuple[str, str, st
     return icon, tone, _status_label(kind, status)
 
 
+def day(value, format: str = "medium") -> str:  # noqa: A002 - Babel's own name
+    return "—" if value is None else format_date(value, format)
+
+
+def rate(fraction: Decimal | None) -> str:
+    """A share as a percent with up to two decimals: 0.0525 → "5.25%"; None → "—"."""
+    if fraction is None:
+        return "—"
+    return format_percent(fraction, "#,##0.##%")
+
+
+def filesize(size: int | None) -> str:
+    from portal.services.creative_files import format_size
+
+    return "—" if size is None else format_size(size)
+
+
+def file_url(key: str, download_name: str | None = None) -> str:
+    """A short-lived address of a stored file (signed or presigned by the store)."""
+    from portal.storage import current_storage
+
+    return current_storage().url(key, download_name=download_name)
+
+
+def creative_kind(kind: str) -> str:
+    from portal.services.creatives import kind_label
+
+    return kind_label(kind)
+
+
+def language_name(code: str | None) -> str:
+    from portal.services.creatives import language_label
+
+    return language_label(code)
+
+
+def _channel_choices():
+    from portal.forms import channel_choices
+
+    return channel_choices()
+
+
 def init_app(app: Flask) -> None:
     app.add_template_filter(money, "money")
     app.add_template_filter(when, "when")
@@ -101,6 +152,13 @@ def init_app(app: Flask) -> None:
     app.add_template_filter(channel_label, "channel")
     app.add_template_filter(channel_labels, "channels")
     app.add_template_filter(country_name, "country")
+    app.add_template_filter(rate, "rate")
+    app.add_template_filter(day, "day")
+    app.add_template_filter(filesize, "filesize")
+    app.add_template_filter(creative_kind, "creative_kind")
+    app.add_template_filter(language_name, "language")
+    app.add_template_global(file_url)
+    app.add_template_global(_channel_choices, "channel_choices")
     app.add_template_global(base_commission)
     app.add_template_global(get_locale)
     app.add_template_global(room_for, "live_room")

@@ -9,6 +9,7 @@ from portal.models import Conversion, PartnerStatus, Role
 from portal.models.types import utcnow
 from portal.services.api_keys import create_api_key
 from portal.services.links import create_link
+from tests.creative_support import make_banner
 from tests.factories import PartnerFactory, UserFactory
 
 ROLES = ["anonymous", "applicant", "partner", "manager", "admin"]
@@ -142,6 +143,22 @@ MATRIX = {
     "admin.api_keys_page": ("GET", "/admin/api-keys", ADMIN_ONLY),
     "admin.revoke_api_key": ("POST", "/admin/api-keys/{api_key_id}/revoke", {**ADMIN_ONLY, "admin": HOME}),
     "admin.integration_guide": ("GET", "/admin/integration", OPERATORS),
+    # creatives: the fixture's creative is a published banner
+    "admin.list_creatives": ("GET", "/admin/creatives", OPERATORS),
+    "admin.create_creative": ("GET", "/admin/creatives/new/banner", OPERATORS),
+    "admin.edit_creative": ("GET", "/admin/creatives/{creative_id}", OPERATORS),
+    "admin.replace_creative_file": (
+        "POST",
+        "/admin/creatives/{creative_id}/replace",
+        {**OPERATORS, "manager": 422, "admin": 422},
+    ),
+    "admin.set_creative_status": (
+        "POST",
+        "/admin/creatives/{creative_id}/archive",
+        {**OPERATORS, "manager": HOME, "admin": HOME},
+    ),
+    "admin.bulk_upload_banners": ("GET", "/admin/creatives/bulk", OPERATORS),
+    "admin.show_creative_stats": ("GET", "/admin/creatives/stats", OPERATORS),
     # files: a signed URL is the permission, whoever holds it
     "media.signed_file": ("GET", "/media/files/creatives/1/x.png", dict.fromkeys(ROLES, 403)),
 }
@@ -178,13 +195,15 @@ def test_route_permissions(client, db, program, login_as, endpoint, role):
     )
     db.session.add(conversion)
     api_key, _plain = create_api_key("perm", None)
+    method, template, expected_by_role = MATRIX[endpoint]
+    # Only the creative routes need one (and storing its file is not free).
+    creative = make_banner(other_manager, program) if "{creative_id}" in template else None
     db.session.commit()
     if role == "applicant":
         login_as(Role.PARTNER, status=PartnerStatus.APPLIED)
     elif role != "anonymous":
         login_as(role)
 
-    method, template, expected_by_role = MATRIX[endpoint]
     url = template.format(
         applied_id=applied.id,
         approved_id=approved.id,
@@ -194,6 +213,7 @@ def test_route_permissions(client, db, program, login_as, endpoint, role):
         conversion_id=conversion.id,
         transaction_id=conversion.transaction_id,
         api_key_id=api_key.id,
+        creative_id=creative.id if creative else None,
     )
     response = client.open(url, method=method)
     expected = expected_by_role[role]
