@@ -159,8 +159,12 @@ MATRIX = {
     ),
     "admin.bulk_upload_banners": ("GET", "/admin/creatives/bulk", OPERATORS),
     "admin.show_creative_stats": ("GET", "/admin/creatives/stats", OPERATORS),
-    # files: a signed URL is the permission, whoever holds it
+    "partner.list_creatives": ("GET", "/partner/creatives", PARTNER_ONLY),
+    "partner.show_creative": ("GET", "/partner/creatives/{creative_id}", PARTNER_ONLY),
+    "partner.show_creative_stats": ("GET", "/partner/creatives/stats", PARTNER_ONLY),
+    # files: a signed URL is the permission, whoever holds it; the banner address is public
     "media.signed_file": ("GET", "/media/files/creatives/1/x.png", dict.fromkeys(ROLES, 403)),
+    "media.banner_image": ("GET", "/media/banners/{creative_id}", dict.fromkeys(ROLES, HOME)),
 }
 
 

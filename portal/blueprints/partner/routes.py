@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import abort, flash, redirect, render_template, url_for
+from flask import abort, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 from flask_login import current_user
 
@@ -11,11 +11,13 @@ from portal.blueprints.partner.forms import LinkForm
 from portal.errors import DomainError
 from portal.extensions import db
 from portal.forms import ConfirmForm, put_error_on_form
+from portal.models import CHANNELS, CreativeKind
 from portal.security import partner_required
-from portal.services import links, reports
+from portal.services import creative_stats, creatives, links, reports
 from portal.services.commissions import commission_summary
 from portal.services.program import get_program
 from portal.services.tracking import reason_label
+from portal.views import day_arg
 
 
 @bp.get("/")
@@ -111,4 +113,72 @@ def show_conversion(conversion_id: int):
         summary=commission_summary(conversion),
         reason_label=reason_label,
         program=get_program(),
+    )
+
+
+# --- creatives ----------------------------------------------------------------------
+
+
+def _library_filters() -> dict:
+    args = request.args
+    return {
+        "channel": args.get("channel") if args.get("channel") in CHANNELS else None,
+        "kind": args.get("kind") if args.get("kind") in set(CreativeKind) else None,
+        "campaign": (args.get("campaign") or "").strip()[:64] or None,
+        "language": (args.get("language") or "").strip()[:8] or None,
+        "search": (args.get("q") or "").strip()[:100] or None,
+    }
+
+
+@bp.get("/creatives")
+@partner_required
+def list_creatives():
+    filters = _library_filters()
+    page = db.paginate(creatives.library_query(**filters), per_page=24, error_out=False)
+    return render_template(
+        "partner/creatives.html",
+        partner=current_user.partner,
+        page=page,
+        filters=filters,
+        kinds=list(CreativeKind),
+        campaigns=creatives.campaigns_in_use(),
+        languages=creatives.languages_in_use(),
+    )
+
+
+@bp.get("/creatives/<int:creative_id>")
+@partner_required
+def show_creative(creative_id: int):
+    creative = creatives.published_creative(creative_id)
+    if creative is None:
+        abort(404)
+    partner = current_user.partner
+    link = url_for("track.follow_link", code=partner.ref_code, creative=creative.id, _external=True)
+    image_url = None
+    if creative.kind == CreativeKind.BANNER:
+        image_url = url_for("media.banner_image", creative_id=creative.id, _external=True)
+    return render_template(
+        "partner/creative.html",
+        partner=partner,
+        creative=creative,
+        code=creatives.code_for(creative, link=link, image_url=image_url),
+        download_name=creatives.download_name(creative) if creative.current.file_key else None,
+    )
+
+
+@bp.get("/creatives/stats")
+@partner_required
+def show_creative_stats():
+    partner = current_user.partner
+    program = get_program()
+    period = creative_stats.period(day_arg("from"), day_arg("to"), program.timezone)
+    return render_template(
+        "partner/creative_stats.html",
+        partner=partner,
+        program=program,
+        period=period,
+        report=creative_stats.creative_report(period, partner_id=partner.id),
+        best=creative_stats.best_in_channels(period, partner.channels or []),
+        min_clicks=creative_stats.MIN_PROGRAM_CLICKS,
+        min_partners=creative_stats.MIN_PROGRAM_PARTNERS,
     )
