@@ -211,7 +211,8 @@ def test_edit_text_adds_a_version_and_shows_the_history(client, db, program, man
     assert "Put {link} in the text or the call to action" in text_of(response)
 
 
-def test_replace_a_banner(store, client, db, program, manager):
+def test_replace_a_banner(app, client, db, program, manager):
+    store = app.extensions["storage"]  # both stores: tests/unit/test_creatives.py
     creative = make_banner(manager, program)
     db.session.commit()
     response = client.post(
@@ -258,7 +259,8 @@ def test_list_filters(client, db, program, manager):
 # --- bulk upload ---------------------------------------------------------------------------
 
 
-def test_bulk_upload_several_banners(store, client, db, program, manager):
+def test_bulk_upload_several_banners(app, client, db, program, manager):
+    store = app.extensions["storage"]  # both stores: tests/unit/test_creatives.py
     response = client.post(
         "/admin/creatives/bulk",
         data={

@@ -114,7 +114,7 @@ def test_drafts_and_archived_creatives_are_not_for_partners(client, db, program,
 # --- the public banner address ----------------------------------------------------------
 
 
-def test_banner_address_always_shows_the_current_version(store, client, db, program, operator):
+def test_banner_address_always_shows_the_current_version(client, db, program, operator):
     creative = make_banner(operator, program)
     db.session.commit()
     first = client.get(f"/media/banners/{creative.id}")
