@@ -87,9 +87,10 @@ def register_extensions(app: Flask) -> None:
         # /go/ has no limits of its own; skip the limiter's per-request work there.
         return request.path.startswith("/go/")
 
-    from portal import clickwriter
+    from portal import clickwriter, storage
 
     clickwriter.init_app(app)
+    storage.init_app(app)
 
     from portal.i18n import select_locale, select_timezone
 
@@ -105,6 +106,7 @@ def register_blueprints(app: Flask) -> None:
     from portal.blueprints.api import bp as api_bp
     from portal.blueprints.auth import bp as auth_bp
     from portal.blueprints.health import bp as health_bp
+    from portal.blueprints.media import bp as media_bp
     from portal.blueprints.partner import bp as partner_bp
     from portal.blueprints.track import bp as track_bp
 
@@ -114,6 +116,7 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(track_bp, url_prefix="/go")
     app.register_blueprint(api_bp, url_prefix="/api/v1")
     app.register_blueprint(health_bp)
+    app.register_blueprint(media_bp, url_prefix="/media")
 
 
 def register_realtime(app: Flask) -> None:

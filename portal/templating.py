@@ -87,6 +87,11 @@ _STATUS_ICONS = {
         "confirmed": ("✔", "good"),
         "reversed": ("↩", "bad"),
     },
+    "creative": {
+        "draft": ("✎", "pending"),
+        "published": ("✔", "good"),
+        "archived": ("‖", "neutral"),
+    },
 }
 
 
@@ -95,6 +100,10 @@ def _status_label(kind: str, status: str) -> str:
         from portal.services.accounts import partner_status_label
 
         return partner_status_label(status)
+    if kind == "creative":
+        from portal.services.creatives import status_label
+
+        return status_label(status)
     return {
         ("conversion", "pending"): _("counted — commission pending"),
         ("conversion", "review"): _("under review"),
@@ -124,6 +133,44 @@ def unread_count(user) -> int:
     return inbox.partner_unread_count(user.partner)
 
 
+def rate(fraction: Decimal | None) -> str:
+    """A share as a percent with up to two decimals: 0.0525 → "5.25%"; None → "—"."""
+    if fraction is None:
+        return "—"
+    return format_percent(fraction, "#,##0.##%")
+
+
+def filesize(size: int | None) -> str:
+    from portal.services.creative_files import format_size
+
+    return "—" if size is None else format_size(size)
+
+
+def file_url(key: str, download_name: str | None = None) -> str:
+    """A short-lived address of a stored file (signed or presigned by the store)."""
+    from portal.storage import current_storage
+
+    return current_storage().url(key, download_name=download_name)
+
+
+def creative_kind(kind: str) -> str:
+    from portal.services.creatives import kind_label
+
+    return kind_label(kind)
+
+
+def language_name(code: str | None) -> str:
+    from portal.services.creatives import language_label
+
+    return language_label(code)
+
+
+def _channel_choices():
+    from portal.forms import channel_choices
+
+    return channel_choices()
+
+
 def init_app(app: Flask) -> None:
     from portal.markup import preview, render_markdown
 
@@ -132,11 +179,17 @@ def init_app(app: Flask) -> None:
     app.add_template_global(unread_count)
     app.add_template_filter(money, "money")
     app.add_template_filter(when, "when")
-    app.add_template_filter(day, "day")
     app.add_template_filter(percent_bp, "percent_bp")
     app.add_template_filter(channel_label, "channel")
     app.add_template_filter(channel_labels, "channels")
     app.add_template_filter(country_name, "country")
+    app.add_template_filter(rate, "rate")
+    app.add_template_filter(day, "day")
+    app.add_template_filter(filesize, "filesize")
+    app.add_template_filter(creative_kind, "creative_kind")
+    app.add_template_filter(language_name, "language")
+    app.add_template_global(file_url)
+    app.add_template_global(_channel_choices, "channel_choices")
     app.add_template_global(base_commission)
     app.add_template_global(get_locale)
     app.add_template_global(room_for, "live_room")

@@ -2,6 +2,7 @@
 
 from portal.models.accounts import CHANNELS, OPERATOR_ROLES, Partner, PartnerStatus, Role, User
 from portal.models.audit import AuditEvent
+from portal.models.creatives import Creative, CreativeKind, CreativeStatus, CreativeVersion
 from portal.models.messaging import (
     EMAIL_KINDS,
     Announcement,
@@ -60,6 +61,10 @@ __all__ = [
     "CommissionType",
     "Conversion",
     "ConversionStatus",
+    "Creative",
+    "CreativeKind",
+    "CreativeStatus",
+    "CreativeVersion",
     "EmailPreference",
     "ItemStatus",
     "Link",

@@ -13,6 +13,7 @@ from portal.services import inbox
 from portal.services.announcements import AnnouncementDraft, save_announcement
 from portal.services.api_keys import create_api_key
 from portal.services.links import create_link
+from tests.creative_support import make_banner
 from tests.factories import PartnerFactory, UserFactory
 
 ROLES = ["anonymous", "applicant", "partner", "manager", "admin"]
@@ -222,6 +223,28 @@ MATRIX = {
         "/admin/automatic-messages/welcome/reset",
         {**OPERATORS, "manager": HOME, "admin": HOME},
     ),
+    # creatives: the fixture's creative is a published banner
+    "admin.list_creatives": ("GET", "/admin/creatives", OPERATORS),
+    "admin.create_creative": ("GET", "/admin/creatives/new/banner", OPERATORS),
+    "admin.edit_creative": ("GET", "/admin/creatives/{creative_id}", OPERATORS),
+    "admin.replace_creative_file": (
+        "POST",
+        "/admin/creatives/{creative_id}/replace",
+        {**OPERATORS, "manager": 422, "admin": 422},
+    ),
+    "admin.set_creative_status": (
+        "POST",
+        "/admin/creatives/{creative_id}/archive",
+        {**OPERATORS, "manager": HOME, "admin": HOME},
+    ),
+    "admin.bulk_upload_banners": ("GET", "/admin/creatives/bulk", OPERATORS),
+    "admin.show_creative_stats": ("GET", "/admin/creatives/stats", OPERATORS),
+    "partner.list_creatives": ("GET", "/partner/creatives", PARTNER_ONLY),
+    "partner.show_creative": ("GET", "/partner/creatives/{creative_id}", PARTNER_ONLY),
+    "partner.show_creative_stats": ("GET", "/partner/creatives/stats", PARTNER_ONLY),
+    # files: a signed URL is the permission, whoever holds it; the banner address is public
+    "media.signed_file": ("GET", "/media/files/creatives/1/x.png", dict.fromkeys(ROLES, 403)),
+    "media.banner_image": ("GET", "/media/banners/{creative_id}", dict.fromkeys(ROLES, HOME)),
 }
 
 
@@ -270,6 +293,8 @@ def test_route_permissions(client, db, program, login_as, endpoint, role):
                 "Only for them", "News", audience_kind="partners", audience_items=[approved.ref_code]
             ),
         )
+    # Only the creative routes need one (and storing its file is not free).
+    creative = make_banner(other_manager, program) if "{creative_id}" in template else None
     db.session.commit()
     if role == "applicant":
         login_as(Role.PARTNER, status=PartnerStatus.APPLIED)
@@ -289,6 +314,7 @@ def test_route_permissions(client, db, program, login_as, endpoint, role):
         item_id=item.id,
         thread_id=thread.id if thread else None,
         announcement_id=announcement.id if announcement else None,
+        creative_id=creative.id if creative else None,
     )
     response = client.open(url, method=method)
     expected = expected_by_role[role]

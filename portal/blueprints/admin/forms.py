@@ -8,6 +8,7 @@ from zoneinfo import available_timezones
 from babel.numbers import list_currencies
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
+from flask_wtf.file import FileField, FileRequired, MultipleFileField
 from wtforms import (
     BooleanField,
     DateField,
@@ -21,11 +22,13 @@ from wtforms import (
 )
 from wtforms.validators import DataRequired, Email, InputRequired, Length, NumberRange, Optional
 
-from portal.forms import ConfirmForm, as_choices
+from portal.forms import ConfirmForm, MultiCheckboxField, as_choices, channel_choices, language_choices
 
 __all__ = [
+    "CREATIVE_FORMS",
     "AnnouncementForm",
     "ApiKeyForm",
+    "BulkBannerForm",
     "ConfirmForm",
     "ConversionRejectForm",
     "FailureForm",
@@ -33,6 +36,7 @@ __all__ = [
     "NewMessageForm",
     "PaymentForm",
     "RejectForm",
+    "ReplaceFileForm",
     "SettingsForm",
     "SlugForm",
     "SuspendForm",
@@ -498,3 +502,138 @@ class TemplateForm(FlaskForm):
         _l("Days without a click before the wake-up"),
         validators=[Optional(), NumberRange(1, 365, _l("From %(min)s to %(max)s days."))],
     )
+
+
+# --- creatives ------------------------------------------------------------------------
+
+_at_most = lambda n: Length(max=n, message=_l("At most %(max)d characters."))  # noqa: E731
+_LINK_HELP = _l("Write {link} where the partner's own tracking link should go.")
+
+
+class CreativeForm(FlaskForm):
+    """What every kind of creative has."""
+
+    name = StringField(
+        _l("Name"),
+        validators=[DataRequired(_l("Name the creative.")), _at_most(120)],
+        description=_l("Partners see it; it is also the banner's alt text."),
+    )
+    channels = MultiCheckboxField(
+        _l("Channels"),
+        choices=channel_choices(),
+        validators=[DataRequired(_l("Choose at least one channel."))],
+    )
+    campaign = StringField(
+        _l("Campaign (optional)"),
+        validators=[Optional(), _at_most(64)],
+        description=_l("A short tag partners can filter by, e.g. summer-sale."),
+    )
+    language = SelectField(_l("Language"), default="en")
+    description = TextAreaField(
+        _l("Description (optional)"),
+        validators=[Optional(), _at_most(2000)],
+        description=_l("When and where to use it; shown to partners."),
+    )
+    note = StringField(
+        _l("Change note (optional)"),
+        validators=[Optional(), _at_most(200)],
+        description=_l("Kept in the version history."),
+    )
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.language.choices = language_choices()
+
+
+class BannerForm(CreativeForm):
+    pass
+
+
+class NewBannerForm(BannerForm):
+    file = FileField(
+        _l("Banner image"),
+        validators=[FileRequired(_l("Choose the banner image to upload."))],
+        description=_l("PNG, JPEG, GIF or WebP. The type is read from the file itself, not its name."),
+    )
+
+
+class TextCopyForm(CreativeForm):
+    headline = StringField(_l("Headline (optional)"), validators=[Optional(), _at_most(200)])
+    body = TextAreaField(
+        _l("Text"),
+        validators=[DataRequired(_l("Write the text partners will post.")), _at_most(10000)],
+        description=_LINK_HELP,
+    )
+    call_to_action = StringField(
+        _l("Call to action (optional)"),
+        validators=[Optional(), _at_most(200)],
+        description=_l("E.g. “Shop the sale: {link}”."),
+    )
+
+
+class LandingPageForm(CreativeForm):
+    url = StringField(
+        _l("Landing page address"),
+        validators=[DataRequired(_l("Enter the page's address.")), _at_most(2000)],
+        description=_l("A page on one of the program's allowed domains."),
+    )
+
+
+class NewLandingPageForm(LandingPageForm):
+    file = FileField(
+        _l("Screenshot (optional)"),
+        description=_l("PNG, JPEG, GIF or WebP. Partners see it as a preview."),
+    )
+
+
+class EmailTemplateForm(CreativeForm):
+    subject = StringField(
+        _l("Subject line"), validators=[DataRequired(_l("Write the e-mail's subject line.")), _at_most(200)]
+    )
+    body = TextAreaField(
+        _l("E-mail text"),
+        validators=[DataRequired(_l("Write the e-mail's text.")), _at_most(50000)],
+        description=_LINK_HELP,
+    )
+
+
+class VideoLinkForm(CreativeForm):
+    url = StringField(
+        _l("Video address"),
+        validators=[DataRequired(_l("Enter the video's address.")), _at_most(2000)],
+        description=_l("E.g. the video on YouTube or Vimeo."),
+    )
+
+
+# kind: (form for a new creative, form for editing one)
+CREATIVE_FORMS = {
+    "banner": (NewBannerForm, BannerForm),
+    "text": (TextCopyForm, TextCopyForm),
+    "landing": (NewLandingPageForm, LandingPageForm),
+    "email": (EmailTemplateForm, EmailTemplateForm),
+    "video": (VideoLinkForm, VideoLinkForm),
+}
+
+
+class ReplaceFileForm(FlaskForm):
+    file = FileField(
+        _l("New image"),
+        validators=[FileRequired(_l("Choose the new image to upload."))],
+        description=_l("PNG, JPEG, GIF or WebP. The current one stays in the version history."),
+    )
+    note = StringField(_l("Change note (optional)"), validators=[Optional(), _at_most(200)])
+
+
+class BulkBannerForm(FlaskForm):
+    files = MultipleFileField(
+        _l("Banner images"),
+        validators=[FileRequired(_l("Choose one or more images to upload."))],
+        description=_l("Several at once; each becomes a draft banner named after its file."),
+    )
+    channels = CreativeForm.channels
+    campaign = CreativeForm.campaign
+    language = SelectField(_l("Language"), default="en")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.language.choices = language_choices()

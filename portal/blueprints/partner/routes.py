@@ -18,13 +18,24 @@ from portal.database import begin_write
 from portal.errors import DomainError
 from portal.extensions import db
 from portal.forms import ConfirmForm, put_error_on_form
+from portal.models import CHANNELS, CreativeKind
 from portal.models.types import utcnow
 from portal.security import partner_required
-from portal.services import announcements, delivery, inbox, links, payouts, reports, schedule
+from portal.services import (
+    announcements,
+    creative_stats,
+    creatives,
+    delivery,
+    inbox,
+    links,
+    payouts,
+    reports,
+    schedule,
+)
 from portal.services.commissions import commission_summary
 from portal.services.program import get_program
 from portal.services.tracking import reason_label
-from portal.views import render_page_or_partial
+from portal.views import day_arg, render_page_or_partial
 
 
 @bp.get("/")
@@ -334,3 +345,71 @@ def payout_details():
             return redirect(url_for("partner.earnings"))
     status = 200 if request.method == "GET" else 422
     return render_template("partner/payout_details.html", form=form, partner=partner), status
+
+
+# --- creatives ----------------------------------------------------------------------
+
+
+def _library_filters() -> dict:
+    args = request.args
+    return {
+        "channel": args.get("channel") if args.get("channel") in CHANNELS else None,
+        "kind": args.get("kind") if args.get("kind") in set(CreativeKind) else None,
+        "campaign": (args.get("campaign") or "").strip()[:64] or None,
+        "language": (args.get("language") or "").strip()[:8] or None,
+        "search": (args.get("q") or "").strip()[:100] or None,
+    }
+
+
+@bp.get("/creatives")
+@partner_required
+def list_creatives():
+    filters = _library_filters()
+    page = db.paginate(creatives.library_query(**filters), per_page=24, error_out=False)
+    return render_template(
+        "partner/creatives.html",
+        partner=current_user.partner,
+        page=page,
+        filters=filters,
+        kinds=list(CreativeKind),
+        campaigns=creatives.campaigns_in_use(),
+        languages=creatives.languages_in_use(),
+    )
+
+
+@bp.get("/creatives/<int:creative_id>")
+@partner_required
+def show_creative(creative_id: int):
+    creative = creatives.published_creative(creative_id)
+    if creative is None:
+        abort(404)
+    partner = current_user.partner
+    link = url_for("track.follow_link", code=partner.ref_code, creative=creative.id, _external=True)
+    image_url = None
+    if creative.kind == CreativeKind.BANNER:
+        image_url = url_for("media.banner_image", creative_id=creative.id, _external=True)
+    return render_template(
+        "partner/creative.html",
+        partner=partner,
+        creative=creative,
+        code=creatives.code_for(creative, link=link, image_url=image_url),
+        download_name=creatives.download_name(creative) if creative.current.file_key else None,
+    )
+
+
+@bp.get("/creatives/stats")
+@partner_required
+def show_creative_stats():
+    partner = current_user.partner
+    program = get_program()
+    period = creative_stats.period(day_arg("from"), day_arg("to"), program.timezone)
+    return render_template(
+        "partner/creative_stats.html",
+        partner=partner,
+        program=program,
+        period=period,
+        report=creative_stats.creative_report(period, partner_id=partner.id),
+        best=creative_stats.best_in_channels(period, partner.channels or []),
+        min_clicks=creative_stats.MIN_PROGRAM_CLICKS,
+        min_partners=creative_stats.MIN_PROGRAM_PARTNERS,
+    )
