@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import tempfile
 from pathlib import Path
 from typing import ClassVar
 
@@ -40,6 +41,7 @@ class Config:
 
     SQLALCHEMY_DATABASE_URI = _str("DATABASE_URL", f"sqlite:///{INSTANCE_DIR / 'portal.db'}")
     SQLALCHEMY_ENGINE_OPTIONS: ClassVar[dict] = {"pool_pre_ping": True}
+    SQLITE_POOL_SIZE = _int("SQLITE_POOL_SIZE", 4)
 
     REDIS_URL = _str("REDIS_URL")
     # Flask-Limiter keeps its counters here; Redis when configured so that
@@ -93,6 +95,14 @@ class Config:
     SOCKETIO_ASYNC_MODE = _str("SOCKETIO_ASYNC_MODE", "threading")
     SOCKETIO_CORS_ORIGINS = _str("SOCKETIO_CORS_ORIGINS")
 
+    # Socket.IO's Redis channel: deployments sharing one Redis need different names.
+    SOCKETIO_CHANNEL = _str("SOCKETIO_CHANNEL", "flask-socketio")
+
+    # The in-process scheduler runs `portal run-triggers` in the development server;
+    # production runs the command from cron or a timer instead.
+    SCHEDULER_ENABLED = _bool("SCHEDULER_ENABLED", False)
+    SCHEDULER_INTERVAL_SECONDS = float(_str("SCHEDULER_INTERVAL_SECONDS", "300"))
+
     MAX_CONTENT_LENGTH = _int("MAX_CONTENT_LENGTH", 16 * 1024 * 1024)
 
     # Click redirect: "buffered" writes clicks in batches off the request
@@ -105,10 +115,34 @@ class Config:
     API_RATE_LIMIT = _str("API_RATE_LIMIT", "1200 per minute")
     API_MAX_BODY_BYTES = _int("API_MAX_BODY_BYTES", 64 * 1024)
 
+    # Creative files. "local": under STORAGE_LOCAL_DIR, served through signed,
+    # expiring portal URLs. "s3": any S3-compatible store through boto3, which
+    # finds its credentials itself (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY,
+    # AWS_PROFILE, an instance role...).
+    STORAGE_BACKEND = _str("STORAGE_BACKEND", "local")
+    STORAGE_LOCAL_DIR = _str("STORAGE_LOCAL_DIR", str(INSTANCE_DIR / "media"))
+    STORAGE_URL_EXPIRES = _int("STORAGE_URL_EXPIRES", 3600)
+    S3_BUCKET = _str("S3_BUCKET")
+    S3_PREFIX = _str("S3_PREFIX", "")
+    S3_REGION = _str("S3_REGION")
+    S3_ENDPOINT_URL = _str("S3_ENDPOINT_URL")
+    S3_MAX_ATTEMPTS = _int("S3_MAX_ATTEMPTS", 3)
+    S3_TIMEOUT_SECONDS = _int("S3_TIMEOUT_SECONDS", 10)
+    # One banner or screenshot may be this large; a bulk upload takes this many at once.
+    CREATIVE_MAX_BYTES = _int("CREATIVE_MAX_BYTES", 5 * 1024 * 1024)
+    CREATIVE_BULK_MAX_FILES = _int("CREATIVE_BULK_MAX_FILES", 20)
+    # Request-size limit of the creative upload pages only (MAX_CONTENT_LENGTH
+    # stays small everywhere else): room for a full bulk upload, so that an
+    # oversized file reaches the per-file check and gets a clear message.
+    CREATIVE_UPLOAD_MAX_BYTES = _int(
+        "CREATIVE_UPLOAD_MAX_BYTES", CREATIVE_MAX_BYTES * CREATIVE_BULK_MAX_FILES + 1024 * 1024
+    )
+
 
 class DevelopmentConfig(Config):
     ENV_NAME = "development"
     DEBUG = _bool("FLASK_DEBUG", False)
+    SCHEDULER_ENABLED = _bool("SCHEDULER_ENABLED", True)
 
 
 class TestingConfig(Config):
@@ -124,6 +158,10 @@ class TestingConfig(Config):
     SERVER_NAME = "portal.test"
     CLICK_WRITE_MODE = "inline"
     PORTAL_BASE_URL = "http://portal.test"
+    SCHEDULER_ENABLED = False
+    # The test harness gives every app its own folder; never the instance folder.
+    STORAGE_BACKEND = "local"
+    STORAGE_LOCAL_DIR = str(Path(tempfile.gettempdir()) / "portal-test-media")
 
 
 class ProductionConfig(Config):

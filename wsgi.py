@@ -8,7 +8,7 @@ app = create_app()
 if __name__ == "__main__":
     from portal.jobs import start_scheduler
 
-    start_scheduler(app)
+    start_scheduler(app)  # development only (SCHEDULER_ENABLED); production: cron runs `flask portal ...`
     socketio.run(
         app,
         host=app.config["HOST"],

@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from flask import Flask
+from flask import Flask, request
+from flask.sessions import SecureCookieSessionInterface
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from config import Config, finalise_secret_key, get_config
@@ -17,10 +18,24 @@ def create_app(config_class: type[Config] | None = None, **overrides) -> Flask:
     app.config.from_object(config_class or get_config())
     app.config.update(overrides)
     finalise_secret_key(app.config)
+    app.session_interface = _PortalSessionInterface()
+    if (
+        app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite:///")
+        and ":memory:" not in app.config["SQLALCHEMY_DATABASE_URI"]
+    ):
+        # SQLite has one writer: a few connections queue fairly in the pool instead
+        # of many spinning in SQLite's busy handler.
+        app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {
+            **app.config["SQLALCHEMY_ENGINE_OPTIONS"],
+            "pool_size": app.config["SQLITE_POOL_SIZE"],
+            "max_overflow": 0,
+            "pool_pre_ping": False,
+        }
     configure_logging(app)
     register_extensions(app)
     register_blueprints(app)
     register_realtime(app)
+    register_mail_delivery(app)
     register_template_helpers(app)
     register_cli(app)
     register_errorhandlers(app)
@@ -34,6 +49,15 @@ def _instance_dir():
     from config import INSTANCE_DIR
 
     return INSTANCE_DIR
+
+
+class _PortalSessionInterface(SecureCookieSessionInterface):
+    """No session for the click redirect: it never reads one, and it is the hot path."""
+
+    def open_session(self, app, request):
+        if request.path.startswith("/go/"):
+            return self.null_session_class()
+        return super().open_session(app, request)
 
 
 def configure_logging(app: Flask) -> None:
@@ -58,9 +82,15 @@ def register_extensions(app: Flask) -> None:
     htmx.init_app(app)
     limiter.init_app(app)
 
-    from portal import clickwriter
+    @limiter.request_filter
+    def _not_the_click_redirect() -> bool:
+        # /go/ has no limits of its own; skip the limiter's per-request work there.
+        return request.path.startswith("/go/")
+
+    from portal import clickwriter, storage
 
     clickwriter.init_app(app)
+    storage.init_app(app)
 
     from portal.i18n import select_locale, select_timezone
 
@@ -76,6 +106,7 @@ def register_blueprints(app: Flask) -> None:
     from portal.blueprints.api import bp as api_bp
     from portal.blueprints.auth import bp as auth_bp
     from portal.blueprints.health import bp as health_bp
+    from portal.blueprints.media import bp as media_bp
     from portal.blueprints.partner import bp as partner_bp
     from portal.blueprints.track import bp as track_bp
 
@@ -85,6 +116,7 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(track_bp, url_prefix="/go")
     app.register_blueprint(api_bp, url_prefix="/api/v1")
     app.register_blueprint(health_bp)
+    app.register_blueprint(media_bp, url_prefix="/media")
 
 
 def register_realtime(app: Flask) -> None:
@@ -98,12 +130,30 @@ def register_realtime(app: Flask) -> None:
         app,
         async_mode=app.config["SOCKETIO_ASYNC_MODE"],
         message_queue=app.config.get("REDIS_URL"),
+        channel=app.config["SOCKETIO_CHANNEL"],
         manage_session=False,
         cors_allowed_origins=origins.split(",") if origins else None,
         logger=False,
         engineio_logger=False,
     )
     realtime.register_handlers(socketio)
+    # Only /socket.io/ goes through the engine.io middleware; the click redirect
+    # and every page skip its per-request work.
+    engineio_app = app.wsgi_app
+    flask_app = engineio_app.wsgi_app
+
+    def route_sockets(environ, start_response):
+        if environ.get("PATH_INFO", "").startswith("/socket.io/"):
+            return engineio_app(environ, start_response)
+        return flask_app(environ, start_response)
+
+    app.wsgi_app = route_sockets
+
+
+def register_mail_delivery(app: Flask) -> None:
+    from portal.services import delivery
+
+    delivery.init_app(app)
 
 
 def register_template_helpers(app: Flask) -> None:

@@ -90,3 +90,12 @@ def settle_command(as_of) -> None:
         click.echo(f"Built payout batch {batch.id} for {batch.period_end}: {len(batch.items)} partners.")
     else:
         click.echo(f"Payout batch {batch.id} for {batch.period_end} already exists; nothing changed.")
+
+
+@portal_cli.command("run-triggers")
+def run_triggers_command() -> None:
+    """Publish due announcements, send wake-ups and waiting e-mails (idempotent; run from cron)."""
+    from portal.jobs import run_triggers
+
+    report = run_triggers()
+    click.echo(f"run-triggers: {report}.")

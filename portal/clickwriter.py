@@ -17,6 +17,7 @@ import threading
 import sqlalchemy as sa
 from flask import Flask
 
+from portal import realtime
 from portal.extensions import db
 from portal.models import Click
 
@@ -41,6 +42,7 @@ class ClickWriter:
     def record(self, row: dict) -> None:
         if self.inline:
             db.session.execute(sa.insert(Click), [row])
+            realtime.notify(row["partner_id"], "stats")
             return
         self._ensure_thread()
         with self._lock:
@@ -88,6 +90,10 @@ class ClickWriter:
                 with self._lock:
                     self._rows[:0] = batch
                 return 0
+            try:
+                realtime.notify_partners_now({row["partner_id"] for row in batch}, "stats")
+            except Exception:
+                log.warning("could not announce %d new clicks", len(batch), exc_info=True)
             return len(batch)
 
     def close(self) -> None:

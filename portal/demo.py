@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import random
 from datetime import timedelta
 
@@ -142,8 +143,9 @@ def seed_demo(partner_count: int = 36) -> str:
         )
         db.session.add(partner)
     db.session.flush()
-    record_event(admin, "demo.seeded", "program", program.id, partners=partner_count + 1)
-    return f"program {program.name!r}, 2 operators, {partner_count + 1} partners"
+    made = seed_demo_creatives(admin, program)
+    record_event(admin, "demo.seeded", "program", program.id, partners=partner_count + 1, creatives=made)
+    return f"program {program.name!r}, 2 operators, {partner_count + 1} partners, {made} creatives"
 
 
 def seed_demo_activity(now=None) -> str:
@@ -244,3 +246,87 @@ def seed_demo_activity(now=None) -> str:
     payouts.settle(program, now.date(), now=now, actor=manager)
     commissions_total = sum(len(c.commissions) for c in db.session.scalars(sa.select(tracking.Conversion)))
     return f"{sales} sales with {commissions_total} commission lines for {len(earners)} partners"
+
+
+def _demo_banner(size: tuple[int, int], headline: str, colour: tuple[int, int, int]) -> bytes:
+    from PIL import Image, ImageDraw
+
+    image = Image.new("RGB", size, colour)
+    draw = ImageDraw.Draw(image)
+    draw.rectangle((6, 6, size[0] - 7, size[1] - 7), outline=(255, 255, 255), width=3)
+    draw.text((18, 18), "Northwind Outdoor", fill=(255, 255, 255))
+    draw.text((18, size[1] // 2 - 6), headline, fill=(255, 255, 255))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def seed_demo_creatives(actor: User, program) -> int:
+    """A few published creatives of every kind (files go to the configured store)."""
+    from portal.services import creatives
+    from portal.services.creative_files import Upload
+
+    def details(name: str, channels: list[str], **content) -> creatives.CreativeInput:
+        return creatives.CreativeInput(name=name, channels=channels, language="en", **content)
+
+    def banner(name: str, size: tuple[int, int], colour: tuple[int, int, int], channels: list[str]):
+        data = _demo_banner(size, "Autumn sale: up to 30% off tents", colour)
+        upload = Upload(f"{name.lower().replace(' ', '-')}.png", len(data), data)
+        return creatives.create_creative(
+            "banner", actor, program, details(name, channels, campaign="autumn"), upload
+        )
+
+    made = [
+        banner("Autumn sale square", (300, 250), (36, 83, 214), ["social", "seo"]),
+        banner("Autumn sale leaderboard", (728, 90), (23, 112, 58), ["seo", "ads"]),
+        creatives.create_creative(
+            "text",
+            actor,
+            program,
+            details(
+                "Tent review blurb",
+                ["seo", "social"],
+                headline="The tent that survived a Scottish winter",
+                body="Three seasons, two storms, zero leaks. "
+                "Our full review of the Northwind Ridge 2: {link}",
+                call_to_action="Check today's price: {link}",
+            ),
+        ),
+        creatives.create_creative(
+            "landing",
+            actor,
+            program,
+            details(
+                "Tents category page",
+                ["seo", "ads", "social"],
+                description="Every tent in stock, with filters by season and weight.",
+                url="https://shop.northwind-outdoor.example/tents",
+            ),
+        ),
+        creatives.create_creative(
+            "email",
+            actor,
+            program,
+            details(
+                "Newsletter: autumn picks",
+                ["email"],
+                subject="Our autumn gear picks (and a discount)",
+                body="Hi there,\n\nthe nights are getting colder. These are the picks we trust: {link}"
+                "\n\nHappy trails!",
+            ),
+        ),
+        creatives.create_creative(
+            "video",
+            actor,
+            program,
+            details(
+                "Pitching the Ridge 2 in 60 seconds",
+                ["video", "social"],
+                description="Short how-to, good for reels and shorts.",
+                url="https://video.northwind-outdoor.example/ridge-2-pitch",
+            ),
+        ),
+    ]
+    for creative in made:
+        creatives.set_creative_status(creative, actor, "publish")
+    return len(made)

@@ -71,6 +71,10 @@ def init_app(app: Flask) -> None:
     def http_error(error: HTTPException):
         status = error.code or 500
         title, message = _titles().get(status, (error.name, error.description))
+        if status == 413:
+            from portal.views import too_large_message
+
+            message = too_large_message() or message
         if wants_json():
             return api_error(status, error.description or message)
         response = render_template("errors/error.html", code=status, title=title, message=message)

@@ -32,3 +32,15 @@ class InvalidSetting(DomainError):
 
 class InvalidToken(DomainError):
     code = "invalid_token"
+
+
+class InvalidFile(DomainError):
+    """An upload that is not an acceptable image (type, size, damage, dimensions)."""
+
+    code = "invalid_file"
+
+
+class StorageUnavailable(DomainError):
+    """The file store could not be reached or refused the request; nothing was saved."""
+
+    code = "storage_unavailable"

@@ -56,6 +56,18 @@ def country_choices() -> tuple[tuple[str, str], ...]:
     return tuple(sorted(pairs, key=lambda p: p[1]))
 
 
+@cache
+def _language_pairs() -> tuple[tuple[str, str], ...]:
+    from portal.services.creatives import language_names
+
+    return tuple(sorted(language_names().items(), key=lambda p: p[1]))
+
+
+def language_choices() -> list[SelectChoice]:
+    """ISO 639-1 languages with English names, sorted by name."""
+    return as_choices(_language_pairs())
+
+
 def put_error_on_form(form: FlaskForm, error: DomainError) -> None:
     """Show a service's refusal beside the field it concerns, or above the form."""
     field = getattr(form, error.field, None) if error.field else None

@@ -1,22 +1,51 @@
-"""Periodic jobs. Each is idempotent: running it twice, or late, is harmless.
+"""Periodic jobs. Each is idempotent: running it twice, or twice at once, does the work once.
 
-In production run them from cron (or a systemd timer) through the CLI:
-``flask --app wsgi portal settle`` daily. ``python wsgi.py`` (development)
-runs them in-process every few minutes.
+``flask --app wsgi portal run-triggers`` (announcements, wake-ups, e-mail) and
+``flask --app wsgi portal settle`` (confirm commissions, build the payout batch)
+run them from cron or a systemd timer; the development server's in-process
+scheduler runs both.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from datetime import date
+from dataclasses import dataclass
+from datetime import date, datetime
 
 from flask import Flask
 
 from portal.database import begin_write
 from portal.extensions import db
+from portal.models.types import utcnow
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class TriggerReport:
+    announcements: int
+    wake_ups: int
+    emails: int
+
+    def __str__(self) -> str:
+        return (
+            f"{self.announcements} scheduled announcements published, "
+            f"{self.wake_ups} wake-up messages, {self.emails} e-mails sent"
+        )
+
+
+def run_triggers(now: datetime | None = None) -> TriggerReport:
+    """Publish due announcements, send due wake-ups, then send (or retry) waiting e-mails."""
+    from portal.services import announcements, delivery, lifecycle
+
+    now = now or utcnow()
+    published = announcements.publish_due(now)
+    db.session.commit()
+    wake_ups = lifecycle.send_wake_ups(now)
+    db.session.commit()
+    sent = delivery.send_ready() + delivery.retry_unsent()
+    return TriggerReport(published, wake_ups, sent)
 
 
 def run_settlement(as_of: date | None = None):
@@ -34,19 +63,45 @@ def run_settlement(as_of: date | None = None):
     return result
 
 
-def start_scheduler(app: Flask, every_seconds: float = 300.0) -> threading.Thread:
-    """Development only: run the jobs in a background thread while the dev server runs."""
-    stop = threading.Event()
+class Scheduler:
+    """Development only: runs ``run_triggers`` and settlement every few minutes in a daemon thread."""
 
-    def loop():
-        while not stop.wait(every_seconds):
-            with app.app_context():
-                try:
-                    run_settlement()
-                except Exception:
-                    log.exception("scheduled settlement failed; will try again")
+    def __init__(self, app: Flask, interval: float):
+        self.app = app
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="portal-scheduler", daemon=True)
 
-    thread = threading.Thread(target=loop, name="portal-jobs", daemon=True)
-    thread.start()
-    app.extensions["job_scheduler_stop"] = stop
-    return thread
+    def start(self) -> Scheduler:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def run_once(self) -> TriggerReport | None:
+        with self.app.app_context():
+            try:
+                report = run_triggers()
+                run_settlement()
+                return report
+            except Exception:
+                db.session.rollback()
+                log.exception("scheduled jobs failed; they run again next time")
+                return None
+            finally:
+                db.session.remove()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.run_once()
+
+
+def start_scheduler(app: Flask) -> Scheduler | None:
+    """Start the in-process scheduler when SCHEDULER_ENABLED says so (development)."""
+    if not app.config.get("SCHEDULER_ENABLED"):
+        return None
+    interval = app.config["SCHEDULER_INTERVAL_SECONDS"]
+    app.logger.info("In-process scheduler: run-triggers every %s s", interval)
+    return Scheduler(app, interval).start()

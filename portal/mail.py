@@ -29,8 +29,13 @@ def build_message(to: str, subject: str, text: str, html: str | None = None) -> 
 
 def send_mail(to: str, subject: str, text: str, html: str | None = None) -> None:
     """Send one message now. Raises MailError when SMTP is configured and fails."""
+    send_message(build_message(to, subject, text, html))
+
+
+def send_message(message: EmailMessage) -> None:
+    """Send a built message now. Raises MailError when SMTP is configured and fails."""
     config = current_app.config
-    message = build_message(to, subject, text, html)
+    to = message["To"]
     if not config.get("MAIL_SERVER"):
         current_app.logger.info("E-mail not sent (MAIL_SERVER unset):\n%s", message.as_string())
         return

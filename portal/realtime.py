@@ -47,7 +47,7 @@ def register_handlers(sio: SocketIO) -> None:
         return None
 
 
-def _queue(room: str, event_name: str, payload: dict[str, Any]) -> None:
+def _queue(room: str | list[str], event_name: str, payload: dict[str, Any]) -> None:
     session = db.session()
     if session.in_transaction():
         session.info.setdefault(_PENDING_KEY, []).append((room, event_name, payload))
@@ -58,6 +58,20 @@ def _queue(room: str, event_name: str, payload: dict[str, Any]) -> None:
 def notify(partner_id: int, event_name: str, payload: dict[str, Any] | None = None) -> None:
     """Tell one partner's open pages that ``event_name`` happened (after commit)."""
     _queue(partner_room(partner_id), event_name, payload or {})
+
+
+def notify_partners(partner_ids, event_name: str, payload: dict[str, Any] | None = None) -> None:
+    """Tell several partners at once: one emit to all their rooms (one publish over Redis)."""
+    rooms = sorted({partner_room(pid) for pid in partner_ids})
+    if rooms:
+        _queue(rooms, event_name, payload or {})
+
+
+def notify_partners_now(partner_ids, event_name: str, payload: dict[str, Any] | None = None) -> None:
+    """Emit at once, for writers that commit outside the session (the click writer's batches)."""
+    rooms = sorted({partner_room(pid) for pid in partner_ids})
+    if rooms:
+        socketio.emit(event_name, payload or {}, to=rooms)
 
 
 def notify_operators(event_name: str, payload: dict[str, Any] | None = None) -> None:
@@ -71,6 +85,9 @@ def _emit_after_commit(session: Session) -> None:
         socketio.emit(event_name, payload, to=room)
 
 
-@event.listens_for(Session, "after_rollback")
-def _drop_after_rollback(session: Session) -> None:
-    session.info.pop(_PENDING_KEY, None)
+@event.listens_for(Session, "after_soft_rollback")
+def _drop_after_rollback(session: Session, previous_transaction) -> None:
+    # Only the whole transaction's rollback drops the events: a SAVEPOINT rolled
+    # back inside it (a lost insert race, say) leaves the rest of the work standing.
+    if previous_transaction.parent is None:
+        session.info.pop(_PENDING_KEY, None)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from flask import Flask, request
+from flask import Flask, has_request_context, request
 from flask_babel import format_date, format_datetime, format_percent, get_locale
 from flask_babel import gettext as _
 from flask_wtf.csrf import generate_csrf
@@ -73,10 +73,24 @@ _STATUS_ICONS = {
         "review": ("⚑", "warn"),
         "rejected": ("✖", "bad"),
     },
+    "announcement": {
+        "draft": ("✎", "neutral"),
+        "scheduled": ("◷", "pending"),
+        "published": ("✔", "good"),
+    },
+    "switch": {
+        "on": ("✔", "good"),
+        "off": ("‖", "neutral"),
+    },
     "commission": {
         "pending": ("◷", "pending"),
         "confirmed": ("✔", "good"),
         "reversed": ("↩", "bad"),
+    },
+    "creative": {
+        "draft": ("✎", "pending"),
+        "published": ("✔", "good"),
+        "archived": ("‖", "neutral"),
     },
 }
 
@@ -86,6 +100,10 @@ def _status_label(kind: str, status: str) -> str:
         from portal.services.accounts import partner_status_label
 
         return partner_status_label(status)
+    if kind == "creative":
+        from portal.services.creatives import status_label
+
+        return status_label(status)
     return {
         ("conversion", "pending"): _("counted — commission pending"),
         ("conversion", "review"): _("under review"),
@@ -93,6 +111,11 @@ def _status_label(kind: str, status: str) -> str:
         ("commission", "pending"): _("pending"),
         ("commission", "confirmed"): _("confirmed"),
         ("commission", "reversed"): _("reversed"),
+        ("announcement", "draft"): _("draft"),
+        ("announcement", "scheduled"): _("scheduled"),
+        ("announcement", "published"): _("published"),
+        ("switch", "on"): _("on"),
+        ("switch", "off"): _("off"),
     }.get((kind, status), status)
 
 
@@ -101,14 +124,72 @@ def status_badge_parts(status: str, kind: str = "partner") -> tuple[str, str, st
     return icon, tone, _status_label(kind, status)
 
 
+def unread_count(user) -> int:
+    """The inbox badge: a partner's unread messages and announcements; for operators, partners' messages."""
+    from portal.services import inbox
+
+    if user.is_operator:
+        return inbox.team_unread_count()
+    return inbox.partner_unread_count(user.partner)
+
+
+def rate(fraction: Decimal | None) -> str:
+    """A share as a percent with up to two decimals: 0.0525 → "5.25%"; None → "—"."""
+    if fraction is None:
+        return "—"
+    return format_percent(fraction, "#,##0.##%")
+
+
+def filesize(size: int | None) -> str:
+    from portal.services.creative_files import format_size
+
+    return "—" if size is None else format_size(size)
+
+
+def file_url(key: str, download_name: str | None = None) -> str:
+    """A short-lived address of a stored file (signed or presigned by the store)."""
+    from portal.storage import current_storage
+
+    return current_storage().url(key, download_name=download_name)
+
+
+def creative_kind(kind: str) -> str:
+    from portal.services.creatives import kind_label
+
+    return kind_label(kind)
+
+
+def language_name(code: str | None) -> str:
+    from portal.services.creatives import language_label
+
+    return language_label(code)
+
+
+def _channel_choices():
+    from portal.forms import channel_choices
+
+    return channel_choices()
+
+
 def init_app(app: Flask) -> None:
+    from portal.markup import preview, render_markdown
+
+    app.add_template_filter(render_markdown, "markdown")
+    app.add_template_filter(preview, "preview")
+    app.add_template_global(unread_count)
     app.add_template_filter(money, "money")
     app.add_template_filter(when, "when")
-    app.add_template_filter(day, "day")
     app.add_template_filter(percent_bp, "percent_bp")
     app.add_template_filter(channel_label, "channel")
     app.add_template_filter(channel_labels, "channels")
     app.add_template_filter(country_name, "country")
+    app.add_template_filter(rate, "rate")
+    app.add_template_filter(day, "day")
+    app.add_template_filter(filesize, "filesize")
+    app.add_template_filter(creative_kind, "creative_kind")
+    app.add_template_filter(language_name, "language")
+    app.add_template_global(file_url)
+    app.add_template_global(_channel_choices, "channel_choices")
     app.add_template_global(base_commission)
     app.add_template_global(get_locale)
     app.add_template_global(room_for, "live_room")
@@ -117,4 +198,5 @@ def init_app(app: Flask) -> None:
 
     @app.context_processor
     def inject_common():
-        return {"is_htmx": bool(getattr(request, "htmx", False))}
+        # E-mails are also rendered outside a request (jobs).
+        return {"is_htmx": has_request_context() and bool(getattr(request, "htmx", False))}

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from flask import render_template, request
+from datetime import date
+from functools import wraps
+
+from flask import current_app, render_template, request
+from flask_babel import gettext as _
 
 
 def render_page_or_partial(page: str, partial: str, **context) -> str:
@@ -13,3 +17,47 @@ def render_page_or_partial(page: str, partial: str, **context) -> str:
     if request.htmx and not request.htmx.boosted:
         return render_template(partial, **context)
     return render_template(page, **context)
+
+
+def accepts_uploads(view):
+    """Let this view take request bodies up to ``CREATIVE_UPLOAD_MAX_BYTES``.
+
+    Goes under the role decorator, so the limit rises only for someone allowed
+    to upload. The CSRF check moves here from the app-wide hook, because that
+    hook reads the body before any view runs, under the small global limit.
+    """
+    from portal.extensions import csrf
+
+    @wraps(view)
+    def wrapped(*args, **kwargs):
+        request.max_content_length = current_app.config["CREATIVE_UPLOAD_MAX_BYTES"]
+        if current_app.config["WTF_CSRF_ENABLED"]:
+            csrf.protect()
+        return view(*args, **kwargs)
+
+    csrf.exempt(wrapped)
+    wrapped.accepts_uploads = True
+    return wrapped
+
+
+def too_large_message() -> str | None:
+    """What to say when an upload view gets more than it accepts; None for other views."""
+    view = current_app.view_functions.get(request.endpoint or "")
+    if not getattr(view, "accepts_uploads", False):
+        return None
+    from portal.services.creative_files import format_size
+
+    return _(
+        "That upload is too large. Each image may be at most %(size)s, and at most %(n)d images go at once. "
+        "Nothing was saved.",
+        size=format_size(current_app.config["CREATIVE_MAX_BYTES"]),
+        n=current_app.config["CREATIVE_BULK_MAX_FILES"],
+    )
+
+
+def day_arg(name: str) -> date | None:
+    """A ``YYYY-MM-DD`` query parameter as a date; None when missing or malformed."""
+    try:
+        return date.fromisoformat(request.args.get(name) or "")
+    except ValueError:
+        return None

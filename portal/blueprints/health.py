@@ -35,10 +35,24 @@ def _check_redis(url: str) -> str:
     return "ok"
 
 
+def _check_storage() -> str:
+    from portal.errors import StorageUnavailable
+    from portal.storage import current_storage
+
+    try:
+        current_storage().check()
+    except StorageUnavailable as exc:
+        current_app.logger.warning("health: storage check failed: %s", exc.__cause__ or exc)
+        return "error"
+    return "ok"
+
+
 @bp.get("/healthz")
 def healthz():
     checks = {"database": _check_database()}
     if current_app.config.get("REDIS_URL"):
         checks["redis"] = _check_redis(current_app.config["REDIS_URL"])
+    if current_app.config.get("STORAGE_BACKEND") == "s3":
+        checks["storage"] = _check_storage()
     healthy = all(v == "ok" for v in checks.values())
     return jsonify({"status": "ok" if healthy else "error", **checks}), 200 if healthy else 503

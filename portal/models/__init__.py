@@ -2,6 +2,22 @@
 
 from portal.models.accounts import CHANNELS, OPERATOR_ROLES, Partner, PartnerStatus, Role, User
 from portal.models.audit import AuditEvent
+from portal.models.creatives import Creative, CreativeKind, CreativeStatus, CreativeVersion
+from portal.models.messaging import (
+    EMAIL_KINDS,
+    Announcement,
+    AnnouncementRecipient,
+    AutomaticKind,
+    AutomaticMessageLog,
+    EmailPreference,
+    Message,
+    MessageTemplate,
+    OutboundEmail,
+    Sender,
+    Tag,
+    Thread,
+    partner_tags,
+)
 from portal.models.payouts import (
     BatchKind,
     BatchStatus,
@@ -27,10 +43,15 @@ from portal.models.tracking import (
 __all__ = [
     "CHANNELS",
     "CORRECTION_KINDS",
+    "EMAIL_KINDS",
     "OPERATOR_ROLES",
+    "Announcement",
+    "AnnouncementRecipient",
     "ApiKey",
     "AttributionMethod",
     "AuditEvent",
+    "AutomaticKind",
+    "AutomaticMessageLog",
     "BatchKind",
     "BatchStatus",
     "Click",
@@ -40,8 +61,16 @@ __all__ = [
     "CommissionType",
     "Conversion",
     "ConversionStatus",
+    "Creative",
+    "CreativeKind",
+    "CreativeStatus",
+    "CreativeVersion",
+    "EmailPreference",
     "ItemStatus",
     "Link",
+    "Message",
+    "MessageTemplate",
+    "OutboundEmail",
     "Partner",
     "PartnerStatus",
     "PayoutAccount",
@@ -52,6 +81,10 @@ __all__ = [
     "Program",
     "RejectionReason",
     "Role",
+    "Sender",
     "Signup",
+    "Tag",
+    "Thread",
     "User",
+    "partner_tags",
 ]

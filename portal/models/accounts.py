@@ -110,9 +110,15 @@ class Partner(db.Model):
     applied_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     status_changed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     status_changed_by_id: Mapped[int | None] = mapped_column(sa.ForeignKey("users.id", ondelete="SET NULL"))
+    # The partner's own manager: sees their messages first.
+    manager_id: Mapped[int | None] = mapped_column(sa.ForeignKey("users.id", ondelete="SET NULL"), index=True)
 
     user: Mapped[User] = relationship(back_populates="partner", foreign_keys=[user_id])
     status_changed_by: Mapped[User | None] = relationship(foreign_keys=[status_changed_by_id])
+    manager: Mapped[User | None] = relationship(foreign_keys=[manager_id])
+    tags: Mapped[list[Tag]] = relationship(  # noqa: F821 - defined in messaging
+        secondary="partner_tags", order_by="Tag.name", lazy="selectin"
+    )
 
     @property
     def attributes(self) -> bool:

@@ -67,6 +67,7 @@ class Click(db.Model):
     __table_args__ = (
         sa.Index("ix_clicks_partner_created", "partner_id", "created_at"),
         sa.Index("ix_clicks_ip_link_created", "ip_hash", "code", "created_at"),
+        sa.Index("ix_clicks_creative_created", "creative_id", "created_at"),
     )
 
     # The click id travels to the brand's site and back in the API.
@@ -77,6 +78,7 @@ class Click(db.Model):
     channel: Mapped[str] = mapped_column(sa.String(16))
     campaign: Mapped[str | None] = mapped_column(sa.String(64))
     sub_id: Mapped[str | None] = mapped_column(sa.String(64))
+    # No foreign key: the id comes from the link's query string and a typo must not lose a batch of clicks.
     creative_id: Mapped[int | None]
     destination_url: Mapped[str] = mapped_column(sa.String(2000))
     ip_hash: Mapped[str] = mapped_column(sa.String(32))

@@ -142,7 +142,11 @@ def _transition(partner: Partner, actor: User, verb: str, reason: str | None) ->
 
 
 def approve_partner(partner: Partner, actor: User) -> Partner:
-    return _transition(partner, actor, "approve", None)
+    from portal.services import lifecycle
+
+    _transition(partner, actor, "approve", None)
+    lifecycle.partner_approved(partner)
+    return partner
 
 
 def reject_partner(partner: Partner, actor: User, reason: str) -> Partner:

@@ -20,14 +20,22 @@ import sqlalchemy as sa
 from flask import current_app
 
 from portal.extensions import db
-from portal.models import Link, Partner, PartnerStatus, Program
+from portal.models import (
+    Creative,
+    CreativeKind,
+    CreativeStatus,
+    CreativeVersion,
+    Link,
+    Partner,
+    PartnerStatus,
+    Program,
+)
 
 CACHE_SECONDS = 30.0
 _MAX_CACHED = 50_000
 _BOTS = re.compile(
     r"bot|crawl|spider|slurp|mediapartners|facebookexternalhit|embedly|preview|monitor|"
     r"curl/|wget/|python-requests|python-urllib|httpclient|go-http-client|headlesschrome|phantomjs",
-    re.IGNORECASE,
 )
 _SUB = re.compile(r"^[\w.:+-]{1,64}$")
 
@@ -90,6 +98,7 @@ class _TTLCache:
 _MISS = object()
 _targets = _TTLCache(CACHE_SECONDS, _MAX_CACHED)
 _routing = _TTLCache(CACHE_SECONDS, 4)
+_creative_landings = _TTLCache(CACHE_SECONDS, 10_000)
 
 
 def forget_target(code: str | None = None) -> None:
@@ -99,6 +108,41 @@ def forget_target(code: str | None = None) -> None:
 
 def forget_routing() -> None:
     _routing.forget()
+
+
+def forget_creative(creative_id: int | None = None) -> None:
+    _creative_landings.forget(creative_id)
+
+
+def creative_id_from(value: str | None) -> int | None:
+    """The ``?creative=`` parameter as an id, or None when it is not one."""
+    return int(value) if value and value.isdigit() and len(value) < 10 else None
+
+
+def creative_landing(value: str | None) -> str | None:
+    """Where a published landing-page creative sends its clicks, if ``value`` names one."""
+    creative_id = creative_id_from(value)
+    if creative_id is None:
+        return None
+    cached = _creative_landings.get(creative_id)
+    if cached is _MISS:
+        cached = db.session.scalar(
+            sa.select(CreativeVersion.url)
+            .join(
+                Creative,
+                sa.and_(
+                    CreativeVersion.creative_id == Creative.id,
+                    CreativeVersion.number == Creative.current_version,
+                ),
+            )
+            .where(
+                Creative.id == creative_id,
+                Creative.kind == CreativeKind.LANDING,
+                Creative.status == CreativeStatus.PUBLISHED,
+            )
+        )
+        _creative_landings.put(creative_id, cached)
+    return cached
 
 
 def _load_target(code: str) -> Target | None:
@@ -175,7 +219,7 @@ def hash_ip(ip: str | None) -> str:
 
 
 def is_bot(user_agent: str | None) -> bool:
-    return not user_agent or bool(_BOTS.search(user_agent))
+    return not user_agent or bool(_BOTS.search(user_agent.lower()))
 
 
 class _FloodCounter:
@@ -208,13 +252,14 @@ def with_params(url: str, params: dict[str, str]) -> str:
     return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query), parts.fragment))
 
 
-def destination_for(target: Target | None, route: Routing) -> str:
-    """The link's own destination when it is still allowed, else the default landing page."""
-    if target is not None and target.destination_url:
-        from portal.services.program import is_allowed_destination
+def destination_for(target: Target | None, route: Routing, creative_landing: str | None = None) -> str:
+    """The link's own destination, else the landing-page creative's, each only while it is
+    still on an allowed domain; else the default landing page."""
+    from portal.services.program import is_allowed_destination
 
-        if is_allowed_destination(target.destination_url, list(route.allowed_domains)):
-            return target.destination_url
+    for url in (target.destination_url if target is not None else None, creative_landing):
+        if url and is_allowed_destination(url, list(route.allowed_domains)):
+            return url
     return route.default_landing_url
 
 
@@ -253,7 +298,7 @@ def click_row(
         "channel": target.channel,
         "campaign": target.campaign,
         "sub_id": clean_sub(sub) or target.sub_id,
-        "creative_id": int(creative) if creative and creative.isdigit() and len(creative) < 10 else None,
+        "creative_id": creative_id_from(creative),
         "destination_url": destination[:2000],
         "ip_hash": ip_hash,
         "user_agent": (user_agent or "")[:512] or None,

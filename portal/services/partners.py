@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import sqlalchemy as sa
+from flask_babel import gettext as _
 from sqlalchemy.orm import joinedload
 
+from portal.errors import DomainError
 from portal.extensions import db
-from portal.models import AuditEvent, Partner, PartnerStatus, User
+from portal.models import OPERATOR_ROLES, AuditEvent, Partner, PartnerStatus, Tag, User
+from portal.services.audit import record_event
 
 
-def partner_query(status: str | None = None, search: str | None = None) -> sa.Select:
-    """Partners filtered by status and a name / e-mail / ref code search."""
+def partner_query(status: str | None = None, search: str | None = None, tag: str | None = None) -> sa.Select:
+    """Partners filtered by status, tag and a name / e-mail / ref code search."""
     query = sa.select(Partner).join(Partner.user).options(joinedload(Partner.user))
     if status:
         query = query.where(Partner.status == status)
+    if tag:
+        query = query.where(Partner.tags.any(Tag.name == tag.strip().lower()))
     if search:
         term = f"%{search.strip().lower()}%"
         query = query.where(
@@ -45,3 +50,59 @@ def partner_history(partner: Partner, limit: int = 50) -> list[AuditEvent]:
             .limit(limit)
         )
     )
+
+
+# --- tags and the assigned manager ------------------------------------------------------------
+
+
+def set_partner_tags(partner: Partner, actor: User, names: list[str]) -> Partner:
+    """Replace the partner's tags; new tag names are created on the way."""
+    from portal.services.announcements import normalise_tag
+
+    wanted = list(dict.fromkeys(normalise_tag(name) for name in names if name.strip()))
+    if len(wanted) > 20:
+        raise DomainError(_("At most %(max)d tags per partner.", max=20), "tags")
+    existing = {tag.name: tag for tag in db.session.scalars(sa.select(Tag).where(Tag.name.in_(wanted)))}
+    for name in wanted:
+        if name not in existing:
+            existing[name] = Tag(name=name)
+            db.session.add(existing[name])
+    before = sorted(tag.name for tag in partner.tags)
+    partner.tags = [existing[name] for name in wanted]
+    db.session.flush()
+    if before != sorted(wanted):
+        record_event(actor, "partner.tagged", "partner", partner.id, before=before, after=sorted(wanted))
+    return partner
+
+
+def all_tags() -> list[str]:
+    return list(db.session.scalars(sa.select(Tag.name).order_by(Tag.name)))
+
+
+def operators() -> list[User]:
+    return list(
+        db.session.scalars(
+            sa.select(User)
+            .where(User.role.in_([role.value for role in OPERATOR_ROLES]), User.active.is_(True))
+            .order_by(User.name)
+        )
+    )
+
+
+def assign_manager(partner: Partner, actor: User, manager: User | None) -> Partner:
+    """Make ``manager`` the partner's own contact (None: nobody in particular)."""
+    if manager is not None and (not manager.is_operator or not manager.active):
+        raise DomainError(_("Choose an active manager or admin."), "manager")
+    previous = partner.manager_id
+    partner.manager_id = manager.id if manager else None
+    db.session.flush()
+    if previous != partner.manager_id:
+        record_event(
+            actor,
+            "partner.manager_assigned",
+            "partner",
+            partner.id,
+            previous=previous,
+            manager=partner.manager_id,
+        )
+    return partner

@@ -31,9 +31,6 @@ def get_program() -> Program:
         program = Program(name="Partner program", default_landing_url="", allowed_domains=[])
         db.session.add(program)
         db.session.flush()
-    from portal.services.clicks import forget_routing
-
-    forget_routing()
     return program
 
 

@@ -32,7 +32,7 @@ from portal.models import (
     User,
 )
 from portal.models.types import utcnow
-from portal.services import commissions
+from portal.services import commissions, lifecycle
 from portal.services.audit import record_event
 
 
@@ -279,6 +279,8 @@ def record_conversion(program: Program, data: ConversionInput, raw: dict) -> tup
         commissions.earn(program, conversion)
     db.session.flush()
     _announce(conversion)
+    lifecycle.conversion_recorded(conversion)
+    lifecycle.conversion_rejected(conversion)
     return conversion, True
 
 
@@ -292,6 +294,9 @@ def _announce(conversion: Conversion) -> None:
     payload = {"conversion": conversion.id, "status": conversion.status}
     if conversion.partner_id is not None:
         realtime.notify(conversion.partner_id, "conversion", payload)
+        realtime.notify(conversion.partner_id, "stats", payload)
+        if conversion.commissions:
+            realtime.notify(conversion.partner_id, "earnings", payload)
     realtime.notify_operators("conversion", payload)
 
 
@@ -314,6 +319,7 @@ def refund_conversion(conversion: Conversion, amount_minor: int | None, note: st
         and conversion.status != ConversionStatus.REJECTED
     ):
         _reject(conversion, RejectionReason.REFUND, note)
+        lifecycle.conversion_rejected(conversion)
     if conversion.commissions:
         commissions.reverse_for_refund(conversion, note)
     record_event(
@@ -349,6 +355,7 @@ def approve_conversion(program: Program, conversion: Conversion, actor: User) ->
     record_event(actor, "conversion.approved", "conversion", conversion.id, flagged=conversion.flagged_reason)
     db.session.flush()
     _announce(conversion)
+    lifecycle.conversion_recorded(conversion)
     return conversion
 
 
@@ -376,4 +383,5 @@ def reject_conversion(conversion: Conversion, actor: User, reason: str, note: st
     record_event(actor, "conversion.rejected", "conversion", conversion.id, reason=reason, note=note)
     db.session.flush()
     _announce(conversion)
+    lifecycle.conversion_rejected(conversion)
     return conversion

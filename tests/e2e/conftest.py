@@ -134,6 +134,7 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
     app = create_app(
         TestingConfig,
         SQLALCHEMY_DATABASE_URI=url,
+        STORAGE_LOCAL_DIR=str(tmp_path_factory.mktemp("e2e-media")),
         WTF_CSRF_ENABLED=True,
         SERVER_NAME=None,
         # Run as production does: errors become error pages, not test-client exceptions.

@@ -79,7 +79,12 @@ def test_applicant_is_approved_and_reaches_the_dashboard(new_context, live_serve
     expect(applicant).to_have_url(live_server("/partner/"))
     expect(applicant.get_by_role("heading", level=1)).to_have_text(f"Welcome, {name}")
     expect(applicant.get_by_test_id("ref-code")).to_have_text(ref_code)
-    expect(applicant.get_by_text("No clicks or sales yet.")).to_be_visible()
+    # the automatic welcome is waiting on the dashboard, and the numbers start at zero
+    expect(applicant.get_by_test_id("dashboard-thread")).to_contain_text(
+        f"Welcome to Northwind Outdoor, {name}"
+    )
+    expect(applicant.get_by_test_id("unread-count")).to_have_text("1")
+    expect(applicant.get_by_test_id("clicks-30d")).to_have_text("0")
     expect(
         applicant.get_by_role("navigation", name="Main").get_by_role("link", name="Dashboard")
     ).to_be_visible()

@@ -5,7 +5,7 @@ import sqlalchemy as sa
 
 from config import TestingConfig
 from portal import create_app
-from portal.models import Partner, PartnerStatus, Program, Role, User
+from portal.models import Creative, Partner, PartnerStatus, Program, Role, User
 from tests.conftest import free_port
 
 
@@ -47,7 +47,7 @@ def test_healthz_fails_when_the_database_is_unreachable(tmp_path):
     assert response.get_json() == {"status": "error", "database": "error"}
 
 
-def test_demo_seeds_once(runner, db):
+def test_demo_seeds_once(app, runner, db):
     result = runner.invoke(args=["portal", "demo"])
     assert result.exit_code == 0, result.output
     assert "Demo program seeded" in result.output
@@ -63,6 +63,10 @@ def test_demo_seeds_once(runner, db):
     assert db.session.scalar(sa.select(sa.func.count()).select_from(Partner)) >= 30
     program = db.session.scalars(sa.select(Program)).one()
     assert program.allowed_domains and program.default_landing_url
+    library = db.session.scalars(sa.select(Creative).where(Creative.status == "published")).unique().all()
+    assert {c.kind for c in library} == {"banner", "text", "landing", "email", "video"}
+    banners = [c for c in library if c.kind == "banner"]
+    assert all(app.extensions["storage"].exists(c.current.file_key) for c in banners)
 
     again = runner.invoke(args=["portal", "demo"])
     assert again.exit_code == 0

@@ -9,8 +9,11 @@ import pytest
 
 from portal.models import Conversion, PartnerStatus, PayoutBatch, PayoutItem, Role
 from portal.models.types import utcnow
+from portal.services import inbox
+from portal.services.announcements import AnnouncementDraft, save_announcement
 from portal.services.api_keys import create_api_key
 from portal.services.links import create_link
+from tests.creative_support import make_banner
 from tests.factories import PartnerFactory, UserFactory
 
 ROLES = ["anonymous", "applicant", "partner", "manager", "admin"]
@@ -172,6 +175,76 @@ MATRIX = {
         "/admin/payouts/{batch_id}/items/{item_id}/failed",
         {**OPERATORS, "manager": 422, "admin": 422},
     ),
+    # messaging: the fixtures' thread and announcement belong to another partner
+    "partner.list_threads": ("GET", "/partner/inbox", PARTNER_ONLY),
+    "partner.start_thread": ("POST", "/partner/inbox", {**PARTNER_ONLY, "partner": 422}),
+    "partner.show_thread": ("GET", "/partner/inbox/{thread_id}", {**PARTNER_ONLY, "partner": 404}),
+    "partner.reply_thread": ("POST", "/partner/inbox/{thread_id}", {**PARTNER_ONLY, "partner": 404}),
+    "partner.unread_badge": ("GET", "/partner/inbox/unread", PARTNER_ONLY),
+    "partner.show_announcement": (
+        "GET",
+        "/partner/announcements/{announcement_id}",
+        {**PARTNER_ONLY, "partner": 404},
+    ),
+    "partner.preferences": ("GET", "/partner/preferences", PARTNER_ONLY),
+    "auth.unsubscribe": ("GET", "/unsubscribe/not-a-token", dict.fromkeys(ROLES, 400)),
+    "auth.resubscribe": ("POST", "/unsubscribe/not-a-token/undo", dict.fromkeys(ROLES, 400)),
+    "admin.list_threads": ("GET", "/admin/inbox", OPERATORS),
+    "admin.unread_badge": ("GET", "/admin/inbox/unread", OPERATORS),
+    "admin.show_thread": ("GET", "/admin/inbox/{thread_id}", OPERATORS),
+    "admin.reply_thread": ("POST", "/admin/inbox/{thread_id}", {**OPERATORS, "manager": 422, "admin": 422}),
+    "admin.start_thread": (
+        "POST",
+        "/admin/partners/{approved_id}/messages",
+        {**OPERATORS, "manager": 422, "admin": 422},
+    ),
+    "admin.set_partner_tags": (
+        "POST",
+        "/admin/partners/{approved_id}/tags",
+        {**OPERATORS, "manager": HOME, "admin": HOME},
+    ),
+    "admin.assign_manager": (
+        "POST",
+        "/admin/partners/{approved_id}/manager",
+        {**OPERATORS, "manager": HOME, "admin": HOME},
+    ),
+    "admin.list_announcements": ("GET", "/admin/announcements", OPERATORS),
+    "admin.new_announcement": ("GET", "/admin/announcements/new", OPERATORS),
+    "admin.edit_announcement": ("GET", "/admin/announcements/{announcement_id}", OPERATORS),
+    "admin.pin_announcement": (
+        "POST",
+        "/admin/announcements/{announcement_id}/pin",
+        {**OPERATORS, "manager": HOME, "admin": HOME},
+    ),
+    "admin.list_templates": ("GET", "/admin/automatic-messages", OPERATORS),
+    "admin.edit_template": ("GET", "/admin/automatic-messages/welcome", OPERATORS),
+    "admin.reset_template": (
+        "POST",
+        "/admin/automatic-messages/welcome/reset",
+        {**OPERATORS, "manager": HOME, "admin": HOME},
+    ),
+    # creatives: the fixture's creative is a published banner
+    "admin.list_creatives": ("GET", "/admin/creatives", OPERATORS),
+    "admin.create_creative": ("GET", "/admin/creatives/new/banner", OPERATORS),
+    "admin.edit_creative": ("GET", "/admin/creatives/{creative_id}", OPERATORS),
+    "admin.replace_creative_file": (
+        "POST",
+        "/admin/creatives/{creative_id}/replace",
+        {**OPERATORS, "manager": 422, "admin": 422},
+    ),
+    "admin.set_creative_status": (
+        "POST",
+        "/admin/creatives/{creative_id}/archive",
+        {**OPERATORS, "manager": HOME, "admin": HOME},
+    ),
+    "admin.bulk_upload_banners": ("GET", "/admin/creatives/bulk", OPERATORS),
+    "admin.show_creative_stats": ("GET", "/admin/creatives/stats", OPERATORS),
+    "partner.list_creatives": ("GET", "/partner/creatives", PARTNER_ONLY),
+    "partner.show_creative": ("GET", "/partner/creatives/{creative_id}", PARTNER_ONLY),
+    "partner.show_creative_stats": ("GET", "/partner/creatives/stats", PARTNER_ONLY),
+    # files: a signed URL is the permission, whoever holds it; the banner address is public
+    "media.signed_file": ("GET", "/media/files/creatives/1/x.png", dict.fromkeys(ROLES, 403)),
+    "media.banner_image": ("GET", "/media/banners/{creative_id}", dict.fromkeys(ROLES, HOME)),
 }
 
 
@@ -209,13 +282,25 @@ def test_route_permissions(client, db, program, login_as, endpoint, role):
     batch = PayoutBatch(currency="USD", period_end=date(2026, 11, 15), cutoff_at=utcnow())
     item = PayoutItem(batch=batch, partner_id=approved.id, amount_minor=5000, currency="USD")
     db.session.add_all([batch, item])
+    method, template, expected_by_role = MATRIX[endpoint]
+    thread = announcement = None
+    if "{thread_id}" in template:  # only the routes that need them, to keep the matrix quick
+        thread = inbox.start_thread(approved, other_manager, "For someone else", "Hello")
+    if "{announcement_id}" in template:
+        announcement = save_announcement(
+            other_manager,
+            AnnouncementDraft(
+                "Only for them", "News", audience_kind="partners", audience_items=[approved.ref_code]
+            ),
+        )
+    # Only the creative routes need one (and storing its file is not free).
+    creative = make_banner(other_manager, program) if "{creative_id}" in template else None
     db.session.commit()
     if role == "applicant":
         login_as(Role.PARTNER, status=PartnerStatus.APPLIED)
     elif role != "anonymous":
         login_as(role)
 
-    method, template, expected_by_role = MATRIX[endpoint]
     url = template.format(
         applied_id=applied.id,
         approved_id=approved.id,
@@ -227,6 +312,9 @@ def test_route_permissions(client, db, program, login_as, endpoint, role):
         api_key_id=api_key.id,
         batch_id=batch.id,
         item_id=item.id,
+        thread_id=thread.id if thread else None,
+        announcement_id=announcement.id if announcement else None,
+        creative_id=creative.id if creative else None,
     )
     response = client.open(url, method=method)
     expected = expected_by_role[role]

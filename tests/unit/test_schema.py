@@ -78,3 +78,34 @@ def test_deleting_a_user_deletes_their_partner_record(db):
     db.session.expire_all()
     assert db.session.scalar(sa.select(Partner).where(Partner.user_id == user_id)) is None
     assert db.session.scalar(sa.select(sa.func.count()).select_from(Program)) == 0
+
+
+def _creative(**overrides):
+    from portal.models import Creative
+
+    values = {"kind": "text", "name": "Copy", "channels": ["seo"], "language": "en", "status": "draft"}
+    creative = Creative(**{**values, **overrides})
+    _db.session.add(creative)
+    return creative
+
+
+@pytest.mark.parametrize("overrides", [{"kind": "poster"}, {"status": "live"}, {"current_version": 0}])
+def test_creative_kind_and_status_come_from_the_fixed_lists(db, overrides):
+    _insert_fails(db, lambda: _creative(**overrides))
+
+
+def test_creative_versions_are_numbered_once_and_files_are_whole(db):
+    from portal.models import CreativeVersion
+
+    creative = _creative()
+    db.session.flush()
+
+    def version(**overrides):
+        db.session.add(CreativeVersion(creative_id=creative.id, **{"number": 1, **overrides}))
+
+    version(body="{link}")
+    db.session.flush()
+    _insert_fails(db, lambda: version(body="again"))
+    _insert_fails(db, lambda: version(number=2, file_key="creatives/1/a.png"))  # no size or type
+    _insert_fails(db, lambda: version(number=3, file_key="k", file_type="image/png", file_size=0))
+    _insert_fails(db, lambda: version(number=4, width=0, height=10))

@@ -8,9 +8,11 @@ from zoneinfo import available_timezones
 from babel.numbers import list_currencies
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
+from flask_wtf.file import FileField, FileRequired, MultipleFileField
 from wtforms import (
     BooleanField,
     DateField,
+    DateTimeLocalField,
     EmailField,
     IntegerField,
     RadioField,
@@ -20,19 +22,28 @@ from wtforms import (
 )
 from wtforms.validators import DataRequired, Email, InputRequired, Length, NumberRange, Optional
 
-from portal.forms import ConfirmForm, as_choices
+from portal.forms import ConfirmForm, MultiCheckboxField, as_choices, channel_choices, language_choices
 
 __all__ = [
+    "CREATIVE_FORMS",
+    "AnnouncementForm",
     "ApiKeyForm",
+    "BulkBannerForm",
     "ConfirmForm",
     "ConversionRejectForm",
     "FailureForm",
+    "ManagerForm",
+    "NewMessageForm",
     "PaymentForm",
     "RejectForm",
+    "ReplaceFileForm",
     "SettingsForm",
     "SlugForm",
     "SuspendForm",
+    "TagsForm",
     "TeamMemberForm",
+    "TemplateForm",
+    "ThreadReplyForm",
 ]
 from portal.models import CommissionType, PayoutSchedule, Program, Role
 from portal.money import parse_amount, to_decimal_string
@@ -352,3 +363,277 @@ class FailureForm(FlaskForm):
         _l("Why the payment failed"),
         validators=[DataRequired(_l("Say why the payment failed.")), Length(max=1000)],
     )
+
+
+# --- messaging --------------------------------------------------------------------------------
+
+_message_body = [
+    DataRequired(_l("Write a message first.")),
+    Length(max=10_000, message=_l("At most %(max)d characters.")),
+]
+_markdown_help = _l("**bold**, *italics*, [links](https://…), lists and `code` work.")
+
+
+class ThreadReplyForm(FlaskForm):
+    body = TextAreaField(_l("Your answer"), validators=_message_body, description=_markdown_help)
+
+
+class NewMessageForm(FlaskForm):
+    subject = StringField(
+        _l("Subject"),
+        validators=[
+            DataRequired(_l("Give the conversation a subject.")),
+            Length(max=200, message=_l("At most %(max)d characters.")),
+        ],
+    )
+    body = TextAreaField(_l("Message"), validators=_message_body, description=_markdown_help)
+
+
+class TagsForm(FlaskForm):
+    tags = StringField(
+        _l("Tags"),
+        validators=[Length(max=1000, message=_l("At most %(max)d characters."))],
+        description=_l("Separated by commas, e.g. youtube, top-50. Use them to target announcements."),
+    )
+
+
+class ManagerForm(FlaskForm):
+    manager = SelectField(_l("Manager"), coerce=int)
+
+    def __init__(self, *args, operators=(), **kwargs):
+        super().__init__(*args, **kwargs)
+        self.manager.choices = as_choices(
+            [(0, _l("Nobody in particular"))] + [(u.id, u.name) for u in operators]
+        )
+
+
+class AnnouncementForm(FlaskForm):
+    title = StringField(
+        _l("Title"),
+        validators=[
+            DataRequired(_l("Give the announcement a title.")),
+            Length(max=200, message=_l("At most %(max)d characters.")),
+        ],
+    )
+    body = TextAreaField(
+        _l("Announcement"),
+        validators=[
+            DataRequired(_l("Write the announcement.")),
+            Length(max=20_000, message=_l("At most %(max)d characters.")),
+        ],
+        description=_markdown_help,
+    )
+    audience_kind = RadioField(_l("Who gets it"), default="all")
+    tags = StringField(
+        _l("Tags (for “Partners with a tag”)"),
+        validators=[Optional(), Length(max=1000)],
+        description=_l("Separated by commas; partners with any of them get it."),
+    )
+    partners = TextAreaField(
+        _l("Partners (for “Named partners”)"),
+        validators=[Optional(), Length(max=5000)],
+        description=_l("Partner codes or e-mails, separated by commas or one per line."),
+    )
+    pinned = BooleanField(_l("Pin it at the top of partners' dashboards"))
+    when = RadioField(
+        _l("When"),
+        default="now",
+        choices=as_choices(
+            [("now", _l("Publish now")), ("schedule", _l("At a set time")), ("draft", _l("Keep as a draft"))]
+        ),
+    )
+    publish_at = DateTimeLocalField(
+        _l("Publish at"),
+        format=["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S"],
+        validators=[Optional()],
+        description=_l("In your time zone (%(zone)s)."),
+    )
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        from flask_babel import get_timezone
+
+        from portal.services.announcements import AUDIENCES
+
+        self.audience_kind.choices = as_choices((kind, a.label) for kind, a in AUDIENCES.items())
+        self.publish_at.description = _l("In your time zone (%(zone)s).", zone=str(get_timezone()))
+
+    def audience_items(self) -> list[str]:
+        from portal.services.announcements import split_list
+
+        if self.audience_kind.data == "tags":
+            return split_list(self.tags.data)
+        if self.audience_kind.data == "partners":
+            return split_list(self.partners.data)
+        return []
+
+    def publish_at_utc(self):
+        """The entered local time as an aware UTC datetime (None if empty)."""
+        from datetime import UTC
+        from zoneinfo import ZoneInfo
+
+        from flask_babel import get_timezone
+
+        value = self.publish_at.data
+        if value is None:
+            return None
+        # Babel hands out pytz zones; zoneinfo applies the right offset with replace().
+        return value.replace(tzinfo=ZoneInfo(str(get_timezone()))).astimezone(UTC)
+
+
+class TemplateForm(FlaskForm):
+    enabled = BooleanField(_l("Send this message automatically"))
+    subject = StringField(
+        _l("Subject"),
+        validators=[
+            DataRequired(_l("Write a subject.")),
+            Length(max=200, message=_l("At most %(max)d characters.")),
+        ],
+    )
+    body = TextAreaField(
+        _l("Message"),
+        validators=[
+            DataRequired(_l("Write the message.")),
+            Length(max=10_000, message=_l("At most %(max)d characters.")),
+        ],
+        description=_markdown_help,
+    )
+    quiet_days = IntegerField(
+        _l("Days without a click before the wake-up"),
+        validators=[Optional(), NumberRange(1, 365, _l("From %(min)s to %(max)s days."))],
+    )
+
+
+# --- creatives ------------------------------------------------------------------------
+
+_at_most = lambda n: Length(max=n, message=_l("At most %(max)d characters."))  # noqa: E731
+_LINK_HELP = _l("Write {link} where the partner's own tracking link should go.")
+
+
+class CreativeForm(FlaskForm):
+    """What every kind of creative has."""
+
+    name = StringField(
+        _l("Name"),
+        validators=[DataRequired(_l("Name the creative.")), _at_most(120)],
+        description=_l("Partners see it; it is also the banner's alt text."),
+    )
+    channels = MultiCheckboxField(
+        _l("Channels"),
+        choices=channel_choices(),
+        validators=[DataRequired(_l("Choose at least one channel."))],
+    )
+    campaign = StringField(
+        _l("Campaign (optional)"),
+        validators=[Optional(), _at_most(64)],
+        description=_l("A short tag partners can filter by, e.g. summer-sale."),
+    )
+    language = SelectField(_l("Language"), default="en")
+    description = TextAreaField(
+        _l("Description (optional)"),
+        validators=[Optional(), _at_most(2000)],
+        description=_l("When and where to use it; shown to partners."),
+    )
+    note = StringField(
+        _l("Change note (optional)"),
+        validators=[Optional(), _at_most(200)],
+        description=_l("Kept in the version history."),
+    )
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.language.choices = language_choices()
+
+
+class BannerForm(CreativeForm):
+    pass
+
+
+class NewBannerForm(BannerForm):
+    file = FileField(
+        _l("Banner image"),
+        validators=[FileRequired(_l("Choose the banner image to upload."))],
+        description=_l("PNG, JPEG, GIF or WebP. The type is read from the file itself, not its name."),
+    )
+
+
+class TextCopyForm(CreativeForm):
+    headline = StringField(_l("Headline (optional)"), validators=[Optional(), _at_most(200)])
+    body = TextAreaField(
+        _l("Text"),
+        validators=[DataRequired(_l("Write the text partners will post.")), _at_most(10000)],
+        description=_LINK_HELP,
+    )
+    call_to_action = StringField(
+        _l("Call to action (optional)"),
+        validators=[Optional(), _at_most(200)],
+        description=_l("E.g. “Shop the sale: {link}”."),
+    )
+
+
+class LandingPageForm(CreativeForm):
+    url = StringField(
+        _l("Landing page address"),
+        validators=[DataRequired(_l("Enter the page's address.")), _at_most(2000)],
+        description=_l("A page on one of the program's allowed domains."),
+    )
+
+
+class NewLandingPageForm(LandingPageForm):
+    file = FileField(
+        _l("Screenshot (optional)"),
+        description=_l("PNG, JPEG, GIF or WebP. Partners see it as a preview."),
+    )
+
+
+class EmailTemplateForm(CreativeForm):
+    subject = StringField(
+        _l("Subject line"), validators=[DataRequired(_l("Write the e-mail's subject line.")), _at_most(200)]
+    )
+    body = TextAreaField(
+        _l("E-mail text"),
+        validators=[DataRequired(_l("Write the e-mail's text.")), _at_most(50000)],
+        description=_LINK_HELP,
+    )
+
+
+class VideoLinkForm(CreativeForm):
+    url = StringField(
+        _l("Video address"),
+        validators=[DataRequired(_l("Enter the video's address.")), _at_most(2000)],
+        description=_l("E.g. the video on YouTube or Vimeo."),
+    )
+
+
+# kind: (form for a new creative, form for editing one)
+CREATIVE_FORMS = {
+    "banner": (NewBannerForm, BannerForm),
+    "text": (TextCopyForm, TextCopyForm),
+    "landing": (NewLandingPageForm, LandingPageForm),
+    "email": (EmailTemplateForm, EmailTemplateForm),
+    "video": (VideoLinkForm, VideoLinkForm),
+}
+
+
+class ReplaceFileForm(FlaskForm):
+    file = FileField(
+        _l("New image"),
+        validators=[FileRequired(_l("Choose the new image to upload."))],
+        description=_l("PNG, JPEG, GIF or WebP. The current one stays in the version history."),
+    )
+    note = StringField(_l("Change note (optional)"), validators=[Optional(), _at_most(200)])
+
+
+class BulkBannerForm(FlaskForm):
+    files = MultipleFileField(
+        _l("Banner images"),
+        validators=[FileRequired(_l("Choose one or more images to upload."))],
+        description=_l("Several at once; each becomes a draft banner named after its file."),
+    )
+    channels = CreativeForm.channels
+    campaign = CreativeForm.campaign
+    language = SelectField(_l("Language"), default="en")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.language.choices = language_choices()

@@ -1,24 +1,33 @@
-"""Operator console: dashboard, applications, partners, conversions, payouts, settings, team."""
+"""Operator console: dashboard, partners, conversions, inbox, announcements, payouts, settings, team."""
 
 from __future__ import annotations
 
 import sqlalchemy as sa
-from flask import Response, abort, flash, redirect, render_template, request, url_for
+from flask import Response, abort, current_app, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 from flask_login import current_user
 
 from portal.blueprints.admin import bp
 from portal.blueprints.admin.forms import (
+    CREATIVE_FORMS,
+    AnnouncementForm,
     ApiKeyForm,
+    BulkBannerForm,
     ConfirmForm,
     ConversionRejectForm,
     FailureForm,
+    ManagerForm,
+    NewMessageForm,
     PaymentForm,
     RejectForm,
+    ReplaceFileForm,
     SettingsForm,
     SlugForm,
     SuspendForm,
+    TagsForm,
     TeamMemberForm,
+    TemplateForm,
+    ThreadReplyForm,
 )
 from portal.database import begin_write
 from portal.errors import DomainError
@@ -27,9 +36,14 @@ from portal.forms import put_error_on_form
 from portal.mail import MailError
 from portal.models import (
     OPERATOR_ROLES,
+    Announcement,
     ApiKey,
+    AutomaticKind,
     Conversion,
     ConversionStatus,
+    Creative,
+    CreativeKind,
+    CreativeStatus,
     ItemStatus,
     Link,
     Partner,
@@ -41,12 +55,26 @@ from portal.models import (
 )
 from portal.models.types import utcnow
 from portal.security import admin_required, operator_required
-from portal.services import accounts, api_keys, links, partners, payouts, reports, tracking
+from portal.services import (
+    accounts,
+    announcements,
+    api_keys,
+    creative_stats,
+    creatives,
+    inbox,
+    lifecycle,
+    links,
+    partners,
+    payouts,
+    reports,
+    tracking,
+)
 from portal.services.audit import record_event
 from portal.services.commissions import commission_summary
+from portal.services.creative_files import Upload, format_size
 from portal.services.program import get_program, update_program_settings
 from portal.services.tracking import reason_label
-from portal.views import render_page_or_partial
+from portal.views import accepts_uploads, day_arg, render_page_or_partial
 
 
 @bp.get("/")
@@ -75,12 +103,15 @@ def list_partners():
     if status not in (None, *PartnerStatus):
         status = None
     search = (request.args.get("q") or "").strip()[:100]
-    page = db.paginate(partners.partner_query(status, search), per_page=25, error_out=False)
+    tag = (request.args.get("tag") or "").strip()[:40] or None
+    page = db.paginate(partners.partner_query(status, search, tag), per_page=25, error_out=False)
     return render_template(
         "admin/partners.html",
         page=page,
         status=status,
         search=search,
+        tag=tag,
+        tags=partners.all_tags(),
         counts=partners.count_by_status(),
     )
 
@@ -92,7 +123,14 @@ def _get_partner(partner_id: int) -> Partner:
     return partner
 
 
-def _render_partner(partner: Partner, reject_form=None, suspend_form=None, status: int = 200):
+def _render_partner(
+    partner: Partner,
+    reject_form=None,
+    suspend_form=None,
+    status: int = 200,
+    message_form=None,
+    tags_form=None,
+):
     context = {
         "partner": partner,
         "reject_form": reject_form or RejectForm(formdata=None),
@@ -101,6 +139,12 @@ def _render_partner(partner: Partner, reject_form=None, suspend_form=None, statu
         "history": partners.partner_history(partner),
         "links": links.links_of(partner),
         "slug_form": SlugForm(formdata=None),
+        "message_form": message_form or NewMessageForm(formdata=None),
+        "tags_form": tags_form or TagsForm(formdata=None, tags=", ".join(t.name for t in partner.tags)),
+        "manager_form": ManagerForm(
+            formdata=None, operators=partners.operators(), manager=partner.manager_id or 0
+        ),
+        "threads": inbox.operator_threads_of(partner),
     }
     body = render_page_or_partial(
         "admin/partner_detail.html", "admin/_partials/_partner_review.html", **context
@@ -416,6 +460,337 @@ def integration_guide():
     )
 
 
+# --- inbox ----------------------------------------------------------------------------------
+
+
+@bp.get("/inbox")
+@operator_required
+def list_threads():
+    mine = request.args.get("mine") == "1"
+    return render_page_or_partial(
+        "admin/inbox.html",
+        "admin/_partials/_inbox_list.html",
+        rows=inbox.operator_threads(current_user, mine_only=mine),
+        mine=mine,
+    )
+
+
+@bp.get("/inbox/unread")
+@operator_required
+def unread_badge():
+    return render_template("_partials/_unread_badge.html", unread=inbox.team_unread_count())
+
+
+def _get_thread(thread_id: int):
+    thread = inbox.get_thread(thread_id)
+    if thread is None:
+        abort(404)
+    return thread
+
+
+def _thread_page(thread, form: ThreadReplyForm, status: int = 200):
+    if inbox.mark_read_by_team(thread):
+        db.session.commit()
+    body = render_page_or_partial(
+        "admin/thread.html",
+        "_partials/_thread_messages.html",
+        thread=thread,
+        messages=inbox.thread_messages(thread),
+        refresh_url=url_for("admin.show_thread", thread_id=thread.id),
+        form=form,
+    )
+    return body, status
+
+
+@bp.get("/inbox/<int:thread_id>")
+@operator_required
+def show_thread(thread_id: int):
+    return _thread_page(_get_thread(thread_id), ThreadReplyForm(formdata=None))
+
+
+@bp.post("/inbox/<int:thread_id>")
+@operator_required
+def reply_thread(thread_id: int):
+    thread = _get_thread(thread_id)
+    form = ThreadReplyForm()
+    if form.validate_on_submit():
+        try:
+            inbox.reply(thread, current_user, form.body.data)
+        except DomainError as error:
+            db.session.rollback()
+            put_error_on_form(form, error)
+        else:
+            db.session.commit()
+            flash(_("Answer sent to %(name)s.", name=thread.partner.user.name), "success")
+            return redirect(url_for("admin.show_thread", thread_id=thread.id, _anchor="reply"))
+    return _thread_page(thread, form, 422)
+
+
+@bp.post("/partners/<int:partner_id>/messages")
+@operator_required
+def start_thread(partner_id: int):
+    partner = _get_partner(partner_id)
+    form = NewMessageForm()
+    if form.validate_on_submit():
+        try:
+            thread = inbox.start_thread(partner, current_user, form.subject.data, form.body.data)
+        except DomainError as error:
+            db.session.rollback()
+            put_error_on_form(form, error)
+        else:
+            db.session.commit()
+            flash(_("Message sent to %(name)s.", name=partner.user.name), "success")
+            return redirect(url_for("admin.show_thread", thread_id=thread.id))
+    return _render_partner(partner, status=422, message_form=form)
+
+
+@bp.post("/partners/<int:partner_id>/tags")
+@operator_required
+def set_partner_tags(partner_id: int):
+    partner = _get_partner(partner_id)
+    form = TagsForm()
+    if form.validate_on_submit():
+        try:
+            partners.set_partner_tags(partner, current_user, announcements.split_list(form.tags.data))
+        except DomainError as error:
+            db.session.rollback()
+            put_error_on_form(form, error)
+        else:
+            db.session.commit()
+            flash(_("Tags saved."), "success")
+            return redirect(url_for("admin.show_partner", partner_id=partner.id))
+    return _render_partner(partner, status=422, tags_form=form)
+
+
+@bp.post("/partners/<int:partner_id>/manager")
+@operator_required
+def assign_manager(partner_id: int):
+    partner = _get_partner(partner_id)
+    form = ManagerForm(operators=partners.operators())
+    if form.validate_on_submit():
+        manager = db.session.get(User, form.manager.data) if form.manager.data else None
+        try:
+            partners.assign_manager(partner, current_user, manager)
+        except DomainError as error:
+            db.session.rollback()
+            flash(error.message, "error")
+        else:
+            db.session.commit()
+            flash(_("Manager saved."), "success")
+    else:
+        flash(_("Choose a manager from the list."), "error")
+    return redirect(url_for("admin.show_partner", partner_id=partner.id))
+
+
+# --- announcements ----------------------------------------------------------------------------
+
+
+@bp.get("/announcements")
+@operator_required
+def list_announcements():
+    page = db.paginate(announcements.announcement_query(), per_page=25, error_out=False)
+    return render_page_or_partial(
+        "admin/announcements.html",
+        "admin/_partials/_announcement_table.html",
+        listing=page,
+        stats=announcements.read_stats([a.id for a in page.items]),
+        describe=announcements.describe_audience,
+    )
+
+
+def _announcement_draft(form: AnnouncementForm) -> announcements.AnnouncementDraft:
+    return announcements.AnnouncementDraft(
+        title=form.title.data,
+        body=form.body.data,
+        audience_kind=form.audience_kind.data,
+        audience_items=form.audience_items(),
+        pinned=form.pinned.data,
+        when=form.when.data,
+        publish_at=form.publish_at_utc(),
+    )
+
+
+def _save_announcement(form: AnnouncementForm, announcement: Announcement | None):
+    if not form.validate_on_submit():
+        return None
+    try:
+        saved = announcements.save_announcement(current_user, _announcement_draft(form), announcement)
+    except DomainError as error:
+        db.session.rollback()
+        put_error_on_form(form, error)
+        return None
+    db.session.commit()
+    flash(
+        {
+            "published": _("Announcement published."),
+            "scheduled": _("Announcement scheduled."),
+            "draft": _("Draft saved."),
+        }[saved.state],
+        "success",
+    )
+    return redirect(url_for("admin.edit_announcement", announcement_id=saved.id))
+
+
+@bp.route("/announcements/new", methods=["GET", "POST"])
+@operator_required
+def new_announcement():
+    form = AnnouncementForm()
+    done = _save_announcement(form, None)
+    if done is not None:
+        return done
+    status = 200 if request.method == "GET" else 422
+    return render_template(
+        "admin/announcement_form.html", form=form, announcement=None, tags=partners.all_tags()
+    ), status
+
+
+def _get_announcement(announcement_id: int) -> Announcement:
+    announcement = db.session.get(Announcement, announcement_id)
+    if announcement is None:
+        abort(404)
+    return announcement
+
+
+def _form_for(announcement: Announcement) -> AnnouncementForm:
+    items = []
+    if announcement.audience_kind == "tags":
+        from portal.models import Tag
+
+        items = db.session.scalars(sa.select(Tag.name).where(Tag.id.in_(announcement.audience_keys))).all()
+    elif announcement.audience_kind == "partners":
+        items = db.session.scalars(
+            sa.select(Partner.ref_code).where(Partner.id.in_(announcement.audience_keys))
+        ).all()
+    form = AnnouncementForm(
+        formdata=None,
+        title=announcement.title,
+        body=announcement.body,
+        audience_kind=announcement.audience_kind,
+        tags=", ".join(items) if announcement.audience_kind == "tags" else "",
+        partners=", ".join(items) if announcement.audience_kind == "partners" else "",
+        pinned=announcement.pinned,
+        when="schedule" if announcement.publish_at else "draft",
+    )
+    if announcement.publish_at:
+        from zoneinfo import ZoneInfo
+
+        from flask_babel import get_timezone
+
+        form.publish_at.data = announcement.publish_at.astimezone(ZoneInfo(str(get_timezone()))).replace(
+            tzinfo=None
+        )
+    return form
+
+
+@bp.route("/announcements/<int:announcement_id>", methods=["GET", "POST"])
+@operator_required
+def edit_announcement(announcement_id: int):
+    announcement = _get_announcement(announcement_id)
+    if announcement.published_at is not None:
+        if request.method == "POST":
+            abort(409)
+        stats = announcements.read_stats([announcement.id])[announcement.id]
+        return render_page_or_partial(
+            "admin/announcement.html",
+            "admin/_partials/_announcement_stats.html",
+            announcement=announcement,
+            stats=stats,
+            audience=announcements.describe_audience(announcement),
+            confirm_form=ConfirmForm(formdata=None),
+        )
+    form = AnnouncementForm() if request.method == "POST" else _form_for(announcement)
+    done = _save_announcement(form, announcement) if request.method == "POST" else None
+    if done is not None:
+        return done
+    status = 200 if request.method == "GET" else 422
+    return render_template(
+        "admin/announcement_form.html", form=form, announcement=announcement, tags=partners.all_tags()
+    ), status
+
+
+@bp.post("/announcements/<int:announcement_id>/<any(pin, unpin):action>")
+@operator_required
+def pin_announcement(announcement_id: int, action: str):
+    announcement = _get_announcement(announcement_id)
+    if ConfirmForm().validate_on_submit():
+        announcements.set_pinned(announcement, current_user, action == "pin")
+        db.session.commit()
+        flash(_("Pinned.") if announcement.pinned else _("Unpinned."), "success")
+    return redirect(url_for("admin.edit_announcement", announcement_id=announcement.id))
+
+
+# --- automatic messages ---------------------------------------------------------------------
+
+
+@bp.get("/automatic-messages")
+@operator_required
+def list_templates():
+    templates = lifecycle.all_templates()
+    db.session.commit()  # the built-in wording is saved on first view
+    return render_template("admin/templates.html", templates=templates, kind_label=lifecycle.kind_label)
+
+
+def _template_preview(kind: str, subject: str, body: str) -> tuple[str, str] | None:
+    try:
+        lifecycle.check_template(kind, subject, "subject")
+        lifecycle.check_template(kind, body, "body")
+    except DomainError:
+        return None
+    values = lifecycle.preview_values(kind)
+    return lifecycle.render(kind, subject, values, markdown=False), lifecycle.render(kind, body, values)
+
+
+@bp.route("/automatic-messages/<kind>", methods=["GET", "POST"])
+@operator_required
+def edit_template(kind: str):
+    if kind not in set(AutomaticKind):
+        abort(404)
+    template = lifecycle.get_template(kind)
+    form = TemplateForm(obj=template) if request.method == "GET" else TemplateForm()
+    if form.validate_on_submit():
+        change = lifecycle.TemplateChange(
+            enabled=form.enabled.data,
+            subject=form.subject.data,
+            body=form.body.data,
+            quiet_days=form.quiet_days.data,
+        )
+        try:
+            lifecycle.save_template(kind, current_user, change)
+        except DomainError as error:
+            db.session.rollback()
+            put_error_on_form(form, error)
+        else:
+            db.session.commit()
+            flash(_("“%(name)s” saved.", name=lifecycle.kind_label(kind)), "success")
+            return redirect(url_for("admin.edit_template", kind=kind))
+    elif request.method == "GET":
+        db.session.commit()  # the built-in wording is saved on first view
+    status = 200 if request.method == "GET" else 422
+    return render_template(
+        "admin/template_form.html",
+        form=form,
+        kind=kind,
+        label=lifecycle.kind_label(kind),
+        variables=lifecycle.variables_for(kind),
+        preview=_template_preview(kind, form.subject.data or "", form.body.data or "")
+        if status == 200
+        else None,
+        confirm_form=ConfirmForm(formdata=None),
+    ), status
+
+
+@bp.post("/automatic-messages/<kind>/reset")
+@operator_required
+def reset_template(kind: str):
+    if kind not in set(AutomaticKind):
+        abort(404)
+    if ConfirmForm().validate_on_submit():
+        lifecycle.reset_template(kind, current_user)
+        db.session.commit()
+        flash(_("The built-in wording is back."), "success")
+    return redirect(url_for("admin.edit_template", kind=kind))
+
+
 # --- payouts ----------------------------------------------------------------------------
 
 
@@ -562,3 +937,249 @@ def mark_batch_paid(batch_id: int):
 @operator_required
 def mark_item(batch_id: int, item_id: int, action: str):
     return _payment_action(batch_id, item_id, action)
+
+
+# --- creatives ----------------------------------------------------------------------
+
+
+def _creative(creative_id: int) -> Creative:
+    creative = creatives.creative_with_history(creative_id)
+    if creative is None:
+        abort(404)
+    return creative
+
+
+def _upload(file_storage) -> Upload | None:
+    if not file_storage:
+        return None
+    return Upload.from_stream(
+        file_storage.filename, file_storage.stream, current_app.config["CREATIVE_MAX_BYTES"]
+    )
+
+
+def _creative_input(form) -> creatives.CreativeInput:
+    def value(name):
+        field = getattr(form, name, None)
+        return field.data if field is not None else None
+
+    return creatives.CreativeInput(
+        name=form.name.data or "",
+        channels=form.channels.data or [],
+        language=form.language.data or "",
+        description=value("description"),
+        campaign=value("campaign"),
+        headline=value("headline"),
+        subject=value("subject"),
+        body=value("body"),
+        call_to_action=value("call_to_action"),
+        url=value("url"),
+        note=value("note"),
+    )
+
+
+def _upload_limits() -> dict:
+    config = current_app.config
+    return {
+        "max_size": format_size(config["CREATIVE_MAX_BYTES"]),
+        "max_bytes": config["CREATIVE_MAX_BYTES"],
+        "max_files": config["CREATIVE_BULK_MAX_FILES"],
+    }
+
+
+@bp.get("/creatives")
+@operator_required
+def list_creatives():
+    filters = {
+        "status": request.args.get("status") if request.args.get("status") in set(CreativeStatus) else None,
+        "kind": request.args.get("kind") if request.args.get("kind") in set(CreativeKind) else None,
+        "channel": request.args.get("channel") or None,
+        "search": (request.args.get("q") or "").strip()[:100] or None,
+    }
+    page = db.paginate(creatives.creative_query(**filters), per_page=25, error_out=False)
+    return render_template("admin/creatives.html", page=page, filters=filters, kinds=list(CreativeKind))
+
+
+@bp.route("/creatives/new/<any(banner, text, landing, email, video):kind>", methods=["GET", "POST"])
+@operator_required
+@accepts_uploads
+def create_creative(kind: str):
+    form = CREATIVE_FORMS[kind][0]()
+    if form.validate_on_submit():
+        try:
+            creative = creatives.create_creative(
+                kind,
+                current_user,
+                get_program(),
+                _creative_input(form),
+                _upload(form.file.data) if hasattr(form, "file") else None,
+            )
+        except DomainError as error:
+            db.session.rollback()
+            put_error_on_form(form, error)
+        else:
+            db.session.commit()
+            flash(
+                _("“%(name)s” is saved as a draft. Publish it when it is ready.", name=creative.name),
+                "success",
+            )
+            return redirect(url_for("admin.edit_creative", creative_id=creative.id))
+    status = 200 if request.method == "GET" else 422
+    return render_template("admin/creative_new.html", form=form, kind=kind, **_upload_limits()), status
+
+
+def _edit_form(creative: Creative, formdata: bool = False):
+    form_class = CREATIVE_FORMS[creative.kind][1]
+    if formdata:
+        return form_class()
+    version = creative.current
+    return form_class(
+        formdata=None,
+        data={
+            "name": creative.name,
+            "channels": creative.channels,
+            "campaign": creative.campaign,
+            "language": creative.language,
+            "description": creative.description,
+            "headline": version.headline,
+            "subject": version.subject,
+            "body": version.body,
+            "call_to_action": version.call_to_action,
+            "url": version.url,
+        },
+    )
+
+
+def _creative_page(creative: Creative, form=None, replace_form=None, status: int = 200):
+    return (
+        render_template(
+            "admin/creative_edit.html",
+            creative=creative,
+            form=form or _edit_form(creative),
+            replace_form=replace_form or ReplaceFileForm(formdata=None),
+            confirm_form=ConfirmForm(formdata=None),
+            file_kinds=creatives.FILE_KINDS,
+            **_upload_limits(),
+        ),
+        status,
+    )
+
+
+@bp.route("/creatives/<int:creative_id>", methods=["GET", "POST"])
+@operator_required
+def edit_creative(creative_id: int):
+    creative = _creative(creative_id)
+    if request.method == "GET":
+        return _creative_page(creative)
+    form = _edit_form(creative, formdata=True)
+    if form.validate_on_submit():
+        try:
+            creatives.update_creative(creative, current_user, get_program(), _creative_input(form))
+        except DomainError as error:
+            db.session.rollback()
+            put_error_on_form(form, error)
+        else:
+            db.session.commit()
+            flash(_("Changes to “%(name)s” saved.", name=creative.name), "success")
+            return redirect(url_for("admin.edit_creative", creative_id=creative.id))
+    return _creative_page(_creative(creative_id), form=form, status=422)
+
+
+@bp.post("/creatives/<int:creative_id>/replace")
+@operator_required
+@accepts_uploads
+def replace_creative_file(creative_id: int):
+    creative = _creative(creative_id)
+    form = ReplaceFileForm()
+    if form.validate_on_submit():
+        try:
+            creatives.replace_file(creative, current_user, _upload(form.file.data), form.note.data)
+        except DomainError as error:
+            db.session.rollback()
+            put_error_on_form(form, error)
+        else:
+            db.session.commit()
+            flash(
+                _(
+                    "New image saved as version %(n)d; partners get it from now on.",
+                    n=creative.current_version,
+                ),
+                "success",
+            )
+            return redirect(url_for("admin.edit_creative", creative_id=creative.id))
+    return _creative_page(_creative(creative_id), replace_form=form, status=422)
+
+
+@bp.post("/creatives/<int:creative_id>/<any(publish, archive):action>")
+@operator_required
+def set_creative_status(creative_id: int, action: str):
+    creative = _creative(creative_id)
+    if ConfirmForm().validate_on_submit():
+        try:
+            creatives.set_creative_status(creative, current_user, action)
+        except DomainError as error:
+            db.session.rollback()
+            flash(error.message, "error")
+        else:
+            db.session.commit()
+            if action == "publish":
+                flash(_("“%(name)s” is published: partners see it now.", name=creative.name), "success")
+            else:
+                flash(_("“%(name)s” is archived: partners no longer see it.", name=creative.name), "success")
+    return redirect(url_for("admin.edit_creative", creative_id=creative_id))
+
+
+@bp.route("/creatives/bulk", methods=["GET", "POST"])
+@operator_required
+@accepts_uploads
+def bulk_upload_banners():
+    form = BulkBannerForm()
+    results = None
+    status = 200
+    if form.validate_on_submit():
+        try:
+            results = creatives.bulk_upload_banners(
+                current_user,
+                get_program(),
+                [_upload(f) for f in form.files.data],
+                creatives.CreativeInput(
+                    name="",
+                    channels=form.channels.data or [],
+                    language=form.language.data or "",
+                    campaign=form.campaign.data,
+                ),
+            )
+        except DomainError as error:
+            db.session.rollback()
+            put_error_on_form(form, error)
+            status = 422
+        else:
+            db.session.commit()
+            if not any(r.creative for r in results):
+                status = 422
+    elif request.method == "POST":
+        status = 422
+    body = render_page_or_partial(
+        "admin/creatives_bulk.html",
+        "admin/_partials/_bulk_results.html",
+        form=form,
+        results=results,
+        **_upload_limits(),
+    )
+    return body, status
+
+
+@bp.get("/creatives/stats")
+@operator_required
+def show_creative_stats():
+    period = creative_stats.period(day_arg("from"), day_arg("to"), get_program().timezone)
+    sort = request.args.get("sort") if request.args.get("sort") in creative_stats.SORT_KEYS else "clicks"
+    descending = request.args.get("dir", "desc") != "asc"
+    report = creative_stats.creative_report(period, sort=sort, descending=descending)
+    return render_template(
+        "admin/creative_stats.html",
+        report=report,
+        period=period,
+        sort=sort,
+        descending=descending,
+        program=get_program(),
+    )

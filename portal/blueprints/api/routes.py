@@ -125,8 +125,9 @@ def create_signup():
     body = _body()
     data = read_signup(body)
     signup, created = tracking.record_signup(get_program(), data, body)
+    payload = {"signup": signup_json(signup)}  # before commit: nothing to reload afterwards
     db.session.commit()
-    return jsonify({"signup": signup_json(signup)}), 201 if created else 200
+    return jsonify(payload), 201 if created else 200
 
 
 @bp.post("/conversions")
@@ -134,8 +135,9 @@ def create_conversion():
     body = _body()
     data = read_conversion(body)
     conversion, created = tracking.record_conversion(get_program(), data, body)
+    payload = {"conversion": conversion_json(conversion)}  # before commit: nothing to reload afterwards
     db.session.commit()
-    return jsonify({"conversion": conversion_json(conversion)}), 201 if created else 200
+    return jsonify(payload), 201 if created else 200
 
 
 def _conversion_or_404(transaction_id: str):

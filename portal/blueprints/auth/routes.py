@@ -9,12 +9,12 @@ from flask_login import current_user, login_required, login_user, logout_user
 from portal.blueprints.auth import bp
 from portal.blueprints.auth.forms import ApplyForm, ForgotPasswordForm, LoginForm, ResetPasswordForm
 from portal.errors import DomainError
-from portal.extensions import db, limiter
-from portal.forms import put_error_on_form
+from portal.extensions import csrf, db, limiter
+from portal.forms import ConfirmForm, put_error_on_form
 from portal.mail import MailError
 from portal.models import PartnerStatus, Role
 from portal.security import home_url_for, safe_next_url
-from portal.services import accounts
+from portal.services import accounts, delivery
 from portal.services.program import get_program
 
 
@@ -135,3 +135,50 @@ def reset_password(token: str):
             return redirect(url_for("auth.login"))
     status = 200 if request.method == "GET" else 422
     return render_template("auth/reset.html", form=form, user=user, token=token), status
+
+
+# --- one-click unsubscribe (the link in every partner e-mail) ----------------------------------
+
+
+@bp.route("/unsubscribe/<token>", methods=["GET", "POST"])
+@csrf.exempt  # RFC 8058: mail clients POST "List-Unsubscribe=One-Click" without a form token
+def unsubscribe(token: str):
+    """Opening the link (or the mail client's one-click POST) switches that kind of e-mail off."""
+    try:
+        _partner, kind = delivery.unsubscribe(token)
+    except DomainError as error:
+        db.session.rollback()
+        return _invalid_link(error)
+    db.session.commit()
+    return render_template(
+        "auth/unsubscribed.html",
+        kind_label=delivery.email_kind_label(kind),
+        token=token,
+        form=ConfirmForm(formdata=None),
+        subscribed=False,
+    )
+
+
+@bp.post("/unsubscribe/<token>/undo")
+def resubscribe(token: str):
+    form = ConfirmForm()
+    try:
+        _partner, kind = delivery.read_unsubscribe_token(token)
+    except DomainError as error:
+        return _invalid_link(error)
+    if form.validate_on_submit():
+        delivery.resubscribe(token)
+        db.session.commit()
+    return render_template(
+        "auth/unsubscribed.html",
+        kind_label=delivery.email_kind_label(kind),
+        token=token,
+        form=form,
+        subscribed=form.validate_on_submit(),
+    )
+
+
+def _invalid_link(error: DomainError):
+    return render_template(
+        "errors/error.html", code=400, title=_("Link not valid"), message=error.message
+    ), 400

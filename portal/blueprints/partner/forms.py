@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
-from wtforms import RadioField, SelectField, StringField, TextAreaField
+from wtforms import BooleanField, RadioField, SelectField, StringField, TextAreaField
 from wtforms.validators import DataRequired, Length, Optional
 
 from portal.forms import as_choices, channel_choices, country_choices
@@ -52,3 +52,38 @@ class PayoutDetailsForm(FlaskForm):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.tax_country.choices = as_choices([("", "—"), *country_choices()])
+
+
+_body_length = Length(max=10_000, message=_l("At most %(max)d characters."))
+
+
+class ReplyForm(FlaskForm):
+    body = TextAreaField(
+        _l("Your message"),
+        validators=[DataRequired(_l("Write a message first.")), _body_length],
+        description=_l("**bold**, *italics*, [links](https://…), lists and `code` work."),
+    )
+
+
+class NewThreadForm(ReplyForm):
+    subject = StringField(
+        _l("Subject"),
+        validators=[
+            DataRequired(_l("Give the conversation a subject.")),
+            Length(max=200, message=_l("At most %(max)d characters.")),
+        ],
+    )
+
+
+def preferences_form(current: dict[str, bool], formdata=None) -> FlaskForm:
+    """One switch per kind of e-mail, ticked when it is on."""
+    from portal.services.delivery import email_kind_label
+
+    class PreferencesForm(FlaskForm):
+        pass
+
+    for kind in current:
+        setattr(PreferencesForm, f"email_{kind}", BooleanField(email_kind_label(kind)))
+    if formdata is None:
+        return PreferencesForm(formdata=None, data={f"email_{k}": v for k, v in current.items()})
+    return PreferencesForm()

@@ -7,25 +7,52 @@ from flask_babel import gettext as _
 from flask_login import current_user
 
 from portal.blueprints.partner import bp
-from portal.blueprints.partner.forms import LinkForm, PayoutDetailsForm
+from portal.blueprints.partner.forms import (
+    LinkForm,
+    NewThreadForm,
+    PayoutDetailsForm,
+    ReplyForm,
+    preferences_form,
+)
 from portal.database import begin_write
 from portal.errors import DomainError
 from portal.extensions import db
 from portal.forms import ConfirmForm, put_error_on_form
+from portal.models import CHANNELS, CreativeKind
 from portal.models.types import utcnow
 from portal.security import partner_required
-from portal.services import links, payouts, reports, schedule
+from portal.services import (
+    announcements,
+    creative_stats,
+    creatives,
+    delivery,
+    inbox,
+    links,
+    payouts,
+    reports,
+    schedule,
+)
 from portal.services.commissions import commission_summary
 from portal.services.program import get_program
 from portal.services.tracking import reason_label
-from portal.views import render_page_or_partial
+from portal.views import day_arg, render_page_or_partial
 
 
 @bp.get("/")
 @partner_required
 def dashboard():
     partner = current_user.partner
-    return render_template("partner/dashboard.html", partner=partner, program=get_program())
+    program = get_program()
+    return render_page_or_partial(
+        "partner/dashboard.html",
+        "partner/_partials/_dashboard_live.html",
+        partner=partner,
+        program=program,
+        announcements=announcements.partner_announcements(partner, limit=5, pinned_or_unread=True),
+        threads=[row for row in inbox.partner_threads(partner, limit=5) if row.unread][:3],
+        unread=inbox.partner_unread_count(partner),
+        activity=reports.partner_activity(partner),
+    )
 
 
 def _links_page(form: LinkForm, status: int = 200):
@@ -117,6 +144,124 @@ def show_conversion(conversion_id: int):
     )
 
 
+# --- inbox --------------------------------------------------------------------------------
+
+
+def _inbox_page(form: NewThreadForm, status: int = 200):
+    partner = current_user.partner
+    body = render_page_or_partial(
+        "partner/inbox.html",
+        "partner/_partials/_inbox_list.html",
+        partner=partner,
+        threads=inbox.partner_threads(partner),
+        announcements=announcements.partner_announcements(partner),
+        form=form,
+    )
+    return body, status
+
+
+@bp.get("/inbox")
+@partner_required
+def list_threads():
+    return _inbox_page(NewThreadForm(formdata=None))
+
+
+@bp.post("/inbox")
+@partner_required
+def start_thread():
+    form = NewThreadForm()
+    if form.validate_on_submit():
+        try:
+            thread = inbox.start_thread(current_user.partner, current_user, form.subject.data, form.body.data)
+        except DomainError as error:
+            db.session.rollback()
+            put_error_on_form(form, error)
+        else:
+            db.session.commit()
+            flash(_("Message sent. The team will answer here."), "success")
+            return redirect(url_for("partner.show_thread", thread_id=thread.id))
+    return _inbox_page(form, 422)
+
+
+def _thread_page(thread, form: ReplyForm, status: int = 200):
+    if inbox.mark_read_by_partner(thread):
+        db.session.commit()
+    body = render_page_or_partial(
+        "partner/thread.html",
+        "_partials/_thread_messages.html",
+        thread=thread,
+        refresh_url=url_for("partner.show_thread", thread_id=thread.id),
+        messages=inbox.thread_messages(thread),
+        form=form,
+    )
+    return body, status
+
+
+def _own_thread(thread_id: int):
+    thread = inbox.partner_thread(current_user.partner, thread_id)
+    if thread is None:
+        abort(404)
+    return thread
+
+
+@bp.get("/inbox/<int:thread_id>")
+@partner_required
+def show_thread(thread_id: int):
+    return _thread_page(_own_thread(thread_id), ReplyForm(formdata=None))
+
+
+@bp.post("/inbox/<int:thread_id>")
+@partner_required
+def reply_thread(thread_id: int):
+    thread = _own_thread(thread_id)
+    form = ReplyForm()
+    if form.validate_on_submit():
+        try:
+            inbox.reply(thread, current_user, form.body.data)
+        except DomainError as error:
+            db.session.rollback()
+            put_error_on_form(form, error)
+        else:
+            db.session.commit()
+            return redirect(url_for("partner.show_thread", thread_id=thread.id, _anchor="reply"))
+    return _thread_page(thread, form, 422)
+
+
+@bp.get("/inbox/unread")
+@partner_required
+def unread_badge():
+    return render_template(
+        "_partials/_unread_badge.html", unread=inbox.partner_unread_count(current_user.partner)
+    )
+
+
+@bp.get("/announcements/<int:announcement_id>")
+@partner_required
+def show_announcement(announcement_id: int):
+    partner = current_user.partner
+    found = announcements.partner_announcement(partner, announcement_id)
+    if found is None:
+        abort(404)
+    if announcements.mark_read(partner, found.announcement):
+        db.session.commit()
+    return render_template("partner/announcement.html", announcement=found.announcement)
+
+
+@bp.route("/preferences", methods=["GET", "POST"])
+@partner_required
+def preferences():
+    partner = current_user.partner
+    current = delivery.email_preferences(partner)
+    form = preferences_form(current, formdata=request.form if request.method == "POST" else None)
+    if form.validate_on_submit():
+        delivery.update_email_preferences(partner, {kind: form[f"email_{kind}"].data for kind in current})
+        db.session.commit()
+        flash(_("E-mail preferences saved."), "success")
+        return redirect(url_for("partner.preferences"))
+    status = 200 if request.method == "GET" else 422
+    return render_template("partner/preferences.html", form=form, kinds=list(current)), status
+
+
 # --- earnings and payouts --------------------------------------------------------------
 
 
@@ -200,3 +345,71 @@ def payout_details():
             return redirect(url_for("partner.earnings"))
     status = 200 if request.method == "GET" else 422
     return render_template("partner/payout_details.html", form=form, partner=partner), status
+
+
+# --- creatives ----------------------------------------------------------------------
+
+
+def _library_filters() -> dict:
+    args = request.args
+    return {
+        "channel": args.get("channel") if args.get("channel") in CHANNELS else None,
+        "kind": args.get("kind") if args.get("kind") in set(CreativeKind) else None,
+        "campaign": (args.get("campaign") or "").strip()[:64] or None,
+        "language": (args.get("language") or "").strip()[:8] or None,
+        "search": (args.get("q") or "").strip()[:100] or None,
+    }
+
+
+@bp.get("/creatives")
+@partner_required
+def list_creatives():
+    filters = _library_filters()
+    page = db.paginate(creatives.library_query(**filters), per_page=24, error_out=False)
+    return render_template(
+        "partner/creatives.html",
+        partner=current_user.partner,
+        page=page,
+        filters=filters,
+        kinds=list(CreativeKind),
+        campaigns=creatives.campaigns_in_use(),
+        languages=creatives.languages_in_use(),
+    )
+
+
+@bp.get("/creatives/<int:creative_id>")
+@partner_required
+def show_creative(creative_id: int):
+    creative = creatives.published_creative(creative_id)
+    if creative is None:
+        abort(404)
+    partner = current_user.partner
+    link = url_for("track.follow_link", code=partner.ref_code, creative=creative.id, _external=True)
+    image_url = None
+    if creative.kind == CreativeKind.BANNER:
+        image_url = url_for("media.banner_image", creative_id=creative.id, _external=True)
+    return render_template(
+        "partner/creative.html",
+        partner=partner,
+        creative=creative,
+        code=creatives.code_for(creative, link=link, image_url=image_url),
+        download_name=creatives.download_name(creative) if creative.current.file_key else None,
+    )
+
+
+@bp.get("/creatives/stats")
+@partner_required
+def show_creative_stats():
+    partner = current_user.partner
+    program = get_program()
+    period = creative_stats.period(day_arg("from"), day_arg("to"), program.timezone)
+    return render_template(
+        "partner/creative_stats.html",
+        partner=partner,
+        program=program,
+        period=period,
+        report=creative_stats.creative_report(period, partner_id=partner.id),
+        best=creative_stats.best_in_channels(period, partner.channels or []),
+        min_clicks=creative_stats.MIN_PROGRAM_CLICKS,
+        min_partners=creative_stats.MIN_PROGRAM_PARTNERS,
+    )

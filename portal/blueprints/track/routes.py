@@ -30,7 +30,7 @@ def follow_link(code: str):
     if target is None or not target.link_active:
         current_app.logger.info("click on unknown or disabled code %r", code[:80])
         return _go(route.default_landing_url)
-    destination = clicks.destination_for(target, route)
+    destination = clicks.destination_for(target, route, clicks.creative_landing(request.args.get("creative")))
     if not target.partner_attributes:
         # A suspended partner's links still take shoppers to the shop, but earn nothing.
         return _go(destination)

@@ -1,0 +1,347 @@
+"""Live-update fan-out: 500 Socket.IO clients, one announcement to all, delivery latency.
+
+Runs the portal under gunicorn twice — one worker (in-process Socket.IO), then
+two workers sharing Redis — connects CLIENTS partner sockets (websocket
+transport, spread over the workers), has a manager publish an announcement to
+all approved partners over HTTP, and measures, per client, the time from the
+manager pressing "publish" to the client receiving the "announcement" event.
+That includes the publish request's own work (500 recipient rows, the commit).
+
+    python bench/fanout.py            # needs REDIS_URL for the second run (default redis://127.0.0.1:6379/6)
+
+Bounded: 127.0.0.1 only, a temporary SQLite database, every wait has a timeout.
+Target: p95 <= 250 ms.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import selectors
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import requests  # noqa: E402
+from wsproto import ConnectionType, WSConnection  # noqa: E402
+from wsproto.events import CloseConnection, Message, Ping, Request, TextMessage  # noqa: E402
+
+CLIENTS = int(os.environ.get("FANOUT_CLIENTS", "500"))
+ROUNDS = int(os.environ.get("FANOUT_ROUNDS", "3"))
+REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/6")
+SECRET = "fanout-bench-secret"  # noqa: S105 - a throwaway key for a throwaway database
+TARGET_P95_MS = 250
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def prepare_database(directory: Path) -> tuple[str, dict]:
+    """A migrated SQLite database with a program, a manager and CLIENTS approved partners."""
+    import sqlalchemy as sa
+    from flask_migrate import upgrade
+
+    from config import TestingConfig
+    from portal import create_app
+    from portal.extensions import db
+    from portal.models import Partner, Program, User
+
+    url = f"sqlite:///{directory / 'fanout.db'}"
+    app = create_app(TestingConfig, SQLALCHEMY_DATABASE_URI=url, SECRET_KEY=SECRET)
+    with app.app_context():
+        upgrade(directory=str(ROOT / "migrations"))
+        db.session.add(
+            Program(
+                name="Bench", default_landing_url="https://shop.example/", allowed_domains=["shop.example"]
+            )
+        )
+        manager = User(
+            email="manager@bench.example",
+            name="Manager",
+            role="manager",
+            password_hash="x",  # noqa: S106 - nobody signs in with a password here
+        )
+        db.session.add(manager)
+        db.session.flush()
+        db.session.execute(
+            sa.insert(User),
+            [
+                {"email": f"p{i}@bench.example", "name": f"Partner {i}", "role": "partner",
+                 "password_hash": "x", "session_token": f"bench-partner-{i}"}
+                for i in range(CLIENTS)
+            ],
+        )  # fmt: skip
+        users = db.session.execute(sa.select(User.id, User.session_token).where(User.role == "partner")).all()
+        db.session.execute(
+            sa.insert(Partner),
+            [
+                {"user_id": uid, "ref_code": f"bench{uid}", "status": "approved",
+                 "promotion_description": "x", "country": "US", "channels": ["seo"]}
+                for uid, _ in users
+            ],
+        )  # fmt: skip
+        db.session.commit()
+        serializer = app.session_interface.get_signing_serializer(app)
+        cookies = {
+            "manager": serializer.dumps({"_user_id": manager.session_token, "_fresh": True}),
+            "partners": [serializer.dumps({"_user_id": token, "_fresh": True}) for _, token in users],
+        }
+        db.engine.dispose()
+    return url, cookies
+
+
+def start_gunicorn(database: str, workers: int, redis_url: str | None, directory: Path):
+    port = free_port()
+    env = {
+        **os.environ,
+        "PORTAL_ENV": "development",
+        "PORTAL_INSTANCE_DIR": str(directory),
+        "SECRET_KEY": SECRET,
+        "DATABASE_URL": database,
+        "GUNICORN_BIND": f"127.0.0.1:{port}",
+        "GUNICORN_WORKERS": str(workers),
+        # gthread + simple-websocket: each open websocket holds one thread of its worker
+        "GUNICORN_THREADS": str(CLIENTS // workers + 100),
+        "SCHEDULER_ENABLED": "false",
+        "RATELIMIT_ENABLED": "false",
+        "RATELIMIT_STORAGE_URI": "memory://",
+        "LOG_LEVEL": "WARNING",
+        "SOCKETIO_CHANNEL": f"fanout-bench-{uuid.uuid4().hex}",
+    }
+    env.pop("REDIS_URL", None)
+    env.pop("MAIL_SERVER", None)
+    if redis_url:
+        env["REDIS_URL"] = redis_url
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "-c",
+            "gunicorn.conf.py",
+            "--access-logfile",
+            "/dev/null",
+            "wsgi:app",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                break
+        except requests.RequestException:
+            pass
+        if process.poll() is not None:
+            raise RuntimeError(process.stderr.read().decode()[-2000:])
+        time.sleep(0.1)
+    else:
+        process.kill()
+        raise RuntimeError("gunicorn did not start within 60 s")
+    return process, f"http://127.0.0.1:{port}"
+
+
+class Fleet:
+    """CLIENTS partner sockets in one thread, recording when each receives the announcement.
+
+    A minimal Engine.IO 4 / Socket.IO 5 client over wsproto and a selector: a
+    thread (or three) per client, as python-socketio's client uses, would make
+    the bench measure its own GIL instead of the server.
+    """
+
+    def __init__(self, url: str, cookies: list[str]):
+        self.host, self.port = url.removeprefix("http://").split(":")
+        self.cookies = cookies
+        self.selector = selectors.DefaultSelector()
+        self.conns: list[tuple[socket.socket, WSConnection]] = []
+        self.ready = 0
+        self.received: list[float | None] = [None] * len(cookies)
+        self.count = 0
+        self.lock = threading.Lock()
+        self.all_in = threading.Event()
+        self.all_ready = threading.Event()
+        self._stop = False
+        self._thread = threading.Thread(target=self._loop, name="fleet", daemon=True)
+
+    def connect_all(self) -> None:
+        for index, cookie in enumerate(self.cookies):
+            sock = socket.create_connection((self.host, int(self.port)), timeout=30)
+            sock.setblocking(False)
+            ws = WSConnection(ConnectionType.CLIENT)
+            request = Request(
+                host=f"{self.host}:{self.port}",
+                target="/socket.io/?EIO=4&transport=websocket",
+                extra_headers=[(b"cookie", f"session={cookie}".encode())],
+            )
+            sock.sendall(ws.send(request))
+            self.conns.append((sock, ws))
+            self.selector.register(sock, selectors.EVENT_READ, index)
+        self._thread.start()
+        if not self.all_ready.wait(120):
+            raise RuntimeError(f"only {self.ready} of {len(self.cookies)} clients joined their rooms")
+
+    def _send(self, index: int, text: str) -> None:
+        sock, ws = self.conns[index]
+        data = ws.send(Message(data=text))
+        sock.setblocking(True)
+        sock.sendall(data)
+        sock.setblocking(False)
+
+    def _handle(self, index: int, text: str, now: float) -> None:
+        if text == "2":  # Engine.IO ping: answer or the server drops us
+            self._send(index, "3")
+        elif text.startswith("0"):  # Engine.IO open: join the default namespace
+            self._send(index, "40")
+        elif text.startswith('42["ready"'):
+            self.ready += 1
+            if self.ready == len(self.cookies):
+                self.all_ready.set()
+        elif text.startswith('42["announcement"'):
+            with self.lock:
+                if self.received[index] is None:
+                    self.received[index] = now
+                    self.count += 1
+                    if self.count == len(self.cookies):
+                        self.all_in.set()
+
+    def _loop(self) -> None:
+        while not self._stop:
+            for key, _ in self.selector.select(timeout=0.5):
+                now = time.perf_counter()
+                index = key.data
+                sock, ws = self.conns[index]
+                try:
+                    data = sock.recv(65536)
+                except BlockingIOError:
+                    continue
+                ws.receive_data(data or None)
+                for event in ws.events():
+                    if isinstance(event, TextMessage):
+                        self._handle(index, event.data, now)
+                    elif isinstance(event, Ping):
+                        sock.sendall(ws.send(event.response()))
+
+    def reset(self) -> None:
+        with self.lock:
+            self.received = [None] * len(self.cookies)
+            self.count = 0
+            self.all_in.clear()
+
+    def close(self) -> None:
+        self._stop = True
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+        for sock, ws in self.conns:
+            try:
+                sock.setblocking(True)
+                sock.sendall(ws.send(CloseConnection(code=1000)))
+            except Exception:  # noqa: BLE001, S110 - the server may have gone already
+                pass
+            sock.close()
+
+
+def publish(url: str, manager_cookie: str, title: str) -> tuple[float, float]:
+    http = requests.Session()
+    http.cookies.set("session", manager_cookie, domain="127.0.0.1")
+    form = http.get(f"{url}/admin/announcements/new", timeout=30)
+    token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', form.text).group(1)
+    started = time.perf_counter()
+    response = http.post(
+        f"{url}/admin/announcements/new",
+        data={
+            "csrf_token": token,
+            "title": title,
+            "body": "Fan-out test",
+            "audience_kind": "all",
+            "when": "now",
+        },
+        allow_redirects=False,
+        timeout=60,
+    )
+    finished = time.perf_counter()
+    if response.status_code != 302:
+        raise RuntimeError(f"publishing failed: {response.status_code} {response.text[:300]}")
+    return started, finished
+
+
+def percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
+
+
+def run(
+    label: str, database: str, cookies: dict, workers: int, redis_url: str | None, directory: Path
+) -> float:
+    process, url = start_gunicorn(database, workers, redis_url, directory)
+    fleet = Fleet(url, cookies["partners"])
+    p95s = []
+    try:
+        connect_started = time.perf_counter()
+        fleet.connect_all()
+        print(f"{label}: {CLIENTS} clients connected in {time.perf_counter() - connect_started:.1f} s")
+        for round_number in range(1, ROUNDS + 1):
+            fleet.reset()
+            started, finished = publish(url, cookies["manager"], f"{label} round {round_number}")
+            if not fleet.all_in.wait(30):
+                missing = sum(1 for r in fleet.received if r is None)
+                raise RuntimeError(f"{missing} of {CLIENTS} clients did not receive the announcement in 30 s")
+            latencies = [(r - started) * 1000 for r in fleet.received]
+            p50, p95 = statistics.median(latencies), percentile(latencies, 0.95)
+            p95s.append(p95)
+            print(
+                f"{label}: round {round_number}: delivered to {CLIENTS}/{CLIENTS}; "
+                f"p50 {p50:.0f} ms, p95 {p95:.0f} ms, max {max(latencies):.0f} ms "
+                f"(the publish request itself took {(finished - started) * 1000:.0f} ms)"
+            )
+    finally:
+        fleet.close()
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+    return statistics.median(p95s)
+
+
+def main() -> int:
+    with tempfile.TemporaryDirectory(prefix="portal-fanout-") as tmp:
+        directory = Path(tmp)
+        database, cookies = prepare_database(directory)
+        results = {"1 worker, in-process": run("1 worker", database, cookies, 1, None, directory)}
+        try:
+            import redis
+
+            redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping()
+        except Exception as exc:  # noqa: BLE001 - report and skip the Redis run
+            print(f"2 workers over Redis: skipped, Redis at {REDIS_URL} not reachable ({exc})")
+        else:
+            results["2 workers over Redis"] = run(
+                "2 workers + Redis", database, cookies, 2, REDIS_URL, directory
+            )
+        print()
+        for label, p95 in results.items():
+            verdict = "ok" if p95 <= TARGET_P95_MS else "ABOVE TARGET"
+            print(
+                f"{label}: median p95 over {ROUNDS} rounds {p95:.0f} ms "
+                f"(target <= {TARGET_P95_MS} ms): {verdict}"
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,623 @@
+"""Automatic messages at the moments that matter — the one entry point other modules call.
+
+Each kind is an editable template with ``{{ variables }}`` that operators can
+switch off. ``notify(kind, partner, key=..., **values)`` sends one: at most once
+per (kind, partner, key), inside the caller's transaction (the message, its
+e-mail in the outbox and its live event all stand or fall with the caller's
+commit). The functions below it are the events, named by what happened:
+
+* here today: ``partner_approved``, ``conversion_recorded`` (first sale),
+  ``conversion_rejected``, and the time-driven ``send_wake_ups`` (the job);
+* for other modules to call: ``tier_upgraded``, ``payout_sent``,
+  ``creatives_published``, ``campaign_starting``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+from flask_babel import format_date, get_locale
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
+from jinja2 import StrictUndefined, TemplateSyntaxError, UndefinedError, nodes
+from jinja2.sandbox import SandboxedEnvironment
+
+from portal import realtime
+from portal.errors import DomainError
+from portal.extensions import db
+from portal.models import (
+    AutomaticKind,
+    AutomaticMessageLog,
+    Click,
+    Conversion,
+    ConversionStatus,
+    Message,
+    MessageTemplate,
+    Partner,
+    PartnerStatus,
+    User,
+)
+from portal.models.types import utcnow
+from portal.money import format_money
+from portal.services import delivery, inbox
+from portal.services.audit import record_event
+from portal.urls import absolute_url
+
+DEFAULT_QUIET_DAYS = 21
+
+# --- variables ----------------------------------------------------------------------------
+
+_COMMON = {
+    "partner.name": _l("the partner's name"),
+    "partner.code": _l("their partner code"),
+    "program.name": _l("the program's name"),
+    "portal_url": _l("link to their dashboard"),
+    "links_url": _l("link to their links page"),
+}
+VARIABLES: dict[str, dict[str, object]] = {
+    AutomaticKind.WELCOME: {},
+    AutomaticKind.FIRST_CONVERSION: {
+        "conversion.order": _l("the order number"),
+        "conversion.amount": _l("the sale amount"),
+        "commission.amount": _l("the commission earned"),
+        "conversion_url": _l("link to the sale's details"),
+    },
+    AutomaticKind.WAKE_UP: {
+        "quiet_days": _l("days without a click"),
+        "last_click": _l("date of the last click (or “never”)"),
+    },
+    AutomaticKind.TIER_UPGRADE: {
+        "tier.name": _l("the new tier"),
+        "tier.previous": _l("the tier before"),
+        "tier.rate": _l("the new commission, in words"),
+    },
+    AutomaticKind.PAYOUT_SENT: {
+        "payout.amount": _l("the amount paid"),
+        "payout.reference": _l("the payment reference"),
+        "payout.date": _l("the payment date"),
+        "earnings_url": _l("link to their earnings"),
+    },
+    AutomaticKind.NEW_CREATIVES: {
+        "creatives.count": _l("how many new creatives"),
+        "creatives.titles": _l("their titles"),
+        "creatives.channels": _l("the channels they are for"),
+        "creatives_url": _l("link to the creative library"),
+    },
+    AutomaticKind.CAMPAIGN_STARTING: {
+        "campaign.name": _l("the campaign"),
+        "campaign.starts": _l("start date"),
+        "campaign.ends": _l("end date"),
+        "campaign.details": _l("what it offers"),
+        "campaign_url": _l("link to the campaign"),
+    },
+    AutomaticKind.CONVERSION_REJECTED: {
+        "conversion.order": _l("the order number"),
+        "conversion.amount": _l("the sale amount"),
+        "reason": _l("the reason, in plain words"),
+        "note": _l("the note from the team (may be empty)"),
+        "conversion_url": _l("link to the sale's details"),
+    },
+}
+
+
+def variables_for(kind: str) -> dict[str, object]:
+    """Every variable a kind's template may use, with what it means."""
+    return {**_COMMON, **VARIABLES[AutomaticKind(kind)]}
+
+
+def kind_label(kind: str) -> str:
+    return {
+        AutomaticKind.WELCOME: _("Welcome, on approval"),
+        AutomaticKind.FIRST_CONVERSION: _("Congratulations on the first sale"),
+        AutomaticKind.WAKE_UP: _("Wake-up after a quiet spell"),
+        AutomaticKind.TIER_UPGRADE: _("Tier upgrade"),
+        AutomaticKind.PAYOUT_SENT: _("Payout sent"),
+        AutomaticKind.NEW_CREATIVES: _("New creatives in the partner's channels"),
+        AutomaticKind.CAMPAIGN_STARTING: _("Campaign starting"),
+        AutomaticKind.CONVERSION_REJECTED: _("Sale rejected"),
+    }.get(kind, kind)
+
+
+def _defaults() -> dict[str, tuple[str, str]]:
+    return {
+        AutomaticKind.WELCOME: (
+            _("Welcome to %(program)s, {{ partner.name }}", program="{{ program.name }}"),
+            _(
+                "Hi {{ partner.name }},\n\nyou are in: your application to {{ program.name }} is approved. "
+                "Your partner code is `{{ partner.code }}`.\n\n"
+                "Start with [your links]({{ links_url }}) — every click and sale they bring "
+                "is credited to you. Questions? Just answer this message."
+            ),
+        ),
+        AutomaticKind.FIRST_CONVERSION: (
+            _("Your first sale, {{ partner.name }}!"),
+            _(
+                "Congratulations — order {{ conversion.order }} ({{ conversion.amount }}) is your first sale "
+                "with {{ program.name }}, earning you **{{ commission.amount }}**.\n\n"
+                "[See how it was counted]({{ conversion_url }})."
+            ),
+        ),
+        AutomaticKind.WAKE_UP: (
+            _("We miss your links, {{ partner.name }}"),
+            _(
+                "Hi {{ partner.name }},\n\nyour links have had no clicks for {{ quiet_days }} days "
+                "(last click: {{ last_click }}). Fresh creatives and [your links]({{ links_url }}) "
+                "are waiting. Need ideas? Answer this message and we will help."
+            ),
+        ),
+        AutomaticKind.TIER_UPGRADE: (
+            _("You moved up to {{ tier.name }}"),
+            _(
+                "Well done, {{ partner.name }}: you moved up from {{ tier.previous }} "
+                "to **{{ tier.name }}**. From now on you earn {{ tier.rate }}."
+            ),
+        ),
+        AutomaticKind.PAYOUT_SENT: (
+            _("Payout sent: {{ payout.amount }}"),
+            _(
+                "Hi {{ partner.name }},\n\nwe sent you **{{ payout.amount }}** on {{ payout.date }} "
+                "(reference {{ payout.reference }}). [See your earnings]({{ earnings_url }})."
+            ),
+        ),
+        AutomaticKind.NEW_CREATIVES: (
+            _("New creatives for {{ creatives.channels }}"),
+            _(
+                "Hi {{ partner.name }},\n\n{{ creatives.count }} new creatives for your channels: "
+                "{{ creatives.titles }}.\n\n[Open the library]({{ creatives_url }})."
+            ),
+        ),
+        AutomaticKind.CAMPAIGN_STARTING: (
+            _("Starting {{ campaign.starts }}: {{ campaign.name }}"),
+            _(
+                "Hi {{ partner.name }},\n\n**{{ campaign.name }}** runs from {{ campaign.starts }} to "
+                "{{ campaign.ends }}. {{ campaign.details }}\n\n[Get the campaign links]({{ campaign_url }})."
+            ),
+        ),
+        AutomaticKind.CONVERSION_REJECTED: (
+            _("Order {{ conversion.order }} was not counted"),
+            _(
+                "Hi {{ partner.name }},\n\norder {{ conversion.order }} ({{ conversion.amount }}) "
+                "does not earn commission: {{ reason }}. {{ note }}\n\n"
+                "[See the details]({{ conversion_url }}). If you think this is wrong, answer this message."
+            ),
+        ),
+    }
+
+
+# --- templates: checked when saved, not when sent -----------------------------------------------
+
+
+class Trusted(str):
+    """A value the portal made (a link): put into the Markdown as it is."""
+
+    __slots__ = ()
+
+
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!<>|~])")
+
+
+def _escape_markdown(value) -> str:
+    if isinstance(value, Trusted):
+        return str(value)
+    # What a partner or operator typed (a name, a note) stays text, never becomes a link or markup.
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", str(value))
+
+
+_markdown_env = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False, finalize=_escape_markdown)
+_text_env = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False, finalize=str)
+
+
+def _dotted(node: nodes.Node) -> str | None:
+    if isinstance(node, nodes.Name):
+        return node.name
+    if isinstance(node, nodes.Getattr):
+        base = _dotted(node.node)
+        return f"{base}.{node.attr}" if base else None
+    return None
+
+
+def check_template(kind: str, source: str, field: str) -> None:
+    """Only ``{{ variable }}`` placeholders this kind knows; anything else is refused now."""
+    try:
+        tree = _markdown_env.parse(source)
+    except TemplateSyntaxError as error:
+        raise DomainError(
+            _(
+                "This template cannot be read (line %(line)d): %(error)s",
+                line=error.lineno or 1,
+                error=error.message,
+            ),
+            field,
+        ) from None
+    allowed = variables_for(kind)
+    for output in tree.body:
+        if not isinstance(output, nodes.Output):
+            raise DomainError(_("Only {{ variable }} placeholders are allowed, no {% … %} blocks."), field)
+        for child in output.nodes:
+            if isinstance(child, nodes.TemplateData):
+                continue
+            name = _dotted(child)
+            if name is None:
+                raise DomainError(
+                    _("Only plain {{ variable }} placeholders are allowed, without filters or expressions."),
+                    field,
+                )
+            if name not in allowed:
+                raise DomainError(
+                    _(
+                        "Unknown variable {{ %(name)s }}. Use one of: %(known)s.",
+                        name=name,
+                        known=", ".join(sorted(allowed)),
+                    ),
+                    field,
+                )
+
+
+def get_template(kind: str) -> MessageTemplate:
+    """The template of ``kind``; the built-in wording on first use."""
+    kind = AutomaticKind(kind).value
+    template = db.session.get(MessageTemplate, kind)
+    if template is None:
+        subject, body = _defaults()[kind]
+        template = MessageTemplate(
+            kind=kind,
+            enabled=True,
+            subject=subject,
+            body=body,
+            quiet_days=DEFAULT_QUIET_DAYS if kind == AutomaticKind.WAKE_UP else None,
+        )
+        db.session.add(template)
+        db.session.flush()
+    return template
+
+
+def all_templates() -> list[MessageTemplate]:
+    return [get_template(kind) for kind in AutomaticKind]
+
+
+@dataclass
+class TemplateChange:
+    enabled: bool
+    subject: str
+    body: str
+    quiet_days: int | None = None
+
+
+def save_template(kind: str, actor: User, change: TemplateChange) -> MessageTemplate:
+    """Change a template's wording or switch; unknown variables are refused here."""
+    template = get_template(kind)
+    subject = " ".join((change.subject or "").split())
+    body = (change.body or "").strip()
+    if not subject:
+        raise DomainError(_("Write a subject."), "subject")
+    if len(subject) > 200:
+        raise DomainError(_("At most %(max)d characters.", max=200), "subject")
+    if not body:
+        raise DomainError(_("Write the message."), "body")
+    if len(body) > 10_000:
+        raise DomainError(_("At most %(max)d characters.", max=10_000), "body")
+    check_template(kind, subject, "subject")
+    check_template(kind, body, "body")
+    if kind == AutomaticKind.WAKE_UP:
+        if change.quiet_days is None or not 1 <= change.quiet_days <= 365:
+            raise DomainError(_("From %(min)d to %(max)d days.", min=1, max=365), "quiet_days")
+        template.quiet_days = change.quiet_days
+    template.enabled = change.enabled
+    template.subject = subject
+    template.body = body
+    template.updated_by_id = actor.id
+    record_event(actor, "template.saved", "message_template", None, kind=kind, enabled=change.enabled)
+    db.session.flush()
+    return template
+
+
+def reset_template(kind: str, actor: User) -> MessageTemplate:
+    template = get_template(kind)
+    template.subject, template.body = _defaults()[kind]
+    template.updated_by_id = actor.id
+    record_event(actor, "template.reset", "message_template", None, kind=kind)
+    db.session.flush()
+    return template
+
+
+def _nest(flat: dict[str, object]) -> dict[str, object]:
+    """``{"partner.name": x}`` → ``{"partner": {"name": x}}`` for the template."""
+    nested: dict[str, object] = {}
+    for key, value in flat.items():
+        parts = key.split(".")
+        target = nested
+        for part in parts[:-1]:
+            target = target.setdefault(part, {})
+        target[parts[-1]] = value
+    return nested
+
+
+def render(kind: str, source: str, values: dict[str, object], markdown: bool = True) -> str:
+    env = _markdown_env if markdown else _text_env
+    try:
+        return env.from_string(source).render(_nest(values))
+    except UndefinedError as error:  # a caller forgot a value: a bug, not the operator's
+        raise ValueError(f"automatic message {kind}: {error}") from None
+
+
+def preview_values(kind: str) -> dict[str, object]:
+    """Sample values, to show an operator what a template will look like."""
+    sample = {name: f"[{name}]" for name in variables_for(kind)}
+    sample.update(
+        {
+            "partner.name": "Pat Partner",
+            "partner.code": "demo",
+            "program.name": _program_name(),
+            "portal_url": Trusted(absolute_url("partner.dashboard")),
+            "links_url": Trusted(absolute_url("partner.list_links")),
+        }
+    )
+    for name in variables_for(kind):
+        if name.endswith("_url"):
+            sample[name] = Trusted(absolute_url("partner.dashboard"))
+    return sample
+
+
+# --- sending ---------------------------------------------------------------------------------
+
+
+def _program_name() -> str:
+    from portal.services.program import get_program
+
+    return get_program().name
+
+
+def _common_values(partner: Partner) -> dict[str, object]:
+    return {
+        "partner.name": partner.user.name,
+        "partner.code": partner.ref_code,
+        "program.name": _program_name(),
+        "portal_url": Trusted(absolute_url("partner.dashboard")),
+        "links_url": Trusted(absolute_url("partner.list_links")),
+    }
+
+
+def _money(minor: int, currency: str) -> str:
+    return format_money(minor, currency, locale=str(get_locale() or "en"))
+
+
+def notify(kind: str, partner: Partner, *, key: str, **values: object) -> Message | None:
+    """Send the automatic message ``kind`` to ``partner`` once for ``key``, if it is switched on.
+
+    ``values`` are the kind's own variables by their dotted names with ``.``
+    written as ``__`` (``conversion__amount="€4.99"``); URLs should be ``Trusted``.
+    Returns the new message, or None when it is off, already sent for this key,
+    or the partner cannot use the portal.
+    """
+    kind = AutomaticKind(kind).value
+    template = get_template(kind)
+    if not template.enabled or not partner.can_use_portal:
+        return None
+    already = db.session.scalar(
+        sa.select(AutomaticMessageLog.id).where(
+            AutomaticMessageLog.kind == kind,
+            AutomaticMessageLog.partner_id == partner.id,
+            AutomaticMessageLog.dedupe_key == key,
+        )
+    )
+    if already is not None:
+        return None
+    flat = {**_common_values(partner), **{name.replace("__", "."): value for name, value in values.items()}}
+    unknown = set(flat) - set(variables_for(kind))
+    if unknown:
+        raise ValueError(f"automatic message {kind}: unknown values {sorted(unknown)}")
+    subject = render(kind, template.subject, flat, markdown=False)
+    body = render(kind, template.body, flat)
+
+    log = AutomaticMessageLog(kind=kind, partner_id=partner.id, dedupe_key=key[:200])
+    try:
+        with db.session.begin_nested():
+            db.session.add(log)
+    except sa.exc.IntegrityError:
+        return None  # a concurrent run sent it a moment ago
+    message = inbox.post_system_message(partner, kind, subject, body)
+    log.message_id = message.id
+    db.session.flush()
+    delivery.queue_email(partner, kind, subject, body, inbox.thread_link(message.thread))
+    realtime.notify(partner.id, "notification", {"kind": kind, "thread": message.thread_id})
+    return message
+
+
+# --- events that exist today ----------------------------------------------------------------
+
+
+def partner_approved(partner: Partner) -> Message | None:
+    return notify(AutomaticKind.WELCOME, partner, key="approved")
+
+
+def _conversion_values(conversion: Conversion) -> dict[str, object]:
+    return {
+        "conversion__order": conversion.transaction_id,
+        "conversion__amount": _money(conversion.amount_minor, conversion.currency),
+        "conversion_url": Trusted(absolute_url("partner.show_conversion", conversion_id=conversion.id)),
+    }
+
+
+def conversion_recorded(conversion: Conversion) -> Message | None:
+    """A conversion now counts for its partner: congratulate them if it is their first."""
+    if conversion.partner_id is None or conversion.status != ConversionStatus.PENDING:
+        return None
+    counted = db.session.scalar(
+        sa.select(sa.func.count()).where(
+            Conversion.partner_id == conversion.partner_id, Conversion.status == ConversionStatus.PENDING
+        )
+    )
+    if counted != 1:
+        return None
+    from portal.services.commissions import net_commission
+
+    partner = conversion.partner or db.session.get(Partner, conversion.partner_id)
+    return notify(
+        AutomaticKind.FIRST_CONVERSION,
+        partner,
+        key="first",
+        commission__amount=_money(net_commission(conversion), conversion.currency),
+        **_conversion_values(conversion),
+    )
+
+
+def conversion_rejected(conversion: Conversion) -> Message | None:
+    """A partner's conversion was rejected (by a rule, a refund or an operator): say why."""
+    if conversion.partner_id is None or conversion.status != ConversionStatus.REJECTED:
+        return None
+    from portal.services.tracking import reason_label
+
+    partner = conversion.partner or db.session.get(Partner, conversion.partner_id)
+    return notify(
+        AutomaticKind.CONVERSION_REJECTED,
+        partner,
+        key=f"conversion:{conversion.id}",
+        reason=reason_label(conversion.rejection_reason),
+        note=conversion.rejection_note or "",
+        **_conversion_values(conversion),
+    )
+
+
+def send_wake_ups(now: datetime | None = None) -> int:
+    """Nudge approved partners whose links have had no click for N days — once per quiet spell.
+
+    A quiet spell is named by when it began (the last click, or the approval for
+    a partner who never had one); the next wake-up needs a new click first.
+    """
+    now = now or utcnow()
+    template = get_template(AutomaticKind.WAKE_UP)
+    if not template.enabled:
+        return 0
+    days = template.quiet_days or DEFAULT_QUIET_DAYS
+    cutoff = now - timedelta(days=days)
+    last_click = (
+        sa.select(Click.partner_id, sa.func.max(Click.created_at).label("last_click"))
+        .group_by(Click.partner_id)
+        .subquery()
+    )
+    rows = db.session.execute(
+        sa.select(Partner, last_click.c.last_click)
+        .outerjoin(last_click, last_click.c.partner_id == Partner.id)
+        .where(Partner.status == PartnerStatus.APPROVED)
+        .where(
+            sa.func.coalesce(last_click.c.last_click, Partner.status_changed_at, Partner.applied_at) <= cutoff
+        )
+        .order_by(Partner.id)
+    ).all()
+    sent = 0
+    for partner, last in rows:
+        last = _aware(last)
+        since = last or partner.status_changed_at or partner.applied_at
+        message = notify(
+            AutomaticKind.WAKE_UP,
+            partner,
+            key=f"quiet-since:{since.isoformat()}",
+            quiet_days=(now - since).days,
+            last_click=format_date(last, "long") if last else _("never"),
+        )
+        sent += message is not None
+    return sent
+
+
+def _aware(value):
+    """A MAX() over a UTC column comes back naive from SQLite."""
+    from datetime import UTC
+
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+# --- events other modules raise ---------------------------------------------------------------
+
+
+def tier_upgraded(
+    partner: Partner, *, tier_name: str, previous_tier: str, rate: str, key: str
+) -> Message | None:
+    """Rewards: call when ``partner`` moves up a tier; ``key`` names the change (e.g. its id)."""
+    return notify(
+        AutomaticKind.TIER_UPGRADE,
+        partner,
+        key=key,
+        tier__name=tier_name,
+        tier__previous=previous_tier,
+        tier__rate=rate,
+    )
+
+
+def payout_sent(
+    partner: Partner, *, amount_minor: int, currency: str, reference: str, paid_at: datetime, key: str
+) -> Message | None:
+    """Payouts: call when a payout item is marked paid; ``key`` is the payout item."""
+    return notify(
+        AutomaticKind.PAYOUT_SENT,
+        partner,
+        key=key,
+        payout__amount=_money(amount_minor, currency),
+        payout__reference=reference,
+        payout__date=format_date(paid_at, "long"),
+        earnings_url=Trusted(absolute_url("partner.list_conversions")),
+    )
+
+
+@dataclass
+class NewCreative:
+    title: str
+    channel: str
+
+
+def creatives_published(creatives: list[NewCreative], *, key: str, library_url: str | None = None) -> int:
+    """Creatives: call when creatives go live; each approved partner working one of their
+    channels hears about the ones for their channels, once per ``key`` (e.g. the batch)."""
+    from portal.templating import channel_label
+
+    sent = 0
+    partners = db.session.scalars(
+        sa.select(Partner).where(Partner.status == PartnerStatus.APPROVED).order_by(Partner.id)
+    ).all()
+    for partner in partners:
+        mine = [c for c in creatives if c.channel in (partner.channels or [])]
+        if not mine:
+            continue
+        channels = list(dict.fromkeys(c.channel for c in mine))
+        message = notify(
+            AutomaticKind.NEW_CREATIVES,
+            partner,
+            key=key,
+            creatives__count=len(mine),
+            creatives__titles=", ".join(c.title for c in mine),
+            creatives__channels=", ".join(channel_label(c) for c in channels),
+            creatives_url=Trusted(library_url or absolute_url("partner.dashboard")),
+        )
+        sent += message is not None
+    return sent
+
+
+def campaign_starting(
+    partners: list[Partner],
+    *,
+    name: str,
+    starts_at: datetime,
+    ends_at: datetime | None,
+    details: str,
+    key: str,
+    campaign_url: str | None = None,
+) -> int:
+    """Campaigns: call (from their job or on publishing) for the partners a campaign is open to."""
+    sent = 0
+    for partner in partners:
+        message = notify(
+            AutomaticKind.CAMPAIGN_STARTING,
+            partner,
+            key=key,
+            campaign__name=name,
+            campaign__starts=format_date(starts_at, "long"),
+            campaign__ends=format_date(ends_at, "long") if ends_at else _("until further notice"),
+            campaign__details=details,
+            campaign_url=Trusted(campaign_url or absolute_url("partner.list_links")),
+        )
+        sent += message is not None
+    return sent
