@@ -1,7 +1,9 @@
 """Writes clicks in batches off the request thread, and never drops them on a clean shutdown.
 
 ``record()`` appends to an in-memory list; a background thread inserts what has
-gathered every ``CLICK_FLUSH_SECONDS`` (or sooner when a batch fills). ``close()``
+gathered every ``CLICK_FLUSH_SECONDS`` (or sooner when a batch fills), counts it in
+the dashboard rollups in the same transaction, and then tells each partner in the
+batch once ("stats") and the operators once. ``close()``
 (registered with ``atexit`` and gunicorn's ``worker_exit`` hook) writes what is
 left. ``CLICK_WRITE_MODE=inline`` writes in the request's own transaction
 instead (tests, and anyone who prefers it).
@@ -14,11 +16,11 @@ import logging
 import os
 import threading
 
-import sqlalchemy as sa
 from flask import Flask
 
+from portal import realtime
 from portal.extensions import db
-from portal.models import Click
+from portal.services.clicks import store_clicks
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +42,9 @@ class ClickWriter:
 
     def record(self, row: dict) -> None:
         if self.inline:
-            db.session.execute(sa.insert(Click), [row])
+            # In the request's transaction: the events go out when the view commits.
+            store_clicks(db.session, [row])
+            _announce({row["partner_id"]}, 1)
             return
         self._ensure_thread()
         with self._lock:
@@ -79,15 +83,18 @@ class ClickWriter:
                 batch, self._rows = self._rows, []
             if not batch:
                 return 0
-            try:
-                with self.app.app_context(), db.engine.begin() as connection:
-                    connection.execute(sa.insert(Click), batch)
-            except Exception:
-                # Keep them for the next attempt rather than lose money-path data.
-                log.exception("writing %d clicks failed; will retry", len(batch))
-                with self._lock:
-                    self._rows[:0] = batch
-                return 0
+            with self.app.app_context():
+                try:
+                    with db.engine.begin() as connection:
+                        partners = store_clicks(connection, batch)
+                except Exception:
+                    # Keep them for the next attempt rather than lose money-path data.
+                    log.exception("writing %d clicks failed; will retry", len(batch))
+                    with self._lock:
+                        self._rows[:0] = batch
+                    return 0
+                # Committed; no session transaction is open here, so these emit at once.
+                _announce(partners, len(batch))
             return len(batch)
 
     def close(self) -> None:
@@ -99,6 +106,13 @@ class ClickWriter:
             thread.join(timeout=10)
         self.flush()
         atexit.unregister(self.close)
+
+
+def _announce(partner_ids: set[int], clicks: int) -> None:
+    """Once per batch for each partner in it, and once for the operators."""
+    for partner_id in sorted(partner_ids):
+        realtime.notify(partner_id, "stats", {})
+    realtime.notify_operators("stats", {"clicks": clicks})
 
 
 def init_app(app: Flask) -> ClickWriter:

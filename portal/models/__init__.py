@@ -13,6 +13,7 @@ from portal.models.payouts import (
 )
 from portal.models.program import CommissionType, PayoutSchedule, Program
 from portal.models.rewards import CORRECTION_KINDS, Commission, CommissionKind, CommissionStatus
+from portal.models.stats import COUNTERS, DailyStat, PartnerDailyStat, ProgramDailyStat
 from portal.models.tracking import (
     ApiKey,
     AttributionMethod,
@@ -27,6 +28,7 @@ from portal.models.tracking import (
 __all__ = [
     "CHANNELS",
     "CORRECTION_KINDS",
+    "COUNTERS",
     "OPERATOR_ROLES",
     "ApiKey",
     "AttributionMethod",
@@ -40,9 +42,11 @@ __all__ = [
     "CommissionType",
     "Conversion",
     "ConversionStatus",
+    "DailyStat",
     "ItemStatus",
     "Link",
     "Partner",
+    "PartnerDailyStat",
     "PartnerStatus",
     "PayoutAccount",
     "PayoutBatch",
@@ -50,6 +54,7 @@ __all__ = [
     "PayoutMethod",
     "PayoutSchedule",
     "Program",
+    "ProgramDailyStat",
     "RejectionReason",
     "Role",
     "Signup",
