@@ -5,10 +5,11 @@ from __future__ import annotations
 from decimal import Decimal
 
 from flask import Flask, request
-from flask_babel import format_datetime, format_percent, get_locale
+from flask_babel import format_date, format_datetime, format_decimal, format_percent, get_locale
 from flask_babel import gettext as _
 from flask_wtf.csrf import generate_csrf
 
+from portal.charts import bar_chart
 from portal.models import CommissionType, PartnerStatus
 from portal.money import format_money
 from portal.realtime import room_for
@@ -45,6 +46,39 @@ def country_name(code: str | None) -> str:
     if not code:
         return "—"
     return get_locale().territories.get(code, code)
+
+
+def number(value: int | float | None) -> str:
+    """A count with the viewer's thousands separators: 12345 → "12,345"."""
+    if value is None:
+        return "—"
+    return format_decimal(value)
+
+
+def rate(value: Decimal | None) -> str:
+    """A share as a percent with one decimal: 0.0312 → "3.1%"; "—" when there is nothing to divide."""
+    if value is None:
+        return "—"
+    return format_percent(value, "#,##0.0%")
+
+
+def day(value, format: str = "medium") -> str:  # noqa: A002 - Babel's own name
+    """A calendar day (already in the program's zone, so never shifted)."""
+    if value is None:
+        return "—"
+    return format_date(value, {"short": "d MMM", "medium": "d MMM yyyy"}.get(format, format))
+
+
+def dimension_label(dimension: str) -> str:
+    from portal.services.dashboards import dimension_label as label
+
+    return label(dimension)
+
+
+def risk_label(reason: str) -> str:
+    from portal.services.dashboards import risk_label as label
+
+    return label(reason)
 
 
 def when(value, format: str = "medium") -> str:  # noqa: A002 - Babel's own name
@@ -97,11 +131,17 @@ def status_badge_parts(status: str, kind: str = "partner") -> tuple[str, str, st
 def init_app(app: Flask) -> None:
     app.add_template_filter(money, "money")
     app.add_template_filter(when, "when")
+    app.add_template_filter(number, "number")
+    app.add_template_filter(rate, "rate")
+    app.add_template_filter(day, "day")
     app.add_template_filter(percent_bp, "percent_bp")
     app.add_template_filter(channel_label, "channel")
     app.add_template_filter(channel_labels, "channels")
     app.add_template_filter(country_name, "country")
     app.add_template_global(base_commission)
+    app.add_template_global(bar_chart)
+    app.add_template_global(dimension_label)
+    app.add_template_global(risk_label)
     app.add_template_global(get_locale)
     app.add_template_global(room_for, "live_room")
     app.add_template_global(status_badge_parts)

@@ -24,6 +24,8 @@ PARTNER_TRAIL = "/partner/conversions/<tracked sale>"
 ADMIN_CONVERSION = "/admin/conversions/<tracked sale>"
 # Pages that would show only an empty state without it.
 NEEDS_TRACKED_SALE = {
+    "/partner/",
+    "/admin/",
     "/partner/links",
     "/partner/conversions",
     "/admin/conversions",

@@ -172,6 +172,9 @@ MATRIX = {
         "/admin/payouts/{batch_id}/items/{item_id}/failed",
         {**OPERATORS, "manager": 422, "admin": 422},
     ),
+    # dashboards: CSV of every table (a partner's are their own by construction)
+    "partner.export_stats": ("GET", "/partner/stats/link.csv", PARTNER_ONLY),
+    "admin.export_stats": ("GET", "/admin/stats/at_risk.csv", OPERATORS),
 }
 
 

@@ -41,23 +41,41 @@ from portal.models import (
 )
 from portal.models.types import utcnow
 from portal.security import admin_required, operator_required
-from portal.services import accounts, api_keys, links, partners, payouts, reports, tracking
+from portal.services import accounts, api_keys, dashboards, links, partners, payouts, reports, tracking
 from portal.services.audit import record_event
 from portal.services.commissions import commission_summary
 from portal.services.program import get_program, update_program_settings
 from portal.services.tracking import reason_label
-from portal.views import render_page_or_partial
+from portal.views import dashboard_range, render_page_or_partial
 
 
 @bp.get("/")
 @operator_required
 def dashboard():
     program = get_program()
-    return render_template(
+    form, rng, today = dashboard_range(program)
+    return render_page_or_partial(
         "admin/dashboard.html",
+        "admin/_partials/_dashboard.html",
         program=program,
+        form=form,
         counts=partners.count_by_status(),
         needs_setup=not program.default_landing_url,
+        board=dashboards.program_dashboard(rng, today, program.timezone),
+    )
+
+
+@bp.get(f"/stats/<any({', '.join(dashboards.PROGRAM_TABLES)}):table>.csv")
+@operator_required
+def export_stats(table: str):
+    program = get_program()
+    _form, rng, today = dashboard_range(program)
+    headers, rows = dashboards.program_table(rng, today, program.timezone, table, program.currency)
+    name = f"{table}-{rng.start.isoformat()}-{rng.end.isoformat()}.csv"
+    return Response(
+        dashboards.to_csv(headers, rows),
+        mimetype="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="{name}"'},
     )
 
 

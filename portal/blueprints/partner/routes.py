@@ -14,18 +14,43 @@ from portal.extensions import db
 from portal.forms import ConfirmForm, put_error_on_form
 from portal.models.types import utcnow
 from portal.security import partner_required
-from portal.services import links, payouts, reports, schedule
+from portal.services import dashboards, links, payouts, reports, schedule
 from portal.services.commissions import commission_summary
 from portal.services.program import get_program
 from portal.services.tracking import reason_label
-from portal.views import render_page_or_partial
+from portal.views import dashboard_range, render_page_or_partial
 
 
 @bp.get("/")
 @partner_required
 def dashboard():
     partner = current_user.partner
-    return render_template("partner/dashboard.html", partner=partner, program=get_program())
+    program = get_program()
+    form, rng, _today = dashboard_range(program)
+    return render_page_or_partial(
+        "partner/dashboard.html",
+        "partner/_partials/_dashboard.html",
+        partner=partner,
+        program=program,
+        form=form,
+        board=dashboards.partner_dashboard(partner.id, rng),
+        earnings=payouts.earnings_of(partner.id),
+    )
+
+
+@bp.get(f"/stats/<any({', '.join(dashboards.PARTNER_TABLES)}):table>.csv")
+@partner_required
+def export_stats(table: str):
+    partner = current_user.partner
+    program = get_program()
+    _form, rng, _today = dashboard_range(program)
+    headers, rows = dashboards.partner_table(partner.id, rng, table, program.currency)
+    name = f"{table}-{partner.ref_code}-{rng.start.isoformat()}-{rng.end.isoformat()}.csv"
+    return Response(
+        dashboards.to_csv(headers, rows),
+        mimetype="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="{name}"'},
+    )
 
 
 def _links_page(form: LinkForm, status: int = 200):
