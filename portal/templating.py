@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from functools import lru_cache
 
+from babel import Locale
+from babel.dates import format_date as babel_format_date
+from babel.numbers import get_group_symbol
 from flask import Flask, request
-from flask_babel import format_date, format_datetime, format_decimal, format_percent, get_locale
+from flask_babel import format_datetime, format_decimal, format_percent, get_locale
 from flask_babel import gettext as _
 from flask_wtf.csrf import generate_csrf
 
@@ -18,7 +22,23 @@ from portal.realtime import room_for
 def money(minor: int | None, currency: str) -> str:
     if minor is None:
         return "—"
-    return format_money(minor, currency, locale=str(get_locale()))
+    return _money(minor, currency, str(get_locale()))
+
+
+# Dashboards format hundreds of numbers, dates and amounts per page; each is a pure
+# function of its inputs and the locale, so the formatted text is remembered.
+@lru_cache(maxsize=8192)
+def _money(minor: int, currency: str, locale: str) -> str:
+    return format_money(minor, currency, locale=locale)
+
+
+@lru_cache(maxsize=32)
+def _thousands_separator(locale: str) -> str | None:
+    """The locale's group symbol if it groups integers by threes (most do), else None."""
+    pattern = Locale.parse(locale).decimal_formats.get(None)
+    if pattern is None or pattern.grouping != (3, 3):
+        return None
+    return get_group_symbol(locale)
 
 
 def percent_bp(basis_points: int) -> str:
@@ -52,6 +72,10 @@ def number(value: int | float | None) -> str:
     """A count with the viewer's thousands separators: 12345 → "12,345"."""
     if value is None:
         return "—"
+    if isinstance(value, int) and not isinstance(value, bool):
+        separator = _thousands_separator(str(get_locale()))
+        if separator is not None:
+            return f"{value:,}".replace(",", separator)
     return format_decimal(value)
 
 
@@ -66,7 +90,12 @@ def day(value, format: str = "medium") -> str:  # noqa: A002 - Babel's own name
     """A calendar day (already in the program's zone, so never shifted)."""
     if value is None:
         return "—"
-    return format_date(value, {"short": "d MMM", "medium": "d MMM yyyy"}.get(format, format))
+    return _day(value, {"short": "d MMM", "medium": "d MMM yyyy"}.get(format, format), str(get_locale()))
+
+
+@lru_cache(maxsize=4096)
+def _day(value, pattern: str, locale: str) -> str:
+    return babel_format_date(value, pattern, locale=locale)
 
 
 def dimension_label(dimension: str) -> str:

@@ -13,7 +13,14 @@ from portal.models.payouts import (
 )
 from portal.models.program import CommissionType, PayoutSchedule, Program
 from portal.models.rewards import CORRECTION_KINDS, Commission, CommissionKind, CommissionStatus
-from portal.models.stats import COUNTERS, DailyStat, PartnerDailyStat, ProgramDailyStat
+from portal.models.stats import (
+    COUNTERS,
+    CreativeDailyStat,
+    DailyStat,
+    PartnerDailyStat,
+    PartnerTrend,
+    ProgramDailyStat,
+)
 from portal.models.tracking import (
     ApiKey,
     AttributionMethod,
@@ -42,12 +49,14 @@ __all__ = [
     "CommissionType",
     "Conversion",
     "ConversionStatus",
+    "CreativeDailyStat",
     "DailyStat",
     "ItemStatus",
     "Link",
     "Partner",
     "PartnerDailyStat",
     "PartnerStatus",
+    "PartnerTrend",
     "PayoutAccount",
     "PayoutBatch",
     "PayoutItem",

@@ -1,11 +1,15 @@
 """Rollups: counters per day, kept up to date as events arrive, so reports never scan history.
 
-Three grains, each keyed by the day in the program's time zone:
+Four grains, each keyed by the day in the program's time zone:
 
 - ``DailyStat``: partner × link × code × channel × campaign × creative × sub-ID — the
   partner's breakdowns;
 - ``PartnerDailyStat``: partner — the partner's figures and chart, the operators' partner lists;
-- ``ProgramDailyStat``: channel × creative — the program's figures, chart and leaderboards.
+- ``ProgramDailyStat``: channel — the program's figures, chart and channel leaderboard;
+- ``CreativeDailyStat``: creative — the creative leaderboard.
+
+The coarse grains exist so that a page reads a few rows per day, not one per partner
+and combination. ``PartnerTrend`` (below) caches each partner's 30-day windows.
 
 Every key column is NOT NULL (a primary key), because NULLs are distinct in unique
 indexes and an upsert would never find its row. "None" is stored as a sentinel:
@@ -89,10 +93,40 @@ class PartnerDailyStat(_Counters, db.Model):
 
 
 class ProgramDailyStat(_Counters, db.Model):
-    """The whole program's figures for one day, channel and creative."""
+    """The whole program's figures for one day and channel."""
 
     __tablename__ = "stats_program_daily"
 
     day: Mapped[date] = mapped_column(sa.Date, primary_key=True)
     channel: Mapped[str] = mapped_column(sa.String(16), primary_key=True)
+
+
+class CreativeDailyStat(_Counters, db.Model):
+    """The whole program's figures for one day and creative (0: clicks without one)."""
+
+    __tablename__ = "stats_creative_daily"
+
+    day: Mapped[date] = mapped_column(sa.Date, primary_key=True)
     creative_id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+
+
+class PartnerTrend(_Counters, db.Model):
+    """One partner's last 30 days (the counters) and the 30 before, as of ``as_of``.
+
+    A cache over ``PartnerDailyStat`` so the operators' partner lists read one row per
+    partner instead of 60: every event for the partner bumps ``version``; the row is
+    fresh only while ``computed_version == version`` and ``as_of`` is today. Readers
+    recompute stale rows and store them only if ``version`` has not moved meanwhile.
+    """
+
+    __tablename__ = "stats_partner_trends"
+
+    partner_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("partners.id", ondelete="CASCADE"), primary_key=True, autoincrement=False
+    )
+    version: Mapped[int] = mapped_column(sa.BigInteger, default=0, server_default="0")
+    computed_version: Mapped[int | None] = mapped_column(sa.BigInteger)
+    as_of: Mapped[date | None] = mapped_column(sa.Date)
+    clicks_before: Mapped[int] = mapped_column(default=0, server_default="0")
+    conversions_before: Mapped[int] = mapped_column(default=0, server_default="0")
+    last_click: Mapped[date | None] = mapped_column(sa.Date)

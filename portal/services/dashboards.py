@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
+from functools import lru_cache
 
 import sqlalchemy as sa
 from flask_babel import gettext as _
+from sqlalchemy.dialects import postgresql, sqlite
 
 from portal.extensions import db
 from portal.models import (
@@ -25,17 +28,21 @@ from portal.models import (
     Click,
     Conversion,
     ConversionStatus,
+    CreativeDailyStat,
     DailyStat,
     Link,
     Partner,
     PartnerDailyStat,
     PartnerStatus,
+    PartnerTrend,
     PayoutBatch,
     ProgramDailyStat,
     Signup,
     User,
 )
 from portal.money import to_decimal_string
+
+log = logging.getLogger(__name__)
 
 # --- ranges ----------------------------------------------------------------------------
 
@@ -92,7 +99,7 @@ def date_range(preset: str, today: date, start: date | None = None, end: date | 
 # --- figures ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Figures:
     """The counters of a set of rollup rows, summed, and what follows from them."""
 
@@ -108,7 +115,7 @@ class Figures:
 
     @classmethod
     def of(cls, row) -> Figures:
-        return cls(**{name: int(row[name] or 0) for name in COUNTERS})
+        return cls(*(int(row[name] or 0) for name in COUNTERS))
 
     def __add__(self, other: Figures) -> Figures:
         return Figures(**{name: getattr(self, name) + getattr(other, name) for name in COUNTERS})
@@ -131,8 +138,10 @@ class Figures:
         return (2 * self.commission_minor + self.clicks) // (2 * self.clicks)
 
 
-def _sums(table) -> list:
-    return [sa.func.coalesce(sa.func.sum(table.c[name]), 0).label(name) for name in COUNTERS]
+@lru_cache(maxsize=8)
+def _sums(table) -> tuple:
+    # Built once per table: the expressions are immutable and every query reuses them.
+    return tuple(sa.func.coalesce(sa.func.sum(table.c[name]), 0).label(name) for name in COUNTERS)
 
 
 def _in_range(column, rng: DateRange):
@@ -158,6 +167,14 @@ class Bucket:
 class Series:
     grain: str  # "day", "week" or "month"
     buckets: list[Bucket]
+
+    @property
+    def total(self) -> Figures:
+        """The whole range: the buckets cover it exactly, once."""
+        total = Figures()
+        for bucket in self.buckets:
+            total = total + bucket.figures
+        return total
 
     def values(self, metric: str) -> list[int]:
         return [getattr(bucket.figures, metric) for bucket in self.buckets]
@@ -411,10 +428,11 @@ class PartnerDashboard:
 
 
 def partner_dashboard(partner_id: int, rng: DateRange) -> PartnerDashboard:
+    series = partner_series(partner_id, rng)
     return PartnerDashboard(
         range=rng,
-        figures=partner_figures(partner_id, rng),
-        series=partner_series(partner_id, rng),
+        figures=series.total,
+        series=series,
         breakdowns={dimension: partner_breakdown(partner_id, rng, dimension) for dimension in DIMENSIONS},
         activity=recent_activity(partner_id),
     )
@@ -448,7 +466,7 @@ def channel_leaderboard(rng: DateRange) -> list[Row]:
 
 def creative_leaderboard(rng: DateRange, limit: int | None = LEADERBOARD_ROWS) -> list[Row]:
     """Creatives by counted conversions, then clicks (clicks without a creative left out)."""
-    table = ProgramDailyStat.__table__
+    table = CreativeDailyStat.__table__
     rows = db.session.execute(
         sa.select(table.c.creative_id, *_sums(table))
         .where(_in_range(table.c.day, rng), table.c.creative_id != 0)
@@ -469,48 +487,53 @@ class PartnerRef:
     ref_code: str
 
 
-def _partner_refs(ids: Iterable[int]) -> dict[int, PartnerRef]:
-    ids = list(ids)
-    if not ids:
-        return {}
-    rows = db.session.execute(
-        sa.select(Partner.id, User.name, User.email, Partner.ref_code)
-        .join(User, User.id == Partner.user_id)
-        .where(Partner.id.in_(ids))
-    )
-    return {row.id: PartnerRef(row.id, row.name, row.email, row.ref_code) for row in rows}
-
-
 @dataclass(frozen=True)
 class PartnerLine:
     partner: PartnerRef
     figures: Figures
 
 
+def _ranked(lines: Iterable[PartnerLine], limit: int | None) -> list[PartnerLine]:
+    ranked = sorted(
+        (line for line in lines if any(getattr(line.figures, name) for name in COUNTERS)),
+        key=lambda line: (
+            -line.figures.sales_minor,
+            -line.figures.counted,
+            -line.figures.clicks,
+            line.partner.id,
+        ),
+    )
+    return ranked[:limit] if limit else ranked
+
+
 def top_partners(rng: DateRange, limit: int | None = LEADERBOARD_ROWS) -> list[PartnerLine]:
-    """Partners by sales in the range, then counted conversions, then clicks."""
+    """Approved partners by sales in the range, then counted conversions, then clicks."""
     table = PartnerDailyStat.__table__
-    sales = sa.func.sum(table.c.sales_minor)
-    counted = sa.func.sum(table.c.conversions - table.c.conversions_rejected)
-    clicks = sa.func.sum(table.c.clicks)
-    query = (
+    sums = (
         sa.select(table.c.partner_id, *_sums(table))
         .where(_in_range(table.c.day, rng))
         .group_by(table.c.partner_id)
-        .order_by(sales.desc(), counted.desc(), clicks.desc(), table.c.partner_id)
+        .subquery()
     )
-    if limit:
-        query = query.limit(limit)
-    rows = list(db.session.execute(query).mappings())
-    refs = _partner_refs(row["partner_id"] for row in rows)
-    return [PartnerLine(refs[row["partner_id"]], Figures.of(row)) for row in rows]
+    rows = db.session.execute(
+        sa.select(Partner.id, User.name, User.email, Partner.ref_code, *(sums.c[name] for name in COUNTERS))
+        .join(User, User.id == Partner.user_id)
+        .join(sums, sums.c.partner_id == Partner.id)
+        .where(Partner.status == PartnerStatus.APPROVED)
+    ).mappings()
+    lines = (
+        PartnerLine(PartnerRef(row["id"], row["name"], row["email"], row["ref_code"]), Figures.of(row))
+        for row in rows
+    )
+    return _ranked(lines, limit)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Trend:
     """One approved partner's last 30 days against the 30 before."""
 
     partner: PartnerRef
+    now: Figures  # the last 30 days, in full
     clicks_now: int
     clicks_before: int
     conversions_now: int
@@ -563,92 +586,218 @@ def _risk_reasons(
 class Trends:
     """Every approved partner that rose, fell or is at risk; the page shows the first few."""
 
+    window: DateRange  # the last 30 days
     rising: list[Trend]  # most gained first
     falling: list[Trend]  # most lost first
     at_risk: list[Trend]  # most valuable first
+    all: list[Trend]
+
+    def top(self, limit: int | None = LEADERBOARD_ROWS) -> list[PartnerLine]:
+        """Top partners of the last 30 days, from the same pass (``top_partners`` for that range)."""
+        return _ranked((PartnerLine(t.partner, t.now) for t in self.all), limit)
 
 
 def partner_trends(today: date, timezone: str) -> Trends:
-    """Rising, falling and at-risk partners: one pass over the last 60 days, one row per partner.
+    """Rising, falling and at-risk approved partners: the last 30 days against the 30 before.
 
-    At risk: the last 30 days' clicks or counted conversions fell by half or more against
-    the 30 days before, or no click in 21 days (or none since approval, 21 days ago or more).
+    At risk: clicks or counted conversions fell by half or more, or no click in 21 days
+    (or none since approval, 21 days ago or more).
+
+    One row per partner from the ``PartnerTrend`` cache; only partners with events since
+    their row was computed (or all, on the first read of a day) are recounted from their
+    last 60 partner-days, and stored again. The caller commits to keep what was stored.
     """
     from portal.services.rollups import local_day
 
-    table = PartnerDailyStat.__table__
-    now_start = today - timedelta(days=TREND_DAYS - 1)
-    before_start = now_start - timedelta(days=TREND_DAYS)
-    is_now = table.c.day >= now_start
-    counted = table.c.conversions - table.c.conversions_rejected
-
-    def total(value, when_now: bool):
-        return sa.func.coalesce(
-            sa.func.sum(sa.case((is_now, value if when_now else 0), else_=0 if when_now else value)), 0
+    window = DateRange(today - timedelta(days=TREND_DAYS - 1), today, "30d")
+    cached = PartnerTrend.__table__
+    rows = (
+        db.session.execute(
+            sa.select(
+                Partner.id,
+                User.name,
+                User.email,
+                Partner.ref_code,
+                Partner.status_changed_at,
+                cached.c.version,
+                cached.c.computed_version,
+                cached.c.as_of,
+                cached.c.clicks_before,
+                cached.c.conversions_before,
+                cached.c.last_click,
+                *(cached.c[name] for name in COUNTERS),
+            )
+            .join(User, User.id == Partner.user_id)
+            .outerjoin(cached, cached.c.partner_id == Partner.id)
+            .where(Partner.status == PartnerStatus.APPROVED)
         )
-
-    # Per partner, one step back through the (partner_id, day) index.
-    earlier = table.alias("earlier")
-    last_click = (
-        sa.select(earlier.c.day)
-        .where(earlier.c.partner_id == Partner.id, earlier.c.clicks > 0, earlier.c.day <= today)
-        .order_by(earlier.c.day.desc())
-        .limit(1)
-        .correlate(Partner)
-        .scalar_subquery()
+        .mappings()
+        .all()
     )
-    rows = db.session.execute(
-        sa.select(
-            Partner.id,
-            User.name,
-            User.email,
-            Partner.ref_code,
-            Partner.status_changed_at,
-            total(table.c.clicks, True).label("clicks_now"),
-            total(table.c.clicks, False).label("clicks_before"),
-            total(counted, True).label("conversions_now"),
-            total(counted, False).label("conversions_before"),
-            last_click.label("last_click"),
-        )
-        .join(User, User.id == Partner.user_id)
-        .outerjoin(
-            table,
-            sa.and_(table.c.partner_id == Partner.id, table.c.day.between(before_start, today)),
-        )
-        .where(Partner.status == PartnerStatus.APPROVED)
-        .group_by(Partner.id, User.name, User.email, Partner.ref_code, Partner.status_changed_at)
-    )
+    stale = [
+        row
+        for row in rows
+        if row["as_of"] != today
+        or row["computed_version"] is None
+        or row["computed_version"] != row["version"]
+    ]
+    recounted = _windows([row["id"] for row in stale], window, everyone=len(stale) == len(rows))
+    _remember(stale, recounted, today)
     trends = []
     for row in rows:
-        approved_on = local_day(row.status_changed_at, timezone) if row.status_changed_at else None
-        numbers = (
-            int(row.clicks_now),
-            int(row.clicks_before),
-            int(row.conversions_now),
-            int(row.conversions_before),
-        )
+        if row["id"] in recounted:
+            now, clicks_before, conversions_before, last_click = recounted[row["id"]]
+        else:
+            now = Figures.of(row)
+            clicks_before, conversions_before, last_click = (
+                row["clicks_before"],
+                row["conversions_before"],
+                row["last_click"],
+            )
+        approved_on = None
+        if last_click is None and row["status_changed_at"] is not None:
+            approved_on = local_day(row["status_changed_at"], timezone)
+        numbers = (now.clicks, clicks_before, now.counted, conversions_before)
         trends.append(
             Trend(
-                PartnerRef(row.id, row.name, row.email, row.ref_code),
+                PartnerRef(row["id"], row["name"], row["email"], row["ref_code"]),
+                now,
                 *numbers,
-                last_click=row.last_click,
+                last_click=last_click,
                 approved_on=approved_on,
-                reasons=_risk_reasons(*numbers, row.last_click, approved_on, today),
+                reasons=_risk_reasons(*numbers, last_click, approved_on, today),
             )
         )
+    change = {
+        id(t): (t.conversions_now - t.conversions_before, t.clicks_now - t.clicks_before) for t in trends
+    }
     rising = sorted(
-        (t for t in trends if (t.conversion_change, t.click_change) > (0, 0)),
-        key=lambda t: (-t.conversion_change, -t.click_change, t.partner.id),
+        (t for t in trends if change[id(t)] > (0, 0)),
+        key=lambda t: (-change[id(t)][0], -change[id(t)][1], t.partner.id),
     )
     falling = sorted(
-        (t for t in trends if (t.conversion_change, t.click_change) < (0, 0)),
-        key=lambda t: (t.conversion_change, t.click_change, t.partner.id),
+        (t for t in trends if change[id(t)] < (0, 0)), key=lambda t: (*change[id(t)], t.partner.id)
     )
     at_risk = sorted(
         (t for t in trends if t.reasons),
         key=lambda t: (-t.conversions_before, -t.clicks_before, t.last_click or date.min, t.partner.id),
     )
-    return Trends(rising, falling, at_risk)
+    return Trends(window, rising, falling, at_risk, trends)
+
+
+Window = tuple[Figures, int, int, date | None]  # last 30 days, clicks and conversions before, last click
+
+
+def _windows(partner_ids: list[int], window: DateRange, everyone: bool) -> dict[int, Window]:
+    """Recount the partners' two 30-day windows from their partner-days: one pass, plain sums."""
+    if not partner_ids:
+        return {}
+    table = PartnerDailyStat.__table__
+    before_start = window.start - timedelta(days=TREND_DAYS)
+    is_now = (table.c.day >= window.start).label("is_now")
+    query = (
+        sa.select(
+            table.c.partner_id,
+            is_now,
+            *_sums(table),
+            sa.func.max(sa.case((table.c.clicks > 0, table.c.day))).label("last_click"),
+        )
+        .where(table.c.day.between(before_start, window.end))
+        .group_by(table.c.partner_id, is_now)
+    )
+    if not everyone:
+        query = query.where(table.c.partner_id.in_(partner_ids))
+    now: dict[int, Figures] = {}
+    before: dict[int, Figures] = {}
+    last_clicks: dict[int, date] = {}
+    for row in db.session.execute(query).mappings():
+        (now if row["is_now"] else before)[row["partner_id"]] = Figures.of(row)
+        if row["last_click"] is not None:
+            last_clicks[row["partner_id"]] = max(
+                row["last_click"], last_clicks.get(row["partner_id"], date.min)
+            )
+    last_clicks.update(
+        _last_clicks_before(
+            [p for p in partner_ids if p not in last_clicks], before_start - timedelta(days=1)
+        )
+    )
+    result = {}
+    for partner_id in partner_ids:
+        earlier = before.get(partner_id, Figures())
+        result[partner_id] = (
+            now.get(partner_id, Figures()),
+            earlier.clicks,
+            earlier.counted,
+            last_clicks.get(partner_id),
+        )
+    return result
+
+
+def _remember(stale: list, recounted: dict[int, Window], today: date) -> None:
+    """Store recounted windows, each only if no event touched the partner since it was read.
+
+    A cache refresh, so it never stands in the way: if the database is busy (SQLite's
+    write lock taken meanwhile) it is skipped and the next read recounts again.
+    """
+    if not stale:
+        return
+    table = PartnerTrend.__table__
+    insert = postgresql.insert if db.session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    params = []
+    for row in sorted(stale, key=lambda r: r["id"]):
+        now, clicks_before, conversions_before, last_click = recounted[row["id"]]
+        params.append(
+            {
+                "b_partner_id": row["id"],
+                "b_version": row["version"] or 0,
+                "b_as_of": today,
+                "b_clicks_before": clicks_before,
+                "b_conversions_before": conversions_before,
+                "b_last_click": last_click,
+                **{f"b_{name}": getattr(now, name) for name in COUNTERS},
+            }
+        )
+    new = [{"partner_id": row["id"], "version": 0} for row in stale if row["version"] is None]
+    store = (
+        sa.update(table)
+        .where(
+            table.c.partner_id == sa.bindparam("b_partner_id"), table.c.version == sa.bindparam("b_version")
+        )
+        .values(
+            computed_version=sa.bindparam("b_version"),
+            as_of=sa.bindparam("b_as_of"),
+            clicks_before=sa.bindparam("b_clicks_before"),
+            conversions_before=sa.bindparam("b_conversions_before"),
+            last_click=sa.bindparam("b_last_click"),
+            **{name: sa.bindparam(f"b_{name}") for name in COUNTERS},
+        )
+    )
+    try:
+        with db.session.begin_nested():
+            if new:
+                db.session.execute(insert(table).on_conflict_do_nothing(index_elements=["partner_id"]), new)
+            db.session.execute(store, params)
+    except sa.exc.OperationalError:
+        log.warning("partner trends not cached this time (database busy); they are recounted next time")
+
+
+def _last_clicks_before(partner_ids: list[int], day: date) -> dict[int, date]:
+    """The last day with a click on or before ``day``, for partners quiet for 60 days:
+    one step back through the (partner_id, day) index each, whatever the history."""
+    if not partner_ids:
+        return {}
+    table = PartnerDailyStat.__table__
+    earlier = table.alias("earlier")
+    last = (
+        sa.select(earlier.c.day)
+        .where(earlier.c.partner_id == Partner.id, earlier.c.clicks > 0, earlier.c.day <= day)
+        .order_by(earlier.c.day.desc())
+        .limit(1)
+        .correlate(Partner)
+        .scalar_subquery()
+    )
+    rows = db.session.execute(sa.select(Partner.id, last).where(Partner.id.in_(partner_ids)))
+    return {partner_id: last_day for partner_id, last_day in rows if last_day is not None}
 
 
 @dataclass(frozen=True)
@@ -688,12 +837,15 @@ class ProgramDashboard:
 
 
 def program_dashboard(rng: DateRange, today: date, timezone: str) -> ProgramDashboard:
+    trends = partner_trends(today, timezone)
+    same_days = (rng.start, rng.end) == (trends.window.start, trends.window.end)
+    series = program_series(rng)
     return ProgramDashboard(
         range=rng,
-        figures=program_figures(rng),
-        series=program_series(rng),
-        top_partners=top_partners(rng),
-        trends=partner_trends(today, timezone),
+        figures=series.total,
+        series=series,
+        top_partners=trends.top() if same_days else top_partners(rng),
+        trends=trends,
         channels=channel_leaderboard(rng),
         creatives=creative_leaderboard(rng),
         queues=queues(),

@@ -38,9 +38,10 @@ from portal.models import (
     Commission,
     Conversion,
     ConversionStatus,
+    CreativeDailyStat,
     DailyStat,
-    Partner,
     PartnerDailyStat,
+    PartnerTrend,
     Program,
     ProgramDailyStat,
     Signup,
@@ -180,35 +181,61 @@ def _rows(grain: Mapping[tuple, Counter], key_columns: tuple[str, ...]) -> list[
     ]
 
 
-_FINE = _KEY_FIELDS
-_PARTNER = ("day", "partner_id")
-_PROGRAM = ("day", "channel", "creative_id")
+@dataclass(frozen=True)
+class Grain:
+    """One rollup table: its key columns, and how a fine key maps onto them."""
+
+    table: sa.Table
+    key_columns: tuple[str, ...]
+    small: bool  # bounded by days × a program-wide list (channels, creatives): kept whole in memory
+
+    def key_of(self, key: Key) -> tuple:
+        return tuple(getattr(key, name) for name in self.key_columns)
 
 
-def _grains(tally: Tally) -> tuple[dict, dict, dict]:
-    fine: dict[tuple, Counter] = {}
-    partner: dict[tuple, Counter] = {}
-    program: dict[tuple, Counter] = {}
+# Finest first, always written in this order (for the same reason as the sorting).
+GRAINS = (
+    Grain(DailyStat.__table__, _KEY_FIELDS, small=False),
+    Grain(PartnerDailyStat.__table__, ("day", "partner_id"), small=False),
+    Grain(ProgramDailyStat.__table__, ("day", "channel"), small=True),
+    Grain(CreativeDailyStat.__table__, ("day", "creative_id"), small=True),
+)
+_PARTNER_GRAIN = 1
+
+
+def _grains(tally: Tally) -> list[dict[tuple, Counter]]:
+    grains: list[dict[tuple, Counter]] = [{} for _ in GRAINS]
     for key, counts in tally.rows.items():
         if not any(counts.values()):
             continue
-        fine.setdefault(tuple(getattr(key, f) for f in _FINE), Counter()).update(counts)
-        partner.setdefault((key.day, key.partner_id), Counter()).update(counts)
-        program.setdefault((key.day, key.channel, key.creative_id), Counter()).update(counts)
-    return fine, partner, program
+        for grain, rows in zip(GRAINS, grains, strict=True):
+            rows.setdefault(grain.key_of(key), Counter()).update(counts)
+    return grains
 
 
-def _write_grains(executor: Executor, fine: dict, partner: dict, program: dict) -> None:
-    # Always in this order (finest first), for the same reason as the sorting.
-    _upsert(executor, DailyStat.__table__, _FINE, _rows(fine, _FINE))
-    _upsert(executor, PartnerDailyStat.__table__, _PARTNER, _rows(partner, _PARTNER))
-    _upsert(executor, ProgramDailyStat.__table__, _PROGRAM, _rows(program, _PROGRAM))
+def _write_grains(executor: Executor, grains: list[dict[tuple, Counter]]) -> None:
+    for grain, rows in zip(GRAINS, grains, strict=True):
+        _upsert(executor, grain.table, grain.key_columns, _rows(rows, grain.key_columns))
+    _touch(executor, sorted({partner_id for _day, partner_id in grains[_PARTNER_GRAIN]}))
+
+
+def _touch(executor: Executor, partner_ids: list[int]) -> None:
+    """Mark these partners' cached 30-day trends stale (``PartnerTrend.version`` + 1)."""
+    if not partner_ids:
+        return
+    table = PartnerTrend.__table__
+    insert = postgresql.insert if _dialect(executor) == "postgresql" else sqlite.insert
+    statement = insert(table)
+    statement = statement.on_conflict_do_update(
+        index_elements=["partner_id"], set_={"version": table.c.version + 1}
+    )
+    executor.execute(statement, [{"partner_id": partner_id, "version": 1} for partner_id in partner_ids])
 
 
 def write(executor: Executor, tally: Tally) -> None:
-    """Add a tally to all three grains."""
+    """Add a tally to every grain."""
     if tally:
-        _write_grains(executor, *_grains(tally))
+        _write_grains(executor, _grains(tally))
 
 
 def count_clicks(executor: Executor, rows: Iterable[Mapping], timezone: str | None = None) -> set[int]:
@@ -268,7 +295,10 @@ def count_conversion(conversion: Conversion, before: Contribution | None = None)
 
 # --- rebuilding ------------------------------------------------------------------------
 
-_TABLES = (DailyStat.__table__, PartnerDailyStat.__table__, ProgramDailyStat.__table__)
+_TABLES = (
+    *(grain.table for grain in GRAINS),
+    PartnerTrend.__table__,  # a cache over the partner days: emptied, it refills as it is read
+)
 _CHUNK = 10_000
 
 
@@ -288,37 +318,61 @@ def _lock_for_rebuild(session: Session) -> None:
 
 
 def rebuild(session: Session, timezone: str | None = None) -> RebuildSummary:
-    """Recount every rollup from the raw rows, partner by partner. The caller commits.
+    """Recount every rollup from the raw rows, in one pass over each table. The caller commits.
 
-    Memory stays bounded: one partner's buckets at a time, plus the program's.
-    On SQLite start the transaction with ``begin_write`` so no event slips in between.
+    Memory stays bounded: buckets are written whenever ``_CHUNK`` have gathered (rows
+    arrive in roughly the order they were written, so a bucket rarely spans two
+    writes, and when it does the upsert adds the two parts). On SQLite start the
+    transaction with ``begin_write`` so no event slips in between.
     """
     timezone = timezone or _program_timezone(session)
     _lock_for_rebuild(session)
     for table in _TABLES:
         session.execute(sa.delete(table))
-    summary = RebuildSummary()
-    program: dict[tuple, Counter] = {}
-    partner_ids = session.scalars(sa.select(Partner.id).order_by(Partner.id)).all()
-    for partner_id in partner_ids:
-        tally = Tally()
-        summary.clicks += _tally_clicks(session, tally, partner_id, timezone)
-        summary.signups += _tally_signups(session, tally, partner_id, timezone)
-        summary.conversions += _tally_conversions(session, tally, partner_id, timezone)
-        fine, partner, program_part = _grains(tally)
-        for key, counts in program_part.items():
-            program.setdefault(key, Counter()).update(counts)
-        _write_grains(session, fine, partner, {})
-        summary.rows += len(fine)
-    _write_grains(session, {}, {}, program)
+    recount = _Recount(session)
+    summary = RebuildSummary(
+        clicks=_tally_clicks(session, recount, timezone),
+        signups=_tally_signups(session, recount, timezone),
+        conversions=_tally_conversions(session, recount, timezone),
+    )
+    recount.finish()
+    summary.rows = session.scalar(sa.select(sa.func.count()).select_from(DailyStat)) or 0
     return summary
+
+
+class _Recount:
+    """Buckets recounted from raw rows, written to the database a chunk at a time."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.tally = Tally()
+        self.whole: list[dict[tuple, Counter]] = [{} for _ in GRAINS]  # the small grains
+
+    def add(self, key: Key, counts: Mapping[str, int]) -> None:
+        self.tally.add(key, counts)
+        if len(self.tally.rows) >= _CHUNK:
+            self.write()
+
+    def write(self) -> None:
+        grains = _grains(self.tally)
+        for index, grain in enumerate(GRAINS):
+            if grain.small:
+                for key, counts in grains[index].items():
+                    self.whole[index].setdefault(key, Counter()).update(counts)
+                grains[index] = {}
+        _write_grains(self.session, grains)
+        self.tally = Tally()
+
+    def finish(self) -> None:
+        self.write()
+        _write_grains(self.session, self.whole)
 
 
 def _stream(session: Session, query: sa.Select):
     return session.execute(query.execution_options(yield_per=_CHUNK)).mappings()
 
 
-def _tally_clicks(session: Session, tally: Tally, partner_id: int, timezone: str) -> int:
+def _tally_clicks(session: Session, recount: _Recount, timezone: str) -> int:
     query = sa.select(
         Click.partner_id,
         Click.created_at,
@@ -330,49 +384,40 @@ def _tally_clicks(session: Session, tally: Tally, partner_id: int, timezone: str
         Click.sub_id,
         Click.is_bot,
         Click.is_unique,
-    ).where(Click.partner_id == partner_id)
+    )
     count = 0
     for row in _stream(session, query):
-        tally.add(click_key(row, timezone), click_counts(row["is_bot"], row["is_unique"]))
+        recount.add(click_key(row, timezone), click_counts(row["is_bot"], row["is_unique"]))
         count += 1
     return count
 
 
 def _click_columns() -> list:
-    return [
-        Click.partner_id.label("click_partner_id"),
-        Click.link_id,
-        Click.code,
-        Click.channel,
-        Click.campaign,
-        Click.creative_id,
-        Click.sub_id,
-    ]
+    return [Click.partner_id.label("click_partner_id"), *(getattr(Click, name) for name in _CLICK_LABELS)]
 
 
 def _click_of(row: Mapping) -> dict | None:
     if row["click_partner_id"] is None:
         return None
-    return {
-        "partner_id": row["click_partner_id"],
-        **{name: row[name] for name in _CLICK_LABELS},
-    }
+    return {"partner_id": row["click_partner_id"], **{name: row[name] for name in _CLICK_LABELS}}
 
 
-def _tally_signups(session: Session, tally: Tally, partner_id: int, timezone: str) -> int:
+def _tally_signups(session: Session, recount: _Recount, timezone: str) -> int:
     query = (
-        sa.select(Signup.occurred_at, *_click_columns())
+        sa.select(Signup.partner_id, Signup.occurred_at, *_click_columns())
         .outerjoin(Click, Click.id == Signup.click_id)
-        .where(Signup.partner_id == partner_id)
+        .where(Signup.partner_id.is_not(None))
     )
     count = 0
     for row in _stream(session, query):
-        tally.add(event_key(partner_id, _click_of(row), row["occurred_at"], timezone), {"signups": 1})
+        recount.add(
+            event_key(row["partner_id"], _click_of(row), row["occurred_at"], timezone), {"signups": 1}
+        )
         count += 1
     return count
 
 
-def _tally_conversions(session: Session, tally: Tally, partner_id: int, timezone: str) -> int:
+def _tally_conversions(session: Session, recount: _Recount, timezone: str) -> int:
     commission = (
         sa.select(sa.func.coalesce(sa.func.sum(Commission.amount_minor), 0))
         .where(Commission.conversion_id == Conversion.id)
@@ -380,6 +425,7 @@ def _tally_conversions(session: Session, tally: Tally, partner_id: int, timezone
     )
     query = (
         sa.select(
+            Conversion.partner_id,
             Conversion.occurred_at,
             Conversion.status,
             Conversion.amount_minor,
@@ -388,12 +434,12 @@ def _tally_conversions(session: Session, tally: Tally, partner_id: int, timezone
             *_click_columns(),
         )
         .outerjoin(Click, Click.id == Conversion.click_id)
-        .where(Conversion.partner_id == partner_id)
+        .where(Conversion.partner_id.is_not(None))
     )
     count = 0
     for row in _stream(session, query):
-        tally.add(
-            event_key(partner_id, _click_of(row), row["occurred_at"], timezone),
+        recount.add(
+            event_key(row["partner_id"], _click_of(row), row["occurred_at"], timezone),
             conversion_counts(
                 row["status"], row["amount_minor"], row["refunded_minor"], int(row["commission_minor"])
             ),

@@ -16,6 +16,8 @@ from portal.services.links import create_link
 from tests.factories import PartnerFactory
 from tests.factories_stats import at_noon, sale, store_clicks
 
+pytestmark = pytest.mark.postgres
+
 NOW = datetime(2026, 3, 15, 10, 0, tzinfo=UTC)
 TODAY = date(2026, 3, 15)
 

@@ -8,14 +8,24 @@ from datetime import date, timedelta
 from decimal import Decimal
 
 import pytest
+import sqlalchemy as sa
 
 from portal.charts import bar_chart, nice_top
-from portal.models import BatchStatus, ConversionStatus, PartnerStatus, PayoutBatch
+from portal.models import (
+    BatchStatus,
+    ConversionStatus,
+    PartnerDailyStat,
+    PartnerStatus,
+    PartnerTrend,
+    PayoutBatch,
+)
 from portal.services import dashboards, tracking
 from portal.services.dashboards import DateRange, Figures, date_range
 from portal.services.links import create_link, grant_custom_slug
 from tests.factories import PartnerFactory, UserFactory
 from tests.factories_stats import at_noon, sale, store_clicks
+
+pytestmark = pytest.mark.postgres
 
 TODAY = date(2026, 3, 15)
 
@@ -215,6 +225,15 @@ def test_top_partners_by_sales_and_leaderboards(db, program):
     assert channels["video"].clicks == 4
     assert channels[""].counted == 2  # the sales by ref code, without a click
     assert dashboards.program_figures(rng).sales_minor == 10_000
+    # The default view takes its top partners from the trends' single pass: the same list.
+    month = date_range("30d", TODAY)
+    assert dashboards.partner_trends(TODAY, program.timezone).top() == dashboards.top_partners(month)
+    suspended = PartnerFactory()
+    sale(db, program, suspended, TODAY, amount=50_000)
+    assert dashboards.top_partners(month)[0].partner.id == suspended.id
+    suspended.status = PartnerStatus.SUSPENDED  # sold while approved, suspended since
+    db.session.flush()
+    assert suspended.id not in [line.partner.id for line in dashboards.top_partners(month)]
 
 
 def test_queues_count_what_waits_for_a_person(db, program):
@@ -286,3 +305,46 @@ def test_bars_are_proportional_and_small_days_still_show():
     assert 0 < heights[2] < 2
     assert heights[3] == 0
     assert chart.bars[1].x > chart.bars[0].x
+
+
+# --- the partner-trend cache ------------------------------------------------------------------
+
+
+def _clicks_now(trends, partner) -> int:
+    return next(t.clicks_now for t in trends.all if t.partner.id == partner.id)
+
+
+def test_trends_are_recounted_only_for_partners_with_new_events_or_on_a_new_day(db, program):
+    busy, calm = PartnerFactory(), PartnerFactory()
+    store_clicks(db, busy, TODAY - timedelta(days=2), 3)
+    store_clicks(db, calm, TODAY - timedelta(days=2), 4)
+    first = dashboards.partner_trends(TODAY, program.timezone)
+    assert (_clicks_now(first, busy), _clicks_now(first, calm)) == (3, 4)
+    cached = {row.partner_id: row for row in db.session.scalars(sa.select(PartnerTrend))}
+    assert cached[calm.id].as_of == TODAY and cached[calm.id].computed_version == cached[calm.id].version
+
+    # Behind the cache's back (no event): the cached row is what the next read shows.
+    db.session.execute(
+        sa.update(PartnerDailyStat).where(PartnerDailyStat.partner_id == calm.id).values(clicks=40)
+    )
+    store_clicks(db, busy, TODAY, 2)  # an event: busy's row is stale now
+    second = dashboards.partner_trends(TODAY, program.timezone)
+    assert (_clicks_now(second, busy), _clicks_now(second, calm)) == (5, 4)
+    # A new day: every row is recounted.
+    third = dashboards.partner_trends(TODAY + timedelta(days=1), program.timezone)
+    assert (_clicks_now(third, busy), _clicks_now(third, calm)) == (5, 40)
+
+
+def test_a_recount_is_not_stored_when_an_event_came_in_between(db, program):
+    partner = PartnerFactory()
+    store_clicks(db, partner, TODAY, 1)
+    read_version = db.session.scalar(
+        sa.select(PartnerTrend.version).where(PartnerTrend.partner_id == partner.id)
+    )
+    store_clicks(db, partner, TODAY, 1)  # lands while the dashboard was counting
+    stale_row = {"id": partner.id, "version": read_version}
+    dashboards._remember([stale_row], {partner.id: (dashboards.Figures(clicks=1), 0, 0, TODAY)}, TODAY)
+    row = db.session.scalars(sa.select(PartnerTrend).where(PartnerTrend.partner_id == partner.id)).one()
+    db.session.refresh(row)
+    assert row.computed_version is None  # not stored: the next read recounts
+    assert _clicks_now(dashboards.partner_trends(TODAY, program.timezone), partner) == 2

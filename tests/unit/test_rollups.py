@@ -3,7 +3,7 @@
 Random programs of clicks (in batches, as the click writer stores them), signups,
 conversions, partial and full refunds, rejections and approvals, in time zones
 with odd offsets and around month, year and daylight-saving boundaries, go through
-the real services. After every program the three rollup tables must equal what a
+the real services. After every program the four rollup tables must equal what a
 plain count over the clicks, signups, conversions and commission lines gives — and
 so must ``rebuild``, also after the program's time zone changes.
 """
@@ -26,6 +26,7 @@ from portal.models import (
     Commission,
     Conversion,
     ConversionStatus,
+    CreativeDailyStat,
     DailyStat,
     PartnerDailyStat,
     PartnerStatus,
@@ -253,7 +254,7 @@ def _nonzero(grain: dict) -> dict:
     }
 
 
-def recount(db, timezone: str) -> tuple[dict, dict, dict]:
+def recount(db, timezone: str) -> tuple[dict, dict, dict, dict]:
     zone = ZoneInfo(timezone)
 
     def day(instant):
@@ -288,17 +289,19 @@ def recount(db, timezone: str) -> tuple[dict, dict, dict]:
             db.session.scalars(sa.select(Commission.amount_minor).where(Commission.conversion_id == v.id))
         )
     partner: dict[tuple, Counter] = defaultdict(Counter)
-    program: dict[tuple, Counter] = defaultdict(Counter)
+    channel: dict[tuple, Counter] = defaultdict(Counter)
+    creative: dict[tuple, Counter] = defaultdict(Counter)
     for key, counts in fine.items():
         partner[(key[1], key[0])].update(counts)
-        program[(key[1], key[4], key[6])].update(counts)
-    return _nonzero(fine), _nonzero(partner), _nonzero(program)
+        channel[(key[1], key[4])].update(counts)
+        creative[(key[1], key[6])].update(counts)
+    return _nonzero(fine), _nonzero(partner), _nonzero(channel), _nonzero(creative)
 
 
 FINE_KEY = ("partner_id", "day", "link_id", "code", "channel", "campaign", "creative_id", "sub_id")
 
 
-def stored(db) -> tuple[dict, dict, dict]:
+def stored(db) -> tuple[dict, dict, dict, dict]:
     def read(model, key_columns):
         table = model.__table__
         grain = {}
@@ -309,12 +312,13 @@ def stored(db) -> tuple[dict, dict, dict]:
     return (
         read(DailyStat, FINE_KEY),
         read(PartnerDailyStat, ("day", "partner_id")),
-        read(ProgramDailyStat, ("day", "channel", "creative_id")),
+        read(ProgramDailyStat, ("day", "channel")),
+        read(CreativeDailyStat, ("day", "creative_id")),
     )
 
 
 def _assert_equal(actual: tuple, expected: tuple) -> None:
-    for name, got, want in zip(("fine", "partner", "program"), actual, expected, strict=True):
+    for name, got, want in zip(("fine", "partner", "channel", "creative"), actual, expected, strict=True):
         assert got == want, f"{name} grain differs from the raw rows"
 
 

@@ -54,6 +54,8 @@ from portal.views import dashboard_range, render_page_or_partial
 def dashboard():
     program = get_program()
     form, rng, today = dashboard_range(program)
+    board = dashboards.program_dashboard(rng, today, program.timezone)
+    db.session.commit()  # keeps the partner trends it recounted (a cache), before rendering
     return render_page_or_partial(
         "admin/dashboard.html",
         "admin/_partials/_dashboard.html",
@@ -61,7 +63,7 @@ def dashboard():
         form=form,
         counts=partners.count_by_status(),
         needs_setup=not program.default_landing_url,
-        board=dashboards.program_dashboard(rng, today, program.timezone),
+        board=board,
     )
 
 
@@ -71,6 +73,7 @@ def export_stats(table: str):
     program = get_program()
     _form, rng, today = dashboard_range(program)
     headers, rows = dashboards.program_table(rng, today, program.timezone, table, program.currency)
+    db.session.commit()  # the partner trends it may have recounted
     name = f"{table}-{rng.start.isoformat()}-{rng.end.isoformat()}.csv"
     return Response(
         dashboards.to_csv(headers, rows),
