@@ -22,6 +22,10 @@ Conversions count on the day they occurred (not the day they were reported), and
 so do their refunds, rejections and commission corrections: a bucket always equals
 what a recount of the raw rows gives today (``flask portal rebuild-rollups``).
 
+Partner rows go with their partner (ON DELETE CASCADE); the program-wide grains are not
+keyed by partner and keep what a deleted partner had counted until a rebuild. (The
+portal never deletes partners: a partner with commission lines cannot be deleted.)
+
 There are deliberately no CHECK constraints on the counters: a change is written as
 a signed delta by upsert (the database checks the proposed row, negative delta and
 all, before it finds the conflict), and a report table must never be able to make a

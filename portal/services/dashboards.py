@@ -230,7 +230,6 @@ def _series(table, rng: DateRange, *where) -> Series:
 # --- breakdowns ------------------------------------------------------------------------
 
 DIMENSIONS = ("channel", "campaign", "link", "creative", "sub_id")
-BREAKDOWN_ROWS = 20
 
 
 @dataclass(frozen=True)
@@ -441,7 +440,6 @@ def partner_dashboard(partner_id: int, rng: DateRange) -> PartnerDashboard:
 # --- the operators' dashboard ----------------------------------------------------------
 
 LEADERBOARD_ROWS = 10
-AT_RISK_ROWS = 25
 TREND_DAYS = 30
 QUIET_DAYS = 21
 
