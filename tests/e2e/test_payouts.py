@@ -161,6 +161,29 @@ def test_marking_paid_without_a_reference_shows_the_error_and_changes_nothing(
     assert answer.value.status == 422
     expect(manager.locator(".flashes")).to_contain_text("Not recorded: Enter the payment reference.")
     expect(manager.get_by_test_id("item-status").filter(has_text="to pay")).to_have_count(2)
+    # The error sits in that payment's own form, left open; the batch-wide form stays empty.
+    refused = manager.locator("details[open]")
+    expect(refused).to_have_count(1)
+    expect(refused.get_by_label("Payment reference")).to_have_attribute("aria-invalid", "true")
+    expect(refused).to_contain_text("Enter the payment reference.")
+    expect(_bulk_form(manager).get_by_label("Payment reference")).to_have_value("")
+    expect(_bulk_form(manager).locator("#reference-error")).to_have_count(0)
+    assert live_server.payout_items(batch_id) == before
+
+    # A reference typed into one payment's form, with a date that is not one, comes back in that
+    # form only — never into the form that marks every payment paid.
+    manager.goto(f"/admin/payouts/{batch_id}")
+    row = manager.get_by_test_id("items").locator("tr").filter(has=manager.locator("details")).first
+    row.locator("summary").click()
+    row.get_by_label("Payment reference").fill("PP-ONLY-THIS-ONE")
+    row.get_by_label("Paid on").evaluate("input => { input.type = 'text'; input.value = 'soon'; }")
+    with manager.expect_response(re.compile(r"/items/\d+/paid$")) as answer:
+        row.get_by_role("button", name="Paid").click()
+    assert answer.value.status == 422
+    refused = manager.locator("details[open]")
+    expect(refused.get_by_label("Payment reference")).to_have_value("PP-ONLY-THIS-ONE")
+    expect(refused.get_by_label("Paid on")).to_have_attribute("aria-invalid", "true")
+    expect(_bulk_form(manager).get_by_label("Payment reference")).to_have_value("")
     assert live_server.payout_items(batch_id) == before
 
 

@@ -9,6 +9,7 @@ import sqlalchemy as sa
 from portal.models import PayoutBatch, Role
 from portal.models.types import utcnow
 from portal.services.payouts import PayoutDetails, save_payout_account
+from portal.services.schedule import last_payout_date, local_today
 from tests.factories import PartnerFactory
 from tests.factories_money import earn
 
@@ -41,10 +42,12 @@ def test_operator_builds_approves_exports_and_pays_a_batch(client, db, program, 
     assert early.status_code == 302  # not before approval
 
     client.post(f"/admin/payouts/{batch.id}/approve")
+    # Settled today: the batch is for the last payout date on or before today, program time.
+    payout_date = last_payout_date(program.payout_schedule, 1, local_today(program, utcnow()))
     exported = client.get(f"/admin/payouts/{batch.id}/export.paypal")
     assert exported.mimetype == "text/csv"
     assert list(csv.reader(io.StringIO(exported.get_data(as_text=True)))) == [
-        ["payme@example.org", "25.00", "USD", f"payout-{batch.items[0].id}", "Partner payout 2026-11-01"]
+        ["payme@example.org", "25.00", "USD", f"payout-{batch.items[0].id}", f"Partner payout {payout_date}"]
     ]
 
     missing = client.post(f"/admin/payouts/{batch.id}/paid", data={"reference": "", "paid_on": ""})
@@ -84,6 +87,39 @@ def test_marking_an_item_failed_needs_a_reason(client, db, program, login_as):
     assert done.status_code == 302
     db.session.refresh(item)
     assert (item.status, item.failure_reason) == ("failed", "account closed")
+
+
+def test_a_refused_item_payment_stays_in_its_own_row(client, db, program, login_as):
+    """One payment's refused form must never pre-fill the form that pays every partner."""
+    _books(db, program)
+    login_as(Role.MANAGER)
+    client.post("/admin/payouts/settle")
+    batch = db.session.scalars(sa.select(PayoutBatch)).one()
+    client.post(f"/admin/payouts/{batch.id}/approve")
+    item = batch.items[0]
+    refused = client.post(
+        f"/admin/payouts/{batch.id}/items/{item.id}/paid",
+        data={"reference": "PP-ONLY-THIS-ONE", "paid_on": "not a date"},
+    )
+    assert refused.status_code == 422
+    page = refused.get_data(as_text=True)
+    bulk = page[page.index(f'action="/admin/payouts/{batch.id}/paid"') :]
+    bulk = bulk[: bulk.index("</form>")]
+    assert 'name="reference"' in bulk
+    assert "PP-ONLY-THIS-ONE" not in bulk
+    assert 'aria-invalid="true"' not in bulk
+    row = page[page.index(f'action="/admin/payouts/{batch.id}/items/{item.id}/paid"') :]
+    row = row[: row.index("</form>")]
+    assert 'value="PP-ONLY-THIS-ONE"' in row
+    assert f'id="on-{item.id}-error"' in row
+    assert "<details open>" in page
+
+    failed = client.post(f"/admin/payouts/{batch.id}/items/{item.id}/failed", data={"reason": "  "})
+    assert failed.status_code == 422
+    page = failed.get_data(as_text=True)
+    assert f'id="why-{item.id}-error"' in page
+    db.session.refresh(item)
+    assert (item.status, item.reference) == ("pending", None)
 
 
 def test_partner_earnings_page_shows_the_four_figures_and_next_date(client, db, program, login_as):

@@ -837,7 +837,12 @@ def _get_batch(batch_id: int) -> PayoutBatch:
     return batch
 
 
-def _batch_page(batch: PayoutBatch, payment_form=None, failure_form=None, status: int = 200):
+def _batch_page(
+    batch: PayoutBatch, payment_form=None, failure_form=None, failed_item=None, status: int = 200
+):
+    """The batch page. ``failed_item`` is ``(item_id, action, form)`` when one payment's own form
+    was refused: its errors and typed values go back into that row only, never into the
+    batch-wide form (which would then offer one partner's reference for everybody)."""
     return (
         render_template(
             "admin/payout_batch.html",
@@ -847,6 +852,7 @@ def _batch_page(batch: PayoutBatch, payment_form=None, failure_form=None, status
             confirm_form=ConfirmForm(formdata=None),
             payment_form=payment_form or PaymentForm(formdata=None, paid_on=utcnow().date()),
             failure_form=failure_form or FailureForm(formdata=None),
+            failed_item=failed_item,
         ),
         status,
     )
@@ -914,7 +920,7 @@ def _payment_action(batch_id: int, item_id: int | None, action: str):
             db.session.commit()
             flash(_("Recorded."), "success")
             return redirect(url_for("admin.show_batch", batch_id=batch.id))
-    forms = {"failure_form": form} if action == "failed" else {"payment_form": form}
+    forms = {"payment_form": form} if item is None else {"failed_item": (item.id, action, form)}
     if form.errors or form.form_errors:
         flash(
             _(
