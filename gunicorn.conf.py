@@ -12,6 +12,13 @@ threads = int(os.environ.get("GUNICORN_THREADS", "50"))
 graceful_timeout = 30
 accesslog = "-"
 
+# Gunicorn 25+ opens a control socket for `gunicornc` in $XDG_RUNTIME_DIR or ~/.gunicorn; two
+# servers started by one user would fight over it. Off unless a path is given.
+if os.environ.get("GUNICORN_CONTROL_SOCKET"):
+    control_socket = os.environ["GUNICORN_CONTROL_SOCKET"]
+else:
+    control_socket_disable = True
+
 
 def worker_exit(server, worker):
     # Write the clicks still buffered in this worker before it goes (clean shutdown).
