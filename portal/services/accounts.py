@@ -6,12 +6,13 @@ import hashlib
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from functools import cache
 
 import sqlalchemy as sa
 from flask import current_app, render_template
 from flask_babel import gettext as _
-from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
+from itsdangerous import BadSignature, URLSafeTimedSerializer
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from portal.errors import DuplicateEmail, InvalidToken, InvalidTransition, WeakPassword
@@ -210,19 +211,32 @@ def _password_fingerprint(user: User) -> str:
     return hashlib.sha256(user.password_hash.encode()).hexdigest()[:16]
 
 
-def make_password_reset_token(user: User) -> str:
-    return _reset_serializer().dumps([user.id, _password_fingerprint(user)])
+def make_password_reset_token(user: User, purpose: str = "reset") -> str:
+    """A signed single-use link token; ``purpose`` is "reset" or "invite" (they expire differently)."""
+    return _reset_serializer().dumps([user.id, _password_fingerprint(user), purpose])
+
+
+def _max_age(purpose: str) -> int:
+    config = current_app.config
+    return config["INVITATION_MAX_AGE"] if purpose == "invite" else config["PASSWORD_RESET_MAX_AGE"]
 
 
 def user_for_reset_token(token: str) -> User:
     """The user a valid, unexpired, unused token belongs to; InvalidToken otherwise."""
-    max_age = current_app.config["PASSWORD_RESET_MAX_AGE"]
     try:
-        user_id, fingerprint = _reset_serializer().loads(token, max_age=max_age)
-    except SignatureExpired as exc:
-        raise InvalidToken(_("This reset link has expired. Ask for a new one.")) from exc
+        # The age is checked below, once the token says what it is for.
+        payload, signed_at = _reset_serializer().loads(token, return_timestamp=True)
+        user_id, fingerprint, purpose = payload
     except (BadSignature, ValueError, TypeError) as exc:
         raise InvalidToken(_("This reset link is not valid. Ask for a new one.")) from exc
+    if purpose not in ("reset", "invite"):
+        raise InvalidToken(_("This reset link is not valid. Ask for a new one."))
+    if utcnow() - signed_at > timedelta(seconds=_max_age(purpose)):
+        if purpose == "invite":
+            raise InvalidToken(
+                _("This invitation has expired. Ask the person who invited you for a new one.")
+            )
+        raise InvalidToken(_("This reset link has expired. Ask for a new one."))
     user = db.session.get(User, user_id) if isinstance(user_id, int) else None
     if user is None or not user.active or fingerprint != _password_fingerprint(user):
         raise InvalidToken(_("This reset link has already been used. Ask for a new one."))
@@ -265,11 +279,17 @@ def invite_operator(actor: User, email: str, name: str, role: Role, link_for: Ca
     db.session.add(user)
     db.session.flush()
     record_event(actor, "user.invited", "user", user.id, role=str(role))
-    link = link_for(make_password_reset_token(user))
+    link = link_for(make_password_reset_token(user, purpose="invite"))
     send_mail(
         user.email,
         _("You have been invited to the partner portal"),
-        render_template("email/invitation.txt", user=user, inviter=actor, link=link),
+        render_template(
+            "email/invitation.txt",
+            user=user,
+            inviter=actor,
+            link=link,
+            days=max(1, current_app.config["INVITATION_MAX_AGE"] // 86400),
+        ),
     )
     return user
 

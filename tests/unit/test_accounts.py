@@ -154,6 +154,27 @@ def test_reset_token_expires(app, db):
         accounts.user_for_reset_token(token)
 
 
+def test_invitation_links_last_days_not_an_hour(app, db):
+    user = UserFactory()
+    with time_machine.travel(utcnow() - timedelta(days=2), tick=False):
+        invitation = accounts.make_password_reset_token(user, purpose="invite")
+        reset = accounts.make_password_reset_token(user)
+    assert accounts.user_for_reset_token(invitation) is user
+    with pytest.raises(InvalidToken, match="reset link has expired"):
+        accounts.user_for_reset_token(reset)
+    with time_machine.travel(utcnow() - timedelta(days=8), tick=False):
+        stale = accounts.make_password_reset_token(user, purpose="invite")
+    with pytest.raises(InvalidToken, match="invitation has expired"):
+        accounts.user_for_reset_token(stale)
+
+
+def test_a_token_with_an_unknown_purpose_is_refused(app, db):
+    user = UserFactory()
+    forged = accounts._reset_serializer().dumps([user.id, accounts._password_fingerprint(user), "admin"])
+    with pytest.raises(InvalidToken, match="not valid"):
+        accounts.user_for_reset_token(forged)
+
+
 @pytest.mark.parametrize("token", ["", "garbage", "eyJhIjoxfQ.abc.def"])
 def test_tampered_reset_tokens_are_refused(app, db, token):
     with pytest.raises(InvalidToken):
