@@ -12,7 +12,7 @@ from flask_babel import gettext as _
 
 from portal.errors import InvalidSetting
 from portal.extensions import db
-from portal.models import CommissionType, PayoutSchedule, Program, User
+from portal.models import CommissionType, Conversion, PayoutSchedule, Program, User
 from portal.money import is_currency
 from portal.services.audit import record_event
 
@@ -108,6 +108,17 @@ def update_program_settings(program: Program, actor: User, settings: ProgramSett
     """Check the rules that tie settings together, then apply and audit the change."""
     if not is_currency(settings.currency):
         raise InvalidSetting(_("Unknown currency code."), "currency")
+    if settings.currency != program.currency and db.session.scalar(
+        sa.select(sa.exists().select_from(Conversion))
+    ):
+        # Every amount already recorded (sales, commissions, payouts) is in the current currency.
+        raise InvalidSetting(
+            _(
+                "The currency can't change once sales are recorded: every amount so far is in %(currency)s.",
+                currency=program.currency,
+            ),
+            "currency",
+        )
     if settings.timezone not in available_timezones():
         raise InvalidSetting(_("Unknown time zone."), "timezone")
     domains: list[str] = []

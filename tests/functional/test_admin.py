@@ -7,6 +7,7 @@ import sqlalchemy as sa
 
 from portal.models import AuditEvent, PartnerStatus, Program, Role, User
 from tests.factories import PartnerFactory, UserFactory
+from tests.factories_money import earn
 
 SETTINGS = {
     "name": "Northwind",
@@ -135,6 +136,17 @@ def test_settings_save(client, db, program, login_as):
     assert db.session.scalars(sa.select(AuditEvent.action)).all() == ["program.settings_changed"]
     page = client.get("/admin/settings").get_data(as_text=True)
     assert 'value="25.50"' in page and 'value="12.5"' in page
+
+
+def test_currency_is_locked_once_a_sale_is_recorded(client, db, program, login_as):
+    login_as(Role.ADMIN)
+    earn(PartnerFactory(), 1000)
+    db.session.commit()
+    response = client.post("/admin/settings", data={**SETTINGS, "currency": "EUR"})
+    assert response.status_code == 422
+    assert "change once sales are recorded: every amount so far is in USD" in response.get_data(as_text=True)
+    db.session.refresh(program)
+    assert program.currency == "USD"
 
 
 @pytest.mark.parametrize(
