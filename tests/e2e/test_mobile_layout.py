@@ -28,6 +28,8 @@ ADMIN_CONVERSION = "/admin/conversions/<tracked sale>"
 PAYOUT_BATCH = "/admin/payouts/<approved batch>"
 # Pages that would show only an empty state without it.
 NEEDS_TRACKED_SALE = {
+    "/partner/",
+    "/admin/",
     "/partner/links",
     "/partner/conversions",
     "/admin/conversions",
