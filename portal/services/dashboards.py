@@ -28,6 +28,7 @@ from portal.models import (
     Click,
     Conversion,
     ConversionStatus,
+    Creative,
     CreativeDailyStat,
     DailyStat,
     Link,
@@ -265,8 +266,30 @@ def _none_label(value: str | int) -> str:
     return str(value) if value else _("(none)")
 
 
-def _creative_label(creative_id: int) -> str:
-    return _("Creative #%(id)s", id=creative_id) if creative_id else _("(none)")
+def _creative_label(creative_id: int, name: str | None = None) -> str:
+    if not creative_id:
+        return _("(none)")
+    if name is None:  # a ?creative= number that is not (or no longer) in the library
+        return _("Creative #%(id)s (not in the library)", id=creative_id)
+    return name
+
+
+def _creative_rows(grouped: sa.Select) -> list[Row]:
+    """Rows of a query grouped by ``creative_id``, named after the library's creatives (one join)."""
+    sums = grouped.subquery()
+    rows = db.session.execute(
+        sa.select(sums, Creative.name.label("creative_name")).outerjoin(
+            Creative, Creative.id == sums.c.creative_id
+        )
+    ).mappings()
+    return [
+        Row(
+            str(row["creative_id"]),
+            _creative_label(row["creative_id"], row["creative_name"]),
+            Figures.of(row),
+        )
+        for row in rows
+    ]
 
 
 def _order(rows: list[Row]) -> list[Row]:
@@ -308,16 +331,20 @@ def partner_breakdown(partner_id: int, rng: DateRange, dimension: str) -> list[R
             else:
                 result.append(Row("", _("No click (ref code or returning customer)"), figures))
         return _order(result)
+    if dimension == "creative":
+        return _order(
+            _creative_rows(
+                sa.select(table.c.creative_id, *_sums(table)).where(*where).group_by(table.c.creative_id)
+            )
+        )
     column = {
         "channel": table.c.channel,
         "campaign": table.c.campaign,
-        "creative": table.c.creative_id,
         "sub_id": table.c.sub_id,
     }[dimension]
     label = {
         "channel": _channel_label,
         "campaign": _none_label,
-        "creative": _creative_label,
         "sub_id": _none_label,
     }[dimension]
     rows = db.session.execute(sa.select(column.label("key"), *_sums(table)).where(*where).group_by(column))
@@ -465,14 +492,11 @@ def channel_leaderboard(rng: DateRange) -> list[Row]:
 def creative_leaderboard(rng: DateRange, limit: int | None = LEADERBOARD_ROWS) -> list[Row]:
     """Creatives by counted conversions, then clicks (clicks without a creative left out)."""
     table = CreativeDailyStat.__table__
-    rows = db.session.execute(
+    result = _creative_rows(
         sa.select(table.c.creative_id, *_sums(table))
         .where(_in_range(table.c.day, rng), table.c.creative_id != 0)
         .group_by(table.c.creative_id)
-    ).mappings()
-    result = [
-        Row(str(row["creative_id"]), _creative_label(row["creative_id"]), Figures.of(row)) for row in rows
-    ]
+    )
     result.sort(key=lambda r: (-r.figures.counted, -r.figures.clicks, -r.figures.sales_minor, r.key))
     return result[:limit] if limit else result
 

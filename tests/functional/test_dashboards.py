@@ -8,9 +8,10 @@ import re
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
+import sqlalchemy as sa
 import time_machine
 
-from portal.models import PartnerStatus, Role
+from portal.models import PartnerStatus, Role, Thread
 from portal.services import tracking
 from portal.services.links import create_link
 from tests.factories import PartnerFactory
@@ -127,10 +128,12 @@ def test_operator_dashboard_queues_trends_and_leaders(client, db, program, login
     assert "clicks fell by half or more" in risk
     assert "no click in 21 days" in risk
     assert f'href="/admin/partners/{fading.id}"' in risk
-    assert "mailto:fading@example.org?subject=How%20are%20things%20going%20with%20Test%20Outdoor%3F" in risk
+    # "Message" opens a new conversation with that partner in the inbox, subject filled in.
+    message = f'href="/admin/inbox/new/{fading.id}?subject=How+are+things+going+with+Test+Outdoor?"'
+    assert message in risk
     top = page[page.index('data-testid="top-partners"') :]
     assert top.index("Star Partner") < top.index("</table>")
-    assert "Creative #31" in page
+    assert "Creative #31 (not in the library)" in page
 
 
 def test_operator_csv_exports(client, db, program, login_as):
@@ -145,3 +148,27 @@ def test_operator_csv_exports(client, db, program, login_as):
         response = client.get(f"/admin/stats/{table}.csv?range=last_month")
         assert response.status_code == 200, table
         assert "2026-02-01-2026-02-28" in response.headers["Content-Disposition"]
+
+
+def test_message_from_the_risk_list_starts_a_thread_in_the_inbox(client, db, program, login_as):
+    login_as(Role.MANAGER)
+    fading = PartnerFactory(user__name="Fading Partner")
+    db.session.commit()
+    page = client.get(f"/admin/inbox/new/{fading.id}?subject=How+are+things%3F").get_data(as_text=True)
+    assert "New message to Fading Partner" in page
+    assert 'value="How are things?"' in page
+
+    # Nothing typed in the body: the error is on the field, the subject stays as typed.
+    response = client.post(f"/admin/inbox/new/{fading.id}", data={"subject": "How are things?", "body": ""})
+    assert response.status_code == 422
+    assert 'value="How are things?"' in response.get_data(as_text=True)
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Thread)) == 0
+
+    response = client.post(
+        f"/admin/inbox/new/{fading.id}", data={"subject": "How are things?", "body": "Anything we can do?"}
+    )
+    thread = db.session.scalars(sa.select(Thread)).one()
+    assert response.status_code == 302
+    assert response.headers["Location"].endswith(f"/admin/inbox/{thread.id}")
+    assert (thread.partner_id, thread.subject) == (fading.id, "How are things?")
+    assert client.get("/admin/inbox/new/999999").status_code == 404

@@ -248,6 +248,7 @@ MATRIX = {
     # dashboards: CSV of every table (a partner's are their own by construction)
     "partner.export_stats": ("GET", "/partner/stats/link.csv", PARTNER_ONLY),
     "partner.dashboard_news": ("GET", "/partner/dashboard/news", PARTNER_ONLY),
+    "admin.new_thread": ("GET", "/admin/inbox/new/{approved_id}", OPERATORS),
     "admin.export_stats": ("GET", "/admin/stats/at_risk.csv", OPERATORS),
 }
 

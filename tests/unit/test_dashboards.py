@@ -18,10 +18,12 @@ from portal.models import (
     PartnerStatus,
     PartnerTrend,
     PayoutBatch,
+    Role,
 )
 from portal.services import dashboards, tracking
 from portal.services.dashboards import DateRange, Figures, date_range
 from portal.services.links import create_link, grant_custom_slug
+from tests.creative_support import make_text
 from tests.factories import PartnerFactory, UserFactory
 from tests.factories_stats import at_noon, sale, store_clicks
 
@@ -212,15 +214,25 @@ def test_top_partners_by_sales_and_leaderboards(db, program):
     sale(db, program, big, TODAY, amount=9_000)
     sale(db, program, big, TODAY - timedelta(days=60), amount=99_000)  # outside the range
     link = create_link(big, program, label="Video", channel="video")
-    store_clicks(db, big, TODAY, 3, link, creative_id=12)
-    store_clicks(db, big, TODAY, 1, link, creative_id=4)
+    copy = make_text(UserFactory(role=Role.MANAGER), program, name="Tent review copy")
+    store_clicks(db, big, TODAY, 3, link, creative_id=copy.id)
+    store_clicks(db, big, TODAY, 1, link, creative_id=9999)  # a ?creative= number not in the library
     rng = date_range("7d", TODAY)
     top = dashboards.top_partners(rng)
     assert [(line.partner.id, line.figures.sales_minor) for line in top] == [
         (big.id, 9_000),
         (small.id, 1_000),
     ]
-    assert [r.label for r in dashboards.creative_leaderboard(rng)] == ["Creative #12", "Creative #4"]
+    assert [r.label for r in dashboards.creative_leaderboard(rng)] == [
+        "Tent review copy",
+        "Creative #9999 (not in the library)",
+    ]
+    by_creative = dashboards.partner_breakdown(big.id, rng, "creative")
+    assert [(r.label, r.figures.clicks) for r in by_creative] == [
+        ("Tent review copy", 3),
+        ("Creative #9999 (not in the library)", 1),
+        ("(none)", 0),  # the sale made without a click
+    ]
     channels = {r.key: r.figures for r in dashboards.channel_leaderboard(rng)}
     assert channels["video"].clicks == 4
     assert channels[""].counted == 2  # the sales by ref code, without a click

@@ -553,6 +553,14 @@ def reply_thread(thread_id: int):
 def start_thread(partner_id: int):
     partner = _get_partner(partner_id)
     form = NewMessageForm()
+    sent = _send_first_message(partner, form)
+    if sent is not None:
+        return sent
+    return _render_partner(partner, status=422, message_form=form)
+
+
+def _send_first_message(partner: Partner, form: NewMessageForm):
+    """Start a thread from a submitted form: the redirect to it, or None (errors on the form)."""
     if form.validate_on_submit():
         try:
             thread = inbox.start_thread(partner, current_user, form.subject.data, form.body.data)
@@ -563,7 +571,23 @@ def start_thread(partner_id: int):
             db.session.commit()
             flash(_("Message sent to %(name)s.", name=partner.user.name), "success")
             return redirect(url_for("admin.show_thread", thread_id=thread.id))
-    return _render_partner(partner, status=422, message_form=form)
+    return None
+
+
+@bp.route("/inbox/new/<int:partner_id>", methods=["GET", "POST"])
+@operator_required
+def new_thread(partner_id: int):
+    """A new conversation with one partner (the dashboard's "Message" on a partner at risk)."""
+    partner = _get_partner(partner_id)
+    if request.method == "GET":
+        subject = (request.args.get("subject") or "")[:200]
+        form = NewMessageForm(formdata=None, subject=subject)
+        return render_template("admin/new_thread.html", partner=partner, form=form)
+    form = NewMessageForm()
+    sent = _send_first_message(partner, form)
+    if sent is not None:
+        return sent
+    return render_template("admin/new_thread.html", partner=partner, form=form), 422
 
 
 @bp.post("/partners/<int:partner_id>/tags")
