@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -19,6 +19,7 @@ from functools import lru_cache
 
 import sqlalchemy as sa
 from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
 from sqlalchemy.dialects import postgresql, sqlite
 
 from portal.extensions import db
@@ -823,27 +824,90 @@ def _last_clicks_before(partner_ids: list[int], day: date) -> dict[int, date]:
 
 
 @dataclass(frozen=True)
-class Queues:
-    """What waits for a person."""
+class Queue:
+    """One kind of work that waits for a person, as the operator dashboard lists it.
 
-    applications: int
-    conversions_review: int
-    batches_review: int
+    Other modules add theirs with ``register_queue`` (the rewards module: link requests).
+    """
+
+    key: str  # also the page's test id, "<key>-count"
+    label: object  # a lazy string: "applications to review"
+    count: Callable[[], int]
+    endpoint: str  # where the work is done
+    endpoint_args: tuple[tuple[str, str], ...] = ()
+
+
+_QUEUES: dict[str, Queue] = {}
+
+
+def register_queue(queue: Queue) -> None:
+    _QUEUES[queue.key] = queue
+
+
+@dataclass(frozen=True)
+class QueueLine:
+    key: str
+    label: str
+    count: int
+    endpoint: str
+    endpoint_args: dict[str, str]
+
+
+@dataclass(frozen=True)
+class Queues:
+    """What waits for a person, in the order the queues were registered."""
+
+    lines: tuple[QueueLine, ...] = ()
 
     @property
     def total(self) -> int:
-        return self.applications + self.conversions_review + self.batches_review
+        return sum(line.count for line in self.lines)
+
+    def count(self, key: str) -> int:
+        return next((line.count for line in self.lines if line.key == key), 0)
 
 
 def queues() -> Queues:
-    def count(model, condition) -> int:
+    return Queues(
+        tuple(
+            QueueLine(q.key, str(q.label), q.count(), q.endpoint, dict(q.endpoint_args))
+            for q in _QUEUES.values()
+        )
+    )
+
+
+def _count(model, condition) -> Callable[[], int]:
+    def count() -> int:
         return db.session.scalar(sa.select(sa.func.count()).select_from(model).where(condition)) or 0
 
-    return Queues(
-        applications=count(Partner, Partner.status == PartnerStatus.APPLIED),
-        conversions_review=count(Conversion, Conversion.status == ConversionStatus.REVIEW),
-        batches_review=count(PayoutBatch, PayoutBatch.status == BatchStatus.REVIEW),
+    return count
+
+
+register_queue(
+    Queue(
+        "applications",
+        _l("applications to review"),
+        _count(Partner, Partner.status == PartnerStatus.APPLIED),
+        "admin.applications",
     )
+)
+register_queue(
+    Queue(
+        "review",
+        _l("conversions flagged for review"),
+        _count(Conversion, Conversion.status == ConversionStatus.REVIEW),
+        "admin.list_conversions",
+        (("status", "review"),),
+    )
+)
+register_queue(
+    Queue(
+        "batches",
+        _l("payout batches to approve"),
+        _count(PayoutBatch, PayoutBatch.status == BatchStatus.REVIEW),
+        "admin.list_batches",
+    )
+)
 
 
 @dataclass
@@ -855,7 +919,7 @@ class ProgramDashboard:
     trends: Trends
     channels: list[Row]
     creatives: list[Row]
-    queues: Queues = field(default_factory=lambda: Queues(0, 0, 0))
+    queues: Queues = field(default_factory=Queues)
 
 
 def program_dashboard(rng: DateRange, today: date, timezone: str) -> ProgramDashboard:

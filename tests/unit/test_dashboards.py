@@ -271,8 +271,20 @@ def test_queues_count_what_waits_for_a_person(db, program):
     )
     db.session.flush()
     queues = dashboards.queues()
-    assert (queues.applications, queues.conversions_review, queues.batches_review) == (2, 1, 1)
+    counts = [(line.key, line.count) for line in queues.lines]
+    assert counts == [("applications", 2), ("review", 1), ("batches", 1)]
     assert queues.total == 4
+    assert queues.lines[1].endpoint_args == {"status": "review"}
+
+
+def test_other_modules_add_their_queues(db, program, monkeypatch):
+    monkeypatch.setattr(dashboards, "_QUEUES", dict(dashboards._QUEUES))
+    dashboards.register_queue(
+        dashboards.Queue("link-requests", "link requests to answer", lambda: 3, "admin.list_partners")
+    )
+    queues = dashboards.queues()
+    assert queues.lines[-1].key == "link-requests" and queues.count("link-requests") == 3
+    assert queues.total == 3
 
 
 # --- exports and charts -----------------------------------------------------------------------
