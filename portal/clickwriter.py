@@ -1,7 +1,9 @@
 """Writes clicks in batches off the request thread, and never drops them on a clean shutdown.
 
 ``record()`` appends to an in-memory list; a background thread inserts what has
-gathered every ``CLICK_FLUSH_SECONDS`` (or sooner when a batch fills). ``close()``
+gathered every ``CLICK_FLUSH_SECONDS`` (or sooner when a batch fills), counts it in
+the dashboard rollups in the same transaction, and then tells each partner in the
+batch once ("stats") and the operators once. ``close()``
 (registered with ``atexit`` and gunicorn's ``worker_exit`` hook) writes what is
 left. ``CLICK_WRITE_MODE=inline`` writes in the request's own transaction
 instead (tests, and anyone who prefers it).
@@ -14,12 +16,11 @@ import logging
 import os
 import threading
 
-import sqlalchemy as sa
 from flask import Flask
 
 from portal import realtime
 from portal.extensions import db
-from portal.models import Click
+from portal.services.clicks import store_clicks
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +42,11 @@ class ClickWriter:
 
     def record(self, row: dict) -> None:
         if self.inline:
-            db.session.execute(sa.insert(Click), [row])
+            # In the request's transaction: counted in the rollups with the click, and the
+            # events go out when the view commits.
+            store_clicks(db.session, [row])
             realtime.notify(row["partner_id"], "stats")
+            realtime.notify_operators("stats", {"clicks": 1})
             return
         self._ensure_thread()
         with self._lock:
@@ -83,7 +87,7 @@ class ClickWriter:
                 return 0
             try:
                 with self.app.app_context(), db.engine.begin() as connection:
-                    connection.execute(sa.insert(Click), batch)
+                    partners = store_clicks(connection, batch)
             except Exception:
                 # Keep them for the next attempt rather than lose money-path data.
                 log.exception("writing %d clicks failed; will retry", len(batch))
@@ -91,7 +95,9 @@ class ClickWriter:
                     self._rows[:0] = batch
                 return 0
             try:
-                realtime.notify_partners_now({row["partner_id"] for row in batch}, "stats")
+                # Committed outside any session: one emit to all the batch's partners, one to operators.
+                realtime.notify_partners_now(partners, "stats")
+                realtime.notify_operators_now("stats", {"clicks": len(batch)})
             except Exception:
                 log.warning("could not announce %d new clicks", len(batch), exc_info=True)
             return len(batch)

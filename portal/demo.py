@@ -152,7 +152,7 @@ def seed_demo_activity(now=None) -> str:
     """Clicks, signups, sales, refunds and a paid payout for the demo partners (caller commits)."""
     import sqlalchemy as sa
 
-    from portal.models import Click, Link
+    from portal.models import Link
     from portal.services import clicks, payouts, tracking
     from portal.services.links import create_link
 
@@ -204,7 +204,7 @@ def seed_demo_activity(now=None) -> str:
                 seen_before=rng.random() < 0.2,
                 now=when,
             )
-            db.session.execute(sa.insert(Click), [row])
+            clicks.store_clicks(db.session, [row])
             if rng.random() < (0.15 if partner.ref_code == "demo" else 0.08):
                 customer = f"demo-cus-{index}-{n}"
                 tracking.record_signup(

@@ -7,7 +7,8 @@ from functools import cache
 from babel import Locale
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
-from wtforms import SelectChoice, SelectMultipleField, widgets
+from wtforms import DateField, SelectChoice, SelectField, SelectMultipleField, widgets
+from wtforms.validators import Optional
 
 from portal.errors import DomainError
 from portal.models import CHANNELS
@@ -75,3 +76,37 @@ def put_error_on_form(form: FlaskForm, error: DomainError) -> None:
         field.errors = [*field.errors, error.message]
     else:
         form.form_errors.append(error.message)
+
+
+class RangeForm(FlaskForm):
+    """The period a dashboard shows (a GET form: no CSRF token, nothing changes)."""
+
+    class Meta:
+        csrf = False
+
+    range = SelectField(_l("Period"), default="30d")
+    start = DateField(_l("From"), validators=[Optional()])
+    end = DateField(_l("To"), validators=[Optional()])
+
+    def __init__(self, *args, **kwargs):
+        from portal.services.dashboards import RANGES, range_label
+
+        super().__init__(*args, **kwargs)
+        self.range.choices = as_choices((value, range_label(value)) for value in RANGES)
+
+    def validate(self, extra_validators=None) -> bool:
+        from portal.services.dashboards import MAX_RANGE_DAYS
+
+        valid = super().validate(extra_validators)
+        if not valid or self.range.data != "custom":
+            return valid
+        if self.start.data is None:
+            self.start.errors.append(_l("Choose the first day."))
+        if self.end.data is None:
+            self.end.errors.append(_l("Choose the last day."))
+        if self.start.data and self.end.data:
+            if self.end.data < self.start.data:
+                self.end.errors.append(_l("The last day cannot be before the first."))
+            elif (self.end.data - self.start.data).days >= MAX_RANGE_DAYS:
+                self.end.errors.append(_l("Choose at most %(days)d days.", days=MAX_RANGE_DAYS))
+        return not (self.start.errors or self.end.errors)

@@ -74,6 +74,11 @@ def notify_partners_now(partner_ids, event_name: str, payload: dict[str, Any] | 
         socketio.emit(event_name, payload or {}, to=rooms)
 
 
+def notify_operators_now(event_name: str, payload: dict[str, Any] | None = None) -> None:
+    """Emit to the operators at once, for writers that commit outside the session."""
+    socketio.emit(event_name, payload or {}, to=OPERATORS_ROOM)
+
+
 def notify_operators(event_name: str, payload: dict[str, Any] | None = None) -> None:
     """Tell every operator's open pages that ``event_name`` happened (after commit)."""
     _queue(OPERATORS_ROOM, event_name, payload or {})

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+from datetime import date, datetime
 from decimal import Decimal
+from functools import lru_cache
 
+from babel import Locale
+from babel.dates import format_date as babel_format_date
+from babel.dates import format_skeleton
+from babel.numbers import get_group_symbol
 from flask import Flask, has_request_context, request
-from flask_babel import format_date, format_datetime, format_percent, get_locale
+from flask_babel import format_date, format_datetime, format_decimal, format_percent, get_locale
 from flask_babel import gettext as _
 from flask_wtf.csrf import generate_csrf
 
+from portal.charts import bar_chart
 from portal.models import CommissionType, PartnerStatus
 from portal.money import format_money
 from portal.realtime import room_for
@@ -17,7 +24,23 @@ from portal.realtime import room_for
 def money(minor: int | None, currency: str) -> str:
     if minor is None:
         return "—"
-    return format_money(minor, currency, locale=str(get_locale()))
+    return _money(minor, currency, str(get_locale()))
+
+
+# Dashboards format hundreds of numbers, dates and amounts per page; each is a pure
+# function of its inputs and the locale, so the formatted text is remembered.
+@lru_cache(maxsize=8192)
+def _money(minor: int, currency: str, locale: str) -> str:
+    return format_money(minor, currency, locale=locale)
+
+
+@lru_cache(maxsize=32)
+def _thousands_separator(locale: str) -> str | None:
+    """The locale's group symbol if it groups integers by threes (most do), else None."""
+    pattern = Locale.parse(locale).decimal_formats.get(None)
+    if pattern is None or pattern.grouping != (3, 3):
+        return None
+    return get_group_symbol(locale)
 
 
 def percent_bp(basis_points: int) -> str:
@@ -47,11 +70,46 @@ def country_name(code: str | None) -> str:
     return get_locale().territories.get(code, code)
 
 
-def day(value, format: str = "medium") -> str:  # noqa: A002 - Babel's own name
-    """A calendar date (payout dates, paid-on dates), in the viewer's language."""
+def number(value: int | float | None) -> str:
+    """A count with the viewer's thousands separators: 12345 → "12,345"."""
     if value is None:
         return "—"
-    return format_date(value, format)
+    if isinstance(value, int) and not isinstance(value, bool):
+        separator = _thousands_separator(str(get_locale()))
+        if separator is not None:
+            return f"{value:,}".replace(",", separator)
+    return format_decimal(value)
+
+
+def day(value, format: str = "medium") -> str:  # noqa: A002 - Babel's own name
+    """A calendar date (payout dates, dashboard days), in the viewer's language.
+
+    ``"short"`` is day and month only ("Dec 1"), for chart axes and bar tips.
+    """
+    if value is None:
+        return "—"
+    if isinstance(value, datetime):
+        return format_date(value, format)  # an instant: shown on the viewer's calendar
+    return _day(value, format, str(get_locale()))
+
+
+@lru_cache(maxsize=4096)
+def _day(value: date, format: str, locale: str) -> str:  # noqa: A002
+    if format == "short":
+        return format_skeleton("MMMd", value, locale=locale)
+    return babel_format_date(value, format, locale=locale)
+
+
+def dimension_label(dimension: str) -> str:
+    from portal.services.dashboards import dimension_label as label
+
+    return label(dimension)
+
+
+def risk_label(reason: str) -> str:
+    from portal.services.dashboards import risk_label as label
+
+    return label(reason)
 
 
 def when(value, format: str = "medium") -> str:  # noqa: A002 - Babel's own name
@@ -179,6 +237,7 @@ def init_app(app: Flask) -> None:
     app.add_template_global(unread_count)
     app.add_template_filter(money, "money")
     app.add_template_filter(when, "when")
+    app.add_template_filter(number, "number")
     app.add_template_filter(percent_bp, "percent_bp")
     app.add_template_filter(channel_label, "channel")
     app.add_template_filter(channel_labels, "channels")
@@ -191,6 +250,9 @@ def init_app(app: Flask) -> None:
     app.add_template_global(file_url)
     app.add_template_global(_channel_choices, "channel_choices")
     app.add_template_global(base_commission)
+    app.add_template_global(bar_chart)
+    app.add_template_global(dimension_label)
+    app.add_template_global(risk_label)
     app.add_template_global(get_locale)
     app.add_template_global(room_for, "live_room")
     app.add_template_global(status_badge_parts)

@@ -61,3 +61,22 @@ def day_arg(name: str) -> date | None:
         return date.fromisoformat(request.args.get(name) or "")
     except ValueError:
         return None
+
+
+def dashboard_range(program) -> tuple:
+    """The period a dashboard asks for in its query string: ``(form, range, today)``.
+
+    Today is the program's calendar day; a bad period falls back to the default and
+    the form carries the errors.
+    """
+    from portal.forms import RangeForm
+    from portal.models.types import utcnow
+    from portal.services import dashboards, schedule
+
+    today: date = schedule.local_today(program, utcnow())
+    form = RangeForm(formdata=request.args)
+    if form.validate():
+        rng = dashboards.date_range(form.range.data, today, form.start.data, form.end.data)
+    else:
+        rng = dashboards.date_range(dashboards.DEFAULT_RANGE, today)
+    return form, rng, today

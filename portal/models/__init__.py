@@ -29,6 +29,14 @@ from portal.models.payouts import (
 )
 from portal.models.program import CommissionType, PayoutSchedule, Program
 from portal.models.rewards import CORRECTION_KINDS, Commission, CommissionKind, CommissionStatus
+from portal.models.stats import (
+    COUNTERS,
+    CreativeDailyStat,
+    DailyStat,
+    PartnerDailyStat,
+    PartnerTrend,
+    ProgramDailyStat,
+)
 from portal.models.tracking import (
     ApiKey,
     AttributionMethod,
@@ -43,6 +51,7 @@ from portal.models.tracking import (
 __all__ = [
     "CHANNELS",
     "CORRECTION_KINDS",
+    "COUNTERS",
     "EMAIL_KINDS",
     "OPERATOR_ROLES",
     "Announcement",
@@ -62,9 +71,11 @@ __all__ = [
     "Conversion",
     "ConversionStatus",
     "Creative",
+    "CreativeDailyStat",
     "CreativeKind",
     "CreativeStatus",
     "CreativeVersion",
+    "DailyStat",
     "EmailPreference",
     "ItemStatus",
     "Link",
@@ -72,13 +83,16 @@ __all__ = [
     "MessageTemplate",
     "OutboundEmail",
     "Partner",
+    "PartnerDailyStat",
     "PartnerStatus",
+    "PartnerTrend",
     "PayoutAccount",
     "PayoutBatch",
     "PayoutItem",
     "PayoutMethod",
     "PayoutSchedule",
     "Program",
+    "ProgramDailyStat",
     "RejectionReason",
     "Role",
     "Sender",

@@ -42,6 +42,8 @@ class Commission(db.Model):
             "kind = 'base' OR (reason_code IS NOT NULL AND amount_minor <= 0)", name="correction_rules"
         ),
         sa.Index("ix_commissions_partner_status", "partner_id", "status"),
+        # A partner's lines not in a payout yet (their balance) without reading the paid ones.
+        sa.Index("ix_commissions_partner_unpaid", "partner_id", "payout_item_id"),
         sa.Index("ix_commissions_settle", "status", "payout_item_id", "confirm_after"),
     )
 

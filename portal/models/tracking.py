@@ -101,6 +101,8 @@ class Signup(db.Model):
             "attribution_method IS NULL OR attribution_method IN ('click_id', 'ref', 'customer')",
             name="attribution_method_known",
         ),
+        # The partner's most recent signups (dashboard activity) without reading them all.
+        sa.Index("ix_signups_partner_occurred", "partner_id", "occurred_at"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -15,6 +15,7 @@ from flask_babel import gettext as _
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from werkzeug.security import check_password_hash, generate_password_hash
 
+from portal import realtime
 from portal.errors import DuplicateEmail, InvalidToken, InvalidTransition, WeakPassword
 from portal.extensions import db
 from portal.mail import send_mail
@@ -110,6 +111,7 @@ def apply_as_partner(application: Application) -> Partner:
     db.session.add(partner)
     db.session.flush()
     record_event(user, "partner.applied", "partner", partner.id)
+    realtime.notify_operators("application", {"partner": partner.id})
     return partner
 
 
@@ -139,6 +141,7 @@ def _transition(partner: Partner, actor: User, verb: str, reason: str | None) ->
         actor, f"partner.{verb}", "partner", partner.id, previous=previous, reason=partner.status_reason
     )
     db.session.flush()
+    realtime.notify_operators("partner", {"partner": partner.id, "status": target})
     return partner
 
 

@@ -18,9 +18,11 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import sqlalchemy as sa
 from flask import current_app
+from sqlalchemy.orm import Session
 
 from portal.extensions import db
 from portal.models import (
+    Click,
     Creative,
     CreativeKind,
     CreativeStatus,
@@ -30,6 +32,7 @@ from portal.models import (
     PartnerStatus,
     Program,
 )
+from portal.services import rollups
 
 CACHE_SECONDS = 30.0
 _MAX_CACHED = 50_000
@@ -308,3 +311,10 @@ def click_row(
         "flagged": flagged,
         "created_at": now,
     }
+
+
+def store_clicks(executor: sa.Connection | Session, rows: list[dict]) -> set[int]:
+    """Insert click rows (one executemany) and count them in the rollups, in the caller's
+    transaction; returns the partners the clicks belong to."""
+    executor.execute(sa.insert(Click), rows)
+    return rollups.count_clicks(executor, rows)

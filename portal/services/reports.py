@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime, timedelta
-
 import sqlalchemy as sa
 from sqlalchemy.orm import selectinload
 
 from portal.extensions import db
-from portal.models import Click, Conversion, ConversionStatus, Link, Partner
-from portal.models.types import utcnow
+from portal.models import Click, Conversion, Link, Partner
 
 
 def partner_conversions(partner: Partner) -> sa.Select:
@@ -72,28 +68,3 @@ def count_conversions_by_status() -> dict[str, int]:
     counts = {"pending": 0, "review": 0, "rejected": 0}
     counts.update({status: n for status, n in rows})  # noqa: C416 - rows, not pairs
     return counts
-
-
-@dataclass
-class Activity:
-    clicks_30d: int
-    conversions_30d: int
-    pending_minor: int
-
-
-def partner_activity(partner: Partner, now: datetime | None = None) -> Activity:
-    """The dashboard's live numbers: clicks and counted sales in the last 30 days, pending earnings."""
-    from portal.services.commissions import pending_total
-
-    since = (now or utcnow()) - timedelta(days=30)
-    clicks = db.session.scalar(
-        sa.select(sa.func.count()).where(Click.partner_id == partner.id, Click.created_at >= since)
-    )
-    conversions = db.session.scalar(
-        sa.select(sa.func.count()).where(
-            Conversion.partner_id == partner.id,
-            Conversion.occurred_at >= since,
-            Conversion.status != ConversionStatus.REJECTED,
-        )
-    )
-    return Activity(clicks, conversions, pending_total(partner.id))

@@ -32,7 +32,7 @@ from portal.models import (
     User,
 )
 from portal.models.types import utcnow
-from portal.services import commissions, lifecycle
+from portal.services import commissions, lifecycle, rollups
 from portal.services.audit import record_event
 
 
@@ -182,6 +182,7 @@ def record_signup(program: Program, data: SignupInput, raw: dict) -> tuple[Signu
         existing = db.session.scalars(sa.select(Signup).where(Signup.customer_id == data.customer_id)).one()
         return _same_or_conflict(existing, digest, "customer_id"), False
     if partner is not None:
+        rollups.count_signup(signup)
         realtime.notify(partner.id, "signup", {"customer": signup.id})
     return signup, True
 
@@ -278,6 +279,7 @@ def record_conversion(program: Program, data: ConversionInput, raw: dict) -> tup
     if conversion.status == ConversionStatus.PENDING and partner is not None:
         commissions.earn(program, conversion)
     db.session.flush()
+    rollups.count_conversion(conversion)
     _announce(conversion)
     lifecycle.conversion_recorded(conversion)
     lifecycle.conversion_rejected(conversion)
@@ -313,6 +315,7 @@ def refund_conversion(conversion: Conversion, amount_minor: int | None, note: st
         raise DomainError(
             _("Only %(remaining)s of this sale is left to refund.", remaining=remaining), "amount"
         )
+    before = rollups.contribution(conversion)
     conversion.refunded_minor += amount_minor
     if (
         conversion.refunded_minor == conversion.amount_minor
@@ -332,6 +335,7 @@ def refund_conversion(conversion: Conversion, amount_minor: int | None, note: st
         note=note,
     )
     db.session.flush()
+    rollups.count_conversion(conversion, before)
     _announce(conversion)
     return conversion
 
@@ -347,6 +351,7 @@ def approve_conversion(program: Program, conversion: Conversion, actor: User) ->
     """Accept a conversion a fraud rule held for review; it earns from now on."""
     if conversion.status != ConversionStatus.REVIEW:
         raise DomainError(_("Only conversions waiting for review can be approved."))
+    before = rollups.contribution(conversion)
     conversion.status = ConversionStatus.PENDING
     conversion.reviewed_at = utcnow()
     conversion.reviewed_by_id = actor.id
@@ -354,6 +359,7 @@ def approve_conversion(program: Program, conversion: Conversion, actor: User) ->
         commissions.earn(program, conversion)
     record_event(actor, "conversion.approved", "conversion", conversion.id, flagged=conversion.flagged_reason)
     db.session.flush()
+    rollups.count_conversion(conversion, before)
     _announce(conversion)
     lifecycle.conversion_recorded(conversion)
     return conversion
@@ -367,6 +373,7 @@ def reject_conversion(conversion: Conversion, actor: User, reason: str, note: st
         raise DomainError(_("Say what the other reason is."), "note")
     if conversion.status == ConversionStatus.REJECTED:
         raise DomainError(_("This conversion is already rejected."))
+    before = rollups.contribution(conversion)
     _reject(conversion, reason, (note or "").strip() or None)
     conversion.reviewed_at = utcnow()
     conversion.reviewed_by_id = actor.id
@@ -382,6 +389,7 @@ def reject_conversion(conversion: Conversion, actor: User, reason: str, note: st
         )
     record_event(actor, "conversion.rejected", "conversion", conversion.id, reason=reason, note=note)
     db.session.flush()
+    rollups.count_conversion(conversion, before)
     _announce(conversion)
     lifecycle.conversion_rejected(conversion)
     return conversion

@@ -21,6 +21,8 @@ NAV_LINKS = {
     "admin": ["Dashboard", "Applications", "Partners", "Settings", "Team"],
 }
 PARTNER_DETAIL = "/admin/partners/<applied demo partner>"
+# The churn-risk list's "Message": a new thread to one partner.
+NEW_THREAD = "/admin/inbox/new/<applied demo partner>"
 # The tracked sale's pages: a whole trail (link, click, signup, sale, commission) with long ids.
 PARTNER_TRAIL = "/partner/conversions/<tracked sale>"
 ADMIN_CONVERSION = "/admin/conversions/<tracked sale>"
@@ -28,6 +30,10 @@ ADMIN_CONVERSION = "/admin/conversions/<tracked sale>"
 PAYOUT_BATCH = "/admin/payouts/<approved batch>"
 # Pages that would show only an empty state without it.
 NEEDS_TRACKED_SALE = {
+    "/partner/",
+    "/partner/?range=90d",
+    "/admin/",
+    "/admin/?range=last_month",
     "/partner/links",
     "/partner/conversions",
     "/admin/conversions",
@@ -41,6 +47,8 @@ PAGES = [
     (None, "/password/forgot"),
     ("applicant", "/status"),
     ("partner", "/partner/"),
+    # the dashboards with weekly bars and another period
+    ("partner", "/partner/?range=90d"),
     ("partner", "/partner/links"),
     ("partner", "/partner/conversions"),
     ("partner", PARTNER_TRAIL),
@@ -48,6 +56,8 @@ PAGES = [
     ("earner", "/partner/earnings"),
     ("earner", "/partner/payout-details"),
     ("manager", "/admin/"),
+    ("manager", "/admin/?range=last_month"),
+    ("manager", NEW_THREAD),
     ("manager", "/admin/applications"),
     ("manager", "/admin/partners"),
     ("manager", PARTNER_DETAIL),
@@ -90,9 +100,8 @@ def _assert_no_sideways_scroll(page: Page, when: str) -> None:
 
 
 def _slug(role: str | None, path: str) -> str:
-    return (
-        f"{role or 'anonymous'}{path.replace('/', '_').replace('<', '').replace('>', '').replace(' ', '-')}"
-    )
+    name = re.sub(r"[<>]", "", path).replace("/", "_").replace(" ", "-").replace("?", "-")
+    return f"{role or 'anonymous'}{name}"
 
 
 @pytest.mark.parametrize(("role", "path"), PAGES, ids=[_slug(r, p) for r, p in PAGES])
@@ -108,8 +117,8 @@ def test_page_fits_375px_and_its_menu_opens(
         sign_in(page, request.getfixturevalue("payout_showcase").earner_email, APPLICANT_PASSWORD)
     else:
         page = mobile_page(role)
-    if path == PARTNER_DETAIL:
-        path = f"/admin/partners/{demo_applicant_id}"
+    if path in (PARTNER_DETAIL, NEW_THREAD):
+        path = path.replace("<applied demo partner>", str(demo_applicant_id))
     elif path == PAYOUT_BATCH or path == "/admin/payouts":
         showcase = request.getfixturevalue("payout_showcase")
         path = path.replace("<approved batch>", str(showcase.batch_id))

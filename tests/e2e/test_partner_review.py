@@ -84,7 +84,7 @@ def test_applicant_is_approved_and_reaches_the_dashboard(new_context, live_serve
         f"Welcome to Northwind Outdoor, {name}"
     )
     expect(applicant.get_by_test_id("unread-count")).to_have_text("1")
-    expect(applicant.get_by_test_id("clicks-30d")).to_have_text("0")
+    expect(applicant.get_by_test_id("fig-clicks")).to_have_text("0")
     expect(
         applicant.get_by_role("navigation", name="Main").get_by_role("link", name="Dashboard")
     ).to_be_visible()

@@ -33,6 +33,7 @@ def committed_world(database_url):
         ids = {"partner": partner.id, "user": partner.user_id}
     yield app, plain
     with app.app_context():
+        _delete_rollups()
         _db.session.execute(sa.delete(Commission))
         _db.session.execute(sa.delete(Conversion))
         _db.session.execute(sa.delete(ApiKey))
@@ -43,6 +44,14 @@ def committed_world(database_url):
         _db.session.execute(sa.delete(Program))
         _db.session.commit()
         _db.engine.dispose()
+
+
+def _delete_rollups():
+    # The program-wide counters are not keyed by partner, so deleting the partner leaves them.
+    from portal.services.rollups import GRAINS
+
+    for grain in GRAINS:
+        _db.session.execute(sa.delete(grain.table))
 
 
 def _post_together(app, plain, bodies):
@@ -111,6 +120,7 @@ def committed_books(database_url):
         user_ids = [p.user_id for p in partners]
     yield app
     with app.app_context():
+        _delete_rollups()
         _db.session.execute(sa.update(Commission).values(payout_item_id=None))
         _db.session.execute(sa.delete(PayoutItem))
         _db.session.execute(sa.delete(PayoutBatch))

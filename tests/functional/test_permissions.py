@@ -245,6 +245,11 @@ MATRIX = {
     # files: a signed URL is the permission, whoever holds it; the banner address is public
     "media.signed_file": ("GET", "/media/files/creatives/1/x.png", dict.fromkeys(ROLES, 403)),
     "media.banner_image": ("GET", "/media/banners/{creative_id}", dict.fromkeys(ROLES, HOME)),
+    # dashboards: CSV of every table (a partner's are their own by construction)
+    "partner.export_stats": ("GET", "/partner/stats/link.csv", PARTNER_ONLY),
+    "partner.dashboard_news": ("GET", "/partner/dashboard/news", PARTNER_ONLY),
+    "admin.new_thread": ("GET", "/admin/inbox/new/{approved_id}", OPERATORS),
+    "admin.export_stats": ("GET", "/admin/stats/at_risk.csv", OPERATORS),
 }
 
 

@@ -6,10 +6,11 @@ import pytest
 import sqlalchemy as sa
 
 from config import TestingConfig
-from portal import create_app
+from portal import create_app, realtime
 from portal.extensions import db
-from portal.models import Click
+from portal.models import Click, PartnerDailyStat
 from portal.models.types import utcnow
+from portal.services import rollups
 from tests.conftest import migrate_database
 from tests.factories import PartnerFactory
 
@@ -124,3 +125,51 @@ def test_a_failed_write_keeps_the_clicks_for_the_next_attempt(buffered_app, monk
     assert writer.flush() == 1
     writer.close()
     assert stored(buffered_app) == 1
+
+
+def _stats(app) -> dict[int, tuple[int, int, int]]:
+    with app.app_context():
+        rows = db.session.scalars(sa.select(PartnerDailyStat))
+        return {r.partner_id: (r.clicks, r.unique_clicks, r.bot_clicks) for r in rows}
+
+
+def test_a_flush_counts_the_batch_and_tells_each_partner_once(buffered_app, monkeypatch):
+    writer = buffered_app.extensions["click_writer"]
+    first = buffered_app.config["TEST_PARTNER_ID"]
+    with buffered_app.app_context():
+        second = PartnerFactory().id
+        db.session.commit()
+    emitted = []
+    monkeypatch.setattr(
+        realtime.socketio, "emit", lambda name, payload, to: emitted.append((name, to, payload))
+    )
+    for n in range(6):
+        writer.record({**row(buffered_app, n), "is_bot": n == 0, "is_unique": n % 2 == 1})
+    for n in range(6, 9):
+        writer.record({**row(buffered_app, n), "partner_id": second})
+    assert _stats(buffered_app) == {}  # nothing counted before the clicks are written
+    assert writer.flush() == 9
+    assert _stats(buffered_app) == {first: (5, 3, 1), second: (3, 3, 0)}
+    # One emit to all the batch's partners' rooms (one publish over Redis), one to the operators.
+    assert emitted == [
+        ("stats", sorted([f"partner:{first}", f"partner:{second}"]), {}),
+        ("stats", "operators", {"clicks": 9}),
+    ]
+    writer.close()
+
+
+def test_clicks_and_their_counts_are_written_together_or_not_at_all(buffered_app, monkeypatch):
+    writer = buffered_app.extensions["click_writer"]
+    writer.record(row(buffered_app, 1))
+
+    def broken(*args, **kwargs):
+        raise sa.exc.OperationalError("INSERT", {}, Exception("disk full"))
+
+    monkeypatch.setattr(rollups, "count_clicks", broken)
+    assert writer.flush() == 0
+    assert stored(buffered_app) == 0  # the insert was rolled back with the failed count
+    monkeypatch.undo()
+    assert writer.flush() == 1
+    assert stored(buffered_app) == 1
+    assert _stats(buffered_app) == {buffered_app.config["TEST_PARTNER_ID"]: (1, 1, 0)}
+    writer.close()

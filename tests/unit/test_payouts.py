@@ -287,3 +287,44 @@ def test_earnings_figures_follow_the_money(db, program, manager):
     assert "PP-1" in ledger
     assert ",paid," in ledger
     assert db.session.scalar(sa.select(sa.func.count()).select_from(PayoutItem)) == 1
+
+
+def _earnings_from_the_lines(partner_id: int) -> payouts.Earnings:
+    """The four figures summed line by line through the whole ledger (what earnings_of must equal)."""
+    lines = db_lines(partner_id)
+    return payouts.Earnings(
+        pending=sum(c.amount_minor for c in lines if c.status == "pending"),
+        confirmed=sum(c.amount_minor for c in lines if c.status == "confirmed" and c.payout_item is None),
+        in_payout=sum(c.amount_minor for c in lines if c.payout_item and c.payout_item.status == "pending"),
+        paid=sum(c.amount_minor for c in lines if c.payout_item and c.payout_item.status == "paid"),
+    )
+
+
+def db_lines(partner_id: int) -> list[Commission]:
+    from portal.extensions import db
+
+    db.session.expire_all()
+    return list(db.session.scalars(sa.select(Commission).where(Commission.partner_id == partner_id)))
+
+
+def test_earnings_read_from_payout_items_equal_the_ledger_line_by_line(db, program, manager):
+    partner, other = PartnerFactory(), PartnerFactory()
+    paypal(partner)
+    paypal(other)
+    sold = earn(partner, 6000, at=at_cutoff(5))
+    earn(partner, 2500, at=at_cutoff(4))
+    earn(other, 9000, at=at_cutoff(4))
+    november, _ = settle(program, AS_OF)
+    payouts.approve_batch(november, manager)
+    mine = next(i for i in november.items if i.partner_id == partner.id)
+    theirs = next(i for i in november.items if i.partner_id == other.id)
+    payouts.mark_item_paid(mine, manager, "PP-1", utcnow().date())
+    payouts.mark_item_failed(theirs, manager, "account closed")
+    tracking.refund_conversion(sold.conversion, 3000 * 10 // 2, "half returned")  # a clawback
+    earn(partner, 7000, at=datetime(2026, 12, 10, tzinfo=UTC))
+    earn(partner, 400, confirmed=False, at=utcnow())
+    december, _ = settle(program, date(2026, 12, 16))
+    assert december is not None
+    for who in (partner, other):
+        assert payouts.earnings_of(who.id) == _earnings_from_the_lines(who.id)
+    assert payouts.earnings_of(partner.id).paid == 8500

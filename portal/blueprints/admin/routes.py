@@ -61,6 +61,7 @@ from portal.services import (
     api_keys,
     creative_stats,
     creatives,
+    dashboards,
     inbox,
     lifecycle,
     links,
@@ -74,18 +75,39 @@ from portal.services.commissions import commission_summary
 from portal.services.creative_files import Upload, format_size
 from portal.services.program import get_program, update_program_settings
 from portal.services.tracking import reason_label
-from portal.views import accepts_uploads, day_arg, render_page_or_partial
+from portal.views import accepts_uploads, dashboard_range, day_arg, render_page_or_partial
 
 
 @bp.get("/")
 @operator_required
 def dashboard():
     program = get_program()
-    return render_template(
+    form, rng, today = dashboard_range(program)
+    board = dashboards.program_dashboard(rng, today, program.timezone)
+    db.session.commit()  # keeps the partner trends it recounted (a cache), before rendering
+    return render_page_or_partial(
         "admin/dashboard.html",
+        "admin/_partials/_dashboard.html",
         program=program,
+        form=form,
         counts=partners.count_by_status(),
         needs_setup=not program.default_landing_url,
+        board=board,
+    )
+
+
+@bp.get(f"/stats/<any({', '.join(dashboards.PROGRAM_TABLES)}):table>.csv")
+@operator_required
+def export_stats(table: str):
+    program = get_program()
+    _form, rng, today = dashboard_range(program)
+    headers, rows = dashboards.program_table(rng, today, program.timezone, table, program.currency)
+    db.session.commit()  # the partner trends it may have recounted
+    name = f"{table}-{rng.start.isoformat()}-{rng.end.isoformat()}.csv"
+    return Response(
+        dashboards.to_csv(headers, rows),
+        mimetype="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="{name}"'},
     )
 
 
@@ -531,6 +553,14 @@ def reply_thread(thread_id: int):
 def start_thread(partner_id: int):
     partner = _get_partner(partner_id)
     form = NewMessageForm()
+    sent = _send_first_message(partner, form)
+    if sent is not None:
+        return sent
+    return _render_partner(partner, status=422, message_form=form)
+
+
+def _send_first_message(partner: Partner, form: NewMessageForm):
+    """Start a thread from a submitted form: the redirect to it, or None (errors on the form)."""
     if form.validate_on_submit():
         try:
             thread = inbox.start_thread(partner, current_user, form.subject.data, form.body.data)
@@ -541,7 +571,23 @@ def start_thread(partner_id: int):
             db.session.commit()
             flash(_("Message sent to %(name)s.", name=partner.user.name), "success")
             return redirect(url_for("admin.show_thread", thread_id=thread.id))
-    return _render_partner(partner, status=422, message_form=form)
+    return None
+
+
+@bp.route("/inbox/new/<int:partner_id>", methods=["GET", "POST"])
+@operator_required
+def new_thread(partner_id: int):
+    """A new conversation with one partner (the dashboard's "Message" on a partner at risk)."""
+    partner = _get_partner(partner_id)
+    if request.method == "GET":
+        subject = (request.args.get("subject") or "")[:200]
+        form = NewMessageForm(formdata=None, subject=subject)
+        return render_template("admin/new_thread.html", partner=partner, form=form)
+    form = NewMessageForm()
+    sent = _send_first_message(partner, form)
+    if sent is not None:
+        return sent
+    return render_template("admin/new_thread.html", partner=partner, form=form), 422
 
 
 @bp.post("/partners/<int:partner_id>/tags")

@@ -25,6 +25,7 @@ from portal.services import (
     announcements,
     creative_stats,
     creatives,
+    dashboards,
     delivery,
     inbox,
     links,
@@ -35,7 +36,7 @@ from portal.services import (
 from portal.services.commissions import commission_summary
 from portal.services.program import get_program
 from portal.services.tracking import reason_label
-from portal.views import day_arg, render_page_or_partial
+from portal.views import dashboard_range, day_arg, render_page_or_partial
 
 
 @bp.get("/")
@@ -43,15 +44,46 @@ from portal.views import day_arg, render_page_or_partial
 def dashboard():
     partner = current_user.partner
     program = get_program()
+    form, rng, _today = dashboard_range(program)
     return render_page_or_partial(
         "partner/dashboard.html",
-        "partner/_partials/_dashboard_live.html",
+        "partner/_partials/_dashboard.html",
         partner=partner,
         program=program,
-        announcements=announcements.partner_announcements(partner, limit=5, pinned_or_unread=True),
-        threads=[row for row in inbox.partner_threads(partner, limit=5) if row.unread][:3],
-        unread=inbox.partner_unread_count(partner),
-        activity=reports.partner_activity(partner),
+        form=form,
+        board=dashboards.partner_dashboard(partner.id, rng),
+        earnings=payouts.earnings_of(partner.id),
+        **_news_context(partner),
+    )
+
+
+def _news_context(partner) -> dict:
+    return {
+        "announcements": announcements.partner_announcements(partner, limit=5, pinned_or_unread=True),
+        "threads": [row for row in inbox.partner_threads(partner, limit=5) if row.unread][:3],
+        "unread": inbox.partner_unread_count(partner),
+    }
+
+
+@bp.get("/dashboard/news")
+@partner_required
+def dashboard_news():
+    """The dashboard's news and unread messages: re-fetched live when a message or announcement lands."""
+    return render_template("partner/_partials/_dashboard_news.html", **_news_context(current_user.partner))
+
+
+@bp.get(f"/stats/<any({', '.join(dashboards.PARTNER_TABLES)}):table>.csv")
+@partner_required
+def export_stats(table: str):
+    partner = current_user.partner
+    program = get_program()
+    _form, rng, _today = dashboard_range(program)
+    headers, rows = dashboards.partner_table(partner.id, rng, table, program.currency)
+    name = f"{table}-{partner.ref_code}-{rng.start.isoformat()}-{rng.end.isoformat()}.csv"
+    return Response(
+        dashboards.to_csv(headers, rows),
+        mimetype="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="{name}"'},
     )
 
 

@@ -50,7 +50,31 @@
   });
   socket.on("disconnect", function () { setState("offline"); });
   socket.on("connect_error", function () { setState("offline"); });
-  socket.onAny(function (name, payload) { fire(name, payload); });
+  // Busy partners' clicks arrive every flush of the click writer; a dashboard needs
+  // at most one refresh every few seconds. First event at once, then at most one
+  // per period, and always one after the last event so nothing is left out.
+  var COALESCE_MS = { stats: 3000 };
+  var held = {};
+  function fireCoalesced(name, payload) {
+    var period = COALESCE_MS[name];
+    if (!period) { fire(name, payload); return; }
+    var state = held[name];
+    if (state) { state.pending = true; return; }
+    fire(name, payload);
+    held[name] = state = { pending: false };
+    (function wait() {
+      setTimeout(function () {
+        if (state.pending) {
+          state.pending = false;
+          fire(name, payload);
+          wait();
+        } else {
+          delete held[name];
+        }
+      }, period);
+    })();
+  }
+  socket.onAny(function (name, payload) { fireCoalesced(name, payload); });
   window.portalSocket = socket;
 })();
 
