@@ -101,6 +101,21 @@ class PayoutItem(db.Model):
     partner: Mapped[Partner] = relationship()
 
 
+class PayoutLine(db.Model):
+    """A commission line in a payout item. Keyed by the line, so the database itself keeps
+    every line in at most one payout; a failed payment deletes its rows (the lines go back
+    to the balance). Narrow on purpose: a batch writes one row per line."""
+
+    __tablename__ = "payout_lines"
+
+    commission_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("commissions.id", ondelete="RESTRICT"), primary_key=True, autoincrement=False
+    )
+    payout_item_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("payout_items.id", ondelete="RESTRICT"), index=True
+    )
+
+
 class PayoutAccount(db.Model):
     """Where a partner wants to be paid. One per partner; changes are audited."""
 
