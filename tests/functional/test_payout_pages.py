@@ -233,3 +233,10 @@ def test_partner_who_owes_a_clawback_reads_it_in_words(client, db, program, logi
     assert "You owe $12.00 from a refund after payout; it is netted from your next payout." in page
     assert 'data-testid="owed"' in page and "you owe</span>" in page  # a word, not colour alone
     assert "taken back after payout" in page
+
+
+def test_settle_command_counts_held_items_as_the_pages_do(runner, db, program):
+    _batch_with_held_items(db, program, payable=2, held=1)
+    result = runner.invoke(args=["portal", "settle", "--as-of", "2026-11-20"])
+    assert result.exit_code == 0, result.output
+    assert "2 partners to pay, 1 held back (no payout details)." in result.output
