@@ -117,8 +117,13 @@ def _fill_batch(
     Set-based whatever the size: one INSERT ... SELECT ... GROUP BY partner makes the items
     (held back, without a destination, for partners with no payout details), one
     INSERT ... SELECT joins each payable item's lines to it. payout_lines is keyed by the
-    line, so the database never lets a line into two payouts; the items are checked against
-    their lines before anything is kept.
+    line, so the database never lets a line into two payouts.
+
+    The items and the lines come from the same set of unpaid lines: on PostgreSQL the two
+    inserts are one statement (the items in a data-modifying WITH), so one snapshot; on
+    SQLite the write transaction excludes every other writer. The caller also holds the
+    program lock, which every writer of payout_lines takes. (A check that joined the 1M
+    lines back to their items afterwards cost more than building the batch.)
     """
     unpaid = _unpaid_lines(cutoff, partner_id, batch.currency)
     total = sa.func.sum(Commission.amount_minor)
@@ -129,66 +134,57 @@ def _fill_batch(
         .having(total >= max(minimum, 1))
         .subquery("balances")
     )
-    made = db.session.execute(
-        sa.insert(PayoutItem).from_select(
-            ["batch_id", "partner_id", "amount_minor", "currency", "status", "method", "destination"],
-            sa.select(
-                sa.literal(batch.id, sa.Integer),
-                balances.c.partner_id,
-                balances.c.total,
-                sa.literal(batch.currency, sa.String),
-                sa.case(
-                    (PayoutAccount.id.is_(None), sa.literal(ItemStatus.HELD.value, sa.String)),
-                    else_=sa.literal(ItemStatus.PENDING.value, sa.String),
-                ),
-                PayoutAccount.method,
-                _destination_sql(),
-            )
-            .select_from(balances)
-            .outerjoin(PayoutAccount, PayoutAccount.partner_id == balances.c.partner_id)
-            .order_by(balances.c.partner_id),
-        )
-    ).rowcount
-    if not made:
-        return 0
-    db.session.execute(
-        sa.insert(PayoutLine).from_select(
-            ["commission_id", "payout_item_id"],
-            sa.select(Commission.id, PayoutItem.id)
-            .join(
-                PayoutItem,
-                sa.and_(
-                    PayoutItem.partner_id == Commission.partner_id,
-                    PayoutItem.batch_id == batch.id,
-                    PayoutItem.status == ItemStatus.PENDING,
-                ),
-            )
-            .where(unpaid),
-        )
-    )
-    # The lines now in each item must add up to it exactly, or nothing is kept.
-    in_items = (
+    make_items = sa.insert(PayoutItem).from_select(
+        ["batch_id", "partner_id", "amount_minor", "currency", "status", "method", "destination"],
         sa.select(
-            PayoutLine.payout_item_id.label("item_id"), sa.func.sum(Commission.amount_minor).label("total")
+            sa.literal(batch.id, sa.Integer),
+            balances.c.partner_id,
+            balances.c.total,
+            sa.literal(batch.currency, sa.String),
+            sa.case(
+                (PayoutAccount.id.is_(None), sa.literal(ItemStatus.HELD.value, sa.String)),
+                else_=sa.literal(ItemStatus.PENDING.value, sa.String),
+            ),
+            PayoutAccount.method,
+            _destination_sql(),
         )
-        .join(Commission, Commission.id == PayoutLine.commission_id)
-        .join(PayoutItem, PayoutItem.id == PayoutLine.payout_item_id)
-        .where(PayoutItem.batch_id == batch.id)
-        .group_by(PayoutLine.payout_item_id)
-        .subquery("in_items")
+        .select_from(balances)
+        .outerjoin(PayoutAccount, PayoutAccount.partner_id == balances.c.partner_id)
+        .order_by(balances.c.partner_id),
     )
-    mismatched = db.session.execute(
-        sa.select(PayoutItem.id)
-        .outerjoin(in_items, in_items.c.item_id == PayoutItem.id)
-        .where(
-            PayoutItem.batch_id == batch.id,
-            PayoutItem.status == ItemStatus.PENDING,
-            sa.func.coalesce(in_items.c.total, 0) != PayoutItem.amount_minor,
+
+    def lines_of(items):
+        return sa.select(Commission.id, items.c.id).join(
+            items,
+            sa.and_(items.c.partner_id == Commission.partner_id, items.c.status == ItemStatus.PENDING),
         )
-        .limit(1)
-    ).first()
-    if mismatched is not None:
-        raise RuntimeError(f"payout item {mismatched[0]} does not match its lines; batch not built")
+
+    if db.session.get_bind().dialect.name == "postgresql":
+        # One statement, one snapshot: the items and their lines are the same set of lines
+        # even if a line is confirmed or returned by another transaction meanwhile.
+        made_items = make_items.returning(PayoutItem.id, PayoutItem.partner_id, PayoutItem.status).cte(
+            "made_items"
+        )
+        db.session.execute(
+            sa.insert(PayoutLine)
+            .add_cte(made_items, nest_here=True)
+            .from_select(["commission_id", "payout_item_id"], lines_of(made_items).where(unpaid))
+        )
+        made = db.session.scalar(
+            sa.select(sa.func.count()).select_from(PayoutItem).where(PayoutItem.batch_id == batch.id)
+        )
+    else:
+        # SQLite: the caller's write transaction has the database to itself until it commits.
+        made = db.session.execute(make_items).rowcount
+        if made:
+            items = sa.select(PayoutItem.id, PayoutItem.partner_id, PayoutItem.status).where(
+                PayoutItem.batch_id == batch.id
+            )
+            db.session.execute(
+                sa.insert(PayoutLine).from_select(
+                    ["commission_id", "payout_item_id"], lines_of(items.subquery("items")).where(unpaid)
+                )
+            )
     db.session.expire(batch, ["items"])
     return made
 

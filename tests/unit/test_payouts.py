@@ -16,6 +16,9 @@ from portal.services.payouts import PayoutDetails, iban_is_valid, save_payout_ac
 from tests.factories import PartnerFactory, ProgramFactory, UserFactory
 from tests.factories_money import earn
 
+# Settlement is set-based SQL with a PostgreSQL-only form (one statement): every test runs on both.
+pytestmark = pytest.mark.postgres
+
 AS_OF = date(2026, 11, 20)  # payout day 15 → settles the 15 Nov 2026 period
 
 
