@@ -12,7 +12,9 @@ by the line (payout_lines.commission_id is the primary key: a line is in at most
 enforced by the database as before). Building a batch of 1M lines then writes 1M small rows
 instead of rewriting 1M commission rows and two indexes over payout_item_id.
 ix_commissions_settle (status, payout_item_id, confirm_after) goes with the column; confirming
-due lines uses a partial index of the pending ones.
+due lines uses a partial index of the pending ones. ix_commissions_partner_status (partner_id,
+status) also carries confirm_after, currency and amount_minor, so settlement sums and assigns
+the lines from the index alone (SQLite otherwise looked each of 1M rows up at random).
 """
 from alembic import op
 import sqlalchemy as sa
@@ -47,10 +49,14 @@ def upgrade():
         batch_op.drop_index(batch_op.f('ix_commissions_payout_item_id'))
         batch_op.drop_column('payout_item_id')
         batch_op.create_index('ix_commissions_pending_due', ['confirm_after'], unique=False, sqlite_where=sa.text("status = 'pending'"), postgresql_where=sa.text("status = 'pending'"))
+        batch_op.drop_index('ix_commissions_partner_status')
+        batch_op.create_index('ix_commissions_partner_status', ['partner_id', 'status', 'confirm_after', 'currency', 'amount_minor'], unique=False)
 
 
 def downgrade():
     with op.batch_alter_table('commissions', schema=None) as batch_op:
+        batch_op.drop_index('ix_commissions_partner_status')
+        batch_op.create_index('ix_commissions_partner_status', ['partner_id', 'status'], unique=False)
         batch_op.drop_index('ix_commissions_pending_due', sqlite_where=sa.text("status = 'pending'"), postgresql_where=sa.text("status = 'pending'"))
         batch_op.add_column(sa.Column('payout_item_id', sa.Integer(), nullable=True))
         batch_op.create_index(batch_op.f('ix_commissions_payout_item_id'), ['payout_item_id'], unique=False)
