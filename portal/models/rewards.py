@@ -82,5 +82,9 @@ class Commission(db.Model):
     partner: Mapped[Partner] = relationship()
     # The one payout this line is in, through payout_lines (keyed by the line: never two).
     payout_item: Mapped[PayoutItem | None] = relationship(  # noqa: F821 - models.payouts
-        secondary="payout_lines", uselist=False, viewonly=True
+        secondary="payout_lines",
+        primaryjoin="Commission.id == foreign(PayoutLine.commission_id)",
+        secondaryjoin="PayoutItem.id == foreign(PayoutLine.payout_item_id)",
+        uselist=False,
+        viewonly=True,
     )
