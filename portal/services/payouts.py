@@ -1,7 +1,7 @@
 """Settlement: confirming commissions, building payout batches, paying them, clawing back.
 
 Money rules that do not bend:
-- a commission line is in at most one payout (one column, ``payout_item_id``);
+- a commission line is in at most one payout (``payout_lines`` is keyed by the line);
 - a batch run twice, or twice at once, pays nobody twice (one scheduled batch per
   payout date, enforced by a unique index; runs are serialised on the program row);
 - a partner whose confirmed balance is below the minimum (or negative) is not paid;
