@@ -21,10 +21,12 @@ caches from the run before). PostgreSQL's schema is dropped and re-created: poin
 --pg-url at a throw-away database only (the shared "test" database is refused).
 
     python bench/settle.py [--quick] [--backend sqlite|postgresql|both] [--sizes 100000,1000000]
-                           [--partners 10000] [--pg-url URL] [--profile] [--operator-flow] [--keep]
+                           [--partners 10000] [--pg-url URL] [--profile] [--no-operator-flow] [--keep]
 
---profile settles once more under cProfile (then rolls back); --operator-flow also times
-approve_batch, export_csv / export_paypal and mark_batch_paid on the built batch.
+Afterwards the operator's next steps are timed on the built batch: approve_batch, export_csv,
+export_paypal and mark_batch_paid (every waiting item paid with one reference; 10,000 items at
+full size); --no-operator-flow skips them. --profile settles once more under cProfile (then
+rolls back).
 """
 
 from __future__ import annotations
@@ -74,15 +76,10 @@ def parse_args() -> argparse.Namespace:
         help="after the timed run, undo the batch and settle again under cProfile (then roll back)",
     )
     parser.add_argument(
-        "--operator-flow",
-        action="store_true",
-        help="afterwards also time approve_batch, export_csv and mark_batch_paid on the batch",
-    )
-    parser.add_argument(
-        "--proposed-index",
-        action="store_true",
-        help="what-if, NOT the migrations' schema: replace ix_commissions_settle by a partial index of "
-        "pending lines (the change proposed for portal/), then time the unchanged settle()",
+        "--no-operator-flow",
+        dest="operator_flow",
+        action="store_false",
+        help="skip timing approve_batch, export_csv / export_paypal and mark_batch_paid on the built batch",
     )
     parser.add_argument("--keep", action="store_true", help="keep the SQLite files")
     parser.add_argument("--child", help=argparse.SUPPRESS)  # "backend:lines", run by the parent
@@ -138,15 +135,18 @@ def main() -> int:
     print("\n== summary (seconds)")
     print(
         f"{'database':<11} {'lines':>10} {'generate':>9} {'settle()':>9} {'commit':>7} {'total':>7} "
-        f"{'CPU':>7}  check"
+        f"{'CPU':>7} {'mark paid':>9}  check"
     )
     for (backend, lines), r in results.items():
         print(
             f"{backend:<11} {lines:>10,} {r['generate']:>9.1f} {r['settle']:>9.2f} {r['commit']:>7.2f} "
-            f"{r['settle'] + r['commit']:>7.2f} {r['cpu']:>7.2f}  {'ok' if r['ok'] else 'FAILED'}"
+            f"{r['settle'] + r['commit']:>7.2f} {r['cpu']:>7.2f} "
+            f"{'-' if r.get('mark_paid') is None else format(r['mark_paid'], '9.2f'):>9}  "
+            f"{'ok' if r['ok'] else 'FAILED'}"
         )
         failed |= not r["ok"]
-    print("  (total = settle() + commit, wall clock; CPU = this process + its PostgreSQL backend, same span)")
+    print("  (total = settle() + commit, wall clock; CPU = this process + its PostgreSQL backend, same span;")
+    print("   mark paid = mark_batch_paid + commit on the built batch, every item paid with one reference)")
     small, large = min(args.sizes), max(args.sizes)
     for backend in backends:
         if (backend, small) in results and (backend, large) in results and small != large:
@@ -181,8 +181,7 @@ def _run_child(args: argparse.Namespace, backend: str, lines: int) -> dict | Non
     argv += (
         ["--pg-url", args.pg_url]
         + (["--profile"] if args.profile else [])
-        + (["--operator-flow"] if args.operator_flow else [])
-        + (["--proposed-index"] if args.proposed_index else [])
+        + ([] if args.operator_flow else ["--no-operator-flow"])
         + (["--keep"] if args.keep else [])
     )
     env = _base_env()
@@ -283,8 +282,6 @@ def _measure(url: str, backend: str, partners: int, lines: int, args: argparse.N
         started = time.perf_counter()
         expected = _generate(partners, lines)
         generate_seconds = time.perf_counter() - started
-        if args.proposed_index:
-            _proposed_index()
         _settle_the_storage(backend)
 
         program = get_program()
@@ -330,8 +327,7 @@ def _measure(url: str, backend: str, partners: int, lines: int, args: argparse.N
         ok = _verify(batch_id, cutoff, expected)
         if args.profile:
             _profile_again(program, admin, batch_id)
-        if args.operator_flow:
-            _operator_flow(batch_id)
+        operator = _operator_flow(batch_id) if args.operator_flow else {}
         db.session.remove()
         db.engine.dispose()
     return {
@@ -339,7 +335,9 @@ def _measure(url: str, backend: str, partners: int, lines: int, args: argparse.N
         "settle": settle_seconds,
         "commit": commit_seconds,
         "cpu": own_cpu + server_cpu,
-        "ok": ok,
+        "ok": ok and operator.get("ok", True),
+        "mark_paid": operator.get("mark_batch_paid"),
+        "items": operator.get("items"),
     }
 
 
@@ -581,26 +579,6 @@ def _advance_sequences(partners: int, lines: int, first_user: int) -> None:
     db.session.commit()
 
 
-def _proposed_index() -> None:
-    """The schema change proposed for portal/ (a migration): settle() then no longer walks, and
-    rewrites, an index ordered by confirm_after; confirming due lines keeps an index of its own."""
-    from portal.extensions import db
-
-    started = time.perf_counter()
-    db.session.execute(db.text("DROP INDEX ix_commissions_settle"))
-    db.session.execute(
-        db.text(
-            "CREATE INDEX ix_commissions_pending_due ON commissions (confirm_after) WHERE status = 'pending'"
-        )
-    )
-    db.session.commit()
-    print(
-        "SCHEMA VARIANT (--proposed-index, not the migrations' schema): ix_commissions_settle dropped, "
-        "ix_commissions_pending_due (confirm_after) WHERE status = 'pending' created, "
-        f"{time.perf_counter() - started:.1f} s"
-    )
-
-
 def _settle_the_storage(backend: str) -> None:
     """What a running install has had time to do: PostgreSQL's autovacuum, SQLite's WAL checkpoint."""
     from portal.extensions import db
@@ -627,7 +605,7 @@ def _verify(batch_id: int, cutoff: datetime, expected: dict[int, tuple[int, int]
     import sqlalchemy as sa
 
     from portal.extensions import db
-    from portal.models import Commission, PayoutItem
+    from portal.models import Commission, PayoutItem, PayoutLine
 
     db.session.remove()
     started = time.perf_counter()
@@ -655,17 +633,19 @@ def _verify(batch_id: int, cutoff: datetime, expected: dict[int, tuple[int, int]
     expected_out = sum(n for p, (_t, n) in expected.items() if p not in payable)
     in_batch = db.session.scalar(
         sa.select(sa.func.count())
-        .select_from(Commission)
-        .join(PayoutItem, PayoutItem.id == Commission.payout_item_id)
+        .select_from(PayoutLine)
+        .join(Commission, Commission.id == PayoutLine.commission_id)
+        .join(PayoutItem, PayoutItem.id == PayoutLine.payout_item_id)
         .where(PayoutItem.batch_id == batch_id, PayoutItem.partner_id == Commission.partner_id)
     )
     left_out = db.session.scalar(
-        sa.select(sa.func.count()).select_from(Commission).where(Commission.payout_item_id.is_(None))
+        sa.select(sa.func.count())
+        .select_from(Commission)
+        .where(~sa.exists().where(PayoutLine.commission_id == Commission.id))
     )
-    anywhere = db.session.scalar(
-        sa.select(sa.func.count()).select_from(Commission).where(Commission.payout_item_id.is_not(None))
-    )
-    # One column holds a line's item, so a line is in at most one; these make it exactly one, the right one.
+    anywhere = db.session.scalar(sa.select(sa.func.count()).select_from(PayoutLine))
+    # payout_lines is keyed by the line, so a line is in at most one item; these make it exactly
+    # one, the right one.
     if in_batch != expected_in:
         problems.append(f"{in_batch} lines in their own partner's item, expected {expected_in}")
     if anywhere != in_batch:
@@ -674,11 +654,11 @@ def _verify(batch_id: int, cutoff: datetime, expected: dict[int, tuple[int, int]
         problems.append(f"{left_out} lines in no item, expected {expected_out} (partners under the minimum)")
     lines_per_item = (
         sa.select(
-            Commission.payout_item_id.label("item_id"),
+            PayoutLine.payout_item_id.label("item_id"),
             sa.func.sum(Commission.amount_minor).label("total"),
         )
-        .where(Commission.payout_item_id.is_not(None))
-        .group_by(Commission.payout_item_id)
+        .join(Commission, Commission.id == PayoutLine.commission_id)
+        .group_by(PayoutLine.payout_item_id)
         .subquery()
     )
     mismatched = db.session.scalar(
@@ -694,8 +674,9 @@ def _verify(batch_id: int, cutoff: datetime, expected: dict[int, tuple[int, int]
         problems.append(f"{mismatched} items whose lines do not add up to them")
     late = db.session.scalar(
         sa.select(sa.func.count())
-        .select_from(Commission)
-        .where(Commission.payout_item_id.is_not(None), Commission.confirm_after >= cutoff)
+        .select_from(PayoutLine)
+        .join(Commission, Commission.id == PayoutLine.commission_id)
+        .where(Commission.confirm_after >= cutoff)
     )
     if late:
         problems.append(f"{late} lines confirmed after the cut-off are in the batch")
@@ -758,8 +739,15 @@ class _StatementTimer:
             print(f"  {seconds:7.2f} s  {count:>5}x  {statement}")
 
 
-def _operator_flow(batch_id: int) -> None:
-    """What the operator does next, timed: approve, download the payment file, mark all paid."""
+def _operator_flow(batch_id: int) -> dict:
+    """What the operator does next, timed: approve, download the payment files, mark all paid.
+
+    The files are parsed back and must come to the batch's total; afterwards every item must
+    be paid and the batch closed."""
+    import csv
+    import io
+    from decimal import Decimal
+
     import sqlalchemy as sa
 
     from portal.extensions import db
@@ -769,6 +757,11 @@ def _operator_flow(batch_id: int) -> None:
     db.session.remove()
     manager = db.session.scalars(sa.select(User).where(User.role == "admin")).one()
     batch = db.session.get(PayoutBatch, batch_id)
+    items, total = db.session.execute(
+        sa.select(sa.func.count(), sa.func.sum(PayoutItem.amount_minor)).where(
+            PayoutItem.batch_id == batch_id
+        )
+    ).one()
     steps = [
         ("approve_batch", lambda: payouts.approve_batch(batch, manager)),
         ("export_csv", lambda: payouts.export_csv(batch)),
@@ -779,20 +772,41 @@ def _operator_flow(batch_id: int) -> None:
             lambda: payouts.mark_batch_paid(batch, manager, "BENCH-TRANSFER-1", datetime.now(UTC).date()),
         ),
     ]
+    seconds: dict[str, float] = {}
+    outputs: dict[str, object] = {}
     for name, step in steps:
         with _StatementTimer(db.engine) as statements:
             started = time.perf_counter()
-            step()
+            outputs[name] = step()
             db.session.commit()
-            seconds = time.perf_counter() - started
+            seconds[name] = time.perf_counter() - started
         print(
-            f"operator: {name} + commit {seconds:.2f} s "
+            f"operator: {name} + commit {seconds[name]:.2f} s "
             f"({statements.count} SQL statements, {statements.total:.2f} s)"
+            + (f" — {items:,} items" if name == "mark_batch_paid" else "")
         )
+    problems = []
+    in_csv = sum(Decimal(row["amount"]) for row in csv.DictReader(io.StringIO(outputs["export_csv"])))
+    in_paypal = sum(Decimal(row[1]) for row in csv.reader(io.StringIO(outputs["export_paypal"])))
+    paypal_total = db.session.scalar(
+        sa.select(sa.func.sum(PayoutItem.amount_minor)).where(
+            PayoutItem.batch_id == batch_id, PayoutItem.method == "paypal"
+        )
+    )
+    if in_csv * 100 != total or in_paypal * 100 != paypal_total:
+        problems.append(f"payment files add up to {in_csv} (CSV) and {in_paypal} (PayPal)")
     unpaid = db.session.scalar(
         sa.select(sa.func.count()).where(PayoutItem.batch_id == batch_id, PayoutItem.status != "paid")
     )
-    print(f"operator: batch {db.session.get(PayoutBatch, batch_id).status}, {unpaid} items not paid")
+    status = db.session.get(PayoutBatch, batch_id).status
+    if unpaid or status != "closed" or outputs["mark_batch_paid"] != items:
+        problems.append(f"after mark_batch_paid: batch {status}, {unpaid} items not paid")
+    print(
+        "operator: "
+        + ("FAILED — " + "; ".join(problems) if problems else f"ok — payment files parse back to the "
+           f"batch total ({in_csv} USD, PayPal {in_paypal}); batch {status}, every item paid")
+    )  # fmt: skip
+    return {"ok": not problems, "mark_batch_paid": seconds["mark_batch_paid"], "items": items}
 
 
 def _profile_again(program, admin, batch_id: int) -> None:
@@ -803,15 +817,13 @@ def _profile_again(program, admin, batch_id: int) -> None:
     import sqlalchemy as sa
 
     from portal.extensions import db
-    from portal.models import AuditEvent, Commission, PayoutBatch, PayoutItem
+    from portal.models import AuditEvent, PayoutBatch, PayoutItem, PayoutLine
     from portal.services import payouts
 
     program = db.session.merge(program)
     admin = db.session.merge(admin)
     item_ids = sa.select(PayoutItem.id).where(PayoutItem.batch_id == batch_id)
-    db.session.execute(
-        sa.update(Commission).where(Commission.payout_item_id.in_(item_ids)).values(payout_item_id=None)
-    )
+    db.session.execute(sa.delete(PayoutLine).where(PayoutLine.payout_item_id.in_(item_ids)))
     db.session.execute(sa.delete(PayoutItem).where(PayoutItem.batch_id == batch_id))
     db.session.execute(sa.delete(AuditEvent).where(AuditEvent.subject_type == "payout_batch"))
     db.session.execute(sa.delete(PayoutBatch).where(PayoutBatch.id == batch_id))

@@ -87,7 +87,13 @@ def settle_command(as_of) -> None:
     if batch is None:
         click.echo("Nobody has reached the minimum payout; balances carry over.")
     elif created:
-        click.echo(f"Built payout batch {batch.id} for {batch.period_end}: {len(batch.items)} partners.")
+        from portal.services.payouts import batch_summary
+
+        summary = batch_summary(batch)
+        click.echo(
+            f"Built payout batch {batch.id} for {batch.period_end}: {summary.to_pay} partners to pay, "
+            f"{summary.held} held back (no payout details)."
+        )
     else:
         click.echo(f"Payout batch {batch.id} for {batch.period_end} already exists; nothing changed.")
 

@@ -25,6 +25,7 @@ from portal.models.payouts import (
     PayoutAccount,
     PayoutBatch,
     PayoutItem,
+    PayoutLine,
     PayoutMethod,
 )
 from portal.models.program import CommissionType, PayoutSchedule, Program
@@ -89,6 +90,7 @@ __all__ = [
     "PayoutAccount",
     "PayoutBatch",
     "PayoutItem",
+    "PayoutLine",
     "PayoutMethod",
     "PayoutSchedule",
     "Program",

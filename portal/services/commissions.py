@@ -84,7 +84,7 @@ def correction(
     the next batch nets off.
     """
     now = utcnow()
-    in_payout = base.payout_item_id is not None
+    in_payout = base.payout_item is not None
     confirmed = in_payout or base.status == CommissionStatus.CONFIRMED
     line = Commission(
         conversion=base.conversion,

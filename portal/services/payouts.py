@@ -1,7 +1,7 @@
 """Settlement: confirming commissions, building payout batches, paying them, clawing back.
 
 Money rules that do not bend:
-- a commission line is in at most one payout (one column, ``payout_item_id``);
+- a commission line is in at most one payout (``payout_lines`` is keyed by the line);
 - a batch run twice, or twice at once, pays nobody twice (one scheduled batch per
   payout date, enforced by a unique index; runs are serialised on the program row);
 - a partner whose confirmed balance is below the minimum (or negative) is not paid;
@@ -24,6 +24,7 @@ from portal import realtime
 from portal.errors import DomainError
 from portal.extensions import db
 from portal.models import (
+    AuditEvent,
     BatchKind,
     BatchStatus,
     Commission,
@@ -33,6 +34,7 @@ from portal.models import (
     PayoutAccount,
     PayoutBatch,
     PayoutItem,
+    PayoutLine,
     Program,
     User,
 )
@@ -63,89 +65,142 @@ def _lock_program(program: Program) -> None:
     db.session.execute(sa.select(Program.id).where(Program.id == program.id).with_for_update())
 
 
-def _unpaid_lines(cutoff: datetime | None = None, partner_id: int | None = None) -> sa.ColumnElement:
-    conditions = [Commission.status == CommissionStatus.CONFIRMED, Commission.payout_item_id.is_(None)]
+def _lock_program_row() -> None:
+    """The same lock without the program at hand (there is one program row)."""
+    db.session.execute(sa.select(Program.id).with_for_update())
+
+
+def _in_a_payout() -> sa.ColumnElement:
+    return sa.exists().where(PayoutLine.commission_id == Commission.id)
+
+
+def _unpaid_lines(
+    cutoff: datetime | None = None, partner_id: int | None = None, currency: str | None = None
+) -> sa.ColumnElement:
+    conditions = [Commission.status == CommissionStatus.CONFIRMED, ~_in_a_payout()]
     if cutoff is not None:
         conditions.append(Commission.confirm_after < cutoff)
     if partner_id is not None:
         conditions.append(Commission.partner_id == partner_id)
+    if currency is not None:
+        conditions.append(Commission.currency == currency)
     return sa.and_(*conditions)
 
 
-def _destination(account: PayoutAccount | None) -> tuple[str | None, dict]:
-    if account is None:
-        return None, {}
-    fields = {
-        "paypal": ("paypal_email",),
-        "bank": ("account_holder", "iban", "bic", "bank_name"),
-        "other": ("other_instructions",),
-    }[account.method]
-    return account.method, {name: getattr(account, name) for name in fields}
+SQLITE_SETTLE_CACHE_KIB = 256 * 1024  # page cache while a batch is built (allocated as used)
+
+# What the export pays to, per method: the payout details as they are when the batch is built.
+_DESTINATION_FIELDS = {
+    "paypal": ("paypal_email",),
+    "bank": ("account_holder", "iban", "bic", "bank_name"),
+    "other": ("other_instructions",),
+}
 
 
-def _fill_batch(batch: PayoutBatch, balances: list[tuple[int, int]], cutoff: datetime | None) -> None:
-    accounts = {
-        a.partner_id: a
-        for a in db.session.scalars(
-            sa.select(PayoutAccount).where(PayoutAccount.partner_id.in_([p for p, _ in balances]))
+def _destination_sql() -> sa.ColumnElement:
+    """The item's ``destination`` JSON object, built by the database from the partner's account."""
+    postgresql = db.session.get_bind().dialect.name == "postgresql"
+    json_object = sa.func.json_build_object if postgresql else sa.func.json_object
+    whens = [
+        (
+            PayoutAccount.method == method,
+            json_object(*[part for name in fields for part in (name, getattr(PayoutAccount, name))]),
         )
-    }
-    payable: list[int] = []
-    for partner_id, amount in balances:
-        method, destination = _destination(accounts.get(partner_id))
-        item = PayoutItem(
-            batch=batch,
-            partner_id=partner_id,
-            amount_minor=amount,
-            currency=batch.currency,
-            status=ItemStatus.PENDING if method else ItemStatus.HELD,
-            method=method,
-            destination=destination,
-        )
-        db.session.add(item)
-        if method:
-            payable.append(partner_id)
-    db.session.flush()
-    if not payable:
-        return
-    # One statement assigns every line to its partner's item; a line already taken
-    # (payout_item_id set) is never moved.
-    item_for_partner = (
-        sa.select(PayoutItem.id)
-        .where(PayoutItem.batch_id == batch.id, PayoutItem.partner_id == Commission.partner_id)
-        .scalar_subquery()
-    )
-    db.session.execute(
-        sa.update(Commission)
-        .where(_unpaid_lines(cutoff), Commission.partner_id.in_(payable))
-        .values(payout_item_id=item_for_partner)
-        .execution_options(synchronize_session=False)
-    )
-    # The lines now in each item must add up to it exactly, or nothing happens.
-    mismatched = db.session.execute(
-        sa.select(PayoutItem.id)
-        .outerjoin(Commission, Commission.payout_item_id == PayoutItem.id)
-        .where(PayoutItem.batch_id == batch.id, PayoutItem.status == ItemStatus.PENDING)
-        .group_by(PayoutItem.id, PayoutItem.amount_minor)
-        .having(sa.func.coalesce(sa.func.sum(Commission.amount_minor), 0) != PayoutItem.amount_minor)
-    ).first()
-    if mismatched is not None:
-        raise RuntimeError(f"payout item {mismatched[0]} does not match its lines; batch not built")
-    db.session.expire_all()
+        for method, fields in _DESTINATION_FIELDS.items()
+    ]
+    return sa.case(*whens, else_=json_object())
 
 
-def _balances(
-    program: Program, cutoff: datetime | None, partner_id: int | None = None
-) -> list[tuple[int, int]]:
+def _fill_batch(
+    batch: PayoutBatch, minimum: int, cutoff: datetime | None, partner_id: int | None = None
+) -> int:
+    """Put every partner's unpaid balance at or above ``minimum`` into ``batch``; returns the item count.
+
+    Set-based whatever the size: one INSERT ... SELECT ... GROUP BY partner makes the items
+    (held back, without a destination, for partners with no payout details), one
+    INSERT ... SELECT joins each payable item's lines to it. payout_lines is keyed by the
+    line, so the database never lets a line into two payouts.
+
+    The items and the lines come from the same set of unpaid lines: on PostgreSQL the two
+    inserts are one statement (the items in a data-modifying WITH), so one snapshot; on
+    SQLite the write transaction excludes every other writer. The caller also holds the
+    program lock, which every writer of payout_lines takes. (A check that joined the 1M
+    lines back to their items afterwards cost more than building the batch.)
+    """
+    unpaid = _unpaid_lines(cutoff, partner_id, batch.currency)
     total = sa.func.sum(Commission.amount_minor)
-    query = (
-        sa.select(Commission.partner_id, total)
-        .where(_unpaid_lines(cutoff, partner_id), Commission.currency == program.currency)
+    balances = (
+        sa.select(Commission.partner_id.label("partner_id"), total.label("total"))
+        .where(unpaid)
         .group_by(Commission.partner_id)
-        .having(total >= max(program.minimum_payout_minor, 1))
-        .order_by(Commission.partner_id)
+        .having(total >= max(minimum, 1))
+        .subquery("balances")
     )
-    return [(p, int(amount)) for p, amount in db.session.execute(query)]
+    make_items = sa.insert(PayoutItem).from_select(
+        ["batch_id", "partner_id", "amount_minor", "currency", "status", "method", "destination"],
+        sa.select(
+            sa.literal(batch.id, sa.Integer),
+            balances.c.partner_id,
+            balances.c.total,
+            sa.literal(batch.currency, sa.String),
+            sa.case(
+                (PayoutAccount.id.is_(None), sa.literal(ItemStatus.HELD.value, sa.String)),
+                else_=sa.literal(ItemStatus.PENDING.value, sa.String),
+            ),
+            PayoutAccount.method,
+            _destination_sql(),
+        )
+        .select_from(balances)
+        .outerjoin(PayoutAccount, PayoutAccount.partner_id == balances.c.partner_id)
+        .order_by(balances.c.partner_id),
+    )
+
+    def lines_of(items):
+        return sa.select(Commission.id, items.c.id).join(
+            items,
+            sa.and_(items.c.partner_id == Commission.partner_id, items.c.status == ItemStatus.PENDING),
+        )
+
+    if db.session.get_bind().dialect.name == "postgresql":
+        # One statement, one snapshot: the items and their lines are the same set of lines
+        # even if a line is confirmed or returned by another transaction meanwhile.
+        made_items = make_items.returning(PayoutItem.id, PayoutItem.partner_id, PayoutItem.status).cte(
+            "made_items"
+        )
+        db.session.execute(
+            sa.insert(PayoutLine)
+            .add_cte(made_items, nest_here=True)
+            .from_select(["commission_id", "payout_item_id"], lines_of(made_items).where(unpaid))
+        )
+        made = db.session.scalar(
+            sa.select(sa.func.count()).select_from(PayoutItem).where(PayoutItem.batch_id == batch.id)
+        )
+    else:
+        # SQLite: the caller's write transaction has the database to itself until it commits.
+        # A batch touches every unpaid line once; a page cache that holds them saves re-reading
+        # pages from the file (SQLite's default is 2 MiB). Only for this transaction's work.
+        connection = db.session.connection()
+        cache_pages = connection.exec_driver_sql("PRAGMA cache_size").scalar()
+        connection.exec_driver_sql(f"PRAGMA cache_size = {-SQLITE_SETTLE_CACHE_KIB}")
+        try:
+            made = db.session.execute(make_items).rowcount
+            if made:
+                items = sa.select(PayoutItem.id, PayoutItem.partner_id, PayoutItem.status).where(
+                    PayoutItem.batch_id == batch.id
+                )
+                db.session.execute(
+                    sa.insert(PayoutLine).from_select(
+                        ["commission_id", "payout_item_id"], lines_of(items.subquery("items")).where(unpaid)
+                    )
+                )
+        finally:
+            connection.exec_driver_sql(f"PRAGMA cache_size = {int(cache_pages)}")
+    db.session.expire(batch, ["items"])
+    return made
+
+
+def _item_partners(batch: PayoutBatch) -> list[int]:
+    return list(db.session.scalars(sa.select(PayoutItem.partner_id).where(PayoutItem.batch_id == batch.id)))
 
 
 def settle(
@@ -164,9 +219,6 @@ def settle(
     if existing is not None:
         return existing, False
     cutoff = schedule.start_of_day_utc(program, payout_date)
-    balances = _balances(program, cutoff)
-    if not balances:
-        return None, False
     batch = PayoutBatch(
         kind=BatchKind.SCHEDULED,
         currency=program.currency,
@@ -182,18 +234,17 @@ def settle(
     except IntegrityError:
         # Another run built it between our check and our insert (the unique index held).
         return scheduled_batch_for(payout_date), False
-    _fill_batch(batch, balances, cutoff)
+    items = _fill_batch(batch, program.minimum_payout_minor, cutoff)
+    if not items:
+        # Nobody reached the minimum: no batch; the next run for this date looks again.
+        db.session.delete(batch)
+        db.session.flush()
+        return None, False
     record_event(
-        actor,
-        "payout.batch_built",
-        "payout_batch",
-        batch.id,
-        period_end=str(payout_date),
-        items=len(balances),
+        actor, "payout.batch_built", "payout_batch", batch.id, period_end=str(payout_date), items=items
     )
     realtime.notify_operators("payout", {"batch": batch.id})
-    for partner_id, _amount in balances:
-        realtime.notify(partner_id, "earnings", {"batch": batch.id})
+    realtime.notify_partners(_item_partners(batch), "earnings", {"batch": batch.id})
     return batch, True
 
 
@@ -225,7 +276,7 @@ def request_withdrawal(program: Program, partner: Partner, now: datetime | None 
     )
     db.session.add(batch)
     db.session.flush()
-    _fill_batch(batch, [(partner.id, balance)], None)
+    _fill_batch(batch, balance, None, partner.id)
     record_event(partner.user, "payout.withdrawal_requested", "payout_batch", batch.id, amount_minor=balance)
     realtime.notify_operators("payout", {"batch": batch.id})
     return batch
@@ -250,23 +301,27 @@ def _item_in_approved_batch(item: PayoutItem) -> None:
         raise DomainError(_("Approve the batch before recording payments."))
 
 
-def mark_item_paid(item: PayoutItem, actor: User, reference: str, paid_on: date) -> PayoutItem:
-    if item.status == ItemStatus.PAID:
-        raise DomainError(_("This payment is already recorded as paid."))
-    if item.status != ItemStatus.PENDING:
-        raise DomainError(_("Only a payment waiting to be made can be marked paid."))
-    _item_in_approved_batch(item)
+def _check_payment(batch: PayoutBatch, reference: str, paid_on: date) -> str:
     reference = (reference or "").strip()
     if not reference:
         raise DomainError(_("Enter the payment reference."), "reference")
     # A day of slack either side: the operator's calendar day may not be UTC's.
     if (
         paid_on > (utcnow() + timedelta(days=1)).date()
-        or paid_on < (item.batch.created_at - timedelta(days=1)).date()
+        or paid_on < (batch.created_at - timedelta(days=1)).date()
     ):
         raise DomainError(_("The payment date must be between the batch date and today."), "paid_on")
+    return reference[:128]
+
+
+def mark_item_paid(item: PayoutItem, actor: User, reference: str, paid_on: date) -> PayoutItem:
+    if item.status == ItemStatus.PAID:
+        raise DomainError(_("This payment is already recorded as paid."))
+    if item.status != ItemStatus.PENDING:
+        raise DomainError(_("Only a payment waiting to be made can be marked paid."))
+    _item_in_approved_batch(item)
+    item.reference = _check_payment(item.batch, reference, paid_on)
     item.status = ItemStatus.PAID
-    item.reference = reference[:128]
     item.paid_on = paid_on
     record_event(
         actor,
@@ -276,8 +331,8 @@ def mark_item_paid(item: PayoutItem, actor: User, reference: str, paid_on: date)
         amount_minor=item.amount_minor,
         reference=item.reference,
     )
-    _close_if_done(item.batch)
     db.session.flush()
+    _close_if_done(item.batch)
     realtime.notify(item.partner_id, "earnings", {"item": item.id, "status": "paid"})
     return item
 
@@ -292,10 +347,11 @@ def mark_item_failed(item: PayoutItem, actor: User, reason: str) -> PayoutItem:
     reason = (reason or "").strip()
     if not reason:
         raise DomainError(_("Say why the payment failed."), "reason")
+    # Serialised with settlement: a batch being built never sees these lines half returned.
+    _lock_program_row()
     returned = db.session.execute(
-        sa.update(Commission)
-        .where(Commission.payout_item_id == item.id)
-        .values(payout_item_id=None)
+        sa.delete(PayoutLine)
+        .where(PayoutLine.payout_item_id == item.id)
         .execution_options(synchronize_session=False)
     ).rowcount
     item.status = ItemStatus.FAILED
@@ -309,33 +365,121 @@ def mark_item_failed(item: PayoutItem, actor: User, reason: str) -> PayoutItem:
         reason=reason,
         lines=returned,
     )
-    _close_if_done(item.batch)
     db.session.flush()
+    _close_if_done(item.batch)
     db.session.expire_all()
     realtime.notify(item.partner_id, "earnings", {"item": item.id, "status": "failed"})
     return item
 
 
 def mark_batch_paid(batch: PayoutBatch, actor: User, reference: str, paid_on: date) -> int:
-    """Record one reference for every item still waiting (a bulk transfer)."""
-    waiting = [item for item in batch.items if item.status == ItemStatus.PENDING]
+    """Record one reference for every item still waiting (a bulk transfer).
+
+    Set-based: one UPDATE of the waiting items, one multi-row insert of their audit
+    entries (one per item, as for a single payment), one live event to their partners.
+    """
+    waiting = db.session.execute(
+        sa.select(PayoutItem.id, PayoutItem.partner_id, PayoutItem.amount_minor)
+        .where(PayoutItem.batch_id == batch.id, PayoutItem.status == ItemStatus.PENDING)
+        .order_by(PayoutItem.id)
+    ).all()
     if not waiting:
         raise DomainError(_("Every payment in this batch is already recorded."))
     if batch.status != BatchStatus.APPROVED:
         raise DomainError(_("Approve the batch before recording payments."))
-    for item in waiting:
-        mark_item_paid(item, actor, reference, paid_on)
+    reference = _check_payment(batch, reference, paid_on)
+    paid = db.session.execute(
+        sa.update(PayoutItem)
+        .where(PayoutItem.batch_id == batch.id, PayoutItem.status == ItemStatus.PENDING)
+        .values(status=ItemStatus.PAID, reference=reference, paid_on=paid_on, updated_at=utcnow())
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    if paid != len(waiting):
+        raise RuntimeError("the batch changed while it was being marked paid; nothing recorded")
+    actor_id = actor.id if actor else None
+    db.session.execute(
+        sa.insert(AuditEvent),
+        [
+            {
+                "actor_id": actor_id,
+                "action": "payout.item_paid",
+                "subject_type": "payout_item",
+                "subject_id": item_id,
+                "data": {"amount_minor": amount, "reference": reference, "bulk": True},
+            }
+            for item_id, _partner, amount in waiting
+        ],
+    )
+    db.session.expire_all()  # the items loaded before the bulk UPDATE are stale
+    _close_if_done(batch)
+    realtime.notify_partners([partner for _i, partner, _a in waiting], "earnings", {"status": "paid"})
     return len(waiting)
 
 
 def _close_if_done(batch: PayoutBatch) -> None:
-    if all(item.status in (ItemStatus.PAID, ItemStatus.FAILED, ItemStatus.HELD) for item in batch.items):
+    """Close the batch once no payment in it is still waiting (one query, not a walk of its items)."""
+    waiting = db.session.scalar(
+        sa.select(sa.func.count())
+        .select_from(PayoutItem)
+        .where(PayoutItem.batch_id == batch.id, PayoutItem.status == ItemStatus.PENDING)
+    )
+    if not waiting:
         batch.status = BatchStatus.CLOSED
         batch.closed_at = utcnow()
+        db.session.flush()
+
+
+@dataclass
+class BatchSummary:
+    """A batch's figures over all its items, counted the same way on every page."""
+
+    to_pay: int  # items paid or waiting to be paid
+    to_pay_minor: int
+    held: int  # items held back: the partner has no payout details
+    held_minor: int
+    paid: int
+    failed: int
+
+
+def batch_summaries(batch_ids: list[int]) -> dict[int, BatchSummary]:
+    """One grouped query for every batch in ``batch_ids`` (a page of them, or one)."""
+    summaries = {batch_id: BatchSummary(0, 0, 0, 0, 0, 0) for batch_id in batch_ids}
+    if not batch_ids:
+        return summaries
+    rows = db.session.execute(
+        sa.select(
+            PayoutItem.batch_id, PayoutItem.status, sa.func.count(), sa.func.sum(PayoutItem.amount_minor)
+        )
+        .where(PayoutItem.batch_id.in_(batch_ids))
+        .group_by(PayoutItem.batch_id, PayoutItem.status)
+    )
+    for batch_id, status, count, amount in rows:
+        summary = summaries[batch_id]
+        if status in (ItemStatus.PENDING, ItemStatus.PAID):
+            summary.to_pay += count
+            summary.to_pay_minor += int(amount)
+        elif status == ItemStatus.HELD:
+            summary.held += count
+            summary.held_minor += int(amount)
+        if status == ItemStatus.PAID:
+            summary.paid += count
+        elif status == ItemStatus.FAILED:
+            summary.failed += count
+    return summaries
+
+
+def batch_summary(batch: PayoutBatch) -> BatchSummary:
+    return batch_summaries([batch.id])[batch.id]
 
 
 def batch_total(batch: PayoutBatch, statuses=(ItemStatus.PENDING, ItemStatus.PAID)) -> int:
-    return sum(item.amount_minor for item in batch.items if item.status in statuses)
+    return int(
+        db.session.scalar(
+            sa.select(sa.func.coalesce(sa.func.sum(PayoutItem.amount_minor), 0)).where(
+                PayoutItem.batch_id == batch.id, PayoutItem.status.in_([str(s) for s in statuses])
+            )
+        )
+    )
 
 
 # --- exports ------------------------------------------------------------------------
@@ -348,12 +492,12 @@ def export_csv(batch: PayoutBatch) -> str:
     writer.writerow(
         ["item_id", "partner_ref", "partner_name", "method", "destination", "amount", "currency", "note"]
     )
-    for item in _payable(batch):
+    for item, ref_code, name in _payable(batch):
         writer.writerow(
             [
                 item.id,
-                item.partner.ref_code,
-                item.partner.user.name,
+                ref_code,
+                name,
                 item.method,
                 "; ".join(f"{k}={v}" for k, v in item.destination.items() if v),
                 to_decimal_string(item.amount_minor, item.currency),
@@ -368,7 +512,7 @@ def export_paypal(batch: PayoutBatch) -> str:
     """PayPal Payouts bulk file (CSV, no header): e-mail, amount, currency, unique id, note."""
     out = io.StringIO()
     writer = csv.writer(out)
-    for item in _payable(batch):
+    for item, _ref_code, _name in _payable(batch):
         if item.method != "paypal":
             continue
         writer.writerow(
@@ -383,10 +527,20 @@ def export_paypal(batch: PayoutBatch) -> str:
     return out.getvalue()
 
 
-def _payable(batch: PayoutBatch) -> list[PayoutItem]:
+def _payable(batch: PayoutBatch) -> list[tuple[PayoutItem, str, str]]:
+    """The items waiting to be paid with their partner's ref code and name, in one query."""
     if batch.status == BatchStatus.REVIEW:
         raise DomainError(_("Approve the batch before exporting its payment file."))
-    return [item for item in batch.items if item.status == ItemStatus.PENDING]
+    return [
+        tuple(row)
+        for row in db.session.execute(
+            sa.select(PayoutItem, Partner.ref_code, User.name)
+            .join(Partner, Partner.id == PayoutItem.partner_id)
+            .join(User, User.id == Partner.user_id)
+            .where(PayoutItem.batch_id == batch.id, PayoutItem.status == ItemStatus.PENDING)
+            .order_by(PayoutItem.id)
+        )
+    ]
 
 
 # --- balances for the partner --------------------------------------------------------
@@ -415,8 +569,9 @@ def earnings_of(partner_id: int) -> Earnings:
 
     Read without going through the partner's whole ledger (the dashboard shows them on
     every refresh): pending and unpaid lines through their indexes, and what is in a
-    payout from the payout items, which always equal the lines in them (``_fill_batch``
-    checks it, and a line never leaves an item except when the item fails).
+    payout from the payout items, which always equal the lines in them (both are written by
+    the same INSERT … SELECT in ``_fill_batch``, and a line never leaves an item except when
+    the item fails, which takes the item out of these figures).
     """
     amount = sa.func.coalesce(sa.func.sum(Commission.amount_minor), 0)
     pending = db.session.scalar(

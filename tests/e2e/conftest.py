@@ -26,7 +26,7 @@ from config import TestingConfig
 from portal import create_app
 from portal.demo import seed_demo
 from portal.extensions import db, socketio
-from portal.models import Commission, Conversion, Partner, PartnerStatus, PayoutItem, User
+from portal.models import Commission, Conversion, Partner, PartnerStatus, PayoutItem, PayoutLine, User
 from portal.models.types import utcnow
 from portal.services import accounts, api_keys, links, payouts, tracking
 from portal.services.payouts import PayoutDetails
@@ -106,7 +106,8 @@ class LiveServer:
         with self.app.app_context():
             row = db.session.execute(
                 sa.select(PayoutItem.batch_id, PayoutItem.id, PayoutItem.status)
-                .join(Commission, Commission.payout_item_id == PayoutItem.id)
+                .join(PayoutLine, PayoutLine.payout_item_id == PayoutItem.id)
+                .join(Commission, Commission.id == PayoutLine.commission_id)
                 .join(Conversion, Conversion.id == Commission.conversion_id)
                 .where(Conversion.transaction_id == transaction_id, Commission.kind == "base")
             ).first()

@@ -103,7 +103,7 @@ def committed_books(database_url):
     """Partners with confirmed, unpaid commission lines, committed for real; removed afterwards."""
     from datetime import UTC, datetime
 
-    from portal.models import PayoutAccount, PayoutBatch, PayoutItem, Program
+    from portal.models import PayoutAccount, PayoutBatch, PayoutItem, PayoutLine, Program
     from tests.factories_money import earn
 
     app = create_app(TestingConfig, SQLALCHEMY_DATABASE_URI=database_url)
@@ -121,7 +121,7 @@ def committed_books(database_url):
     yield app
     with app.app_context():
         _delete_rollups()
-        _db.session.execute(sa.update(Commission).values(payout_item_id=None))
+        _db.session.execute(sa.delete(PayoutLine))
         _db.session.execute(sa.delete(PayoutItem))
         _db.session.execute(sa.delete(PayoutBatch))
         _db.session.execute(sa.delete(PayoutAccount))
@@ -138,7 +138,7 @@ def test_two_settlements_at_once_build_one_batch_and_pay_nobody_twice(committed_
     from datetime import date
 
     from portal.jobs import run_settlement
-    from portal.models import PayoutBatch, PayoutItem
+    from portal.models import PayoutBatch, PayoutItem, PayoutLine
 
     app = committed_books
     runs = 4
@@ -173,10 +173,14 @@ def test_two_settlements_at_once_build_one_batch_and_pay_nobody_twice(committed_
         # every line is in exactly one item, and every item is exactly its lines
         for item in items:
             total = _db.session.scalar(
-                sa.select(sa.func.sum(Commission.amount_minor)).where(Commission.payout_item_id == item.id)
+                sa.select(sa.func.sum(Commission.amount_minor))
+                .join(PayoutLine, PayoutLine.commission_id == Commission.id)
+                .where(PayoutLine.payout_item_id == item.id)
             )
             assert total == item.amount_minor
         unpaid = _db.session.scalar(
-            sa.select(sa.func.count()).select_from(Commission).where(Commission.payout_item_id.is_(None))
+            sa.select(sa.func.count())
+            .select_from(Commission)
+            .where(~sa.exists().where(PayoutLine.commission_id == Commission.id))
         )
         assert unpaid == 0

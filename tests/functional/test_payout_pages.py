@@ -170,3 +170,103 @@ def test_withdrawal_request(client, db, program, login_as):
     assert (batch.kind, batch.items[0].amount_minor) == ("withdrawal", 2000)
     client.post("/partner/earnings/withdraw")
     assert db.session.scalar(sa.select(sa.func.count()).select_from(PayoutBatch)) == 1
+
+
+def _batch_with_held_items(db, program, payable: int, held: int):
+    program.minimum_payout_minor = 1000
+    program.payout_day = 1
+    for n in range(payable + held):
+        partner = PartnerFactory(ref_code=f"page{n:02d}")
+        if n < payable:
+            save_payout_account(
+                partner, PayoutDetails(method="paypal", paypal_email=f"page{n}@example.org"), partner.user
+            )
+        earn(partner, 1000 + n, at=datetime(2026, 9, 1, tzinfo=UTC))
+    db.session.commit()
+
+
+def test_batch_page_pages_its_items_and_totals_the_whole_batch(client, db, program, login_as, monkeypatch):
+    from portal.blueprints.admin import routes
+
+    monkeypatch.setattr(routes, "BATCH_ITEMS_PER_PAGE", 2)
+    _batch_with_held_items(db, program, payable=3, held=2)
+    login_as(Role.MANAGER)
+    client.post("/admin/payouts/settle")
+    batch = db.session.scalars(sa.select(PayoutBatch)).one()
+
+    first = client.get(f"/admin/payouts/{batch.id}").get_data(as_text=True)
+    assert first.count('data-testid="item-status"') == 2
+    assert "Payments 1–2 of 5" in first
+    assert "Page 1 of 3" in first
+    # The figures are over all five items, not the two on the page.
+    assert "$30.03" in first  # 1000 + 1001 + 1002 to pay
+    assert "3 partners" in first
+    assert "2 partners, $20.07" in first  # held: 1003 + 1004
+    last = client.get(f"/admin/payouts/{batch.id}?page=3").get_data(as_text=True)
+    assert last.count('data-testid="item-status"') == 1
+    assert "page04" in last and "page00" not in last
+    assert "$30.03" in last
+
+
+def test_batch_list_and_batch_page_count_held_items_alike(client, db, program, login_as):
+    _batch_with_held_items(db, program, payable=2, held=1)
+    login_as(Role.MANAGER)
+    client.post("/admin/payouts/settle")
+    batch = db.session.scalars(sa.select(PayoutBatch)).one()
+    listing = client.get("/admin/payouts").get_data(as_text=True)
+    page = client.get(f"/admin/payouts/{batch.id}").get_data(as_text=True)
+    # Both: two partners to pay ($20.01), one held back and not in the total.
+    assert "2 to pay" in listing and "1 held back" in listing
+    assert "$20.01" in listing
+    assert "2 partners" in page and "1 partners, $10.02" in page
+    assert "<strong>$20.01</strong>" in page
+
+
+def test_mark_paid_forms_default_to_today_in_the_programs_time_zone(client, db, program, login_as):
+    import time_machine
+
+    _books(db, program)
+    program.timezone = "Pacific/Kiritimati"  # UTC+14: its day starts 14 hours before UTC's
+    db.session.commit()
+    with time_machine.travel(datetime(2026, 11, 20, 12, 0, tzinfo=UTC), tick=False):
+        login_as(Role.MANAGER)
+        built = client.post("/admin/payouts/settle")
+        assert built.status_code == 302, built.get_data(as_text=True)
+        batch = db.session.scalars(sa.select(PayoutBatch)).one()
+        client.post(f"/admin/payouts/{batch.id}/approve")
+        page = client.get(f"/admin/payouts/{batch.id}").get_data(as_text=True)
+    assert 'value="2026-11-21"' in page  # the bulk form and the per-item form
+    assert 'value="2026-11-20"' not in page
+
+
+def test_partner_who_owes_a_clawback_reads_it_in_words(client, db, program, login_as):
+    from portal.models import Commission, CommissionKind, RejectionReason
+
+    user = login_as(Role.PARTNER)
+    line = earn(user.partner, 1200, at=datetime(2026, 9, 1, tzinfo=UTC))
+    db.session.add(
+        Commission(
+            conversion=line.conversion,
+            partner_id=user.partner.id,
+            kind=CommissionKind.CLAWBACK,
+            amount_minor=-2400,
+            currency="USD",
+            status="confirmed",
+            confirm_after=utcnow(),
+            confirmed_at=utcnow(),
+            reverses_id=line.id,
+            reason_code=RejectionReason.REFUND,
+        )
+    )
+    db.session.commit()
+    page = client.get("/partner/earnings").get_data(as_text=True)
+    assert "You owe $12.00 from a refund after payout; it is netted from your next payout." in page
+    assert 'data-testid="owed"' in page and "you owe</span>" in page  # a word, not colour alone
+    assert "taken back after payout" in page
+
+
+def test_settle_command_counts_held_items_as_the_pages_do(runner, db, program):
+    _batch_with_held_items(db, program, payable=2, held=1)
+    result = runner.invoke(args=["portal", "settle", "--as-of", "2026-11-20"])
+    assert result.exit_code == 0, result.output
+    assert "2 partners to pay, 1 held back (no payout details)." in result.output

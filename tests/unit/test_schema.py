@@ -109,3 +109,30 @@ def test_creative_versions_are_numbered_once_and_files_are_whole(db):
     _insert_fails(db, lambda: version(number=2, file_key="creatives/1/a.png"))  # no size or type
     _insert_fails(db, lambda: version(number=3, file_key="k", file_type="image/png", file_size=0))
     _insert_fails(db, lambda: version(number=4, width=0, height=10))
+
+
+def test_a_commission_line_is_in_at_most_one_payout(db):
+    from datetime import UTC, date, datetime
+
+    from portal.models import PayoutBatch, PayoutItem, PayoutLine
+    from tests.factories_money import earn
+
+    ProgramFactory()
+    partner = PartnerFactory()
+    line = earn(partner, 5000)
+    batches = [
+        PayoutBatch(
+            kind="withdrawal", currency="USD", period_end=date(2026, 11, d), cutoff_at=datetime.now(UTC)
+        )
+        for d in (1, 2)
+    ]
+    items = [
+        PayoutItem(batch=b, partner_id=partner.id, amount_minor=5000, currency="USD", status="pending")
+        for b in batches
+    ]
+    db.session.add_all(items)
+    db.session.flush()
+    db.session.add(PayoutLine(commission_id=line.id, payout_item_id=items[0].id))
+    db.session.flush()
+    # The same line in a second batch's item: the primary key refuses it.
+    _insert_fails(db, lambda: db.session.add(PayoutLine(commission_id=line.id, payout_item_id=items[1].id)))

@@ -6,6 +6,7 @@ import sqlalchemy as sa
 from flask import Response, abort, current_app, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 from flask_login import current_user
+from sqlalchemy.orm import selectinload
 
 from portal.blueprints.admin import bp
 from portal.blueprints.admin.forms import (
@@ -44,7 +45,6 @@ from portal.models import (
     Creative,
     CreativeKind,
     CreativeStatus,
-    ItemStatus,
     Link,
     Partner,
     PartnerStatus,
@@ -68,6 +68,7 @@ from portal.services import (
     partners,
     payouts,
     reports,
+    schedule,
     tracking,
 )
 from portal.services.audit import record_event
@@ -853,7 +854,7 @@ def list_batches():
         "admin/payouts.html",
         page=page,
         program=program,
-        total=payouts.batch_total,
+        summaries=payouts.batch_summaries([batch.id for batch in page.items]),
         confirm_form=ConfirmForm(formdata=None),
     )
 
@@ -883,22 +884,39 @@ def _get_batch(batch_id: int) -> PayoutBatch:
     return batch
 
 
+BATCH_ITEMS_PER_PAGE = 100
+
+
 def _batch_page(
     batch: PayoutBatch, payment_form=None, failure_form=None, failed_item=None, status: int = 200
 ):
     """The batch page. ``failed_item`` is ``(item_id, action, form)`` when one payment's own form
     was refused: its errors and typed values go back into that row only, never into the
     batch-wide form (which would then offer one partner's reference for everybody)."""
+    # A batch has one item per partner (10,000 and more): the table pages, the figures above
+    # it are over the whole batch.
+    items = db.paginate(
+        sa.select(PayoutItem)
+        .where(PayoutItem.batch_id == batch.id)
+        .options(selectinload(PayoutItem.partner).selectinload(Partner.user))
+        .order_by(PayoutItem.id),
+        per_page=BATCH_ITEMS_PER_PAGE,
+        max_per_page=BATCH_ITEMS_PER_PAGE,
+        error_out=False,
+    )
+    # The payment date the operator most likely means: today where the program keeps its books.
+    today = schedule.local_today(get_program(), utcnow())
     return (
         render_template(
             "admin/payout_batch.html",
             batch=batch,
-            total=payouts.batch_total(batch),
-            held=payouts.batch_total(batch, statuses=(ItemStatus.HELD,)),
+            items=items,
+            summary=payouts.batch_summary(batch),
             confirm_form=ConfirmForm(formdata=None),
-            payment_form=payment_form or PaymentForm(formdata=None, paid_on=utcnow().date()),
+            payment_form=payment_form or PaymentForm(formdata=None, paid_on=today),
             failure_form=failure_form or FailureForm(formdata=None),
             failed_item=failed_item,
+            today=today,
         ),
         status,
     )
