@@ -261,7 +261,7 @@ def upgrade():
 
     with op.batch_alter_table('programs', schema=None) as batch_op:
         # The server default fills existing rows; the model sets the value on new ones.
-        batch_op.add_column(sa.Column('recurring_mode', sa.String(length=16), nullable=False, server_default='none'))
+        batch_op.add_column(sa.Column('recurring_mode', sa.String(length=16), nullable=False, server_default='forever'))
         batch_op.add_column(sa.Column('recurring_months', sa.Integer(), nullable=True))
         batch_op.add_column(sa.Column('top_partner_tag', sa.String(length=40), nullable=True))
         batch_op.create_check_constraint(op.f('ck_programs_recurring_mode_known'), "recurring_mode IN ('none', 'months', 'forever')")

@@ -72,7 +72,7 @@ class Program(db.Model):
     commission_percent_bp: Mapped[int] = mapped_column(default=1000)
     commission_flat_minor: Mapped[int] = mapped_column(default=0)
     # Renewals: a later conversion of a customer the partner already brought.
-    recurring_mode: Mapped[str] = mapped_column(sa.String(16), default=RecurringMode.NONE)
+    recurring_mode: Mapped[str] = mapped_column(sa.String(16), default=RecurringMode.FOREVER)
     recurring_months: Mapped[int | None]
     # Partners with this tag (or in a tier that allows it) may ask for custom campaign links.
     top_partner_tag: Mapped[str | None] = mapped_column(sa.String(40), default="top-partner")
