@@ -41,6 +41,7 @@ from portal import realtime
 from portal.errors import DomainError
 from portal.extensions import db
 from portal.models import (
+    RATE_KINDS,
     Campaign,
     CampaignAudience,
     CampaignReward,
@@ -71,6 +72,8 @@ from portal.models import (
     partner_tags,
 )
 from portal.models.types import utcnow
+
+__all__ = ["PRECEDENCE", "RATE_KINDS", "Rate", "RuleContext", "decide", "explain", "round_half_even"]
 
 PRECEDENCE = (
     CommissionKind.DEAL,
