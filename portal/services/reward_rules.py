@@ -134,7 +134,7 @@ def plan_of(program: Program) -> dict[str, Any]:
 
 
 def save_plan(program: Program, actor: User, plan: PlanInput) -> Program:
-    rate = check_rate(plan.rate, "commission")
+    rate = check_rate(plan.rate)
     if plan.recurring_mode not in set(RecurringMode):
         raise DomainError(_("Choose how renewals earn."), "recurring_mode")
     months = None
@@ -462,7 +462,10 @@ def save_campaign(
         if not tiers:
             raise DomainError(_("Choose at least one tier."), "tiers")
     elif data.audience == CampaignAudience.TAG:
-        tag_name = normalise_tag(data.tag or "") if (data.tag or "").strip() else ""
+        try:
+            tag_name = normalise_tag(data.tag or "") if (data.tag or "").strip() else ""
+        except DomainError as error:
+            raise DomainError(error.message, "tag") from None
         if not tag_name:
             raise DomainError(_("Enter the tag."), "tag")
         tag = db.session.scalar(sa.select(Tag).where(Tag.name == tag_name))
