@@ -271,8 +271,9 @@ def save_tier(program: Program, actor: User, data: TierInput, tier: Tier | None 
         raise DomainError(_("The threshold cannot be negative."), "threshold")
     rate = check_rate(data.rate)
     others = [t for t in rewards.all_tiers() if t is not tier]
-    if any(t.name.lower() == name.lower() for t in others):
-        raise DomainError(_("There is already a tier called %(name)s.", name=name), "name")
+    same_name = next((t for t in others if t.name.lower() == name.lower()), None)
+    if same_name is not None:
+        raise DomainError(_("There is already a tier called %(name)s.", name=same_name.name), "name")
     if any(t.rank == data.rank for t in others):
         raise DomainError(_("Another tier already has level %(rank)s.", rank=data.rank), "rank")
     same_metric = [t for t in others if t.threshold_metric == data.threshold_metric]
