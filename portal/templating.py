@@ -180,7 +180,7 @@ def why_this_amount(line) -> str:
 
 def commission_kind(kind: str) -> str:
     return {
-        "base": _("commission (base rate)"),
+        "base": _("commission"),
         "product": _("commission (product rate)"),
         "tier": _("commission (tier rate)"),
         "campaign": _("commission (campaign rate)"),
