@@ -269,6 +269,7 @@ MATRIX = {
     "admin.new_deal": ("GET", "/admin/rewards/deals/new", OPERATORS),
     "admin.edit_deal": ("GET", "/admin/rewards/deals/{deal_id}", OPERATORS),
     "admin.delete_deal": ("POST", "/admin/rewards/deals/{deal_id}/delete", OPERATORS_ACT),
+    "admin.set_partner_tier": ("POST", "/admin/partners/{approved_id}/tier", OPERATORS_ACT),
 }
 
 

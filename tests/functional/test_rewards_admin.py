@@ -448,3 +448,33 @@ def test_announcement_to_a_tier(client, db, program, manager):
     ).all()
     assert recipients == [member.id]
     assert outsider.id not in recipients
+
+
+def test_partner_page_shows_the_tier_timeline_and_sets_a_tier(client, db, program, manager):
+    from portal.models import PartnerTier, TierChange
+
+    gold = Tier(name="Gold", rank=1, threshold_metric="conversions", threshold_value=5)
+    db.session.add(gold)
+    partner = PartnerFactory()
+    db.session.commit()
+    page = client.get(f"/admin/partners/{partner.id}").get_data(as_text=True)
+    assert "No tier: the base rate" in page
+    response = client.post(
+        f"/admin/partners/{partner.id}/tier", data={"tier": str(gold.id), "note": "Launch partner"}
+    )
+    assert response.status_code == 302
+    assert db.session.get(PartnerTier, partner.id).tier_id == gold.id
+    change = db.session.scalars(sa.select(TierChange)).one()
+    assert (change.reason, change.to_name, change.actor_id, change.note) == (
+        "manual",
+        "Gold",
+        manager.id,
+        "Launch partner",
+    )
+    page = client.get(f"/admin/partners/{partner.id}").get_data(as_text=True)
+    assert "Tier: Gold" in page
+    assert "set by the program team. Launch partner" in page
+    assert "rewards.partner_tier_set" in audit_actions(db)
+    # Back to no tier.
+    client.post(f"/admin/partners/{partner.id}/tier", data={"tier": "0"})
+    assert db.session.get(PartnerTier, partner.id) is None

@@ -19,6 +19,7 @@ from portal.blueprints.admin.rewards_forms import (
     CampaignLinkForm,
     DealForm,
     LadderStepForm,
+    PartnerTierForm,
     PlanForm,
     ProductRateForm,
     TierForm,
@@ -32,6 +33,7 @@ from portal.models import (
     Campaign,
     LadderStep,
     MonthClose,
+    Partner,
     PartnerTier,
     PrivateDeal,
     ProductRate,
@@ -569,3 +571,37 @@ def delete_deal(deal_id: int):
         db.session.commit()
         flash(_("Private deal removed."), "success")
     return redirect(url_for("admin.list_deals"))
+
+
+# --- a partner's tier (on the partner page) -----------------------------------------------------------
+
+
+@bp.app_template_global("partner_rewards")
+def partner_rewards(partner: Partner) -> dict:
+    """What the partner page shows about a partner's rewards: tier, its timeline, private deals."""
+    program = get_program()
+    tiers = rewards.all_tiers()
+    tier = rewards.current_tier(partner.id)
+    return {
+        "tier": tier,
+        "held": db.session.get(PartnerTier, partner.id),
+        "history": [(c, rewards.describe_tier_change(c, program)) for c in rewards.tier_history(partner.id)],
+        "deals": db.session.scalars(sa.select(PrivateDeal).where(PrivateDeal.partner_id == partner.id)).all(),
+        "form": PartnerTierForm(formdata=None, tiers=tiers, tier=tier.id if tier else 0),
+        "program": program,
+    }
+
+
+@bp.post("/partners/<int:partner_id>/tier")
+@operator_required
+def set_partner_tier(partner_id: int):
+    partner = _get(Partner, partner_id)
+    form = PartnerTierForm(tiers=rewards.all_tiers())
+    if form.validate_on_submit():
+        tier = db.session.get(Tier, form.tier.data) if form.tier.data else None
+        reward_rules.set_partner_tier(get_program(), current_user, partner, tier, form.note.data or None)
+        db.session.commit()
+        flash(_("Tier saved."), "success")
+    else:
+        flash(_("Choose a tier from the list."), "error")
+    return redirect(url_for("admin.show_partner", partner_id=partner.id) + "#partner-rewards")

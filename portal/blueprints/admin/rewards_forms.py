@@ -367,3 +367,12 @@ class DealForm(FlaskForm, _RateFields):
         ok = super().validate(extra_validators)
         self.rate = self.rate_input()
         return ok and not any(f.errors for f in self)
+
+
+class PartnerTierForm(FlaskForm):
+    tier = SelectField(_l("Tier"), coerce=int)
+    note = StringField(_l("Why (shown in the timeline)"), validators=[Optional(), Length(max=500)])
+
+    def __init__(self, *args, tiers=(), **kwargs):
+        super().__init__(*args, **kwargs)
+        self.tier.choices = [(0, _l("No tier (base rate)")), *((t.id, t.name) for t in tiers)]
