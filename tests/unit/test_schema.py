@@ -109,3 +109,50 @@ def test_creative_versions_are_numbered_once_and_files_are_whole(db):
     _insert_fails(db, lambda: version(number=2, file_key="creatives/1/a.png"))  # no size or type
     _insert_fails(db, lambda: version(number=3, file_key="k", file_type="image/png", file_size=0))
     _insert_fails(db, lambda: version(number=4, width=0, height=10))
+
+
+def test_rewards_rules_are_checked_by_the_database(db):
+    from datetime import UTC, datetime
+
+    from portal.models import Campaign, Commission, LadderStep, Tier
+
+    def tier(**kw):
+        db.session.add(
+            Tier(**({"name": "T", "rank": 1, "threshold_metric": "revenue", "threshold_value": 1} | kw))
+        )
+
+    _insert_fails(db, lambda: tier(rate_percent_bp=10001))
+    _insert_fails(db, lambda: tier(period="weekly"))
+    _insert_fails(db, lambda: tier(threshold_value=-1))
+    start = datetime(2026, 11, 1, tzinfo=UTC)
+    _insert_fails(db, lambda: db.session.add(Campaign(name="c", starts_at=start, ends_at=start)))
+    _insert_fails(
+        db,
+        lambda: db.session.add(
+            Campaign(name="c", starts_at=start, ends_at=datetime(2026, 12, 1, tzinfo=UTC), audience="tag")
+        ),
+    )
+    _insert_fails(db, lambda: db.session.add(LadderStep(threshold_conversions=0, bonus_minor=100)))
+    partner = PartnerFactory()
+    # A line without a conversion must be a month's ladder bonus (or a reversal of one).
+    _insert_fails(
+        db,
+        lambda: db.session.add(
+            Commission(
+                partner_id=partner.id, kind="base", amount_minor=1, currency="USD", confirm_after=start
+            )
+        ),
+    )
+    _insert_fails(
+        db,
+        lambda: db.session.add(
+            Commission(
+                partner_id=partner.id,
+                kind="base",
+                amount_minor=1,
+                currency="USD",
+                confirm_after=start,
+                period="2026-11",
+            )
+        ),
+    )
