@@ -551,20 +551,31 @@ def set_tier(
     conversion_id: int | None = None,
     actor=None,
     note: str | None = None,
+    only_up: bool = False,
 ) -> TierChange | None:
-    """Move ``partner`` to ``tier`` (None: no tier); writes the timeline entry and tells the partner."""
+    """Move ``partner`` to ``tier`` (None: no tier); writes the timeline entry and tells the partner.
+
+    ``only_up``: do nothing unless it is a move up (an automatic upgrade racing another).
+    """
     from portal.services import inbox, lifecycle
 
-    current = db.session.get(PartnerTier, partner.id)
+    # Lock the partner's tier row (PostgreSQL) so two sales at once cannot both move it.
+    current = db.session.get(PartnerTier, partner.id, with_for_update=True, populate_existing=True)
     old = current.tier if current is not None else None
     if (old.id if old else None) == (tier.id if tier else None):
         return None
     upgrade = (tier.rank if tier else 0) > (old.rank if old else 0)
+    if only_up and not upgrade:
+        return None
     if tier is None:
         if current is not None:
             db.session.delete(current)
     elif current is None:
-        db.session.add(PartnerTier(partner_id=partner.id, tier_id=tier.id, since=since))
+        try:
+            with db.session.begin_nested():
+                db.session.add(PartnerTier(partner_id=partner.id, tier_id=tier.id, since=since))
+        except IntegrityError:
+            return None  # a concurrent sale gave the partner a tier a moment ago
     else:
         current.tier_id = tier.id
         current.tier = tier
@@ -615,15 +626,14 @@ def upgrade_on_conversion(program: Program, conversion: Conversion) -> TierChang
     """Called as a conversion is accepted: the partner moves up at once if it crossed a threshold."""
     if conversion.partner_id is None or conversion.status != ConversionStatus.PENDING:
         return None
-    tiers = all_tiers()
+    current = current_tier(conversion.partner_id)
+    # Only tiers above the current one can be an upgrade; most sales change nothing.
+    tiers = [t for t in all_tiers() if current is None or t.rank > current.rank]
     if not tiers:
         return None
     db.session.flush()
     standing = best_live_tier(conversion.partner_id, conversion.occurred_at, zone(program), tiers)
     if standing is None:
-        return None
-    current = current_tier(conversion.partner_id)
-    if current is not None and current.rank >= standing.tier.rank:
         return None
     partner = db.session.get(Partner, conversion.partner_id)
     return set_tier(
@@ -636,6 +646,7 @@ def upgrade_on_conversion(program: Program, conversion: Conversion) -> TierChang
         value=standing.value,
         window=standing.window,
         conversion_id=conversion.id,
+        only_up=True,
     )
 
 
@@ -706,6 +717,7 @@ def evaluate_tiers_at_close(program: Program, month: str) -> TierCloseResult:
             metric=judged.threshold_metric,
             value=value_of(judged, partner_id),
             window=month if judged.period == TierPeriod.PREVIOUS_MONTH else f"{judged.period} to {month}",
+            only_up=reason == TierChangeReason.THRESHOLD_REACHED,
         )
         if change is not None:
             if change.upgrade:
