@@ -35,7 +35,6 @@ import sqlalchemy as sa
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import selectinload
 
 from portal import realtime
 from portal.errors import DomainError
@@ -334,10 +333,9 @@ def load_context(conversion: Conversion) -> RuleContext:
     fitting.sort(key=lambda d: (bool(d.product_ids), d.id), reverse=True)
     context.deal = fitting[0] if fitting else None
 
+    # Audiences load lazily: only a tiers or named-partners campaign reads its list.
     running = db.session.scalars(
-        sa.select(Campaign)
-        .where(Campaign.starts_at <= at, Campaign.ends_at > at)
-        .options(selectinload(Campaign.tiers), selectinload(Campaign.partners))
+        sa.select(Campaign).where(Campaign.starts_at <= at, Campaign.ends_at > at)
     ).all()
     if running:
         tag_ids = partner_tag_ids(partner_id)
