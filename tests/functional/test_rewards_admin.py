@@ -478,3 +478,50 @@ def test_partner_page_shows_the_tier_timeline_and_sets_a_tier(client, db, progra
     # Back to no tier.
     client.post(f"/admin/partners/{partner.id}/tier", data={"tier": "0"})
     assert db.session.get(PartnerTier, partner.id) is None
+
+
+def test_partner_sees_why_each_amount_and_the_ladder_bonus(client, db, login_as):
+    from portal.models import LadderStep, Program
+    from portal.services import rewards, tracking
+    from portal.services.tracking import ConversionInput
+
+    user = login_as(Role.PARTNER)
+    partner = user.partner
+    program = db.session.scalars(sa.select(Program)).first()
+    if program is None:
+        from tests.factories import ProgramFactory
+
+        program = ProgramFactory(timezone="UTC")
+    program.fraud_duplicate_order = False
+    db.session.add(
+        Tier(name="Gold", rank=1, threshold_metric="conversions", threshold_value=2, rate_percent_bp=1500)
+    )
+    db.session.add(LadderStep(threshold_conversions=2, bonus_minor=2500))
+    db.session.flush()
+    sales = []
+    for n in (1, 2):
+        conversion, _created = tracking.record_conversion(
+            program,
+            ConversionInput(
+                transaction_id=f"why-{n}",
+                amount_minor=10_000,
+                currency=program.currency,
+                ref=partner.ref_code,
+                occurred_at=datetime(2026, 10, n, 12, tzinfo=UTC),
+            ),
+            {"n": n},
+        )
+        sales.append(conversion)
+    rewards.close_month(program, "2026-10", now=datetime(2026, 11, 2, tzinfo=UTC))
+    db.session.commit()
+
+    first = client.get(f"/partner/conversions/{sales[0].id}").get_data(as_text=True)
+    assert "Why this amount: Base rate: 10% of" in first
+    second = client.get(f"/partner/conversions/{sales[1].id}").get_data(as_text=True)
+    assert "Your tier Gold: 15% of" in second
+    assert "This sale took you to Gold, so it already earns the new rate." in second
+    earnings = client.get("/partner/earnings").get_data(as_text=True)
+    assert "Monthly ladder bonus" in earnings
+    assert "Monthly ladder for 2026-10: 2 conversions reached the 2-conversion step" in earnings
+    csv_text = client.get("/partner/earnings.csv").get_data(as_text=True)
+    assert "ladder 2026-10" in csv_text
