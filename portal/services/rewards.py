@@ -1167,3 +1167,89 @@ def _register_tier_audience() -> None:
 
 
 _register_tier_audience()
+
+
+# --- where a partner stands (for the partner's Rewards page) ---------------------------------------
+
+
+@dataclass
+class TierProgress:
+    tier: Tier | None  # current (None: base rate)
+    next_tier: Tier | None
+    value: int  # the next tier's metric so far, over its live window (the best window)
+    needed: int  # the next tier's threshold
+
+    @property
+    def percent(self) -> int:
+        if not self.needed:
+            return 100
+        return min(100, self.value * 100 // self.needed)
+
+
+@dataclass
+class LadderProgress:
+    month: str
+    conversions: int
+    reached: LadderStep | None
+    next_step: LadderStep | None
+
+
+@dataclass
+class PartnerStanding:
+    tier: TierProgress
+    ladder: LadderProgress
+    campaigns: list[Campaign]
+    deals: list[PrivateDeal]
+    can_request_campaigns: bool
+
+
+def open_campaigns(partner_id: int, now: datetime) -> list[Campaign]:
+    """Campaigns running now or starting later that are open to the partner, soonest end first."""
+    tier = current_tier(partner_id)
+    tags = partner_tag_ids(partner_id)
+    candidates = db.session.scalars(
+        sa.select(Campaign).where(Campaign.ends_at > now).order_by(Campaign.ends_at)
+    ).all()
+    return [c for c in candidates if campaign_open_to(c, partner_id, tier.id if tier else None, tags)]
+
+
+def may_request_campaigns(program: Program, partner: Partner) -> bool:
+    """Top partners: in a tier that allows it, or carrying the program's top-partner tag."""
+    tier = current_tier(partner.id)
+    if tier is not None and tier.can_request_campaigns:
+        return True
+    return bool(program.top_partner_tag) and any(t.name == program.top_partner_tag for t in partner.tags)
+
+
+def standing_of(program: Program, partner: Partner, now: datetime | None = None) -> PartnerStanding:
+    """Current tier and progress to the next, this month's ladder, open campaigns and private deals."""
+    now = now or utcnow()
+    tz = zone(program)
+    tiers = all_tiers()
+    tier = current_tier(partner.id)
+    above = [t for t in tiers if tier is None or t.rank > tier.rank]
+    next_tier = above[0] if above else None
+    value = 0
+    if next_tier is not None:
+        value = max(
+            metric_of(partner.id, next_tier.threshold_metric, start, end, inclusive=True)
+            for start, end, _label in live_windows(next_tier, now, tz)
+        )
+    month = month_of(now, tz)
+    count = ladder_count(partner.id, month, tz)
+    steps = ladder_steps()
+    reached = step_for(count, steps)
+    later = [s for s in steps if s.threshold_conversions > count]
+    deals = db.session.scalars(
+        sa.select(PrivateDeal)
+        .where(PrivateDeal.partner_id == partner.id)
+        .where(sa.or_(PrivateDeal.ends_at.is_(None), PrivateDeal.ends_at > now))
+        .order_by(PrivateDeal.id)
+    ).all()
+    return PartnerStanding(
+        tier=TierProgress(tier, next_tier, value, next_tier.threshold_value if next_tier else 0),
+        ladder=LadderProgress(month, count, reached, later[0] if later else None),
+        campaigns=open_campaigns(partner.id, now),
+        deals=list(deals),
+        can_request_campaigns=may_request_campaigns(program, partner),
+    )
