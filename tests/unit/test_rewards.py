@@ -763,3 +763,23 @@ def test_standing_of_a_partner(db, program, partner, ladder):
     partner.tags.append(Tag(name="top-partner"))
     db.session.flush()
     assert rewards.may_request_campaigns(program, partner) is True
+
+
+def test_deleting_a_tier_moves_its_partners_to_the_base_rate_with_a_timeline_entry(db, program, partner):
+    from portal.services import reward_rules
+    from tests.factories import UserFactory
+
+    gold = tier(db, name="Gold", threshold=100)
+    put_in_tier(db, partner, gold)
+    campaign(db, name="For Gold", audience="tiers", tiers=[gold])
+    assert reward_rules.delete_tier(program, UserFactory(), gold) == 1
+    db.session.flush()
+    assert rewards.current_tier(partner.id) is None
+    (change,) = rewards.tier_history(partner.id)
+    assert (change.from_name, change.to_name, change.reason, change.from_tier_id) == (
+        "Gold",
+        None,
+        "tier_removed",
+        None,
+    )
+    assert only_rate_line(sale(program, partner)).kind == "base"
