@@ -65,15 +65,36 @@ def create_api_key_command(name: str) -> None:
     click.echo(plain)
 
 
+def _confirm() -> None:
+    from portal.jobs import run_confirm
+
+    click.echo(f"Confirmed {run_confirm()} commission lines.")
+
+
+@portal_cli.command("confirm-commissions")
+def confirm_commissions_command() -> None:
+    """Confirm commissions whose hold period has ended (idempotent)."""
+    _confirm()
+
+
 @portal_cli.command("confirm")
 def confirm_command() -> None:
-    """Confirm commissions whose hold period has ended (idempotent)."""
-    from portal.models.types import utcnow
-    from portal.services.payouts import confirm_due_commissions
+    """Same as confirm-commissions (the older name)."""
+    _confirm()
 
-    count = confirm_due_commissions(utcnow())
-    db.session.commit()
-    click.echo(f"Confirmed {count} commission lines.")
+
+@portal_cli.command("close-month")
+@click.option("--month", default=None, metavar="YYYY-MM",
+              help="The month to close (program time zone). Default: the month that last ended.")  # fmt: skip
+def close_month_command(month: str | None) -> None:
+    """Write the month's ladder bonuses and evaluate tiers (idempotent; safe to run twice)."""
+    from portal.jobs import run_close_month
+
+    try:
+        report = run_close_month(month)
+    except DomainError as error:
+        raise click.ClickException(error.message) from None
+    click.echo(f"close-month {report}.")
 
 
 @portal_cli.command("settle")

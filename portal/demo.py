@@ -144,8 +144,93 @@ def seed_demo(partner_count: int = 36) -> str:
         db.session.add(partner)
     db.session.flush()
     made = seed_demo_creatives(admin, program)
+    rules = seed_demo_rewards(manager, program)
     record_event(admin, "demo.seeded", "program", program.id, partners=partner_count + 1, creatives=made)
-    return f"program {program.name!r}, 2 operators, {partner_count + 1} partners, {made} creatives"
+    return f"program {program.name!r}, 2 operators, {partner_count + 1} partners, {made} creatives, {rules}"
+
+
+def seed_demo_rewards(manager: User, program) -> str:
+    """Bronze / Silver / Gold tiers, a running product campaign, a monthly ladder and one private deal.
+
+    The demo partner (``demo``) keeps the plain base rate on unlisted products, which the
+    browser tests rely on; the campaign covers two products only.
+    """
+    from datetime import datetime
+
+    import sqlalchemy as sa
+
+    from portal.models import PartnerTier, Tag, TierChange
+    from portal.services import reward_rules, rewards
+    from portal.services.reward_rules import CampaignInput, DealInput, RateInput, TierInput
+
+    tiers = [
+        reward_rules.save_tier(
+            program,
+            manager,
+            TierInput(name, rank, RateInput("percent", bp, 0), "revenue", threshold, "previous_month", top),
+        )
+        for name, rank, bp, threshold, top in [
+            ("Bronze", 1, 1200, 250_000, False),
+            ("Silver", 2, 1500, 1_000_000, False),
+            ("Gold", 3, 2000, 2_500_000, True),
+        ]
+    ]
+    tz = rewards.zone(program)
+    local_now = datetime.now(tz).replace(tzinfo=None, minute=0, second=0, microsecond=0)
+    reward_rules.save_campaign(
+        program,
+        manager,
+        CampaignInput(
+            name="Stove & pack fortnight",
+            description="18 % on the Ember Mini stove and the Ridge 45 pack.",
+            starts_local=local_now - timedelta(days=3),
+            ends_local=local_now + timedelta(days=25),
+            rate=RateInput("percent", 1800, 0),
+            product_ids=["stove-ember-mini", "pack-ridge-45"],
+            landing_url="https://shop.northwind-outdoor.example/sale/",
+        ),
+    )
+    reward_rules.add_ladder_step(manager, 10, 5_000)
+    reward_rules.add_ladder_step(manager, 25, 15_000)
+
+    approved = db.session.scalars(
+        sa.select(Partner)
+        .where(Partner.status == PartnerStatus.APPROVED, Partner.ref_code != "demo")
+        .order_by(Partner.id)
+        .limit(3)
+    ).all()
+    top, silver_partner, bronze_partner = approved
+    reward_rules.save_deal(
+        program,
+        manager,
+        DealInput(
+            partner_key=top.ref_code,
+            rate=RateInput("percent", 2200, 0),
+            note="Core partner: 22 % on everything while the partnership runs.",
+        ),
+    )
+    tag = db.session.scalar(sa.select(Tag).where(Tag.name == (program.top_partner_tag or "top-partner")))
+    if tag is None:
+        tag = Tag(name=program.top_partner_tag or "top-partner")
+        db.session.add(tag)
+    top.tags.append(tag)
+    now = utcnow()
+    for partner, tier in ((top, tiers[2]), (silver_partner, tiers[1]), (bronze_partner, tiers[0])):
+        db.session.add(PartnerTier(partner_id=partner.id, tier_id=tier.id, since=now))
+        db.session.add(
+            TierChange(
+                partner_id=partner.id,
+                to_tier_id=tier.id,
+                to_name=tier.name,
+                upgrade=True,
+                reason="manual",
+                actor_id=manager.id,
+                note="Demo data",
+                created_at=now,
+            )
+        )
+    db.session.flush()
+    return "3 tiers, 1 running campaign, a 2-step ladder and 1 private deal"
 
 
 def seed_demo_activity(now=None) -> str:

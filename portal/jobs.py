@@ -1,9 +1,10 @@
 """Periodic jobs. Each is idempotent: running it twice, or twice at once, does the work once.
 
-``flask --app wsgi portal run-triggers`` (announcements, wake-ups, e-mail) and
-``flask --app wsgi portal settle`` (confirm commissions, build the payout batch)
-run them from cron or a systemd timer; the development server's in-process
-scheduler runs both.
+``flask --app wsgi portal run-triggers`` (announcements, campaigns starting, wake-ups,
+e-mail), ``flask --app wsgi portal settle`` (confirm commissions, build the payout batch),
+``flask --app wsgi portal confirm-commissions`` and ``flask --app wsgi portal close-month``
+(ladder bonuses, tier downgrades) run them from cron or a systemd timer; the development
+server's in-process scheduler runs them all.
 """
 
 from __future__ import annotations
@@ -27,25 +28,75 @@ class TriggerReport:
     announcements: int
     wake_ups: int
     emails: int
+    campaigns: int = 0
 
     def __str__(self) -> str:
         return (
             f"{self.announcements} scheduled announcements published, "
+            f"{self.campaigns} campaign-starting messages, "
             f"{self.wake_ups} wake-up messages, {self.emails} e-mails sent"
         )
 
 
 def run_triggers(now: datetime | None = None) -> TriggerReport:
-    """Publish due announcements, send due wake-ups, then send (or retry) waiting e-mails."""
-    from portal.services import announcements, delivery, lifecycle
+    """Publish due announcements, tell partners about campaigns starting, send due wake-ups,
+    then send (or retry) waiting e-mails."""
+    from portal.services import announcements, delivery, lifecycle, rewards
+    from portal.services.program import get_program
 
     now = now or utcnow()
     published = announcements.publish_due(now)
     db.session.commit()
+    campaigns = rewards.announce_starting_campaigns(get_program(), now)
+    db.session.commit()
     wake_ups = lifecycle.send_wake_ups(now)
     db.session.commit()
     sent = delivery.send_ready() + delivery.retry_unsent()
-    return TriggerReport(published, wake_ups, sent)
+    return TriggerReport(published, wake_ups, sent, campaigns)
+
+
+def run_confirm(now: datetime | None = None) -> int:
+    """Pending commission lines whose hold period has ended become confirmed; commits."""
+    from portal.services.payouts import confirm_due_commissions
+
+    count = confirm_due_commissions(now or utcnow())
+    db.session.commit()
+    return count
+
+
+def run_close_month(month: str | None = None, now: datetime | None = None):
+    """Close ``month`` (YYYY-MM; default: the month that last ended in the program's zone):
+    ladder bonuses and tier evaluation. Safe to run twice; commits."""
+    from portal.services import rewards
+    from portal.services.program import get_program
+
+    now = now or utcnow()
+    program = get_program()
+    begin_write(db.session())
+    try:
+        report = rewards.close_month(
+            program, month or rewards.previous_month(now, rewards.zone(program)), now
+        )
+        db.session.commit()
+    except Exception:
+        db.session.rollback()
+        raise
+    return report
+
+
+def run_rewards(now: datetime | None = None):
+    """The scheduler's rewards step: close the month that just ended, if nobody has yet."""
+    from portal.services import rewards
+    from portal.services.program import get_program
+
+    begin_write(db.session())
+    try:
+        report = rewards.close_due_month(get_program(), now or utcnow())
+        db.session.commit()
+    except Exception:
+        db.session.rollback()
+        raise
+    return report
 
 
 def run_settlement(as_of: date | None = None):
@@ -64,7 +115,8 @@ def run_settlement(as_of: date | None = None):
 
 
 class Scheduler:
-    """Development only: runs ``run_triggers`` and settlement every few minutes in a daemon thread."""
+    """Development only: runs ``run_triggers``, settlement and the month close every few minutes
+    in a daemon thread."""
 
     def __init__(self, app: Flask, interval: float):
         self.app = app
@@ -85,6 +137,7 @@ class Scheduler:
             try:
                 report = run_triggers()
                 run_settlement()
+                run_rewards()
                 return report
             except Exception:
                 db.session.rollback()

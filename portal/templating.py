@@ -229,6 +229,26 @@ def _channel_choices():
     return channel_choices()
 
 
+def why_this_amount(line) -> str:
+    """The partner's "why this amount" for one commission line."""
+    from portal.services.rewards import explain
+
+    return explain(line)
+
+
+def commission_kind(kind: str) -> str:
+    return {
+        "base": _("commission"),
+        "product": _("commission (product rate)"),
+        "tier": _("commission (tier rate)"),
+        "campaign": _("commission (campaign rate)"),
+        "deal": _("commission (private deal)"),
+        "bonus": _("bonus"),
+        "reversal": _("reversal"),
+        "clawback": _("clawback"),
+    }.get(kind, kind)
+
+
 def init_app(app: Flask) -> None:
     from portal.markup import preview, render_markdown
 
@@ -253,6 +273,8 @@ def init_app(app: Flask) -> None:
     app.add_template_global(bar_chart)
     app.add_template_global(dimension_label)
     app.add_template_global(risk_label)
+    app.add_template_global(why_this_amount, "why")
+    app.add_template_filter(commission_kind, "commission_kind")
     app.add_template_global(get_locale)
     app.add_template_global(room_for, "live_room")
     app.add_template_global(status_badge_parts)

@@ -23,6 +23,12 @@ class CommissionType(enum.StrEnum):
     FLAT = "flat"
 
 
+class RecurringMode(enum.StrEnum):
+    NONE = "none"  # only a customer's first conversion through the partner earns
+    MONTHS = "months"  # renewals earn for recurring_months after the first conversion
+    FOREVER = "forever"
+
+
 class Program(db.Model):
     __tablename__ = "programs"
     __table_args__ = (
@@ -41,6 +47,10 @@ class Program(db.Model):
         sa.CheckConstraint("commission_type IN ('percent', 'flat')", name="commission_type_known"),
         sa.CheckConstraint("commission_percent_bp BETWEEN 0 AND 10000", name="commission_percent_range"),
         sa.CheckConstraint("commission_flat_minor >= 0", name="commission_flat_positive"),
+        sa.CheckConstraint("recurring_mode IN ('none', 'months', 'forever')", name="recurring_mode_known"),
+        sa.CheckConstraint(
+            "recurring_mode != 'months' OR recurring_months BETWEEN 1 AND 120", name="recurring_months_range"
+        ),
         sa.CheckConstraint("click_flood_per_minute >= 1", name="click_flood_positive"),
         sa.CheckConstraint("duplicate_window_minutes >= 1", name="duplicate_window_positive"),
     )
@@ -61,6 +71,11 @@ class Program(db.Model):
     # Hundredths of a percent: 1000 = 10.00 %.
     commission_percent_bp: Mapped[int] = mapped_column(default=1000)
     commission_flat_minor: Mapped[int] = mapped_column(default=0)
+    # Renewals: a later conversion of a customer the partner already brought.
+    recurring_mode: Mapped[str] = mapped_column(sa.String(16), default=RecurringMode.FOREVER)
+    recurring_months: Mapped[int | None]
+    # Partners with this tag (or in a tier that allows it) may ask for custom campaign links.
+    top_partner_tag: Mapped[str | None] = mapped_column(sa.String(40), default="top-partner")
     # Query parameter names appended to the landing page by the click redirect.
     ref_param: Mapped[str] = mapped_column(sa.String(32), default="ref")
     click_id_param: Mapped[str] = mapped_column(sa.String(32), default="click_id")

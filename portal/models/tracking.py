@@ -57,6 +57,10 @@ class Link(db.Model):
     sub_id: Mapped[str | None] = mapped_column(sa.String(64))
     active: Mapped[bool] = mapped_column(default=True)
     custom_slug: Mapped[bool] = mapped_column(default=False)
+    # A campaign's own link (rewards); the click redirect reads links through its cache.
+    campaign_id: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("campaigns.id", ondelete="SET NULL"), index=True
+    )
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     partner: Mapped[Partner] = relationship()

@@ -1,10 +1,12 @@
-"""How much a conversion earns. The rewards engine replaces ``compute_commission``."""
+"""How much a conversion earns: the rewards engine's rules, written as ledger lines.
+
+``compute_commission`` is the one entry point tracking uses (through ``earn``); the rules
+and their precedence live in ``portal.services.rewards``.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
 
 import sqlalchemy as sa
 
@@ -14,44 +16,46 @@ from portal.models import (
     Commission,
     CommissionKind,
     CommissionStatus,
-    CommissionType,
     Conversion,
     Program,
     RejectionReason,
 )
 from portal.models.types import utcnow
+from portal.services import rewards
+from portal.services.rewards import CommissionDraft, RuleContext, round_half_even
+
+__all__ = [
+    "CommissionDraft",
+    "commission_summary",
+    "compute_commission",
+    "correction",
+    "earn",
+    "net_commission",
+    "pending_total",
+    "reverse_all",
+    "reverse_for_refund",
+]
 
 
-@dataclass
-class CommissionDraft:
-    kind: str
-    amount_minor: int
-    explanation: dict[str, Any] = field(default_factory=dict)
-
-
-def _round_half_up(numerator: int, denominator: int) -> int:
-    return (2 * numerator + denominator) // (2 * denominator)
-
-
-def compute_commission(program: Program, conversion: Conversion) -> list[CommissionDraft]:
-    """The program's base commission on the conversion's amount (one line)."""
-    if program.commission_type == CommissionType.PERCENT:
-        amount = _round_half_up(conversion.amount_minor * program.commission_percent_bp, 10_000)
-        explanation = {
-            "rule": "base",
-            "type": "percent",
-            "rate_bp": program.commission_percent_bp,
-            "sale_minor": conversion.amount_minor,
-            "result_minor": amount,
-        }
-    else:
-        amount = program.commission_flat_minor
-        explanation = {"rule": "base", "type": "flat", "flat_minor": amount, "result_minor": amount}
-    return [CommissionDraft(CommissionKind.BASE, amount, explanation)]
+def compute_commission(
+    program: Program, conversion: Conversion, context: RuleContext | None = None
+) -> list[CommissionDraft]:
+    """The lines ``conversion`` earns: one rate line (deal > campaign > product > tier > base)
+    plus any campaign bonus lines. ``context`` is loaded from the database when not given."""
+    if context is None:
+        context = rewards.load_context(conversion)
+    return rewards.decide(program, conversion, context)
 
 
 def earn(program: Program, conversion: Conversion) -> list[Commission]:
-    """Write the commission lines of an attributed conversion, pending until the hold ends."""
+    """Write the commission lines of an attributed conversion, pending until the hold ends.
+
+    A conversion that crosses a tier threshold first moves the partner up, so it earns
+    the new tier's rate itself.
+    """
+    change = rewards.upgrade_on_conversion(program, conversion)
+    context = rewards.load_context(conversion)
+    context.tier_just_reached = change is not None
     confirm_after = conversion.occurred_at + timedelta(days=program.hold_period_days)
     lines = [
         Commission(
@@ -64,7 +68,7 @@ def earn(program: Program, conversion: Conversion) -> list[Commission]:
             confirm_after=confirm_after,
             explanation=draft.explanation,
         )
-        for draft in compute_commission(program, conversion)
+        for draft in compute_commission(program, conversion, context)
     ]
     db.session.add_all(lines)
     return lines
@@ -104,38 +108,63 @@ def correction(
     return line
 
 
-def reverse_for_refund(conversion: Conversion, note: str | None) -> Commission | None:
-    """Reverse the share of commission that matches the share of the sale refunded so far.
+def _earning_lines(conversion: Conversion) -> list[Commission]:
+    return [line for line in conversion.commissions if line.kind not in CORRECTION_KINDS]
 
-    Cumulative: after refunds of 30 % and 70 % the reversals add up to exactly
-    the earned amount, whatever the rounding of each step.
+
+def _reversed_of(conversion: Conversion, line: Commission) -> int:
+    return -sum(c.amount_minor for c in conversion.commissions if c.reverses_id == line.id)
+
+
+def reverse_for_refund(conversion: Conversion, note: str | None) -> list[Commission]:
+    """Reverse, line by line, the share of commission that matches the share of the sale refunded.
+
+    Cumulative per line: after refunds of 30 % and 70 % each line's reversals add up to
+    exactly that line, whatever the rounding (half-even) of each step.
     """
-    earned = sum(line.amount_minor for line in conversion.commissions if line.kind not in CORRECTION_KINDS)
-    reversed_so_far = -sum(
-        line.amount_minor for line in conversion.commissions if line.kind in CORRECTION_KINDS
-    )
-    target = (
-        _round_half_up(earned * conversion.refunded_minor, conversion.amount_minor)
-        if conversion.amount_minor
-        else earned
-    )
-    step = target - reversed_so_far
-    if step <= 0:
-        return None
-    base = next(line for line in conversion.commissions if line.kind not in CORRECTION_KINDS)
-    return correction(
-        base,
-        step,
-        RejectionReason.REFUND,
-        note,
-        {
-            "rule": "refund",
-            "refunded_minor": conversion.refunded_minor,
-            "sale_minor": conversion.amount_minor,
-            "earned_minor": earned,
-            "reversed_total_minor": target,
-        },
-    )
+    written = []
+    for line in _earning_lines(conversion):
+        target = (
+            round_half_even(line.amount_minor * conversion.refunded_minor, conversion.amount_minor)
+            if conversion.amount_minor
+            else line.amount_minor
+        )
+        step = target - _reversed_of(conversion, line)
+        if step <= 0:
+            continue
+        written.append(
+            correction(
+                line,
+                step,
+                RejectionReason.REFUND,
+                note,
+                {
+                    "rule": "refund",
+                    "refunded_minor": conversion.refunded_minor,
+                    "sale_minor": conversion.amount_minor,
+                    "earned_minor": line.amount_minor,
+                    "reversed_total_minor": target,
+                },
+            )
+        )
+        db.session.flush()
+    return written
+
+
+def reverse_all(conversion: Conversion, reason: str, note: str | None) -> list[Commission]:
+    """Take back whatever each earning line still holds (a rejected conversion)."""
+    written = []
+    for line in _earning_lines(conversion):
+        left = line.amount_minor - _reversed_of(conversion, line)
+        if left <= 0:
+            continue
+        written.append(
+            correction(
+                line, left, reason, note, {"rule": "rejected", "reason": reason, "reversed_minor": left}
+            )
+        )
+        db.session.flush()
+    return written
 
 
 def commission_summary(conversion: Conversion) -> dict | None:

@@ -612,6 +612,14 @@ def ledger_of(partner_id: int) -> list[Commission]:
     )
 
 
+def _order_of(line: Commission) -> str:
+    """The order a line belongs to, or the month of a ladder bonus (and of its reversals)."""
+    if line.conversion is not None:
+        return line.conversion.transaction_id
+    period = line.period or (line.reverses.period if line.reverses is not None else None)
+    return f"ladder {period}" if period else ""
+
+
 def ledger_csv(partner_id: int) -> str:
     out = io.StringIO()
     writer = csv.writer(out)
@@ -625,7 +633,7 @@ def ledger_csv(partner_id: int) -> str:
             [
                 line.id,
                 line.created_at.isoformat(),
-                line.conversion.transaction_id,
+                _order_of(line),
                 line.kind,
                 to_decimal_string(line.amount_minor, line.currency),
                 line.currency,

@@ -32,8 +32,9 @@ from portal.models import (
     User,
 )
 from portal.models.types import utcnow
-from portal.services import commissions, lifecycle, rollups
+from portal.services import commissions, lifecycle, rewards, rollups
 from portal.services.audit import record_event
+from portal.services.program import get_program
 
 
 class Conflict(DomainError):
@@ -325,6 +326,8 @@ def refund_conversion(conversion: Conversion, amount_minor: int | None, note: st
         lifecycle.conversion_rejected(conversion)
     if conversion.commissions:
         commissions.reverse_for_refund(conversion, note)
+    if conversion.status == ConversionStatus.REJECTED:
+        rewards.reverse_ladder_if_needed(get_program(), conversion, RejectionReason.REFUND, note)
     record_event(
         None,
         "conversion.refunded",
@@ -377,16 +380,8 @@ def reject_conversion(conversion: Conversion, actor: User, reason: str, note: st
     _reject(conversion, reason, (note or "").strip() or None)
     conversion.reviewed_at = utcnow()
     conversion.reviewed_by_id = actor.id
-    net = commissions.net_commission(conversion)
-    if net > 0:
-        base = next(line for line in conversion.commissions if line.kind == "base")
-        commissions.correction(
-            base,
-            net,
-            reason,
-            conversion.rejection_note,
-            {"rule": "rejected", "reason": reason, "reversed_minor": net},
-        )
+    commissions.reverse_all(conversion, reason, conversion.rejection_note)
+    rewards.reverse_ladder_if_needed(get_program(), conversion, reason, conversion.rejection_note)
     record_event(actor, "conversion.rejected", "conversion", conversion.id, reason=reason, note=note)
     db.session.flush()
     rollups.count_conversion(conversion, before)

@@ -91,6 +91,12 @@ class LiveServer:
                 sa.select(Conversion.id).where(Conversion.transaction_id == transaction_id)
             )
 
+    def demo_campaign_id(self) -> int:
+        from portal.models import Campaign
+
+        with self.app.app_context():
+            return db.session.scalars(sa.select(Campaign.id).order_by(Campaign.id)).first()
+
     def payout_items(self, batch_id: int) -> dict[int, tuple[str, str | None]]:
         """{partner id: (status, reference)} for every item of a payout batch."""
         with self.app.app_context():

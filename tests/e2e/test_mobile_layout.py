@@ -28,6 +28,8 @@ PARTNER_TRAIL = "/partner/conversions/<tracked sale>"
 ADMIN_CONVERSION = "/admin/conversions/<tracked sale>"
 # The payout showcase: a partner with a line in every state, and an approved batch with long names.
 PAYOUT_BATCH = "/admin/payouts/<approved batch>"
+# The demo's running campaign (its rules and its links).
+DEMO_CAMPAIGN = "/admin/rewards/campaigns/<demo campaign>"
 # Pages that would show only an empty state without it.
 NEEDS_TRACKED_SALE = {
     "/partner/",
@@ -69,6 +71,15 @@ PAGES = [
     ("partner", "/partner/inbox"),
     ("manager", "/admin/announcements/new"),
     ("manager", "/admin/automatic-messages/wake_up"),
+    ("manager", "/admin/rewards"),
+    ("manager", "/admin/rewards/tiers"),
+    ("manager", "/admin/rewards/tiers/new"),
+    ("manager", "/admin/rewards/campaigns"),
+    ("manager", "/admin/rewards/campaigns/new"),
+    ("manager", DEMO_CAMPAIGN),
+    ("manager", "/admin/rewards/ladder"),
+    ("manager", "/admin/rewards/deals"),
+    ("manager", "/admin/rewards/deals/new"),
     ("admin", "/admin/settings"),
     ("admin", "/admin/team"),
     ("admin", "/admin/api-keys"),
@@ -122,6 +133,8 @@ def test_page_fits_375px_and_its_menu_opens(
     elif path == PAYOUT_BATCH or path == "/admin/payouts":
         showcase = request.getfixturevalue("payout_showcase")
         path = path.replace("<approved batch>", str(showcase.batch_id))
+    elif path == DEMO_CAMPAIGN:
+        path = path.replace("<demo campaign>", str(live_server.demo_campaign_id()))
     elif path in NEEDS_TRACKED_SALE:
         sale = request.getfixturevalue("tracked_sale")
         path = path.replace("<tracked sale>", str(sale.conversion_id))

@@ -184,3 +184,43 @@ def test_two_settlements_at_once_build_one_batch_and_pay_nobody_twice(committed_
             .where(~sa.exists().where(PayoutLine.commission_id == Commission.id))
         )
         assert unpaid == 0
+
+
+def test_sales_crossing_a_tier_threshold_at_once_upgrade_the_partner_once(committed_world):
+    from portal.models import MessageTemplate, OutboundEmail, PartnerTier, Tier, TierChange
+
+    app, plain = committed_world
+    with app.app_context():
+        _db.session.add(
+            Tier(
+                name="Race tier",
+                rank=1,
+                rate_percent_bp=2000,
+                threshold_metric="conversions",
+                threshold_value=1,
+            )
+        )
+        _db.session.commit()
+    try:
+        bodies = [
+            {"transaction_id": f"race-tier-{i}", "amount": "10.00", "currency": "USD", "ref": "race"}
+            for i in range(PARALLEL)
+        ]
+        results = _post_together(app, plain, bodies)
+        assert sorted(code for code, _ in results) == [201] * PARALLEL, results
+        with app.app_context():
+            assert _db.session.scalar(sa.select(sa.func.count()).select_from(PartnerTier)) == 1
+            assert _db.session.scalar(sa.select(sa.func.count()).select_from(TierChange)) == 1
+            # One line each: the tier rate for the sale that moved the partner up (and any that saw
+            # the tier already), the base rate for those decided before it was committed.
+            kinds = _db.session.scalars(sa.select(Commission.kind)).all()
+            assert len(kinds) == PARALLEL
+            assert set(kinds) <= {"tier", "base"} and "tier" in kinds
+    finally:
+        with app.app_context():
+            _db.session.execute(sa.delete(OutboundEmail))
+            _db.session.execute(sa.delete(TierChange))
+            _db.session.execute(sa.delete(PartnerTier))
+            _db.session.execute(sa.delete(Tier))
+            _db.session.execute(sa.delete(MessageTemplate))
+            _db.session.commit()

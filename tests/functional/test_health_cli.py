@@ -68,6 +68,17 @@ def test_demo_seeds_once(app, runner, db):
     assert {c.kind for c in library} == {"banner", "text", "landing", "email", "video"}
     banners = [c for c in library if c.kind == "banner"]
     assert all(app.extensions["storage"].exists(c.current.file_key) for c in banners)
+    from portal.models import Campaign, LadderStep, PrivateDeal, Tier
+    from portal.models.types import utcnow
+
+    assert list(db.session.scalars(sa.select(Tier.name).order_by(Tier.rank))) == ["Bronze", "Silver", "Gold"]
+    now = utcnow()
+    assert (
+        db.session.scalar(sa.select(sa.func.count()).where(Campaign.starts_at <= now, Campaign.ends_at > now))
+        == 1
+    )
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(LadderStep)) == 2
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(PrivateDeal)) == 1
 
     again = runner.invoke(args=["portal", "demo"])
     assert again.exit_code == 0

@@ -23,6 +23,8 @@ HOME = "home"  # redirect elsewhere (signed-in users away from public forms, or 
 PARTNER_ONLY = {"anonymous": LOGIN, "applicant": HOME, "partner": 200, "manager": 403, "admin": 403}
 OPERATORS = {"anonymous": LOGIN, "applicant": 403, "partner": 403, "manager": 200, "admin": 200}
 ADMIN_ONLY = {"anonymous": LOGIN, "applicant": 403, "partner": 403, "manager": 403, "admin": 200}
+OPERATORS_REFUSED = {**OPERATORS, "manager": 422, "admin": 422}
+OPERATORS_ACT = {**OPERATORS, "manager": HOME, "admin": HOME}
 
 # endpoint: (method, url template, {role: expected})
 MATRIX = {
@@ -250,7 +252,55 @@ MATRIX = {
     "partner.dashboard_news": ("GET", "/partner/dashboard/news", PARTNER_ONLY),
     "admin.new_thread": ("GET", "/admin/inbox/new/{approved_id}", OPERATORS),
     "admin.export_stats": ("GET", "/admin/stats/at_risk.csv", OPERATORS),
+    # rewards console: managers and admins; an empty post is refused, a confirmed action redirects
+    "admin.rewards_overview": ("GET", "/admin/rewards", OPERATORS),
+    "admin.save_plan": ("POST", "/admin/rewards/plan", OPERATORS_REFUSED),
+    "admin.add_product_rate": ("POST", "/admin/rewards/products", OPERATORS_REFUSED),
+    "admin.edit_product_rate": ("GET", "/admin/rewards/products/{product_rate_id}", OPERATORS),
+    "admin.delete_product_rate": ("POST", "/admin/rewards/products/{product_rate_id}/delete", OPERATORS_ACT),
+    "admin.list_tiers": ("GET", "/admin/rewards/tiers", OPERATORS),
+    "admin.new_tier": ("GET", "/admin/rewards/tiers/new", OPERATORS),
+    "admin.edit_tier": ("GET", "/admin/rewards/tiers/{tier_id}", OPERATORS),
+    "admin.delete_tier": ("POST", "/admin/rewards/tiers/{tier_id}/delete", OPERATORS_ACT),
+    "admin.list_campaigns": ("GET", "/admin/rewards/campaigns", OPERATORS),
+    "admin.new_campaign": ("GET", "/admin/rewards/campaigns/new", OPERATORS),
+    "admin.edit_campaign": ("GET", "/admin/rewards/campaigns/{campaign_id}", OPERATORS),
+    "admin.add_campaign_link": ("POST", "/admin/rewards/campaigns/{campaign_id}/links", OPERATORS_REFUSED),
+    "admin.end_campaign": ("POST", "/admin/rewards/campaigns/{campaign_id}/end", OPERATORS_ACT),
+    "admin.delete_campaign": ("POST", "/admin/rewards/campaigns/{campaign_id}/delete", OPERATORS_ACT),
+    "admin.ladder": ("GET", "/admin/rewards/ladder", OPERATORS),
+    "admin.delete_ladder_step": ("POST", "/admin/rewards/ladder/{step_id}/delete", OPERATORS_ACT),
+    "admin.list_deals": ("GET", "/admin/rewards/deals", OPERATORS),
+    "admin.new_deal": ("GET", "/admin/rewards/deals/new", OPERATORS),
+    "admin.edit_deal": ("GET", "/admin/rewards/deals/{deal_id}", OPERATORS),
+    "admin.delete_deal": ("POST", "/admin/rewards/deals/{deal_id}/delete", OPERATORS_ACT),
+    "admin.set_partner_tier": ("POST", "/admin/partners/{approved_id}/tier", OPERATORS_ACT),
 }
+
+
+def _reward_rules(db, partner, template: str) -> dict[str, int | None]:
+    """The rewards rule a console route needs (only that one, to keep the matrix quick)."""
+    from datetime import timedelta
+
+    from portal.models import Campaign, LadderStep, PrivateDeal, ProductRate, Tier
+
+    made = {}
+    if "{tier_id}" in template:
+        made["tier_id"] = Tier(name="Gold", rank=1, threshold_metric="conversions", threshold_value=5)
+    if "{campaign_id}" in template:
+        made["campaign_id"] = Campaign(
+            name="Later", starts_at=utcnow() + timedelta(days=3), ends_at=utcnow() + timedelta(days=9)
+        )
+    if "{product_rate_id}" in template:
+        made["product_rate_id"] = ProductRate(product_id="pro", rate_type="percent", rate_percent_bp=2000)
+    if "{step_id}" in template:
+        made["step_id"] = LadderStep(threshold_conversions=10, bonus_minor=5000)
+    if "{deal_id}" in template:
+        made["deal_id"] = PrivateDeal(partner_id=partner.id, rate_type="percent", rate_percent_bp=2500)
+    db.session.add_all(made.values())
+    db.session.flush()
+    ids = dict.fromkeys(["tier_id", "campaign_id", "product_rate_id", "step_id", "deal_id"])
+    return ids | {name: row.id for name, row in made.items()}
 
 
 def test_every_route_is_in_the_matrix(app):
@@ -300,6 +350,7 @@ def test_route_permissions(client, db, program, login_as, endpoint, role):
         )
     # Only the creative routes need one (and storing its file is not free).
     creative = make_banner(other_manager, program) if "{creative_id}" in template else None
+    rules = _reward_rules(db, approved, template)
     db.session.commit()
     if role == "applicant":
         login_as(Role.PARTNER, status=PartnerStatus.APPLIED)
@@ -320,6 +371,7 @@ def test_route_permissions(client, db, program, login_as, endpoint, role):
         thread_id=thread.id if thread else None,
         announcement_id=announcement.id if announcement else None,
         creative_id=creative.id if creative else None,
+        **rules,
     )
     response = client.open(url, method=method)
     expected = expected_by_role[role]

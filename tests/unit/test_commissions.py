@@ -1,4 +1,4 @@
-"""The base commission and its reversal on refunds: integer arithmetic, no cent lost or made."""
+"""The base commission and its reversal on refunds: integer arithmetic, half-even, no cent lost or made."""
 
 from datetime import timedelta
 
@@ -8,7 +8,8 @@ from hypothesis import strategies as st
 
 from portal.models import CommissionType, Conversion, Program
 from portal.models.types import utcnow
-from portal.services.commissions import _round_half_up, compute_commission
+from portal.services.commissions import compute_commission
+from portal.services.rewards import RuleContext, round_half_even
 
 
 def program(**kw) -> Program:
@@ -30,15 +31,17 @@ def conversion(amount: int) -> Conversion:
     ("amount", "bp", "expected"),
     [
         (4990, 1000, 499),
-        (4995, 1000, 500),
+        (4995, 1000, 500),  # 499.5 → 500 (even)
+        (4985, 1000, 498),  # 498.5 → 498 (even): half-up would say 499
         (4994, 1000, 499),
         (1, 1000, 0),
-        (5, 1000, 1),
+        (5, 1000, 0),  # 0.5 → 0 (even)
+        (15, 1000, 2),  # 1.5 → 2 (even)
         (10000, 1250, 1250),
     ],
 )
-def test_percent_commission_rounds_half_up(amount, bp, expected):
-    draft = compute_commission(program(commission_percent_bp=bp), conversion(amount))[0]
+def test_percent_commission_rounds_half_even(amount, bp, expected):
+    draft = compute_commission(program(commission_percent_bp=bp), conversion(amount), RuleContext())[0]
     assert draft.amount_minor == expected
     assert draft.explanation == {
         "rule": "base",
@@ -50,9 +53,9 @@ def test_percent_commission_rounds_half_up(amount, bp, expected):
 
 
 def test_flat_commission():
-    draft = compute_commission(program(commission_type="flat", commission_flat_minor=750), conversion(4990))[
-        0
-    ]
+    draft = compute_commission(
+        program(commission_type="flat", commission_flat_minor=750), conversion(4990), RuleContext()
+    )[0]
     assert draft.amount_minor == 750
 
 
@@ -69,7 +72,7 @@ def test_partial_refund_reversals_add_up_to_exactly_the_earned_amount(earned, am
     for i, weight in enumerate(refunds):
         step = amount - refunded if i == len(refunds) - 1 else amount * weight // total_weight
         refunded = min(amount, refunded + step)
-        target = _round_half_up(earned * refunded, amount)
+        target = round_half_even(earned * refunded, amount)
         assert target >= reversed_so_far
         reversed_so_far = target
         assert 0 <= reversed_so_far <= earned

@@ -136,3 +136,50 @@ def test_a_commission_line_is_in_at_most_one_payout(db):
     db.session.flush()
     # The same line in a second batch's item: the primary key refuses it.
     _insert_fails(db, lambda: db.session.add(PayoutLine(commission_id=line.id, payout_item_id=items[1].id)))
+
+
+def test_rewards_rules_are_checked_by_the_database(db):
+    from datetime import UTC, datetime
+
+    from portal.models import Campaign, Commission, LadderStep, Tier
+
+    def tier(**kw):
+        db.session.add(
+            Tier(**({"name": "T", "rank": 1, "threshold_metric": "revenue", "threshold_value": 1} | kw))
+        )
+
+    _insert_fails(db, lambda: tier(rate_percent_bp=10001))
+    _insert_fails(db, lambda: tier(period="weekly"))
+    _insert_fails(db, lambda: tier(threshold_value=-1))
+    start = datetime(2026, 11, 1, tzinfo=UTC)
+    _insert_fails(db, lambda: db.session.add(Campaign(name="c", starts_at=start, ends_at=start)))
+    _insert_fails(
+        db,
+        lambda: db.session.add(
+            Campaign(name="c", starts_at=start, ends_at=datetime(2026, 12, 1, tzinfo=UTC), audience="tag")
+        ),
+    )
+    _insert_fails(db, lambda: db.session.add(LadderStep(threshold_conversions=0, bonus_minor=100)))
+    partner = PartnerFactory()
+    # A line without a conversion must be a month's ladder bonus (or a reversal of one).
+    _insert_fails(
+        db,
+        lambda: db.session.add(
+            Commission(
+                partner_id=partner.id, kind="base", amount_minor=1, currency="USD", confirm_after=start
+            )
+        ),
+    )
+    _insert_fails(
+        db,
+        lambda: db.session.add(
+            Commission(
+                partner_id=partner.id,
+                kind="base",
+                amount_minor=1,
+                currency="USD",
+                confirm_after=start,
+                period="2026-11",
+            )
+        ),
+    )

@@ -434,6 +434,11 @@ class AnnouncementForm(FlaskForm):
         validators=[Optional(), Length(max=5000)],
         description=_l("Partner codes or e-mails, separated by commas or one per line."),
     )
+    tiers = StringField(
+        _l("Tiers (for “Partners in a tier”)"),
+        validators=[Optional(), Length(max=1000)],
+        description=_l("Tier names separated by commas; partners in any of them get it."),
+    )
     pinned = BooleanField(_l("Pin it at the top of partners' dashboards"))
     when = RadioField(
         _l("When"),
@@ -465,6 +470,8 @@ class AnnouncementForm(FlaskForm):
             return split_list(self.tags.data)
         if self.audience_kind.data == "partners":
             return split_list(self.partners.data)
+        if self.audience_kind.data == "tiers":
+            return split_list(self.tiers.data)
         return []
 
     def publish_at_utc(self):

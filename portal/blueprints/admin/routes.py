@@ -708,6 +708,12 @@ def _form_for(announcement: Announcement) -> AnnouncementForm:
         items = db.session.scalars(
             sa.select(Partner.ref_code).where(Partner.id.in_(announcement.audience_keys))
         ).all()
+    elif announcement.audience_kind == "tiers":
+        from portal.models import Tier
+
+        items = db.session.scalars(
+            sa.select(Tier.name).where(Tier.id.in_(announcement.audience_keys)).order_by(Tier.rank)
+        ).all()
     form = AnnouncementForm(
         formdata=None,
         title=announcement.title,
@@ -715,6 +721,7 @@ def _form_for(announcement: Announcement) -> AnnouncementForm:
         audience_kind=announcement.audience_kind,
         tags=", ".join(items) if announcement.audience_kind == "tags" else "",
         partners=", ".join(items) if announcement.audience_kind == "partners" else "",
+        tiers=", ".join(items) if announcement.audience_kind == "tiers" else "",
         pinned=announcement.pinned,
         when="schedule" if announcement.publish_at else "draft",
     )

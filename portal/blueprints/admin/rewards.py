@@ -1,0 +1,607 @@
+"""Operator console for the rewards rules: plan, product rates, tiers, campaigns, ladder, private deals.
+
+Managers and admins. Each view parses its form, calls one rules service, commits once;
+a refusal comes back on the form with nothing saved.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import sqlalchemy as sa
+from flask import abort, flash, redirect, render_template, request, url_for
+from flask_babel import gettext as _
+from flask_login import current_user
+
+from portal.blueprints.admin import bp
+from portal.blueprints.admin.rewards_forms import (
+    CampaignForm,
+    CampaignLinkForm,
+    DealForm,
+    LadderStepForm,
+    PartnerTierForm,
+    PlanForm,
+    ProductRateForm,
+    TierForm,
+    percent_text,
+    split_items,
+)
+from portal.errors import DomainError
+from portal.extensions import db
+from portal.forms import ConfirmForm, put_error_on_form
+from portal.models import (
+    Campaign,
+    LadderStep,
+    MonthClose,
+    Partner,
+    PartnerTier,
+    PrivateDeal,
+    ProductRate,
+    Tier,
+)
+from portal.models.types import utcnow
+from portal.money import to_decimal_string
+from portal.security import operator_required
+from portal.services import reward_rules, rewards
+from portal.services.program import get_program
+from portal.services.reward_rules import CampaignInput, DealInput, PlanInput, ProductRateInput, TierInput
+
+
+def _get(model, object_id: int):
+    found = db.session.get(model, object_id)
+    if found is None:
+        abort(404)
+    return found
+
+
+def _save(form, action, success: str):
+    """Run ``action`` for a valid form; commit on success, roll back and show the refusal otherwise."""
+    try:
+        result = action()
+    except DomainError as error:
+        db.session.rollback()
+        put_error_on_form(form, error)
+        return None
+    db.session.commit()
+    flash(success, "success")
+    return result if result is not None else True
+
+
+def _status(form) -> int:
+    """A page answering a post is a refusal (a success redirects)."""
+    return 422 if request.method == "POST" else 200
+
+
+# --- overview: precedence, plan, product rates ----------------------------------------------------
+
+
+def _plan_form(program) -> PlanForm:
+    form = PlanForm(
+        formdata=None,
+        rate_type=program.commission_type,
+        rate_percent=percent_text(program.commission_percent_bp),
+        rate_flat=to_decimal_string(program.commission_flat_minor, program.currency),
+        recurring_mode=program.recurring_mode,
+        recurring_months=program.recurring_months,
+        top_partner_tag=program.top_partner_tag,
+    )
+    form.currency = program.currency
+    return form
+
+
+def _rewards_page(program, plan_form=None, product_form=None, status: int = 200):
+    product_form = product_form or ProductRateForm(formdata=None)
+    product_form.currency = program.currency
+    return (
+        render_template(
+            "admin/rewards/overview.html",
+            program=program,
+            precedence=[(kind, rewards.PRECEDENCE_LABELS[kind]) for kind in rewards.PRECEDENCE],
+            plan_form=plan_form or _plan_form(program),
+            product_form=product_form,
+            product_rates=db.session.scalars(sa.select(ProductRate).order_by(ProductRate.product_id)).all(),
+            tiers=rewards.all_tiers(),
+            steps=rewards.ladder_steps(),
+            running=db.session.scalars(
+                sa.select(Campaign).where(Campaign.starts_at <= utcnow(), Campaign.ends_at > utcnow())
+            ).all(),
+            last_close=db.session.scalars(sa.select(MonthClose).order_by(MonthClose.month.desc())).first(),
+            confirm_form=ConfirmForm(formdata=None),
+        ),
+        status,
+    )
+
+
+@bp.get("/rewards")
+@operator_required
+def rewards_overview():
+    return _rewards_page(get_program())
+
+
+@bp.post("/rewards/plan")
+@operator_required
+def save_plan():
+    program = get_program()
+    form = PlanForm()
+    form.currency = program.currency
+    if form.validate_on_submit():
+        plan = PlanInput(
+            rate=form.rate,
+            recurring_mode=form.recurring_mode.data,
+            recurring_months=form.recurring_months.data,
+            top_partner_tag=form.top_partner_tag.data,
+        )
+        if _save(
+            form, lambda: reward_rules.save_plan(program, current_user, plan), _("Commission plan saved.")
+        ):
+            return redirect(url_for("admin.rewards_overview"))
+    return _rewards_page(program, plan_form=form, status=422)
+
+
+@bp.post("/rewards/products")
+@operator_required
+def add_product_rate():
+    program = get_program()
+    form = ProductRateForm()
+    form.currency = program.currency
+    if form.validate_on_submit():
+        data = ProductRateInput(form.product_id.data, form.rate, form.label.data)
+        if _save(form, lambda: reward_rules.save_product_rate(current_user, data), _("Product rate saved.")):
+            return redirect(url_for("admin.rewards_overview") + "#products")
+    return _rewards_page(program, product_form=form, status=422)
+
+
+@bp.route("/rewards/products/<int:rate_id>", methods=["GET", "POST"])
+@operator_required
+def edit_product_rate(rate_id: int):
+    program = get_program()
+    product_rate = _get(ProductRate, rate_id)
+    form = ProductRateForm() if request.method == "POST" else ProductRateForm(formdata=None)
+    form.currency = program.currency
+    if request.method == "GET":
+        form.product_id.data = product_rate.product_id
+        form.label.data = product_rate.label
+        form.fill_rate(product_rate)
+    elif form.validate_on_submit():
+        data = ProductRateInput(form.product_id.data, form.rate, form.label.data)
+        if _save(
+            form,
+            lambda: reward_rules.save_product_rate(current_user, data, product_rate),
+            _("Product rate saved."),
+        ):
+            return redirect(url_for("admin.rewards_overview") + "#products")
+    return render_template("admin/rewards/product_rate.html", form=form, product_rate=product_rate), _status(
+        form
+    )
+
+
+@bp.post("/rewards/products/<int:rate_id>/delete")
+@operator_required
+def delete_product_rate(rate_id: int):
+    product_rate = _get(ProductRate, rate_id)
+    form = ConfirmForm()
+    if form.validate_on_submit():
+        reward_rules.delete_product_rate(current_user, product_rate)
+        db.session.commit()
+        flash(_("Product rate removed."), "success")
+    return redirect(url_for("admin.rewards_overview") + "#products")
+
+
+# --- tiers ----------------------------------------------------------------------------------------
+
+
+@bp.get("/rewards/tiers")
+@operator_required
+def list_tiers():
+    counts = dict(
+        db.session.execute(
+            sa.select(PartnerTier.tier_id, sa.func.count()).group_by(PartnerTier.tier_id)
+        ).all()
+    )
+    return render_template(
+        "admin/rewards/tiers.html",
+        program=get_program(),
+        tiers=rewards.all_tiers(),
+        counts=counts,
+        confirm_form=ConfirmForm(formdata=None),
+    )
+
+
+def _tier_input(form: TierForm) -> TierInput:
+    return TierInput(
+        name=form.name.data,
+        rank=form.rank.data,
+        rate=form.rate,
+        threshold_metric=form.threshold_metric.data,
+        threshold_value=form.threshold_value,
+        period=form.period.data,
+        can_request_campaigns=form.can_request_campaigns.data,
+    )
+
+
+@bp.route("/rewards/tiers/new", methods=["GET", "POST"])
+@operator_required
+def new_tier():
+    program = get_program()
+    form = TierForm() if request.method == "POST" else TierForm(formdata=None)
+    form.currency = program.currency
+    if request.method == "GET":
+        tiers = rewards.all_tiers()
+        form.rank.data = (tiers[-1].rank + 1) if tiers else 1
+    elif form.validate_on_submit():
+        data = _tier_input(form)
+        if _save(form, lambda: reward_rules.save_tier(program, current_user, data), _("Tier saved.")):
+            return redirect(url_for("admin.list_tiers"))
+    return render_template("admin/rewards/tier_form.html", form=form, tier=None), _status(form)
+
+
+@bp.route("/rewards/tiers/<int:tier_id>", methods=["GET", "POST"])
+@operator_required
+def edit_tier(tier_id: int):
+    program = get_program()
+    tier = _get(Tier, tier_id)
+    form = TierForm() if request.method == "POST" else TierForm(formdata=None)
+    form.currency = program.currency
+    if request.method == "GET":
+        form.fill(tier)
+    elif form.validate_on_submit():
+        data = _tier_input(form)
+        if _save(form, lambda: reward_rules.save_tier(program, current_user, data, tier), _("Tier saved.")):
+            return redirect(url_for("admin.list_tiers"))
+    return render_template("admin/rewards/tier_form.html", form=form, tier=tier), _status(form)
+
+
+@bp.post("/rewards/tiers/<int:tier_id>/delete")
+@operator_required
+def delete_tier(tier_id: int):
+    tier = _get(Tier, tier_id)
+    if ConfirmForm().validate_on_submit():
+        moved = reward_rules.delete_tier(get_program(), current_user, tier)
+        db.session.commit()
+        flash(_("Tier removed; %(n)s partners went back to the base rate.", n=moved), "success")
+    return redirect(url_for("admin.list_tiers"))
+
+
+# --- campaigns ------------------------------------------------------------------------------------
+
+
+def _campaign_state(campaign: Campaign, now) -> str:
+    if campaign.ends_at <= now:
+        return "ended"
+    return "running" if campaign.starts_at <= now else "scheduled"
+
+
+@bp.get("/rewards/campaigns")
+@operator_required
+def list_campaigns():
+    program = get_program()
+    now = utcnow()
+    campaigns = db.session.scalars(
+        sa.select(Campaign).order_by(Campaign.starts_at.desc(), Campaign.id.desc())
+    ).all()
+    return render_template(
+        "admin/rewards/campaigns.html",
+        program=program,
+        campaigns=[(c, _campaign_state(c, now)) for c in campaigns],
+        tz=rewards.zone(program),
+        to_local=rewards.utc_to_local,
+    )
+
+
+def _tier_choices() -> list[tuple[int, str]]:
+    return [(t.id, t.name) for t in rewards.all_tiers()]
+
+
+def _campaign_form(program, campaign: Campaign | None = None) -> CampaignForm:
+    if request.method == "GET" and campaign is not None:
+        return _filled_campaign_form(program, campaign)
+    if request.method == "POST":
+        form = CampaignForm(tier_choices=_tier_choices())
+    else:
+        form = CampaignForm(formdata=None, tier_choices=_tier_choices())
+    form.currency = program.currency
+    return form
+
+
+def _campaign_input(form: CampaignForm) -> CampaignInput:
+    return CampaignInput(
+        name=form.name.data,
+        description=form.description.data,
+        starts_local=form.starts_at.data,
+        ends_local=form.ends_at.data,
+        reward=form.reward.data,
+        rate=form.rate,
+        bonus_minor=form.bonus_minor,
+        product_ids=split_items(form.products.data),
+        audience=form.audience.data,
+        tier_ids=form.tiers.data or [],
+        tag=form.tag.data,
+        partner_keys=split_items(form.partners.data),
+        links_only=form.links_only.data,
+        landing_url=form.landing_url.data,
+    )
+
+
+def _render_campaign(program, form, campaign: Campaign | None, link_form=None, status: int = 200):
+    return (
+        render_template(
+            "admin/rewards/campaign_form.html",
+            program=program,
+            form=form,
+            campaign=campaign,
+            link_form=link_form or CampaignLinkForm(formdata=None),
+            campaign_links=reward_rules.campaign_links(campaign) if campaign else [],
+            state=_campaign_state(campaign, utcnow()) if campaign else None,
+            confirm_form=ConfirmForm(formdata=None),
+            zone_name=program.timezone,
+        ),
+        status,
+    )
+
+
+@bp.route("/rewards/campaigns/new", methods=["GET", "POST"])
+@operator_required
+def new_campaign():
+    program = get_program()
+    form = _campaign_form(program)
+    if request.method == "POST" and form.validate_on_submit():
+        data = _campaign_input(form)
+        saved = _save(
+            form, lambda: reward_rules.save_campaign(program, current_user, data), _("Campaign saved.")
+        )
+        if saved:
+            return redirect(url_for("admin.edit_campaign", campaign_id=saved.id))
+    return _render_campaign(program, form, None, status=_status(form))
+
+
+@bp.route("/rewards/campaigns/<int:campaign_id>", methods=["GET", "POST"])
+@operator_required
+def edit_campaign(campaign_id: int):
+    program = get_program()
+    campaign = _get(Campaign, campaign_id)
+    form = _campaign_form(program, campaign)
+    if request.method == "POST" and form.validate_on_submit():
+        data = _campaign_input(form)
+        if _save(
+            form,
+            lambda: reward_rules.save_campaign(program, current_user, data, campaign),
+            _("Campaign saved."),
+        ):
+            return redirect(url_for("admin.edit_campaign", campaign_id=campaign.id))
+    return _render_campaign(program, form, campaign, status=_status(form))
+
+
+@bp.post("/rewards/campaigns/<int:campaign_id>/links")
+@operator_required
+def add_campaign_link(campaign_id: int):
+    program = get_program()
+    campaign = _get(Campaign, campaign_id)
+    link_form = CampaignLinkForm()
+    if link_form.validate_on_submit():
+        action = lambda: reward_rules.create_campaign_link(  # noqa: E731
+            program,
+            current_user,
+            campaign,
+            link_form.partner.data,
+            link_form.label.data,
+            link_form.channel.data,
+        )
+        if _save(link_form, action, _("Campaign link created.")):
+            return redirect(url_for("admin.edit_campaign", campaign_id=campaign.id) + "#links")
+    return _render_campaign(
+        program, _filled_campaign_form(program, campaign), campaign, link_form, status=422
+    )
+
+
+def _filled_campaign_form(program, campaign: Campaign) -> CampaignForm:
+    """The campaign's own form, filled from the campaign (for a page answering another form's post)."""
+    tz = rewards.zone(program)
+    form = CampaignForm(formdata=None, tier_choices=_tier_choices())
+    form.currency = program.currency
+    form.name.data = campaign.name
+    form.description.data = campaign.description
+    form.starts_at.data = rewards.utc_to_local(campaign.starts_at, tz)
+    form.ends_at.data = rewards.utc_to_local(campaign.ends_at, tz)
+    form.products.data = ", ".join(campaign.product_ids or [])
+    form.reward.data = campaign.reward
+    form.fill_rate(campaign)
+    form.bonus.data = to_decimal_string(campaign.bonus_minor or 0, program.currency)
+    form.audience.data = campaign.audience
+    form.tiers.data = [t.id for t in campaign.tiers]
+    form.tag.data = campaign.tag.name if campaign.tag else ""
+    form.partners.data = ", ".join(p.ref_code for p in campaign.partners)
+    form.links_only.data = campaign.links_only
+    form.landing_url.data = campaign.landing_url or ""
+    return form
+
+
+@bp.post("/rewards/campaigns/<int:campaign_id>/end")
+@operator_required
+def end_campaign(campaign_id: int):
+    campaign = _get(Campaign, campaign_id)
+    if ConfirmForm().validate_on_submit():
+        try:
+            reward_rules.end_campaign(current_user, campaign)
+        except DomainError as error:
+            db.session.rollback()
+            flash(error.message, "error")
+        else:
+            db.session.commit()
+            flash(_("The campaign has ended."), "success")
+    return redirect(url_for("admin.edit_campaign", campaign_id=campaign.id))
+
+
+@bp.post("/rewards/campaigns/<int:campaign_id>/delete")
+@operator_required
+def delete_campaign(campaign_id: int):
+    campaign = _get(Campaign, campaign_id)
+    if ConfirmForm().validate_on_submit():
+        try:
+            reward_rules.delete_campaign(current_user, campaign)
+        except DomainError as error:
+            db.session.rollback()
+            flash(error.message, "error")
+            return redirect(url_for("admin.edit_campaign", campaign_id=campaign.id))
+        db.session.commit()
+        flash(_("Campaign deleted."), "success")
+    return redirect(url_for("admin.list_campaigns"))
+
+
+# --- the ladder -----------------------------------------------------------------------------------
+
+
+@bp.route("/rewards/ladder", methods=["GET", "POST"])
+@operator_required
+def ladder():
+    program = get_program()
+    form = LadderStepForm() if request.method == "POST" else LadderStepForm(formdata=None)
+    form.currency = program.currency
+    if request.method == "POST" and form.validate_on_submit():
+        threshold, bonus = form.threshold_conversions.data, form.bonus_minor
+        if _save(
+            form,
+            lambda: reward_rules.add_ladder_step(current_user, threshold, bonus),
+            _("Ladder step added."),
+        ):
+            return redirect(url_for("admin.ladder"))
+    return (
+        render_template(
+            "admin/rewards/ladder.html",
+            program=program,
+            form=form,
+            steps=rewards.ladder_steps(),
+            closes=db.session.scalars(
+                sa.select(MonthClose).order_by(MonthClose.month.desc()).limit(12)
+            ).all(),
+            confirm_form=ConfirmForm(formdata=None),
+        ),
+        _status(form),
+    )
+
+
+@bp.post("/rewards/ladder/<int:step_id>/delete")
+@operator_required
+def delete_ladder_step(step_id: int):
+    step = _get(LadderStep, step_id)
+    if ConfirmForm().validate_on_submit():
+        reward_rules.delete_ladder_step(current_user, step)
+        db.session.commit()
+        flash(_("Ladder step removed."), "success")
+    return redirect(url_for("admin.ladder"))
+
+
+# --- private deals --------------------------------------------------------------------------------
+
+
+@bp.get("/rewards/deals")
+@operator_required
+def list_deals():
+    program = get_program()
+    deals = db.session.scalars(sa.select(PrivateDeal).order_by(PrivateDeal.id.desc())).all()
+    return render_template(
+        "admin/rewards/deals.html",
+        program=program,
+        deals=deals,
+        tz=rewards.zone(program),
+        to_local=rewards.utc_to_local,
+        confirm_form=ConfirmForm(formdata=None),
+    )
+
+
+def _deal_input(form: DealForm) -> DealInput:
+    return DealInput(
+        partner_key=form.partner.data,
+        rate=form.rate,
+        product_ids=split_items(form.products.data),
+        starts_on=form.starts_on.data,
+        ends_on=form.ends_on.data,
+        note=form.note.data,
+    )
+
+
+@bp.route("/rewards/deals/new", methods=["GET", "POST"])
+@operator_required
+def new_deal():
+    program = get_program()
+    form = (
+        DealForm()
+        if request.method == "POST"
+        else DealForm(formdata=None, partner=request.args.get("partner", ""))
+    )
+    form.currency = program.currency
+    if request.method == "POST" and form.validate_on_submit():
+        data = _deal_input(form)
+        if _save(form, lambda: reward_rules.save_deal(program, current_user, data), _("Private deal saved.")):
+            return redirect(url_for("admin.list_deals"))
+    return render_template("admin/rewards/deal_form.html", form=form, deal=None), _status(form)
+
+
+@bp.route("/rewards/deals/<int:deal_id>", methods=["GET", "POST"])
+@operator_required
+def edit_deal(deal_id: int):
+    program = get_program()
+    deal = _get(PrivateDeal, deal_id)
+    form = DealForm() if request.method == "POST" else DealForm(formdata=None)
+    form.currency = program.currency
+    if request.method == "GET":
+        tz = rewards.zone(program)
+        form.partner.data = deal.partner.ref_code
+        form.fill_rate(deal)
+        form.products.data = ", ".join(deal.product_ids or [])
+        form.starts_on.data = rewards.utc_to_local(deal.starts_at, tz).date() if deal.starts_at else None
+        ends = rewards.utc_to_local(deal.ends_at, tz)
+        # Stored as the first instant after the last day; the form shows the last day.
+        form.ends_on.data = (ends.date() - timedelta(days=1)) if ends else None
+        form.note.data = deal.note
+    elif form.validate_on_submit():
+        data = _deal_input(form)
+        if _save(
+            form, lambda: reward_rules.save_deal(program, current_user, data, deal), _("Private deal saved.")
+        ):
+            return redirect(url_for("admin.list_deals"))
+    return render_template("admin/rewards/deal_form.html", form=form, deal=deal), _status(form)
+
+
+@bp.post("/rewards/deals/<int:deal_id>/delete")
+@operator_required
+def delete_deal(deal_id: int):
+    deal = _get(PrivateDeal, deal_id)
+    if ConfirmForm().validate_on_submit():
+        reward_rules.delete_deal(current_user, deal)
+        db.session.commit()
+        flash(_("Private deal removed."), "success")
+    return redirect(url_for("admin.list_deals"))
+
+
+# --- a partner's tier (on the partner page) -----------------------------------------------------------
+
+
+@bp.app_template_global("partner_rewards")
+def partner_rewards(partner: Partner) -> dict:
+    """What the partner page shows about a partner's rewards: tier, its timeline, private deals."""
+    program = get_program()
+    tiers = rewards.all_tiers()
+    tier = rewards.current_tier(partner.id)
+    return {
+        "tier": tier,
+        "held": db.session.get(PartnerTier, partner.id),
+        "history": [(c, rewards.describe_tier_change(c, program)) for c in rewards.tier_history(partner.id)],
+        "deals": db.session.scalars(sa.select(PrivateDeal).where(PrivateDeal.partner_id == partner.id)).all(),
+        "form": PartnerTierForm(formdata=None, tiers=tiers, tier=tier.id if tier else 0),
+        "program": program,
+    }
+
+
+@bp.post("/partners/<int:partner_id>/tier")
+@operator_required
+def set_partner_tier(partner_id: int):
+    partner = _get(Partner, partner_id)
+    form = PartnerTierForm(tiers=rewards.all_tiers())
+    if form.validate_on_submit():
+        tier = db.session.get(Tier, form.tier.data) if form.tier.data else None
+        reward_rules.set_partner_tier(get_program(), current_user, partner, tier, form.note.data or None)
+        db.session.commit()
+        flash(_("Tier saved."), "success")
+    else:
+        flash(_("Choose a tier from the list."), "error")
+    return redirect(url_for("admin.show_partner", partner_id=partner.id) + "#partner-rewards")

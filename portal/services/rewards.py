@@ -1,0 +1,1255 @@
+"""The rewards engine: which rule sets a conversion's commission, tiers, the monthly ladder, month close.
+
+Precedence, highest first (``PRECEDENCE``; the operator console shows it):
+
+1. a **private deal** of the partner (for the product, within its dates);
+2. a **campaign** with a rate override open to the partner (dates, products, audience);
+3. a **product rate** for the conversion's ``product_id``;
+4. the partner's **tier** rate;
+5. the program's **base** rate.
+
+The first rule that applies sets the one rate line; the others are named in its
+explanation as ``outranked``. **Bonuses stack on top**: every campaign with a fixed
+bonus per conversion that applies adds a ``bonus`` line, and the monthly ladder adds a
+``bonus`` line per partner and month when the month closes.
+
+Tiers count a partner's *accepted* conversions: not rejected (a full refund rejects),
+not held for review, revenue net of partial refunds. The conversion that crosses a
+tier's threshold upgrades the partner **and itself earns the new tier's rate**.
+Downgrades happen only when a month is closed, and only for a partner who held the
+tier for that whole month and was below its threshold over the window ending at the
+month's end (a full period below: the grace period); they take effect from the first
+instant of the next month.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import sqlalchemy as sa
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
+from sqlalchemy.exc import IntegrityError
+
+from portal import realtime
+from portal.errors import DomainError
+from portal.extensions import db
+from portal.models import (
+    RATE_KINDS,
+    Campaign,
+    CampaignAudience,
+    CampaignReward,
+    Click,
+    Commission,
+    CommissionKind,
+    CommissionStatus,
+    CommissionType,
+    Conversion,
+    ConversionStatus,
+    LadderStep,
+    Link,
+    MonthClose,
+    Partner,
+    PartnerStatus,
+    PartnerTier,
+    PrivateDeal,
+    ProductRate,
+    Program,
+    RateType,
+    RecurringMode,
+    Tier,
+    TierChange,
+    TierChangeReason,
+    TierMetric,
+    TierPeriod,
+    campaign_partners,
+    partner_tags,
+)
+from portal.models.types import utcnow
+
+__all__ = ["PRECEDENCE", "RATE_KINDS", "Rate", "RuleContext", "decide", "explain", "round_half_even"]
+
+PRECEDENCE = (
+    CommissionKind.DEAL,
+    CommissionKind.CAMPAIGN,
+    CommissionKind.PRODUCT,
+    CommissionKind.TIER,
+    CommissionKind.BASE,
+)
+
+PRECEDENCE_LABELS = {
+    CommissionKind.DEAL: _l("Private deal"),
+    CommissionKind.CAMPAIGN: _l("Campaign rate"),
+    CommissionKind.PRODUCT: _l("Product rate"),
+    CommissionKind.TIER: _l("Tier rate"),
+    CommissionKind.BASE: _l("Base rate"),
+}
+
+
+# --- arithmetic ------------------------------------------------------------------------------
+
+
+def round_half_even(numerator: int, denominator: int) -> int:
+    """``numerator / denominator`` rounded to the nearest integer, ties to the even one."""
+    if denominator <= 0:
+        raise ValueError("denominator must be positive")
+    quotient, remainder = divmod(numerator, denominator)
+    twice = 2 * remainder
+    if twice > denominator or (twice == denominator and quotient % 2 == 1):
+        quotient += 1
+    return quotient
+
+
+@dataclass(frozen=True)
+class Rate:
+    """A percent of the sale (basis points) or a flat amount per conversion (minor units)."""
+
+    type: str
+    percent_bp: int = 0
+    flat_minor: int = 0
+
+    @classmethod
+    def of(cls, rule: Any, prefix: str = "rate") -> Rate:
+        return cls(
+            getattr(rule, f"{prefix}_type"),
+            getattr(rule, f"{prefix}_percent_bp") or 0,
+            getattr(rule, f"{prefix}_flat_minor") or 0,
+        )
+
+    @classmethod
+    def base(cls, program: Program) -> Rate:
+        return cls(program.commission_type, program.commission_percent_bp, program.commission_flat_minor)
+
+    @property
+    def is_percent(self) -> bool:
+        return self.type in (RateType.PERCENT, CommissionType.PERCENT)
+
+    def amount(self, sale_minor: int) -> int:
+        if self.is_percent:
+            return round_half_even(sale_minor * self.percent_bp, 10_000)
+        return self.flat_minor
+
+    def explanation(self, sale_minor: int) -> dict[str, Any]:
+        result = self.amount(sale_minor)
+        if self.is_percent:
+            return {
+                "type": "percent",
+                "rate_bp": self.percent_bp,
+                "sale_minor": sale_minor,
+                "result_minor": result,
+            }
+        return {"type": "flat", "flat_minor": self.flat_minor, "result_minor": result}
+
+    def words(self, currency: str) -> str:
+        from portal.templating import money, percent_bp
+
+        if self.is_percent:
+            return _("%(rate)s of each sale", rate=percent_bp(self.percent_bp))
+        return _("%(amount)s per sale", amount=money(self.flat_minor, currency))
+
+
+# --- time in the program's zone ------------------------------------------------------------------
+
+_MONTH = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
+
+
+def zone(program: Program) -> ZoneInfo:
+    return ZoneInfo(program.timezone or "UTC")
+
+
+def month_of(at: datetime, tz: ZoneInfo) -> str:
+    return at.astimezone(tz).strftime("%Y-%m")
+
+
+def parse_month(text: str) -> tuple[int, int]:
+    match = _MONTH.match((text or "").strip())
+    if not match:
+        raise DomainError(_("Give the month as YYYY-MM, e.g. 2026-11."), "month")
+    return int(match.group(1)), int(match.group(2))
+
+
+def _next_month(year: int, month: int) -> tuple[int, int]:
+    return (year + 1, 1) if month == 12 else (year, month + 1)
+
+
+def month_bounds(month: str, tz: ZoneInfo) -> tuple[datetime, datetime]:
+    """The first instant of ``month`` (YYYY-MM) in ``tz`` and of the month after, in UTC."""
+    year, number = parse_month(month)
+    start = datetime(year, number, 1, tzinfo=tz).astimezone(UTC)
+    end = datetime(*_next_month(year, number), 1, tzinfo=tz).astimezone(UTC)
+    return start, end
+
+
+def previous_month(at: datetime, tz: ZoneInfo) -> str:
+    local = at.astimezone(tz)
+    year, number = (local.year - 1, 12) if local.month == 1 else (local.year, local.month - 1)
+    return f"{year:04d}-{number:02d}"
+
+
+def local_to_utc(local: datetime, tz: ZoneInfo) -> datetime:
+    """A wall-clock time typed in the program's zone (naive) as a UTC instant."""
+    if local.tzinfo is not None:
+        return local.astimezone(UTC)
+    return local.replace(tzinfo=tz).astimezone(UTC)
+
+
+def utc_to_local(at: datetime | None, tz: ZoneInfo) -> datetime | None:
+    return at.astimezone(tz).replace(tzinfo=None) if at is not None else None
+
+
+def add_months(at: datetime, months: int, tz: ZoneInfo) -> datetime:
+    """The same wall-clock time ``months`` calendar months later (clamped to the month's last day)."""
+    local = at.astimezone(tz)
+    total = local.year * 12 + (local.month - 1) + months
+    year, number = divmod(total, 12)
+    number += 1
+    following = datetime(*_next_month(year, number), 1)
+    last_day = (following - timedelta(days=1)).day
+    moved = local.replace(tzinfo=None).replace(year=year, month=number, day=min(local.day, last_day))
+    return local_to_utc(moved, tz)
+
+
+# --- which rules apply -------------------------------------------------------------------------
+
+
+def product_matches(product_ids: list[str] | None, product_id: str | None) -> bool:
+    return not product_ids or (product_id is not None and product_id in product_ids)
+
+
+def _within(at: datetime, starts_at: datetime | None, ends_at: datetime | None) -> bool:
+    return (starts_at is None or starts_at <= at) and (ends_at is None or at < ends_at)
+
+
+def partner_tag_ids(partner_id: int) -> set[int]:
+    return set(
+        db.session.scalars(sa.select(partner_tags.c.tag_id).where(partner_tags.c.partner_id == partner_id))
+    )
+
+
+def current_tier(partner_id: int | None) -> Tier | None:
+    if partner_id is None:
+        return None
+    return db.session.scalar(
+        sa.select(Tier)
+        .join(PartnerTier, PartnerTier.tier_id == Tier.id)
+        .where(PartnerTier.partner_id == partner_id)
+    )
+
+
+def campaign_open_to(campaign: Campaign, partner_id: int, tier_id: int | None, tag_ids: set[int]) -> bool:
+    if campaign.audience == CampaignAudience.EVERYONE:
+        return True
+    if campaign.audience == CampaignAudience.TIERS:
+        return tier_id is not None and any(t.id == tier_id for t in campaign.tiers)
+    if campaign.audience == CampaignAudience.TAG:
+        return campaign.tag_id in tag_ids
+    return any(p.id == partner_id for p in campaign.partners)
+
+
+_AUDIENCE_WEIGHT = {
+    CampaignAudience.PARTNERS: 3,
+    CampaignAudience.TAG: 2,
+    CampaignAudience.TIERS: 1,
+    CampaignAudience.EVERYONE: 0,
+}
+
+
+def _campaign_rank(campaign: Campaign, link_campaign_id: int | None) -> tuple:
+    """Among several rate campaigns: the one whose link was used, then the narrowest audience,
+    then product-specific before all-products, then the most recently started."""
+    return (
+        campaign.id == link_campaign_id,
+        _AUDIENCE_WEIGHT[CampaignAudience(campaign.audience)],
+        bool(campaign.product_ids),
+        campaign.starts_at,
+        campaign.id,
+    )
+
+
+@dataclass
+class RuleContext:
+    """Everything the rules need to know about one conversion, loaded once."""
+
+    deal: PrivateDeal | None = None
+    campaigns: list[Campaign] = field(default_factory=list)  # rate campaigns that apply, best first
+    bonus_campaigns: list[Campaign] = field(default_factory=list)
+    product_rate: ProductRate | None = None
+    tier: Tier | None = None
+    tier_just_reached: bool = False
+    # A renewal: the customer's first conversion through this partner, and when.
+    first_conversion_at: datetime | None = None
+
+
+def _link_campaign_id(conversion: Conversion) -> int | None:
+    if conversion.click_id is None:
+        return None
+    return db.session.scalar(
+        sa.select(Link.campaign_id)
+        .join(Click, Click.link_id == Link.id)
+        .where(Click.id == conversion.click_id)
+    )
+
+
+def _first_conversion_at(conversion: Conversion) -> datetime | None:
+    if not conversion.customer_id or conversion.partner_id is None:
+        return None
+    query = sa.select(sa.func.min(Conversion.occurred_at)).where(
+        Conversion.customer_id == conversion.customer_id,
+        Conversion.partner_id == conversion.partner_id,
+        Conversion.status != ConversionStatus.REJECTED,
+        Conversion.occurred_at < conversion.occurred_at,
+    )
+    if conversion.id is not None:
+        query = query.where(Conversion.id != conversion.id)
+    return db.session.scalar(query)
+
+
+def load_context(conversion: Conversion) -> RuleContext:
+    context = RuleContext()
+    context.product_rate = (
+        db.session.scalar(sa.select(ProductRate).where(ProductRate.product_id == conversion.product_id))
+        if conversion.product_id
+        else None
+    )
+    partner_id = conversion.partner_id
+    if partner_id is None:
+        return context
+    at = conversion.occurred_at
+    context.tier = current_tier(partner_id)
+    deals = db.session.scalars(
+        sa.select(PrivateDeal).where(PrivateDeal.partner_id == partner_id).order_by(PrivateDeal.id.desc())
+    ).all()
+    fitting = [
+        d
+        for d in deals
+        if product_matches(d.product_ids, conversion.product_id) and _within(at, d.starts_at, d.ends_at)
+    ]
+    # A deal for named products beats a deal for every product; the newest breaks a tie.
+    fitting.sort(key=lambda d: (bool(d.product_ids), d.id), reverse=True)
+    context.deal = fitting[0] if fitting else None
+
+    # Audiences load lazily: only a tiers or named-partners campaign reads its list.
+    running = db.session.scalars(
+        sa.select(Campaign).where(Campaign.starts_at <= at, Campaign.ends_at > at)
+    ).all()
+    if running:
+        tag_ids = partner_tag_ids(partner_id)
+        tier_id = context.tier.id if context.tier else None
+        link_campaign_id = _link_campaign_id(conversion)
+        applying = [
+            c
+            for c in running
+            if product_matches(c.product_ids, conversion.product_id)
+            and campaign_open_to(c, partner_id, tier_id, tag_ids)
+            and (not c.links_only or c.id == link_campaign_id)
+        ]
+        rates = [c for c in applying if c.reward == CampaignReward.RATE]
+        rates.sort(key=lambda c: _campaign_rank(c, link_campaign_id), reverse=True)
+        context.campaigns = rates
+        context.bonus_campaigns = sorted(
+            (c for c in applying if c.reward == CampaignReward.BONUS), key=lambda c: c.id
+        )
+    context.first_conversion_at = _first_conversion_at(conversion)
+    return context
+
+
+@dataclass
+class CommissionDraft:
+    kind: str
+    amount_minor: int
+    explanation: dict[str, Any] = field(default_factory=dict)
+
+
+def _renewal_allowed(program: Program, conversion: Conversion, first_at: datetime) -> tuple[bool, dict]:
+    info: dict[str, Any] = {"first_at": first_at.isoformat(), "mode": program.recurring_mode}
+    if program.recurring_mode == RecurringMode.FOREVER:
+        return True, info
+    if program.recurring_mode == RecurringMode.MONTHS:
+        months = program.recurring_months or 0
+        until = add_months(first_at, months, zone(program))
+        info |= {"months": months, "until": until.isoformat()}
+        return conversion.occurred_at < until, info
+    return False, info
+
+
+def decide(program: Program, conversion: Conversion, context: RuleContext) -> list[CommissionDraft]:
+    """The commission lines of ``conversion`` under ``context``: pure, no database."""
+    sale = conversion.amount_minor
+    renewal: dict[str, Any] | None = None
+    if context.first_conversion_at is not None:
+        allowed, renewal = _renewal_allowed(program, conversion, context.first_conversion_at)
+        if not allowed:
+            return [
+                CommissionDraft(
+                    CommissionKind.BASE,
+                    0,
+                    {"rule": "renewal_ended", "renewal": renewal, "sale_minor": sale, "result_minor": 0},
+                )
+            ]
+
+    candidates: list[tuple[str, Rate, dict[str, Any]]] = []
+    if context.deal is not None:
+        deal = context.deal
+        candidates.append((CommissionKind.DEAL, Rate.of(deal), {"deal_id": deal.id}))
+    for campaign in context.campaigns[:1]:
+        candidates.append(
+            (
+                CommissionKind.CAMPAIGN,
+                Rate.of(campaign),
+                {"campaign_id": campaign.id, "campaign": campaign.name},
+            )
+        )
+    if context.product_rate is not None:
+        candidates.append(
+            (
+                CommissionKind.PRODUCT,
+                Rate.of(context.product_rate),
+                {"product_id": context.product_rate.product_id},
+            )
+        )
+    if context.tier is not None:
+        tier = context.tier
+        extra: dict[str, Any] = {"tier_id": tier.id, "tier": tier.name}
+        if context.tier_just_reached:
+            extra["reached_with_this_sale"] = True
+        candidates.append((CommissionKind.TIER, Rate.of(tier), extra))
+    candidates.append((CommissionKind.BASE, Rate.base(program), {}))
+
+    kind, rate, extra = candidates[0]
+    explanation: dict[str, Any] = {"rule": str(kind), **rate.explanation(sale), **extra}
+    outranked = [str(k) for k, _rate, _extra in candidates[1:] if k != CommissionKind.BASE]
+    if outranked:
+        explanation["outranked"] = outranked
+    if renewal is not None:
+        explanation["renewal"] = renewal
+    drafts = [CommissionDraft(kind, explanation["result_minor"], explanation)]
+    for campaign in context.bonus_campaigns:
+        drafts.append(
+            CommissionDraft(
+                CommissionKind.BONUS,
+                campaign.bonus_minor,
+                {
+                    "rule": "campaign_bonus",
+                    "campaign_id": campaign.id,
+                    "campaign": campaign.name,
+                    "bonus_minor": campaign.bonus_minor,
+                    "result_minor": campaign.bonus_minor,
+                },
+            )
+        )
+    return drafts
+
+
+# --- tiers --------------------------------------------------------------------------------------
+
+_ROLLING_DAYS = {TierPeriod.ROLLING_30: 30, TierPeriod.ROLLING_90: 90}
+
+
+def all_tiers() -> list[Tier]:
+    return list(db.session.scalars(sa.select(Tier).order_by(Tier.rank)))
+
+
+def _counted() -> sa.ColumnElement[bool]:
+    """Conversions that count for tiers and the ladder: accepted, not rejected or under review."""
+    return Conversion.status == ConversionStatus.PENDING
+
+
+def _metric_column(metric: str):
+    if metric == TierMetric.REVENUE:
+        return sa.func.coalesce(sa.func.sum(Conversion.amount_minor - Conversion.refunded_minor), 0)
+    return sa.func.count(Conversion.id)
+
+
+def metric_of(partner_id: int, metric: str, start: datetime, end: datetime, inclusive: bool = False) -> int:
+    """The partner's ``metric`` over [start, end) — or [start, end] when ``inclusive``."""
+    upper = Conversion.occurred_at <= end if inclusive else Conversion.occurred_at < end
+    value = db.session.scalar(
+        sa.select(_metric_column(metric)).where(
+            Conversion.partner_id == partner_id, _counted(), Conversion.occurred_at >= start, upper
+        )
+    )
+    return int(value or 0)
+
+
+def metrics_by_partner(metric: str, start: datetime, end: datetime) -> dict[int, int]:
+    rows = db.session.execute(
+        sa.select(Conversion.partner_id, _metric_column(metric))
+        .where(
+            Conversion.partner_id.is_not(None),
+            _counted(),
+            Conversion.occurred_at >= start,
+            Conversion.occurred_at < end,
+        )
+        .group_by(Conversion.partner_id)
+    ).all()
+    return {partner_id: int(value or 0) for partner_id, value in rows}
+
+
+def live_windows(tier: Tier, at: datetime, tz: ZoneInfo) -> list[tuple[datetime, datetime, str]]:
+    """Where an upgrade may come from at ``at`` (ends inclusive).
+
+    A calendar-month tier looks at the month so far (crossing the threshold upgrades at once)
+    and at the previous full month; a rolling tier at the last 30 or 90 days.
+    """
+    if tier.period == TierPeriod.PREVIOUS_MONTH:
+        this_month = month_of(at, tz)
+        start, _end = month_bounds(this_month, tz)
+        last = previous_month(at, tz)
+        last_start, last_end = month_bounds(last, tz)
+        return [(start, at, this_month), (last_start, last_end - timedelta(microseconds=1), last)]
+    days = _ROLLING_DAYS[TierPeriod(tier.period)]
+    return [(at - timedelta(days=days), at, f"{days}d")]
+
+
+def close_window(tier: Tier, month: str, tz: ZoneInfo) -> tuple[datetime, datetime]:
+    """The window a month close judges ``tier`` on: the month itself, or the rolling days to its end."""
+    start, end = month_bounds(month, tz)
+    if tier.period == TierPeriod.PREVIOUS_MONTH:
+        return start, end
+    return end - timedelta(days=_ROLLING_DAYS[TierPeriod(tier.period)]), end
+
+
+@dataclass
+class Standing:
+    tier: Tier
+    value: int
+    window: str
+
+
+def best_live_tier(partner_id: int, at: datetime, tz: ZoneInfo, tiers: list[Tier]) -> Standing | None:
+    """The highest tier the partner qualifies for at ``at``."""
+    for tier in sorted(tiers, key=lambda t: t.rank, reverse=True):
+        for start, end, label in live_windows(tier, at, tz):
+            value = metric_of(partner_id, tier.threshold_metric, start, end, inclusive=True)
+            if value >= tier.threshold_value:
+                return Standing(tier, value, label)
+    return None
+
+
+def tier_rate_words(tier: Tier | None, program: Program) -> str:
+    rate = Rate.of(tier) if tier is not None else Rate.base(program)
+    return rate.words(program.currency)
+
+
+def set_tier(
+    program: Program,
+    partner: Partner,
+    tier: Tier | None,
+    *,
+    reason: str,
+    since: datetime,
+    metric: str | None = None,
+    value: int | None = None,
+    window: str | None = None,
+    conversion_id: int | None = None,
+    actor=None,
+    note: str | None = None,
+    only_up: bool = False,
+) -> TierChange | None:
+    """Move ``partner`` to ``tier`` (None: no tier); writes the timeline entry and tells the partner.
+
+    ``only_up``: do nothing unless it is a move up (an automatic upgrade racing another).
+    """
+    from portal.services import inbox, lifecycle
+
+    # Lock the partner's tier row (PostgreSQL) so two sales at once cannot both move it.
+    current = db.session.get(PartnerTier, partner.id, with_for_update=True, populate_existing=True)
+    old = current.tier if current is not None else None
+    if (old.id if old else None) == (tier.id if tier else None):
+        return None
+    upgrade = (tier.rank if tier else 0) > (old.rank if old else 0)
+    if only_up and not upgrade:
+        return None
+    if tier is None:
+        if current is not None:
+            db.session.delete(current)
+    elif current is None:
+        try:
+            with db.session.begin_nested():
+                db.session.add(PartnerTier(partner_id=partner.id, tier_id=tier.id, since=since))
+        except IntegrityError:
+            return None  # a concurrent sale gave the partner a tier a moment ago
+    else:
+        current.tier_id = tier.id
+        current.tier = tier
+        current.since = since
+    change = TierChange(
+        partner_id=partner.id,
+        from_tier_id=old.id if old else None,
+        to_tier_id=tier.id if tier else None,
+        from_name=old.name if old else None,
+        to_name=tier.name if tier else None,
+        upgrade=upgrade,
+        reason=reason,
+        metric=metric,
+        metric_value=value,
+        window=window,
+        conversion_id=conversion_id,
+        actor_id=actor.id if actor else None,
+        note=note,
+        created_at=utcnow(),
+    )
+    db.session.add(change)
+    db.session.flush()
+    base_name = _("Base")
+    if upgrade:
+        lifecycle.tier_upgraded(
+            partner,
+            tier_name=tier.name if tier else base_name,
+            previous_tier=old.name if old else base_name,
+            rate=tier_rate_words(tier, program),
+            key=f"tier-change-{change.id}",
+        )
+    else:
+        subject = _("Your tier is now %(tier)s", tier=tier.name if tier else base_name)
+        body = _(
+            "Your tier changed from %(old)s to %(new)s: %(why)s From now on you earn %(rate)s. "
+            "See your Rewards page for what it takes to move up again.",
+            old=old.name if old else base_name,
+            new=tier.name if tier else base_name,
+            why=describe_tier_change(change, program),
+            rate=tier_rate_words(tier, program),
+        )
+        inbox.post_system_message(partner, "tier_change", subject, body)
+    realtime.notify(partner.id, "rewards", {"tier": tier.name if tier else None, "upgrade": upgrade})
+    return change
+
+
+def upgrade_on_conversion(program: Program, conversion: Conversion) -> TierChange | None:
+    """Called as a conversion is accepted: the partner moves up at once if it crossed a threshold."""
+    if conversion.partner_id is None or conversion.status != ConversionStatus.PENDING:
+        return None
+    current = current_tier(conversion.partner_id)
+    # Only tiers above the current one can be an upgrade; most sales change nothing.
+    tiers = [t for t in all_tiers() if current is None or t.rank > current.rank]
+    if not tiers:
+        return None
+    db.session.flush()
+    standing = best_live_tier(conversion.partner_id, conversion.occurred_at, zone(program), tiers)
+    if standing is None:
+        return None
+    partner = db.session.get(Partner, conversion.partner_id)
+    return set_tier(
+        program,
+        partner,
+        standing.tier,
+        reason=TierChangeReason.THRESHOLD_REACHED,
+        since=conversion.occurred_at,
+        metric=standing.tier.threshold_metric,
+        value=standing.value,
+        window=standing.window,
+        conversion_id=conversion.id,
+        only_up=True,
+    )
+
+
+@dataclass
+class TierCloseResult:
+    upgrades: int = 0
+    downgrades: int = 0
+
+
+def evaluate_tiers_at_close(program: Program, month: str) -> TierCloseResult:
+    """At a month's close: downgrade partners a full month below their tier, upgrade any who qualify.
+
+    Safe to run twice: a change takes effect from the start of the next month, and a
+    partner is only judged on a month they held their tier for from its first day.
+    """
+    tz = zone(program)
+    start, end = month_bounds(month, tz)
+    tiers = all_tiers()
+    result = TierCloseResult()
+    if not tiers:
+        return result
+    values: dict[tuple[str, datetime, datetime], dict[int, int]] = {}
+
+    def value_of(tier: Tier, partner_id: int) -> int:
+        window = close_window(tier, month, tz)
+        key = (tier.threshold_metric, *window)
+        if key not in values:
+            values[key] = metrics_by_partner(tier.threshold_metric, *window)
+        return values[key].get(partner_id, 0)
+
+    def best(partner_id: int) -> Tier | None:
+        return next(
+            (
+                t
+                for t in sorted(tiers, key=lambda t: t.rank, reverse=True)
+                if value_of(t, partner_id) >= t.threshold_value
+            ),
+            None,
+        )
+
+    holders = {row.partner_id: row for row in db.session.scalars(sa.select(PartnerTier))}
+    active = set(metrics_by_partner(TierMetric.CONVERSIONS, start - timedelta(days=90), end))
+    partner_ids = sorted(set(holders) | active)
+    for partner_id in partner_ids:
+        partner = db.session.get(Partner, partner_id)
+        if partner is None or partner.status != PartnerStatus.APPROVED:
+            continue
+        held = holders.get(partner_id)
+        current = held.tier if held else None
+        target = best(partner_id)
+        target_rank = target.rank if target else 0
+        current_rank = current.rank if current else 0
+        if target_rank > current_rank:
+            tier = target
+            reason = TierChangeReason.THRESHOLD_REACHED
+        elif target_rank < current_rank and held is not None and held.since <= start:
+            tier = target
+            reason = TierChangeReason.BELOW_THRESHOLD
+        else:
+            continue
+        judged = current if reason == TierChangeReason.BELOW_THRESHOLD else tier
+        change = set_tier(
+            program,
+            partner,
+            tier,
+            reason=reason,
+            since=end,
+            metric=judged.threshold_metric,
+            value=value_of(judged, partner_id),
+            window=month if judged.period == TierPeriod.PREVIOUS_MONTH else f"{judged.period} to {month}",
+            only_up=reason == TierChangeReason.THRESHOLD_REACHED,
+        )
+        if change is not None:
+            if change.upgrade:
+                result.upgrades += 1
+            else:
+                result.downgrades += 1
+    return result
+
+
+# --- the monthly ladder --------------------------------------------------------------------------
+
+
+def ladder_steps() -> list[LadderStep]:
+    return list(db.session.scalars(sa.select(LadderStep).order_by(LadderStep.threshold_conversions)))
+
+
+def step_for(count: int, steps: list[LadderStep]) -> LadderStep | None:
+    """The highest step reached (steps are not added together)."""
+    reached = [s for s in steps if count >= s.threshold_conversions]
+    return reached[-1] if reached else None
+
+
+def ladder_count(partner_id: int, month: str, tz: ZoneInfo) -> int:
+    start, end = month_bounds(month, tz)
+    return metric_of(partner_id, TierMetric.CONVERSIONS, start, end)
+
+
+def write_ladder_bonuses(program: Program, month: str) -> int:
+    """One ``bonus`` line per partner who reached a step in ``month``; never twice (unique key)."""
+    tz = zone(program)
+    steps = ladder_steps()
+    if not steps:
+        return 0
+    start, end = month_bounds(month, tz)
+    counts = metrics_by_partner(TierMetric.CONVERSIONS, start, end)
+    done = set(db.session.scalars(sa.select(Commission.partner_id).where(Commission.period == month)))
+    written = 0
+    for partner_id, count in sorted(counts.items()):
+        step = step_for(count, steps)
+        if step is None or partner_id in done:
+            continue
+        line = Commission(
+            conversion_id=None,
+            partner_id=partner_id,
+            kind=CommissionKind.BONUS,
+            amount_minor=step.bonus_minor,
+            currency=program.currency,
+            status=CommissionStatus.PENDING,
+            confirm_after=end + timedelta(days=program.hold_period_days),
+            period=month,
+            explanation={
+                "rule": "ladder",
+                "month": month,
+                "conversions": count,
+                "step_conversions": step.threshold_conversions,
+                "bonus_minor": step.bonus_minor,
+                "result_minor": step.bonus_minor,
+            },
+        )
+        try:
+            with db.session.begin_nested():
+                db.session.add(line)
+        except IntegrityError:
+            continue  # another run wrote this month's bonus a moment ago
+        written += 1
+        realtime.notify(partner_id, "earnings", {"bonus": month})
+    return written
+
+
+def ladder_bonus_line(partner_id: int, month: str) -> Commission | None:
+    return db.session.scalar(
+        sa.select(Commission).where(Commission.partner_id == partner_id, Commission.period == month)
+    )
+
+
+def reverse_ladder_if_needed(
+    program: Program, conversion: Conversion, reason: str, note: str | None
+) -> Commission | None:
+    """After a conversion stops counting (refund, rejection): if its month's ladder bonus was
+    already written and the month's count now reaches a lower step (or none), a new line
+    takes back the difference. The bonus line itself is never edited."""
+    from portal.services.commissions import correction
+
+    if conversion.partner_id is None:
+        return None
+    tz = zone(program)
+    month = month_of(conversion.occurred_at, tz)
+    bonus = ladder_bonus_line(conversion.partner_id, month)
+    if bonus is None:
+        return None
+    db.session.flush()
+    count = ladder_count(conversion.partner_id, month, tz)
+    step = step_for(count, ladder_steps())
+    entitled = min(step.bonus_minor if step else 0, bonus.amount_minor)
+    taken_back = -(
+        db.session.scalar(
+            sa.select(sa.func.coalesce(sa.func.sum(Commission.amount_minor), 0)).where(
+                Commission.reverses_id == bonus.id
+            )
+        )
+        or 0
+    )
+    still = bonus.amount_minor - taken_back
+    if entitled >= still:
+        return None
+    return correction(
+        bonus,
+        still - entitled,
+        reason,
+        note,
+        {
+            "rule": "ladder_reversal",
+            "month": month,
+            "conversion_id": conversion.id,
+            "order": conversion.transaction_id,
+            "conversions": count,
+            "step_conversions": step.threshold_conversions if step else None,
+            "entitled_minor": entitled,
+            "reversed_minor": still - entitled,
+        },
+    )
+
+
+# --- closing a month ------------------------------------------------------------------------------
+
+
+@dataclass
+class CloseReport:
+    month: str
+    bonus_lines: int
+    upgrades: int
+    downgrades: int
+    first_close: bool
+
+    def __str__(self) -> str:
+        again = "" if self.first_close else " (closed before; only what was missing was done)"
+        return (
+            f"{self.month}: {self.bonus_lines} ladder bonus lines, {self.upgrades} tier upgrades, "
+            f"{self.downgrades} tier downgrades{again}"
+        )
+
+
+def close_month(program: Program, month: str, now: datetime | None = None) -> CloseReport:
+    """Write the month's ladder bonuses and evaluate tiers. Idempotent: safe to run twice."""
+    now = now or utcnow()
+    tz = zone(program)
+    _start, end = month_bounds(month, tz)
+    if now < end:
+        raise DomainError(_("%(month)s has not ended yet in the program's time zone.", month=month), "month")
+    bonus_lines = write_ladder_bonuses(program, month)
+    tiers = evaluate_tiers_at_close(program, month)
+    record = db.session.get(MonthClose, month)
+    first = record is None
+    if first:
+        try:
+            with db.session.begin_nested():
+                db.session.add(
+                    MonthClose(
+                        month=month, closed_at=now, bonus_lines=bonus_lines, downgrades=tiers.downgrades
+                    )
+                )
+        except IntegrityError:
+            first = False
+    else:
+        record.bonus_lines += bonus_lines
+        record.downgrades += tiers.downgrades
+    return CloseReport(month, bonus_lines, tiers.upgrades, tiers.downgrades, first)
+
+
+def close_due_month(program: Program, now: datetime | None = None) -> CloseReport | None:
+    """The scheduler's step: close the month that just ended, once."""
+    now = now or utcnow()
+    month = previous_month(now, zone(program))
+    if db.session.get(MonthClose, month) is not None:
+        return None
+    return close_month(program, month, now)
+
+
+# --- campaigns starting ------------------------------------------------------------------------
+
+
+def campaign_partner_ids(campaign: Campaign) -> sa.Select:
+    """Approved partners a campaign is open to (now)."""
+    approved = sa.select(Partner.id).where(Partner.status == PartnerStatus.APPROVED)
+    if campaign.audience == CampaignAudience.EVERYONE:
+        return approved
+    if campaign.audience == CampaignAudience.TIERS:
+        ids = [t.id for t in campaign.tiers]
+        return approved.where(
+            Partner.id.in_(sa.select(PartnerTier.partner_id).where(PartnerTier.tier_id.in_(ids)))
+        )
+    if campaign.audience == CampaignAudience.TAG:
+        return approved.where(
+            Partner.id.in_(
+                sa.select(partner_tags.c.partner_id).where(partner_tags.c.tag_id == campaign.tag_id)
+            )
+        )
+    return approved.where(
+        Partner.id.in_(
+            sa.select(campaign_partners.c.partner_id).where(campaign_partners.c.campaign_id == campaign.id)
+        )
+    )
+
+
+def campaign_details(campaign: Campaign, currency: str) -> str:
+    from portal.templating import money
+
+    if campaign.reward == CampaignReward.BONUS:
+        what = _("a bonus of %(amount)s on every sale", amount=money(campaign.bonus_minor, currency))
+    else:
+        what = Rate.of(campaign).words(currency)
+    if campaign.product_ids:
+        return _("%(what)s, on %(products)s.", what=what, products=", ".join(campaign.product_ids))
+    return _("%(what)s, on every product.", what=what)
+
+
+def announce_starting_campaigns(program: Program, now: datetime | None = None) -> int:
+    """Tell each partner a campaign is open to that it starts (once per campaign and partner).
+
+    Campaigns starting within a day either side of ``now`` are announced; the automatic
+    message log makes a second run send nothing.
+    """
+    from portal.services import lifecycle
+
+    now = now or utcnow()
+    campaigns = db.session.scalars(
+        sa.select(Campaign)
+        .where(Campaign.starts_at <= now + timedelta(days=1), Campaign.starts_at >= now - timedelta(days=1))
+        .where(Campaign.ends_at > now)
+        .order_by(Campaign.id)
+    ).all()
+    sent = 0
+    for campaign in campaigns:
+        partners = db.session.scalars(
+            sa.select(Partner).where(Partner.id.in_(campaign_partner_ids(campaign))).order_by(Partner.id)
+        ).all()
+        sent += lifecycle.campaign_starting(
+            list(partners),
+            name=campaign.name,
+            starts_at=campaign.starts_at,
+            ends_at=campaign.ends_at,
+            details=campaign_details(campaign, program.currency),
+            key=f"campaign-{campaign.id}",
+        )
+    return sent
+
+
+# --- "why this amount" -------------------------------------------------------------------------------
+
+
+def _rate_phrase(explanation: dict[str, Any], currency: str) -> str:
+    from portal.templating import money, percent_bp
+
+    if explanation.get("type") == "percent":
+        return _(
+            "%(rate)s of %(sale)s",
+            rate=percent_bp(explanation.get("rate_bp", 0)),
+            sale=money(explanation.get("sale_minor", 0), currency),
+        )
+    return _("a fixed %(amount)s per sale", amount=money(explanation.get("flat_minor", 0), currency))
+
+
+def _renewal_phrase(renewal: dict[str, Any] | None) -> str:
+    from portal.templating import day
+
+    if not renewal:
+        return ""
+    first = datetime.fromisoformat(renewal["first_at"])
+    if renewal.get("mode") == RecurringMode.MONTHS:
+        return " " + _(
+            "A renewal: the customer first bought through you on %(date)s; "
+            "renewals earn for %(months)s months.",
+            date=day(first),
+            months=renewal.get("months"),
+        )
+    return " " + _("A renewal: the customer first bought through you on %(date)s.", date=day(first))
+
+
+def explain(line: Commission) -> str:
+    """One sentence that says why ``line`` is the amount it is (the partner's "why this amount")."""
+    from portal.services.tracking import reason_label
+    from portal.templating import day, money
+
+    e = line.explanation or {}
+    rule = e.get("rule", line.kind)
+    currency = line.currency
+    outranked = e.get("outranked") or []
+    later = ""
+    if outranked:
+        labels = ", ".join(str(PRECEDENCE_LABELS.get(CommissionKind(k), k)).lower() for k in outranked)
+        later = " " + _("It comes before: %(rules)s.", rules=labels)
+    if rule == "base":
+        return (
+            _("Base rate: %(rate)s.", rate=_rate_phrase(e, currency))
+            + later
+            + _renewal_phrase(e.get("renewal"))
+        )
+    if rule == "product":
+        text = _(
+            "Product rate for %(product)s: %(rate)s.",
+            product=e.get("product_id"),
+            rate=_rate_phrase(e, currency),
+        )
+        return text + later + _renewal_phrase(e.get("renewal"))
+    if rule == "tier":
+        text = _("Your tier %(tier)s: %(rate)s.", tier=e.get("tier"), rate=_rate_phrase(e, currency))
+        if e.get("reached_with_this_sale"):
+            text += " " + _(
+                "This sale took you to %(tier)s, so it already earns the new rate.", tier=e.get("tier")
+            )
+        return text + later + _renewal_phrase(e.get("renewal"))
+    if rule == "campaign":
+        text = _("Campaign “%(name)s”: %(rate)s.", name=e.get("campaign"), rate=_rate_phrase(e, currency))
+        return text + later + _renewal_phrase(e.get("renewal"))
+    if rule == "deal":
+        text = _("Your private deal: %(rate)s.", rate=_rate_phrase(e, currency))
+        return text + later + _renewal_phrase(e.get("renewal"))
+    if rule == "campaign_bonus":
+        return _(
+            "Campaign “%(name)s” bonus: %(amount)s on top for this sale.",
+            name=e.get("campaign"),
+            amount=money(e.get("bonus_minor", 0), currency),
+        )
+    if rule == "ladder":
+        return _(
+            "Monthly ladder for %(month)s: %(count)s conversions reached the %(step)s-conversion step, "
+            "worth %(amount)s.",
+            month=e.get("month"),
+            count=e.get("conversions"),
+            step=e.get("step_conversions"),
+            amount=money(e.get("bonus_minor", 0), currency),
+        )
+    if rule == "ladder_reversal":
+        if e.get("step_conversions"):
+            return _(
+                "Order %(order)s no longer counts (%(reason)s): %(month)s now has %(count)s conversions, "
+                "the %(step)s-conversion step, worth %(amount)s; the difference is taken back.",
+                order=e.get("order"),
+                reason=reason_label(line.reason_code),
+                month=e.get("month"),
+                count=e.get("conversions"),
+                step=e.get("step_conversions"),
+                amount=money(e.get("entitled_minor", 0), currency),
+            )
+        return _(
+            "Order %(order)s no longer counts (%(reason)s): %(month)s now has %(count)s conversions, "
+            "below the first step; the bonus is taken back.",
+            order=e.get("order"),
+            reason=reason_label(line.reason_code),
+            month=e.get("month"),
+            count=e.get("conversions"),
+        )
+    if rule == "renewal_ended":
+        renewal = e.get("renewal") or {}
+        first = datetime.fromisoformat(renewal["first_at"]) if renewal.get("first_at") else None
+        if renewal.get("mode") == RecurringMode.MONTHS:
+            return _(
+                "A renewal of a customer who first bought through you on %(date)s; renewals earn for "
+                "%(months)s months, so this one earns nothing.",
+                date=day(first),
+                months=renewal.get("months"),
+            )
+        return _(
+            "A renewal of a customer who first bought through you on %(date)s; the program pays on "
+            "the first purchase only.",
+            date=day(first),
+        )
+    if rule == "refund":
+        return _(
+            "%(refunded)s of the %(sale)s sale was refunded, "
+            "so the same share of the commission is taken back.",
+            refunded=money(e.get("refunded_minor", 0), currency),
+            sale=money(e.get("sale_minor", 0), currency),
+        )
+    if rule == "rejected":
+        return _(
+            "The sale was rejected (%(reason)s), so its commission is taken back.",
+            reason=reason_label(line.reason_code),
+        )
+    return reason_label(line.reason_code) if line.reason_code else str(rule)
+
+
+def describe_tier_change(change: TierChange, program: Program) -> str:
+    from portal.templating import money
+
+    if change.reason == TierChangeReason.MANUAL:
+        return _("set by the program team.") + (f" {change.note}" if change.note else "")
+    if change.reason == TierChangeReason.TIER_REMOVED:
+        return _("the tier was retired.")
+    if change.metric_value is None:
+        return ""
+    figure = (
+        money(change.metric_value, program.currency)
+        if change.metric == TierMetric.REVENUE
+        else _("%(n)s conversions", n=change.metric_value)
+    )
+    if change.reason == TierChangeReason.THRESHOLD_REACHED:
+        return _("you reached %(figure)s (%(window)s).", figure=figure, window=change.window)
+    return _("%(figure)s over %(window)s, below the tier's threshold.", figure=figure, window=change.window)
+
+
+def tier_history(partner_id: int, limit: int = 50) -> list[TierChange]:
+    return list(
+        db.session.scalars(
+            sa.select(TierChange)
+            .where(TierChange.partner_id == partner_id)
+            .order_by(TierChange.created_at.desc(), TierChange.id.desc())
+            .limit(limit)
+        )
+    )
+
+
+def partner_ids_in_tiers(tier_ids: Iterable[int]) -> sa.Select:
+    return sa.select(PartnerTier.partner_id).where(PartnerTier.tier_id.in_(list(tier_ids)))
+
+
+# --- announcements to tiers ----------------------------------------------------------------------
+
+
+def _parse_tier_names(items: list[str]) -> list[int]:
+    if not items:
+        raise DomainError(_("Name at least one tier."), "tiers")
+    by_name = {t.name.lower(): t.id for t in all_tiers()}
+    unknown = [item for item in items if item.strip().lower() not in by_name]
+    if unknown:
+        raise DomainError(_("There is no tier called: %(names)s.", names=", ".join(unknown)), "tiers")
+    return list(dict.fromkeys(by_name[item.strip().lower()] for item in items))
+
+
+def _tier_audience_ids(keys: list) -> sa.Select:
+    return sa.select(Partner.id).where(
+        Partner.status == PartnerStatus.APPROVED, Partner.id.in_(partner_ids_in_tiers(keys))
+    )
+
+
+def _describe_tier_audience(keys: list) -> str:
+    names = db.session.scalars(sa.select(Tier.name).where(Tier.id.in_(keys)).order_by(Tier.rank)).all()
+    return _("partners in the tiers %(tiers)s", tiers=", ".join(names) or "—")
+
+
+def _register_tier_audience() -> None:
+    from portal.services.announcements import Audience, register_audience
+
+    register_audience(
+        Audience(
+            "tiers", _l("Partners in a tier"), _parse_tier_names, _tier_audience_ids, _describe_tier_audience
+        )
+    )
+
+
+_register_tier_audience()
+
+
+# --- where a partner stands (for the partner's Rewards page) ---------------------------------------
+
+
+@dataclass
+class TierProgress:
+    tier: Tier | None  # current (None: base rate)
+    next_tier: Tier | None
+    value: int  # the next tier's metric so far, over its live window (the best window)
+    needed: int  # the next tier's threshold
+
+    @property
+    def percent(self) -> int:
+        if not self.needed:
+            return 100
+        return min(100, self.value * 100 // self.needed)
+
+
+@dataclass
+class LadderProgress:
+    month: str
+    conversions: int
+    reached: LadderStep | None
+    next_step: LadderStep | None
+
+
+@dataclass
+class PartnerStanding:
+    tier: TierProgress
+    ladder: LadderProgress
+    campaigns: list[Campaign]
+    deals: list[PrivateDeal]
+    can_request_campaigns: bool
+
+
+def open_campaigns(partner_id: int, now: datetime) -> list[Campaign]:
+    """Campaigns running now or starting later that are open to the partner, soonest end first."""
+    tier = current_tier(partner_id)
+    tags = partner_tag_ids(partner_id)
+    candidates = db.session.scalars(
+        sa.select(Campaign).where(Campaign.ends_at > now).order_by(Campaign.ends_at)
+    ).all()
+    return [c for c in candidates if campaign_open_to(c, partner_id, tier.id if tier else None, tags)]
+
+
+def may_request_campaigns(program: Program, partner: Partner) -> bool:
+    """Top partners: in a tier that allows it, or carrying the program's top-partner tag."""
+    tier = current_tier(partner.id)
+    if tier is not None and tier.can_request_campaigns:
+        return True
+    return bool(program.top_partner_tag) and any(t.name == program.top_partner_tag for t in partner.tags)
+
+
+def standing_of(program: Program, partner: Partner, now: datetime | None = None) -> PartnerStanding:
+    """Current tier and progress to the next, this month's ladder, open campaigns and private deals."""
+    now = now or utcnow()
+    tz = zone(program)
+    tiers = all_tiers()
+    tier = current_tier(partner.id)
+    above = [t for t in tiers if tier is None or t.rank > tier.rank]
+    next_tier = above[0] if above else None
+    value = 0
+    if next_tier is not None:
+        value = max(
+            metric_of(partner.id, next_tier.threshold_metric, start, end, inclusive=True)
+            for start, end, _label in live_windows(next_tier, now, tz)
+        )
+    month = month_of(now, tz)
+    count = ladder_count(partner.id, month, tz)
+    steps = ladder_steps()
+    reached = step_for(count, steps)
+    later = [s for s in steps if s.threshold_conversions > count]
+    deals = db.session.scalars(
+        sa.select(PrivateDeal)
+        .where(PrivateDeal.partner_id == partner.id)
+        .where(sa.or_(PrivateDeal.ends_at.is_(None), PrivateDeal.ends_at > now))
+        .order_by(PrivateDeal.id)
+    ).all()
+    return PartnerStanding(
+        tier=TierProgress(tier, next_tier, value, next_tier.threshold_value if next_tier else 0),
+        ladder=LadderProgress(month, count, reached, later[0] if later else None),
+        campaigns=open_campaigns(partner.id, now),
+        deals=list(deals),
+        can_request_campaigns=may_request_campaigns(program, partner),
+    )
