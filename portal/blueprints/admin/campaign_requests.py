@@ -5,7 +5,7 @@ Its own module so the rest of the console's rewards pages and this flow change a
 
 from __future__ import annotations
 
-from flask import abort, flash, redirect, request, url_for
+from flask import abort, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 from flask_login import current_user
 
@@ -51,8 +51,6 @@ def _get_request(request_id: int):
 def _request_page(found, counter_form=None, decline_form=None, status: int = 200):
     program = get_program()
     thread = found.thread
-    if thread is not None and inbox.mark_read_by_team(thread):
-        db.session.commit()
     body = render_page_or_partial(
         "admin/campaign_request.html",
         "admin/_partials/_campaign_request.html",
@@ -60,7 +58,7 @@ def _request_page(found, counter_form=None, decline_form=None, status: int = 200
         program=program,
         thread=thread,
         messages=inbox.thread_messages(thread) if thread else [],
-        refresh_url=url_for("admin.show_thread", thread_id=thread.id) if thread else None,
+        refresh_url=url_for("admin.show_campaign_request", request_id=found.id, part="messages"),
         badge=campaign_requests.badge_parts(found, team=True),
         desired_rate=campaign_requests.desired_rate(found, program.currency),
         offered_rate=campaign_requests.offered_rate(found, program.currency),
@@ -77,7 +75,23 @@ def _request_page(found, counter_form=None, decline_form=None, status: int = 200
 @bp.get("/campaign-requests/<int:request_id>")
 @operator_required
 def show_campaign_request(request_id: int):
-    return _request_page(_get_request(request_id))
+    # Live re-fetches only read: two fragments refreshing at once must not race to write
+    # (SQLite). Opening the page marks the partner's messages read, as the inbox does.
+    if request.htmx:
+        found = _get_request(request_id)
+        if request.args.get("part") == "messages":
+            return render_template(
+                "_partials/_thread_messages.html",
+                thread=found.thread,
+                messages=inbox.thread_messages(found.thread) if found.thread else [],
+                refresh_url=url_for("admin.show_campaign_request", request_id=found.id, part="messages"),
+            )
+        return _request_page(found)
+    begin_write(db.session())
+    found = _get_request(request_id)
+    if found.thread is not None and inbox.mark_read_by_team(found.thread):
+        db.session.commit()
+    return _request_page(found)
 
 
 def _refused(found, error: DomainError, **forms):

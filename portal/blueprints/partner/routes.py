@@ -492,7 +492,7 @@ def _request_page(found, decline_form: DeclineOfferForm, status: int = 200):
         program=program,
         thread=thread,
         messages=inbox.thread_messages(thread) if thread else [],
-        refresh_url=url_for("partner.show_thread", thread_id=thread.id) if thread else None,
+        refresh_url=url_for("partner.show_campaign_request", request_id=found.id, part="messages"),
         badge=campaign_requests.badge_parts(found),
         desired_rate=campaign_requests.desired_rate(found, program.currency),
         campaign=found.campaign,
@@ -509,7 +509,23 @@ def _request_page(found, decline_form: DeclineOfferForm, status: int = 200):
 @bp.get("/rewards/requests/<int:request_id>")
 @partner_required
 def show_campaign_request(request_id: int):
-    return _request_page(_own_request(request_id), DeclineOfferForm(formdata=None))
+    # Live re-fetches only read: two fragments refreshing at once must not race to write
+    # (SQLite). Opening the page marks the conversation read, as the inbox does.
+    if request.htmx:
+        found = _own_request(request_id)
+        if request.args.get("part") == "messages":
+            return render_template(
+                "_partials/_thread_messages.html",
+                thread=found.thread,
+                messages=inbox.thread_messages(found.thread) if found.thread else [],
+                refresh_url=url_for("partner.show_campaign_request", request_id=found.id, part="messages"),
+            )
+        return _request_page(found, DeclineOfferForm(formdata=None))
+    begin_write(db.session())
+    found = _own_request(request_id)
+    if found.thread is not None and inbox.mark_read_by_partner(found.thread):
+        db.session.commit()
+    return _request_page(found, DeclineOfferForm(formdata=None))
 
 
 @bp.post("/rewards/requests/<int:request_id>/<any(accept, decline, withdraw):action>")
