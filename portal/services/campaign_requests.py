@@ -19,11 +19,11 @@ conditional UPDATE, so two operators approving at once cannot both win.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import sqlalchemy as sa
 from flask_babel import gettext as _
-from sqlalchemy.orm import joinedload
+from sqlalchemy.orm import joinedload, selectinload
 
 from portal import realtime
 from portal.errors import DomainError, InvalidTransition
@@ -33,6 +33,8 @@ from portal.models import (
     CampaignAudience,
     CampaignRequest,
     CampaignReward,
+    Click,
+    Conversion,
     Link,
     Partner,
     Program,
@@ -41,7 +43,7 @@ from portal.models import (
     User,
 )
 from portal.models.types import utcnow
-from portal.services import inbox, links
+from portal.services import inbox, reward_rules, rewards
 from portal.services.audit import record_event
 from portal.services.program import is_allowed_destination
 
@@ -50,8 +52,8 @@ MAX_TEXT = 2000
 MAX_EXPECTED = 1_000_000
 MAX_OPEN_PER_PARTNER = 5
 FULL_RATE_BP = 10_000  # 100 %
-# A private campaign from a request runs this long; the console can change its dates later.
-CAMPAIGN_TERM = timedelta(days=365)
+# A private campaign from a request runs this many months; the console can change its dates later.
+CAMPAIGN_MONTHS = 12
 
 OPEN_STATUSES = frozenset({RequestStatus.REQUESTED, RequestStatus.COUNTERED})
 
@@ -121,12 +123,7 @@ def badge_parts(request: CampaignRequest, team: bool = False) -> tuple[str, str,
 
 def format_rate(rate_type: str | None, percent_bp: int | None, flat_minor: int | None, currency: str) -> str:
     """A rate in words: "12.5% of each sale" or "$5.00 per sale"."""
-    from portal.templating import money
-    from portal.templating import percent_bp as as_percent
-
-    if rate_type == RateType.FLAT:
-        return _("%(amount)s per sale", amount=money(flat_minor or 0, currency))
-    return _("%(rate)s of each sale", rate=as_percent(percent_bp or 0))
+    return rewards.Rate(rate_type or RateType.PERCENT, percent_bp or 0, flat_minor or 0).words(currency)
 
 
 def desired_rate(request: CampaignRequest, currency: str) -> str:
@@ -426,7 +423,7 @@ def accept_offer(request: CampaignRequest, user: User, program: Program) -> Camp
     _move(request, {RequestStatus.COUNTERED}, now, status=RequestStatus.APPROVED, decided_at=now)
     rate = (request.counter_type, request.counter_percent_bp, request.counter_flat_minor)
     # The campaign is the team's offer: the operator who made it stands as its author.
-    campaign, link = _open_private_campaign(request, request.decided_by, program, rate, now)
+    campaign, link = _open_private_campaign(request, request.decided_by or user, program, rate, now)
     record_event(
         user,
         "campaign_request.approved",
@@ -531,6 +528,38 @@ def request_link(request: CampaignRequest) -> Link | None:
     ).first()
 
 
+@dataclass
+class CampaignSale:
+    """A sale through an approved request's link, what it earns now and why."""
+
+    conversion: Conversion
+    earned_minor: int
+    why: list[str]
+
+
+def campaign_sales(request: CampaignRequest, limit: int = 20) -> list[CampaignSale]:
+    """The newest sales credited through the request's campaign link (the partner's own)."""
+    link = request_link(request)
+    if link is None:
+        return []
+    conversions = db.session.scalars(
+        sa.select(Conversion)
+        .join(Click, Click.id == Conversion.click_id)
+        .where(Click.link_id == link.id, Conversion.partner_id == request.partner_id)
+        .options(selectinload(Conversion.commissions))
+        .order_by(Conversion.occurred_at.desc(), Conversion.id.desc())
+        .limit(limit)
+    )
+    return [
+        CampaignSale(
+            conversion,
+            sum(line.amount_minor for line in conversion.commissions),
+            [rewards.explain(line) for line in conversion.commissions],
+        )
+        for conversion in conversions
+    ]
+
+
 QUEUE_FILTERS = ("open", "requested", "countered", "approved", "declined", "withdrawn", "all")
 
 
@@ -560,18 +589,11 @@ def waiting_for_team() -> int:
 
 def can_request(partner: Partner, program: Program) -> bool:
     """Top partners may ask: the program's top-partner tag, or a tier that allows it."""
-    from portal.models import PartnerTier, Tier
-
     tag = (program.top_partner_tag or "").strip().lower()
     if tag and any(t.name == tag for t in partner.tags):
         return True
-    return bool(
-        db.session.scalar(
-            sa.select(Tier.can_request_campaigns)
-            .join(PartnerTier, PartnerTier.tier_id == Tier.id)
-            .where(PartnerTier.partner_id == partner.id)
-        )
-    )
+    tier = rewards.current_tier(partner.id)
+    return bool(tier and tier.can_request_campaigns)
 
 
 def _local_time(instant: datetime, program: Program) -> str:
@@ -586,37 +608,36 @@ def _local_time(instant: datetime, program: Program) -> str:
 
 def _open_private_campaign(
     request: CampaignRequest,
-    actor: User | None,
+    actor: User,
     program: Program,
     rate: tuple[str | None, int | None, int | None],
     now: datetime,
 ) -> tuple[Campaign, Link]:
-    """The approved request's private campaign (this partner only, its own link only) and that link."""
+    """The approved request's private campaign (this partner only, paying through its own link
+    only) and that link, made by the console's campaign services (checks and audit included)."""
     rate_type, percent_bp, flat_minor = rate
     partner = request.partner
-    campaign = Campaign(
-        name=request.name,
-        description=_("Custom campaign requested by %(name)s.", name=partner.user.name),
-        starts_at=now,
-        ends_at=now + CAMPAIGN_TERM,
-        product_ids=[],
-        reward=CampaignReward.RATE,
-        rate_type=rate_type or RateType.PERCENT,
-        rate_percent_bp=percent_bp or 0,
-        rate_flat_minor=flat_minor or 0,
-        audience=CampaignAudience.PARTNERS,
-        links_only=True,
-        landing_url=request.landing_url,
-        created_by_id=actor.id if actor else None,
+    tz = rewards.zone(program)
+    campaign = reward_rules.save_campaign(
+        program,
+        actor,
+        reward_rules.CampaignInput(
+            name=request.name,
+            starts_local=rewards.utc_to_local(now, tz),
+            ends_local=rewards.utc_to_local(rewards.add_months(now, CAMPAIGN_MONTHS, tz), tz),
+            reward=CampaignReward.RATE,
+            rate=reward_rules.RateInput(rate_type or RateType.PERCENT, percent_bp, flat_minor),
+            audience=CampaignAudience.PARTNERS,
+            partner_keys=[partner.ref_code],
+            links_only=True,
+            # Checked again: the allowed domains may have changed since the request.
+            landing_url=request.landing_url,
+            description=_("Custom campaign requested by %(name)s.", name=partner.user.name),
+        ),
     )
-    campaign.partners = [partner]
-    db.session.add(campaign)
-    db.session.flush()
-    # The landing page is checked again: the allowed domains may have changed since the request.
-    link = links.create_link(
-        partner, program, label=request.name, channel="other", destination_url=request.landing_url
+    link = reward_rules.create_campaign_link(
+        program, actor, campaign, partner.ref_code, request.name, "other"
     )
-    link.campaign_id = campaign.id
     request.campaign_id = campaign.id
     db.session.flush()
     return campaign, link

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from playwright.sync_api import Page, expect
 
 from portal.extensions import db
-from portal.models import Partner, User
+from portal.models import User
 from portal.services.partners import set_partner_tags
 from portal.services.program import get_program
 from tests.e2e.support import (
@@ -54,7 +54,7 @@ def test_request_counter_offer_accept_and_a_sale_on_the_new_link_earns_the_agree
 ):
     name = unique_id("Autumn tent guide")
     landing = f"{SHOP}/tents/autumn-guide"
-    partner_id, email = _top_partner(live_server, "top")
+    _partner_id, email = _top_partner(live_server, "top")
 
     # 1. The partner asks; a landing page off the shop's domains is refused first.
     partner = new_context().new_page()
@@ -130,6 +130,9 @@ def test_request_counter_offer_accept_and_a_sale_on_the_new_link_earns_the_agree
         "data-status", "approved", timeout=LIVE_MS
     )
 
+    expect(partner.locator("#live-status")).to_have_attribute("data-state", "live")
+    partner.evaluate(_MARK_PAGE)
+
     # 5. A shopper follows the new link to the landing page, and the shop reports the sale.
     location = click_through(link_url)
     assert location.startswith(landing + "?"), location
@@ -139,16 +142,23 @@ def test_request_counter_offer_accept_and_a_sale_on_the_new_link_earns_the_agree
     sale = tracking_api.conversion(transaction_id=transaction_id, amount="250.00", click_id=click_id)
     assert sale["commission"]["amount"] == "30.00", sale  # 12 % of 250.00, not the base 10 %
 
-    # 6. The partner sees the agreed rate on the sale, and why.
+    # 6. The partner, still on the request's page, sees the sale arrive with the agreed rate and why.
+    sales = partner.get_by_test_id("campaign-sales")
+    sale_row = sales.get_by_role("row").filter(
+        has=partner.get_by_role("link", name=transaction_id, exact=True)
+    )
+    expect(sale_row).to_be_visible(timeout=LIVE_MS)
+    expect(sale_row.locator("td[data-label='You earn']")).to_have_text("$30.00")
+    expect(sale_row.locator("td[data-label='Why this amount']")).to_contain_text(
+        f"Campaign “{name}”: 12% of $250.00."
+    )
+    assert partner.evaluate(_SAME_PAGE), "the request page reloaded instead of re-fetching its card"
+
+    # ...and in their conversions list.
     partner.goto("/partner/conversions")
-    sale_row = (
+    listed = (
         partner.get_by_test_id("conversions-table")
         .get_by_role("row")
         .filter(has=partner.get_by_role("link", name=transaction_id, exact=True))
     )
-    expect(sale_row.locator("td[data-label=Commission]")).to_contain_text("$30.00")
-    sale_row.get_by_role("link", name=transaction_id).click()
-    expect(partner.locator("main")).to_contain_text("12%")
-    expect(partner.locator("main")).to_contain_text(name)
-    with live_server.app.app_context():
-        assert db.session.get(Partner, partner_id).status == "approved"
+    expect(listed.locator("td[data-label=Commission]")).to_contain_text("$30.00")

@@ -367,3 +367,24 @@ def test_team_messages_are_unread_for_the_partner(db, program, top_partner, mana
         sa.select(Message).where(Message.thread_id == request.thread_id, Message.sender == Sender.TEAM)
     ).all()
     assert len(unread) == 1 and unread[0].read_at is None
+
+
+def test_a_top_partner_may_hold_several_custom_campaigns_at_once(db, program, top_partner, manager):
+    first = ask(top_partner, program, name="Tents")
+    second = ask(top_partner, program, name="Boots", landing_url="https://shop.example/boots")
+    requests.approve_request(first, manager, program)
+    requests.approve_request(second, manager, program)
+    assert {first.campaign.rate_percent_bp, second.campaign.rate_percent_bp} == {1500}
+    assert requests.request_link(first).id != requests.request_link(second).id
+
+
+def test_approval_rechecks_the_landing_page_against_todays_domains(db, program, top_partner, manager):
+    request = ask(top_partner, program)
+    db.session.commit()
+    program.allowed_domains = ["other-shop.example"]
+    db.session.flush()
+    with pytest.raises(DomainError, match=r"allowed domains: other-shop\.example"):
+        requests.approve_request(request, manager, program)
+    db.session.rollback()
+    assert db.session.get(CampaignRequest, request.id).status == RequestStatus.REQUESTED
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Campaign)) == 0

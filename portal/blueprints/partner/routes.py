@@ -500,6 +500,7 @@ def _request_page(found, decline_form: DeclineOfferForm, status: int = 200):
         campaign_end=campaign_requests.campaign_end(found, program),
         offered_rate=campaign_requests.offered_rate(found, program.currency),
         link=campaign_requests.request_link(found),
+        sales=campaign_requests.campaign_sales(found),
         confirm_form=ConfirmForm(formdata=None),
         decline_form=decline_form,
     )
