@@ -597,13 +597,9 @@ def can_request(partner: Partner, program: Program) -> bool:
 
 
 def _local_time(instant: datetime, program: Program) -> str:
-    """An instant as the program's clock shows it, in the viewer's language."""
-    from zoneinfo import ZoneInfo
+    from portal.services.rewards_overview import program_time
 
-    from babel.dates import format_datetime
-    from flask_babel import get_locale
-
-    return format_datetime(instant, "medium", tzinfo=ZoneInfo(program.timezone), locale=get_locale() or "en")
+    return program_time(instant, program)
 
 
 def _open_private_campaign(

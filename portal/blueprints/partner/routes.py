@@ -37,6 +37,7 @@ from portal.services import (
 )
 from portal.services.commissions import commission_summary
 from portal.services.program import get_program
+from portal.services.rewards_overview import rewards_overview
 from portal.services.tracking import reason_label
 from portal.views import day_arg, render_page_or_partial
 
@@ -426,6 +427,7 @@ def _rewards_context(partner) -> dict:
     return {
         "partner": partner,
         "program": program,
+        "overview": rewards_overview(partner, program),
         "requests": campaign_requests.partner_requests(partner),
         "badge_parts": campaign_requests.badge_parts,
         "desired_rate": campaign_requests.desired_rate,
