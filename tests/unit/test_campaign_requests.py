@@ -26,6 +26,9 @@ from portal.services import campaign_requests as requests
 from portal.services.partners import set_partner_tags
 from tests.factories import PartnerFactory, UserFactory
 
+# The status moves by compare-and-set; it must behave the same on both databases.
+pytestmark = pytest.mark.postgres
+
 
 @pytest.fixture
 def manager(db):
