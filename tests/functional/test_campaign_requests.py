@@ -224,3 +224,14 @@ def test_the_partner_declines_or_withdraws(client, db, program, top_user):
     assert second.status == RequestStatus.WITHDRAWN
     page = client.get("/partner/rewards").get_data(as_text=True)
     assert "closed — you declined the counter-offer" in page and "withdrawn by you" in page
+
+
+def test_the_request_thread_points_both_sides_to_the_request(client, db, program, top_user, login_as):
+    client.post("/partner/rewards/requests", data=GOOD)
+    found = db.session.scalars(sa.select(CampaignRequest)).one()
+    page = client.get(f"/partner/inbox/{found.thread_id}").get_data(as_text=True)
+    assert "This conversation is about your custom campaign request." in page
+    assert f'href="/partner/rewards/requests/{found.id}"' in page
+    login_as(Role.MANAGER)
+    page = client.get(f"/admin/inbox/{found.thread_id}").get_data(as_text=True)
+    assert f'href="/admin/campaign-requests/{found.id}"' in page

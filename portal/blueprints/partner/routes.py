@@ -194,6 +194,7 @@ def _thread_page(thread, form: ReplyForm, status: int = 200):
         "partner/thread.html",
         "_partials/_thread_messages.html",
         thread=thread,
+        campaign_request=campaign_requests.request_of_thread(thread.id),
         refresh_url=url_for("partner.show_thread", thread_id=thread.id),
         messages=inbox.thread_messages(thread),
         form=form,
