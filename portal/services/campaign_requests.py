@@ -251,7 +251,9 @@ def _announce(request: CampaignRequest) -> None:
 
 def submit_request(partner: Partner, program: Program, data: RequestInput) -> CampaignRequest:
     """An eligible partner asks for a custom campaign; opens the request's inbox thread."""
-    if not partner.attributes or not can_request(partner, program):
+    if not partner.attributes:
+        raise DomainError(_("Your account is suspended, so it cannot ask for a campaign now."))
+    if not can_request(partner, program):
         raise DomainError(
             _("Custom campaigns are for top partners. Ask the team in your inbox how to become one.")
         )
@@ -311,6 +313,10 @@ def _request_summary(data: RequestInput, program: Program) -> str:
 
 def approve_request(request: CampaignRequest, actor: User, program: Program) -> CampaignRequest:
     """The team says yes at the rate asked for: the private campaign and its link are made."""
+    if not request.partner.attributes:
+        raise DomainError(
+            _("This partner is not approved at the moment (suspended?), so no campaign can be made.")
+        )
     now = utcnow()
     _move(
         request,

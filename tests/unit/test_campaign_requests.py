@@ -103,7 +103,7 @@ def test_a_tier_that_allows_it_makes_a_partner_eligible(db, program):
     ("who", "changes", "field", "message"),
     [
         ("plain", {}, None, "top partners"),
-        ("suspended", {}, None, "top partners"),
+        ("suspended", {}, None, "suspended"),
         (
             "top",
             {"landing_url": "https://evil.example/tents"},
@@ -303,6 +303,15 @@ def test_another_partner_cannot_answer_the_offer(db, program, top_partner, manag
     with pytest.raises(DomainError, match="not your request"):
         requests.decline_offer(request, stranger.user, program)
     assert request.status == RequestStatus.COUNTERED
+
+
+def test_no_campaign_for_a_suspended_partner(db, program, top_partner, manager):
+    request = ask(top_partner, program)
+    top_partner.status = PartnerStatus.SUSPENDED
+    with pytest.raises(DomainError, match="not approved at the moment"):
+        requests.approve_request(request, manager, program)
+    assert request.status == RequestStatus.REQUESTED
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Campaign)) == 0
 
 
 def test_a_suspended_partner_cannot_accept(db, program, top_partner, manager):
