@@ -126,6 +126,7 @@ def test_counter_offer_accept_and_refusals_through_the_pages(client, db, program
     manager = login_as(Role.MANAGER)
     queue = client.get("/admin/campaign-requests").get_data(as_text=True)
     assert "Winter boots guide" in queue and "new — waiting for the team" in queue
+    assert "1 request waiting for the team" in queue
 
     # a bad counter-offer: the field says why, nothing changes
     response = client.post(f"/admin/campaign-requests/{found.id}/counter", data={"rate": "101", "note": "x"})
@@ -205,6 +206,7 @@ def test_the_team_approves_or_declines_from_the_console(client, db, program, log
 
     open_queue = client.get("/admin/campaign-requests").get_data(as_text=True)
     assert "Their secret campaign" not in open_queue
+    assert "No request is waiting for the team." in open_queue
     everything = client.get("/admin/campaign-requests?status=all").get_data(as_text=True)
     assert everything.count("Their secret campaign") == 2 and "declined" in everything
 

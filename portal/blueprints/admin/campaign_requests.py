@@ -32,6 +32,7 @@ def list_campaign_requests():
         "admin/campaign_requests.html",
         "admin/_partials/_campaign_request_queue.html",
         requests=campaign_requests.request_queue(status),
+        waiting=campaign_requests.waiting_for_team(),
         status=status,
         filters=campaign_requests.QUEUE_FILTERS,
         program=program,
