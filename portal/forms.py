@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+from decimal import Decimal, InvalidOperation
 from functools import cache
 
 from babel import Locale
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
-from wtforms import DateField, SelectChoice, SelectField, SelectMultipleField, widgets
+from wtforms import (
+    DateField,
+    SelectChoice,
+    SelectField,
+    SelectMultipleField,
+    StringField,
+    ValidationError,
+    widgets,
+)
 from wtforms.validators import Optional
 
 from portal.errors import DomainError
@@ -110,3 +119,27 @@ class RangeForm(FlaskForm):
             elif (self.end.data - self.start.data).days >= MAX_RANGE_DAYS:
                 self.end.errors.append(_l("Choose at most %(days)d days.", days=MAX_RANGE_DAYS))
         return not (self.start.errors or self.end.errors)
+
+
+class PercentField(StringField):
+    """A rate typed as a percent ("12.5"); ``data_bp`` holds it in hundredths of a percent.
+
+    Only the shape is checked here (a number with at most two decimals); the
+    services decide which rates are allowed (over 100 % is refused there).
+    """
+
+    data_bp: int | None = None
+
+    def pre_validate(self, form):
+        self.data_bp = None
+        text = (self.data or "").strip().rstrip("%").strip().replace(",", ".")
+        if not text:
+            return
+        try:
+            value = Decimal(text)
+            exact = value.is_finite() and value == value.quantize(Decimal("0.01"))
+        except InvalidOperation:
+            exact = False
+        if not exact:
+            raise ValidationError(_l("Enter a percent such as 12.5 (at most two decimals)."))
+        self.data_bp = int(value * 100)

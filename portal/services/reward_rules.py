@@ -488,7 +488,10 @@ def save_campaign(
         theirs = _audience_key(
             other.audience, [t.id for t in other.tiers], other.tag_id, [p.id for p in other.partners]
         )
-        if theirs == mine and _products_overlap(products, other.product_ids or []):
+        # Link-only campaigns pay only through their own links, and a sale comes through one
+        # link, so two of them never compete (a top partner may hold several custom campaigns).
+        both_link_only = bool(data.links_only) and other.links_only
+        if theirs == mine and _products_overlap(products, other.product_ids or []) and not both_link_only:
             raise DomainError(
                 _(
                     "This overlaps “%(name)s” (%(start)s – %(end)s): the same audience and products at the "

@@ -399,6 +399,78 @@ def payout_showcase(live_server: LiveServer) -> PayoutShowcase:
         )
 
 
+# --- custom campaign requests ---------------------------------------------------------
+
+
+@dataclass
+class RequestShowcase:
+    """A top partner with long names and a request in each state the pages show; nobody changes it."""
+
+    email: str
+    requested_id: int
+    countered_id: int
+    approved_id: int
+
+
+@pytest.fixture(scope="session")
+def request_showcase(live_server: LiveServer) -> RequestShowcase:
+    from portal.models import PrivateDeal
+    from portal.services import campaign_requests
+    from portal.services.partners import set_partner_tags
+
+    # Outside a test, so the autouse fixture has not pointed Socket.IO at the live server yet.
+    with live_server.app.app_context(), live_server.emitting():
+        program = get_program()
+        manager = db.session.scalars(sa.select(User).where(User.email == DEMO_EMAILS["manager"])).one()
+        partner, email = create_partner(
+            "Scandinavian Long-Distance Trail Running & Fastpacking Journal", "request-showcase"
+        )
+        set_partner_tags(partner, manager, [program.top_partner_tag])
+
+        def ask(name: str, path: str, percent_bp: int):
+            return campaign_requests.submit_request(
+                partner,
+                program,
+                campaign_requests.RequestInput(
+                    name=name,
+                    landing_url=f"{SHOP}/{path}?utm_source=partner-journal&utm_medium=guide&utm_campaign=autumn",
+                    desired_percent_bp=percent_bp,
+                    expected_monthly_conversions=1250,
+                    note="A 6,000-word buyer's guide, a video review series and two newsletter features.",
+                ),
+            )
+
+        requested = ask(
+            "Winter sleeping systems: bags, quilts and insulated pads for sub-zero fell nights",
+            "collections/sleeping-systems/winter-2026-sub-zero-quilts-and-pads",
+            1750,
+        )
+        countered = ask(
+            "Autumn ultralight shelter guide — tents, tarps and bivvies for the northern fells",
+            "collections/ultralight-shelters/autumn-2026-tents-tarps-bivvies",
+            1625,
+        )
+        campaign_requests.counter_offer(
+            countered, manager, program, 1250, "12.5 % for the first year; we review it after the season."
+        )
+        approved = ask(
+            "Fastpacking starter kit: the complete 30-litre list for a first multi-day traverse",
+            "collections/fastpacking/starter-kit-30-litre-multi-day",
+            1500,
+        )
+        campaign_requests.approve_request(approved, manager, program)
+        db.session.add(
+            PrivateDeal(
+                partner_id=partner.id,
+                rate_percent_bp=1800,
+                product_ids=["tent-trailhead-2p-ultralight-sage-green", "tarp-fjell-3x3-silnylon"],
+                note="Agreed at the spring partner summit in Tromsø for the whole 2027 shelter range.",
+            )
+        )
+        db.session.commit()
+        return RequestShowcase(email, requested.id, countered.id, approved.id)
+
+
 # --- the browser -------------------------------------------------------------------
 
 

@@ -17,6 +17,7 @@ NAV_LINKS = {
     "applicant": ["My application"],
     "partner": ["Dashboard"],
     "earner": ["Dashboard"],
+    "top": ["Dashboard", "Rewards"],
     "manager": ["Dashboard", "Applications", "Partners"],
     "admin": ["Dashboard", "Applications", "Partners", "Settings", "Team"],
 }
@@ -30,6 +31,10 @@ ADMIN_CONVERSION = "/admin/conversions/<tracked sale>"
 PAYOUT_BATCH = "/admin/payouts/<approved batch>"
 # The demo's running campaign (its rules and its links).
 DEMO_CAMPAIGN = "/admin/rewards/campaigns/<demo campaign>"
+# The request showcase: a top partner with a request waiting, one countered and one approved.
+PARTNER_REQUEST = "/partner/rewards/requests/<countered request>"
+PARTNER_APPROVED_REQUEST = "/partner/rewards/requests/<approved request>"
+ADMIN_REQUEST = "/admin/campaign-requests/<waiting request>"
 # Pages that would show only an empty state without it.
 NEEDS_TRACKED_SALE = {
     "/partner/",
@@ -57,6 +62,11 @@ PAGES = [
     # "earner": the showcase partner (paid, clawed back, in payout, confirmed and pending lines).
     ("earner", "/partner/earnings"),
     ("earner", "/partner/payout-details"),
+    # "top": the request showcase's top partner (the request form, every request state, a deal).
+    ("top", "/partner/rewards"),
+    ("top", PARTNER_REQUEST),
+    ("top", PARTNER_APPROVED_REQUEST),
+    ("partner", "/partner/rewards"),
     ("manager", "/admin/"),
     ("manager", "/admin/?range=last_month"),
     ("manager", NEW_THREAD),
@@ -68,6 +78,8 @@ PAGES = [
     ("manager", "/admin/integration"),
     ("manager", "/admin/payouts"),
     ("manager", PAYOUT_BATCH),
+    ("manager", "/admin/campaign-requests"),
+    ("manager", ADMIN_REQUEST),
     ("partner", "/partner/inbox"),
     ("manager", "/admin/announcements/new"),
     ("manager", "/admin/automatic-messages/wake_up"),
@@ -126,6 +138,9 @@ def test_page_fits_375px_and_its_menu_opens(
     elif role == "earner":
         page = mobile_page()
         sign_in(page, request.getfixturevalue("payout_showcase").earner_email, APPLICANT_PASSWORD)
+    elif role == "top":
+        page = mobile_page()
+        sign_in(page, request.getfixturevalue("request_showcase").email, APPLICANT_PASSWORD)
     else:
         page = mobile_page(role)
     if path in (PARTNER_DETAIL, NEW_THREAD):
@@ -135,6 +150,13 @@ def test_page_fits_375px_and_its_menu_opens(
         path = path.replace("<approved batch>", str(showcase.batch_id))
     elif path == DEMO_CAMPAIGN:
         path = path.replace("<demo campaign>", str(live_server.demo_campaign_id()))
+    elif path in (PARTNER_REQUEST, PARTNER_APPROVED_REQUEST, ADMIN_REQUEST) or (
+        role == "manager" and path == "/admin/campaign-requests"
+    ):
+        showcase = request.getfixturevalue("request_showcase")
+        path = path.replace("<countered request>", str(showcase.countered_id))
+        path = path.replace("<waiting request>", str(showcase.requested_id))
+        path = path.replace("<approved request>", str(showcase.approved_id))
     elif path in NEEDS_TRACKED_SALE:
         sale = request.getfixturevalue("tracked_sale")
         path = path.replace("<tracked sale>", str(sale.conversion_id))

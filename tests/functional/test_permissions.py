@@ -9,10 +9,11 @@ import pytest
 
 from portal.models import Conversion, PartnerStatus, PayoutBatch, PayoutItem, Role
 from portal.models.types import utcnow
-from portal.services import inbox
+from portal.services import campaign_requests, inbox
 from portal.services.announcements import AnnouncementDraft, save_announcement
 from portal.services.api_keys import create_api_key
 from portal.services.links import create_link
+from portal.services.partners import set_partner_tags
 from tests.creative_support import make_banner
 from tests.factories import PartnerFactory, UserFactory
 
@@ -244,6 +245,36 @@ MATRIX = {
     "partner.list_creatives": ("GET", "/partner/creatives", PARTNER_ONLY),
     "partner.show_creative": ("GET", "/partner/creatives/{creative_id}", PARTNER_ONLY),
     "partner.show_creative_stats": ("GET", "/partner/creatives/stats", PARTNER_ONLY),
+    # custom campaign link requests (the request belongs to another partner)
+    "partner.rewards": ("GET", "/partner/rewards", PARTNER_ONLY),
+    "partner.request_campaign": ("POST", "/partner/rewards/requests", {**PARTNER_ONLY, "partner": 422}),
+    "partner.show_campaign_request": (
+        "GET",
+        "/partner/rewards/requests/{request_id}",
+        {**PARTNER_ONLY, "partner": 404},
+    ),
+    "partner.answer_campaign_request": (
+        "POST",
+        "/partner/rewards/requests/{request_id}/accept",
+        {**PARTNER_ONLY, "partner": 404},
+    ),
+    "admin.list_campaign_requests": ("GET", "/admin/campaign-requests", OPERATORS),
+    "admin.show_campaign_request": ("GET", "/admin/campaign-requests/{request_id}", OPERATORS),
+    "admin.approve_campaign_request": (
+        "POST",
+        "/admin/campaign-requests/{request_id}/approve",
+        {**OPERATORS, "manager": HOME, "admin": HOME},
+    ),
+    "admin.counter_campaign_request": (
+        "POST",
+        "/admin/campaign-requests/{request_id}/counter",
+        {**OPERATORS, "manager": 422, "admin": 422},
+    ),
+    "admin.decline_campaign_request": (
+        "POST",
+        "/admin/campaign-requests/{request_id}/decline",
+        {**OPERATORS, "manager": 422, "admin": 422},
+    ),
     # files: a signed URL is the permission, whoever holds it; the banner address is public
     "media.signed_file": ("GET", "/media/files/creatives/1/x.png", dict.fromkeys(ROLES, 403)),
     "media.banner_image": ("GET", "/media/banners/{creative_id}", dict.fromkeys(ROLES, HOME)),
@@ -348,6 +379,14 @@ def test_route_permissions(client, db, program, login_as, endpoint, role):
                 "Only for them", "News", audience_kind="partners", audience_items=[approved.ref_code]
             ),
         )
+    campaign_request = None
+    if "{request_id}" in template:
+        set_partner_tags(approved, other_manager, [program.top_partner_tag])
+        campaign_request = campaign_requests.submit_request(
+            approved,
+            program,
+            campaign_requests.RequestInput("Theirs", "https://shop.example/theirs", 1500, 10),
+        )
     # Only the creative routes need one (and storing its file is not free).
     creative = make_banner(other_manager, program) if "{creative_id}" in template else None
     rules = _reward_rules(db, approved, template)
@@ -371,6 +410,7 @@ def test_route_permissions(client, db, program, login_as, endpoint, role):
         thread_id=thread.id if thread else None,
         announcement_id=announcement.id if announcement else None,
         creative_id=creative.id if creative else None,
+        request_id=campaign_request.id if campaign_request else None,
         **rules,
     )
     response = client.open(url, method=method)

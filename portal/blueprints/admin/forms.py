@@ -22,7 +22,14 @@ from wtforms import (
 )
 from wtforms.validators import DataRequired, Email, InputRequired, Length, NumberRange, Optional
 
-from portal.forms import ConfirmForm, MultiCheckboxField, as_choices, channel_choices, language_choices
+from portal.forms import (
+    ConfirmForm,
+    MultiCheckboxField,
+    PercentField,
+    as_choices,
+    channel_choices,
+    language_choices,
+)
 
 __all__ = [
     "CREATIVE_FORMS",
@@ -31,6 +38,8 @@ __all__ = [
     "BulkBannerForm",
     "ConfirmForm",
     "ConversionRejectForm",
+    "CounterOfferForm",
+    "DeclineRequestForm",
     "FailureForm",
     "ManagerForm",
     "NewMessageForm",
@@ -644,3 +653,27 @@ class BulkBannerForm(FlaskForm):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.language.choices = language_choices()
+
+
+class CounterOfferForm(FlaskForm):
+    """A custom campaign request: offer the partner another rate."""
+
+    rate = PercentField(
+        _l("Rate to offer (%)"),
+        validators=[DataRequired(_l("Enter a rate in percent, e.g. 12.5."))],
+        description=_l("Percent of each sale through the campaign's link."),
+    )
+    note = TextAreaField(
+        _l("Message to the partner (optional)"),
+        validators=[Optional(), Length(max=2000, message=_l("At most %(max)d characters."))],
+    )
+
+
+class DeclineRequestForm(FlaskForm):
+    reason = TextAreaField(
+        _l("Reason shown to the partner"),
+        validators=[
+            DataRequired(_l("Say why, so the partner knows.")),
+            Length(max=2000, message=_l("At most %(max)d characters.")),
+        ],
+    )

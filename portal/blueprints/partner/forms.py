@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
-from wtforms import BooleanField, RadioField, SelectField, StringField, TextAreaField
-from wtforms.validators import DataRequired, Length, Optional
+from wtforms import BooleanField, IntegerField, RadioField, SelectField, StringField, TextAreaField
+from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional
 
-from portal.forms import as_choices, channel_choices, country_choices
+from portal.forms import PercentField, as_choices, channel_choices, country_choices
 
 _max = Length(max=64, message=_l("At most %(max)d characters."))
 
@@ -87,3 +87,43 @@ def preferences_form(current: dict[str, bool], formdata=None) -> FlaskForm:
     if formdata is None:
         return PreferencesForm(formdata=None, data={f"email_{k}": v for k, v in current.items()})
     return PreferencesForm()
+
+
+class CampaignRequestForm(FlaskForm):
+    name = StringField(
+        _l("Campaign name"),
+        validators=[DataRequired(_l("Name the campaign.")), Length(max=120)],
+        description=_l("E.g. “Autumn tent guide on my blog”."),
+    )
+    landing_url = StringField(
+        _l("Landing page"),
+        validators=[
+            DataRequired(_l("Give the page the campaign should open.")),
+            Length(max=2000, message=_l("At most %(max)d characters.")),
+        ],
+        description=_l("A page on the shop's own site."),
+    )
+    desired_rate = PercentField(
+        _l("Rate you ask for (%)"),
+        validators=[DataRequired(_l("Enter a rate in percent, e.g. 12.5."))],
+        description=_l("Percent of each sale, e.g. 12.5."),
+    )
+    expected_monthly_conversions = IntegerField(
+        _l("Sales you expect a month"),
+        validators=[
+            InputRequired(_l("Enter how many sales a month you expect (0 or more).")),
+            NumberRange(min=0, message=_l("Enter how many sales a month you expect (0 or more).")),
+        ],
+    )
+    note = TextAreaField(
+        _l("Note for the team (optional)"),
+        validators=[Optional(), Length(max=2000, message=_l("At most %(max)d characters."))],
+        description=_l("Where and how you will promote it."),
+    )
+
+
+class DeclineOfferForm(FlaskForm):
+    note = TextAreaField(
+        _l("Tell the team why (optional)"),
+        validators=[Optional(), Length(max=2000, message=_l("At most %(max)d characters."))],
+    )

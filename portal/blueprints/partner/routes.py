@@ -8,6 +8,8 @@ from flask_login import current_user
 
 from portal.blueprints.partner import bp
 from portal.blueprints.partner.forms import (
+    CampaignRequestForm,
+    DeclineOfferForm,
     LinkForm,
     NewThreadForm,
     PayoutDetailsForm,
@@ -23,6 +25,7 @@ from portal.models.types import utcnow
 from portal.security import partner_required
 from portal.services import (
     announcements,
+    campaign_requests,
     creative_stats,
     creatives,
     dashboards,
@@ -35,6 +38,7 @@ from portal.services import (
 )
 from portal.services.commissions import commission_summary
 from portal.services.program import get_program
+from portal.services.rewards_overview import rewards_overview
 from portal.services.tracking import reason_label
 from portal.views import dashboard_range, day_arg, render_page_or_partial
 
@@ -222,6 +226,7 @@ def _thread_page(thread, form: ReplyForm, status: int = 200):
         "partner/thread.html",
         "_partials/_thread_messages.html",
         thread=thread,
+        campaign_request=campaign_requests.request_of_thread(thread.id),
         refresh_url=url_for("partner.show_thread", thread_id=thread.id),
         messages=inbox.thread_messages(thread),
         form=form,
@@ -445,3 +450,147 @@ def show_creative_stats():
         min_clicks=creative_stats.MIN_PROGRAM_CLICKS,
         min_partners=creative_stats.MIN_PROGRAM_PARTNERS,
     )
+
+
+# --- rewards and custom campaign requests ------------------------------------------------------
+
+
+def _rewards_context(partner) -> dict:
+    program = get_program()
+    return {
+        "partner": partner,
+        "program": program,
+        "overview": rewards_overview(partner, program),
+        "requests": campaign_requests.partner_requests(partner),
+        "badge_parts": campaign_requests.badge_parts,
+        "desired_rate": campaign_requests.desired_rate,
+        "offered_rate": campaign_requests.offered_rate,
+        "request_link": campaign_requests.request_link,
+        "can_request": campaign_requests.can_request(partner, program),
+        "confirm_form": ConfirmForm(formdata=None),
+    }
+
+
+def _rewards_page(form: CampaignRequestForm, status: int = 200):
+    context = _rewards_context(current_user.partner)
+    body = render_page_or_partial(
+        "partner/rewards.html", "partner/_partials/_rewards_live.html", form=form, **context
+    )
+    return body, status
+
+
+@bp.get("/rewards")
+@partner_required
+def rewards():
+    return _rewards_page(CampaignRequestForm(formdata=None))
+
+
+@bp.post("/rewards/requests")
+@partner_required
+def request_campaign():
+    form = CampaignRequestForm()
+    if form.validate_on_submit():
+        data = campaign_requests.RequestInput(
+            name=form.name.data,
+            landing_url=form.landing_url.data,
+            desired_percent_bp=form.desired_rate.data_bp,
+            expected_monthly_conversions=form.expected_monthly_conversions.data,
+            note=form.note.data,
+        )
+        try:
+            begin_write(db.session())
+            request_ = campaign_requests.submit_request(current_user.partner, get_program(), data)
+        except DomainError as error:
+            db.session.rollback()
+            put_error_on_form(form, error)
+        else:
+            db.session.commit()
+            flash(_("Request sent. The team will answer in your inbox and here."), "success")
+            return redirect(url_for("partner.show_campaign_request", request_id=request_.id))
+    return _rewards_page(form, 422)
+
+
+def _own_request(request_id: int):
+    found = campaign_requests.partner_request(current_user.partner, request_id)
+    if found is None:
+        abort(404)
+    return found
+
+
+def _request_page(found, decline_form: DeclineOfferForm, status: int = 200):
+    program = get_program()
+    thread = found.thread
+    body = render_page_or_partial(
+        "partner/campaign_request.html",
+        "partner/_partials/_campaign_request.html",
+        request_=found,
+        program=program,
+        thread=thread,
+        messages=inbox.thread_messages(thread) if thread else [],
+        refresh_url=url_for("partner.show_campaign_request", request_id=found.id, part="messages"),
+        badge=campaign_requests.badge_parts(found),
+        desired_rate=campaign_requests.desired_rate(found, program.currency),
+        campaign=found.campaign,
+        agreed_rate=campaign_requests.agreed_rate(found, program.currency),
+        campaign_end=campaign_requests.campaign_end(found, program),
+        offered_rate=campaign_requests.offered_rate(found, program.currency),
+        link=campaign_requests.request_link(found),
+        sales=campaign_requests.campaign_sales(found),
+        confirm_form=ConfirmForm(formdata=None),
+        decline_form=decline_form,
+    )
+    return body, status
+
+
+@bp.get("/rewards/requests/<int:request_id>")
+@partner_required
+def show_campaign_request(request_id: int):
+    # Live re-fetches only read: two fragments refreshing at once must not race to write
+    # (SQLite). Opening the page marks the conversation read, as the inbox does.
+    if request.htmx:
+        found = _own_request(request_id)
+        if request.args.get("part") == "messages":
+            return render_template(
+                "_partials/_thread_messages.html",
+                thread=found.thread,
+                messages=inbox.thread_messages(found.thread) if found.thread else [],
+                refresh_url=url_for("partner.show_campaign_request", request_id=found.id, part="messages"),
+            )
+        return _request_page(found, DeclineOfferForm(formdata=None))
+    begin_write(db.session())
+    found = _own_request(request_id)
+    if found.thread is not None and inbox.mark_read_by_partner(found.thread):
+        db.session.commit()
+    return _request_page(found, DeclineOfferForm(formdata=None))
+
+
+@bp.post("/rewards/requests/<int:request_id>/<any(accept, decline, withdraw):action>")
+@partner_required
+def answer_campaign_request(request_id: int, action: str):
+    found = _own_request(request_id)
+    form = DeclineOfferForm() if action == "decline" else ConfirmForm()
+    if not form.validate_on_submit():
+        return _request_page(found, form if action == "decline" else DeclineOfferForm(formdata=None), 422)
+    try:
+        begin_write(db.session())
+        if action == "accept":
+            campaign_requests.accept_offer(found, current_user, get_program())
+        elif action == "decline":
+            campaign_requests.decline_offer(found, current_user, get_program(), form.note.data)
+        else:
+            campaign_requests.withdraw_request(found, current_user)
+    except DomainError as error:
+        db.session.rollback()
+        flash(error.message, "error")
+        db.session.refresh(found)
+        return _request_page(found, DeclineOfferForm(formdata=None), 409)
+    db.session.commit()
+    flash(
+        {
+            "accept": _("Offer accepted. Your campaign link is ready."),
+            "decline": _("Offer declined. The team has been told."),
+            "withdraw": _("Request withdrawn."),
+        }[action],
+        "success",
+    )
+    return redirect(url_for("partner.show_campaign_request", request_id=found.id))

@@ -1,0 +1,163 @@
+"""Operator console: the queue of custom campaign link requests (approve, counter-offer, decline).
+
+Its own module so the rest of the console's rewards pages and this flow change apart.
+"""
+
+from __future__ import annotations
+
+from flask import abort, flash, redirect, render_template, request, url_for
+from flask_babel import gettext as _
+from flask_login import current_user
+
+from portal.blueprints.admin import bp
+from portal.blueprints.admin.forms import ConfirmForm, CounterOfferForm, DeclineRequestForm
+from portal.database import begin_write
+from portal.errors import DomainError, InvalidTransition
+from portal.extensions import db
+from portal.forms import put_error_on_form
+from portal.security import operator_required
+from portal.services import campaign_requests, inbox
+from portal.services.program import get_program
+from portal.views import render_page_or_partial
+
+
+@bp.get("/campaign-requests")
+@operator_required
+def list_campaign_requests():
+    status = request.args.get("status", "open")
+    if status not in campaign_requests.QUEUE_FILTERS:
+        status = "open"
+    program = get_program()
+    return render_page_or_partial(
+        "admin/campaign_requests.html",
+        "admin/_partials/_campaign_request_queue.html",
+        requests=campaign_requests.request_queue(status),
+        waiting=campaign_requests.waiting_for_team(),
+        status=status,
+        filters=campaign_requests.QUEUE_FILTERS,
+        program=program,
+        badge_parts=campaign_requests.badge_parts,
+        desired_rate=campaign_requests.desired_rate,
+        offered_rate=campaign_requests.offered_rate,
+    )
+
+
+def _get_request(request_id: int):
+    found = campaign_requests.get_request(request_id)
+    if found is None:
+        abort(404)
+    return found
+
+
+def _request_page(found, counter_form=None, decline_form=None, status: int = 200):
+    program = get_program()
+    thread = found.thread
+    body = render_page_or_partial(
+        "admin/campaign_request.html",
+        "admin/_partials/_campaign_request.html",
+        request_=found,
+        program=program,
+        thread=thread,
+        messages=inbox.thread_messages(thread) if thread else [],
+        refresh_url=url_for("admin.show_campaign_request", request_id=found.id, part="messages"),
+        badge=campaign_requests.badge_parts(found, team=True),
+        desired_rate=campaign_requests.desired_rate(found, program.currency),
+        offered_rate=campaign_requests.offered_rate(found, program.currency),
+        agreed_rate=campaign_requests.agreed_rate(found, program.currency),
+        campaign_end=campaign_requests.campaign_end(found, program),
+        link=campaign_requests.request_link(found),
+        confirm_form=ConfirmForm(formdata=None),
+        counter_form=counter_form or CounterOfferForm(formdata=None),
+        decline_form=decline_form or DeclineRequestForm(formdata=None),
+    )
+    return body, status
+
+
+@bp.get("/campaign-requests/<int:request_id>")
+@operator_required
+def show_campaign_request(request_id: int):
+    # Live re-fetches only read: two fragments refreshing at once must not race to write
+    # (SQLite). Opening the page marks the partner's messages read, as the inbox does.
+    if request.htmx:
+        found = _get_request(request_id)
+        if request.args.get("part") == "messages":
+            return render_template(
+                "_partials/_thread_messages.html",
+                thread=found.thread,
+                messages=inbox.thread_messages(found.thread) if found.thread else [],
+                refresh_url=url_for("admin.show_campaign_request", request_id=found.id, part="messages"),
+            )
+        return _request_page(found)
+    begin_write(db.session())
+    found = _get_request(request_id)
+    if found.thread is not None and inbox.mark_read_by_team(found.thread):
+        db.session.commit()
+    return _request_page(found)
+
+
+def _refused(found, error: DomainError, **forms):
+    """Put a refusal back on the page; a step from the wrong state answers 409."""
+    db.session.rollback()
+    db.session.refresh(found)
+    status = 409 if isinstance(error, InvalidTransition) else 422
+    if isinstance(error, InvalidTransition) or not forms:
+        flash(error.message, "error")
+    else:
+        put_error_on_form(next(iter(forms.values())), error)
+    return _request_page(found, status=status, **forms)
+
+
+@bp.post("/campaign-requests/<int:request_id>/approve")
+@operator_required
+def approve_campaign_request(request_id: int):
+    found = _get_request(request_id)
+    if not ConfirmForm().validate_on_submit():
+        return _request_page(found, status=422)
+    try:
+        begin_write(db.session())
+        campaign_requests.approve_request(found, current_user, get_program())
+    except DomainError as error:
+        return _refused(found, error)
+    db.session.commit()
+    flash(
+        _(
+            "Approved: the campaign and its link are live, and %(name)s has been told.",
+            name=found.partner.user.name,
+        ),
+        "success",
+    )
+    return redirect(url_for("admin.show_campaign_request", request_id=found.id))
+
+
+@bp.post("/campaign-requests/<int:request_id>/counter")
+@operator_required
+def counter_campaign_request(request_id: int):
+    found = _get_request(request_id)
+    form = CounterOfferForm()
+    if not form.validate_on_submit():
+        return _request_page(found, counter_form=form, status=422)
+    try:
+        begin_write(db.session())
+        campaign_requests.counter_offer(found, current_user, get_program(), form.rate.data_bp, form.note.data)
+    except DomainError as error:
+        return _refused(found, error, counter_form=form)
+    db.session.commit()
+    flash(_("Counter-offer sent to %(name)s.", name=found.partner.user.name), "success")
+    return redirect(url_for("admin.show_campaign_request", request_id=found.id))
+
+
+@bp.post("/campaign-requests/<int:request_id>/decline")
+@operator_required
+def decline_campaign_request(request_id: int):
+    found = _get_request(request_id)
+    form = DeclineRequestForm()
+    if not form.validate_on_submit():
+        return _request_page(found, decline_form=form, status=422)
+    try:
+        begin_write(db.session())
+        campaign_requests.decline_request(found, current_user, form.reason.data)
+    except DomainError as error:
+        return _refused(found, error, decline_form=form)
+    db.session.commit()
+    flash(_("Request declined; %(name)s has been told why.", name=found.partner.user.name), "success")
+    return redirect(url_for("admin.show_campaign_request", request_id=found.id))
