@@ -26,6 +26,7 @@ from portal.extensions import db
 from portal.models import (
     COUNTERS,
     BatchStatus,
+    CampaignRequest,
     Click,
     Conversion,
     ConversionStatus,
@@ -39,6 +40,7 @@ from portal.models import (
     PartnerTrend,
     PayoutBatch,
     ProgramDailyStat,
+    RequestStatus,
     Signup,
     User,
 )
@@ -898,6 +900,15 @@ register_queue(
         _count(Conversion, Conversion.status == ConversionStatus.REVIEW),
         "admin.list_conversions",
         (("status", "review"),),
+    )
+)
+register_queue(
+    Queue(
+        "link_requests",
+        _l("custom campaign link requests"),
+        _count(CampaignRequest, CampaignRequest.status == RequestStatus.REQUESTED),
+        "admin.list_campaign_requests",
+        (("status", "requested"),),
     )
 )
 register_queue(

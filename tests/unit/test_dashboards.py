@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from portal.charts import bar_chart, nice_top
 from portal.models import (
     BatchStatus,
+    CampaignRequest,
     ConversionStatus,
     PartnerDailyStat,
     PartnerStatus,
@@ -269,11 +270,25 @@ def test_queues_count_what_waits_for_a_person(db, program):
             ),
         ]
     )
+    # One link request waits for the team; a counter-offer waits for the partner, not the team.
+    for status, counter in (("requested", {}), ("countered", {"counter_type": "percent"})):
+        db.session.add(
+            CampaignRequest(
+                partner_id=partner.id,
+                name=f"Spring {status}",
+                landing_url="https://shop.example/spring",
+                desired_percent_bp=1500,
+                status=status,
+                **counter,
+                **({"counter_percent_bp": 1200} if counter else {}),
+            )
+        )
     db.session.flush()
     queues = dashboards.queues()
     counts = [(line.key, line.count) for line in queues.lines]
-    assert counts == [("applications", 2), ("review", 1), ("batches", 1)]
-    assert queues.total == 4
+    assert counts == [("applications", 2), ("review", 1), ("link_requests", 1), ("batches", 1)]
+    assert queues.total == 5
+    assert queues.lines[2].endpoint == "admin.list_campaign_requests"
     assert queues.lines[1].endpoint_args == {"status": "review"}
 
 
