@@ -111,6 +111,13 @@ class Config:
     CLICK_FLUSH_SECONDS = float(_str("CLICK_FLUSH_SECONDS", "0.5"))
     CLICK_BATCH_SIZE = _int("CLICK_BATCH_SIZE", 500)
 
+    # What the click redirect and the API look up on every request (links, the
+    # program, API keys) is cached in each process (portal/lookups.py). A change
+    # committed anywhere shows in every worker within TRACKING_CACHE_CHECK_SECONDS;
+    # TRACKING_CACHE_SECONDS bounds an entry's life whatever happens.
+    TRACKING_CACHE_SECONDS = float(_str("TRACKING_CACHE_SECONDS", "300"))
+    TRACKING_CACHE_CHECK_SECONDS = float(_str("TRACKING_CACHE_CHECK_SECONDS", "2"))
+
     # Tracking API
     API_RATE_LIMIT = _str("API_RATE_LIMIT", "1200 per minute")
     API_MAX_BODY_BYTES = _int("API_MAX_BODY_BYTES", 64 * 1024)

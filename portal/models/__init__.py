@@ -44,6 +44,7 @@ from portal.models.tracking import (
     Conversion,
     ConversionStatus,
     Link,
+    LookupVersion,
     RejectionReason,
     Signup,
 )
@@ -79,6 +80,7 @@ __all__ = [
     "EmailPreference",
     "ItemStatus",
     "Link",
+    "LookupVersion",
     "Message",
     "MessageTemplate",
     "OutboundEmail",

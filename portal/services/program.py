@@ -145,7 +145,4 @@ def update_program_settings(program: Program, actor: User, settings: ProgramSett
     if changed:
         record_event(actor, "program.settings_changed", "program", program.id, changes=changed)
     db.session.flush()
-    from portal.services.clicks import forget_routing
-
-    forget_routing()
     return program

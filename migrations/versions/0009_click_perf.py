@@ -1,0 +1,33 @@
+"""click perf: the lookup cache's change counter
+
+Revision ID: 0009
+Revises: 0005
+Create Date: 2026-12-01 14:00:00
+
+Down revision: 0008 once #4 (rewards) is merged; it points at the newest migration
+of this branch until then.
+
+"""
+from alembic import op
+import sqlalchemy as sa
+
+
+# revision identifiers, used by Alembic.
+revision = '0009'
+down_revision = '0005'
+branch_labels = None
+depends_on = None
+
+
+def upgrade():
+    lookup_version = op.create_table('lookup_version',
+    sa.Column('id', sa.Integer(), autoincrement=False, nullable=False),
+    sa.Column('version', sa.BigInteger(), nullable=False),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_lookup_version'))
+    )
+    # The one row every change counts in (portal/lookups.py).
+    op.bulk_insert(lookup_version, [{'id': 1, 'version': 0}])
+
+
+def downgrade():
+    op.drop_table('lookup_version')
