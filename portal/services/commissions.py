@@ -7,6 +7,7 @@ from datetime import timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.orm.attributes import set_committed_value
 
 from portal.extensions import db
 from portal.models import (
@@ -50,23 +51,30 @@ def compute_commission(program: Program, conversion: Conversion) -> list[Commiss
     return [CommissionDraft(CommissionKind.BASE, amount, explanation)]
 
 
+_INSERT_LINES = sa.insert(Commission).returning(Commission, sort_by_parameter_order=True)
+
+
 def earn(program: Program, conversion: Conversion) -> list[Commission]:
-    """Write the commission lines of an attributed conversion, pending until the hold ends."""
+    """Write the commission lines of an attributed conversion (stored already), pending until
+    the hold ends. One INSERT … RETURNING, not the unit of work: this is the API's hot path."""
     confirm_after = conversion.occurred_at + timedelta(days=program.hold_period_days)
-    lines = [
-        Commission(
-            conversion=conversion,
-            partner_id=conversion.partner_id,
-            kind=draft.kind,
-            amount_minor=draft.amount_minor,
-            currency=conversion.currency,
-            status=CommissionStatus.PENDING,
-            confirm_after=confirm_after,
-            explanation=draft.explanation,
-        )
+    rows = [
+        {
+            "conversion_id": conversion.id,
+            "partner_id": conversion.partner_id,
+            "kind": draft.kind,
+            "amount_minor": draft.amount_minor,
+            "currency": conversion.currency,
+            "status": CommissionStatus.PENDING,
+            "confirm_after": confirm_after,
+            "explanation": draft.explanation,
+        }
         for draft in compute_commission(program, conversion)
     ]
-    db.session.add_all(lines)
+    lines = list(db.session.scalars(_INSERT_LINES, rows)) if rows else []
+    for line in lines:
+        set_committed_value(line, "conversion", conversion)
+    set_committed_value(conversion, "commissions", [*conversion.commissions, *lines])
     return lines
 
 

@@ -25,7 +25,7 @@ from flask_babel import lazy_gettext as _l
 from jinja2 import StrictUndefined, TemplateSyntaxError, UndefinedError, nodes
 from jinja2.sandbox import SandboxedEnvironment
 
-from portal import realtime
+from portal import lookups, realtime
 from portal.errors import DomainError
 from portal.extensions import db
 from portal.models import (
@@ -442,15 +442,28 @@ def _conversion_values(conversion: Conversion) -> dict[str, object]:
 
 
 def conversion_recorded(conversion: Conversion) -> Message | None:
-    """A conversion now counts for its partner: congratulate them if it is their first."""
+    """A conversion now counts for its partner: congratulate them if it is their first.
+
+    Once a partner is seen to have another counted sale, this process remembers it
+    (``portal.lookups``), so their later sales cost no query here at all.
+    """
     if conversion.partner_id is None or conversion.status != ConversionStatus.PENDING:
         return None
-    counted = db.session.scalar(
-        sa.select(sa.func.count()).where(
-            Conversion.partner_id == conversion.partner_id, Conversion.status == ConversionStatus.PENDING
+    cache = lookups.lookups()
+    if cache.get("has_counted_sale", conversion.partner_id) is True:
+        return None
+    earlier = db.session.scalar(
+        sa.select(Conversion.id)
+        .where(
+            Conversion.partner_id == conversion.partner_id,
+            Conversion.status == ConversionStatus.PENDING,
+            Conversion.id != conversion.id,
         )
+        .limit(1)
     )
-    if counted != 1:
+    if earlier is not None:
+        # Not their first; a request records one sale, so that earlier one is already committed.
+        cache.put("has_counted_sale", conversion.partner_id, True, cache.version)
         return None
     from portal.services.commissions import net_commission
 

@@ -14,7 +14,10 @@ from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 from flask_babel import gettext as _
+from sqlalchemy import orm
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm.attributes import set_committed_value
 
 from portal import realtime
 from portal.errors import DomainError
@@ -90,6 +93,10 @@ class Attribution:
     out_of_window: bool = False
 
 
+# A partner without its tags (loaded eagerly elsewhere): attribution never reads them.
+_PARTNER_ONLY = (orm.lazyload(Partner.tags),)
+
+
 def _window(program: Program) -> timedelta:
     return timedelta(days=program.cookie_window_days)
 
@@ -115,7 +122,7 @@ def attribute(
         if click is not None:
             late = occurred_at - click.created_at > _window(program)
             found = Attribution(
-                partner=click.link.partner if click.link else db.session.get(Partner, click.partner_id),
+                partner=db.session.get(Partner, click.partner_id, options=_PARTNER_ONLY),
                 click=click,
                 method=AttributionMethod.CLICK,
                 out_of_window=late,
@@ -124,7 +131,7 @@ def attribute(
         notes.append("unknown click id")
     if ref:
         partner = db.session.scalars(
-            sa.select(Partner).where(Partner.ref_code == ref.strip().lower())
+            sa.select(Partner).options(*_PARTNER_ONLY).where(Partner.ref_code == ref.strip().lower())
         ).first()
         if partner is not None:
             return _earning_partner(partner, Attribution(partner=partner, method=AttributionMethod.REF))
@@ -222,10 +229,8 @@ def record_conversion(program: Program, data: ConversionInput, raw: dict) -> tup
     if data.currency != program.currency:
         raise DomainError(_("This program counts in %(currency)s.", currency=program.currency), "currency")
     digest = fingerprint(raw)
-    existing = _find_conversion(data.transaction_id)
-    if existing is not None:
-        return _same_or_conflict(existing, digest, "transaction_id"), False
-
+    # No look-up first: the transaction id is unique, so a repeat fails its insert below
+    # and is answered from the row already there (retries are rare; sales are not).
     occurred_at = data.occurred_at or utcnow()
     found = attribute(
         program, occurred_at=occurred_at, click_id=data.click_id, ref=data.ref, customer_id=data.customer_id
@@ -266,24 +271,45 @@ def record_conversion(program: Program, data: ConversionInput, raw: dict) -> tup
         elif program.fraud_duplicate_order and _looks_duplicate(program, conversion):
             conversion.status = ConversionStatus.REVIEW
             conversion.flagged_reason = RejectionReason.DUPLICATE
-    try:
-        with db.session.begin_nested():
-            db.session.add(conversion)
-    except IntegrityError:
-        # Another request with the same transaction id won the race.
+    stored = _insert_once(conversion)
+    if stored is None:
+        # Reported before (a retry), or a concurrent request with the same transaction id won.
         existing = _find_conversion(data.transaction_id)
         if existing is None:
-            raise
+            raise RuntimeError(f"conversion {data.transaction_id!r} neither inserted nor found")
         return _same_or_conflict(existing, digest, "transaction_id"), False
-
+    conversion = stored
+    # What the answer and the events read, from the objects in hand instead of queries.
+    set_committed_value(conversion, "partner", partner)
+    set_committed_value(conversion, "commissions", [])
     if conversion.status == ConversionStatus.PENDING and partner is not None:
         commissions.earn(program, conversion)
-    db.session.flush()
     rollups.count_conversion(conversion)
     _announce(conversion)
     lifecycle.conversion_recorded(conversion)
     lifecycle.conversion_rejected(conversion)
     return conversion, True
+
+
+_INSERT_ONCE: dict[str, sa.Insert] = {}
+
+
+def _insert_once(conversion: Conversion) -> Conversion | None:
+    """INSERT … ON CONFLICT (transaction_id) DO NOTHING RETURNING the row as an ORM object:
+    one statement, no SAVEPOINT, no unit of work. None when the id was already taken."""
+    dialect = db.session.get_bind().dialect.name
+    statement = _INSERT_ONCE.get(dialect)
+    if statement is None:
+        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        statement = (
+            insert(Conversion).on_conflict_do_nothing(index_elements=["transaction_id"]).returning(Conversion)
+        )
+        _INSERT_ONCE[dialect] = statement
+    values = {key: value for key, value in sa.inspect(conversion).dict.items() if key in _CONVERSION_COLUMNS}
+    return db.session.scalars(statement, [values]).first()
+
+
+_CONVERSION_COLUMNS = frozenset(attr.key for attr in sa.inspect(Conversion).column_attrs) - {"id"}
 
 
 def _reject(conversion: Conversion, reason: str, note: str | None) -> None:
