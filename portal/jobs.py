@@ -27,25 +27,29 @@ class TriggerReport:
     announcements: int
     wake_ups: int
     emails: int
+    conversion_messages: int = 0
 
     def __str__(self) -> str:
         return (
             f"{self.announcements} scheduled announcements published, "
+            f"{self.conversion_messages} first-sale and rejection messages, "
             f"{self.wake_ups} wake-up messages, {self.emails} e-mails sent"
         )
 
 
 def run_triggers(now: datetime | None = None) -> TriggerReport:
-    """Publish due announcements, send due wake-ups, then send (or retry) waiting e-mails."""
+    """Publish due announcements, send the conversion messages the API left for later and due
+    wake-ups, then send (or retry) waiting e-mails."""
     from portal.services import announcements, delivery, lifecycle
 
     now = now or utcnow()
     published = announcements.publish_due(now)
     db.session.commit()
+    deferred = lifecycle.send_deferred()
     wake_ups = lifecycle.send_wake_ups(now)
     db.session.commit()
     sent = delivery.send_ready() + delivery.retry_unsent()
-    return TriggerReport(published, wake_ups, sent)
+    return TriggerReport(published, wake_ups, sent, deferred)
 
 
 def run_settlement(as_of: date | None = None):

@@ -1,4 +1,4 @@
-"""click perf: the lookup cache's change counter
+"""click perf: the lookup cache's change counter, deferred conversion messages
 
 Revision ID: 0009
 Revises: 0005
@@ -27,7 +27,16 @@ def upgrade():
     )
     # The one row every change counts in (portal/lookups.py).
     op.bulk_insert(lookup_version, [{'id': 1, 'version': 0}])
+    op.create_table('deferred_messages',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('kind', sa.String(length=32), nullable=False),
+    sa.Column('conversion_id', sa.Integer(), nullable=False),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['conversion_id'], ['conversions.id'], name=op.f('fk_deferred_messages_conversion_id_conversions'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_deferred_messages'))
+    )
 
 
 def downgrade():
+    op.drop_table('deferred_messages')
     op.drop_table('lookup_version')

@@ -224,8 +224,14 @@ def _looks_duplicate(program: Program, conversion: Conversion) -> bool:
     return bool(other)
 
 
-def record_conversion(program: Program, data: ConversionInput, raw: dict) -> tuple[Conversion, bool]:
-    """Record a sale once per transaction id; attribute it, screen it, and earn its commission."""
+def record_conversion(
+    program: Program, data: ConversionInput, raw: dict, *, defer_messages: bool = False
+) -> tuple[Conversion, bool]:
+    """Record a sale once per transaction id; attribute it, screen it, and earn its commission.
+
+    ``defer_messages``: the partner's automatic message about it (first sale, rejected on
+    arrival) is decided now but written by the job (``lifecycle.send_deferred``); the API
+    asks for that so that the brand's request does not wait for it."""
     if data.currency != program.currency:
         raise DomainError(_("This program counts in %(currency)s.", currency=program.currency), "currency")
     digest = fingerprint(raw)
@@ -286,8 +292,8 @@ def record_conversion(program: Program, data: ConversionInput, raw: dict) -> tup
         commissions.earn(program, conversion)
     rollups.count_conversion(conversion)
     _announce(conversion)
-    lifecycle.conversion_recorded(conversion)
-    lifecycle.conversion_rejected(conversion)
+    lifecycle.conversion_recorded(conversion, later=defer_messages)
+    lifecycle.conversion_rejected(conversion, later=defer_messages)
     return conversion, True
 
 

@@ -134,7 +134,7 @@ def create_signup():
 def create_conversion():
     body = _body()
     data = read_conversion(body)
-    conversion, created = tracking.record_conversion(cached_program(), data, body)
+    conversion, created = tracking.record_conversion(cached_program(), data, body, defer_messages=True)
     payload = {"conversion": conversion_json(conversion)}  # before commit: nothing to reload afterwards
     db.session.commit()
     return jsonify(payload), 201 if created else 200
