@@ -51,27 +51,35 @@ def compute_commission(program: Program, conversion: Conversion) -> list[Commiss
     return [CommissionDraft(CommissionKind.BASE, amount, explanation)]
 
 
-_INSERT_LINES = sa.insert(Commission).returning(Commission, sort_by_parameter_order=True)
+_LINES = Commission.__table__
+_INSERT_LINES = sa.insert(_LINES).returning(_LINES.c.id, sort_by_parameter_order=True)
+_LINE_COLUMNS = tuple(column.key for column in _LINES.columns if column.key != "id")
 
 
 def earn(program: Program, conversion: Conversion) -> list[Commission]:
     """Write the commission lines of an attributed conversion (stored already), pending until
-    the hold ends. One INSERT … RETURNING, not the unit of work: this is the API's hot path."""
+    the hold ends. One INSERT … RETURNING id, not the unit of work: the API's hot path."""
+    from portal.services.tracking import stored_as_loaded
+
     confirm_after = conversion.occurred_at + timedelta(days=program.hold_period_days)
-    rows = [
-        {
-            "conversion_id": conversion.id,
-            "partner_id": conversion.partner_id,
-            "kind": draft.kind,
-            "amount_minor": draft.amount_minor,
-            "currency": conversion.currency,
-            "status": CommissionStatus.PENDING,
-            "confirm_after": confirm_after,
-            "explanation": draft.explanation,
-        }
-        for draft in compute_commission(program, conversion)
-    ]
-    lines = list(db.session.scalars(_INSERT_LINES, rows)) if rows else []
+    now = utcnow()
+    rows = []
+    for draft in compute_commission(program, conversion):
+        row = dict.fromkeys(_LINE_COLUMNS)
+        row.update(
+            conversion_id=conversion.id,
+            partner_id=conversion.partner_id,
+            kind=draft.kind,
+            amount_minor=draft.amount_minor,
+            currency=conversion.currency,
+            status=CommissionStatus.PENDING,
+            confirm_after=confirm_after,
+            explanation=draft.explanation,
+            created_at=now,
+        )
+        rows.append(row)
+    ids = db.session.execute(_INSERT_LINES, rows).scalars().all() if rows else []
+    lines = [stored_as_loaded(Commission(id=line_id, **row)) for line_id, row in zip(ids, rows, strict=True)]
     for line in lines:
         set_committed_value(line, "conversion", conversion)
     set_committed_value(conversion, "commissions", [*conversion.commissions, *lines])

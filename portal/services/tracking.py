@@ -19,7 +19,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.attributes import set_committed_value
 
-from portal import realtime
+from portal import lookups, realtime
 from portal.errors import DomainError
 from portal.extensions import db
 from portal.models import (
@@ -97,6 +97,30 @@ class Attribution:
 _PARTNER_ONLY = (orm.lazyload(Partner.tags),)
 
 
+def _partner_stub(code: str) -> Partner | None:
+    row = db.session.execute(
+        sa.select(Partner.id, Partner.user_id, Partner.ref_code, Partner.status).where(
+            Partner.ref_code == code
+        )
+    ).first()
+    if row is None:
+        return None
+    stub = Partner(id=row.id, user_id=row.user_id, ref_code=row.ref_code, status=row.status)
+    orm.make_transient_to_detached(stub)  # as if loaded: clean, and the other columns unloaded
+    return stub
+
+
+def partner_by_ref(ref: str) -> Partner | None:
+    """The partner whose ref code this is, in the session without a query when this process
+    knows it (``portal.lookups``). Only the id, user, code and status come from the cache;
+    any other attribute is loaded fresh when read."""
+    code = ref.strip().lower()
+    if not code or len(code) > 32:
+        return None
+    stub = lookups.lookups().load("partner_by_ref", code, lambda: _partner_stub(code))
+    return db.session.merge(stub, load=False) if stub is not None else None
+
+
 def _window(program: Program) -> timedelta:
     return timedelta(days=program.cookie_window_days)
 
@@ -130,9 +154,7 @@ def attribute(
             return _earning_partner(found.partner, found)
         notes.append("unknown click id")
     if ref:
-        partner = db.session.scalars(
-            sa.select(Partner).options(*_PARTNER_ONLY).where(Partner.ref_code == ref.strip().lower())
-        ).first()
+        partner = partner_by_ref(ref)
         if partner is not None:
             return _earning_partner(partner, Attribution(partner=partner, method=AttributionMethod.REF))
         notes.append("unknown ref")
@@ -298,24 +320,37 @@ def record_conversion(
 
 
 _INSERT_ONCE: dict[str, sa.Insert] = {}
+_CONVERSION_COLUMNS = tuple(column.key for column in Conversion.__table__.columns if column.key != "id")
 
 
 def _insert_once(conversion: Conversion) -> Conversion | None:
-    """INSERT … ON CONFLICT (transaction_id) DO NOTHING RETURNING the row as an ORM object:
-    one statement, no SAVEPOINT, no unit of work. None when the id was already taken."""
+    """INSERT … ON CONFLICT (transaction_id) DO NOTHING RETURNING id: one statement, no
+    SAVEPOINT, no unit of work; then the stored row as a clean ORM object in the session.
+    None when the transaction id was already taken."""
     dialect = db.session.get_bind().dialect.name
     statement = _INSERT_ONCE.get(dialect)
     if statement is None:
         insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        table = Conversion.__table__
         statement = (
-            insert(Conversion).on_conflict_do_nothing(index_elements=["transaction_id"]).returning(Conversion)
+            insert(table).on_conflict_do_nothing(index_elements=["transaction_id"]).returning(table.c.id)
         )
         _INSERT_ONCE[dialect] = statement
-    values = {key: value for key, value in sa.inspect(conversion).dict.items() if key in _CONVERSION_COLUMNS}
-    return db.session.scalars(statement, [values]).first()
+    values = {key: getattr(conversion, key) for key in _CONVERSION_COLUMNS}
+    values["refunded_minor"] = values["refunded_minor"] or 0
+    values["created_at"] = values["created_at"] or utcnow()
+    new_id = db.session.execute(statement, values).scalar()
+    if new_id is None:
+        return None
+    return stored_as_loaded(Conversion(id=new_id, **values))
 
 
-_CONVERSION_COLUMNS = frozenset(attr.key for attr in sa.inspect(Conversion).column_attrs) - {"id"}
+def stored_as_loaded(instance):
+    """``instance``, whose every column holds what was just inserted, as a clean persistent
+    object of the session, as if a query had loaded it."""
+    orm.make_transient_to_detached(instance)
+    db.session.add(instance)
+    return instance
 
 
 def _reject(conversion: Conversion, reason: str, note: str | None) -> None:
