@@ -66,7 +66,6 @@ class Click(db.Model):
     __tablename__ = "clicks"
     __table_args__ = (
         sa.Index("ix_clicks_partner_created", "partner_id", "created_at"),
-        sa.Index("ix_clicks_ip_link_created", "ip_hash", "code", "created_at"),
         sa.Index("ix_clicks_creative_created", "creative_id", "created_at"),
     )
 
