@@ -57,8 +57,9 @@ _LINE_COLUMNS = tuple(column.key for column in _LINES.columns if column.key != "
 
 
 def earn(program: Program, conversion: Conversion) -> list[Commission]:
-    """Write the commission lines of an attributed conversion (stored already), pending until
-    the hold ends. One INSERT … RETURNING id, not the unit of work: the API's hot path."""
+    """Write the commission lines of an attributed conversion, pending until the hold ends.
+    A stored conversion's lines take one INSERT … RETURNING id, not the unit of work (the
+    API's hot path); an unsaved one's are added to the session with it."""
     from portal.services.tracking import stored_as_loaded
 
     confirm_after = conversion.occurred_at + timedelta(days=program.hold_period_days)
@@ -78,6 +79,13 @@ def earn(program: Program, conversion: Conversion) -> list[Commission]:
             created_at=now,
         )
         rows.append(row)
+    if conversion.id is None:  # not stored yet: the unit of work inserts both, in order
+        lines = [
+            Commission(conversion=conversion, **{k: v for k, v in row.items() if v is not None})
+            for row in rows
+        ]
+        db.session.add_all(lines)
+        return lines
     ids = db.session.execute(_INSERT_LINES, rows).scalars().all() if rows else []
     lines = [stored_as_loaded(Commission(id=line_id, **row)) for line_id, row in zip(ids, rows, strict=True)]
     for line in lines:
