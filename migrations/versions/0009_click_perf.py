@@ -1,7 +1,7 @@
 """click perf: the lookup cache's change counter, deferred conversion messages, one click index less
 
 Revision ID: 0009
-Revises: 0005
+Revises: 0006
 Create Date: 2026-12-01 14:00:00
 
 Down revision: 0008 once #4 (rewards) is merged; it points at the newest migration
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 
 # revision identifiers, used by Alembic.
 revision = '0009'
-down_revision = '0005'
+down_revision = '0006'
 branch_labels = None
 depends_on = None
 
