@@ -312,7 +312,9 @@ def record_conversion(
     set_committed_value(conversion, "commissions", [])
     if conversion.status == ConversionStatus.PENDING and partner is not None:
         commissions.earn(program, conversion)
-    rollups.count_conversion(conversion)
+    # The time zone of the program in hand (the API's is cached: a change reaches every
+    # worker within TRACKING_CACHE_CHECK_SECONDS; rebuild-rollups recounts after one anyway).
+    rollups.count_conversion(conversion, timezone=program.timezone)
     _announce(conversion)
     lifecycle.conversion_recorded(conversion, later=defer_messages)
     lifecycle.conversion_rejected(conversion, later=defer_messages)
