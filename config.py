@@ -17,6 +17,11 @@ BASE_DIR = Path(__file__).resolve().parent
 INSTANCE_DIR = Path(os.environ.get("PORTAL_INSTANCE_DIR", BASE_DIR / "instance"))
 
 
+# The look-up cache's defaults (see TRACKING_CACHE_SECONDS below); the benchmarks read them here.
+DEFAULT_TRACKING_CACHE_SECONDS = 300.0
+DEFAULT_TRACKING_CACHE_CHECK_SECONDS = 2.0
+
+
 def _bool(name: str, default: bool) -> bool:
     raw = os.environ.get(name)
     if raw is None or raw == "":
@@ -111,6 +116,15 @@ class Config:
     CLICK_WRITE_MODE = _str("CLICK_WRITE_MODE", "buffered")
     CLICK_FLUSH_SECONDS = float(_str("CLICK_FLUSH_SECONDS", "0.5"))
     CLICK_BATCH_SIZE = _int("CLICK_BATCH_SIZE", 500)
+
+    # What the click redirect and the API look up on every request (links, the
+    # program, API keys) is cached in each process (portal/lookups.py). A change
+    # committed anywhere shows in every worker within TRACKING_CACHE_CHECK_SECONDS;
+    # TRACKING_CACHE_SECONDS bounds an entry's life whatever happens.
+    TRACKING_CACHE_SECONDS = float(_str("TRACKING_CACHE_SECONDS", str(DEFAULT_TRACKING_CACHE_SECONDS)))
+    TRACKING_CACHE_CHECK_SECONDS = float(
+        _str("TRACKING_CACHE_CHECK_SECONDS", str(DEFAULT_TRACKING_CACHE_CHECK_SECONDS))
+    )
 
     # Tracking API
     API_RATE_LIMIT = _str("API_RATE_LIMIT", "1200 per minute")

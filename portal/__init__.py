@@ -3,18 +3,54 @@
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 
-from flask import Flask, request
+from flask import Flask, request, request_finished, request_started, request_tearing_down
 from flask.sessions import SecureCookieSessionInterface
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from config import Config, finalise_secret_key, get_config
 from portal.extensions import babel, csrf, db, htmx, limiter, login_manager, migrate, socketio
 
+# Endpoints that skip the app-wide request hooks (see PortalFlask).
+LEAN_ENDPOINTS = frozenset({"track.follow_link"})
+_NO_EXC = object()
+
+
+class PortalFlask(Flask):
+    """Flask, except that the endpoints in ``LEAN_ENDPOINTS`` skip the app-wide
+    ``before_request`` / ``after_request`` / ``teardown_request`` functions that
+    extensions install for every request: CSRF (a GET needs none), the rate limiter
+    (no limits there), the remember-me cookie (no session there) and sending committed
+    mail (nothing queues any there). Such an endpoint must not rely on them, and its
+    blueprint registers none of its own. Routing, error handlers, signals and the app
+    context's teardown (the database session) run as for any request."""
+
+    def full_dispatch_request(self):
+        if request.endpoint not in LEAN_ENDPOINTS:
+            return super().full_dispatch_request()
+        self._got_first_request = True
+        try:
+            request_started.send(self, _async_wrapper=self.ensure_sync)
+            rv = self.dispatch_request()
+        except Exception as e:  # noqa: BLE001 - what Flask's own dispatch does
+            rv = self.handle_user_exception(e)
+        response = self.make_response(rv)
+        request_finished.send(self, _async_wrapper=self.ensure_sync, response=response)
+        return response
+
+    def do_teardown_request(self, exc=_NO_EXC):
+        if exc is _NO_EXC:
+            exc = sys.exc_info()[1]
+        if request.endpoint not in LEAN_ENDPOINTS:
+            return super().do_teardown_request(exc)
+        request_tearing_down.send(self, _async_wrapper=self.ensure_sync, exc=exc)
+        return None
+
 
 def create_app(config_class: type[Config] | None = None, **overrides) -> Flask:
-    app = Flask(__name__, instance_path=str(_instance_dir()))
+    app = PortalFlask(__name__, instance_path=str(_instance_dir()))
     app.config.from_object(config_class or get_config())
     app.config.update(overrides)
     finalise_secret_key(app.config)
@@ -82,13 +118,9 @@ def register_extensions(app: Flask) -> None:
     htmx.init_app(app)
     limiter.init_app(app)
 
-    @limiter.request_filter
-    def _not_the_click_redirect() -> bool:
-        # /go/ has no limits of its own; skip the limiter's per-request work there.
-        return request.path.startswith("/go/")
+    from portal import clickwriter, lookups, storage
 
-    from portal import clickwriter, storage
-
+    lookups.init_app(app)
     clickwriter.init_app(app)
     storage.init_app(app)
 

@@ -29,18 +29,20 @@ class TriggerReport:
     wake_ups: int
     emails: int
     campaigns: int = 0
+    conversion_messages: int = 0
 
     def __str__(self) -> str:
         return (
             f"{self.announcements} scheduled announcements published, "
             f"{self.campaigns} campaign-starting messages, "
+            f"{self.conversion_messages} first-sale and rejection messages, "
             f"{self.wake_ups} wake-up messages, {self.emails} e-mails sent"
         )
 
 
 def run_triggers(now: datetime | None = None) -> TriggerReport:
-    """Publish due announcements, tell partners about campaigns starting, send due wake-ups,
-    then send (or retry) waiting e-mails."""
+    """Publish due announcements, tell partners about campaigns starting, send the conversion
+    messages the API left for later and due wake-ups, then send (or retry) waiting e-mails."""
     from portal.services import announcements, delivery, lifecycle, rewards
     from portal.services.program import get_program
 
@@ -49,10 +51,11 @@ def run_triggers(now: datetime | None = None) -> TriggerReport:
     db.session.commit()
     campaigns = rewards.announce_starting_campaigns(get_program(), now)
     db.session.commit()
+    deferred = lifecycle.send_deferred()
     wake_ups = lifecycle.send_wake_ups(now)
     db.session.commit()
     sent = delivery.send_ready() + delivery.retry_unsent()
-    return TriggerReport(published, wake_ups, sent, campaigns)
+    return TriggerReport(published, wake_ups, sent, campaigns=campaigns, conversion_messages=deferred)
 
 
 def run_confirm(now: datetime | None = None) -> int:

@@ -176,6 +176,19 @@ class AutomaticMessageLog(db.Model):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+class DeferredMessage(db.Model):
+    """An automatic message about a conversion that the tracking API decided on and left
+    to the job (``portal run-triggers``), so that the brand's request does not wait for it.
+    Written in the conversion's own transaction; deleted when the message is sent."""
+
+    __tablename__ = "deferred_messages"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(sa.String(32))
+    conversion_id: Mapped[int] = mapped_column(sa.ForeignKey("conversions.id", ondelete="CASCADE"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 class EmailPreference(db.Model):
     """A partner's e-mail switch for one kind; no row means e-mail is on."""
 

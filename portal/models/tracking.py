@@ -70,7 +70,6 @@ class Click(db.Model):
     __tablename__ = "clicks"
     __table_args__ = (
         sa.Index("ix_clicks_partner_created", "partner_id", "created_at"),
-        sa.Index("ix_clicks_ip_link_created", "ip_hash", "code", "created_at"),
         sa.Index("ix_clicks_creative_created", "creative_id", "created_at"),
     )
 
@@ -199,3 +198,14 @@ class ApiKey(db.Model):
     @property
     def active(self) -> bool:
         return self.revoked_at is None
+
+
+class LookupVersion(db.Model):
+    """One row whose ``version`` goes up with every committed change to what the click
+    redirect and the API keep cached in each process (links, partners' codes and status,
+    the program, creatives, API keys). ``portal.lookups`` bumps it and watches it."""
+
+    __tablename__ = "lookup_version"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    version: Mapped[int] = mapped_column(sa.BigInteger, default=0)

@@ -5,11 +5,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 from flask_babel import gettext as _
 
+from portal import lookups
 from portal.errors import DomainError
 from portal.extensions import db
 from portal.models import ApiKey, User
@@ -45,17 +47,47 @@ def revoke_api_key(key: ApiKey, actor: User) -> ApiKey:
     return key
 
 
-def authenticate_api_key(plain: str | None) -> ApiKey | None:
-    """The active key matching ``plain``, or None."""
+@dataclass
+class KeyInfo:
+    """What a request needs of its API key; cached per process (``portal.lookups``)."""
+
+    id: int
+    name: str
+    prefix: str
+    key_hash: str
+    active: bool
+    last_used_at: datetime | None
+
+
+def _load_key(prefix: str) -> KeyInfo | None:
+    row = db.session.execute(
+        sa.select(
+            ApiKey.id, ApiKey.name, ApiKey.prefix, ApiKey.key_hash, ApiKey.revoked_at, ApiKey.last_used_at
+        ).where(ApiKey.prefix == prefix)
+    ).first()
+    if row is None:
+        return None
+    return KeyInfo(row.id, row.name, row.prefix, row.key_hash, row.revoked_at is None, row.last_used_at)
+
+
+def authenticate_api_key(plain: str | None) -> KeyInfo | None:
+    """The active key matching ``plain``, or None.
+
+    The key's row is cached in each process; a revocation reaches every worker within
+    TRACKING_CACHE_CHECK_SECONDS (2 s by default), the revoking one at once.
+    """
     if not plain or not plain.startswith(KEY_PREFIX):
         return None
     prefix = plain[len(KEY_PREFIX) :].split("_", 1)[0]
-    key = db.session.scalars(sa.select(ApiKey).where(ApiKey.prefix == prefix)).first()
-    if key is None or key.revoked_at is not None or not hmac.compare_digest(key.key_hash, _hash(plain)):
+    if not prefix or len(prefix) > 16:
+        return None
+    key = lookups.lookups().load("api_key", prefix, lambda: _load_key(prefix))
+    if key is None or not key.active or not hmac.compare_digest(key.key_hash, _hash(plain)):
         return None
     now = utcnow()
-    # Note use at most once a minute, not on every request.
+    # Note use at most once a minute, not on every request (a column nothing caches).
     if key.last_used_at is None or now - key.last_used_at > timedelta(minutes=1):
+        db.session.execute(sa.update(ApiKey).where(ApiKey.id == key.id).values(last_used_at=now))
         key.last_used_at = now
     return key
 

@@ -1,18 +1,18 @@
 """The click redirect's rules: which link a code means, where it goes, what the click is.
 
-This is the hot path. Look-ups are cached in the process for a few seconds; the
-click row itself is written by ``portal.clickwriter`` in batches.
+This is the hot path. Look-ups are cached in each process by ``portal.lookups``
+(which notices changes made by any worker); the click row itself is written by
+``portal.clickwriter`` in batches.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 import re
-import secrets
 import threading
-import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from flask import current_app
 from sqlalchemy.orm import Session
 
+from portal import lookups
 from portal.extensions import db
 from portal.models import (
     Click,
@@ -34,29 +35,11 @@ from portal.models import (
 )
 from portal.services import rollups
 
-CACHE_SECONDS = 30.0
-_MAX_CACHED = 50_000
 _BOTS = re.compile(
     r"bot|crawl|spider|slurp|mediapartners|facebookexternalhit|embedly|preview|monitor|"
     r"curl/|wget/|python-requests|python-urllib|httpclient|go-http-client|headlesschrome|phantomjs",
 )
 _SUB = re.compile(r"^[\w.:+-]{1,64}$")
-
-
-@dataclass(frozen=True)
-class Target:
-    """What a code resolves to, as the redirect needs it."""
-
-    code: str
-    partner_id: int
-    ref_code: str
-    link_id: int | None
-    destination_url: str | None
-    channel: str
-    campaign: str | None
-    sub_id: str | None
-    link_active: bool
-    partner_attributes: bool
 
 
 @dataclass(frozen=True)
@@ -71,50 +54,46 @@ class Routing:
     flood_per_minute: int
 
 
-class _TTLCache:
-    def __init__(self, seconds: float, size: int):
-        self.seconds = seconds
-        self.size = size
-        self._data: dict = {}
-        self._lock = threading.Lock()
+@dataclass(frozen=True)
+class Target:
+    """What a code resolves to, as the redirect needs it.
 
-    def get(self, key):
-        hit = self._data.get(key)
-        if hit is not None and hit[0] > time.monotonic():
-            return hit[1]
-        return _MISS
+    ``destination`` is where the click goes without a landing-page creative, and
+    ``location_head`` + click id + ``location_tail`` the redirect's ``Location`` then:
+    worked out once per cached look-up, not on every click.
+    """
 
-    def put(self, key, value) -> None:
-        with self._lock:
-            if len(self._data) >= self.size:
-                self._data.clear()
-            self._data[key] = (time.monotonic() + self.seconds, value)
+    code: str
+    partner_id: int
+    ref_code: str
+    link_id: int | None
+    destination_url: str | None
+    channel: str
+    campaign: str | None
+    sub_id: str | None
+    link_active: bool
+    partner_attributes: bool
+    destination: str = ""
+    location_head: str = ""
+    location_tail: str = ""
 
-    def forget(self, key=None) -> None:
-        with self._lock:
-            if key is None:
-                self._data.clear()
-            else:
-                self._data.pop(key, None)
-
-
-_MISS = object()
-_targets = _TTLCache(CACHE_SECONDS, _MAX_CACHED)
-_routing = _TTLCache(CACHE_SECONDS, 4)
-_creative_landings = _TTLCache(CACHE_SECONDS, 10_000)
+    def location(self, click_id: str) -> str:
+        return self.location_head + click_id + self.location_tail
 
 
 def forget_target(code: str | None = None) -> None:
-    """Drop cached look-ups in this process (other workers refresh within CACHE_SECONDS)."""
-    _targets.forget(code)
+    """Drop cached look-ups in every app of this process (tests; real changes need not:
+    ``portal.lookups`` notices them)."""
+    lookups.forget_everywhere("target", code.lower() if code else None)
 
 
 def forget_routing() -> None:
-    _routing.forget()
+    lookups.forget_everywhere("routing")
+    lookups.forget_everywhere("target")
 
 
 def forget_creative(creative_id: int | None = None) -> None:
-    _creative_landings.forget(creative_id)
+    lookups.forget_everywhere("creative_landing", creative_id)
 
 
 def creative_id_from(value: str | None) -> int | None:
@@ -122,107 +101,153 @@ def creative_id_from(value: str | None) -> int | None:
     return int(value) if value and value.isdigit() and len(value) < 10 else None
 
 
+def _load_creative_landing(creative_id: int) -> str | None:
+    return db.session.scalar(
+        sa.select(CreativeVersion.url)
+        .join(
+            Creative,
+            sa.and_(
+                CreativeVersion.creative_id == Creative.id,
+                CreativeVersion.number == Creative.current_version,
+            ),
+        )
+        .where(
+            Creative.id == creative_id,
+            Creative.kind == CreativeKind.LANDING,
+            Creative.status == CreativeStatus.PUBLISHED,
+        )
+    )
+
+
 def creative_landing(value: str | None) -> str | None:
     """Where a published landing-page creative sends its clicks, if ``value`` names one."""
     creative_id = creative_id_from(value)
     if creative_id is None:
         return None
-    cached = _creative_landings.get(creative_id)
-    if cached is _MISS:
-        cached = db.session.scalar(
-            sa.select(CreativeVersion.url)
-            .join(
-                Creative,
-                sa.and_(
-                    CreativeVersion.creative_id == Creative.id,
-                    CreativeVersion.number == Creative.current_version,
-                ),
-            )
-            .where(
-                Creative.id == creative_id,
-                Creative.kind == CreativeKind.LANDING,
-                Creative.status == CreativeStatus.PUBLISHED,
-            )
-        )
-        _creative_landings.put(creative_id, cached)
-    return cached
+    cache = lookups.lookups()
+    return cache.load("creative_landing", creative_id, lambda: _load_creative_landing(creative_id))
 
 
-def _load_target(code: str) -> Target | None:
+_TARGET_COLUMNS = (
+    Link.id,
+    Link.partner_id,
+    Link.destination_url,
+    Link.channel,
+    Link.campaign,
+    Link.sub_id,
+    Link.active,
+    Partner.ref_code,
+    Partner.status,
+)
+
+
+def _load_target(code: str, route: Routing | None) -> Target | None:
     row = db.session.execute(
-        sa.select(Link, Partner.ref_code, Partner.status)
-        .join(Partner, Partner.id == Link.partner_id)
-        .where(Link.code == code)
+        sa.select(*_TARGET_COLUMNS).join(Partner, Partner.id == Link.partner_id).where(Link.code == code)
     ).first()
     if row is not None:
-        link, ref_code, status = row
-        return Target(
+        target = Target(
             code=code,
-            partner_id=link.partner_id,
-            ref_code=ref_code,
-            link_id=link.id,
-            destination_url=link.destination_url,
-            channel=link.channel,
-            campaign=link.campaign,
-            sub_id=link.sub_id,
-            link_active=link.active,
-            partner_attributes=status == PartnerStatus.APPROVED,
+            partner_id=row.partner_id,
+            ref_code=row.ref_code,
+            link_id=row.id,
+            destination_url=row.destination_url,
+            channel=row.channel,
+            campaign=row.campaign,
+            sub_id=row.sub_id,
+            link_active=row.active,
+            partner_attributes=row.status == PartnerStatus.APPROVED,
         )
-    # A partner's ref code is their default link to the default landing page.
-    partner = db.session.execute(
-        sa.select(Partner.id, Partner.status).where(Partner.ref_code == code)
-    ).first()
-    if partner is None:
-        return None
-    return Target(
-        code=code,
-        partner_id=partner.id,
-        ref_code=code,
-        link_id=None,
-        destination_url=None,
-        channel="other",
-        campaign=None,
-        sub_id=None,
-        link_active=True,
-        partner_attributes=partner.status == PartnerStatus.APPROVED,
-    )
+    else:
+        # A partner's ref code is their default link to the default landing page.
+        partner = db.session.execute(
+            sa.select(Partner.id, Partner.status).where(Partner.ref_code == code)
+        ).first()
+        if partner is None:
+            return None
+        target = Target(
+            code=code,
+            partner_id=partner.id,
+            ref_code=code,
+            link_id=None,
+            destination_url=None,
+            channel="other",
+            campaign=None,
+            sub_id=None,
+            link_active=True,
+            partner_attributes=partner.status == PartnerStatus.APPROVED,
+        )
+    if route is None or not route.default_landing_url:
+        return target
+    destination = destination_for(target, route)
+    head, tail = location_parts(destination, route.ref_param, target.ref_code, route.click_id_param)
+    return replace(target, destination=destination, location_head=head, location_tail=tail)
 
 
 def resolve(code: str) -> Target | None:
     key = code.lower()
-    cached = _targets.get(key)
-    if cached is _MISS:
-        cached = _load_target(key) if len(key) <= 64 else None
-        _targets.put(key, cached)
+    cache = lookups.lookups()
+    cached = cache.get("target", key)
+    if cached is lookups.MISS:
+        cached = cache.load("target", key, lambda: _load_target(key, routing()) if len(key) <= 64 else None)
     return cached
+
+
+def _load_routing() -> Routing | None:
+    program = db.session.scalars(sa.select(Program).order_by(Program.id).limit(1)).first()
+    if program is None:
+        return None
+    return Routing(
+        default_landing_url=program.default_landing_url,
+        allowed_domains=tuple(program.allowed_domains),
+        ref_param=program.ref_param,
+        click_id_param=program.click_id_param,
+        flood_rule=program.fraud_click_flood,
+        flood_per_minute=program.click_flood_per_minute,
+    )
 
 
 def routing() -> Routing | None:
-    cached = _routing.get("program")
-    if cached is _MISS:
-        program = db.session.scalars(sa.select(Program).order_by(Program.id).limit(1)).first()
-        cached = None
-        if program is not None:
-            cached = Routing(
-                default_landing_url=program.default_landing_url,
-                allowed_domains=tuple(program.allowed_domains),
-                ref_param=program.ref_param,
-                click_id_param=program.click_id_param,
-                flood_rule=program.fraud_click_flood,
-                flood_per_minute=program.click_flood_per_minute,
-            )
-        _routing.put("program", cached)
-    return cached
+    return lookups.lookups().load("routing", None, _load_routing)
+
+
+class _Memo:
+    """A bounded dict of computed values (cleared when full): the same few addresses and
+    browsers come back again and again."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self.data: dict = {}
+
+    def put(self, key, value):
+        if len(self.data) >= self.size:
+            self.data = {}
+        self.data[key] = value
+        return value
+
+
+_ip_hashes = _Memo(10_000)
+_bot_agents = _Memo(10_000)
 
 
 def hash_ip(ip: str | None) -> str:
     """A keyed hash: the same address always gives the same value, which cannot be reversed."""
-    key = current_app.config["SECRET_KEY"].encode()
-    return hmac.new(key, (ip or "").encode(), hashlib.sha256).hexdigest()[:32]
+    secret = current_app.config["SECRET_KEY"]
+    key = (secret, ip)
+    hashed = _ip_hashes.data.get(key)
+    if hashed is None:
+        digest = hmac.new(secret.encode(), (ip or "").encode(), hashlib.sha256).hexdigest()[:32]
+        hashed = _ip_hashes.put(key, digest)
+    return hashed
 
 
 def is_bot(user_agent: str | None) -> bool:
-    return not user_agent or bool(_BOTS.search(user_agent.lower()))
+    if not user_agent:
+        return True
+    bot = _bot_agents.data.get(user_agent)
+    if bot is None:
+        bot = _bot_agents.put(user_agent, bool(_BOTS.search(user_agent.lower())))
+    return bot
 
 
 class _FloodCounter:
@@ -255,6 +280,20 @@ def with_params(url: str, params: dict[str, str]) -> str:
     return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query), parts.fragment))
 
 
+def location_parts(url: str, ref_param: str, ref: str, click_id_param: str) -> tuple[str, str]:
+    """``with_params(url, {ref_param: ref, click_id_param: click_id})`` as the text before and
+    after the click id, which is hex and so needs no quoting."""
+    parts = urlsplit(url)
+    query = [
+        (k, v)
+        for k, v in parse_qsl(parts.query, keep_blank_values=True)
+        if k not in (ref_param, click_id_param)
+    ]
+    query += [(ref_param, ref), (click_id_param, "")]
+    head = urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query), ""))
+    return head, ("#" + parts.fragment if parts.fragment else "")
+
+
 def destination_for(target: Target | None, route: Routing, creative_landing: str | None = None) -> str:
     """The link's own destination, else the landing-page creative's, each only while it is
     still on an allowed domain; else the default landing page."""
@@ -266,8 +305,36 @@ def destination_for(target: Target | None, route: Routing, creative_landing: str
     return route.default_landing_url
 
 
+class _ClickIds:
+    """Click ids: 16 bytes from the operating system's CSPRNG each, as ``secrets.token_hex(16)``,
+    but read 4 KiB at a time instead of one system call per click. A forked child starts
+    with an empty buffer, so two workers never hand out the same bytes."""
+
+    _CHUNK = 4096
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._reset()
+        os.register_at_fork(after_in_child=self._reset)
+
+    def _reset(self) -> None:
+        self._buffer = b""
+        self._at = 0
+
+    def next(self) -> str:
+        with self._lock:
+            at = self._at
+            if at + 16 > len(self._buffer):
+                self._buffer, at = os.urandom(self._CHUNK), 0
+            self._at = at + 16
+            return self._buffer[at : at + 16].hex()
+
+
+_click_ids = _ClickIds()
+
+
 def new_click_id() -> str:
-    return secrets.token_hex(16)
+    return _click_ids.next()
 
 
 def clean_sub(value: str | None) -> str | None:

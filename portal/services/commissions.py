@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import sqlalchemy as sa
+from sqlalchemy.orm.attributes import set_committed_value
 
 from portal.extensions import db
 from portal.models import (
@@ -47,19 +48,31 @@ def compute_commission(
     return rewards.decide(program, conversion, context)
 
 
+_LINES = Commission.__table__
+_INSERT_LINES = sa.insert(_LINES).returning(_LINES.c.id, sort_by_parameter_order=True)
+_LINE_COLUMNS = tuple(column.key for column in _LINES.columns if column.key != "id")
+
+
 def earn(program: Program, conversion: Conversion) -> list[Commission]:
     """Write the commission lines of an attributed conversion, pending until the hold ends.
 
     A conversion that crosses a tier threshold first moves the partner up, so it earns
-    the new tier's rate itself.
+    the new tier's rate itself. A stored conversion's lines take one INSERT … RETURNING id,
+    not the unit of work (the API's hot path); an unsaved one's are added to the session
+    with it.
     """
+    from portal.services.tracking import stored_as_loaded
+
     change = rewards.upgrade_on_conversion(program, conversion)
     context = rewards.load_context(conversion)
     context.tier_just_reached = change is not None
     confirm_after = conversion.occurred_at + timedelta(days=program.hold_period_days)
-    lines = [
-        Commission(
-            conversion=conversion,
+    now = utcnow()
+    rows = []
+    for draft in compute_commission(program, conversion, context):
+        row = dict.fromkeys(_LINE_COLUMNS)
+        row.update(
+            conversion_id=conversion.id,
             partner_id=conversion.partner_id,
             kind=draft.kind,
             amount_minor=draft.amount_minor,
@@ -67,10 +80,21 @@ def earn(program: Program, conversion: Conversion) -> list[Commission]:
             status=CommissionStatus.PENDING,
             confirm_after=confirm_after,
             explanation=draft.explanation,
+            created_at=now,
         )
-        for draft in compute_commission(program, conversion, context)
-    ]
-    db.session.add_all(lines)
+        rows.append(row)
+    if conversion.id is None:  # not stored yet: the unit of work inserts both, in order
+        lines = [
+            Commission(conversion=conversion, **{k: v for k, v in row.items() if v is not None})
+            for row in rows
+        ]
+        db.session.add_all(lines)
+        return lines
+    ids = db.session.execute(_INSERT_LINES, rows).scalars().all() if rows else []
+    lines = [stored_as_loaded(Commission(id=line_id, **row)) for line_id, row in zip(ids, rows, strict=True)]
+    for line in lines:
+        set_committed_value(line, "conversion", conversion)
+    set_committed_value(conversion, "commissions", [*conversion.commissions, *lines])
     return lines
 
 

@@ -309,9 +309,6 @@ def update_creative(creative: Creative, actor: User, program: Program, data: Cre
     record_event(actor, "creative.updated", "creative", creative.id, changes=changed)
     db.session.flush()
     db.session.expire(creative, ["current"])
-    from portal.services.clicks import forget_creative
-
-    forget_creative(creative.id)
     _announce(creative, "updated")
     return creative
 
@@ -371,9 +368,6 @@ def set_creative_status(creative: Creative, actor: User, verb: str) -> Creative:
         creative.published_at = now
     record_event(actor, f"creative.{verb}", "creative", creative.id, previous=previous)
     db.session.flush()
-    from portal.services.clicks import forget_creative
-
-    forget_creative(creative.id)
     if target == CreativeStatus.PUBLISHED:
         _announce(creative, "published")
     return creative

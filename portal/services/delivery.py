@@ -136,6 +136,8 @@ def init_app(app) -> None:
 
     @app.after_request
     def send_committed_mail(response):
+        if not db.session.registry.has():
+            return response  # no session in this request: nothing it committed
         try:
             send_ready(limit=INLINE_LIMIT)
         except Exception:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import lru_cache
 
 import sqlalchemy as sa
 from flask_babel import format_date, get_locale
@@ -25,7 +26,7 @@ from flask_babel import lazy_gettext as _l
 from jinja2 import StrictUndefined, TemplateSyntaxError, UndefinedError, nodes
 from jinja2.sandbox import SandboxedEnvironment
 
-from portal import realtime
+from portal import lookups, realtime
 from portal.errors import DomainError
 from portal.extensions import db
 from portal.models import (
@@ -34,6 +35,7 @@ from portal.models import (
     Click,
     Conversion,
     ConversionStatus,
+    DeferredMessage,
     Message,
     MessageTemplate,
     Partner,
@@ -335,10 +337,15 @@ def _nest(flat: dict[str, object]) -> dict[str, object]:
     return nested
 
 
+@lru_cache(maxsize=128)
+def _compiled(source: str, markdown: bool):
+    # Templates change rarely and compiling one costs more than sending the message.
+    return (_markdown_env if markdown else _text_env).from_string(source)
+
+
 def render(kind: str, source: str, values: dict[str, object], markdown: bool = True) -> str:
-    env = _markdown_env if markdown else _text_env
     try:
-        return env.from_string(source).render(_nest(values))
+        return _compiled(source, markdown).render(_nest(values))
     except UndefinedError as error:  # a caller forgot a value: a bug, not the operator's
         raise ValueError(f"automatic message {kind}: {error}") from None
 
@@ -365,9 +372,9 @@ def preview_values(kind: str) -> dict[str, object]:
 
 
 def _program_name() -> str:
-    from portal.services.program import get_program
+    from portal.services.program import cached_program
 
-    return get_program().name
+    return cached_program().name
 
 
 def _common_values(partner: Partner) -> dict[str, object]:
@@ -441,17 +448,38 @@ def _conversion_values(conversion: Conversion) -> dict[str, object]:
     }
 
 
-def conversion_recorded(conversion: Conversion) -> Message | None:
-    """A conversion now counts for its partner: congratulate them if it is their first."""
+def conversion_recorded(conversion: Conversion, *, later: bool = False) -> Message | None:
+    """A conversion now counts for its partner: congratulate them if it is their first.
+
+    Once a partner is seen to have another counted sale, this process remembers it
+    (``portal.lookups``), so their later sales cost no query here at all. ``later``
+    leaves the message to the job (``send_deferred``), in this transaction.
+    """
     if conversion.partner_id is None or conversion.status != ConversionStatus.PENDING:
         return None
-    counted = db.session.scalar(
-        sa.select(sa.func.count()).where(
-            Conversion.partner_id == conversion.partner_id, Conversion.status == ConversionStatus.PENDING
-        )
-    )
-    if counted != 1:
+    cache = lookups.lookups()
+    if cache.get("has_counted_sale", conversion.partner_id) is True:
         return None
+    earlier = db.session.scalar(
+        sa.select(Conversion.id)
+        .where(
+            Conversion.partner_id == conversion.partner_id,
+            Conversion.status == ConversionStatus.PENDING,
+            Conversion.id != conversion.id,
+        )
+        .limit(1)
+    )
+    if earlier is not None:
+        # Not their first; a request records one sale, so that earlier one is already committed.
+        cache.put("has_counted_sale", conversion.partner_id, True, cache.version)
+        return None
+    if later:
+        _defer(AutomaticKind.FIRST_CONVERSION, conversion)
+        return None
+    return _first_conversion(conversion)
+
+
+def _first_conversion(conversion: Conversion) -> Message | None:
     from portal.services.commissions import net_commission
 
     partner = conversion.partner or db.session.get(Partner, conversion.partner_id)
@@ -464,9 +492,13 @@ def conversion_recorded(conversion: Conversion) -> Message | None:
     )
 
 
-def conversion_rejected(conversion: Conversion) -> Message | None:
-    """A partner's conversion was rejected (by a rule, a refund or an operator): say why."""
+def conversion_rejected(conversion: Conversion, *, later: bool = False) -> Message | None:
+    """A partner's conversion was rejected (by a rule, a refund or an operator): say why.
+    ``later`` leaves the message to the job (``send_deferred``), in this transaction."""
     if conversion.partner_id is None or conversion.status != ConversionStatus.REJECTED:
+        return None
+    if later:
+        _defer(AutomaticKind.CONVERSION_REJECTED, conversion)
         return None
     from portal.services.tracking import reason_label
 
@@ -479,6 +511,34 @@ def conversion_rejected(conversion: Conversion) -> Message | None:
         note=conversion.rejection_note or "",
         **_conversion_values(conversion),
     )
+
+
+def _defer(kind: str, conversion: Conversion) -> None:
+    db.session.execute(sa.insert(DeferredMessage), [{"kind": kind, "conversion_id": conversion.id}])
+
+
+def send_deferred(limit: int = 500) -> int:
+    """Send the messages the tracking API left for later (``run-triggers``); commits after
+    each. Returns how many went out (a switched-off kind, or one sent already, sends none)."""
+    sent = 0
+    ids = db.session.scalars(sa.select(DeferredMessage.id).order_by(DeferredMessage.id).limit(limit)).all()
+    for deferred_id in ids:
+        deferred = db.session.get(DeferredMessage, deferred_id)
+        if deferred is None:  # another run took it
+            db.session.rollback()
+            continue
+        conversion = db.session.get(Conversion, deferred.conversion_id)
+        message = None
+        if conversion is not None and conversion.partner_id is not None:
+            if deferred.kind == AutomaticKind.FIRST_CONVERSION:
+                if conversion.status == ConversionStatus.PENDING:
+                    message = _first_conversion(conversion)
+            elif deferred.kind == AutomaticKind.CONVERSION_REJECTED:
+                message = conversion_rejected(conversion)
+        db.session.execute(sa.delete(DeferredMessage).where(DeferredMessage.id == deferred_id))
+        db.session.commit()
+        sent += message is not None
+    return sent
 
 
 def send_wake_ups(now: datetime | None = None) -> int:

@@ -12,7 +12,6 @@ from portal.errors import DomainError
 from portal.extensions import db
 from portal.models import CHANNELS, Link, Partner, Program, User
 from portal.services.audit import record_event
-from portal.services.clicks import forget_target
 from portal.services.program import is_allowed_destination
 
 _CODE_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"
@@ -84,7 +83,6 @@ def create_link(
 def set_link_active(link: Link, active: bool) -> Link:
     link.active = active
     db.session.flush()
-    forget_target(link.code)
     return link
 
 
@@ -99,7 +97,6 @@ def grant_custom_slug(link: Link, actor: User, slug: str) -> Link:
     link.code = slug
     link.custom_slug = True
     db.session.flush()
-    forget_target(old)
     record_event(actor, "link.custom_slug", "partner", link.partner_id, link_id=link.id, old=old, new=slug)
     return link
 

@@ -34,6 +34,21 @@ def get_program() -> Program:
     return program
 
 
+def _detached_copy(program: Program) -> Program:
+    copy = Program(**{attr.key: getattr(program, attr.key) for attr in sa.inspect(Program).column_attrs})
+    copy.allowed_domains = list(program.allowed_domains or [])
+    return copy
+
+
+def cached_program() -> Program:
+    """A read-only copy of the program for the hot paths (the tracking API), cached in each
+    process by ``portal.lookups``: a settings change shows in every worker within
+    TRACKING_CACHE_CHECK_SECONDS. It belongs to no session: read it, never change or add it."""
+    from portal import lookups
+
+    return lookups.lookups().load("program", None, lambda: _detached_copy(get_program()))
+
+
 def program_timezone() -> str:
     """The program's time zone without creating anything (UTC before set-up)."""
     tz = db.session.scalar(sa.select(Program.timezone).order_by(Program.id).limit(1))
@@ -156,7 +171,4 @@ def update_program_settings(program: Program, actor: User, settings: ProgramSett
     if changed:
         record_event(actor, "program.settings_changed", "program", program.id, changes=changed)
     db.session.flush()
-    from portal.services.clicks import forget_routing
-
-    forget_routing()
     return program

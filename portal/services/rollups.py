@@ -160,16 +160,27 @@ def _dialect(executor: Executor) -> str:
     return bind.dialect.name
 
 
+# Built once per dialect and table: building (and so re-keying) an upsert for every event
+# cost more than running it.
+_UPSERTS: dict[tuple[str, str], sa.Insert] = {}
+
+
+def _upsert_statement(dialect: str, table: sa.Table, key_columns: tuple[str, ...]) -> sa.Insert:
+    statement = _UPSERTS.get((dialect, table.name))
+    if statement is None:
+        insert = postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
+        statement = insert.on_conflict_do_update(
+            index_elements=list(key_columns),
+            set_={name: table.c[name] + insert.excluded[name] for name in COUNTERS},
+        )
+        _UPSERTS[(dialect, table.name)] = statement
+    return statement
+
+
 def _upsert(executor: Executor, table: sa.Table, key_columns: tuple[str, ...], rows: list[dict]) -> None:
     if not rows:
         return
-    insert = postgresql.insert if _dialect(executor) == "postgresql" else sqlite.insert
-    statement = insert(table)
-    statement = statement.on_conflict_do_update(
-        index_elements=list(key_columns),
-        set_={name: table.c[name] + statement.excluded[name] for name in COUNTERS},
-    )
-    executor.execute(statement, rows)
+    executor.execute(_upsert_statement(_dialect(executor), table, key_columns), rows)
 
 
 def _rows(grain: Mapping[tuple, Counter], key_columns: tuple[str, ...]) -> list[dict]:
@@ -224,11 +235,14 @@ def _touch(executor: Executor, partner_ids: list[int]) -> None:
     if not partner_ids:
         return
     table = PartnerTrend.__table__
-    insert = postgresql.insert if _dialect(executor) == "postgresql" else sqlite.insert
-    statement = insert(table)
-    statement = statement.on_conflict_do_update(
-        index_elements=["partner_id"], set_={"version": table.c.version + 1}
-    )
+    dialect = _dialect(executor)
+    statement = _UPSERTS.get((dialect, table.name))
+    if statement is None:
+        insert = postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
+        statement = insert.on_conflict_do_update(
+            index_elements=["partner_id"], set_={"version": table.c.version + 1}
+        )
+        _UPSERTS[(dialect, table.name)] = statement
     executor.execute(statement, [{"partner_id": partner_id, "version": 1} for partner_id in partner_ids])
 
 
@@ -266,11 +280,12 @@ class Contribution:
     counts: dict[str, int] = field(default_factory=dict)
 
 
-def contribution(conversion: Conversion) -> Contribution | None:
-    """The conversion's share of its bucket now; None when no partner earns from it."""
+def contribution(conversion: Conversion, timezone: str | None = None) -> Contribution | None:
+    """The conversion's share of its bucket now; None when no partner earns from it.
+    ``timezone``: the program's, when the caller has it at hand (else it is read)."""
     if conversion.partner_id is None:
         return None
-    timezone = _program_timezone(db.session)
+    timezone = timezone or _program_timezone(db.session)
     return Contribution(
         key=event_key(conversion.partner_id, conversion.click, conversion.occurred_at, timezone),
         counts=conversion_counts(
@@ -282,9 +297,11 @@ def contribution(conversion: Conversion) -> Contribution | None:
     )
 
 
-def count_conversion(conversion: Conversion, before: Contribution | None = None) -> None:
+def count_conversion(
+    conversion: Conversion, before: Contribution | None = None, timezone: str | None = None
+) -> None:
     """Apply the change in the conversion's contribution since ``before`` (None: a new conversion)."""
-    after = contribution(conversion)
+    after = contribution(conversion, timezone)
     tally = Tally()
     if before is not None:
         tally.add(before.key, before.counts, sign=-1)

@@ -14,9 +14,12 @@ from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 from flask_babel import gettext as _
+from sqlalchemy import orm
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm.attributes import set_committed_value
 
-from portal import realtime
+from portal import lookups, realtime
 from portal.errors import DomainError
 from portal.extensions import db
 from portal.models import (
@@ -91,6 +94,34 @@ class Attribution:
     out_of_window: bool = False
 
 
+# A partner without its tags (loaded eagerly elsewhere): attribution never reads them.
+_PARTNER_ONLY = (orm.lazyload(Partner.tags),)
+
+
+def _partner_stub(code: str) -> Partner | None:
+    row = db.session.execute(
+        sa.select(Partner.id, Partner.user_id, Partner.ref_code, Partner.status).where(
+            Partner.ref_code == code
+        )
+    ).first()
+    if row is None:
+        return None
+    stub = Partner(id=row.id, user_id=row.user_id, ref_code=row.ref_code, status=row.status)
+    orm.make_transient_to_detached(stub)  # as if loaded: clean, and the other columns unloaded
+    return stub
+
+
+def partner_by_ref(ref: str) -> Partner | None:
+    """The partner whose ref code this is, in the session without a query when this process
+    knows it (``portal.lookups``). Only the id, user, code and status come from the cache;
+    any other attribute is loaded fresh when read."""
+    code = ref.strip().lower()
+    if not code or len(code) > 32:
+        return None
+    stub = lookups.lookups().load("partner_by_ref", code, lambda: _partner_stub(code))
+    return db.session.merge(stub, load=False) if stub is not None else None
+
+
 def _window(program: Program) -> timedelta:
     return timedelta(days=program.cookie_window_days)
 
@@ -116,7 +147,7 @@ def attribute(
         if click is not None:
             late = occurred_at - click.created_at > _window(program)
             found = Attribution(
-                partner=click.link.partner if click.link else db.session.get(Partner, click.partner_id),
+                partner=db.session.get(Partner, click.partner_id, options=_PARTNER_ONLY),
                 click=click,
                 method=AttributionMethod.CLICK,
                 out_of_window=late,
@@ -124,9 +155,7 @@ def attribute(
             return _earning_partner(found.partner, found)
         notes.append("unknown click id")
     if ref:
-        partner = db.session.scalars(
-            sa.select(Partner).where(Partner.ref_code == ref.strip().lower())
-        ).first()
+        partner = partner_by_ref(ref)
         if partner is not None:
             return _earning_partner(partner, Attribution(partner=partner, method=AttributionMethod.REF))
         notes.append("unknown ref")
@@ -218,15 +247,19 @@ def _looks_duplicate(program: Program, conversion: Conversion) -> bool:
     return bool(other)
 
 
-def record_conversion(program: Program, data: ConversionInput, raw: dict) -> tuple[Conversion, bool]:
-    """Record a sale once per transaction id; attribute it, screen it, and earn its commission."""
+def record_conversion(
+    program: Program, data: ConversionInput, raw: dict, *, defer_messages: bool = False
+) -> tuple[Conversion, bool]:
+    """Record a sale once per transaction id; attribute it, screen it, and earn its commission.
+
+    ``defer_messages``: the partner's automatic message about it (first sale, rejected on
+    arrival) is decided now but written by the job (``lifecycle.send_deferred``); the API
+    asks for that so that the brand's request does not wait for it."""
     if data.currency != program.currency:
         raise DomainError(_("This program counts in %(currency)s.", currency=program.currency), "currency")
     digest = fingerprint(raw)
-    existing = _find_conversion(data.transaction_id)
-    if existing is not None:
-        return _same_or_conflict(existing, digest, "transaction_id"), False
-
+    # No look-up first: the transaction id is unique, so a repeat fails its insert below
+    # and is answered from the row already there (retries are rare; sales are not).
     occurred_at = data.occurred_at or utcnow()
     found = attribute(
         program, occurred_at=occurred_at, click_id=data.click_id, ref=data.ref, customer_id=data.customer_id
@@ -267,24 +300,60 @@ def record_conversion(program: Program, data: ConversionInput, raw: dict) -> tup
         elif program.fraud_duplicate_order and _looks_duplicate(program, conversion):
             conversion.status = ConversionStatus.REVIEW
             conversion.flagged_reason = RejectionReason.DUPLICATE
-    try:
-        with db.session.begin_nested():
-            db.session.add(conversion)
-    except IntegrityError:
-        # Another request with the same transaction id won the race.
+    stored = _insert_once(conversion)
+    if stored is None:
+        # Reported before (a retry), or a concurrent request with the same transaction id won.
         existing = _find_conversion(data.transaction_id)
         if existing is None:
-            raise
+            raise RuntimeError(f"conversion {data.transaction_id!r} neither inserted nor found")
         return _same_or_conflict(existing, digest, "transaction_id"), False
-
+    conversion = stored
+    # What the answer and the events read, from the objects in hand instead of queries.
+    set_committed_value(conversion, "partner", partner)
+    set_committed_value(conversion, "commissions", [])
     if conversion.status == ConversionStatus.PENDING and partner is not None:
         commissions.earn(program, conversion)
-    db.session.flush()
-    rollups.count_conversion(conversion)
+    # The time zone of the program in hand (the API's is cached: a change reaches every
+    # worker within TRACKING_CACHE_CHECK_SECONDS; rebuild-rollups recounts after one anyway).
+    rollups.count_conversion(conversion, timezone=program.timezone)
     _announce(conversion)
-    lifecycle.conversion_recorded(conversion)
-    lifecycle.conversion_rejected(conversion)
+    lifecycle.conversion_recorded(conversion, later=defer_messages)
+    lifecycle.conversion_rejected(conversion, later=defer_messages)
     return conversion, True
+
+
+_INSERT_ONCE: dict[str, sa.Insert] = {}
+_CONVERSION_COLUMNS = tuple(column.key for column in Conversion.__table__.columns if column.key != "id")
+
+
+def _insert_once(conversion: Conversion) -> Conversion | None:
+    """INSERT … ON CONFLICT (transaction_id) DO NOTHING RETURNING id: one statement, no
+    SAVEPOINT, no unit of work; then the stored row as a clean ORM object in the session.
+    None when the transaction id was already taken."""
+    dialect = db.session.get_bind().dialect.name
+    statement = _INSERT_ONCE.get(dialect)
+    if statement is None:
+        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        table = Conversion.__table__
+        statement = (
+            insert(table).on_conflict_do_nothing(index_elements=["transaction_id"]).returning(table.c.id)
+        )
+        _INSERT_ONCE[dialect] = statement
+    values = {key: getattr(conversion, key) for key in _CONVERSION_COLUMNS}
+    values["refunded_minor"] = values["refunded_minor"] or 0
+    values["created_at"] = values["created_at"] or utcnow()
+    new_id = db.session.execute(statement, values).scalar()
+    if new_id is None:
+        return None
+    return stored_as_loaded(Conversion(id=new_id, **values))
+
+
+def stored_as_loaded(instance):
+    """``instance``, whose every column holds what was just inserted, as a clean persistent
+    object of the session, as if a query had loaded it."""
+    orm.make_transient_to_detached(instance)
+    db.session.add(instance)
+    return instance
 
 
 def _reject(conversion: Conversion, reason: str, note: str | None) -> None:

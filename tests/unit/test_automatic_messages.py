@@ -406,3 +406,53 @@ def test_the_development_scheduler_runs_the_triggers(app, db, program):
     with time_machine.travel(START + timedelta(days=30), tick=False):
         report = Scheduler(app, interval=3600).run_once()
     assert (report.announcements, report.wake_ups, report.emails) == (0, 1, 0)
+
+
+# --- messages the tracking API leaves to the job ------------------------------------------------
+
+
+def test_the_api_leaves_the_first_sale_message_to_the_job(db, program):
+    partner = PartnerFactory()
+    db.session.commit()
+    data = ConversionInput("api-1", 10_000, "USD", ref=partner.ref_code)
+    conversion, _ = tracking.record_conversion(program, data, {"t": "api-1"}, defer_messages=True)
+    db.session.commit()
+    assert system_messages(db, partner, AutomaticKind.FIRST_CONVERSION) == []  # not in the request
+
+    report = run_triggers()
+    assert report.conversion_messages == 1
+    [message] = system_messages(db, partner, AutomaticKind.FIRST_CONVERSION)
+    assert f"/partner/conversions/{conversion.id}" in message.body
+    assert run_triggers().conversion_messages == 0  # once
+
+    data = ConversionInput("api-2", 10_000, "USD", ref=partner.ref_code)
+    tracking.record_conversion(program, data, {"t": "api-2"}, defer_messages=True)
+    db.session.commit()
+    assert run_triggers().conversion_messages == 0  # a second sale is not a first
+    assert len(system_messages(db, partner, AutomaticKind.FIRST_CONVERSION)) == 1
+
+
+def test_the_api_leaves_a_rejection_on_arrival_to_the_job(db, program):
+    partner = PartnerFactory()
+    program.cookie_window_days = 1
+    add_click(db, partner, START)
+    click_id = db.session.scalar(sa.select(Click.id).where(Click.partner_id == partner.id))
+    data = ConversionInput("late-3", 5000, "USD", click_id=click_id, occurred_at=START + timedelta(days=3))
+    tracking.record_conversion(program, data, {"t": "late-3"}, defer_messages=True)
+    db.session.commit()
+    assert system_messages(db, partner) == []
+    assert run_triggers().conversion_messages == 1
+    [rejected] = system_messages(db, partner, AutomaticKind.CONVERSION_REJECTED)
+    assert "after the cookie window had closed" in rejected.body
+    assert system_messages(db, partner, AutomaticKind.FIRST_CONVERSION) == []
+
+
+def test_a_deferred_message_switched_off_in_between_is_not_sent(db, program):
+    partner = PartnerFactory()
+    data = ConversionInput("api-3", 10_000, "USD", ref=partner.ref_code)
+    tracking.record_conversion(program, data, {"t": "api-3"}, defer_messages=True)
+    switch(AutomaticKind.FIRST_CONVERSION, False)
+    db.session.commit()
+    assert run_triggers().conversion_messages == 0
+    assert system_messages(db, partner) == []
+    assert run_triggers().conversion_messages == 0  # and not kept for later either

@@ -15,7 +15,7 @@ from portal.extensions import csrf, db, limiter
 from portal.money import to_decimal_string
 from portal.services import api_keys, tracking
 from portal.services.commissions import commission_summary
-from portal.services.program import get_program
+from portal.services.program import cached_program
 
 csrf.exempt(bp)
 PUBLIC_ENDPOINTS = {"api.openapi"}
@@ -124,7 +124,7 @@ def conversion_json(conversion) -> dict:
 def create_signup():
     body = _body()
     data = read_signup(body)
-    signup, created = tracking.record_signup(get_program(), data, body)
+    signup, created = tracking.record_signup(cached_program(), data, body)
     payload = {"signup": signup_json(signup)}  # before commit: nothing to reload afterwards
     db.session.commit()
     return jsonify(payload), 201 if created else 200
@@ -134,7 +134,7 @@ def create_signup():
 def create_conversion():
     body = _body()
     data = read_conversion(body)
-    conversion, created = tracking.record_conversion(get_program(), data, body)
+    conversion, created = tracking.record_conversion(cached_program(), data, body, defer_messages=True)
     payload = {"conversion": conversion_json(conversion)}  # before commit: nothing to reload afterwards
     db.session.commit()
     return jsonify(payload), 201 if created else 200

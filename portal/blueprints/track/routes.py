@@ -1,4 +1,8 @@
-"""``GET /go/<code>``: record the click and send the shopper on, fast, to an allowed page only."""
+"""``GET /go/<code>``: record the click and send the shopper on, fast, to an allowed page only.
+
+A lean endpoint (see ``portal.lean``): the app-wide request hooks (CSRF, rate limits,
+sign-in, mail) do not run here; it reads no session and no signed-in user.
+"""
 
 from __future__ import annotations
 
@@ -30,29 +34,37 @@ def follow_link(code: str):
     if target is None or not target.link_active:
         current_app.logger.info("click on unknown or disabled code %r", code[:80])
         return _go(route.default_landing_url)
-    destination = clicks.destination_for(target, route, clicks.creative_landing(request.args.get("creative")))
+    args = request.args if request.query_string else None
+    creative = args.get("creative") if args else None
+    landing = clicks.creative_landing(creative) if creative else None
+    destination = clicks.destination_for(target, route, landing) if landing else target.destination
     if not target.partner_attributes:
         # A suspended partner's links still take shoppers to the shop, but earn nothing.
         return _go(destination)
 
+    headers = request.headers
     row = clicks.click_row(
         target,
         route,
         destination=destination,
         ip=request.remote_addr,
-        user_agent=request.user_agent.string,
-        referrer=request.referrer,
-        sub=request.args.get("sub"),
-        creative=request.args.get("creative"),
+        user_agent=headers.get("User-Agent"),
+        referrer=headers.get("Referer"),
+        sub=args.get("sub") if args else None,
+        creative=creative,
         seen_before=request.cookies.get(SEEN_COOKIE) == "1",
         now=utcnow(),
     )
-    current_app.extensions["click_writer"].record(row)
-    if current_app.extensions["click_writer"].inline:
+    writer = current_app.extensions["click_writer"]
+    writer.record(row)
+    if writer.inline:
         db.session.commit()
-    response = _go(
-        clicks.with_params(destination, {route.ref_param: target.ref_code, route.click_id_param: row["id"]})
-    )
+    if landing:
+        params = {route.ref_param: target.ref_code, route.click_id_param: row["id"]}
+        location = clicks.with_params(destination, params)
+    else:
+        location = target.location(row["id"])
+    response = _go(location)
     # Scoped to this link's path: a return within a day is not a unique click.
     response.set_cookie(
         SEEN_COOKIE,
