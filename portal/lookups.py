@@ -6,7 +6,7 @@ link and its partner, the program's settings, an API key. Each app keeps them in
 keeps every worker's copy honest:
 
 * a transaction that changes a watched row (``WATCHED``: links, partners' codes and
-  status, the program, creatives, API keys) adds one to the counter as its very last
+  status, the program, creatives, API keys, the kinds of reward rule) adds one to the counter as its very last
   statement before COMMIT, so the counter's row lock is held for an instant and never
   while waiting for another lock;
 * a process reads the counter at most every ``TRACKING_CACHE_CHECK_SECONDS`` (2 by
@@ -36,7 +36,7 @@ from portal.extensions import db
 
 MISS = object()
 _MAX_ENTRIES = 50_000
-_CHANGED = "portal_lookups_changed"
+_CHANGED = CHANGED = "portal_lookups_changed"
 _BUMPED = "portal_lookups_bumped"
 _ROW_ID = 1
 
@@ -48,6 +48,11 @@ _WATCHED_NAMES: dict[str, frozenset[str] | None] = {
     "Creative": None,
     "CreativeVersion": None,
     "ApiKey": frozenset({"prefix", "key_hash", "revoked_at"}),
+    # The rewards engine caches which kinds of rule exist (rewards.rules_in_use).
+    "Tier": None,
+    "ProductRate": None,
+    "PrivateDeal": None,
+    "Campaign": None,
 }
 _watched: dict[type, frozenset[str] | None] | None = None
 _every: weakref.WeakSet[Lookups] = weakref.WeakSet()
@@ -167,7 +172,8 @@ def init_app(app: Flask) -> Lookups:
 # --- noticing changes ----------------------------------------------------------------------
 
 
-def _touches_watched(session: Session) -> bool:
+def touches_watched(session: Session) -> bool:
+    """Whether the session holds unflushed changes to watched rows."""
     rules = watched()
     for obj in (*session.new, *session.deleted):
         if type(obj) in rules:
@@ -188,7 +194,7 @@ def _touches_watched(session: Session) -> bool:
 
 @event.listens_for(Session, "before_flush")
 def _note_changes(session: Session, _flush_context, _instances) -> None:
-    if not session.info.get(_CHANGED) and _touches_watched(session):
+    if not session.info.get(_CHANGED) and touches_watched(session):
         session.info[_CHANGED] = True
 
 

@@ -309,21 +309,54 @@ def _first_conversion_at(conversion: Conversion) -> datetime | None:
     return db.session.scalar(query)
 
 
+@dataclass(frozen=True)
+class RulesInUse:
+    """Which kinds of rule the program has at all. Most programs use a few of them, and a
+    kind with no rows needs no query on each sale (the tracking API's hot path)."""
+
+    tiers: bool
+    product_rates: bool
+    deals: bool
+    campaigns: bool
+
+
+def _load_rules_in_use() -> RulesInUse:
+    def some(model) -> bool:
+        return bool(db.session.scalar(sa.select(sa.exists().select_from(model))))
+
+    return RulesInUse(some(Tier), some(ProductRate), some(PrivateDeal), some(Campaign))
+
+
+def rules_in_use() -> RulesInUse:
+    """Cached per process and kept right by the look-up counter (tiers, product rates, deals
+    and campaigns are watched rows); read afresh while this transaction changes them."""
+    from portal import lookups
+
+    if db.session.info.get(lookups.CHANGED) or lookups.touches_watched(db.session):
+        return _load_rules_in_use()
+    return lookups.lookups().load("rules_in_use", None, _load_rules_in_use)
+
+
 def load_context(conversion: Conversion) -> RuleContext:
     context = RuleContext()
+    in_use = rules_in_use()
     context.product_rate = (
         db.session.scalar(sa.select(ProductRate).where(ProductRate.product_id == conversion.product_id))
-        if conversion.product_id
+        if conversion.product_id and in_use.product_rates
         else None
     )
     partner_id = conversion.partner_id
     if partner_id is None:
         return context
     at = conversion.occurred_at
-    context.tier = current_tier(partner_id)
-    deals = db.session.scalars(
-        sa.select(PrivateDeal).where(PrivateDeal.partner_id == partner_id).order_by(PrivateDeal.id.desc())
-    ).all()
+    context.tier = current_tier(partner_id) if in_use.tiers else None
+    deals = (
+        db.session.scalars(
+            sa.select(PrivateDeal).where(PrivateDeal.partner_id == partner_id).order_by(PrivateDeal.id.desc())
+        ).all()
+        if in_use.deals
+        else []
+    )
     fitting = [
         d
         for d in deals
@@ -334,9 +367,11 @@ def load_context(conversion: Conversion) -> RuleContext:
     context.deal = fitting[0] if fitting else None
 
     # Audiences load lazily: only a tiers or named-partners campaign reads its list.
-    running = db.session.scalars(
-        sa.select(Campaign).where(Campaign.starts_at <= at, Campaign.ends_at > at)
-    ).all()
+    running = (
+        db.session.scalars(sa.select(Campaign).where(Campaign.starts_at <= at, Campaign.ends_at > at)).all()
+        if in_use.campaigns
+        else []
+    )
     if running:
         tag_ids = partner_tag_ids(partner_id)
         tier_id = context.tier.id if context.tier else None
@@ -623,6 +658,8 @@ def set_tier(
 def upgrade_on_conversion(program: Program, conversion: Conversion) -> TierChange | None:
     """Called as a conversion is accepted: the partner moves up at once if it crossed a threshold."""
     if conversion.partner_id is None or conversion.status != ConversionStatus.PENDING:
+        return None
+    if not rules_in_use().tiers:
         return None
     current = current_tier(conversion.partner_id)
     # Only tiers above the current one can be an upgrade; most sales change nothing.

@@ -92,6 +92,36 @@ def test_the_worker_that_made_a_change_sees_it_at_once(shared_url, seeded):
         db.engine.dispose()
 
 
+def test_a_first_tier_made_in_another_worker_reaches_the_rewards_engine(shared_url, seeded):
+    """The engine skips the queries for kinds of rule the program has none of; the first tier
+    (or campaign, deal, product rate) saved anywhere moves the counter, so every worker's
+    next sale after the check earns by it."""
+    from portal.models import Tier
+    from portal.services import rewards
+
+    api = worker(shared_url, 0)
+    admin = worker(shared_url, 0)
+    with api.app_context():
+        assert rewards.rules_in_use() == rewards.RulesInUse(False, False, False, False)
+    with admin.app_context():
+        db.session.add(Tier(name="Gold", rank=1, threshold_metric="conversions", threshold_value=1))
+        db.session.commit()
+    with api.app_context():
+        assert rewards.rules_in_use().tiers
+    for app in (api, admin):
+        with app.app_context():
+            db.engine.dispose()
+
+
+def test_rules_in_use_is_read_afresh_while_this_transaction_adds_one(db, program):
+    from portal.models import ProductRate
+    from portal.services import rewards
+
+    assert not rewards.rules_in_use().product_rates
+    db.session.add(ProductRate(product_id="tent-2p", rate_type="percent", rate_percent_bp=1500))
+    assert rewards.rules_in_use().product_rates  # not the cached answer
+
+
 def test_only_changes_to_what_is_cached_move_the_counter(db, program):
     partner = PartnerFactory()
     db.session.commit()
