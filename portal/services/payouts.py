@@ -19,6 +19,7 @@ from datetime import date, datetime, timedelta
 import sqlalchemy as sa
 from flask_babel import gettext as _
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import selectinload
 
 from portal import realtime
 from portal.errors import DomainError
@@ -466,6 +467,16 @@ def batch_summaries(batch_ids: list[int]) -> dict[int, BatchSummary]:
         elif status == ItemStatus.FAILED:
             summary.failed += count
     return summaries
+
+
+def batch_items_query(batch: PayoutBatch) -> sa.Select:
+    """A batch's items with their partners, in a stable order (the batch page pages them)."""
+    return (
+        sa.select(PayoutItem)
+        .where(PayoutItem.batch_id == batch.id)
+        .options(selectinload(PayoutItem.partner).selectinload(Partner.user))
+        .order_by(PayoutItem.id)
+    )
 
 
 def batch_summary(batch: PayoutBatch) -> BatchSummary:

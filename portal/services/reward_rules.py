@@ -23,6 +23,7 @@ from portal.models import (
     CommissionType,
     LadderStep,
     Link,
+    MonthClose,
     Partner,
     PartnerStatus,
     PartnerTier,
@@ -737,3 +738,37 @@ def delete_deal(actor: User, deal: PrivateDeal) -> None:
     )
     db.session.delete(deal)
     db.session.flush()
+
+
+# --- what the console lists -------------------------------------------------------------------
+
+
+def product_rates() -> list[ProductRate]:
+    return list(db.session.scalars(sa.select(ProductRate).order_by(ProductRate.product_id)))
+
+
+def campaigns_newest_first() -> list[Campaign]:
+    return list(
+        db.session.scalars(sa.select(Campaign).order_by(Campaign.starts_at.desc(), Campaign.id.desc()))
+    )
+
+
+def month_closes(limit: int | None = None) -> list[MonthClose]:
+    """Closed months, the latest first."""
+    return list(db.session.scalars(sa.select(MonthClose).order_by(MonthClose.month.desc()).limit(limit)))
+
+
+def partners_per_tier() -> dict[int, int]:
+    return dict(
+        db.session.execute(
+            sa.select(PartnerTier.tier_id, sa.func.count()).group_by(PartnerTier.tier_id)
+        ).all()
+    )
+
+
+def deals(partner_id: int | None = None) -> list[PrivateDeal]:
+    """Private deals, the newest first; one partner's when ``partner_id`` is given."""
+    query = sa.select(PrivateDeal).order_by(PrivateDeal.id.desc())
+    if partner_id is not None:
+        query = query.where(PrivateDeal.partner_id == partner_id)
+    return list(db.session.scalars(query))

@@ -367,11 +367,7 @@ def load_context(conversion: Conversion) -> RuleContext:
     context.deal = fitting[0] if fitting else None
 
     # Audiences load lazily: only a tiers or named-partners campaign reads its list.
-    running = (
-        db.session.scalars(sa.select(Campaign).where(Campaign.starts_at <= at, Campaign.ends_at > at)).all()
-        if in_use.campaigns
-        else []
-    )
+    running = running_campaigns(at) if in_use.campaigns else []
     if running:
         tag_ids = partner_tag_ids(partner_id)
         tier_id = context.tier.id if context.tier else None
@@ -725,12 +721,19 @@ def evaluate_tiers_at_close(program: Program, month: str) -> TierCloseResult:
     holders = {row.partner_id: row for row in db.session.scalars(sa.select(PartnerTier))}
     active = set(metrics_by_partner(TierMetric.CONVERSIONS, start - timedelta(days=90), end))
     partner_ids = sorted(set(holders) | active)
+    approved = {
+        p.id: p
+        for p in db.session.scalars(
+            sa.select(Partner).where(Partner.id.in_(partner_ids), Partner.status == PartnerStatus.APPROVED)
+        )
+    }
+    tier_by_id = {t.id: t for t in tiers}
     for partner_id in partner_ids:
-        partner = db.session.get(Partner, partner_id)
-        if partner is None or partner.status != PartnerStatus.APPROVED:
+        partner = approved.get(partner_id)
+        if partner is None:
             continue
         held = holders.get(partner_id)
-        current = held.tier if held else None
+        current = tier_by_id.get(held.tier_id) if held else None
         target = best(partner_id)
         target_rank = target.rank if target else 0
         current_rank = current.rank if current else 0
@@ -763,6 +766,13 @@ def evaluate_tiers_at_close(program: Program, month: str) -> TierCloseResult:
 
 
 # --- the monthly ladder --------------------------------------------------------------------------
+
+
+def running_campaigns(at: datetime) -> list[Campaign]:
+    """Campaigns running at ``at`` (they start inclusive and end exclusive)."""
+    return list(
+        db.session.scalars(sa.select(Campaign).where(Campaign.starts_at <= at, Campaign.ends_at > at))
+    )
 
 
 def ladder_steps() -> list[LadderStep]:
@@ -1188,9 +1198,13 @@ def _tier_audience_ids(keys: list) -> sa.Select:
     )
 
 
+def tier_names(tier_ids: Iterable[int]) -> list[str]:
+    """The names of these tiers, lowest first."""
+    return list(db.session.scalars(sa.select(Tier.name).where(Tier.id.in_(tier_ids)).order_by(Tier.rank)))
+
+
 def _describe_tier_audience(keys: list) -> str:
-    names = db.session.scalars(sa.select(Tier.name).where(Tier.id.in_(keys)).order_by(Tier.rank)).all()
-    return _("partners in the tiers %(tiers)s", tiers=", ".join(names) or "—")
+    return _("partners in the tiers %(tiers)s", tiers=", ".join(tier_names(keys)) or "—")
 
 
 def _register_tier_audience() -> None:
@@ -1204,89 +1218,3 @@ def _register_tier_audience() -> None:
 
 
 _register_tier_audience()
-
-
-# --- where a partner stands (for the partner's Rewards page) ---------------------------------------
-
-
-@dataclass
-class TierProgress:
-    tier: Tier | None  # current (None: base rate)
-    next_tier: Tier | None
-    value: int  # the next tier's metric so far, over its live window (the best window)
-    needed: int  # the next tier's threshold
-
-    @property
-    def percent(self) -> int:
-        if not self.needed:
-            return 100
-        return min(100, self.value * 100 // self.needed)
-
-
-@dataclass
-class LadderProgress:
-    month: str
-    conversions: int
-    reached: LadderStep | None
-    next_step: LadderStep | None
-
-
-@dataclass
-class PartnerStanding:
-    tier: TierProgress
-    ladder: LadderProgress
-    campaigns: list[Campaign]
-    deals: list[PrivateDeal]
-    can_request_campaigns: bool
-
-
-def open_campaigns(partner_id: int, now: datetime) -> list[Campaign]:
-    """Campaigns running now or starting later that are open to the partner, soonest end first."""
-    tier = current_tier(partner_id)
-    tags = partner_tag_ids(partner_id)
-    candidates = db.session.scalars(
-        sa.select(Campaign).where(Campaign.ends_at > now).order_by(Campaign.ends_at)
-    ).all()
-    return [c for c in candidates if campaign_open_to(c, partner_id, tier.id if tier else None, tags)]
-
-
-def may_request_campaigns(program: Program, partner: Partner) -> bool:
-    """Top partners: in a tier that allows it, or carrying the program's top-partner tag."""
-    tier = current_tier(partner.id)
-    if tier is not None and tier.can_request_campaigns:
-        return True
-    return bool(program.top_partner_tag) and any(t.name == program.top_partner_tag for t in partner.tags)
-
-
-def standing_of(program: Program, partner: Partner, now: datetime | None = None) -> PartnerStanding:
-    """Current tier and progress to the next, this month's ladder, open campaigns and private deals."""
-    now = now or utcnow()
-    tz = zone(program)
-    tiers = all_tiers()
-    tier = current_tier(partner.id)
-    above = [t for t in tiers if tier is None or t.rank > tier.rank]
-    next_tier = above[0] if above else None
-    value = 0
-    if next_tier is not None:
-        value = max(
-            metric_of(partner.id, next_tier.threshold_metric, start, end, inclusive=True)
-            for start, end, _label in live_windows(next_tier, now, tz)
-        )
-    month = month_of(now, tz)
-    count = ladder_count(partner.id, month, tz)
-    steps = ladder_steps()
-    reached = step_for(count, steps)
-    later = [s for s in steps if s.threshold_conversions > count]
-    deals = db.session.scalars(
-        sa.select(PrivateDeal)
-        .where(PrivateDeal.partner_id == partner.id)
-        .where(sa.or_(PrivateDeal.ends_at.is_(None), PrivateDeal.ends_at > now))
-        .order_by(PrivateDeal.id)
-    ).all()
-    return PartnerStanding(
-        tier=TierProgress(tier, next_tier, value, next_tier.threshold_value if next_tier else 0),
-        ladder=LadderProgress(month, count, reached, later[0] if later else None),
-        campaigns=open_campaigns(partner.id, now),
-        deals=list(deals),
-        can_request_campaigns=may_request_campaigns(program, partner),
-    )

@@ -745,26 +745,6 @@ def test_jobs_run_twice_do_the_work_once(runner, db, program, partner, ladder):
     assert bad.exit_code != 0 and "YYYY-MM" in bad.output
 
 
-def test_standing_of_a_partner(db, program, partner, ladder):
-    bronze = tier(db, name="Bronze", rank=1, threshold=1, period="previous_month")
-    tier(db, name="Silver", rank=2, threshold=4, period="previous_month", can_request_campaigns=True)
-    mine = campaign(db, name="Private", audience="partners", partners=[partner], ends=utc(2026, 11, 20))
-    campaign(db, name="Others", audience="partners", partners=[PartnerFactory()])
-    for day in (2, 3):
-        sale(program, partner, at=berlin(2026, 11, day, 12))
-    standing = rewards.standing_of(program, partner, now=utc(2026, 11, 10))
-    assert standing.tier.tier == bronze
-    assert (standing.tier.next_tier.name, standing.tier.value, standing.tier.needed) == ("Silver", 2, 4)
-    assert standing.tier.percent == 50
-    assert (standing.ladder.month, standing.ladder.conversions) == ("2026-11", 2)
-    assert standing.ladder.reached is None and standing.ladder.next_step.threshold_conversions == 3
-    assert [c.name for c in standing.campaigns] == [mine.name]
-    assert standing.can_request_campaigns is False
-    partner.tags.append(Tag(name="top-partner"))
-    db.session.flush()
-    assert rewards.may_request_campaigns(program, partner) is True
-
-
 def test_deleting_a_tier_moves_its_partners_to_the_base_rate_with_a_timeline_entry(db, program, partner):
     from portal.services import reward_rules
     from tests.factories import UserFactory

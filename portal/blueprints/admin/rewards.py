@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import sqlalchemy as sa
 from flask import abort, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 from flask_login import current_user
@@ -32,7 +31,6 @@ from portal.forms import ConfirmForm, put_error_on_form
 from portal.models import (
     Campaign,
     LadderStep,
-    MonthClose,
     Partner,
     PartnerTier,
     PrivateDeal,
@@ -99,13 +97,11 @@ def _rewards_page(program, plan_form=None, product_form=None, status: int = 200)
             precedence=[(kind, rewards.PRECEDENCE_LABELS[kind]) for kind in rewards.PRECEDENCE],
             plan_form=plan_form or _plan_form(program),
             product_form=product_form,
-            product_rates=db.session.scalars(sa.select(ProductRate).order_by(ProductRate.product_id)).all(),
+            product_rates=reward_rules.product_rates(),
             tiers=rewards.all_tiers(),
             steps=rewards.ladder_steps(),
-            running=db.session.scalars(
-                sa.select(Campaign).where(Campaign.starts_at <= utcnow(), Campaign.ends_at > utcnow())
-            ).all(),
-            last_close=db.session.scalars(sa.select(MonthClose).order_by(MonthClose.month.desc())).first(),
+            running=rewards.running_campaigns(utcnow()),
+            last_close=next(iter(reward_rules.month_closes(limit=1)), None),
             confirm_form=ConfirmForm(formdata=None),
         ),
         status,
@@ -193,11 +189,7 @@ def delete_product_rate(rate_id: int):
 @bp.get("/rewards/tiers")
 @operator_required
 def list_tiers():
-    counts = dict(
-        db.session.execute(
-            sa.select(PartnerTier.tier_id, sa.func.count()).group_by(PartnerTier.tier_id)
-        ).all()
-    )
+    counts = reward_rules.partners_per_tier()
     return render_template(
         "admin/rewards/tiers.html",
         program=get_program(),
@@ -276,9 +268,7 @@ def _campaign_state(campaign: Campaign, now) -> str:
 def list_campaigns():
     program = get_program()
     now = utcnow()
-    campaigns = db.session.scalars(
-        sa.select(Campaign).order_by(Campaign.starts_at.desc(), Campaign.id.desc())
-    ).all()
+    campaigns = reward_rules.campaigns_newest_first()
     return render_template(
         "admin/rewards/campaigns.html",
         program=program,
@@ -470,9 +460,7 @@ def ladder():
             program=program,
             form=form,
             steps=rewards.ladder_steps(),
-            closes=db.session.scalars(
-                sa.select(MonthClose).order_by(MonthClose.month.desc()).limit(12)
-            ).all(),
+            closes=reward_rules.month_closes(limit=12),
             confirm_form=ConfirmForm(formdata=None),
         ),
         _status(form),
@@ -497,7 +485,7 @@ def delete_ladder_step(step_id: int):
 @operator_required
 def list_deals():
     program = get_program()
-    deals = db.session.scalars(sa.select(PrivateDeal).order_by(PrivateDeal.id.desc())).all()
+    deals = reward_rules.deals()
     return render_template(
         "admin/rewards/deals.html",
         program=program,
@@ -581,12 +569,13 @@ def partner_rewards(partner: Partner) -> dict:
     """What the partner page shows about a partner's rewards: tier, its timeline, private deals."""
     program = get_program()
     tiers = rewards.all_tiers()
-    tier = rewards.current_tier(partner.id)
+    held = db.session.get(PartnerTier, partner.id)
+    tier = held.tier if held else None
     return {
         "tier": tier,
-        "held": db.session.get(PartnerTier, partner.id),
+        "held": held,
         "history": [(c, rewards.describe_tier_change(c, program)) for c in rewards.tier_history(partner.id)],
-        "deals": db.session.scalars(sa.select(PrivateDeal).where(PrivateDeal.partner_id == partner.id)).all(),
+        "deals": reward_rules.deals(partner.id),
         "form": PartnerTierForm(formdata=None, tiers=tiers, tier=tier.id if tier else 0),
         "program": program,
     }

@@ -6,7 +6,6 @@ import sqlalchemy as sa
 from flask import Response, abort, current_app, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 from flask_login import current_user
-from sqlalchemy.orm import selectinload
 
 from portal.blueprints.admin import bp
 from portal.blueprints.admin.forms import (
@@ -69,6 +68,7 @@ from portal.services import (
     partners,
     payouts,
     reports,
+    rewards,
     schedule,
     tracking,
 )
@@ -711,11 +711,7 @@ def _form_for(announcement: Announcement) -> AnnouncementForm:
             sa.select(Partner.ref_code).where(Partner.id.in_(announcement.audience_keys))
         ).all()
     elif announcement.audience_kind == "tiers":
-        from portal.models import Tier
-
-        items = db.session.scalars(
-            sa.select(Tier.name).where(Tier.id.in_(announcement.audience_keys)).order_by(Tier.rank)
-        ).all()
+        items = rewards.tier_names(announcement.audience_keys)
     form = AnnouncementForm(
         formdata=None,
         title=announcement.title,
@@ -905,10 +901,7 @@ def _batch_page(
     # A batch has one item per partner (10,000 and more): the table pages, the figures above
     # it are over the whole batch.
     items = db.paginate(
-        sa.select(PayoutItem)
-        .where(PayoutItem.batch_id == batch.id)
-        .options(selectinload(PayoutItem.partner).selectinload(Partner.user))
-        .order_by(PayoutItem.id),
+        payouts.batch_items_query(batch),
         per_page=BATCH_ITEMS_PER_PAGE,
         max_per_page=BATCH_ITEMS_PER_PAGE,
         error_out=False,
