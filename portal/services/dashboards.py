@@ -693,16 +693,15 @@ def partner_trends(today: date, timezone: str) -> Trends:
                 reasons=_risk_reasons(*numbers, last_click, approved_on, today),
             )
         )
-    change = {
-        id(t): (t.conversions_now - t.conversions_before, t.clicks_now - t.clicks_before) for t in trends
-    }
+
+    def change(t: Trend) -> tuple[int, int]:
+        return t.conversion_change, t.click_change
+
     rising = sorted(
-        (t for t in trends if change[id(t)] > (0, 0)),
-        key=lambda t: (-change[id(t)][0], -change[id(t)][1], t.partner.id),
+        (t for t in trends if change(t) > (0, 0)),
+        key=lambda t: (-t.conversion_change, -t.click_change, t.partner.id),
     )
-    falling = sorted(
-        (t for t in trends if change[id(t)] < (0, 0)), key=lambda t: (*change[id(t)], t.partner.id)
-    )
+    falling = sorted((t for t in trends if change(t) < (0, 0)), key=lambda t: (*change(t), t.partner.id))
     at_risk = sorted(
         (t for t in trends if t.reasons),
         key=lambda t: (-t.conversions_before, -t.clicks_before, t.last_click or date.min, t.partner.id),

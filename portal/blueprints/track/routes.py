@@ -1,7 +1,8 @@
 """``GET /go/<code>``: record the click and send the shopper on, fast, to an allowed page only.
 
-A lean endpoint (see ``portal.lean``): the app-wide request hooks (CSRF, rate limits,
-sign-in, mail) do not run here; it reads no session and no signed-in user.
+A lean endpoint (``LEAN_ENDPOINTS`` in ``portal/__init__.py``): the app-wide request
+hooks (CSRF, rate limits, sign-in, mail) do not run here; it reads no session and no
+signed-in user.
 """
 
 from __future__ import annotations
