@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from portal.models import PayoutBatch, Role
 from portal.models.types import utcnow
 from portal.services.payouts import PayoutDetails, save_payout_account
-from portal.services.schedule import last_payout_date, local_today
+from portal.services.schedule import local_today
 from tests.factories import PartnerFactory
 from tests.factories_money import earn
 
@@ -42,8 +42,9 @@ def test_operator_builds_approves_exports_and_pays_a_batch(client, db, program, 
     assert early.status_code == 302  # not before approval
 
     client.post(f"/admin/payouts/{batch.id}/approve")
-    # Settled today: the batch is for the last payout date on or before today, program time.
-    payout_date = last_payout_date(program.payout_schedule, 1, local_today(program, utcnow()))
+    # Settled today: the batch is for the last payout day (the 1st) on or before today.
+    assert batch.period_end.day == 1 and batch.period_end <= local_today(program, utcnow())
+    payout_date = batch.period_end
     exported = client.get(f"/admin/payouts/{batch.id}/export.paypal")
     assert exported.mimetype == "text/csv"
     assert list(csv.reader(io.StringIO(exported.get_data(as_text=True)))) == [

@@ -386,9 +386,12 @@ def test_a_refund_reaches_the_day_of_the_sale_not_the_day_of_the_refund(db, worl
 
 def test_a_rejected_then_approved_review_moves_between_counters(db, world):
     program, operator, partners, _links = world
-    first = tracking.ConversionInput("a", 5000, "USD", customer_id="c", ref=partners[0].ref_code)
+    # Both at noon yesterday: one day row, whatever the clock says when the test runs.
+    noon = (datetime.now(UTC) - timedelta(days=1)).replace(hour=12, minute=0, second=0, microsecond=0)
+    sale = {"customer_id": "c", "ref": partners[0].ref_code, "occurred_at": noon}
+    first = tracking.ConversionInput("a", 5000, "USD", **sale)
     tracking.record_conversion(program, first, {"a": 1})
-    second = tracking.ConversionInput("b", 5000, "USD", customer_id="c", ref=partners[0].ref_code)
+    second = tracking.ConversionInput("b", 5000, "USD", **sale)
     held, _ = tracking.record_conversion(program, second, {"b": 1})
     assert held.status == ConversionStatus.REVIEW
 
