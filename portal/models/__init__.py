@@ -22,6 +22,7 @@ from portal.models.messaging import (
 from portal.models.payouts import (
     BatchKind,
     BatchStatus,
+    HoldReason,
     ItemStatus,
     PayoutAccount,
     PayoutBatch,
@@ -72,6 +73,7 @@ from portal.models.tracking import (
     ConversionStatus,
     Link,
     LookupVersion,
+    Refund,
     RejectionReason,
     Signup,
 )
@@ -112,6 +114,7 @@ __all__ = [
     "DailyStat",
     "DeferredMessage",
     "EmailPreference",
+    "HoldReason",
     "ItemStatus",
     "LadderStep",
     "Link",
@@ -137,6 +140,7 @@ __all__ = [
     "ProgramDailyStat",
     "RateType",
     "RecurringMode",
+    "Refund",
     "RejectionReason",
     "RequestStatus",
     "Role",

@@ -31,6 +31,13 @@ class ItemStatus(enum.StrEnum):
     FAILED = "failed"  # payment bounced: lines back in the balance
 
 
+class HoldReason(enum.StrEnum):
+    """Why an item of a batch is held back instead of paid."""
+
+    NO_DETAILS = "no_details"  # the partner has not said where to be paid
+    SUSPENDED = "suspended"  # the partner is suspended; released on reinstatement
+
+
 class PayoutMethod(enum.StrEnum):
     PAYPAL = "paypal"
     BANK = "bank"
@@ -81,6 +88,10 @@ class PayoutItem(db.Model):
             "status != 'paid' OR (reference IS NOT NULL AND paid_on IS NOT NULL)", name="paid_has_reference"
         ),
         sa.CheckConstraint("status != 'failed' OR failure_reason IS NOT NULL", name="failed_has_reason"),
+        sa.CheckConstraint(
+            "hold_reason IS NULL OR hold_reason IN ('no_details', 'suspended')", name="hold_reason_known"
+        ),
+        sa.CheckConstraint("(status = 'held') = (hold_reason IS NOT NULL)", name="held_has_reason"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -95,6 +106,7 @@ class PayoutItem(db.Model):
     reference: Mapped[str | None] = mapped_column(sa.String(128))
     paid_on: Mapped[date | None] = mapped_column(sa.Date)
     failure_reason: Mapped[str | None] = mapped_column(sa.Text)
+    hold_reason: Mapped[str | None] = mapped_column(sa.String(32))
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
     batch: Mapped[PayoutBatch] = relationship(back_populates="items")

@@ -53,6 +53,7 @@ class Program(db.Model):
         ),
         sa.CheckConstraint("click_flood_per_minute >= 1", name="click_flood_positive"),
         sa.CheckConstraint("duplicate_window_minutes >= 1", name="duplicate_window_positive"),
+        sa.CheckConstraint("max_sale_minor BETWEEN 1 AND 2000000000", name="max_sale_range"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -87,6 +88,9 @@ class Program(db.Model):
     duplicate_window_minutes: Mapped[int] = mapped_column(default=10)
     # Partners may ask for their confirmed balance before the next payout date.
     allow_withdrawals: Mapped[bool] = mapped_column(default=False)
+    # The largest sale the API accepts, in minor units (default 1,000,000.00); a typo in a
+    # merchant's integration must not become a commission of millions.
+    max_sale_minor: Mapped[int] = mapped_column(default=100_000_000, server_default="100000000")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 

@@ -180,6 +180,37 @@ class Conversion(db.Model):
     )
 
 
+class Refund(db.Model):
+    """One refund of (part of) a sale, as the merchant reported it.
+
+    ``refund_id`` is the merchant's own identifier: the same one again is a retry, answered
+    from here, never a second refund. The refunds of a conversion add up to its
+    ``refunded_minor`` (checked by ``check_ledger``)."""
+
+    __tablename__ = "refunds"
+    __table_args__ = (
+        sa.UniqueConstraint("conversion_id", "refund_id", name="uq_refunds_conversion_refund_id"),
+        sa.CheckConstraint("amount_minor > 0", name="amount_positive"),
+        sa.CheckConstraint("length(currency) = 3", name="currency_iso"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    conversion_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("conversions.id", ondelete="RESTRICT"), index=True
+    )
+    refund_id: Mapped[str | None] = mapped_column(sa.String(100))
+    amount_minor: Mapped[int]
+    currency: Mapped[str] = mapped_column(sa.String(3))
+    note: Mapped[str | None] = mapped_column(sa.Text)
+    # A digest of the request body, so a retry with a different body is told apart (409).
+    request_fingerprint: Mapped[str] = mapped_column(sa.String(64))
+    # The API's first answer to it, given again to a retry.
+    response: Mapped[dict | None] = mapped_column(sa.JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    conversion: Mapped[Conversion] = relationship()
+
+
 class ApiKey(db.Model):
     __tablename__ = "api_keys"
 

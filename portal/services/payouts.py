@@ -30,6 +30,7 @@ from portal.models import (
     BatchStatus,
     Commission,
     CommissionStatus,
+    HoldReason,
     ItemStatus,
     Partner,
     PayoutAccount,
@@ -138,7 +139,16 @@ def _fill_batch(
         .subquery("balances")
     )
     make_items = sa.insert(PayoutItem).from_select(
-        ["batch_id", "partner_id", "amount_minor", "currency", "status", "method", "destination"],
+        [
+            "batch_id",
+            "partner_id",
+            "amount_minor",
+            "currency",
+            "status",
+            "hold_reason",
+            "method",
+            "destination",
+        ],
         sa.select(
             sa.literal(batch.id, sa.Integer),
             balances.c.partner_id,
@@ -147,6 +157,10 @@ def _fill_batch(
             sa.case(
                 (PayoutAccount.id.is_(None), sa.literal(ItemStatus.HELD.value, sa.String)),
                 else_=sa.literal(ItemStatus.PENDING.value, sa.String),
+            ),
+            sa.case(
+                (PayoutAccount.id.is_(None), sa.literal(HoldReason.NO_DETAILS.value, sa.String)),
+                else_=sa.null(),
             ),
             PayoutAccount.method,
             _destination_sql(),
