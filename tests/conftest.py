@@ -6,6 +6,11 @@
 * Tests marked ``s3`` run the S3 store through real boto3 against moto's server, which
   the tests start themselves on a free port (so it is never missing).
 * Under ``CI=true`` a missing service is a failure, never a skip.
+* ``--clock=night`` (or ``month-end``, or an ISO instant; also ``PORTAL_TEST_CLOCK``) runs the
+  whole session with the clock pinned there and ticking, so a test that compares the real
+  date with the program's date fails by day, not only at night.
+* Under pytest-xdist each worker gets its own PostgreSQL database (``<name>_gw0``, …), so
+  workers never reset each other's schema.
 """
 
 from __future__ import annotations
@@ -15,7 +20,9 @@ import os
 import socket
 import threading
 from collections.abc import Iterator
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 import sqlalchemy as sa
@@ -29,10 +36,71 @@ from portal.extensions import db as _db
 from portal.models import PartnerStatus, Role, User
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
-POSTGRES_URL = os.environ.get("PORTAL_TEST_POSTGRES_URL")
 REDIS_URL = os.environ.get("REDIS_URL")
 CHROMIUM = os.environ.get("PORTAL_TEST_CHROMIUM", "/usr/bin/chromium")
 MIGRATIONS = str(Path(__file__).resolve().parent.parent / "migrations")
+# The programs the factories make keep their days in this zone (tests.factories.ProgramFactory).
+PROGRAM_TIMEZONE = ZoneInfo("Europe/Berlin")
+
+
+def _worker_database(url: str | None) -> str | None:
+    """Under pytest-xdist, ``url`` with the worker's name appended to the database name."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if not url or not worker:
+        return url
+    parsed = sa.engine.make_url(url)
+    return parsed.set(database=f"{parsed.database}_{worker}").render_as_string(hide_password=False)
+
+
+POSTGRES_URL = _worker_database(os.environ.get("PORTAL_TEST_POSTGRES_URL"))
+
+
+# --- the clock of the whole run --------------------------------------------------------
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--clock",
+        default=os.environ.get("PORTAL_TEST_CLOCK") or None,
+        help="pin the run's clock: 'night' (today 00:30 UTC), 'month-end' (23:30 on the last day of "
+        "this month in the programs' time zone) or an ISO 8601 instant; the clock ticks from there",
+    )
+
+
+def clock_instant(value: str, today: date | None = None) -> datetime:
+    """The UTC instant a ``--clock`` value names."""
+    today = today or datetime.now(UTC).date()
+    if value == "night":
+        return datetime.combine(today, time(0, 30), tzinfo=UTC)
+    if value == "month-end":
+        first_of_next = (today.replace(day=1) + timedelta(days=32)).replace(day=1)
+        last_day = first_of_next - timedelta(days=1)
+        return datetime.combine(last_day, time(23, 30), tzinfo=PROGRAM_TIMEZONE).astimezone(UTC)
+    instant = datetime.fromisoformat(value)
+    return instant if instant.tzinfo else instant.replace(tzinfo=UTC)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    value = config.getoption("--clock")
+    if value:
+        import time_machine
+
+        traveller = time_machine.travel(clock_instant(value), tick=True)
+        traveller.start()
+        config._portal_clock = traveller  # stopped in pytest_unconfigure
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    traveller = getattr(config, "_portal_clock", None)
+    if traveller is not None:
+        traveller.stop()
+
+
+def pytest_report_header(config: pytest.Config) -> str | None:
+    value = config.getoption("--clock")
+    if value:
+        return f"clock pinned: {value} = {clock_instant(value).isoformat()} (ticking)"
+    return None
 
 
 # --- which services this run has -------------------------------------------------
@@ -60,8 +128,32 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("database_backend", backends, scope="session")
 
 
+# The money, payout and rewards tests: `make test` runs them again with the clock pinned at
+# night and at the end of a month (marker ``money``). A new money test module joins here.
+MONEY_MODULES = {
+    "test_api.py",
+    "test_commissions.py",
+    "test_concurrency.py",
+    "test_ledger.py",
+    "test_ledger_stateful.py",
+    "test_line_status.py",
+    "test_money.py",
+    "test_payout_pages.py",
+    "test_payouts.py",
+    "test_rates.py",
+    "test_refund_concurrency.py",
+    "test_rewards.py",
+    "test_rewards_admin.py",
+    "test_rewards_page.py",
+    "test_schedule.py",
+    "test_suspension.py",
+}
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
+        if item.path.name in MONEY_MODULES and "/e2e/" not in str(item.path):
+            item.add_marker(pytest.mark.money)
         missing = _missing_services(item)
         if not missing:
             continue
@@ -85,7 +177,21 @@ class _ConnectionBoundSession(FlaskSession):
 # --- databases ---------------------------------------------------------------------
 
 
+def _create_postgres_database(url: str) -> None:
+    """Create ``url``'s database when it does not exist yet (a worker's own copy)."""
+    parsed = sa.engine.make_url(url)
+    engine = sa.create_engine(parsed.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        exists = connection.scalar(
+            sa.text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": parsed.database}
+        )
+        if not exists:
+            connection.exec_driver_sql(f'CREATE DATABASE "{parsed.database}"')
+    engine.dispose()
+
+
 def _reset_postgres(url: str) -> None:
+    _create_postgres_database(url)
     engine = sa.create_engine(url)
     with engine.begin() as connection:
         connection.exec_driver_sql("DROP SCHEMA IF EXISTS public CASCADE")

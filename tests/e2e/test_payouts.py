@@ -14,6 +14,7 @@ from portal import templating
 from portal.extensions import db
 from portal.models import PayoutAccount
 from portal.models.types import utcnow
+from portal.services import schedule
 from portal.services.program import get_program
 from tests.e2e.support import APPLICANT_PASSWORD, PayoutDates, create_partner, sign_in, unique_id
 
@@ -58,7 +59,8 @@ def test_partner_sees_the_payout_go_from_confirmed_to_paid_without_reloading(
 ):
     earner = earner_due_a_payout
     with live_server.app.app_context():
-        dates = PayoutDates.of(get_program(), utcnow())
+        program = get_program()
+        dates = PayoutDates.of(program, utcnow())
     first_order = earner.orders[0]
 
     # The partner has their earnings open, connected for live updates.
@@ -99,7 +101,8 @@ def test_partner_sees_the_payout_go_from_confirmed_to_paid_without_reloading(
     reference = f"PP-{unique_id('bulk')}".upper()
     bulk = _bulk_form(manager)
     paid_on = date.fromisoformat(bulk.get_by_label("Paid on").input_value())
-    assert paid_on == utcnow().date()
+    # "Today" is the program's day, which is not the UTC date around midnight.
+    assert paid_on == schedule.local_today(program, utcnow())
     bulk.get_by_label("Payment reference").fill(reference)
     bulk.get_by_role("button", name="Mark every waiting payment paid").click()
     expect(manager.locator(".flashes")).to_contain_text("Recorded.")
