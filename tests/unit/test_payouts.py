@@ -7,6 +7,7 @@ from decimal import Decimal
 
 import pytest
 import sqlalchemy as sa
+import time_machine
 
 from portal.errors import DomainError
 from portal.models import AuditEvent, Commission, PayoutBatch, PayoutItem, PayoutLine, Role
@@ -115,11 +116,13 @@ def test_refund_after_payout_is_clawed_back_and_netted_next_time(db, program, ma
     partner = PartnerFactory()
     paypal(partner)
     line = earn(partner, 6000, at=at_cutoff(5))
-    batch, _ = settle(program, AS_OF)
-    payouts.approve_batch(batch, manager)
-    payouts.mark_item_paid(batch.items[0], manager, "PP-1", utcnow().date())
-
-    tracking.refund_conversion(line.conversion, None, "returned")
+    # Settled, paid and refunded on a known day: the clawback is confirmed "now", which must
+    # fall before the December cut-off whatever day the suite runs.
+    with time_machine.travel(datetime(2026, 11, 20, 9, 0, tzinfo=UTC), tick=False):
+        batch, _ = settle(program, AS_OF)
+        payouts.approve_batch(batch, manager)
+        payouts.mark_item_paid(batch.items[0], manager, "PP-1", utcnow().date())
+        tracking.refund_conversion(line.conversion, None, "returned")
     clawback = db.session.scalars(sa.select(Commission).where(Commission.kind == "clawback")).one()
     assert (clawback.amount_minor, clawback.status, clawback.reason_code) == (-6000, "confirmed", "refund")
     assert payouts.confirmed_balance(partner.id) == -6000
