@@ -16,11 +16,25 @@ from wtforms import (
     ValidationError,
     widgets,
 )
+from wtforms import TextAreaField as _WtformsTextAreaField
 from wtforms.validators import Optional
 
 from portal.errors import DomainError
 from portal.models import CHANNELS
 from portal.money import RateOverLimit, parse_rate_bp
+
+
+class TextAreaField(_WtformsTextAreaField):
+    """A textarea whose line breaks arrive as ``\n``.
+
+    Browsers send a textarea's line breaks as CRLF; kept as typed, an untouched text
+    would differ from the stored one and an unchanged save would rewrite it.
+    """
+
+    def process_formdata(self, valuelist):
+        super().process_formdata(valuelist)
+        if isinstance(self.data, str):
+            self.data = self.data.replace("\r\n", "\n").replace("\r", "\n")
 
 
 class ConfirmForm(FlaskForm):

@@ -17,7 +17,6 @@ from wtforms import (
     RadioField,
     SelectField,
     StringField,
-    TextAreaField,
 )
 from wtforms.validators import DataRequired, Email, InputRequired, Length, NumberRange, Optional
 
@@ -25,6 +24,7 @@ from portal.forms import (
     ConfirmForm,
     MultiCheckboxField,
     PercentField,
+    TextAreaField,
     as_choices,
     channel_choices,
     language_choices,

@@ -12,11 +12,10 @@ from wtforms import (
     RadioField,
     SelectField,
     StringField,
-    TextAreaField,
 )
 from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional
 
-from portal.forms import MultiCheckboxField, as_choices, channel_choices
+from portal.forms import MultiCheckboxField, TextAreaField, as_choices, channel_choices
 from portal.models import CampaignAudience, CampaignReward, RateType, RecurringMode, TierMetric, TierPeriod
 from portal.money import RateOverLimit, parse_amount, parse_rate_bp, rate_text, to_decimal_string
 from portal.services.reward_rules import RateInput
