@@ -19,7 +19,7 @@ import sqlalchemy as sa
 import time_machine
 
 from portal.extensions import db as _db
-from portal.models import AuditEvent, PartnerStatus, Role
+from portal.models import AuditEvent, AutomaticKind, PartnerStatus, Role
 from portal.services import announcements, creatives, lifecycle, partners, reward_rules, rewards
 from portal.services.reward_rules import (
     CampaignInput,
@@ -215,11 +215,14 @@ def _tier(program, admin, name="Gold", rank=2, percent_bp=2000, metric="revenue"
     )
 
 
-def make_settings(program, admin):
-    program.commission_percent_bp = 1000
-    program.minimum_payout_minor = 5000
-    program.allowed_domains = ["shop.example", "blog.example"]
-    return "/admin/settings", "/admin/settings"
+def make_settings(**values):
+    def make(program, admin):
+        for name, value in values.items():
+            setattr(program, name, value)
+        program.allowed_domains = ["shop.example", "blog.example"]
+        return "/admin/settings", "/admin/settings"
+
+    return make
 
 
 def make_plan(percent_bp, recurring="forever", months=None, tag=None):
@@ -376,7 +379,19 @@ def make_partner_form(action, tags=(), manager=False, tier=False):
 
 
 EDIT_FORMS = [
-    EditForm("settings", "admin.settings", make_settings),
+    EditForm("settings at 10 %", "admin.settings", make_settings(commission_percent_bp=1000)),
+    EditForm(
+        "settings at 0.05 %, weekly",
+        "admin.settings",
+        make_settings(
+            commission_percent_bp=5, payout_schedule="weekly", payout_day=4, minimum_payout_minor=5050
+        ),
+    ),
+    EditForm(
+        "settings with a fixed amount",
+        "admin.settings",
+        make_settings(commission_type="flat", commission_flat_minor=1234, commission_percent_bp=1250),
+    ),
     EditForm("plan at 10 %", "admin.save_plan", make_plan(1000)),
     EditForm("plan at 12.5 %", "admin.save_plan", make_plan(1250, "months", 6, "top partner")),
     EditForm("plan at 0.05 %", "admin.save_plan", make_plan(5, "none")),
@@ -400,10 +415,7 @@ EDIT_FORMS = [
     EditForm(
         "deal with dates", "admin.edit_deal", make_deal(date(2030, 4, 1), date(2030, 4, 30), ["b", "a"])
     ),
-    *(
-        EditForm(f"template {kind}", "admin.edit_template", make_template(kind))
-        for kind in ("welcome", "wake_up", "first_sale")
-    ),
+    *(EditForm(f"template {kind}", "admin.edit_template", make_template(kind)) for kind in AutomaticKind),
     EditForm("announcement draft", "admin.edit_announcement", make_announcement("draft")),
     EditForm(
         "announcement scheduled for tags",
