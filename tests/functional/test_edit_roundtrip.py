@@ -535,6 +535,7 @@ line one
     ]
 
 
+@pytest.mark.postgres  # JSON lists, time zones and text round-trip on both databases
 @pytest.mark.parametrize("form", EDIT_FORMS, ids=lambda form: form.name)
 def test_an_unchanged_form_changes_nothing(client, db, program, login_as, form):
     with time_machine.travel(NOW, tick=False):
