@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
 from functools import cache
 
 from babel import Locale
@@ -17,10 +16,25 @@ from wtforms import (
     ValidationError,
     widgets,
 )
+from wtforms import TextAreaField as _WtformsTextAreaField
 from wtforms.validators import Optional
 
 from portal.errors import DomainError
 from portal.models import CHANNELS
+from portal.money import RateOverLimit, parse_rate_bp
+
+
+class TextAreaField(_WtformsTextAreaField):
+    """A textarea whose line breaks arrive as ``\n``.
+
+    Browsers send a textarea's line breaks as CRLF; kept as typed, an untouched text
+    would differ from the stored one and an unchanged save would rewrite it.
+    """
+
+    def process_formdata(self, valuelist):
+        super().process_formdata(valuelist)
+        if isinstance(self.data, str):
+            self.data = self.data.replace("\r\n", "\n").replace("\r", "\n")
 
 
 class ConfirmForm(FlaskForm):
@@ -124,22 +138,19 @@ class RangeForm(FlaskForm):
 class PercentField(StringField):
     """A rate typed as a percent ("12.5"); ``data_bp`` holds it in hundredths of a percent.
 
-    Only the shape is checked here (a number with at most two decimals); the
-    services decide which rates are allowed (over 100 % is refused there).
+    Parsed by ``portal.money.parse_rate_bp`` (ASCII digits, at most two decimals, 0 to 100 %);
+    the services decide which rates are allowed beyond that.
     """
 
     data_bp: int | None = None
 
     def pre_validate(self, form):
         self.data_bp = None
-        text = (self.data or "").strip().rstrip("%").strip().replace(",", ".")
-        if not text:
+        if not (self.data or "").strip():
             return
         try:
-            value = Decimal(text)
-            exact = value.is_finite() and value == value.quantize(Decimal("0.01"))
-        except InvalidOperation:
-            exact = False
-        if not exact:
-            raise ValidationError(_l("Enter a percent such as 12.5 (at most two decimals)."))
-        self.data_bp = int(value * 100)
+            self.data_bp = parse_rate_bp(self.data)
+        except RateOverLimit:
+            raise ValidationError(_l("A rate cannot be over 100 %.")) from None
+        except ValueError:
+            raise ValidationError(_l("Enter a percent such as 12.5 (at most two decimals).")) from None

@@ -8,6 +8,10 @@ from decimal import Decimal, InvalidOperation
 from babel.numbers import format_currency, get_currency_precision, list_currencies
 
 _AMOUNT = re.compile(r"^-?\d{1,15}(\.\d{1,4})?$")
+# ASCII digits only: ``re.ASCII`` keeps ``\d`` from matching "٣" and other scripts' digits.
+_RATE = re.compile(r"(\d{1,9})(?:\.(\d{1,2}))?", re.ASCII)
+
+FULL_RATE_BP = 10_000
 
 
 def is_currency(code: str) -> bool:
@@ -49,3 +53,32 @@ def format_money(minor: int, currency: str, locale: str = "en") -> str:
     """Human display, e.g. ``$49.90``; the one formatter templates use."""
     exponent = currency_exponent(currency)
     return format_currency(Decimal(minor).scaleb(-exponent), currency, locale=locale)
+
+
+class RateOverLimit(ValueError):
+    """A well-formed percent above 100 %."""
+
+
+def parse_rate_bp(text: str | None) -> int:
+    """A percent as typed (``"12.5"``, ``"0.05"``, ``"10 %"``) → basis points (1250, 5, 1000).
+
+    The inverse of :func:`rate_text`. ASCII digits with at most two decimals (a comma may
+    stand for the point); raises ValueError for anything else, RateOverLimit above 100 %.
+    """
+    cleaned = (text or "").strip().removesuffix("%").strip().replace(",", ".")
+    match = _RATE.fullmatch(cleaned)
+    if match is None:
+        raise ValueError("not a percent with at most two decimals")
+    whole, fraction = match.groups()
+    basis_points = int(whole) * 100 + int((fraction or "0").ljust(2, "0"))
+    if basis_points > FULL_RATE_BP:
+        raise RateOverLimit("over 100 %")
+    return basis_points
+
+
+def rate_text(basis_points: int) -> str:
+    """Basis points → the percent an edit form shows: 1000 → ``"10"``, 1250 → ``"12.5"``, 5 → ``"0.05"``."""
+    if not 0 <= basis_points <= FULL_RATE_BP:
+        raise ValueError("a rate is 0 to 10000 basis points")
+    whole, hundredths = divmod(basis_points, 100)
+    return str(whole) if not hundredths else f"{whole}.{hundredths:02d}".rstrip("0")

@@ -219,6 +219,20 @@ def save_announcement(
     elif draft.when not in ("now", "draft"):
         raise DomainError(_("Choose when it goes out."), "when")
 
+    if (
+        announcement is not None
+        and draft.when != "now"
+        and (
+            announcement.title,
+            announcement.body,
+            announcement.audience_kind,
+            announcement.audience_keys,
+            announcement.pinned,
+            announcement.publish_at,
+        )
+        == (title, body, audience.kind, keys, bool(draft.pinned), publish_at)
+    ):
+        return announcement  # an unchanged save is not an edit: nothing written, nothing audited
     if announcement is None:
         announcement = Announcement(created_by_id=actor.id)
         db.session.add(announcement)

@@ -303,10 +303,19 @@ def save_template(kind: str, actor: User, change: TemplateChange) -> MessageTemp
         raise DomainError(_("At most %(max)d characters.", max=10_000), "body")
     check_template(kind, subject, "subject")
     check_template(kind, body, "body")
+    quiet_days = template.quiet_days
     if kind == AutomaticKind.WAKE_UP:
         if change.quiet_days is None or not 1 <= change.quiet_days <= 365:
             raise DomainError(_("From %(min)d to %(max)d days.", min=1, max=365), "quiet_days")
-        template.quiet_days = change.quiet_days
+        quiet_days = change.quiet_days
+    if (template.enabled, template.subject, template.body, template.quiet_days) == (
+        change.enabled,
+        subject,
+        body,
+        quiet_days,
+    ):
+        return template  # an unchanged save is not an edit: nothing written, nothing audited
+    template.quiet_days = quiet_days
     template.enabled = change.enabled
     template.subject = subject
     template.body = body

@@ -80,6 +80,8 @@ def _apply_rate(target: Any, rate: RateInput) -> None:
 
 
 def _rate_of(target: Any) -> dict[str, Any]:
+    if isinstance(target, RateInput):
+        return {"type": target.type, "percent_bp": target.percent_bp, "flat_minor": target.flat_minor}
     return {
         "type": target.rate_type,
         "percent_bp": target.rate_percent_bp,
@@ -162,7 +164,9 @@ def save_plan(program: Program, actor: User, plan: PlanInput) -> Program:
     program.recurring_months = months
     program.top_partner_tag = tag
     db.session.flush()
-    record_event(actor, "rewards.plan_changed", "program", program.id, before=before, after=plan_of(program))
+    after = plan_of(program)
+    if after != before:  # an unchanged save writes nothing to the audit log
+        record_event(actor, "rewards.plan_changed", "program", program.id, before=before, after=after)
     return program
 
 
@@ -191,6 +195,13 @@ def save_product_rate(
             _("Product %(id)s already has its own rate; edit that one.", id=product_id), "product_id"
         )
     before = _rate_of(existing) if existing else None
+    unchanged = existing is not None and (existing.product_id, existing.label, before) == (
+        product_id,
+        (data.label or "").strip()[:120] or None,
+        _rate_of(RateInput(rate.type, rate.percent_bp or 0, rate.flat_minor or 0)),
+    )
+    if unchanged:
+        return existing
     product_rate = existing or ProductRate()
     product_rate.product_id = product_id
     product_rate.label = (data.label or "").strip()[:120] or None
@@ -315,7 +326,9 @@ def save_tier(program: Program, actor: User, data: TierInput, tier: Tier | None 
     tier.can_request_campaigns = bool(data.can_request_campaigns)
     db.session.add(tier)
     db.session.flush()
-    record_event(actor, "rewards.tier_saved", "tier", tier.id, before=before, after=_tier_snapshot(tier))
+    after = _tier_snapshot(tier)
+    if after != before:
+        record_event(actor, "rewards.tier_saved", "tier", tier.id, before=before, after=after)
     return tier
 
 
@@ -377,6 +390,7 @@ class CampaignInput:
 def _campaign_snapshot(campaign: Campaign) -> dict[str, Any]:
     return {
         "name": campaign.name,
+        "description": campaign.description,
         "starts_at": campaign.starts_at.isoformat(),
         "ends_at": campaign.ends_at.isoformat(),
         "product_ids": list(campaign.product_ids or []),
@@ -384,9 +398,9 @@ def _campaign_snapshot(campaign: Campaign) -> dict[str, Any]:
         "rate": _rate_of(campaign),
         "bonus_minor": campaign.bonus_minor,
         "audience": campaign.audience,
-        "tiers": [t.id for t in campaign.tiers],
+        "tiers": sorted(t.id for t in campaign.tiers),
         "tag_id": campaign.tag_id,
-        "partners": [p.id for p in campaign.partners],
+        "partners": sorted(p.id for p in campaign.partners),
         "links_only": campaign.links_only,
         "landing_url": campaign.landing_url,
     }
@@ -530,14 +544,9 @@ def save_campaign(
         for link in campaign_links(campaign):
             link.destination_url = landing_url
             links.forget_target(link.code)
-    record_event(
-        actor,
-        "rewards.campaign_saved",
-        "campaign",
-        campaign.id,
-        before=before,
-        after=_campaign_snapshot(campaign),
-    )
+    after = _campaign_snapshot(campaign)
+    if after != before:
+        record_event(actor, "rewards.campaign_saved", "campaign", campaign.id, before=before, after=after)
     return campaign
 
 
@@ -690,6 +699,7 @@ def _deal_snapshot(deal: PrivateDeal) -> dict[str, Any]:
         "product_ids": list(deal.product_ids or []),
         "starts_at": deal.starts_at.isoformat() if deal.starts_at else None,
         "ends_at": deal.ends_at.isoformat() if deal.ends_at else None,
+        "note": deal.note,
     }
 
 
@@ -715,15 +725,11 @@ def save_deal(program: Program, actor: User, data: DealInput, deal: PrivateDeal 
     deal.note = (data.note or "").strip() or None
     db.session.add(deal)
     db.session.flush()
-    record_event(
-        actor,
-        "rewards.deal_saved",
-        "partner",
-        partner.id,
-        deal_id=deal.id,
-        before=before,
-        after=_deal_snapshot(deal),
-    )
+    after = _deal_snapshot(deal)
+    if after != before:
+        record_event(
+            actor, "rewards.deal_saved", "partner", partner.id, deal_id=deal.id, before=before, after=after
+        )
     return deal
 
 

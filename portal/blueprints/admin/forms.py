@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
 from zoneinfo import available_timezones
 
 from babel.numbers import list_currencies
@@ -18,7 +17,6 @@ from wtforms import (
     RadioField,
     SelectField,
     StringField,
-    TextAreaField,
 )
 from wtforms.validators import DataRequired, Email, InputRequired, Length, NumberRange, Optional
 
@@ -26,6 +24,7 @@ from portal.forms import (
     ConfirmForm,
     MultiCheckboxField,
     PercentField,
+    TextAreaField,
     as_choices,
     channel_choices,
     language_choices,
@@ -55,7 +54,7 @@ __all__ = [
     "ThreadReplyForm",
 ]
 from portal.models import CommissionType, PayoutSchedule, Program, Role
-from portal.money import parse_amount, to_decimal_string
+from portal.money import parse_amount, parse_rate_bp, rate_text, to_decimal_string
 from portal.services.program import ProgramSettings
 
 _reason = [
@@ -218,7 +217,7 @@ class SettingsForm(FlaskForm):
             payout_day_of_month=program.payout_day if monthly else 15,
             payout_weekday=0 if monthly else program.payout_day,
             commission_type=program.commission_type,
-            commission_percent=str(Decimal(program.commission_percent_bp) / 100),
+            commission_percent=rate_text(program.commission_percent_bp),
             commission_flat=to_decimal_string(program.commission_flat_minor, program.currency),
             ref_param=program.ref_param,
             click_id_param=program.click_id_param,
@@ -253,11 +252,8 @@ class SettingsForm(FlaskForm):
             self.payout_day_of_month.errors.append(_l("Choose a day from 1 to 28."))
         if self.commission_type.data == CommissionType.PERCENT:
             try:
-                percent = Decimal((self.commission_percent.data or "").strip())
-                if not (0 <= percent <= 100) or percent != percent.quantize(Decimal("0.01")):
-                    raise InvalidOperation
-                self.commission_percent_bp = int(percent * 100)
-            except InvalidOperation:
+                self.commission_percent_bp = parse_rate_bp(self.commission_percent.data)
+            except ValueError:
                 self.commission_percent.errors.append(
                     _l("Enter a percent from 0 to 100, at most two decimals (e.g. 12.5).")
                 )

@@ -22,7 +22,6 @@ from portal.blueprints.admin.rewards_forms import (
     PlanForm,
     ProductRateForm,
     TierForm,
-    percent_text,
     split_items,
 )
 from portal.errors import DomainError
@@ -38,7 +37,7 @@ from portal.models import (
     Tier,
 )
 from portal.models.types import utcnow
-from portal.money import to_decimal_string
+from portal.money import rate_text, to_decimal_string
 from portal.security import operator_required
 from portal.services import reward_rules, rewards
 from portal.services.program import get_program
@@ -77,7 +76,7 @@ def _plan_form(program) -> PlanForm:
     form = PlanForm(
         formdata=None,
         rate_type=program.commission_type,
-        rate_percent=percent_text(program.commission_percent_bp),
+        rate_percent=rate_text(program.commission_percent_bp),
         rate_flat=to_decimal_string(program.commission_flat_minor, program.currency),
         recurring_mode=program.recurring_mode,
         recurring_months=program.recurring_months,

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
-
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from wtforms import (
@@ -14,31 +12,15 @@ from wtforms import (
     RadioField,
     SelectField,
     StringField,
-    TextAreaField,
 )
 from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional
 
-from portal.forms import MultiCheckboxField, as_choices, channel_choices
+from portal.forms import MultiCheckboxField, TextAreaField, as_choices, channel_choices
 from portal.models import CampaignAudience, CampaignReward, RateType, RecurringMode, TierMetric, TierPeriod
-from portal.money import parse_amount, to_decimal_string
+from portal.money import RateOverLimit, parse_amount, parse_rate_bp, rate_text, to_decimal_string
 from portal.services.reward_rules import RateInput
 
 _DATETIME_FORMATS = ["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S"]
-
-
-def parse_percent_bp(text: str | None) -> int:
-    """``"12.5"`` → 1250 basis points; raises ValueError for anything else (not the 100 % limit)."""
-    try:
-        value = Decimal((text or "").strip().rstrip("%").strip())
-    except InvalidOperation as exc:
-        raise ValueError("not a number") from exc
-    if not value.is_finite() or value < 0 or value != value.quantize(Decimal("0.01")) or value > 1_000_000:
-        raise ValueError("not a percent")
-    return int(value * 100)
-
-
-def percent_text(basis_points: int | None) -> str:
-    return f"{Decimal(basis_points or 0) / 100:f}".rstrip("0").rstrip(".") if basis_points else "0"
 
 
 class _Money:
@@ -74,7 +56,10 @@ class _RateFields(_Money):
                 self.rate_percent.errors.append(_l("Enter the percent, e.g. 12.5."))
                 return None
             try:
-                return RateInput(RateType.PERCENT, parse_percent_bp(text), 0)
+                return RateInput(RateType.PERCENT, parse_rate_bp(text), 0)
+            except RateOverLimit:
+                self.rate_percent.errors.append(_l("A rate cannot be over 100 %."))
+                return None
             except ValueError:
                 self.rate_percent.errors.append(_l("Enter a percent such as 12.5 (at most two decimals)."))
                 return None
@@ -86,7 +71,7 @@ class _RateFields(_Money):
 
     def fill_rate(self, rule) -> None:
         self.rate_type.data = rule.rate_type
-        self.rate_percent.data = percent_text(rule.rate_percent_bp)
+        self.rate_percent.data = rate_text(rule.rate_percent_bp or 0)
         self.rate_flat.data = to_decimal_string(rule.rate_flat_minor or 0, self.currency)
 
 

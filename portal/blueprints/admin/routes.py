@@ -50,6 +50,8 @@ from portal.models import (
     PayoutBatch,
     PayoutItem,
     Role,
+    Tag,
+    Tier,
     User,
 )
 from portal.models.types import utcnow
@@ -68,7 +70,6 @@ from portal.services import (
     partners,
     payouts,
     reports,
-    rewards,
     schedule,
     tracking,
 )
@@ -701,17 +702,19 @@ def _get_announcement(announcement_id: int) -> Announcement:
 
 
 def _form_for(announcement: Announcement) -> AnnouncementForm:
+    columns = {
+        "tags": (Tag.id, Tag.name),
+        "partners": (Partner.id, Partner.ref_code),
+        "tiers": (Tier.id, Tier.name),
+    }
     items = []
-    if announcement.audience_kind == "tags":
-        from portal.models import Tag
-
-        items = db.session.scalars(sa.select(Tag.name).where(Tag.id.in_(announcement.audience_keys))).all()
-    elif announcement.audience_kind == "partners":
-        items = db.session.scalars(
-            sa.select(Partner.ref_code).where(Partner.id.in_(announcement.audience_keys))
-        ).all()
-    elif announcement.audience_kind == "tiers":
-        items = rewards.tier_names(announcement.audience_keys)
+    if announcement.audience_kind in columns:
+        key, name = columns[announcement.audience_kind]
+        names = dict(
+            db.session.execute(sa.select(key, name).where(key.in_(announcement.audience_keys))).all()
+        )
+        # In the stored order, so that saving the form untouched stores the same list.
+        items = [names[k] for k in announcement.audience_keys if k in names]
     form = AnnouncementForm(
         formdata=None,
         title=announcement.title,
