@@ -32,6 +32,7 @@ from portal.services import (
     delivery,
     inbox,
     links,
+    partners,
     payouts,
     reports,
     schedule,
@@ -57,6 +58,7 @@ def dashboard():
         form=form,
         board=dashboards.partner_dashboard(partner.id, rng),
         earnings=payouts.earnings_of(partner.id),
+        terms=partners.terms_of(partner, program),
         **_news_context(partner),
     )
 
