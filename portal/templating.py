@@ -140,10 +140,15 @@ _STATUS_ICONS = {
         "on": ("✔", "good"),
         "off": ("‖", "neutral"),
     },
+    # A commission line's or conversion's state (payouts.LineState).
     "commission": {
         "pending": ("◷", "pending"),
         "confirmed": ("✔", "good"),
+        "held": ("‖", "warn"),
+        "in_payout": ("➜", "pending"),
+        "paid": ("✔", "good"),
         "reversed": ("↩", "bad"),
+        "clawed_back": ("↩", "warn"),
     },
     "creative": {
         "draft": ("✎", "pending"),
@@ -163,12 +168,16 @@ def _status_label(kind: str, status: str) -> str:
 
         return status_label(status)
     return {
-        ("conversion", "pending"): _("counted — commission pending"),
+        ("conversion", "pending"): _("counted"),
         ("conversion", "review"): _("under review"),
         ("conversion", "rejected"): _("rejected"),
         ("commission", "pending"): _("pending"),
         ("commission", "confirmed"): _("confirmed"),
+        ("commission", "held"): _("held"),
+        ("commission", "in_payout"): _("in payout"),
+        ("commission", "paid"): _("paid"),
         ("commission", "reversed"): _("reversed"),
+        ("commission", "clawed_back"): _("clawed back"),
         ("announcement", "draft"): _("draft"),
         ("announcement", "scheduled"): _("scheduled"),
         ("announcement", "published"): _("published"),

@@ -163,11 +163,21 @@ def suspend_partner(partner: Partner, actor: User, reason: str) -> Partner:
     """Suspended partners keep their history but their links stop attributing."""
     if not (reason or "").strip():
         raise InvalidTransition(_("Say why, so the partner knows."), "reason")
-    return _transition(partner, actor, "suspend", reason)
+    from portal.services import payouts
+
+    _transition(partner, actor, "suspend", reason)
+    payouts.hold_for_suspension(partner, actor)
+    return partner
 
 
 def reinstate_partner(partner: Partner, actor: User) -> Partner:
-    return _transition(partner, actor, "reinstate", None)
+    """Active again: items held for the suspension in open batches are released (see payouts)."""
+    from portal.services import payouts
+    from portal.services.program import get_program
+
+    _transition(partner, actor, "reinstate", None)
+    payouts.release_suspension_holds(partner, actor, get_program())
+    return partner
 
 
 def partner_status_label(status: str) -> str:

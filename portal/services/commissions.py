@@ -23,6 +23,7 @@ from portal.models import (
 )
 from portal.models.types import utcnow
 from portal.services import rewards
+from portal.services.payouts import lines_state
 from portal.services.rewards import CommissionDraft, RuleContext, round_half_even
 
 __all__ = [
@@ -191,23 +192,20 @@ def reverse_all(conversion: Conversion, reason: str, note: str | None) -> list[C
     return written
 
 
-def commission_summary(conversion: Conversion) -> dict | None:
-    """The commission as the API and pages show it: net amount, status, confirmation date."""
+def commission_summary(conversion: Conversion, hold: str | None = None) -> dict | None:
+    """The commission as the API and pages show it: net amount, state, confirmation date.
+
+    The state is ``payouts.lines_state`` of the lines (pending, confirmed, held, in_payout,
+    paid, reversed, clawed_back), the same words the earnings ledger and its CSV use;
+    ``hold`` is the partner's ``payouts.hold_of`` when the caller has it.
+    """
     lines = conversion.commissions
     if not lines:
         return None
-    net = sum(line.amount_minor for line in lines)
-    earned = sum(line.amount_minor for line in lines if line.kind not in CORRECTION_KINDS)
-    if net == 0 and earned > 0:
-        status = "reversed"
-    elif all(line.status == CommissionStatus.CONFIRMED for line in lines):
-        status = "confirmed"
-    else:
-        status = "pending"
     return {
-        "amount_minor": net,
+        "amount_minor": sum(line.amount_minor for line in lines),
         "currency": lines[0].currency,
-        "status": status,
+        "status": str(lines_state(lines, hold) or CommissionStatus.PENDING),
         "confirm_after": min(line.confirm_after for line in lines),
     }
 

@@ -10,7 +10,7 @@ from flask_babel import gettext as _
 
 from portal.errors import DomainError
 from portal.extensions import db
-from portal.models import CHANNELS, Link, Partner, Program, User
+from portal.models import CHANNELS, Link, Partner, PartnerStatus, Program, User
 from portal.services.audit import record_event
 from portal.services.program import is_allowed_destination
 
@@ -63,7 +63,9 @@ def create_link(
     campaign: str | None = None,
     sub_id: str | None = None,
 ) -> Link:
-    """A new tracking link for ``partner`` with a short random code."""
+    """A new tracking link for ``partner`` with a short random code (not while suspended)."""
+    if partner.status == PartnerStatus.SUSPENDED:
+        raise DomainError(_("Your account is suspended, so no new link can be made until it is reinstated."))
     if channel not in CHANNELS:
         raise DomainError(_("Choose a channel."), "channel")
     link = Link(

@@ -2,13 +2,31 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
+
 import sqlalchemy as sa
 from flask_babel import gettext as _
 from sqlalchemy.orm import joinedload
 
 from portal.errors import DomainError
 from portal.extensions import db
-from portal.models import OPERATOR_ROLES, AuditEvent, Partner, PartnerStatus, Tag, User
+from portal.models import (
+    OPERATOR_ROLES,
+    AuditEvent,
+    Campaign,
+    CommissionKind,
+    Conversion,
+    Partner,
+    PartnerStatus,
+    PrivateDeal,
+    Program,
+    Tag,
+    Tier,
+    User,
+)
+from portal.models.types import utcnow
+from portal.services import rewards
 from portal.services.audit import record_event
 
 
@@ -106,3 +124,42 @@ def assign_manager(partner: Partner, actor: User, manager: User | None) -> Partn
             manager=partner.manager_id,
         )
     return partner
+
+
+# --- the partner's terms ------------------------------------------------------------------------
+
+
+@dataclass
+class Terms:
+    """The rate a partner's sale earns now and the rule that gives it."""
+
+    rule: str  # CommissionKind: deal, campaign, tier or base
+    rate: rewards.Rate
+    tier: Tier | None = None
+    campaign: Campaign | None = None
+    deal: PrivateDeal | None = None
+    until: datetime | None = None  # when the deal or campaign ends (None: open-ended)
+
+
+def terms_of(partner: Partner, program: Program, now: datetime | None = None) -> Terms:
+    """What a sale by ``partner`` would earn now, on any product and through no campaign link.
+
+    Asked of the rewards engine itself (``rewards.load_context`` and ``rewards.decide`` on an
+    unsaved sale), so the precedence — private deal > campaign > tier > base — is the one
+    the commission lines are written with, not a copy of it. Product rates and deals or
+    campaigns for named products apply only to those products, so they are not the terms.
+    """
+    sale = Conversion(
+        partner_id=partner.id, occurred_at=now or utcnow(), amount_minor=0, currency=program.currency
+    )
+    context = rewards.load_context(sale)
+    rule = rewards.decide(program, sale, context)[0].kind
+    if rule == CommissionKind.DEAL:
+        deal = context.deal
+        return Terms(rule, rewards.Rate.of(deal), deal=deal, until=deal.ends_at)
+    if rule == CommissionKind.CAMPAIGN:
+        campaign = context.campaigns[0]
+        return Terms(rule, rewards.Rate.of(campaign), campaign=campaign, until=campaign.ends_at)
+    if rule == CommissionKind.TIER:
+        return Terms(rule, rewards.Rate.of(context.tier), tier=context.tier)
+    return Terms(CommissionKind.BASE, rewards.Rate.base(program))

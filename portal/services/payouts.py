@@ -11,6 +11,7 @@ Money rules that do not bend:
 from __future__ import annotations
 
 import csv
+import enum
 import io
 import re
 from dataclasses import dataclass
@@ -25,14 +26,17 @@ from portal import realtime
 from portal.errors import DomainError
 from portal.extensions import db
 from portal.models import (
+    CORRECTION_KINDS,
     AuditEvent,
     BatchKind,
     BatchStatus,
     Commission,
+    CommissionKind,
     CommissionStatus,
     HoldReason,
     ItemStatus,
     Partner,
+    PartnerStatus,
     PayoutAccount,
     PayoutBatch,
     PayoutItem,
@@ -119,8 +123,9 @@ def _fill_batch(
     """Put every partner's unpaid balance at or above ``minimum`` into ``batch``; returns the item count.
 
     Set-based whatever the size: one INSERT ... SELECT ... GROUP BY partner makes the items
-    (held back, without a destination, for partners with no payout details), one
-    INSERT ... SELECT joins each payable item's lines to it. payout_lines is keyed by the
+    (held back for partners who are suspended or have no payout details, with the reason in
+    ``hold_reason``), one INSERT ... SELECT joins each payable item's lines to it. A held
+    item has no lines: they stay in the partner's confirmed balance. payout_lines is keyed by the
     line, so the database never lets a line into two payouts.
 
     The items and the lines come from the same set of unpaid lines: on PostgreSQL the two
@@ -137,6 +142,13 @@ def _fill_batch(
         .group_by(Commission.partner_id)
         .having(total >= max(minimum, 1))
         .subquery("balances")
+    )
+    # Suspension first: a suspended partner with payout details is held all the same, and
+    # reinstating them is what releases the item (``release_suspension_holds``).
+    held_because = sa.case(
+        (Partner.status == PartnerStatus.SUSPENDED, sa.literal(HoldReason.SUSPENDED.value, sa.String)),
+        (PayoutAccount.id.is_(None), sa.literal(HoldReason.NO_DETAILS.value, sa.String)),
+        else_=sa.null(),
     )
     make_items = sa.insert(PayoutItem).from_select(
         [
@@ -155,17 +167,15 @@ def _fill_batch(
             balances.c.total,
             sa.literal(batch.currency, sa.String),
             sa.case(
-                (PayoutAccount.id.is_(None), sa.literal(ItemStatus.HELD.value, sa.String)),
+                (held_because.is_not(None), sa.literal(ItemStatus.HELD.value, sa.String)),
                 else_=sa.literal(ItemStatus.PENDING.value, sa.String),
             ),
-            sa.case(
-                (PayoutAccount.id.is_(None), sa.literal(HoldReason.NO_DETAILS.value, sa.String)),
-                else_=sa.null(),
-            ),
+            held_because,
             PayoutAccount.method,
             _destination_sql(),
         )
         .select_from(balances)
+        .join(Partner, Partner.id == balances.c.partner_id)
         .outerjoin(PayoutAccount, PayoutAccount.partner_id == balances.c.partner_id)
         .order_by(balances.c.partner_id),
     )
@@ -258,9 +268,37 @@ def settle(
     record_event(
         actor, "payout.batch_built", "payout_batch", batch.id, period_end=str(payout_date), items=items
     )
+    _record_suspension_holds(batch, actor)
     realtime.notify_operators("payout", {"batch": batch.id})
     realtime.notify_partners(_item_partners(batch), "earnings", {"batch": batch.id})
     return batch, True
+
+
+def _record_suspension_holds(batch: PayoutBatch, actor: User | None) -> None:
+    """One audit entry per item the batch held because its partner is suspended (one insert)."""
+    held = db.session.execute(
+        sa.select(PayoutItem.id, PayoutItem.partner_id, PayoutItem.amount_minor).where(
+            PayoutItem.batch_id == batch.id, PayoutItem.hold_reason == HoldReason.SUSPENDED
+        )
+    ).all()
+    if held:
+        db.session.execute(
+            sa.insert(AuditEvent),
+            [
+                {
+                    "actor_id": actor.id if actor else None,
+                    "action": "payout.item_held",
+                    "subject_type": "payout_item",
+                    "subject_id": item_id,
+                    "data": {
+                        "reason": HoldReason.SUSPENDED.value,
+                        "partner": partner_id,
+                        "amount_minor": amount,
+                    },
+                }
+                for item_id, partner_id, amount in held
+            ],
+        )
 
 
 def scheduled_batch_for(payout_date: date) -> PayoutBatch | None:
@@ -274,6 +312,10 @@ def scheduled_batch_for(payout_date: date) -> PayoutBatch | None:
 def request_withdrawal(program: Program, partner: Partner, now: datetime | None = None) -> PayoutBatch:
     """Pay a partner's confirmed balance now, as a one-item batch for the operators to approve."""
     now = now or utcnow()
+    if partner.status == PartnerStatus.SUSPENDED:
+        raise DomainError(
+            _("Your account is suspended, so no payout can be requested until it is reinstated.")
+        )
     if not program.allow_withdrawals:
         raise DomainError(_("This program pays on its schedule only."))
     _lock_program(program)
@@ -295,6 +337,178 @@ def request_withdrawal(program: Program, partner: Partner, now: datetime | None 
     record_event(partner.user, "payout.withdrawal_requested", "payout_batch", batch.id, amount_minor=balance)
     realtime.notify_operators("payout", {"batch": batch.id})
     return batch
+
+
+# --- suspension ------------------------------------------------------------------------
+
+_OPEN_BATCH = (BatchStatus.REVIEW, BatchStatus.APPROVED)
+
+
+def hold_for_suspension(partner: Partner, actor: User | None) -> int:
+    """On suspension, hold the partner's items waiting in batches still in review.
+
+    Their lines leave the item (as when a payment fails) and stay in the confirmed balance,
+    so a held item, like one built held, has no lines. Items of approved batches are left as
+    they are: the operator may already have sent that money. Returns the count held.
+    """
+    _lock_program_row()
+    items = list(
+        db.session.scalars(
+            sa.select(PayoutItem)
+            .join(PayoutBatch, PayoutBatch.id == PayoutItem.batch_id)
+            .where(
+                PayoutItem.partner_id == partner.id,
+                PayoutItem.status == ItemStatus.PENDING,
+                PayoutBatch.status == BatchStatus.REVIEW,
+            )
+        )
+    )
+    for item in items:
+        returned = db.session.execute(
+            sa.delete(PayoutLine)
+            .where(PayoutLine.payout_item_id == item.id)
+            .execution_options(synchronize_session=False)
+        ).rowcount
+        item.status = ItemStatus.HELD
+        item.hold_reason = HoldReason.SUSPENDED
+        record_event(
+            actor,
+            "payout.item_held",
+            "payout_item",
+            item.id,
+            reason=HoldReason.SUSPENDED.value,
+            partner=partner.id,
+            amount_minor=item.amount_minor,
+            lines=returned,
+        )
+    if items:
+        db.session.flush()
+        db.session.expire_all()
+        realtime.notify_operators("payout", {"partner": partner.id})
+        realtime.notify(partner.id, "earnings", {"held": True})
+    return len(items)
+
+
+def release_suspension_holds(partner: Partner, actor: User | None, program: Program) -> int:
+    """On reinstatement, release the partner's items held for suspension in open batches.
+
+    A held item has no lines: the lines it stood for stayed in the partner's confirmed
+    balance and may have changed since (refunds, clawbacks, new confirmations, or another
+    batch or withdrawal may have taken them). So releasing never trusts the held amount:
+
+    - batch still in review: the partner's lines still unpaid before the batch's cutoff are
+      joined to the item now and the item's amount becomes their sum, so the operator
+      reviews and pays exactly those lines. ``payout_lines`` is keyed by the line, so none
+      can be in two payouts. If they no longer reach the minimum (or the partner has no
+      payout details) the item stays held and the balance carries over, as at build time;
+      without payout details the hold's reason becomes ``no_details``.
+    - batch already approved: nothing is added to what the operator approved (it may be
+      half paid, its file exported). The item stays held as a record and its lines, which
+      never left the balance, go to the next batch or a withdrawal.
+
+    Either way every line is in at most one payout and the totals equal the lines. Each
+    release is audited (``payout.item_released``, with where the money goes). Returns the
+    number of items joined to their batch.
+    """
+    _lock_program_row()
+    items = list(
+        db.session.scalars(
+            sa.select(PayoutItem)
+            .join(PayoutBatch, PayoutBatch.id == PayoutItem.batch_id)
+            .where(
+                PayoutItem.partner_id == partner.id,
+                PayoutItem.status == ItemStatus.HELD,
+                PayoutItem.hold_reason == HoldReason.SUSPENDED,
+                PayoutBatch.status.in_([str(status) for status in _OPEN_BATCH]),
+            )
+            .order_by(PayoutItem.id)
+        )
+    )
+    account = account_of(partner)
+    joined = 0
+    for item in items:
+        batch = item.batch
+        outcome, lines = "next_payout", 0
+        if batch.status == BatchStatus.REVIEW and account is None:
+            item.hold_reason = HoldReason.NO_DETAILS
+            outcome = "no_details"
+        elif batch.status == BatchStatus.REVIEW:
+            lines, amount = _join_unpaid_lines(item, batch)
+            minimum = program.minimum_payout_minor if batch.kind == BatchKind.SCHEDULED else 1
+            if lines and amount >= max(minimum, 1):
+                item.amount_minor = amount
+                item.status = ItemStatus.PENDING
+                item.hold_reason = None
+                item.method = account.method
+                item.destination = {
+                    name: getattr(account, name) for name in _DESTINATION_FIELDS[account.method]
+                }
+                outcome = "in_batch"
+                joined += 1
+            else:
+                # Below the minimum now: back to the balance, exactly as at build time.
+                db.session.execute(
+                    sa.delete(PayoutLine)
+                    .where(PayoutLine.payout_item_id == item.id)
+                    .execution_options(synchronize_session=False)
+                )
+                lines = 0
+        record_event(
+            actor,
+            "payout.item_released",
+            "payout_item",
+            item.id,
+            partner=partner.id,
+            outcome=outcome,
+            amount_minor=item.amount_minor,
+            lines=lines,
+        )
+    if items:
+        db.session.flush()
+        db.session.expire_all()
+        realtime.notify_operators("payout", {"partner": partner.id})
+        realtime.notify(partner.id, "earnings", {"released": True})
+    return joined
+
+
+def held_items_of(partner: Partner) -> list[PayoutItem]:
+    """The partner's items held back in batches still open, with their batches."""
+    return list(
+        db.session.scalars(
+            sa.select(PayoutItem)
+            .join(PayoutBatch, PayoutBatch.id == PayoutItem.batch_id)
+            .where(
+                PayoutItem.partner_id == partner.id,
+                PayoutItem.status == ItemStatus.HELD,
+                PayoutBatch.status.in_([str(status) for status in _OPEN_BATCH]),
+            )
+            .options(selectinload(PayoutItem.batch))
+            .order_by(PayoutItem.id)
+        )
+    )
+
+
+def _join_unpaid_lines(item: PayoutItem, batch: PayoutBatch) -> tuple[int, int]:
+    """Join the item's partner's unpaid lines before the batch's cutoff to it; (count, sum).
+
+    The sum is read back from the rows just written, so the amount is the lines' own total
+    whatever another transaction confirmed meanwhile (writers of payout_lines hold the
+    program lock, taken by the caller).
+    """
+    unpaid = _unpaid_lines(batch.cutoff_at, item.partner_id, batch.currency)
+    db.session.execute(
+        sa.insert(PayoutLine).from_select(
+            ["commission_id", "payout_item_id"],
+            sa.select(Commission.id, sa.literal(item.id, sa.Integer)).where(unpaid),
+        )
+    )
+    count, total = db.session.execute(
+        sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(Commission.amount_minor), 0))
+        .select_from(PayoutLine)
+        .join(Commission, Commission.id == PayoutLine.commission_id)
+        .where(PayoutLine.payout_item_id == item.id)
+    ).one()
+    return int(count), int(total)
 
 
 # --- operator flow --------------------------------------------------------------------
@@ -450,7 +664,7 @@ class BatchSummary:
 
     to_pay: int  # items paid or waiting to be paid
     to_pay_minor: int
-    held: int  # items held back: the partner has no payout details
+    held: int  # items held back (hold_reason: no payout details, or suspended)
     held_minor: int
     paid: int
     failed: int
@@ -646,6 +860,7 @@ def _order_of(line: Commission) -> str:
 
 
 def ledger_csv(partner_id: int) -> str:
+    hold = hold_of(db.session.get(Partner, partner_id))
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(
@@ -662,7 +877,7 @@ def ledger_csv(partner_id: int) -> str:
                 line.kind,
                 to_decimal_string(line.amount_minor, line.currency),
                 line.currency,
-                ledger_state(line),
+                line_state(line, hold),
                 line.confirm_after.date().isoformat(),
                 line.reason_code or "",
                 item.batch.period_end.isoformat() if item else "",
@@ -673,14 +888,76 @@ def ledger_csv(partner_id: int) -> str:
     return out.getvalue()
 
 
-def ledger_state(line: Commission) -> str:
-    """pending → confirmed → in payout → paid, as one word."""
+class LineState(enum.StrEnum):
+    """Where a commission line is: the one vocabulary of pages, CSV and API."""
+
+    PENDING = "pending"  # waiting for the hold period to end
+    CONFIRMED = "confirmed"  # in the balance, goes into the next payout
+    HELD = "held"  # confirmed, but the balance is held back (suspension, no payout details)
+    IN_PAYOUT = "in_payout"  # in a payout not yet paid
+    PAID = "paid"
+    REVERSED = "reversed"  # a reversal line: taken back before it was paid
+    CLAWED_BACK = "clawed_back"  # a clawback line: taken back after payout, netted later
+
+
+# A conversion is as far along as its least advanced earning line.
+_PROGRESS = (LineState.PENDING, LineState.CONFIRMED, LineState.HELD, LineState.IN_PAYOUT, LineState.PAID)
+
+
+def line_state(line: Commission, hold: str | None = None) -> LineState:
+    """Name a commission line's state. The only place that does; everything else asks here.
+
+    pending → confirmed → in payout → paid for earnings; a correction line is ``reversed``
+    or ``clawed_back`` whatever payout later nets it; a confirmed line not in a payout is
+    ``held`` while its partner's balance is held back (``hold``, from ``hold_of``).
+    """
+    if line.kind == CommissionKind.CLAWBACK:
+        return LineState.CLAWED_BACK
+    if line.kind == CommissionKind.REVERSAL:
+        return LineState.REVERSED
     item = line.payout_item
     if item is not None and item.status == ItemStatus.PAID:
-        return "paid"
+        return LineState.PAID
     if item is not None and item.status == ItemStatus.PENDING:
-        return "in_payout"
-    return line.status
+        return LineState.IN_PAYOUT
+    if line.status == CommissionStatus.CONFIRMED:
+        return LineState.HELD if hold else LineState.CONFIRMED
+    return LineState.PENDING
+
+
+def lines_state(lines: list[Commission], hold: str | None = None) -> LineState | None:
+    """A conversion's state from its lines' states: reversed (or clawed back) when the
+    earnings are fully taken back, else the least advanced earning line's state."""
+    earned = [line for line in lines if line.kind not in CORRECTION_KINDS]
+    if not earned:
+        return None
+    if sum(line.amount_minor for line in lines) == 0 and sum(line.amount_minor for line in earned) > 0:
+        clawed = any(line.kind == CommissionKind.CLAWBACK for line in lines)
+        return LineState.CLAWED_BACK if clawed else LineState.REVERSED
+    return min((line_state(line, hold) for line in earned), key=_PROGRESS.index)
+
+
+def hold_of(partner: Partner) -> str | None:
+    """Why the partner's confirmed balance is held back now (a ``HoldReason``), or None.
+
+    Suspended: everything confirmed is frozen. No payout details: held once a batch held
+    an item for it (the batch still open); adding details lets the next batch pay it.
+    """
+    if partner.status == PartnerStatus.SUSPENDED:
+        return HoldReason.SUSPENDED
+    held_for_details = db.session.scalar(
+        sa.select(sa.func.count())
+        .select_from(PayoutItem)
+        .join(PayoutBatch, PayoutBatch.id == PayoutItem.batch_id)
+        .where(
+            PayoutItem.partner_id == partner.id,
+            PayoutItem.hold_reason == HoldReason.NO_DETAILS,
+            PayoutBatch.status.in_([str(status) for status in _OPEN_BATCH]),
+        )
+    )
+    if held_for_details and account_of(partner) is None:
+        return HoldReason.NO_DETAILS
+    return None
 
 
 # --- payout details --------------------------------------------------------------------
@@ -720,6 +997,10 @@ def save_payout_account(partner: Partner, details: PayoutDetails, actor: User) -
     """Check and store where the partner is paid; the change is audited and announced."""
     from email_validator import EmailNotValidError, validate_email
 
+    if partner.status == PartnerStatus.SUSPENDED:
+        raise DomainError(
+            _("Your account is suspended, so your payout details cannot be changed until it is reinstated.")
+        )
     clean = {k: (v.strip() if isinstance(v, str) else v) or None for k, v in vars(details).items()}
     method = clean["method"]
     if method == "paypal":

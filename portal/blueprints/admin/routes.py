@@ -346,11 +346,14 @@ def _get_conversion(conversion_id: int) -> Conversion:
 
 
 def _conversion_page(conversion: Conversion, reject_form=None, status: int = 200):
+    hold = payouts.hold_of(conversion.partner) if conversion.partner else None
     return (
         render_template(
             "admin/conversion.html",
             conversion=conversion,
-            summary=commission_summary(conversion),
+            summary=commission_summary(conversion, hold),
+            state=payouts.line_state,
+            hold=hold,
             reason_label=reason_label,
             reject_form=reject_form or ConversionRejectForm(formdata=None),
             confirm_form=ConfirmForm(formdata=None),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from portal.models import ConversionStatus, RejectionReason
+from portal.services.payouts import LineState
 
 _ID = {"type": "string", "minLength": 1, "maxLength": 128, "pattern": "^[\\x21-\\x7e]+$"}
 _AMOUNT = {"type": "string", "pattern": "^\\d{1,15}(\\.\\d{1,4})?$", "examples": ["49.90"]}
@@ -197,7 +198,8 @@ def openapi_document(server_url: str) -> dict:
                     "properties": {
                         "amount": _AMOUNT | {"pattern": "^-?\\d{1,15}(\\.\\d{1,4})?$"},
                         "currency": {"type": "string"},
-                        "status": {"type": "string", "enum": ["pending", "confirmed", "reversed"]},
+                        # payouts.LineState: the same words as the partner's ledger and CSV.
+                        "status": {"type": "string", "enum": [str(state) for state in LineState]},
                         "confirm_after": _TIME,
                     },
                 },

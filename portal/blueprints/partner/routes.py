@@ -20,7 +20,7 @@ from portal.database import begin_write
 from portal.errors import DomainError
 from portal.extensions import db
 from portal.forms import ConfirmForm, put_error_on_form
-from portal.models import CHANNELS, CreativeKind
+from portal.models import CHANNELS, CreativeKind, PartnerStatus
 from portal.models.types import utcnow
 from portal.security import partner_required
 from portal.services import (
@@ -32,6 +32,7 @@ from portal.services import (
     delivery,
     inbox,
     links,
+    partners,
     payouts,
     reports,
     schedule,
@@ -57,6 +58,7 @@ def dashboard():
         form=form,
         board=dashboards.partner_dashboard(partner.id, rng),
         earnings=payouts.earnings_of(partner.id),
+        terms=partners.terms_of(partner, program),
         **_news_context(partner),
     )
 
@@ -99,6 +101,7 @@ def _links_page(form: LinkForm, status: int = 200):
             partner=partner,
             program=get_program(),
             links=links.links_of(partner),
+            suspended=partner.status == PartnerStatus.SUSPENDED,
             clicks=reports.click_counts(partner),
             form=form,
             confirm_form=ConfirmForm(formdata=None),
@@ -156,11 +159,12 @@ def toggle_link(link_id: int, action: str):
 def list_conversions():
     partner = current_user.partner
     page = db.paginate(reports.partner_conversions(partner), per_page=25, error_out=False)
+    hold = payouts.hold_of(partner)
     return render_template(
         "partner/conversions.html",
         partner=partner,
         page=page,
-        summary=commission_summary,
+        summary=lambda conversion: commission_summary(conversion, hold),
         reason_label=reason_label,
     )
 
@@ -171,10 +175,13 @@ def show_conversion(conversion_id: int):
     conversion = reports.partner_conversion(current_user.partner, conversion_id)
     if conversion is None:
         abort(404)
+    hold = payouts.hold_of(current_user.partner)
     return render_template(
         "partner/conversion.html",
         conversion=conversion,
-        summary=commission_summary(conversion),
+        summary=commission_summary(conversion, hold),
+        state=payouts.line_state,
+        hold=hold,
         reason_label=reason_label,
         program=get_program(),
     )
@@ -307,6 +314,8 @@ def _earnings_context(partner):
     figures = payouts.earnings_of(partner.id)
     now = utcnow()
     settled = payouts.scheduled_batch_for(schedule.local_today(program, now)) is not None
+    account = payouts.account_of(partner)
+    suspended = partner.status == PartnerStatus.SUSPENDED
     return {
         "partner": partner,
         "program": program,
@@ -314,12 +323,16 @@ def _earnings_context(partner):
         "progress": min(100, max(0, figures.confirmed * 100 // max(program.minimum_payout_minor, 1))),
         "next_payout": schedule.upcoming_payout(program, now, settled),
         "ledger": payouts.ledger_of(partner.id),
-        "state": payouts.ledger_state,
+        "state": payouts.line_state,
+        "hold": payouts.hold_of(partner),
+        "held_items": payouts.held_items_of(partner),
+        "suspended": suspended,
         "reason_label": reason_label,
-        "account": payouts.account_of(partner),
+        "account": account,
         "can_withdraw": program.allow_withdrawals
+        and not suspended
         and figures.confirmed >= max(program.minimum_payout_minor, 1)
-        and payouts.account_of(partner) is not None,
+        and account is not None,
         "confirm_form": ConfirmForm(formdata=None),
     }
 
@@ -381,7 +394,15 @@ def payout_details():
             flash(_("Payout details saved."), "success")
             return redirect(url_for("partner.earnings"))
     status = 200 if request.method == "GET" else 422
-    return render_template("partner/payout_details.html", form=form, partner=partner), status
+    return (
+        render_template(
+            "partner/payout_details.html",
+            form=form,
+            partner=partner,
+            suspended=partner.status == PartnerStatus.SUSPENDED,
+        ),
+        status,
+    )
 
 
 # --- creatives ----------------------------------------------------------------------
