@@ -46,7 +46,7 @@ def upgrade():
     op.execute("UPDATE payout_items SET hold_reason = 'no_details' WHERE status = 'held'")
     with op.batch_alter_table('payout_items', schema=None) as batch_op:
         batch_op.create_check_constraint(
-            op.f('ck_payout_items_hold_reason_known'), "hold_reason IS NULL OR hold_reason IN ('no_details', 'suspended')"
+            op.f('ck_payout_items_hold_reason_known'), "hold_reason IS NULL OR hold_reason IN ('no_details', 'suspended', 'details_changed')"
         )
         batch_op.create_check_constraint(op.f('ck_payout_items_held_has_reason'), "(status = 'held') = (hold_reason IS NOT NULL)")
 

@@ -36,6 +36,7 @@ class HoldReason(enum.StrEnum):
 
     NO_DETAILS = "no_details"  # the partner has not said where to be paid
     SUSPENDED = "suspended"  # the partner is suspended; released on reinstatement
+    DETAILS_CHANGED = "details_changed"  # payout details changed shortly before the batch: review
 
 
 class PayoutMethod(enum.StrEnum):
@@ -89,7 +90,8 @@ class PayoutItem(db.Model):
         ),
         sa.CheckConstraint("status != 'failed' OR failure_reason IS NOT NULL", name="failed_has_reason"),
         sa.CheckConstraint(
-            "hold_reason IS NULL OR hold_reason IN ('no_details', 'suspended')", name="hold_reason_known"
+            "hold_reason IS NULL OR hold_reason IN ('no_details', 'suspended', 'details_changed')",
+            name="hold_reason_known",
         ),
         sa.CheckConstraint("(status = 'held') = (hold_reason IS NOT NULL)", name="held_has_reason"),
     )
