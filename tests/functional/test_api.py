@@ -657,3 +657,38 @@ def test_the_maximum_sale_is_the_programs_setting_and_named_in_formatted_money(d
         "amount": ["must be at most $500.00, the program's maximum sale"]
     }
     assert api.post("/conversions", sale(ref="pat", amount="500.00")).status_code == 201
+
+
+def test_the_openapi_document_describes_refund_ids_and_their_answers(client, db, api, partner):
+    import jsonschema
+
+    document = client.get("/api/v1/openapi.json").json
+    refund = document["paths"]["/conversions/{transaction_id}/refund"]["post"]
+    assert {"200", "404", "409", "422"} <= set(refund["responses"])
+    request_schema = document["components"]["schemas"]["RefundRequest"]
+    assert request_schema["properties"]["refund_id"]["maxLength"] == 100
+    assert (
+        "maximum sale"
+        in document["components"]["schemas"]["ConversionRequest"]["properties"]["amount"]["description"]
+    )
+
+    def check(payload, schema_name):
+        jsonschema.validate(
+            payload, {"components": document["components"], "$ref": f"#/components/schemas/{schema_name}"}
+        )
+
+    body = {"amount": "1.00", "refund_id": "RMA-1042"}
+    jsonschema.validate(body, {"components": document["components"], **request_schema})
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({"refund_id": "x" * 101}, request_schema)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({"amount": "٣.٠٠"}, request_schema)
+    api.post("/conversions", sale(ref="pat"))
+    check(api.post("/conversions/order-1/refund", body).json, "ConversionEnvelope")
+    check(api.post("/conversions/order-1/refund", body).json, "ConversionEnvelope")
+    conflict = api.post("/conversions/order-1/refund", {"amount": "2.00", "refund_id": "RMA-1042"})
+    assert conflict.status_code == 409
+    check(conflict.json, "Error")
+    too_large = api.post("/conversions", sale(transaction_id="order-2", amount="1000000.01"))
+    assert too_large.status_code == 422
+    check(too_large.json, "Error")
