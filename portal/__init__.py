@@ -6,16 +6,38 @@ import logging
 import sys
 from pathlib import Path
 
-from flask import Flask, request, request_finished, request_started, request_tearing_down
+from flask import Flask, Request, request, request_finished, request_started, request_tearing_down
 from flask.sessions import SecureCookieSessionInterface
+from werkzeug.exceptions import SecurityError
 from werkzeug.middleware.proxy_fix import ProxyFix
+from werkzeug.utils import cached_property
 
-from config import Config, finalise_secret_key, get_config
+from config import Config, finalise_base_url, finalise_secret_key, get_config
 from portal.extensions import babel, csrf, db, htmx, limiter, login_manager, migrate, socketio
 
 # Endpoints that skip the app-wide request hooks (see PortalFlask).
 LEAN_ENDPOINTS = frozenset({"track.follow_link"})
 _NO_EXC = object()
+
+
+class CanonicalOriginRequest(Request):
+    """A request whose absolute roots are the portal's canonical origin, not its Host header.
+
+    Mixed into whatever request class the extensions leave (htmx-flask sets its own) by
+    ``use_canonical_origin``."""
+
+    @cached_property
+    def host_url(self) -> str:
+        from portal.urls import base_url
+
+        base = base_url()
+        return f"{base.scheme}://{base.netloc}/"
+
+    @cached_property
+    def root_url(self) -> str:
+        from portal.urls import origin_root
+
+        return origin_root()
 
 
 class PortalFlask(Flask):
@@ -25,7 +47,39 @@ class PortalFlask(Flask):
     (no limits there), the remember-me cookie (no session there) and sending committed
     mail (nothing queues any there). Such an endpoint must not rely on them, and its
     blueprint registers none of its own. Routing, error handlers, signals and the app
-    context's teardown (the database session) run as for any request."""
+    context's teardown (the database session) run as for any request.
+
+    And every URL adapter, in a request or not, builds on ``PORTAL_BASE_URL``: its
+    scheme, host and path replace the request's, so ``url_for(..., _external=True)``
+    never follows a client's ``Host`` or ``X-Forwarded-Host`` (portal/urls.py)."""
+
+    def create_url_adapter(self, request):
+        from portal.urls import base_url
+
+        base = base_url(self.config)
+        try:
+            adapter = super().create_url_adapter(request)
+        except SecurityError as exc:
+            # A Host outside TRUSTED_HOSTS: answer 400, and still let the error page build
+            # its links (Flask would leave the request without an adapter).
+            request.routing_exception = exc
+            return self.url_map.bind(
+                base.netloc,
+                script_name=base.path or "/",
+                url_scheme=base.scheme,
+                path_info=request.path,
+                default_method=request.method,
+            )
+        if adapter is None:
+            # Outside a request (jobs, the CLI): no SERVER_NAME needed to build addresses.
+            return self.url_map.bind(base.netloc, script_name=base.path or "/", url_scheme=base.scheme)
+        # Matching does not look at the host (no host or subdomain matching here);
+        # building absolute addresses and redirects does, and gets the canonical origin.
+        adapter.server_name = base.netloc
+        adapter.url_scheme = base.scheme
+        if base.path:
+            adapter.script_name = base.path + "/"
+        return adapter
 
     def full_dispatch_request(self):
         if request.endpoint not in LEAN_ENDPOINTS:
@@ -54,6 +108,7 @@ def create_app(config_class: type[Config] | None = None, **overrides) -> Flask:
     app.config.from_object(config_class or get_config())
     app.config.update(overrides)
     finalise_secret_key(app.config)
+    finalise_base_url(app.config)
     app.session_interface = _PortalSessionInterface()
     if (
         app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite:///")
@@ -69,6 +124,7 @@ def create_app(config_class: type[Config] | None = None, **overrides) -> Flask:
         }
     configure_logging(app)
     register_extensions(app)
+    use_canonical_origin(app)
     register_blueprints(app)
     register_realtime(app)
     register_mail_delivery(app)
@@ -77,7 +133,9 @@ def create_app(config_class: type[Config] | None = None, **overrides) -> Flask:
     register_errorhandlers(app)
     if app.config["PROXY_FIX_HOPS"]:
         hops = app.config["PROXY_FIX_HOPS"]
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
+        # X-Forwarded-Host stays unread (x_host=0): a client can send one through many
+        # proxies, and addresses come from PORTAL_BASE_URL anyway.
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=0)
     return app
 
 
@@ -131,6 +189,12 @@ def register_extensions(app: Flask) -> None:
     from portal.security import configure_login
 
     configure_login(app, login_manager)
+
+
+def use_canonical_origin(app: Flask) -> None:
+    """``request.host_url`` / ``url_root`` answer PORTAL_BASE_URL (URL adapters: PortalFlask)."""
+    if not issubclass(app.request_class, CanonicalOriginRequest):
+        app.request_class = type("PortalRequest", (CanonicalOriginRequest, app.request_class), {})
 
 
 def register_blueprints(app: Flask) -> None:
