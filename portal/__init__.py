@@ -46,12 +46,18 @@ class PortalFlask(Flask):
     extensions install for every request: CSRF (a GET needs none), the rate limiter
     (no limits there), the remember-me cookie (no session there) and sending committed
     mail (nothing queues any there). Such an endpoint must not rely on them, and its
-    blueprint registers none of its own. Routing, error handlers, signals and the app
-    context's teardown (the database session) run as for any request.
+    blueprint registers none of its own. Routing, error handlers, signals, the app
+    context's teardown (the database session) and ``lean_after_request_funcs`` (the
+    security headers) run as for any request.
 
     And every URL adapter, in a request or not, builds on ``PORTAL_BASE_URL``: its
     scheme, host and path replace the request's, so ``url_for(..., _external=True)``
     never follows a client's ``Host`` or ``X-Forwarded-Host`` (portal/urls.py)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # Functions that must see every response, lean endpoints' too (security headers).
+        self.lean_after_request_funcs: list = []
 
     def create_url_adapter(self, request):
         from portal.urls import base_url
@@ -91,6 +97,8 @@ class PortalFlask(Flask):
         except Exception as e:  # noqa: BLE001 - what Flask's own dispatch does
             rv = self.handle_user_exception(e)
         response = self.make_response(rv)
+        for func in self.lean_after_request_funcs:
+            response = func(response)
         request_finished.send(self, _async_wrapper=self.ensure_sync, response=response)
         return response
 
@@ -129,6 +137,7 @@ def create_app(config_class: type[Config] | None = None, **overrides) -> Flask:
     register_realtime(app)
     register_mail_delivery(app)
     register_template_helpers(app)
+    register_security_headers(app)
     register_cli(app)
     register_errorhandlers(app)
     if app.config["PROXY_FIX_HOPS"]:
@@ -256,6 +265,12 @@ def register_template_helpers(app: Flask) -> None:
     from portal import templating
 
     templating.init_app(app)
+
+
+def register_security_headers(app: Flask) -> None:
+    from portal import headers
+
+    headers.init_app(app)
 
 
 def register_cli(app: Flask) -> None:
