@@ -133,6 +133,7 @@ def create_app(config_class: type[Config] | None = None, **overrides) -> Flask:
     configure_logging(app)
     register_extensions(app)
     use_canonical_origin(app)
+    register_input_guards(app)
     register_blueprints(app)
     register_realtime(app)
     register_mail_delivery(app)
@@ -155,11 +156,15 @@ def _instance_dir():
 
 
 class _PortalSessionInterface(SecureCookieSessionInterface):
-    """No session for the click redirect: it never reads one, and it is the hot path."""
+    """The click redirect reads no session cookie: it never uses one, and it is the hot path.
+
+    It gets an empty session rather than the null one (which refuses writes), so that an
+    error page under /go/ (``/go/``, ``/go/abc%0a``: 404), which renders a CSRF token,
+    still works. (The session opens before routing, so the path decides, not the endpoint.)"""
 
     def open_session(self, app, request):
         if request.path.startswith("/go/"):
-            return self.null_session_class()
+            return self.session_class()
         return super().open_session(app, request)
 
 
@@ -204,6 +209,12 @@ def use_canonical_origin(app: Flask) -> None:
     """``request.host_url`` / ``url_root`` answer PORTAL_BASE_URL (URL adapters: PortalFlask)."""
     if not issubclass(app.request_class, CanonicalOriginRequest):
         app.request_class = type("PortalRequest", (CanonicalOriginRequest, app.request_class), {})
+
+
+def register_input_guards(app: Flask) -> None:
+    from portal import guards
+
+    guards.init_app(app)
 
 
 def register_blueprints(app: Flask) -> None:
