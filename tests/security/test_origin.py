@@ -184,3 +184,47 @@ def test_production_trusts_only_the_base_host_and_localhost(database_url, db):
     assert client.get("/login", headers={"Host": "partners.northwind.example"}).status_code == 200
     assert client.get("/login", headers={"Host": "127.0.0.1:8000"}).status_code == 200
     assert client.get("/login", headers={"Host": EVIL}).status_code == 400
+
+
+def signed_in(app, user):
+    client = app.test_client()
+    with client.session_transaction(headers={"Host": EVIL}) as session:
+        session["_user_id"] = user.get_id()
+        session["_fresh"] = True
+    return client
+
+
+@pytest.mark.smtp
+def test_an_invitation_mail_links_to_the_base_url(proxied_app, db, smtp_server):
+    controller, collector = smtp_server
+    proxied_app.config.update(MAIL_SERVER=controller.hostname, MAIL_PORT=controller.port)
+    with collector.lock:
+        collector.messages.clear()
+    admin = UserFactory(role=Role.ADMIN)
+    db.session.commit()
+    response = signed_in(proxied_app, admin).post(
+        "/admin/team",
+        data={"name": "Nia New", "email": "nia@example.org", "role": "manager"},
+        headers={"Host": EVIL, "X-Forwarded-Host": EVIL},
+    )
+    assert response.status_code == 302
+    [message] = collector.messages
+    assert reset_link(message).startswith(f"{BASE}/password/reset/")
+    assert EVIL not in message.get_content()
+
+
+def test_a_banners_embed_code_uses_the_base_url(proxied_app, db, program):
+    from tests.creative_support import make_banner
+
+    manager = UserFactory(role=Role.MANAGER)
+    partner = PartnerFactory(status=PartnerStatus.APPROVED)
+    banner = make_banner(manager, program)
+    db.session.commit()
+    page = (
+        signed_in(proxied_app, partner.user)
+        .get(f"/partner/creatives/{banner.id}", headers={"Host": EVIL, "X-Forwarded-Host": EVIL})
+        .get_data(as_text=True)
+    )
+    assert f"{BASE}/go/{partner.ref_code}?creative={banner.id}" in page
+    assert f"{BASE}/media/banners/{banner.id}" in page
+    assert EVIL not in page
