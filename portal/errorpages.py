@@ -71,8 +71,8 @@ def init_app(app: Flask) -> None:
     def http_error(error: HTTPException):
         status = error.code or 500
         title, message = _titles().get(status, (error.name, error.description))
-        if error.description and error.description != type(error).description:
-            message = error.description  # the portal's own words (portal/guards.py), not the default
+        if getattr(error, "says_why", False):
+            message = error.description  # the portal's own words (portal/guards.py refuse())
         if status == 413:
             from portal.views import too_large_message
 

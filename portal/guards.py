@@ -13,10 +13,12 @@
 from __future__ import annotations
 
 from datetime import date
+from typing import NoReturn
 
-from flask import Flask, abort, current_app, request
+from flask import Flask, current_app, request
 from flask.json.provider import DefaultJSONProvider
 from flask_babel import gettext as _
+from werkzeug.exceptions import BadRequest, NotFound
 from werkzeug.routing import IntegerConverter
 
 # Ids are PostgreSQL INTEGER columns.
@@ -24,6 +26,13 @@ MAX_ID = 2**31 - 1
 FIRST_DAY, LAST_DAY = date(2000, 1, 1), date(2099, 12, 31)
 # Far beyond any list (25-50 rows a page), far below what OFFSET can hold.
 MAX_PAGE = 10**9
+
+
+def refuse(status: int, message: str) -> NoReturn:
+    """Answer 400 or 404 with ``message`` on the error page (or in the API's JSON error)."""
+    error = (NotFound if status == 404 else BadRequest)(message)
+    error.says_why = True
+    raise error
 
 
 def day_allowed(day: date) -> bool:
@@ -59,7 +68,7 @@ def _has_nul(values) -> bool:
 
 def refuse_unusable_input():
     if "\x00" in request.path or _has_nul(request.args):
-        abort(400, _("The address contains a NUL character, which the portal does not accept."))
+        refuse(400, _("The address contains a NUL character, which the portal does not accept."))
     view = current_app.view_functions.get(request.endpoint or "")
     # Multipart bodies are left to their views: upload views raise the size limit first.
     if (
@@ -68,10 +77,10 @@ def refuse_unusable_input():
         and not getattr(view, "accepts_uploads", False)
         and _has_nul(request.form)
     ):
-        abort(400, _("The form contains a NUL character, which the portal does not accept."))
+        refuse(400, _("The form contains a NUL character, which the portal does not accept."))
     page = request.args.get("page", type=int)
     if page is not None and page > MAX_PAGE:
-        abort(404, _("There is no page %(page)s.", page=page))
+        refuse(404, _("There is no page %(page)s.", page=page))
 
 
 def init_app(app: Flask) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date
 from functools import wraps
 
-from flask import abort, current_app, render_template, request
+from flask import current_app, render_template, request
 from flask_babel import gettext as _
 
 
@@ -57,14 +57,14 @@ def too_large_message() -> str | None:
 
 def day_arg(name: str) -> date | None:
     """A ``YYYY-MM-DD`` query parameter as a date; None when missing or malformed; 400 when absurd."""
-    from portal.guards import day_allowed, day_range_message
+    from portal.guards import day_allowed, day_range_message, refuse
 
     try:
         day = date.fromisoformat(request.args.get(name) or "")
     except ValueError:
         return None
     if not day_allowed(day):
-        abort(400, day_range_message())
+        refuse(400, day_range_message())
     return day
 
 
