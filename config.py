@@ -47,8 +47,8 @@ def _list(name: str) -> list[str] | None:
     return [item.strip() for item in raw.split(",") if item.strip()]
 
 
-# What `make run` prints: the development default of PORTAL_BASE_URL.
-DEVELOPMENT_BASE_URL = "http://127.0.0.1:5000"
+# What `make run` prints (HOST and PORT, see the Makefile): the development default of PORTAL_BASE_URL.
+DEVELOPMENT_BASE_URL = f"http://{_str('HOST', '127.0.0.1')}:{_int('PORT', 5000)}"
 
 
 class Config:
