@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from flask import Flask, Request, request, request_finished, request_started, request_tearing_down
-from flask.sessions import SecureCookieSessionInterface
+from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 from werkzeug.exceptions import SecurityError
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.utils import cached_property
@@ -155,17 +155,27 @@ def _instance_dir():
     return INSTANCE_DIR
 
 
+class _UnsavedSession(SecureCookieSession):
+    """A session that lives for one request under /go/ and is never written back."""
+
+
 class _PortalSessionInterface(SecureCookieSessionInterface):
     """The click redirect reads no session cookie: it never uses one, and it is the hot path.
 
-    It gets an empty session rather than the null one (which refuses writes), so that an
-    error page under /go/ (``/go/``, ``/go/abc%0a``: 404), which renders a CSRF token,
-    still works. (The session opens before routing, so the path decides, not the endpoint.)"""
+    It gets an empty session that is never saved rather than the null one (which refuses
+    writes), so that an error page under /go/ (``/go/``, ``/go/abc%0a``: 404), which renders
+    a CSRF token, works and leaves a signed-in visitor's cookie alone. (The session opens
+    before routing, so the path decides, not the endpoint.)"""
 
     def open_session(self, app, request):
         if request.path.startswith("/go/"):
-            return self.session_class()
+            return _UnsavedSession()
         return super().open_session(app, request)
+
+    def save_session(self, app, session, response):
+        if isinstance(session, _UnsavedSession):
+            return
+        super().save_session(app, session, response)
 
 
 def configure_logging(app: Flask) -> None:

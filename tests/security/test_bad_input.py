@@ -54,10 +54,16 @@ def test_a_nul_in_a_click_code_is_a_bad_request(client, db, program, code):
 
 
 @pytest.mark.parametrize("path", ["/go/", "/go/abc%0a", "/go/%0d%0a"])
-def test_the_click_redirect_without_a_usable_code_answers_404(client, db, program, path):
+def test_the_click_redirect_without_a_usable_code_answers_404(client, db, program, login_as, path):
     response = client.get(path)
     assert response.status_code == 404
     assert "Page not found" in page_text(response)
+    # a signed-in visitor's session cookie is left as it is
+    login_as(Role.PARTNER)
+    response = client.get(path)
+    assert response.status_code == 404
+    assert "Set-Cookie" not in response.headers
+    assert client.get("/partner/").status_code == 200
 
 
 @pytest.mark.postgres
