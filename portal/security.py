@@ -80,8 +80,8 @@ def home_url_for(user: User) -> str:
 
 def safe_next_url(target: str | None) -> str | None:
     """Only same-site relative paths are followed after sign-in (no open redirect)."""
-    if not target:
-        return None
+    if not target or any(ord(char) < 32 or ord(char) == 127 for char in target):
+        return None  # control characters (CR/LF) could split the Location header
     target = target.strip().replace("\\", "/")
     parts = urlsplit(target)
     if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//"):
