@@ -113,6 +113,7 @@ class ProgramSettings:
     fraud_duplicate_order: bool = True
     duplicate_window_minutes: int = 10
     allow_withdrawals: bool = False
+    require_team_2fa: bool = False
 
 
 def settings_of(program: Program) -> ProgramSettings:
