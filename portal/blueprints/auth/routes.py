@@ -125,6 +125,7 @@ def login_code():
         result = two_factor.verify(user, form.code.data)
         db.session.commit()  # successes and failures are both counted
         if result.method is not None:
+            response = _sign_in(user, remember=pending["remember"], next_url=pending["next"])
             if result.method == "recovery":
                 left = two_factor.recovery_codes_left(user)
                 flash(
@@ -135,7 +136,7 @@ def login_code():
                     ),
                     "warning" if left <= 3 else "info",
                 )
-            return _sign_in(user, remember=pending["remember"], next_url=pending["next"])
+            return response
         if result.locked:
             session.pop(_PENDING_KEY, None)
             flash(
