@@ -121,6 +121,14 @@ class ChangePasswordForm(_NewPasswordMixin, FlaskForm):
         _l("Current password"),
         validators=[DataRequired(_l("Enter your current password.")), Length(max=200)],
     )
+    password = PasswordField(
+        _l("New password"),
+        validators=[
+            DataRequired(_l("Choose a password.")),
+            Length(max=200, message=_l("At most %(max)d characters.")),
+        ],
+        description=_l("At least 10 characters; a few words together work well."),
+    )
 
 
 class TwoFactorCodeForm(FlaskForm):
