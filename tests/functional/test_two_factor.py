@@ -4,6 +4,8 @@ recovery codes, replay and guessing, the program's requirement for the team."""
 from __future__ import annotations
 
 import re
+import threading
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import pyotp
@@ -14,7 +16,9 @@ from werkzeug.datastructures import MultiDict
 
 from config import TestingConfig
 from portal import create_app
-from portal.models import AuditEvent, PartnerStatus, RecoveryCode, Role
+from portal.database import begin_write
+from portal.extensions import db as _db
+from portal.models import AuditEvent, PartnerStatus, RecoveryCode, Role, User
 from portal.services import two_factor
 from tests.factories import PASSWORD, PartnerFactory, UserFactory
 from tests.functional.test_edit_roundtrip import forms_in
@@ -326,3 +330,62 @@ def test_the_settings_page_switches_the_team_requirement(db, client, admin, prog
     assert program.require_team_2fa
     # The admin who switched it on is sent to enrol before going on.
     assert client.get("/admin/").headers["Location"] == "/account"
+
+
+# --- the same code at once, on a real database ---------------------------------------------
+
+
+@pytest.fixture
+def committed_user(database_url):
+    """A user with two-factor sign-in on, committed for real (threads use their own connections)."""
+    app = create_app(TestingConfig, SQLALCHEMY_DATABASE_URI=database_url)
+    with app.app_context(), time_machine.travel(NOW, tick=False):
+        user = UserFactory(role=Role.ADMIN)
+        _db.session.flush()
+        codes = enrolled(_db, user)
+        user_id, secret = user.id, user.totp_secret
+    yield app, user_id, secret, codes
+    with app.app_context():
+        _db.session.execute(sa.delete(AuditEvent).where(AuditEvent.subject_id == user_id))
+        _db.session.execute(sa.delete(User).where(User.id == user_id))
+        _db.session.commit()
+        _db.engine.dispose()
+
+
+def _verify_together(app, user_id: int, code: str, parallel: int = 6) -> list[str | None]:
+    """``parallel`` sign-ins with ``code`` at once, each on its own thread and connection."""
+    barrier = threading.Barrier(parallel)
+    results: list[str | None] = []
+    lock = threading.Lock()
+
+    def worker():
+        barrier.wait(timeout=10)
+        with app.app_context():
+            begin_write(_db.session())  # as the view does
+            user = _db.session.get(User, user_id)
+            method = two_factor.verify(user, code).method
+            _db.session.commit()
+        with lock:
+            results.append(method)
+
+    threads = [threading.Thread(target=worker) for _ in range(parallel)]
+    with time_machine.travel(NOW + timedelta(seconds=1), tick=False):
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=30)
+    return results
+
+
+@pytest.mark.postgres
+def test_one_code_sent_at_once_from_many_places_signs_in_once(committed_user, database_backend):
+    app, user_id, secret, _codes = committed_user
+    results = _verify_together(app, user_id, code_at(secret, NOW))
+    assert Counter(results) == {"totp": 1, None: 5}
+
+
+@pytest.mark.postgres
+def test_one_recovery_code_sent_at_once_signs_in_once(committed_user, database_backend):
+    app, user_id, _secret, codes = committed_user
+    results = _verify_together(app, user_id, codes[0])
+    assert Counter(results) == {"recovery": 1, None: 5}

@@ -23,6 +23,7 @@ from portal.blueprints.auth.forms import (
     TwoFactorCodeForm,
     TwoFactorDisableForm,
 )
+from portal.database import begin_write
 from portal.errors import DomainError
 from portal.extensions import csrf, db, limiter
 from portal.forms import ConfirmForm, put_error_on_form
@@ -122,6 +123,9 @@ def login_code():
         return redirect(url_for("auth.login"))
     form = SecondFactorForm()
     if form.validate_on_submit():
+        # A code is claimed by a write: end the read above and start as a writer (SQLite).
+        db.session.rollback()
+        begin_write(db.session())
         result = two_factor.verify(user, form.code.data)
         db.session.commit()  # successes and failures are both counted
         if result.method is not None:
