@@ -99,6 +99,18 @@ def disable(user: User, password: str, code: str, now: datetime | None = None) -
     db.session.flush()
 
 
+def reset(user: User, actor: User | None = None) -> None:
+    """Switch two-factor sign-in off for someone who lost both phone and recovery codes
+    (the command line's ``reset-two-factor``); their sessions end too."""
+    user.totp_secret = None
+    user.totp_enabled_at = None
+    user.last_totp_step = None
+    db.session.execute(sa.delete(RecoveryCode).where(RecoveryCode.user_id == user.id))
+    user.rotate_session_token()
+    record_event(actor, "user.2fa_reset", "user", user.id)
+    db.session.flush()
+
+
 def regenerate_recovery_codes(user: User, code: str, now: datetime | None = None) -> list[str]:
     """Ten new recovery codes (the old ones stop working), after a right code from the app."""
     if not user.two_factor_enabled:

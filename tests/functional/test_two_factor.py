@@ -389,3 +389,22 @@ def test_one_recovery_code_sent_at_once_signs_in_once(committed_user, database_b
     app, user_id, _secret, codes = committed_user
     results = _verify_together(app, user_id, codes[0])
     assert Counter(results) == {"recovery": 1, None: 5}
+
+
+def test_the_command_line_resets_two_factor_for_a_lost_phone(db, runner, client, admin):
+    enrolled(db, admin)
+    password_step(client, admin.email)
+    client.post("/login/code", data={"code": code_at(admin.totp_secret, NOW)})
+    assert client.get("/admin/").status_code == 200
+
+    result = runner.invoke(args=["portal", "reset-two-factor", admin.email.upper()])
+    assert result.exit_code == 0, result.output
+    assert "Two-factor sign-in is off" in result.output
+    db.session.refresh(admin)
+    assert not admin.two_factor_enabled and two_factor.recovery_codes_left(admin) == 0
+    assert events(db, admin, "user.2fa_reset") == 1
+    assert client.get("/admin/").headers["Location"].startswith("/login")  # signed out everywhere
+    assert password_step(client, admin.email).headers["Location"] == "/admin/"
+
+    missing = runner.invoke(args=["portal", "reset-two-factor", "nobody@example.org"])
+    assert missing.exit_code != 0 and "No account has the e-mail" in missing.output
