@@ -458,6 +458,7 @@ NOT_EDIT_FORMS = {
     "admin.suspend_partner": "an action with a reason",
     "admin.reinstate_partner": "an action (confirm button)",
     "admin.set_team_member_active": "an action (confirm button)",
+    "admin.set_partner_access": "an action (confirm button)",
     "admin.approve_conversion": "an action (confirm button)",
     "admin.reject_conversion": "an action with a reason",
     "admin.grant_slug": "creates a link name",

@@ -336,6 +336,11 @@ MATRIX = {
     "admin.edit_deal": ("GET", "/admin/rewards/deals/{deal_id}", OPERATORS),
     "admin.delete_deal": ("POST", "/admin/rewards/deals/{deal_id}/delete", OPERATORS_ACT),
     "admin.set_partner_tier": ("POST", "/admin/partners/{approved_id}/tier", OPERATORS_ACT),
+    "admin.set_partner_access": (
+        "POST",
+        "/admin/partners/{approved_id}/access/deactivate",
+        {**ADMIN_ONLY, "admin": HOME},
+    ),
 }
 
 

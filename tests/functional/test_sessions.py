@@ -171,17 +171,49 @@ def test_deactivating_a_team_member_ends_their_sessions(db, client, browser, pro
     assert not signed_in(stolen, "/admin/")
 
 
-def test_switching_off_a_partners_user_ends_their_sessions(db, browser, partner_user):
+def test_switching_off_a_partners_sign_in_ends_their_sessions(db, client, browser, partner_user):
     admin = UserFactory(role=Role.ADMIN)
     db.session.commit()
     theirs = browser()
-    sign_in(theirs, partner_user.email)
+    sign_in(theirs, partner_user.email, remember=True)
+    remember = theirs.get_cookie("remember_token", domain="portal.test")
     assert signed_in(theirs, "/partner/")
+    partner_id = partner_user.partner.id
 
-    accounts.set_user_active(admin, partner_user, False)
-    db.session.commit()
+    sign_in(client, admin.email)
+    assert "allowed" in client.get(f"/admin/partners/{partner_id}").get_data(as_text=True)
+    response = client.post(f"/admin/partners/{partner_id}/access/deactivate")
+    assert response.headers["Location"] == f"/admin/partners/{partner_id}"
+    assert "switched off" in client.get(f"/admin/partners/{partner_id}").get_data(as_text=True)
 
     assert not signed_in(theirs, "/partner/")
+    stolen = browser()
+    stolen.set_cookie("remember_token", remember.value, domain=remember.domain)
+    assert not signed_in(stolen, "/partner/")
+    assert (
+        browser().post("/login", data={"email": partner_user.email, "password": PASSWORD}).status_code == 422
+    )
+
+    client.post(f"/admin/partners/{partner_id}/access/activate")
+    sign_in(browser(), partner_user.email)
+    assert (
+        events_of(db, partner_user, "user.deactivated") == events_of(db, partner_user, "user.activated") == 1
+    )
+
+
+def test_only_admins_switch_a_partners_sign_in(db, client, partner_user):
+    manager = UserFactory(role=Role.MANAGER)
+    db.session.commit()
+    sign_in(client, manager.email)
+    page = client.get(f"/admin/partners/{partner_user.partner.id}").get_data(as_text=True)
+    assert "Switch sign-in off" not in page
+    assert client.post(f"/admin/partners/{partner_user.partner.id}/access/deactivate").status_code == 403
+
+
+def events_of(db, user, action: str) -> int:
+    return db.session.scalar(
+        sa.select(sa.func.count()).where(AuditEvent.action == action, AuditEvent.subject_id == user.id)
+    )
 
 
 def test_sign_in_starts_a_fresh_session_with_a_new_csrf_token(client, partner_user):
