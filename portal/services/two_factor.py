@@ -112,10 +112,11 @@ def reset(user: User, actor: User | None = None) -> None:
 
 
 def regenerate_recovery_codes(user: User, code: str, now: datetime | None = None) -> list[str]:
-    """Ten new recovery codes (the old ones stop working), after a right code from the app."""
+    """Ten new recovery codes (the old ones stop working), after a right code; a wrong one
+    counts towards the pause like one at sign-in (the caller commits either way)."""
     if not user.two_factor_enabled:
         raise InvalidCode(_("Two-factor sign-in is not on."))
-    if not _use_totp(user, code, _now(now)):
+    if verify(user, code, now).method is None:
         raise InvalidCode(_("That code does not match."), "code")
     codes = _replace_recovery_codes(user, _now(now))
     record_event(user, "user.2fa_recovery_codes_replaced", "user", user.id)

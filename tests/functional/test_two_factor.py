@@ -263,6 +263,11 @@ def test_switching_off_needs_the_password_and_a_code(db, client, admin, clock):
     wrong = client.post("/account/two-factor/disable", data={"password": "nope", "code": "123456"})
     assert wrong.status_code == 422
     assert "That is not your current password." in wrong.get_data(as_text=True)
+    wrong_code = client.post("/account/two-factor/disable", data={"password": PASSWORD, "code": "123456"})
+    assert wrong_code.status_code == 422
+    assert "That code does not match." in wrong_code.get_data(as_text=True)
+    assert events(db, admin, "user.2fa_failed") == 1
+    assert admin.two_factor_enabled
     response = client.post(
         "/account/two-factor/disable", data={"password": PASSWORD, "code": code_at(admin.totp_secret, later)}
     )
@@ -280,6 +285,7 @@ def test_new_recovery_codes_replace_the_old_ones(db, client, admin):
     password_step(client, admin.email)
     client.post("/login/code", data={"code": old[0]})
     assert client.post("/account/two-factor/recovery-codes", data={"code": "111111"}).status_code == 422
+    assert events(db, admin, "user.2fa_failed") == 1  # counted like a wrong code at sign-in
     response = client.post(
         "/account/two-factor/recovery-codes", data={"code": code_at(admin.totp_secret, NOW)}
     )

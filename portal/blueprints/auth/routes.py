@@ -422,7 +422,7 @@ def regenerate_recovery_codes():
         try:
             codes = two_factor.regenerate_recovery_codes(current_user, form.code.data)
         except DomainError as error:
-            db.session.rollback()
+            db.session.commit()  # a wrong code is counted like one at sign-in
             put_error_on_form(form, error)
         else:
             db.session.commit()
