@@ -49,6 +49,23 @@ def create_user_command(email: str, role: str, name: str | None, password: str) 
     click.echo(f"Created {user.role} {user.email}.")
 
 
+@portal_cli.command("reset-two-factor")
+@click.argument("email")
+def reset_two_factor_command(email: str) -> None:
+    """Switch two-factor sign-in off for someone who lost their phone and recovery codes."""
+    from portal.services import two_factor
+    from portal.services.accounts import find_user_by_email
+
+    user = find_user_by_email(email)
+    if user is None:
+        raise click.ClickException(f"No account has the e-mail {email}.")
+    two_factor.reset(user)
+    db.session.commit()
+    click.echo(
+        f"Two-factor sign-in is off for {user.email}; they sign in with the password and can set it up again."
+    )
+
+
 @portal_cli.command("create-api-key")
 @click.argument("name")
 def create_api_key_command(name: str) -> None:

@@ -22,6 +22,10 @@ class WeakPassword(DomainError):
     code = "weak_password"
 
 
+class InvalidCredentials(DomainError):
+    code = "invalid_credentials"
+
+
 class InvalidTransition(DomainError):
     code = "invalid_transition"
 

@@ -1,6 +1,6 @@
 """Every model, imported so Alembic and the app see the whole schema."""
 
-from portal.models.accounts import CHANNELS, OPERATOR_ROLES, Partner, PartnerStatus, Role, User
+from portal.models.accounts import CHANNELS, OPERATOR_ROLES, Partner, PartnerStatus, RecoveryCode, Role, User
 from portal.models.audit import AuditEvent
 from portal.models.creatives import Creative, CreativeKind, CreativeStatus, CreativeVersion
 from portal.models.messaging import (
@@ -139,6 +139,7 @@ __all__ = [
     "Program",
     "ProgramDailyStat",
     "RateType",
+    "RecoveryCode",
     "RecurringMode",
     "Refund",
     "RejectionReason",

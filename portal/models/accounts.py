@@ -59,6 +59,11 @@ class User(UserMixin, db.Model):
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # Keyed hash of the address of the last sign-in: the self-referral rule compares clicks to it.
     last_login_ip_hash: Mapped[str | None] = mapped_column(sa.String(32))
+    # Two-factor sign-in (TOTP). A secret without ``totp_enabled_at`` is an enrolment not yet
+    # confirmed; ``last_totp_step`` is the newest 30-second step used, so no code is used twice.
+    totp_secret: Mapped[str | None] = mapped_column(sa.String(64))
+    totp_enabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_totp_step: Mapped[int | None] = mapped_column(sa.BigInteger)
 
     partner: Mapped[Partner | None] = relationship(
         back_populates="user", uselist=False, foreign_keys="Partner.user_id"
@@ -66,6 +71,10 @@ class User(UserMixin, db.Model):
 
     def set_password(self, password: str) -> None:
         self.password_hash = generate_password_hash(password)
+        self.rotate_session_token()
+
+    def rotate_session_token(self) -> None:
+        """Every session and remember-me cookie made with the old token stops working."""
         self.session_token = _new_session_token()
 
     def check_password(self, password: str) -> bool:
@@ -80,6 +89,10 @@ class User(UserMixin, db.Model):
         return self.active
 
     @property
+    def two_factor_enabled(self) -> bool:
+        return self.totp_enabled_at is not None
+
+    @property
     def is_operator(self) -> bool:
         return self.role in OPERATOR_ROLES
 
@@ -89,6 +102,19 @@ class User(UserMixin, db.Model):
 
     def __repr__(self) -> str:
         return f"<User {self.id} {self.email} {self.role}>"
+
+
+class RecoveryCode(db.Model):
+    """A one-time code that stands in for the second factor; only its hash is kept."""
+
+    __tablename__ = "recovery_codes"
+    __table_args__ = (sa.UniqueConstraint("user_id", "code_hash", name="uq_recovery_codes_user_code"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(sa.ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    code_hash: Mapped[str] = mapped_column(sa.String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class Partner(db.Model):

@@ -88,6 +88,8 @@ class Program(db.Model):
     duplicate_window_minutes: Mapped[int] = mapped_column(default=10)
     # Partners may ask for their confirmed balance before the next payout date.
     allow_withdrawals: Mapped[bool] = mapped_column(default=False)
+    # Managers and admins must set up two-factor sign-in before they reach the console.
+    require_team_2fa: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
     # The largest sale the API accepts, in minor units (default 1,000,000.00); a typo in a
     # merchant's integration must not become a commission of millions.
     max_sale_minor: Mapped[int] = mapped_column(default=100_000_000, server_default="100000000")

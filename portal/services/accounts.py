@@ -16,7 +16,7 @@ from itsdangerous import BadSignature, URLSafeTimedSerializer
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from portal import realtime
-from portal.errors import DuplicateEmail, InvalidToken, InvalidTransition, WeakPassword
+from portal.errors import DuplicateEmail, InvalidCredentials, InvalidToken, InvalidTransition, WeakPassword
 from portal.extensions import db
 from portal.mail import send_mail
 from portal.models import Partner, PartnerStatus, Role, User
@@ -239,6 +239,32 @@ def _dummy_hash() -> str:
     return generate_password_hash(secrets.token_urlsafe(16))
 
 
+# --- sessions and password change ---------------------------------------------
+
+
+def end_sessions(user: User) -> None:
+    """Sign ``user`` out of every browser: each session and remember-me cookie carries the
+    current session token (Flask-Login's ``get_id``), and the user loader accepts no other."""
+    user.rotate_session_token()
+    db.session.flush()
+
+
+def sign_out_everywhere(user: User) -> None:
+    end_sessions(user)
+    record_event(user, "user.signed_out_everywhere", "user", user.id)
+
+
+def change_password(user: User, current_password: str, new_password: str) -> User:
+    """Set a new password after checking the current one; every other session ends."""
+    if not user.check_password(current_password):
+        raise InvalidCredentials(_("That is not your current password."), "current_password")
+    check_password_strength(new_password, email=user.email, name=user.name)
+    user.set_password(new_password)  # rotates the session token
+    record_event(user, "user.password_changed", "user", user.id)
+    db.session.flush()
+    return user
+
+
 # --- password reset ---------------------------------------------------------
 
 
@@ -346,7 +372,7 @@ def set_user_active(actor: User, user: User, active: bool) -> User:
             raise InvalidTransition(_("Keep at least one active admin."))
     user.active = active
     if not active:
-        user.session_token = secrets.token_urlsafe(24)  # signs them out everywhere
+        end_sessions(user)
     record_event(actor, "user.activated" if active else "user.deactivated", "user", user.id)
     db.session.flush()
     return user

@@ -117,6 +117,7 @@ class ProgramSettings:
     duplicate_window_minutes: int = 10
     allow_withdrawals: bool = False
     max_sale_minor: int = 100_000_000
+    require_team_2fa: bool = False
 
 
 def settings_of(program: Program) -> ProgramSettings:

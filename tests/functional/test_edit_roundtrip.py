@@ -225,6 +225,17 @@ def make_settings(**values):
     return make
 
 
+def make_settings_with_team_2fa(program, admin):
+    """The team must use two-factor sign-in: the admin has it on, or the console sends them to set it up."""
+    import pyotp
+
+    from portal.services import two_factor
+
+    secret = two_factor.start_enrolment(admin)
+    two_factor.confirm_enrolment(admin, pyotp.TOTP(secret).at(NOW), NOW)
+    return make_settings(require_team_2fa=True)(program, admin)
+
+
 def make_plan(percent_bp, recurring="forever", months=None, tag=None):
     def make(program, admin):
         reward_rules.save_plan(program, admin, PlanInput(_rate(percent_bp), recurring, months, tag))
@@ -392,6 +403,7 @@ EDIT_FORMS = [
         "admin.settings",
         make_settings(commission_type="flat", commission_flat_minor=1234, commission_percent_bp=1250),
     ),
+    EditForm("settings with two-factor sign-in for the team", "admin.settings", make_settings_with_team_2fa),
     EditForm("plan at 10 %", "admin.save_plan", make_plan(1000)),
     EditForm("plan at 12.5 %", "admin.save_plan", make_plan(1250, "months", 6, "top partner")),
     EditForm("plan at 0.05 %", "admin.save_plan", make_plan(5, "none")),
@@ -446,6 +458,7 @@ NOT_EDIT_FORMS = {
     "admin.suspend_partner": "an action with a reason",
     "admin.reinstate_partner": "an action (confirm button)",
     "admin.set_team_member_active": "an action (confirm button)",
+    "admin.set_partner_access": "an action (confirm button)",
     "admin.approve_conversion": "an action (confirm button)",
     "admin.reject_conversion": "an action with a reason",
     "admin.grant_slug": "creates a link name",

@@ -190,6 +190,36 @@ MATRIX = {
         {**PARTNER_ONLY, "partner": 404},
     ),
     "partner.preferences": ("GET", "/partner/preferences", PARTNER_ONLY),
+    "auth.login_code": (  # the second step of signing in: nobody is half-way in here
+        "GET",
+        "/login/code",
+        {"anonymous": LOGIN, "applicant": HOME, "partner": HOME, "manager": HOME, "admin": HOME},
+    ),
+    "auth.account": ("GET", "/account", {**dict.fromkeys(ROLES, 200), "anonymous": LOGIN}),
+    "auth.change_password": ("POST", "/account/password", {**dict.fromkeys(ROLES, 422), "anonymous": LOGIN}),
+    # Signs everyone out, this browser too: back to the sign-in page.
+    "auth.sign_out_everywhere": ("POST", "/account/sign-out-everywhere", dict.fromkeys(ROLES, LOGIN)),
+    "auth.start_two_factor": (
+        "POST",
+        "/account/two-factor/start",
+        {**dict.fromkeys(ROLES, HOME), "anonymous": LOGIN},
+    ),
+    # Without a set-up started, back to the account page.
+    "auth.setup_two_factor": (
+        "GET",
+        "/account/two-factor/setup",
+        {**dict.fromkeys(ROLES, HOME), "anonymous": LOGIN},
+    ),
+    "auth.disable_two_factor": (
+        "POST",
+        "/account/two-factor/disable",
+        {**dict.fromkeys(ROLES, 422), "anonymous": LOGIN},
+    ),
+    "auth.regenerate_recovery_codes": (
+        "POST",
+        "/account/two-factor/recovery-codes",
+        {**dict.fromkeys(ROLES, 422), "anonymous": LOGIN},
+    ),
     "auth.unsubscribe": ("GET", "/unsubscribe/not-a-token", dict.fromkeys(ROLES, 400)),
     "auth.resubscribe": ("POST", "/unsubscribe/not-a-token/undo", dict.fromkeys(ROLES, 400)),
     "admin.list_threads": ("GET", "/admin/inbox", OPERATORS),
@@ -306,6 +336,11 @@ MATRIX = {
     "admin.edit_deal": ("GET", "/admin/rewards/deals/{deal_id}", OPERATORS),
     "admin.delete_deal": ("POST", "/admin/rewards/deals/{deal_id}/delete", OPERATORS_ACT),
     "admin.set_partner_tier": ("POST", "/admin/partners/{approved_id}/tier", OPERATORS_ACT),
+    "admin.set_partner_access": (
+        "POST",
+        "/admin/partners/{approved_id}/access/deactivate",
+        {**ADMIN_ONLY, "admin": HOME},
+    ),
 }
 
 

@@ -190,6 +190,12 @@ class SettingsForm(FlaskForm):
             NumberRange(1, 10080, _l("From %(min)s to %(max)s.")),
         ],
     )
+    require_team_2fa = BooleanField(
+        _l("Two-factor sign-in required for the team"),
+        description=_l(
+            "Managers and admins set up a code app at their next sign-in before they use the console."
+        ),
+    )
     commission_percent = StringField(_l("Percent"), validators=[Optional(), Length(max=10)])
     commission_flat = StringField(_l("Fixed amount"), validators=[Optional(), Length(max=20)])
     max_sale = StringField(
@@ -234,6 +240,7 @@ class SettingsForm(FlaskForm):
             duplicate_window_minutes=program.duplicate_window_minutes,
             allow_withdrawals=program.allow_withdrawals,
             max_sale=to_decimal_string(program.max_sale_minor, program.currency),
+            require_team_2fa=program.require_team_2fa,
         )
 
     def _amount(self, field, required: bool) -> int | None:
@@ -297,6 +304,7 @@ class SettingsForm(FlaskForm):
             duplicate_window_minutes=self.duplicate_window_minutes.data,
             allow_withdrawals=self.allow_withdrawals.data,
             max_sale_minor=self.max_sale_minor,
+            require_team_2fa=self.require_team_2fa.data,
         )
 
 

@@ -314,6 +314,23 @@ def set_team_member_active(user_id: int, action: str):
     return redirect(url_for("admin.team"))
 
 
+@bp.post("/partners/<int:partner_id>/access/<any(activate, deactivate):action>")
+@admin_required
+def set_partner_access(partner_id: int, action: str):
+    """Switch a partner's sign-in off (every session of theirs ends) or back on."""
+    partner = _get_partner(partner_id)
+    if ConfirmForm().validate_on_submit():
+        try:
+            accounts.set_user_active(current_user, partner.user, action == "activate")
+        except DomainError as error:
+            db.session.rollback()
+            flash(error.message, "error")
+        else:
+            db.session.commit()
+            flash(_("Access updated for %(name)s.", name=partner.user.name), "success")
+    return redirect(url_for("admin.show_partner", partner_id=partner.id))
+
+
 # --- conversions and review ---------------------------------------------------
 
 

@@ -100,3 +100,51 @@ class ForgotPasswordForm(FlaskForm):
 
 class ResetPasswordForm(_NewPasswordMixin, FlaskForm):
     pass
+
+
+_code = [
+    DataRequired(_l("Enter the code.")),
+    Length(max=40, message=_l("At most %(max)d characters.")),
+]
+
+
+class SecondFactorForm(FlaskForm):
+    code = StringField(
+        _l("Code"),
+        validators=_code,
+        description=_l("The 6-digit code from your authenticator app, or one of your recovery codes."),
+    )
+
+
+class ChangePasswordForm(_NewPasswordMixin, FlaskForm):
+    current_password = PasswordField(
+        _l("Current password"),
+        validators=[DataRequired(_l("Enter your current password.")), Length(max=200)],
+    )
+    password = PasswordField(
+        _l("New password"),
+        validators=[
+            DataRequired(_l("Choose a password.")),
+            Length(max=200, message=_l("At most %(max)d characters.")),
+        ],
+        description=_l("At least 10 characters; a few words together work well."),
+    )
+
+
+class TwoFactorCodeForm(FlaskForm):
+    code = StringField(
+        _l("Code from the app"),
+        validators=_code,
+        description=_l("The 6-digit code your authenticator app shows now."),
+    )
+
+
+class TwoFactorDisableForm(FlaskForm):
+    password = PasswordField(
+        _l("Current password"),
+        validators=[DataRequired(_l("Enter your current password.")), Length(max=200)],
+    )
+    code = StringField(
+        _l("Code from the app or a recovery code"),
+        validators=_code,
+    )

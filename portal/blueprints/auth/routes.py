@@ -2,19 +2,35 @@
 
 from __future__ import annotations
 
-from flask import current_app, flash, redirect, render_template, request, url_for
+import time
+
+import segno
+import sqlalchemy as sa
+from flask import current_app, flash, g, redirect, render_template, request, session, url_for
 from flask_babel import gettext as _
+from flask_babel import ngettext
 from flask_login import current_user, login_required, login_user, logout_user
+from markupsafe import Markup
 
 from portal.blueprints.auth import bp
-from portal.blueprints.auth.forms import ApplyForm, ForgotPasswordForm, LoginForm, ResetPasswordForm
+from portal.blueprints.auth.forms import (
+    ApplyForm,
+    ChangePasswordForm,
+    ForgotPasswordForm,
+    LoginForm,
+    ResetPasswordForm,
+    SecondFactorForm,
+    TwoFactorCodeForm,
+    TwoFactorDisableForm,
+)
+from portal.database import begin_write
 from portal.errors import DomainError
 from portal.extensions import csrf, db, limiter
 from portal.forms import ConfirmForm, put_error_on_form
 from portal.mail import MailError
-from portal.models import PartnerStatus, Role
+from portal.models import PartnerStatus, Role, User
 from portal.security import home_url_for, safe_next_url
-from portal.services import accounts, delivery
+from portal.services import accounts, delivery, two_factor
 from portal.services.program import get_program
 
 
@@ -41,14 +57,116 @@ def login():
             form.form_errors.append(_("That e-mail and password do not match an active account."))
         else:
             db.session.commit()
-            login_user(user, remember=form.remember.data)
-            return redirect(safe_next_url(request.args.get("next")) or home_url_for(user))
+            next_url = safe_next_url(request.args.get("next"))
+            if user.two_factor_enabled:
+                _await_second_factor(user, remember=form.remember.data, next_url=next_url)
+                return redirect(url_for("auth.login_code"))
+            return _sign_in(user, remember=form.remember.data, next_url=next_url)
     return render_template("auth/login.html", form=form), 200 if request.method == "GET" else 422
+
+
+# --- signing in and out: the session starts afresh each time ----------------------------
+
+# The second step has this long after the password before the password must be typed again.
+_PENDING_SECONDS = 300
+_PENDING_KEY = "second_factor"
+
+
+def _fresh_session() -> None:
+    """Forget everything the session held, the CSRF token included (no session fixation)."""
+    session.clear()
+    g.pop("csrf_token", None)  # Flask-WTF caches the token of this request here
+
+
+def _sign_in(user, *, remember: bool, next_url: str | None):
+    _fresh_session()
+    login_user(user, remember=remember)
+    if two_factor.must_enrol(user, get_program()):
+        flash(_("Your program requires two-factor sign-in for the team. Set it up to continue."), "info")
+        return redirect(url_for("auth.account"))
+    return redirect(next_url or home_url_for(user))
+
+
+def _await_second_factor(user, *, remember: bool, next_url: str | None) -> None:
+    """The password was right: remember who is half-way in, without signing them in."""
+    _fresh_session()
+    # The session token, not the id: a password change or "sign out everywhere" meanwhile
+    # ends the half-finished sign-in too.
+    session[_PENDING_KEY] = {
+        "token": user.get_id(),
+        "remember": bool(remember),
+        "next": next_url,
+        "until": int(time.time()) + _PENDING_SECONDS,
+    }
+
+
+def _pending_user():
+    pending = session.get(_PENDING_KEY)
+    if not isinstance(pending, dict) or pending.get("until", 0) < time.time():
+        return None, None
+    user = db.session.scalars(
+        sa.select(User).where(User.session_token == pending.get("token"), User.active.is_(True))
+    ).first()
+    return (user, pending) if user is not None and user.two_factor_enabled else (None, None)
+
+
+@bp.route("/login/code", methods=["GET", "POST"])
+@limiter.limit(_limit("LOGIN_RATE_LIMIT"), methods=["POST"])
+def login_code():
+    """The second step of signing in: a code from the app or a recovery code."""
+    if current_user.is_authenticated:
+        return redirect(home_url_for(current_user))
+    user, pending = _pending_user()
+    if user is None:
+        session.pop(_PENDING_KEY, None)
+        flash(_("Sign in again: the sign-in was not finished in time."), "info")
+        return redirect(url_for("auth.login"))
+    form = SecondFactorForm()
+    if form.validate_on_submit():
+        # A code is claimed by a write: end the read above and start as a writer (SQLite).
+        db.session.rollback()
+        begin_write(db.session())
+        result = two_factor.verify(user, form.code.data)
+        db.session.commit()  # successes and failures are both counted
+        if result.method is not None:
+            response = _sign_in(user, remember=pending["remember"], next_url=pending["next"])
+            if result.method == "recovery":
+                left = two_factor.recovery_codes_left(user)
+                flash(
+                    ngettext(
+                        "You signed in with a recovery code. %(num)d recovery code is left.",
+                        "You signed in with a recovery code. %(num)d recovery codes are left.",
+                        left,
+                    ),
+                    "warning" if left <= 3 else "info",
+                )
+            return response
+        if result.locked:
+            session.pop(_PENDING_KEY, None)
+            flash(
+                _("Too many wrong codes. Wait 15 minutes, then sign in again."),
+                "error",
+            )
+            return redirect(url_for("auth.login"))
+        form.code.errors.append(
+            ngettext(
+                "That code is not right. %(num)d more try before sign-in pauses.",
+                "That code is not right. %(num)d more tries before sign-in pauses.",
+                result.tries_left,
+            )
+        )
+    status = 200 if request.method == "GET" else 422
+    return render_template("auth/login_code.html", form=form), status
 
 
 @bp.post("/logout")
 def logout():
-    logout_user()
+    if current_user.is_authenticated:
+        # Signing out ends every session of this user, remember-me cookies included.
+        accounts.end_sessions(current_user)
+        db.session.commit()
+    _fresh_session()
+    logout_user()  # after the clear: it marks the remember-me cookie for deletion
     flash(_("You are signed out."), "info")
     return redirect(url_for("auth.login"))
 
@@ -137,7 +255,8 @@ def reset_password(token: str):
             db.session.rollback()
             put_error_on_form(form, error)
         else:
-            db.session.commit()
+            db.session.commit()  # the new password rotated the session token: every session ends
+            _fresh_session()
             logout_user()
             flash(_("Your password is changed. Sign in with the new one."), "success")
             return redirect(url_for("auth.login"))
@@ -199,3 +318,138 @@ def _invalid_link(error: DomainError):
     return render_template(
         "errors/error.html", code=400, title=_("Link not valid"), message=error.message
     ), 400
+
+
+# --- the account page: password, sessions, two-factor sign-in ----------------------------
+
+
+def _account_page(status: int = 200, **forms):
+    user = current_user
+    program = get_program()
+    return render_template(
+        "auth/account.html",
+        password_form=forms.get("password_form") or ChangePasswordForm(formdata=None),
+        disable_form=forms.get("disable_form") or TwoFactorDisableForm(formdata=None),
+        codes_form=forms.get("codes_form") or TwoFactorCodeForm(formdata=None),
+        confirm_form=ConfirmForm(formdata=None),
+        recovery_codes_left=two_factor.recovery_codes_left(user) if user.two_factor_enabled else 0,
+        required=user.is_operator and program.require_team_2fa,
+        setup_pending=bool(user.totp_secret) and not user.two_factor_enabled,
+    ), status
+
+
+@bp.get("/account")
+@login_required
+def account():
+    return _account_page()
+
+
+@bp.post("/account/password")
+@login_required
+def change_password():
+    form = ChangePasswordForm()
+    if form.validate_on_submit():
+        try:
+            accounts.change_password(current_user, form.current_password.data, form.password.data)
+        except DomainError as error:
+            db.session.rollback()
+            put_error_on_form(form, error)
+        else:
+            db.session.commit()
+            user = current_user._get_current_object()
+            # The new token ended every session; this browser carries on with the new one.
+            _fresh_session()
+            login_user(user)
+            flash(_("Your password is changed. You are signed out on every other device."), "success")
+            return redirect(url_for("auth.account"))
+    return _account_page(422, password_form=form)
+
+
+@bp.post("/account/sign-out-everywhere")
+@login_required
+def sign_out_everywhere():
+    if ConfirmForm().validate_on_submit():
+        accounts.sign_out_everywhere(current_user)
+        db.session.commit()
+        _fresh_session()
+        logout_user()
+        flash(_("You are signed out on every device, this one too."), "info")
+        return redirect(url_for("auth.login"))
+    return redirect(url_for("auth.account"))
+
+
+@bp.post("/account/two-factor/start")
+@login_required
+def start_two_factor():
+    if ConfirmForm().validate_on_submit() and not current_user.two_factor_enabled:
+        two_factor.start_enrolment(current_user)
+        db.session.commit()
+        return redirect(url_for("auth.setup_two_factor"))
+    return redirect(url_for("auth.account"))
+
+
+@bp.route("/account/two-factor/setup", methods=["GET", "POST"])
+@login_required
+@limiter.limit(_limit("LOGIN_RATE_LIMIT"), methods=["POST"])
+def setup_two_factor():
+    user = current_user
+    if user.two_factor_enabled or not user.totp_secret:
+        return redirect(url_for("auth.account"))
+    form = TwoFactorCodeForm()
+    if form.validate_on_submit():
+        try:
+            codes = two_factor.confirm_enrolment(user, form.code.data)
+        except DomainError as error:
+            db.session.rollback()
+            put_error_on_form(form, error)
+        else:
+            db.session.commit()
+            return render_template("auth/recovery_codes.html", codes=codes, first=True)
+    uri = two_factor.provisioning_uri(user, get_program().name)
+    status = 200 if request.method == "GET" else 422
+    return render_template(
+        "auth/two_factor_setup.html", form=form, qr_svg=_qr_svg(uri), secret=user.totp_secret, uri=uri
+    ), status
+
+
+@bp.post("/account/two-factor/disable")
+@login_required
+@limiter.limit(_limit("LOGIN_RATE_LIMIT"))
+def disable_two_factor():
+    form = TwoFactorDisableForm()
+    if form.validate_on_submit():
+        try:
+            two_factor.disable(current_user, form.password.data, form.code.data)
+        except DomainError as error:
+            db.session.commit()  # a wrong code is counted like one at sign-in
+            put_error_on_form(form, error)
+        else:
+            db.session.commit()
+            flash(_("Two-factor sign-in is off."), "info")
+            return redirect(url_for("auth.account"))
+    return _account_page(422, disable_form=form)
+
+
+@bp.post("/account/two-factor/recovery-codes")
+@login_required
+@limiter.limit(_limit("LOGIN_RATE_LIMIT"))
+def regenerate_recovery_codes():
+    form = TwoFactorCodeForm()
+    if form.validate_on_submit():
+        try:
+            codes = two_factor.regenerate_recovery_codes(current_user, form.code.data)
+        except DomainError as error:
+            db.session.commit()  # a wrong code is counted like one at sign-in
+            put_error_on_form(form, error)
+        else:
+            db.session.commit()
+            return render_template("auth/recovery_codes.html", codes=codes, first=False)
+    return _account_page(422, codes_form=form)
+
+
+def _qr_svg(uri: str) -> Markup:
+    """The otpauth:// address as an inline SVG QR code, drawn on the server (no script, no CDN)."""
+    svg = segno.make(uri, error="m").svg_inline(
+        scale=4, dark="#111", light="#fff", title=_("QR code to scan with your authenticator app")
+    )
+    return Markup(svg)  # noqa: S704 - segno's own SVG; the URI inside is XML-escaped by segno
