@@ -579,7 +579,8 @@ def without_ledger_triggers(connection: sa.Connection) -> Iterator[None]:
 
     Only for throw-away data (tests and benches that committed rows and remove them): the
     triggers are disabled (PostgreSQL) or dropped and re-created from their own definition
-    (SQLite) in the same transaction, so a rollback or a commit leaves them in place."""
+    (SQLite) in the same transaction, so a rollback or a commit leaves them in place. Commit
+    after the block, never inside it."""
     if connection.dialect.name == "postgresql":
         for table in LEDGER_TABLES:
             connection.exec_driver_sql(f"ALTER TABLE {table} DISABLE TRIGGER USER")
