@@ -29,6 +29,8 @@ def demo_command() -> None:
     click.echo(
         f"Demo logins (password {DEMO_PASSWORD}): admin@example.com, manager@example.com, partner@example.com"
     )
+    # A demo whose books do not add up fails loudly (make run stops here).
+    report_ledger(exit_on_violation=True)
 
 
 @portal_cli.command("create-user")
