@@ -421,10 +421,24 @@ def _batch_items() -> list[Violation]:
             )
         )
     }
+    # A withdrawal held (its partner suspended) and released is re-counted from the lines
+    # still unpaid at release (``payout.item_released``): it no longer owes the asked amount.
+    released = set(
+        db.session.scalars(
+            sa.select(PayoutItem.batch_id).join(
+                AuditEvent,
+                sa.and_(
+                    AuditEvent.subject_type == "payout_item",
+                    AuditEvent.subject_id == PayoutItem.id,
+                    AuditEvent.action == "payout.item_released",
+                ),
+            )
+        )
+    )
     for batch_id, kind in kinds.items():
         event = built.get(batch_id)
-        if event is None:
-            continue  # audit_missing names it
+        if event is None or batch_id in released:
+            continue  # audit_missing names a missing one
         if kind == BatchKind.SCHEDULED and event.items is not None and event.items != counts[batch_id]:
             out.append(
                 Violation("batch_items", "batch", batch_id, event.items, counts[batch_id], "items built")
