@@ -14,7 +14,8 @@ timed (wall clock, and CPU of this process plus its PostgreSQL backend, which is
 to other load on the machine), every SQL statement too. Afterwards the batch is checked
 against the generator's own figures: every line of a partner at or above the minimum is
 in exactly that partner's item, no other line is in any item, and every item equals the
-sum of its lines.
+sum of its lines. Last, ``check_ledger()`` checks every invariant of the books (timed); a
+violation fails the run. Each line stores its rule (the base 10 %) as the engine writes it.
 
 Each (database, size) runs in a child process of its own (a fresh interpreter, no warm
 caches from the run before). PostgreSQL's schema is dropped and re-created: point
@@ -135,18 +136,20 @@ def main() -> int:
     print("\n== summary (seconds)")
     print(
         f"{'database':<11} {'lines':>10} {'generate':>9} {'settle()':>9} {'commit':>7} {'total':>7} "
-        f"{'CPU':>7} {'mark paid':>9}  check"
+        f"{'CPU':>7} {'mark paid':>9} {'ledger':>7}  check"
     )
     for (backend, lines), r in results.items():
         print(
             f"{backend:<11} {lines:>10,} {r['generate']:>9.1f} {r['settle']:>9.2f} {r['commit']:>7.2f} "
             f"{r['settle'] + r['commit']:>7.2f} {r['cpu']:>7.2f} "
-            f"{'-' if r.get('mark_paid') is None else format(r['mark_paid'], '9.2f'):>9}  "
+            f"{'-' if r.get('mark_paid') is None else format(r['mark_paid'], '9.2f'):>9} "
+            f"{r['check_ledger']:>7.2f}  "
             f"{'ok' if r['ok'] else 'FAILED'}"
         )
         failed |= not r["ok"]
     print("  (total = settle() + commit, wall clock; CPU = this process + its PostgreSQL backend, same span;")
-    print("   mark paid = mark_batch_paid + commit on the built batch, every item paid with one reference)")
+    print("   mark paid = mark_batch_paid + commit on the built batch, every item paid with one reference;")
+    print("   ledger = check_ledger() on the books afterwards, every invariant; a violation fails the run)")
     small, large = min(args.sizes), max(args.sizes)
     for backend in backends:
         if (backend, small) in results and (backend, large) in results and small != large:
@@ -328,6 +331,7 @@ def _measure(url: str, backend: str, partners: int, lines: int, args: argparse.N
         if args.profile:
             _profile_again(program, admin, batch_id)
         operator = _operator_flow(batch_id) if args.operator_flow else {}
+        ledger = _check_ledger()
         db.session.remove()
         db.engine.dispose()
     return {
@@ -335,8 +339,9 @@ def _measure(url: str, backend: str, partners: int, lines: int, args: argparse.N
         "settle": settle_seconds,
         "commit": commit_seconds,
         "cpu": own_cpu + server_cpu,
-        "ok": ok and operator.get("ok", True),
+        "ok": ok and operator.get("ok", True) and ledger["ok"],
         "mark_paid": operator.get("mark_batch_paid"),
+        "check_ledger": ledger["seconds"],
         "items": operator.get("items"),
     }
 
@@ -439,7 +444,19 @@ def _generate(partners: int, lines: int) -> dict:
                 (i, f"bench-{i:08d}", amount * 10, "USD", 0, partner_id, "pending", "bench", earned, earned)
             )
             commissions.append(
-                (i, i, partner_id, "base", amount, "USD", "confirmed", confirmed, confirmed, "{}", earned)
+                (
+                    i,
+                    i,
+                    partner_id,
+                    "base",
+                    amount,
+                    "USD",
+                    "confirmed",
+                    confirmed,
+                    confirmed,
+                    _rule(amount),
+                    earned,
+                )
             )
             totals[partner_id] += amount
             counts[partner_id] += 1
@@ -459,6 +476,20 @@ def _generate(partners: int, lines: int) -> dict:
     _restore_foreign_keys(foreign_keys)
     _advance_sequences(partners, lines, first_user)
     return {p: (totals[p], counts[p]) for p in totals}
+
+
+def _rule(amount: int) -> str:
+    """The line's stored rule, as the rewards engine writes it: the base 10 % of a sale of 10 × amount
+    (check-ledger recomputes every line from it)."""
+    return json.dumps(
+        {
+            "rule": "base",
+            "type": "percent",
+            "rate_bp": 1000,
+            "sale_minor": amount * 10,
+            "result_minor": amount,
+        }
+    )
 
 
 def _write(connection, table: str, columns: str, rows: list[tuple]) -> None:
@@ -739,6 +770,23 @@ class _StatementTimer:
             print(f"  {seconds:7.2f} s  {count:>5}x  {statement}")
 
 
+def _check_ledger() -> dict:
+    """``check_ledger()`` on the settled (and, with the operator flow, paid) books: every invariant,
+    timed; any violation fails the run."""
+    from portal.extensions import db
+    from portal.services.ledger import check_ledger, summary
+
+    db.session.remove()
+    started = time.perf_counter()
+    violations = check_ledger()
+    seconds = time.perf_counter() - started
+    db.session.rollback()
+    for violation in violations[:20]:
+        print(f"check-ledger: {violation}")
+    print(f"check-ledger: {summary(violations)} in {seconds:.2f} s" + (" — FAILED" if violations else ""))
+    return {"ok": not violations, "seconds": seconds}
+
+
 def _operator_flow(batch_id: int) -> dict:
     """What the operator does next, timed: approve, download the payment files, mark all paid.
 
@@ -819,12 +867,15 @@ def _profile_again(program, admin, batch_id: int) -> None:
     from portal.extensions import db
     from portal.models import AuditEvent, PayoutBatch, PayoutItem, PayoutLine
     from portal.services import payouts
+    from portal.services.ledger import without_ledger_triggers
 
     program = db.session.merge(program)
     admin = db.session.merge(admin)
     item_ids = sa.select(PayoutItem.id).where(PayoutItem.batch_id == batch_id)
     db.session.execute(sa.delete(PayoutLine).where(PayoutLine.payout_item_id.in_(item_ids)))
-    db.session.execute(sa.delete(PayoutItem).where(PayoutItem.batch_id == batch_id))
+    # Payout items are never deleted (a trigger): past it for this rolled-back experiment only.
+    with without_ledger_triggers(db.session.connection()):
+        db.session.execute(sa.delete(PayoutItem).where(PayoutItem.batch_id == batch_id))
     db.session.execute(sa.delete(AuditEvent).where(AuditEvent.subject_type == "payout_batch"))
     db.session.execute(sa.delete(PayoutBatch).where(PayoutBatch.id == batch_id))
     db.session.flush()

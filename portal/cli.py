@@ -29,6 +29,8 @@ def demo_command() -> None:
     click.echo(
         f"Demo logins (password {DEMO_PASSWORD}): admin@example.com, manager@example.com, partner@example.com"
     )
+    # A demo whose books do not add up fails loudly (make run stops here).
+    report_ledger(exit_on_violation=True)
 
 
 @portal_cli.command("create-user")
@@ -134,6 +136,32 @@ def settle_command(as_of) -> None:
         )
     else:
         click.echo(f"Payout batch {batch.id} for {batch.period_end} already exists; nothing changed.")
+
+
+@portal_cli.command("check-ledger")
+def check_ledger_command() -> None:
+    """Check the ledger's invariants; print each violation; exit 1 when there is any (run from cron)."""
+    report_ledger(exit_on_violation=True)
+
+
+def report_ledger(*, exit_on_violation: bool) -> bool:
+    """Run ``check_ledger``, print each violation and a summary line; True when the books hold."""
+    import time
+
+    from portal.services.ledger import CHECKS, check_ledger, summary
+
+    started = time.perf_counter()
+    violations = check_ledger()
+    for violation in violations:
+        click.echo(str(violation), err=True)
+    click.echo(
+        f"check-ledger: {summary(violations)} ({len(set(CHECKS))} checks, "
+        f"{time.perf_counter() - started:.1f} s)."
+    )
+    db.session.rollback()
+    if violations and exit_on_violation:
+        raise SystemExit(1)
+    return not violations
 
 
 @portal_cli.command("run-triggers")

@@ -325,10 +325,10 @@ def seed_demo_activity(now=None) -> str:
         payouts.approve_batch(last, manager)
         last.approved_at = now - timedelta(days=27)
         paid_on = (now - timedelta(days=26)).date()
-        for item in last.items:
+        # Through the service, so each payment has its audit event (check-ledger asks for it).
+        for item in list(last.items):
             if item.status == "pending":
-                item.status, item.reference, item.paid_on = "paid", f"PAYPAL-{item.id:05d}", paid_on
-        payouts._close_if_done(last)
+                payouts.mark_item_paid(item, manager, f"PAYPAL-{item.id:05d}", paid_on)
     payouts.settle(program, now.date(), now=now, actor=manager)
     commissions_total = sum(len(c.commissions) for c in db.session.scalars(sa.select(tracking.Conversion)))
     return f"{sales} sales with {commissions_total} commission lines for {len(earners)} partners"

@@ -1,4 +1,8 @@
-"""Paying partners: payout batches and items, and where each partner wants the money."""
+"""Paying partners: payout batches and items, and where each partner wants the money.
+
+Payout items are never deleted, and a paid or failed item never changes: database triggers
+(migration 0011), listed in ``portal.models.rewards``'s docstring with the others.
+"""
 
 from __future__ import annotations
 
@@ -50,6 +54,7 @@ class PayoutBatch(db.Model):
     __table_args__ = (
         sa.CheckConstraint("kind IN ('scheduled', 'withdrawal')", name="kind_known"),
         sa.CheckConstraint("status IN ('review', 'approved', 'closed')", name="status_known"),
+        sa.CheckConstraint("length(currency) = 3", name="currency_iso"),
         # One scheduled batch per payout date: a second settlement run finds the first.
         sa.Index(
             "uq_payout_batches_scheduled_period",
@@ -85,6 +90,7 @@ class PayoutItem(db.Model):
         sa.UniqueConstraint("batch_id", "partner_id"),
         sa.CheckConstraint("status IN ('pending', 'held', 'paid', 'failed')", name="status_known"),
         sa.CheckConstraint("amount_minor > 0", name="amount_positive"),
+        sa.CheckConstraint("length(currency) = 3", name="currency_iso"),
         sa.CheckConstraint(
             "status != 'paid' OR (reference IS NOT NULL AND paid_on IS NOT NULL)", name="paid_has_reference"
         ),

@@ -1,5 +1,26 @@
 """Commission lines (an append-only ledger) and the rules that decide them.
 
+The ledger's database triggers (migration 0011; autogenerate does not see triggers, so
+they are listed here). Each refuses the write with an integrity error on SQLite and
+PostgreSQL; none fires on INSERT, and payout_lines has none (settlement writes 1M rows):
+
+- ``ledger_commissions_money_fixed``: a line's amount_minor, currency, partner_id,
+  conversion_id, kind, reverses_id and period are never updated;
+- ``ledger_commissions_confirmed_fixed``: a confirmed line keeps its status, confirmed_at
+  and confirm_after;
+- ``ledger_conversions_money_fixed``: a conversion's amount_minor, currency and
+  transaction_id never change, refunded_minor never decreases, rejected stays rejected;
+- ``ledger_refunds_fixed``: a refund's conversion, refund_id, amount, currency and
+  fingerprint never change (its stored answer may be written after it);
+- ``ledger_payout_items_settled``: a paid or failed item's status, reference, paid_on and
+  failure_reason never change (a paid item is never paid again or failed);
+- ``ledger_payout_items_money_fixed``: an item's amount, currency, partner and batch never
+  change unless it is held (a held item is recomputed when released);
+- ``ledger_{commissions,conversions,refunds,payout_items}_no_delete``: never deleted.
+
+What the database cannot hold cheaply (a conversion's net commission, an item equal to its
+lines, balances, audit events) ``portal.services.ledger.check_ledger`` checks.
+
 The rules, in precedence order: a private deal, then a campaign, then a product
 override, then the partner's tier, then the program's base rate (on ``Program``).
 Bonuses (a campaign's fixed bonus per conversion, the monthly ladder) stack on top.
@@ -90,6 +111,10 @@ class Commission(db.Model):
         ),
         sa.CheckConstraint(
             "kind IN ('reversal', 'clawback') OR amount_minor >= 0", name="earning_not_negative"
+        ),
+        # A correction always names the line it takes back; an earning line never does.
+        sa.CheckConstraint(
+            "(kind IN ('reversal', 'clawback')) = (reverses_id IS NOT NULL)", name="correction_has_target"
         ),
         sa.CheckConstraint(
             "period IS NULL OR (kind = 'bonus' AND conversion_id IS NULL)", name="period_is_ladder"

@@ -14,6 +14,7 @@ from portal import create_app
 from portal.extensions import db as _db
 from portal.models import ApiKey, Commission, Conversion, Partner, User
 from portal.services.api_keys import create_api_key
+from portal.services.ledger import without_ledger_triggers
 from tests.factories import PartnerFactory, ProgramFactory
 
 pytestmark = pytest.mark.postgres
@@ -33,15 +34,17 @@ def committed_world(database_url):
         ids = {"partner": partner.id, "user": partner.user_id}
     yield app, plain
     with app.app_context():
-        _delete_rollups()
-        _db.session.execute(sa.delete(Commission))
-        _db.session.execute(sa.delete(Conversion))
-        _db.session.execute(sa.delete(ApiKey))
-        _db.session.execute(sa.delete(Partner).where(Partner.id == ids["partner"]))
-        _db.session.execute(sa.delete(User).where(User.id == ids["user"]))
-        from portal.models import Program
+        # Throw-away rows of the ledger: removed past its no-delete triggers.
+        with without_ledger_triggers(_db.session.connection()):
+            _delete_rollups()
+            _db.session.execute(sa.delete(Commission))
+            _db.session.execute(sa.delete(Conversion))
+            _db.session.execute(sa.delete(ApiKey))
+            _db.session.execute(sa.delete(Partner).where(Partner.id == ids["partner"]))
+            _db.session.execute(sa.delete(User).where(User.id == ids["user"]))
+            from portal.models import Program
 
-        _db.session.execute(sa.delete(Program))
+            _db.session.execute(sa.delete(Program))
         _db.session.commit()
         _db.engine.dispose()
 
@@ -120,16 +123,18 @@ def committed_books(database_url):
         user_ids = [p.user_id for p in partners]
     yield app
     with app.app_context():
-        _delete_rollups()
-        _db.session.execute(sa.delete(PayoutLine))
-        _db.session.execute(sa.delete(PayoutItem))
-        _db.session.execute(sa.delete(PayoutBatch))
-        _db.session.execute(sa.delete(PayoutAccount))
-        _db.session.execute(sa.delete(Commission))
-        _db.session.execute(sa.delete(Conversion))
-        _db.session.execute(sa.delete(Partner).where(Partner.user_id.in_(user_ids)))
-        _db.session.execute(sa.delete(User).where(User.id.in_(user_ids)))
-        _db.session.execute(sa.delete(Program))
+        # Throw-away rows of the ledger: removed past its no-delete triggers.
+        with without_ledger_triggers(_db.session.connection()):
+            _delete_rollups()
+            _db.session.execute(sa.delete(PayoutLine))
+            _db.session.execute(sa.delete(PayoutItem))
+            _db.session.execute(sa.delete(PayoutBatch))
+            _db.session.execute(sa.delete(PayoutAccount))
+            _db.session.execute(sa.delete(Commission))
+            _db.session.execute(sa.delete(Conversion))
+            _db.session.execute(sa.delete(Partner).where(Partner.user_id.in_(user_ids)))
+            _db.session.execute(sa.delete(User).where(User.id.in_(user_ids)))
+            _db.session.execute(sa.delete(Program))
         _db.session.commit()
         _db.engine.dispose()
 
