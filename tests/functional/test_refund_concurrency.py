@@ -16,6 +16,7 @@ from portal import create_app
 from portal.extensions import db as _db
 from portal.models import ApiKey, AuditEvent, Commission, Conversion, Partner, Program, Refund, User
 from portal.services.api_keys import create_api_key
+from portal.services.ledger import without_ledger_triggers
 from tests.factories import PartnerFactory, ProgramFactory
 
 pytestmark = pytest.mark.postgres
@@ -43,17 +44,19 @@ def committed_sale(database_url):
     with app.app_context():
         from portal.services.rollups import GRAINS
 
-        for grain in GRAINS:
-            _db.session.execute(sa.delete(grain.table))
-        _db.session.execute(sa.delete(Refund))
-        _db.session.execute(sa.delete(Commission).where(Commission.reverses_id.is_not(None)))
-        _db.session.execute(sa.delete(Commission))
-        _db.session.execute(sa.delete(Conversion))
-        _db.session.execute(sa.delete(AuditEvent))
-        _db.session.execute(sa.delete(ApiKey))
-        _db.session.execute(sa.delete(Partner).where(Partner.id == ids["partner"]))
-        _db.session.execute(sa.delete(User).where(User.id == ids["user"]))
-        _db.session.execute(sa.delete(Program))
+        # Committed ledger rows are never deleted by the app; the triggers step aside here only.
+        with without_ledger_triggers(_db.session.connection()):
+            for grain in GRAINS:
+                _db.session.execute(sa.delete(grain.table))
+            _db.session.execute(sa.delete(Refund))
+            _db.session.execute(sa.delete(Commission).where(Commission.reverses_id.is_not(None)))
+            _db.session.execute(sa.delete(Commission))
+            _db.session.execute(sa.delete(Conversion))
+            _db.session.execute(sa.delete(AuditEvent))
+            _db.session.execute(sa.delete(ApiKey))
+            _db.session.execute(sa.delete(Partner).where(Partner.id == ids["partner"]))
+            _db.session.execute(sa.delete(User).where(User.id == ids["user"]))
+            _db.session.execute(sa.delete(Program))
         _db.session.commit()
         _db.engine.dispose()
 

@@ -8,7 +8,7 @@ import time_machine
 
 from portal.errors import DomainError
 from portal.models import AuditEvent, Link, PayoutAccount, PayoutBatch, PayoutLine, Role
-from portal.services import accounts, links, payouts
+from portal.services import accounts, commissions, links, payouts
 from portal.services.payouts import PayoutDetails, save_payout_account, settle
 from tests.factories import PartnerFactory, ProgramFactory, UserFactory
 from tests.factories_money import earn
@@ -105,10 +105,8 @@ def test_reinstatement_joins_the_lines_still_unpaid_to_an_item_in_review(db, pro
     accounts.suspend_partner(partner, manager, "checking")
     batch, _ = settle(program, AS_OF, NOW, manager)
     (item,) = batch.items
-    # While suspended, part of the money was refunded after confirmation (a negative line).
-    refund = earn(partner, 1000, at=datetime(2026, 11, 2, tzinfo=UTC))
-    refund.amount_minor = 0
-    db.session.flush()
+    # While suspended, a second line arrived (a sale that earned nothing): it joins the item too.
+    earn(partner, 0, at=datetime(2026, 11, 2, tzinfo=UTC))
     accounts.reinstate_partner(partner, manager)
     db.session.refresh(item)
     assert (item.status, item.hold_reason, item.method) == ("pending", None, "paypal")
@@ -121,13 +119,14 @@ def test_reinstatement_joins_the_lines_still_unpaid_to_an_item_in_review(db, pro
 
 
 def test_reinstatement_below_the_minimum_carries_the_balance_over(db, program, manager, clock):
-    partner, _line = paid_partner(db, 7000)
+    partner, line = paid_partner(db, 7000)
     accounts.suspend_partner(partner, manager, "checking")
     batch, _ = settle(program, AS_OF, NOW, manager)
     (item,) = batch.items
-    clawback = earn(partner, 0, at=datetime(2026, 11, 2, tzinfo=UTC))
-    clawback.kind, clawback.amount_minor, clawback.reason_code = "clawback", -3000, "refund"
-    db.session.flush()
+    # Before the batch's cut-off, part of the sale was refunded: a confirmed reversal of 30.00.
+    with time_machine.travel(datetime(2026, 11, 2, tzinfo=UTC), tick=False):
+        commissions.correction(line, 3000, "refund", "returned", {"rule": "refund"})
+        db.session.flush()
     accounts.reinstate_partner(partner, manager)
     db.session.refresh(item)
     assert (item.status, item.hold_reason) == ("held", "suspended")
