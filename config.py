@@ -92,6 +92,9 @@ class Config:
     BABEL_TRANSLATION_DIRECTORIES = str(BASE_DIR / "portal" / "translations")
     SUPPORTED_LOCALES = ("en",)
 
+    # /readyz and /healthz: each dependency gets this long to answer (the probe answers within ~2 s).
+    PROBE_TIMEOUT_SECONDS = float(_str("PROBE_TIMEOUT_SECONDS", "1.5"))
+
     HOST = _str("HOST", "127.0.0.1")
     PORT = _int("PORT", 5000)
     LOG_LEVEL = _str("LOG_LEVEL", "INFO")
