@@ -54,6 +54,10 @@ class Config:
     RATELIMIT_STORAGE_URI = _str("RATELIMIT_STORAGE_URI", _str("REDIS_URL", "memory://"))
     RATELIMIT_ENABLED = _bool("RATELIMIT_ENABLED", True)
     RATELIMIT_HEADERS_ENABLED = True
+    # Redis is optional at run time: while it is unreachable each process counts in its
+    # own memory (said once in the log) and goes back to Redis when it answers again.
+    RATELIMIT_IN_MEMORY_FALLBACK_ENABLED = _bool("RATELIMIT_IN_MEMORY_FALLBACK_ENABLED", True)
+    RATELIMIT_STORAGE_OPTIONS: ClassVar[dict] = {"socket_connect_timeout": 1.0, "socket_timeout": 1.0}
     LOGIN_RATE_LIMIT = _str("LOGIN_RATE_LIMIT", "10 per minute;50 per hour")
     PASSWORD_RESET_RATE_LIMIT = _str("PASSWORD_RESET_RATE_LIMIT", "5 per 15 minutes")
     APPLY_RATE_LIMIT = _str("APPLY_RATE_LIMIT", "10 per hour")

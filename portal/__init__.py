@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from flask import Flask, request, request_finished, request_started, request_tearing_down
+from flask.logging import default_handler
 from flask.sessions import SecureCookieSessionInterface
 from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -98,6 +99,13 @@ class _PortalSessionInterface(SecureCookieSessionInterface):
 
 def configure_logging(app: Flask) -> None:
     app.logger.setLevel(app.config["LOG_LEVEL"])
+    # Outages of Redis are told once by these (rate limits in memory, live events on one
+    # worker); Flask-Limiter's own logger has only a NullHandler, so give both the app's.
+    for name in ("flask-limiter", "portal.realtime"):
+        logger = logging.getLogger(name)
+        if default_handler not in logger.handlers:
+            logger.addHandler(default_handler)
+        logger.setLevel(logging.INFO)
     generated = app.config.get("SECRET_KEY_GENERATED")
     if generated:
         app.logger.warning(
@@ -116,6 +124,16 @@ def register_extensions(app: Flask) -> None:
     migrate.init_app(app, db, directory=str(Path(app.root_path).parent / "migrations"), render_as_batch=True)
     csrf.init_app(app)
     htmx.init_app(app)
+    if app.config["RATELIMIT_STORAGE_URI"].startswith(("redis://", "rediss://")):
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
+        # Fail fast while Redis is down (the limiter then counts in memory) instead of
+        # redis-py's default ten retries with back-off in every request.
+        app.config["RATELIMIT_STORAGE_OPTIONS"] = {
+            **app.config["RATELIMIT_STORAGE_OPTIONS"],
+            "retry": Retry(NoBackoff(), 1),
+        }
     limiter.init_app(app)
 
     from portal import clickwriter, lookups, storage
@@ -157,12 +175,18 @@ def register_realtime(app: Flask) -> None:
     origins = app.config.get("SOCKETIO_CORS_ORIGINS")
     # Flask-SocketIO keeps the queue manager of an earlier init_app; each app
     # (several exist in the tests) must get the one its own config asks for.
-    socketio.server_options.pop("client_manager", None)
+    for option in ("client_manager", "message_queue", "channel"):
+        socketio.server_options.pop(option, None)
+    queue = {}
+    if app.config.get("REDIS_URL"):
+        # Redis is optional at run time: see realtime.PortalRedisManager.
+        queue["client_manager"] = realtime.PortalRedisManager(
+            app.config["REDIS_URL"], app.config["SOCKETIO_CHANNEL"]
+        )
     socketio.init_app(
         app,
         async_mode=app.config["SOCKETIO_ASYNC_MODE"],
-        message_queue=app.config.get("REDIS_URL"),
-        channel=app.config["SOCKETIO_CHANNEL"],
+        **queue,
         manage_session=False,
         cors_allowed_origins=origins.split(",") if origins else None,
         logger=False,

@@ -43,9 +43,9 @@ def _check_database() -> None:
 
 
 def _check_redis() -> None:
-    import redis
+    from portal.realtime import quick_redis_client
 
-    client = redis.Redis.from_url(current_app.config["REDIS_URL"], socket_connect_timeout=1, socket_timeout=1)
+    client = quick_redis_client(current_app.config["REDIS_URL"], socket_timeout=1)
     try:
         client.ping()
     finally:
