@@ -86,7 +86,12 @@ class Config:
     MAIL_USE_TLS = _bool("MAIL_USE_TLS", False)
     MAIL_USE_SSL = _bool("MAIL_USE_SSL", False)
     MAIL_DEFAULT_SENDER = _str("MAIL_DEFAULT_SENDER", "Partner Portal <partners@localhost>")
-    MAIL_TIMEOUT = _int("MAIL_TIMEOUT", 10)
+    # Seconds each SMTP step (connect, greeting, each command) may take before the attempt
+    # fails and is retried later; MAIL_TIMEOUT is the older name.
+    MAIL_TIMEOUT = _int("MAIL_TIMEOUT_SECONDS", _int("MAIL_TIMEOUT", 10))
+    # "background": e-mails a request committed go out from a thread of the process, so no
+    # page waits on SMTP; "inline": at the end of the request (the tests' deterministic mode).
+    MAIL_SEND_MODE = _str("MAIL_SEND_MODE", "background")
 
     PASSWORD_RESET_MAX_AGE = _int("PASSWORD_RESET_MAX_AGE", 3600)
     INVITATION_MAX_AGE = _int("INVITATION_MAX_AGE", 7 * 86400)
@@ -177,6 +182,7 @@ class TestingConfig(Config):
     RATELIMIT_STORAGE_URI = "memory://"
     REDIS_URL = None
     MAIL_SERVER = None
+    MAIL_SEND_MODE = "inline"
     SERVER_NAME = "portal.test"
     CLICK_WRITE_MODE = "inline"
     PORTAL_BASE_URL = "http://portal.test"

@@ -261,6 +261,7 @@ MATRIX = {
         {**PARTNER_ONLY, "partner": 404},
     ),
     "admin.list_campaign_requests": ("GET", "/admin/campaign-requests", OPERATORS),
+    "admin.show_outbox": ("GET", "/admin/outbox", OPERATORS),
     "admin.show_campaign_request": ("GET", "/admin/campaign-requests/{request_id}", OPERATORS),
     "admin.approve_campaign_request": (
         "POST",

@@ -4,4 +4,4 @@ from flask import Blueprint
 
 bp = Blueprint("admin", __name__)
 
-from portal.blueprints.admin import campaign_requests, rewards, routes  # noqa: E402,F401
+from portal.blueprints.admin import campaign_requests, outbox, rewards, routes  # noqa: E402,F401
