@@ -92,6 +92,11 @@ class Config:
     # "background": e-mails a request committed go out from a thread of the process, so no
     # page waits on SMTP; "inline": at the end of the request (the tests' deterministic mode).
     MAIL_SEND_MODE = _str("MAIL_SEND_MODE", "background")
+    # A failed e-mail is tried again after MAIL_RETRY_FIRST_SECONDS, then twice as long each
+    # time up to MAIL_RETRY_MAX_SECONDS, and given up MAIL_GIVE_UP_HOURS after it was written.
+    MAIL_RETRY_FIRST_SECONDS = _int("MAIL_RETRY_FIRST_SECONDS", 60)
+    MAIL_RETRY_MAX_SECONDS = _int("MAIL_RETRY_MAX_SECONDS", 4 * 3600)
+    MAIL_GIVE_UP_HOURS = _int("MAIL_GIVE_UP_HOURS", 48)
 
     PASSWORD_RESET_MAX_AGE = _int("PASSWORD_RESET_MAX_AGE", 3600)
     INVITATION_MAX_AGE = _int("INVITATION_MAX_AGE", 7 * 86400)

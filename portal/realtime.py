@@ -200,3 +200,30 @@ def _drop_after_rollback(session: Session, previous_transaction) -> None:
     # back inside it (a lost insert race, say) leaves the rest of the work standing.
     if previous_transaction.parent is None:
         session.info.pop(_PENDING_KEY, None)
+
+
+RESTART_EVENT = "restart"
+
+
+def close_sockets_for_restart(sio: SocketIO | None = None) -> int:
+    """Close this worker's open sockets so a restart does not wait out the graceful timeout.
+
+    Each socket is first told ``restart`` with the reason ``reconnect``, then closed at the
+    Engine.IO level; browsers reconnect by themselves (to the next worker) and refetch
+    their live parts. Returns how many sockets were closed.
+    """
+    server = (sio or socketio).server
+    if server is None:
+        return 0
+    try:
+        server.emit(RESTART_EVENT, {"reason": "reconnect"}, namespace="/", ignore_queue=True)
+    except Exception:  # a courtesy message; closing is what matters
+        log.debug("telling sockets about the restart failed", exc_info=True)
+    sockets = list(server.eio.sockets.values())
+    for sock in sockets:
+        try:
+            sock.close(wait=False, reason=server.eio.reason.SERVER_DISCONNECT)
+        except Exception:  # one broken socket must not keep the others open
+            log.debug("closing a socket for the restart failed", exc_info=True)
+    server.eio.sockets.clear()
+    return len(sockets)

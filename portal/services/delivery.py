@@ -10,8 +10,8 @@ silent SMTP server never holds up a page; the ``run-triggers`` job sends whateve
 is still due.
 
 Retries go by time, not by count: after a failed attempt an e-mail waits
-``retry_delay(attempts)`` (1 minute, doubling, at most ``MAX_RETRY_DELAY``) and is
-given up ``GIVE_UP_AFTER`` (48 h) after it was written. A server that does not
+``retry_delay(attempts)`` (1 minute, doubling, at most 4 hours) and is given
+up 48 hours after it was written (each configurable). A server that does not
 answer ends the batch: the rest stay due, without an attempt counted against them.
 """
 
@@ -38,9 +38,6 @@ from portal.models import EMAIL_KINDS, EmailPreference, OutboundEmail, Partner
 from portal.models.types import utcnow
 from portal.urls import absolute_url
 
-FIRST_RETRY_DELAY = timedelta(minutes=1)
-MAX_RETRY_DELAY = timedelta(hours=4)
-GIVE_UP_AFTER = timedelta(hours=48)
 # At most this many e-mails are sent right after the request that wrote them.
 INLINE_LIMIT = 10
 # A claim older than this is taken to belong to a sender that died.
@@ -251,15 +248,23 @@ def _drop_after_rollback(session: Session, previous_transaction) -> None:
 
 
 def retry_delay(attempts: int) -> timedelta:
-    """How long an e-mail waits after its ``attempts``-th failed attempt: 1 min, 2, 4 … at most 4 h."""
-    return min(FIRST_RETRY_DELAY * (2 ** max(attempts - 1, 0)), MAX_RETRY_DELAY)
+    """How long an e-mail waits after its ``attempts``-th failed attempt: 1 min, 2, 4 … at most 4 h
+    (MAIL_RETRY_FIRST_SECONDS, MAIL_RETRY_MAX_SECONDS)."""
+    config = current_app.config
+    first = timedelta(seconds=config["MAIL_RETRY_FIRST_SECONDS"])
+    return min(first * (2 ** max(attempts - 1, 0)), timedelta(seconds=config["MAIL_RETRY_MAX_SECONDS"]))
+
+
+def give_up_after() -> timedelta:
+    """An e-mail not sent this long after it was written is given up (MAIL_GIVE_UP_HOURS, 48)."""
+    return timedelta(hours=current_app.config["MAIL_GIVE_UP_HOURS"])
 
 
 def _due(now: datetime):
     """Unsent, not given up, and its next attempt has come."""
     return sa.and_(
         OutboundEmail.sent_at.is_(None),
-        OutboundEmail.created_at > now - GIVE_UP_AFTER,
+        OutboundEmail.created_at > now - give_up_after(),
         sa.or_(OutboundEmail.next_attempt_at.is_(None), OutboundEmail.next_attempt_at <= now),
     )
 
@@ -376,7 +381,7 @@ def outbox_waiting(limit: int = 200) -> list[OutboundEmail]:
 
 def outbox_state(outbound: OutboundEmail, now: datetime) -> str:
     """``sending`` (claimed now), ``due``, ``waiting`` (a retry is set) or ``given_up`` (48 h passed)."""
-    if outbound.created_at <= now - GIVE_UP_AFTER:
+    if outbound.created_at <= now - give_up_after():
         return "given_up"
     if outbound.claimed_at is not None and outbound.claimed_at > now - CLAIM_TIMEOUT:
         return "sending"
@@ -388,7 +393,7 @@ def outbox_state(outbound: OutboundEmail, now: datetime) -> str:
 def outbox_counts(now: datetime) -> dict[str, int]:
     """How many unsent e-mails are in each state of ``outbox_state``."""
     state = sa.case(
-        (OutboundEmail.created_at <= now - GIVE_UP_AFTER, "given_up"),
+        (OutboundEmail.created_at <= now - give_up_after(), "given_up"),
         (OutboundEmail.claimed_at > now - CLAIM_TIMEOUT, "sending"),
         (OutboundEmail.next_attempt_at > now, "waiting"),
         else_="due",

@@ -18,8 +18,9 @@ from tests.conftest import free_port
 from tests.factories import PartnerFactory, UserFactory
 
 
-def test_the_retry_delay_doubles_from_a_minute_to_at_most_four_hours():
-    delays = [delivery.retry_delay(n) for n in range(1, 12)]
+def test_the_retry_delay_doubles_from_a_minute_to_at_most_four_hours(app):
+    with app.app_context():
+        delays = [delivery.retry_delay(n) for n in range(1, 12)]
     assert delays[:4] == [timedelta(minutes=m) for m in (1, 2, 4, 8)]
     assert delays[8] == timedelta(hours=4)  # 256 minutes, capped
     assert all(d == timedelta(hours=4) for d in delays[8:])

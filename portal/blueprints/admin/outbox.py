@@ -21,6 +21,6 @@ def show_outbox():
         counts=delivery.outbox_counts(now),
         mail_configured=delivery.mail_configured(),
         mail_timeout=current_app.config["MAIL_TIMEOUT"],
-        give_up_hours=int(delivery.GIVE_UP_AFTER.total_seconds() // 3600),
-        max_delay_hours=int(delivery.MAX_RETRY_DELAY.total_seconds() // 3600),
+        give_up_hours=int(delivery.give_up_after().total_seconds() // 3600),
+        max_delay_hours=int(current_app.config["MAIL_RETRY_MAX_SECONDS"] // 3600),
     )
