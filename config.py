@@ -47,6 +47,8 @@ class Config:
     SQLALCHEMY_DATABASE_URI = _str("DATABASE_URL", f"sqlite:///{INSTANCE_DIR / 'portal.db'}")
     SQLALCHEMY_ENGINE_OPTIONS: ClassVar[dict] = {"pool_pre_ping": True}
     SQLITE_POOL_SIZE = _int("SQLITE_POOL_SIZE", 4)
+    # PostgreSQL: seconds to wait for a new connection before the request answers 503.
+    DATABASE_CONNECT_TIMEOUT = _int("DATABASE_CONNECT_TIMEOUT", 5)
 
     REDIS_URL = _str("REDIS_URL")
     # Flask-Limiter keeps its counters here; Redis when configured so that

@@ -68,6 +68,17 @@ def create_app(config_class: type[Config] | None = None, **overrides) -> Flask:
             "max_overflow": 0,
             "pool_pre_ping": False,
         }
+    if app.config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql"):
+        # A database host that does not answer fails the request (a 503) in seconds
+        # instead of the operating system's minutes of TCP retries.
+        options = app.config["SQLALCHEMY_ENGINE_OPTIONS"]
+        app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {
+            **options,
+            "connect_args": {
+                "connect_timeout": app.config["DATABASE_CONNECT_TIMEOUT"],
+                **options.get("connect_args", {}),
+            },
+        }
     configure_logging(app)
     register_extensions(app)
     register_blueprints(app)
