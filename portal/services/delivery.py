@@ -196,12 +196,6 @@ class MailSender:
             finally:
                 self.queue.task_done()
 
-    def wait(self, timeout: float = 10.0) -> bool:
-        """For tests and shutdown: True once everything submitted has been tried."""
-        done = threading.Event()
-        threading.Thread(target=lambda: (self.queue.join(), done.set()), daemon=True).start()
-        return done.wait(timeout)
-
 
 def mail_configured() -> bool:
     return bool(current_app.config.get("MAIL_SERVER"))
@@ -252,7 +246,8 @@ def retry_delay(attempts: int) -> timedelta:
     (MAIL_RETRY_FIRST_SECONDS, MAIL_RETRY_MAX_SECONDS)."""
     config = current_app.config
     first = timedelta(seconds=config["MAIL_RETRY_FIRST_SECONDS"])
-    return min(first * (2 ** max(attempts - 1, 0)), timedelta(seconds=config["MAIL_RETRY_MAX_SECONDS"]))
+    doublings = min(max(attempts - 1, 0), 30)  # the cap is reached long before; no overflow
+    return min(first * 2**doublings, timedelta(seconds=config["MAIL_RETRY_MAX_SECONDS"]))
 
 
 def give_up_after() -> timedelta:
