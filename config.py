@@ -59,6 +59,8 @@ class Config:
     SQLALCHEMY_DATABASE_URI = _str("DATABASE_URL", f"sqlite:///{INSTANCE_DIR / 'portal.db'}")
     SQLALCHEMY_ENGINE_OPTIONS: ClassVar[dict] = {"pool_pre_ping": True}
     SQLITE_POOL_SIZE = _int("SQLITE_POOL_SIZE", 4)
+    # PostgreSQL: seconds to wait for a new connection before the request answers 503.
+    DATABASE_CONNECT_TIMEOUT = _int("DATABASE_CONNECT_TIMEOUT", 5)
 
     REDIS_URL = _str("REDIS_URL")
     # Flask-Limiter keeps its counters here; Redis when configured so that
@@ -66,6 +68,10 @@ class Config:
     RATELIMIT_STORAGE_URI = _str("RATELIMIT_STORAGE_URI", _str("REDIS_URL", "memory://"))
     RATELIMIT_ENABLED = _bool("RATELIMIT_ENABLED", True)
     RATELIMIT_HEADERS_ENABLED = True
+    # Redis is optional at run time: while it is unreachable each process counts in its
+    # own memory (said once in the log) and goes back to Redis when it answers again.
+    RATELIMIT_IN_MEMORY_FALLBACK_ENABLED = _bool("RATELIMIT_IN_MEMORY_FALLBACK_ENABLED", True)
+    RATELIMIT_STORAGE_OPTIONS: ClassVar[dict] = {"socket_connect_timeout": 1.0, "socket_timeout": 1.0}
     LOGIN_RATE_LIMIT = _str("LOGIN_RATE_LIMIT", "10 per minute;50 per hour")
     PASSWORD_RESET_RATE_LIMIT = _str("PASSWORD_RESET_RATE_LIMIT", "5 per 15 minutes")
     APPLY_RATE_LIMIT = _str("APPLY_RATE_LIMIT", "10 per hour")
@@ -106,7 +112,17 @@ class Config:
     MAIL_USE_TLS = _bool("MAIL_USE_TLS", False)
     MAIL_USE_SSL = _bool("MAIL_USE_SSL", False)
     MAIL_DEFAULT_SENDER = _str("MAIL_DEFAULT_SENDER", "Partner Portal <partners@localhost>")
-    MAIL_TIMEOUT = _int("MAIL_TIMEOUT", 10)
+    # Seconds each SMTP step (connect, greeting, each command) may take before the attempt
+    # fails and is retried later; MAIL_TIMEOUT is the older name.
+    MAIL_TIMEOUT = _int("MAIL_TIMEOUT_SECONDS", _int("MAIL_TIMEOUT", 10))
+    # "background": e-mails a request committed go out from a thread of the process, so no
+    # page waits on SMTP; "inline": at the end of the request (the tests' deterministic mode).
+    MAIL_SEND_MODE = _str("MAIL_SEND_MODE", "background")
+    # A failed e-mail is tried again after MAIL_RETRY_FIRST_SECONDS, then twice as long each
+    # time up to MAIL_RETRY_MAX_SECONDS, and given up MAIL_GIVE_UP_HOURS after it was written.
+    MAIL_RETRY_FIRST_SECONDS = _int("MAIL_RETRY_FIRST_SECONDS", 60)
+    MAIL_RETRY_MAX_SECONDS = _int("MAIL_RETRY_MAX_SECONDS", 4 * 3600)
+    MAIL_GIVE_UP_HOURS = _int("MAIL_GIVE_UP_HOURS", 48)
 
     PASSWORD_RESET_MAX_AGE = _int("PASSWORD_RESET_MAX_AGE", 3600)
     INVITATION_MAX_AGE = _int("INVITATION_MAX_AGE", 7 * 86400)
@@ -116,6 +132,9 @@ class Config:
     BABEL_DEFAULT_TIMEZONE = "UTC"
     BABEL_TRANSLATION_DIRECTORIES = str(BASE_DIR / "portal" / "translations")
     SUPPORTED_LOCALES = ("en",)
+
+    # /readyz and /healthz: each dependency gets this long to answer (the probe answers within ~2 s).
+    PROBE_TIMEOUT_SECONDS = float(_str("PROBE_TIMEOUT_SECONDS", "1.5"))
 
     HOST = _str("HOST", "127.0.0.1")
     PORT = _int("PORT", 5000)
@@ -196,6 +215,7 @@ class TestingConfig(Config):
     RATELIMIT_STORAGE_URI = "memory://"
     REDIS_URL = None
     MAIL_SERVER = None
+    MAIL_SEND_MODE = "inline"
     SERVER_NAME = "portal.test"
     CLICK_WRITE_MODE = "inline"
     PORTAL_BASE_URL = "http://portal.test"

@@ -20,6 +20,33 @@ else:
     control_socket_disable = True
 
 
+def post_worker_init(worker):
+    # On SIGTERM, close this worker's websockets at once (browsers reconnect by
+    # themselves) before gunicorn's own handler starts the graceful stop; otherwise every
+    # open socket holds the restart for the whole graceful_timeout.
+    import signal
+    import threading
+
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def close_sockets(signum, frame):
+        def close():
+            try:
+                from portal.realtime import close_sockets_for_restart
+
+                closed = close_sockets_for_restart()
+                worker.log.info("closed %d websocket(s) for the restart", closed)
+            except Exception:  # never block the stop
+                worker.log.exception("closing websockets for the restart failed")
+
+        # Not in the signal handler itself: closing sends over the sockets.
+        threading.Thread(target=close, name="close-websockets", daemon=True).start()
+        if callable(previous):
+            previous(signum, frame)
+
+    signal.signal(signal.SIGTERM, close_sockets)
+
+
 def worker_exit(server, worker):
     # Write the clicks still buffered in this worker before it goes (clean shutdown).
     try:

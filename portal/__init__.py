@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from flask import Flask, Request, request, request_finished, request_started, request_tearing_down
+from flask.logging import default_handler
 from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 from werkzeug.exceptions import SecurityError
 from werkzeug.middleware.proxy_fix import ProxyFix
@@ -130,6 +131,17 @@ def create_app(config_class: type[Config] | None = None, **overrides) -> Flask:
             "max_overflow": 0,
             "pool_pre_ping": False,
         }
+    if app.config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql"):
+        # A database host that does not answer fails the request (a 503) in seconds
+        # instead of the operating system's minutes of TCP retries.
+        options = app.config["SQLALCHEMY_ENGINE_OPTIONS"]
+        app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {
+            **options,
+            "connect_args": {
+                "connect_timeout": app.config["DATABASE_CONNECT_TIMEOUT"],
+                **options.get("connect_args", {}),
+            },
+        }
     configure_logging(app)
     register_extensions(app)
     use_canonical_origin(app)
@@ -180,6 +192,13 @@ class _PortalSessionInterface(SecureCookieSessionInterface):
 
 def configure_logging(app: Flask) -> None:
     app.logger.setLevel(app.config["LOG_LEVEL"])
+    # Outages of Redis are told once by these (rate limits in memory, live events on one
+    # worker); Flask-Limiter's own logger has only a NullHandler, so give both the app's.
+    for name in ("flask-limiter", "portal.realtime"):
+        logger = logging.getLogger(name)
+        if default_handler not in logger.handlers:
+            logger.addHandler(default_handler)
+        logger.setLevel(logging.INFO)
     generated = app.config.get("SECRET_KEY_GENERATED")
     if generated:
         app.logger.warning(
@@ -198,6 +217,16 @@ def register_extensions(app: Flask) -> None:
     migrate.init_app(app, db, directory=str(Path(app.root_path).parent / "migrations"), render_as_batch=True)
     csrf.init_app(app)
     htmx.init_app(app)
+    if app.config["RATELIMIT_STORAGE_URI"].startswith(("redis://", "rediss://")):
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
+        # Fail fast while Redis is down (the limiter then counts in memory) instead of
+        # redis-py's default ten retries with back-off in every request.
+        app.config["RATELIMIT_STORAGE_OPTIONS"] = {
+            **app.config["RATELIMIT_STORAGE_OPTIONS"],
+            "retry": Retry(NoBackoff(), 1),
+        }
     limiter.init_app(app)
 
     from portal import clickwriter, lookups, storage
@@ -251,12 +280,18 @@ def register_realtime(app: Flask) -> None:
     origins = app.config.get("SOCKETIO_CORS_ORIGINS")
     # Flask-SocketIO keeps the queue manager of an earlier init_app; each app
     # (several exist in the tests) must get the one its own config asks for.
-    socketio.server_options.pop("client_manager", None)
+    for option in ("client_manager", "message_queue", "channel"):
+        socketio.server_options.pop(option, None)
+    queue = {}
+    if app.config.get("REDIS_URL"):
+        # Redis is optional at run time: see realtime.PortalRedisManager.
+        queue["client_manager"] = realtime.PortalRedisManager(
+            app.config["REDIS_URL"], app.config["SOCKETIO_CHANNEL"]
+        )
     socketio.init_app(
         app,
         async_mode=app.config["SOCKETIO_ASYNC_MODE"],
-        message_queue=app.config.get("REDIS_URL"),
-        channel=app.config["SOCKETIO_CHANNEL"],
+        **queue,
         manage_session=False,
         cors_allowed_origins=origins.split(",") if origins else None,
         logger=False,

@@ -1,13 +1,23 @@
-"""Error pages in the house style; JSON for the API."""
+"""Error pages in the house style; JSON for the API.
+
+While the database is unreachable every page answers a styled 503 rendered without
+it (no signed-in user, no session, the language from Accept-Language) and the API a
+503 JSON body with Retry-After; the log gets one line per failed request.
+"""
 
 from __future__ import annotations
 
-from flask import Flask, jsonify, render_template, request
+from flask import Flask, current_app, g, jsonify, render_template, request
 from flask_babel import gettext as _
+from flask_babel import refresh as refresh_babel
 from flask_wtf.csrf import CSRFError
+from sqlalchemy import exc as sa_exc
 from werkzeug.exceptions import HTTPException, InternalServerError
 
 from portal.extensions import db
+
+# What a client is told to wait before trying again while the database is down.
+RETRY_AFTER_SECONDS = 15
 
 _API_CODES = {
     400: "bad_request",
@@ -20,7 +30,59 @@ _API_CODES = {
     422: "validation_failed",
     429: "rate_limited",
     500: "server_error",
+    503: "unavailable",
 }
+
+
+def database_unavailable(error: BaseException | None) -> bool:
+    """True when ``error`` (or what caused it) says the database cannot be reached,
+    as opposed to a query the database refused."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, sa_exc.TimeoutError):  # no pooled connection came free in time
+            return True
+        if isinstance(error, sa_exc.DBAPIError):
+            if error.connection_invalidated or isinstance(error, sa_exc.InterfaceError):
+                return True
+            if isinstance(error, sa_exc.OperationalError) and hasattr(error.orig, "sqlstate"):
+                # psycopg: no SQLSTATE means the connection itself failed; class 08 is
+                # "connection exception", 57P0x the server shutting down or starting.
+                state = error.orig.sqlstate
+                if state is None or state.startswith(("08", "57P")):
+                    return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def _summary(error: BaseException) -> str:
+    """The first line of the deepest cause: what the driver said, without the SQL."""
+    while error.__cause__ is not None:
+        error = error.__cause__
+    text = str(getattr(error, "orig", None) or error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0] if text else ''}"
+
+
+def unavailable_response():
+    """The 503 answer while the database is down; touches neither the database nor the session."""
+    g.database_unavailable = True  # portal.i18n then takes the language from the request only
+    refresh_babel()
+    headers = {"Retry-After": str(RETRY_AFTER_SECONDS), "Cache-Control": "no-store"}
+    message = _("The portal cannot reach its database right now. Try again in a moment.")
+    if wants_json():
+        response, status = api_error(503, message, code="unavailable")
+        response.headers.update(headers)
+        return response, status
+    # Not render_template: its context processors load the signed-in user.
+    page = current_app.jinja_env.get_template("errors/unavailable.html").render(
+        retry_after=RETRY_AFTER_SECONDS, locale=_request_locale(), request=request
+    )
+    return page, 503, headers
+
+
+def _request_locale() -> str:
+    supported = current_app.config["SUPPORTED_LOCALES"]
+    return request.accept_languages.best_match(supported) or supported[0]
 
 
 def _titles() -> dict[int, tuple[str, str]]:
@@ -39,7 +101,7 @@ def _titles() -> dict[int, tuple[str, str]]:
 
 
 def wants_json() -> bool:
-    return request.path.startswith("/api/") or request.path == "/healthz"
+    return request.path.startswith("/api/") or request.path in {"/healthz", "/readyz", "/livez"}
 
 
 def api_error(status: int, message: str, fields: dict | None = None, code: str | None = None):
@@ -69,25 +131,51 @@ def init_app(app: Flask) -> None:
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException):
-        status = error.code or 500
-        title, message = _titles().get(status, (error.name, error.description))
-        if getattr(error, "says_why", False):
-            message = error.description  # the portal's own words (portal/guards.py refuse())
-        if status == 413:
-            from portal.views import too_large_message
+        if g.get("database_unavailable"):
+            return unavailable_response()
+        try:
+            # The titles' language and the page frame ask for the signed-in user (the database).
+            return _http_error_page(error)
+        except Exception as page_error:
+            if not database_unavailable(page_error):
+                raise
+            return database_down(page_error)
 
-            message = too_large_message() or message
-        if wants_json():
-            return api_error(status, error.description or message)
-        response = render_template("errors/error.html", code=status, title=title, message=message)
-        return response, status, (error.get_response().headers if status == 405 else {})
+    def database_down(error: BaseException):
+        _rollback_quietly()
+        app.logger.error("database unavailable on %s %s: %s", request.method, request.path, _summary(error))
+        return unavailable_response()
 
     @app.errorhandler(Exception)
     def unexpected_error(error: Exception):
         if isinstance(error, HTTPException):  # pragma: no cover - handled above
             return http_error(error)
-        db.session.rollback()
+        if database_unavailable(error):
+            return database_down(error)
+        _rollback_quietly()
         app.logger.exception("Unhandled error on %s %s", request.method, request.path)
         if app.config.get("TESTING") and app.config.get("PROPAGATE_TEST_ERRORS", True):
             raise error
         return http_error(InternalServerError())
+
+
+def _http_error_page(error: HTTPException):
+    status = error.code or 500
+    title, message = _titles().get(status, (error.name, error.description))
+    if getattr(error, "says_why", False):
+        message = error.description  # the portal's own words (portal/guards.py refuse())
+    if status == 413:
+        from portal.views import too_large_message
+
+        message = too_large_message() or message
+    if wants_json():
+        return api_error(status, error.description or message)
+    response = render_template("errors/error.html", code=status, title=title, message=message)
+    return response, status, (error.get_response().headers if status == 405 else {})
+
+
+def _rollback_quietly() -> None:
+    try:
+        db.session.rollback()
+    except Exception:  # the connection is gone; the session is discarded at teardown
+        current_app.logger.debug("rollback after a failed request failed too", exc_info=True)

@@ -9,7 +9,9 @@ from flask_login import current_user
 def select_locale() -> str:
     supported = current_app.config["SUPPORTED_LOCALES"]
     if has_request_context():
-        if current_user.is_authenticated and current_user.locale in supported:
+        # While the database is down the error page must not load the user to ask.
+        signed_in = not g.get("database_unavailable") and current_user.is_authenticated
+        if signed_in and current_user.locale in supported:
             return current_user.locale
         return request.accept_languages.best_match(supported) or supported[0]
     return supported[0]
@@ -17,6 +19,8 @@ def select_locale() -> str:
 
 def select_timezone() -> str:
     """The viewer's own zone if set, else the program's."""
+    if has_request_context() and g.get("database_unavailable"):
+        return current_app.config["BABEL_DEFAULT_TIMEZONE"]
     if has_request_context() and current_user.is_authenticated and current_user.timezone:
         return current_user.timezone
     if "program_timezone" not in g:

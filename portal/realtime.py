@@ -7,8 +7,12 @@ a browser never re-fetches data that does not exist.
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
 from typing import Any
 
+import socketio as socketio_server
 from flask_login import current_user
 from flask_socketio import SocketIO, emit, join_room
 from sqlalchemy import event
@@ -18,6 +22,106 @@ from portal.extensions import db, socketio
 
 OPERATORS_ROOM = "operators"
 _PENDING_KEY = "portal_pending_emits"
+# Sent to this worker's own sockets when its Redis subscription comes back: the pages
+# refetch their live parts (portal.js turns it into "portal:resync").
+RESYNC_EVENT = "resync"
+
+log = logging.getLogger("portal.realtime")
+
+
+def quick_redis_client(url: str, **options):
+    """A Redis client that fails fast (redis-py otherwise retries ten times with back-off)."""
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    # No hidden retries with back-off inside redis-py: the callers below decide.
+    return redis.Redis.from_url(url, socket_connect_timeout=1, retry=Retry(NoBackoff(), 0), **options)
+
+
+class PortalRedisManager(socketio_server.RedisManager):
+    """Socket.IO's Redis fan-out, made optional at run time.
+
+    python-socketio delivers an emit to this worker's sockets first, then publishes it
+    for the other workers. Here a failed publish is logged once per outage (not twice
+    per event), never raises into the request that emitted, and pauses publishing for
+    ``PUBLISH_PAUSE_SECONDS`` so that a frozen Redis costs one request at most a second
+    or two, not every request. The subscriber retries every ``RECONNECT_MAX_SECONDS`` at
+    most (the stock one backs off to 60 s) and, once back, tells this worker's sockets
+    to resync, since events from other workers were missed meanwhile.
+    """
+
+    PUBLISH_PAUSE_SECONDS = 5.0
+    RECONNECT_MAX_SECONDS = 2.0
+
+    def __init__(self, url: str, channel: str, write_only: bool = False):
+        super().__init__(url, channel=channel, write_only=write_only, logger=log)
+        self._publisher = None
+        self._paused_until = 0.0
+        self._publish_down = False
+        self._state_lock = threading.Lock()
+
+    def _publish(self, data):
+        if time.monotonic() < self._paused_until:
+            return None  # this worker's sockets already have it; the others resync later
+        payload = self.json.dumps(data)
+        error: Exception | None = None
+        for _attempt in range(2):  # a connection left over from before a restart fails once
+            try:
+                if self._publisher is None:
+                    self._publisher = quick_redis_client(self.redis_url, socket_timeout=1)
+                result = self._publisher.publish(self.channel, payload)
+            except Exception as exc:  # noqa: BLE001 - any Redis failure: keep the request going
+                error = exc
+                self._publisher = None
+                continue
+            with self._state_lock:
+                if self._publish_down:
+                    self._publish_down = False
+                    log.warning("Redis is reachable again: live events reach every worker")
+            return result
+        with self._state_lock:
+            self._paused_until = time.monotonic() + self.PUBLISH_PAUSE_SECONDS
+            first = not self._publish_down
+            self._publish_down = True
+        if first:
+            log.warning(
+                "Redis unreachable (%s): live events reach only this worker's sockets until it returns",
+                error,
+            )
+        return None
+
+    def _redis_listen_with_retries(self):
+        delay = 0.25
+        subscribed = False
+        failed = False
+        while True:
+            try:
+                if not subscribed:
+                    client = quick_redis_client(self.redis_url, socket_keepalive=True)
+                    self.pubsub = client.pubsub(ignore_subscribe_messages=True)
+                    self.pubsub.subscribe(self.channel)
+                    subscribed = True
+                    delay = 0.25
+                    if failed:
+                        failed = False
+                        self._paused_until = 0.0
+                        log.warning("Redis subscription restored; asking open pages to resync")
+                        self._resync_local_sockets()
+                yield from self.pubsub.listen()
+            except Exception as exc:  # noqa: BLE001 - retried below, whatever it was
+                if not failed:
+                    log.warning("Redis subscription lost (%s); retrying until it is back", exc)
+                failed = True
+                subscribed = False
+                time.sleep(delay)
+                delay = min(delay * 2, self.RECONNECT_MAX_SECONDS)
+
+    def _resync_local_sockets(self) -> None:
+        try:
+            self.server.emit(RESYNC_EVENT, {}, namespace="/", ignore_queue=True)
+        except Exception:  # a resync is a courtesy; never kill the listener
+            log.exception("asking open pages to resync failed")
 
 
 def partner_room(partner_id: int) -> str:
@@ -96,3 +200,30 @@ def _drop_after_rollback(session: Session, previous_transaction) -> None:
     # back inside it (a lost insert race, say) leaves the rest of the work standing.
     if previous_transaction.parent is None:
         session.info.pop(_PENDING_KEY, None)
+
+
+RESTART_EVENT = "restart"
+
+
+def close_sockets_for_restart(sio: SocketIO | None = None) -> int:
+    """Close this worker's open sockets so a restart does not wait out the graceful timeout.
+
+    Each socket is first told ``restart`` with the reason ``reconnect``, then closed at the
+    Engine.IO level; browsers reconnect by themselves (to the next worker) and refetch
+    their live parts. Returns how many sockets were closed.
+    """
+    server = (sio or socketio).server
+    if server is None:
+        return 0
+    try:
+        server.emit(RESTART_EVENT, {"reason": "reconnect"}, namespace="/", ignore_queue=True)
+    except Exception:  # a courtesy message; closing is what matters
+        log.debug("telling sockets about the restart failed", exc_info=True)
+    sockets = list(server.eio.sockets.values())
+    for sock in sockets:
+        try:
+            sock.close(wait=False, reason=server.eio.reason.SERVER_DISCONNECT)
+        except Exception:  # one broken socket must not keep the others open
+            log.debug("closing a socket for the restart failed", exc_info=True)
+    server.eio.sockets.clear()
+    return len(sockets)

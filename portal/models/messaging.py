@@ -222,3 +222,5 @@ class OutboundEmail(db.Model):
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     attempts: Mapped[int] = mapped_column(default=0)
     last_error: Mapped[str | None] = mapped_column(sa.Text)
+    # After a failed attempt: not before this (back-off by time; see services.delivery).
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

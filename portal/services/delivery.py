@@ -3,13 +3,23 @@
 Messages always reach the portal. An e-mail copy goes out only when SMTP is
 configured and the partner has not switched that kind off. The e-mail is
 written to the outbox in the same transaction as the message and sent after
-the commit (``send_ready``, called at the end of each request and by the
-``run-triggers`` job, which also retries failures) — so there is never an
-e-mail about a message that was rolled back, and never a lost one.
+the commit — so there is never an e-mail about a message that was rolled back,
+and never a lost one. A request only hands the ids of what it committed to a
+background sender in its process (``MAIL_SEND_MODE=background``), so a slow or
+silent SMTP server never holds up a page; the ``run-triggers`` job sends whatever
+is still due.
+
+Retries go by time, not by count: after a failed attempt an e-mail waits
+``retry_delay(attempts)`` (1 minute, doubling, at most 4 hours) and is given
+up 48 hours after it was written (each configurable). A server that does not
+answer ends the batch: the rest stay due, without an attempt counted against them.
 """
 
 from __future__ import annotations
 
+import queue
+import smtplib
+import threading
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 
@@ -28,8 +38,7 @@ from portal.models import EMAIL_KINDS, EmailPreference, OutboundEmail, Partner
 from portal.models.types import utcnow
 from portal.urls import absolute_url
 
-MAX_ATTEMPTS = 5
-# At most this many e-mails are sent at the end of the request that wrote them.
+# At most this many e-mails are sent right after the request that wrote them.
 INLINE_LIMIT = 10
 # A claim older than this is taken to belong to a sender that died.
 CLAIM_TIMEOUT = timedelta(minutes=10)
@@ -137,18 +146,60 @@ def resubscribe(token: str) -> tuple[Partner, str]:
 
 
 def init_app(app) -> None:
-    """Send what a request committed once the view is done (small batches only)."""
+    """Send what a request committed once the view is done (small batches only), off the request."""
+    app.extensions["mail_sender"] = sender = MailSender(app)
 
     @app.after_request
     def send_committed_mail(response):
         if not db.session.registry.has():
             return response  # no session in this request: nothing it committed
-        try:
-            send_ready(limit=INLINE_LIMIT)
-        except Exception:
-            db.session.rollback()
-            app.logger.exception("sending queued e-mail failed; run-triggers will retry")
+        ready = db.session.info.pop(_READY_KEY, None)
+        if not ready or not mail_configured() or len(ready) > INLINE_LIMIT:
+            return response  # a large batch is left to run-triggers
+        if app.config["MAIL_SEND_MODE"] == "inline":
+            try:
+                send_outbox(ready)
+            except Exception:
+                db.session.rollback()
+                app.logger.exception("sending queued e-mail failed; run-triggers will retry")
+        else:
+            sender.submit(ready)
         return response
+
+
+class MailSender:
+    """One thread per process that sends what requests committed, so that no page waits on SMTP.
+
+    Started on first use (after gunicorn forks). What it has not sent when the process
+    ends stays due in the outbox and goes out with the next ``run-triggers``.
+    """
+
+    def __init__(self, app):
+        self.app = app
+        self.queue: queue.Queue[list[int]] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def submit(self, ids: list[int]) -> None:
+        self.queue.put(list(ids))
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="mail-sender", daemon=True)
+                self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            ids = self.queue.get()
+            try:
+                with self.app.app_context():
+                    try:
+                        send_outbox(ids)
+                    finally:
+                        db.session.remove()
+            except Exception:  # the thread must outlive any one failure
+                self.app.logger.exception("sending queued e-mail failed; run-triggers will retry")
+            finally:
+                self.queue.task_done()
 
 
 def mail_configured() -> bool:
@@ -195,14 +246,36 @@ def _drop_after_rollback(session: Session, previous_transaction) -> None:
         session.info.pop(_PENDING_KEY, None)
 
 
+def retry_delay(attempts: int) -> timedelta:
+    """How long an e-mail waits after its ``attempts``-th failed attempt: 1 min, 2, 4 … at most 4 h
+    (MAIL_RETRY_FIRST_SECONDS, MAIL_RETRY_MAX_SECONDS)."""
+    config = current_app.config
+    first = timedelta(seconds=config["MAIL_RETRY_FIRST_SECONDS"])
+    doublings = min(max(attempts - 1, 0), 30)  # the cap is reached long before; no overflow
+    return min(first * 2**doublings, timedelta(seconds=config["MAIL_RETRY_MAX_SECONDS"]))
+
+
+def give_up_after() -> timedelta:
+    """An e-mail not sent this long after it was written is given up (MAIL_GIVE_UP_HOURS, 48)."""
+    return timedelta(hours=current_app.config["MAIL_GIVE_UP_HOURS"])
+
+
+def _due(now: datetime):
+    """Unsent, not given up, and its next attempt has come."""
+    return sa.and_(
+        OutboundEmail.sent_at.is_(None),
+        OutboundEmail.created_at > now - give_up_after(),
+        sa.or_(OutboundEmail.next_attempt_at.is_(None), OutboundEmail.next_attempt_at <= now),
+    )
+
+
 def _claim(outbound_id: int, now: datetime) -> bool:
-    """Take one unsent e-mail for this sender; False if someone else has it or it is done."""
+    """Take one due e-mail for this sender; False if someone else has it, it is done or not yet due."""
     result = db.session.execute(
         sa.update(OutboundEmail)
         .where(
             OutboundEmail.id == outbound_id,
-            OutboundEmail.sent_at.is_(None),
-            OutboundEmail.attempts < MAX_ATTEMPTS,
+            _due(now),
             sa.or_(OutboundEmail.claimed_at.is_(None), OutboundEmail.claimed_at < now - CLAIM_TIMEOUT),
         )
         .values(claimed_at=now)
@@ -210,6 +283,19 @@ def _claim(outbound_id: int, now: datetime) -> bool:
     )
     db.session.commit()
     return result.rowcount == 1
+
+
+class _ServerUnavailable(Exception):
+    """The SMTP server did not answer: stop this batch, the rest stay due."""
+
+
+# The server answered and refused this one message; others may still go.
+_MESSAGE_REFUSED = (
+    smtplib.SMTPRecipientsRefused,
+    smtplib.SMTPSenderRefused,
+    smtplib.SMTPDataError,
+    smtplib.SMTPNotSupportedError,
+)
 
 
 def _send_one(outbound_id: int) -> bool:
@@ -226,20 +312,33 @@ def _send_one(outbound_id: int) -> bool:
         send_message(message)
     except MailError as error:
         outbound.attempts += 1
-        outbound.last_error = str(error)[:1000]
+        outbound.last_error = str(error)[:1000] or type(error.__cause__).__name__
         outbound.claimed_at = None
+        outbound.next_attempt_at = utcnow() + retry_delay(outbound.attempts)
         db.session.commit()
+        if not isinstance(error.__cause__, _MESSAGE_REFUSED):
+            raise _ServerUnavailable from error
         return False
     outbound.attempts += 1
     outbound.sent_at = utcnow()
     outbound.last_error = None
+    outbound.next_attempt_at = None
     db.session.commit()
     return True
 
 
 def send_outbox(ids: Iterable[int]) -> int:
-    """Send these outbox e-mails now (those nobody else is sending); returns how many went out."""
-    return sum(1 for outbound_id in ids if _send_one(outbound_id))
+    """Send these outbox e-mails now (those due that nobody else is sending); returns how many went out.
+
+    The first one the server does not answer ends the batch: trying the others now
+    would only wait out the same timeout once per e-mail."""
+    sent = 0
+    for outbound_id in ids:
+        try:
+            sent += _send_one(outbound_id)
+        except _ServerUnavailable:
+            break
+    return sent
 
 
 def send_ready(limit: int | None = None) -> int:
@@ -258,14 +357,48 @@ def send_ready(limit: int | None = None) -> int:
 
 
 def retry_unsent(limit: int = 200) -> int:
-    """Send what is still waiting (a failed attempt, a crash between commit and send)."""
+    """Send what is due (a failed attempt whose wait is over, a crash between commit and send)."""
     if not mail_configured():
         return 0
     ids = db.session.scalars(
-        sa.select(OutboundEmail.id)
-        .where(OutboundEmail.sent_at.is_(None), OutboundEmail.attempts < MAX_ATTEMPTS)
-        .order_by(OutboundEmail.id)
-        .limit(limit)
+        sa.select(OutboundEmail.id).where(_due(utcnow())).order_by(OutboundEmail.id).limit(limit)
     ).all()
     db.session.commit()
     return send_outbox(ids)
+
+
+def outbox_waiting(limit: int = 200) -> list[OutboundEmail]:
+    """What the operator sees: unsent e-mails, oldest first, with their last error and next attempt."""
+    return list(
+        db.session.scalars(
+            sa.select(OutboundEmail)
+            .where(OutboundEmail.sent_at.is_(None))
+            .order_by(OutboundEmail.created_at, OutboundEmail.id)
+            .limit(limit)
+        )
+    )
+
+
+def outbox_state(outbound: OutboundEmail, now: datetime) -> str:
+    """``sending`` (claimed now), ``due``, ``waiting`` (a retry is set) or ``given_up`` (48 h passed)."""
+    if outbound.created_at <= now - give_up_after():
+        return "given_up"
+    if outbound.claimed_at is not None and outbound.claimed_at > now - CLAIM_TIMEOUT:
+        return "sending"
+    if outbound.next_attempt_at is not None and outbound.next_attempt_at > now:
+        return "waiting"
+    return "due"
+
+
+def outbox_counts(now: datetime) -> dict[str, int]:
+    """How many unsent e-mails are in each state of ``outbox_state``."""
+    state = sa.case(
+        (OutboundEmail.created_at <= now - give_up_after(), "given_up"),
+        (OutboundEmail.claimed_at > now - CLAIM_TIMEOUT, "sending"),
+        (OutboundEmail.next_attempt_at > now, "waiting"),
+        else_="due",
+    )
+    rows = db.session.execute(
+        sa.select(state, sa.func.count()).where(OutboundEmail.sent_at.is_(None)).group_by(state)
+    )
+    return {**dict.fromkeys(("sending", "due", "waiting", "given_up"), 0), **dict(rows.all())}

@@ -27,14 +27,14 @@ def test_healthz_reports_redis_when_configured(database_url, redis_url, db):
         _db.engine.dispose()
 
 
-def test_healthz_fails_when_redis_is_down(database_url, db):
+def test_healthz_is_degraded_not_failing_when_redis_is_down(database_url, db):
     app = create_app(
         TestingConfig, SQLALCHEMY_DATABASE_URI=database_url, REDIS_URL=f"redis://127.0.0.1:{free_port()}/0"
     )
-    response = app.test_client().get("/healthz")
-    assert response.status_code == 503
-    assert response.get_json()["redis"] == "error"
-    assert response.get_json()["status"] == "error"
+    for path in ("/healthz", "/readyz"):
+        response = app.test_client().get(path)
+        assert response.status_code == 200
+        assert response.get_json() == {"status": "degraded", "database": "ok", "redis": "degraded"}
     with app.app_context():
         from portal.extensions import db as _db
 
@@ -46,6 +46,8 @@ def test_healthz_fails_when_the_database_is_unreachable(tmp_path):
     response = app.test_client().get("/healthz")
     assert response.status_code == 503
     assert response.get_json() == {"status": "error", "database": "error"}
+    live = app.test_client().get("/livez")
+    assert (live.status_code, live.get_json()) == (200, {"status": "ok"})
 
 
 def test_demo_seeds_once(app, runner, db):

@@ -113,6 +113,8 @@ MATRIX = {
         {"anonymous": LOGIN, "applicant": 403, "partner": 403, "manager": 403, "admin": HOME},
     ),
     "health.healthz": ("GET", "/healthz", dict.fromkeys(ROLES, 200)),
+    "health.readyz": ("GET", "/readyz", dict.fromkeys(ROLES, 200)),
+    "health.livez": ("GET", "/livez", dict.fromkeys(ROLES, 200)),
     # the click redirect and the API do not care who is signed in
     "track.follow_link": ("GET", "/go/{approved_ref}", dict.fromkeys(ROLES, HOME)),
     "api.create_signup": ("POST", "/api/v1/signups", dict.fromkeys(ROLES, 401)),
@@ -289,6 +291,7 @@ MATRIX = {
         {**PARTNER_ONLY, "partner": 404},
     ),
     "admin.list_campaign_requests": ("GET", "/admin/campaign-requests", OPERATORS),
+    "admin.show_outbox": ("GET", "/admin/outbox", OPERATORS),
     "admin.show_campaign_request": ("GET", "/admin/campaign-requests/{request_id}", OPERATORS),
     "admin.approve_campaign_request": (
         "POST",

@@ -1,0 +1,125 @@
+"""What the portal answers while a dependency is unreachable (in process; tests/faults/ runs real servers)."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import pytest
+
+from config import TestingConfig
+from portal import create_app
+from portal.errorpages import RETRY_AFTER_SECONDS
+from tests.conftest import free_port
+
+
+@pytest.fixture
+def dead_database_app(tmp_path):
+    """An app whose PostgreSQL refuses connections (nothing listens on the port)."""
+    app = create_app(
+        TestingConfig,
+        SQLALCHEMY_DATABASE_URI=f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/gone",
+        STORAGE_LOCAL_DIR=str(tmp_path / "media"),
+    )
+    return app
+
+
+def _sign_in_cookie(client) -> None:
+    with client.session_transaction() as session:
+        session["_user_id"] = "a-session-token"
+        session["_fresh"] = True
+
+
+@pytest.mark.parametrize("path", ["/partner/", "/admin/", "/admin/partners", "/no-such-page"])
+def test_pages_answer_a_styled_503_without_the_database(dead_database_app, path, caplog):
+    client = dead_database_app.test_client()
+    _sign_in_cookie(client)
+    with caplog.at_level(logging.INFO):
+        response = client.get(path, headers={"Accept-Language": "en-GB,en;q=0.8"})
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == str(RETRY_AFTER_SECONDS)
+    page = response.get_data(as_text=True)
+    assert 'data-testid="unavailable"' in page
+    assert "Temporarily unavailable" in page
+    assert "css/portal.css" in page  # styled, in the house look
+    assert '<html lang="en">' in page
+    # One line per failed request, and no traceback chained behind it.
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1
+    assert errors[0].getMessage().startswith(f"database unavailable on GET {path}: OperationalError")
+    assert errors[0].exc_info is None
+
+
+def test_the_api_answers_503_json_with_retry_after(dead_database_app, caplog):
+    client = dead_database_app.test_client()
+    with caplog.at_level(logging.INFO):
+        response = client.post(
+            "/api/v1/conversions", json={"transaction_id": "t-1"}, headers={"Authorization": "Bearer k"}
+        )
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == str(RETRY_AFTER_SECONDS)
+    assert response.get_json()["error"]["code"] == "unavailable"
+    assert len([r for r in caplog.records if r.levelno >= logging.ERROR]) == 1
+
+
+def test_anonymous_pages_that_need_no_database_still_answer(dead_database_app):
+    client = dead_database_app.test_client()
+    assert client.get("/login").status_code == 200
+    assert client.get("/livez").status_code == 200
+    ready = client.get("/readyz")
+    assert (ready.status_code, ready.get_json()) == (503, {"status": "error", "database": "error"})
+
+
+def test_a_query_the_database_refuses_is_not_an_outage(app, db):
+    """Only an unreachable database is a 503; a broken query stays an error worth a traceback."""
+    import sqlalchemy as sa
+
+    from portal.errorpages import database_unavailable
+
+    with pytest.raises(sa.exc.DBAPIError) as caught:
+        db.session.execute(sa.text("SELECT * FROM no_such_table"))
+    assert not database_unavailable(caught.value)
+
+
+def test_rate_limits_fall_back_to_memory_while_redis_is_down(database_url, tmp_path, caplog):
+    dead_redis = f"redis://127.0.0.1:{free_port()}/0"
+    app = create_app(
+        TestingConfig,
+        SQLALCHEMY_DATABASE_URI=database_url,
+        STORAGE_LOCAL_DIR=str(tmp_path / "media"),
+        RATELIMIT_ENABLED=True,
+        RATELIMIT_STORAGE_URI=dead_redis,
+        LOGIN_RATE_LIMIT="3 per minute",
+    )
+    client = app.test_client()
+    with caplog.at_level(logging.INFO):
+        started = time.monotonic()
+        answers = [
+            client.post("/login", data={"email": "nobody@example.org", "password": "wrong"}).status_code
+            for _ in range(5)
+        ]
+        elapsed = time.monotonic() - started
+    # Sign-in keeps answering (wrong password: 422) and the limit still holds, per process.
+    assert answers == [422, 422, 422, 429, 429]
+    assert elapsed < 5
+    said = [r.getMessage() for r in caplog.records if "falling back to in-memory" in r.getMessage()]
+    assert len(said) == 1
+    with app.app_context():
+        from portal.extensions import db as _db
+
+        _db.engine.dispose()
+
+
+def test_a_failed_publish_never_raises_and_is_logged_once(caplog):
+    from portal.realtime import PortalRedisManager
+
+    manager = PortalRedisManager(f"redis://127.0.0.1:{free_port()}/0", "test-channel", write_only=True)
+    with caplog.at_level(logging.WARNING, logger="portal.realtime"):
+        started = time.monotonic()
+        for _ in range(20):
+            manager._publish({"method": "emit", "event": "stats", "data": [{}]})
+        elapsed = time.monotonic() - started
+    assert elapsed < 3
+    lines = [r.getMessage() for r in caplog.records if r.name == "portal.realtime"]
+    assert len(lines) == 1
+    assert "live events reach only this worker's sockets" in lines[0]
