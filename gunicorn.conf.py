@@ -20,6 +20,13 @@ else:
     control_socket_disable = True
 
 
+def post_worker_init(worker):
+    # Replay what a stopped or killed worker left in the click spool now, not at the first click.
+    from wsgi import app
+
+    app.extensions["click_writer"].start()
+
+
 def worker_exit(server, worker):
     # Write the clicks still buffered in this worker before it goes (clean shutdown).
     try:

@@ -1,6 +1,7 @@
 """The batched click writer: nothing is lost, on a timer, on a full batch, or at shutdown."""
 
 import threading
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -25,6 +26,7 @@ def buffered_app(tmp_path):
         CLICK_WRITE_MODE="buffered",
         CLICK_FLUSH_SECONDS=60,  # the tests decide when to flush
         CLICK_BATCH_SIZE=50,
+        CLICK_SPOOL_DIR=str(tmp_path / "spool"),
     )
     with app.app_context():
         partner = PartnerFactory()
@@ -54,6 +56,13 @@ def row(app, n: int) -> dict:
         "flagged": None,
         "created_at": utcnow(),
     }
+
+
+def spooled_lines(app) -> int:
+    """Clicks in the spool's segments (the live writer's current one included)."""
+    return sum(
+        len(path.read_bytes().splitlines()) for path in Path(app.config["CLICK_SPOOL_DIR"]).glob("*.clicks")
+    )
 
 
 def stored(app) -> int:
@@ -120,11 +129,15 @@ def test_a_failed_write_keeps_the_clicks_for_the_next_attempt(buffered_app, monk
 
     monkeypatch.setattr(engine, "begin", broken_begin)
     assert writer.flush() == 0
-    assert writer.pending == 1
+    assert writer.pending == 0  # not in memory: in the spool, on disk
+    assert spooled_lines(buffered_app) == 1
+    assert writer.flush() == 0  # still down: the replay fails too, and keeps the segment
+    assert spooled_lines(buffered_app) == 1
     monkeypatch.setattr(engine, "begin", real_begin)
     assert writer.flush() == 1
     writer.close()
     assert stored(buffered_app) == 1
+    assert spooled_lines(buffered_app) == 0
 
 
 def _stats(app) -> dict[int, tuple[int, int, int]]:
