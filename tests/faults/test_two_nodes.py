@@ -97,7 +97,7 @@ def _serving(nodes: list[Portal]) -> Portal:
 
 def _announce(base_url: str, cookie: str, title: str) -> None:
     http = requests.Session()
-    http.cookies.set("session", cookie)
+    http.cookies.set("session", cookie, domain="127.0.0.1", path="/")  # replaced by the one the page sets
     page = http.get(f"{base_url}/admin/announcements/new", timeout=10)
     assert page.status_code == 200, page.status_code
     token = re.search(r'"X-CSRFToken": "([^"]+)"', page.text).group(1)
@@ -143,9 +143,10 @@ def test_one_node_killed_behind_nginx_loses_nothing_and_the_socket_moves_on(
         events: list[tuple[str, dict]] = []
         partner_socket.on("ready", lambda data: events.append(("ready", data)))
         partner_socket.on("announcement", lambda data: events.append(("announcement", data)))
-        partner_socket.connect(
-            nginx.url, headers={"Cookie": f"session={click_seed['cookie']('partner')}"}, wait_timeout=10
-        )
+        cookie = f"session={click_seed['cookie']('partner')}"
+        # A callable: python-engineio deletes "Cookie" from the dict it is given when it upgrades
+        # to a websocket, and the reconnection would then come without it.
+        partner_socket.connect(nginx.url, headers=lambda: {"Cookie": cookie}, wait_timeout=10)
         wait_for(lambda: partner_socket.transport() == "websocket", 10, "the socket upgraded through nginx")
         wait_for(
             lambda: ("ready", {"room": f"partner:{click_seed['partner_id']}"}) in events,
