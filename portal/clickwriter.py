@@ -384,6 +384,7 @@ class ClickWriter:
                 log.info("replayed %d clicks from %s", len(rows), path.name)
             except Exception as error:  # noqa: BLE001 - left for the next replay
                 self._failed()
+                self._kept = True  # try again after the next flush, not only in SCAN_SECONDS
                 if self._failures <= 1:
                     log.error("replaying %s failed (%s); will retry", path.name, type(error).__name__)
                 return replayed

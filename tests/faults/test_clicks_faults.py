@@ -71,6 +71,11 @@ def test_postgres_stopped_during_a_click_flood_then_sigterm_loses_no_answered_cl
     assert spool_lines(tmp_path / "click-spool") >= len(flood.answered) - during
     click_postgres.start()
     stored = _restarted_and_replayed(node, click_postgres.url, tmp_path)
+    print(
+        f"\nPostgreSQL stopped, then SIGTERM: sent {flood.sent}, answered {len(answered)} "
+        f"({len(flood.answered) - during} during the outage), stored {len(stored)}, "
+        f"lost {len(answered - stored)}"
+    )
     assert len(answered) == len(stored)
     assert answered == stored
     assert "Traceback" not in node.log()
@@ -84,6 +89,10 @@ def test_sigkill_mid_flood_loses_no_answered_click(node, click_postgres, tmp_pat
         flood.stop()
     answered = flood.answered | warm
     stored = _restarted_and_replayed(node, click_postgres.url, tmp_path)
+    print(
+        f"\nSIGKILL mid-flood: sent {flood.sent}, answered {len(answered)}, no answer {flood.errors}, "
+        f"stored {len(stored)}, lost {len(answered - stored)}"
+    )
     assert answered <= stored, f"{len(answered - stored)} answered clicks lost"
     # A click written to the spool whose answer the kill cut off is stored without having been
     # answered: at most one per request in flight.

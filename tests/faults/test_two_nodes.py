@@ -176,6 +176,10 @@ def test_one_node_killed_behind_nginx_loses_nothing_and_the_socket_moves_on(
             lambda: sum(spool_lines(tmp_path / n / "click-spool") for n in "ab") == 0, 60, "spools replayed"
         )
         stored = stored_click_ids(click_postgres.url)
+        print(
+            f"\ntwo nodes, one killed: clicks sent {flood.sent}, answered {len(flood.answered)}, "
+            f"stored {len(stored)}, lost {len(flood.answered - stored)}; sales answered {len(sales.answered)}"
+        )
         assert set(flood.statuses) == {302}, flood.statuses
         assert flood.answered <= stored, f"{len(flood.answered - stored)} answered clicks lost"
         # Clicks spooled by the killed node whose answers the kill cut off (nginx then asked the
