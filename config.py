@@ -160,6 +160,9 @@ class Config:
     CLICK_WRITE_MODE = _str("CLICK_WRITE_MODE", "buffered")
     CLICK_FLUSH_SECONDS = float(_str("CLICK_FLUSH_SECONDS", "0.5"))
     CLICK_BATCH_SIZE = _int("CLICK_BATCH_SIZE", 500)
+    # Every answered click is appended here before the redirect answers, and stays until the
+    # database has it (portal/clickwriter.py); one directory per machine, shared by its workers.
+    CLICK_SPOOL_DIR = _str("CLICK_SPOOL_DIR", str(INSTANCE_DIR / "click-spool"))
 
     # What the click redirect and the API look up on every request (links, the
     # program, API keys) is cached in each process (portal/lookups.py). A change
@@ -224,6 +227,7 @@ class TestingConfig(Config):
     # The test harness gives every app its own folder; never the instance folder.
     STORAGE_BACKEND = "local"
     STORAGE_LOCAL_DIR = str(Path(tempfile.gettempdir()) / "portal-test-media")
+    CLICK_SPOOL_DIR = str(Path(tempfile.gettempdir()) / f"portal-test-click-spool-{os.getpid()}")
 
 
 class ProductionConfig(Config):

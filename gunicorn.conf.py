@@ -21,6 +21,11 @@ else:
 
 
 def post_worker_init(worker):
+    # Replay what a stopped or killed worker left in the click spool now, not at the first click.
+    from wsgi import app
+
+    app.extensions["click_writer"].start()
+
     # On SIGTERM, close this worker's websockets at once (browsers reconnect by
     # themselves) before gunicorn's own handler starts the graceful stop; otherwise every
     # open socket holds the restart for the whole graceful_timeout.

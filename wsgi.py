@@ -8,6 +8,7 @@ app = create_app()
 if __name__ == "__main__":
     from portal.jobs import start_scheduler
 
+    app.extensions["click_writer"].start()  # replay what an earlier run left in the click spool
     start_scheduler(app)  # development only (SCHEDULER_ENABLED); production: cron runs `flask portal ...`
     socketio.run(
         app,

@@ -21,6 +21,8 @@ the ORM's back (hand-written SQL), which the counter cannot see.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import threading
 import time
 import weakref
@@ -34,6 +36,7 @@ from sqlalchemy.orm import Session
 
 from portal.extensions import db
 
+log = logging.getLogger(__name__)
 MISS = object()
 _MAX_ENTRIES = 50_000
 _CHANGED = CHANGED = "portal_lookups_changed"
@@ -77,6 +80,7 @@ class Lookups:
         self.version: int | None = None  # the counter as this process last read it
         self._checked_at = float("-inf")
         self._check_lock = threading.Lock()
+        self._unreachable = False
         self._tables: dict[str, dict[Any, tuple[int | None, float, Any]]] = {}
         _every.add(self)
 
@@ -90,6 +94,12 @@ class Lookups:
         if hit is not None and hit[0] == self.version and hit[1] > time.monotonic():
             return hit[2]
         return MISS
+
+    def stale(self, table: str, key: Any) -> Any:
+        """The value last cached, however old, or ``MISS``: what the click redirect uses
+        while the database cannot be reached."""
+        hit = self._tables.get(table, {}).get(key)
+        return MISS if hit is None else hit[2]
 
     def load(self, table: str, key: Any, loader: Callable[[], Any]) -> Any:
         """The cached value, else ``loader()`` (run in the caller's session) cached."""
@@ -128,6 +138,19 @@ class Lookups:
         try:
             self._checked_at = time.monotonic()
             self._read_version()
+        except sa.exc.SQLAlchemyError as error:
+            # The database cannot be reached: keep what we have (a look-up that misses will
+            # fail on its own) and try again in check_every seconds.
+            _rollback_quietly()
+            if not self._unreachable:
+                self._unreachable = True
+                log.warning(
+                    "cannot read the look-up counter (%s); using cached look-ups", type(error).__name__
+                )
+        else:
+            if self._unreachable:
+                self._unreachable = False
+                log.warning("the look-up counter answers again")
         finally:
             self._check_lock.release()
 
@@ -137,6 +160,12 @@ class Lookups:
             self.version = version
             self._tables = {}  # every entry is now stale: free them
         return version
+
+
+def _rollback_quietly() -> None:
+    # The connection may be gone; the session is dropped at the end of the request anyway.
+    with contextlib.suppress(sa.exc.SQLAlchemyError):
+        db.session.rollback()
 
 
 def read_version(session) -> int | None:

@@ -7,17 +7,21 @@ This is the hot path. Look-ups are cached in each process by ``portal.lookups``
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 import os
 import re
+import struct
 import threading
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import sqlalchemy as sa
 from flask import current_app
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from portal import lookups
@@ -282,7 +286,7 @@ def with_params(url: str, params: dict[str, str]) -> str:
 
 def location_parts(url: str, ref_param: str, ref: str, click_id_param: str) -> tuple[str, str]:
     """``with_params(url, {ref_param: ref, click_id_param: click_id})`` as the text before and
-    after the click id, which is hex and so needs no quoting."""
+    after the click id, which is URL-safe base64 (or hex) and so needs no quoting."""
     parts = urlsplit(url)
     query = [
         (k, v)
@@ -305,10 +309,10 @@ def destination_for(target: Target | None, route: Routing, creative_landing: str
     return route.default_landing_url
 
 
-class _ClickIds:
-    """Click ids: 16 bytes from the operating system's CSPRNG each, as ``secrets.token_hex(16)``,
-    but read 4 KiB at a time instead of one system call per click. A forked child starts
-    with an empty buffer, so two workers never hand out the same bytes."""
+class _Nonces:
+    """Random bytes from the operating system's CSPRNG, read 4 KiB at a time instead of one
+    system call per click. A forked child starts with an empty buffer, so two workers never
+    hand out the same bytes."""
 
     _CHUNK = 4096
 
@@ -321,20 +325,77 @@ class _ClickIds:
         self._buffer = b""
         self._at = 0
 
-    def next(self) -> str:
+    def take(self, size: int) -> bytes:
         with self._lock:
             at = self._at
-            if at + 16 > len(self._buffer):
+            if at + size > len(self._buffer):
                 self._buffer, at = os.urandom(self._CHUNK), 0
-            self._at = at + 16
-            return self._buffer[at : at + 16].hex()
+            self._at = at + size
+            return self._buffer[at : at + size]
 
 
-_click_ids = _ClickIds()
+_nonces = _Nonces()
+
+# A signed click id: "k" + 31 URL-safe base64 characters (32 in all: the clicks.id column)
+# of 23 bytes: the time in milliseconds (6), the link id, or the partner id with the top bit
+# set when the click used a partner's own code (4), a random nonce (5) and the first 8 bytes
+# of an HMAC-SHA256 of those 15 under a key derived from SECRET_KEY. The API can thus tell a
+# click the portal answered, whose row is not written yet, from an id it never issued.
+# Ids issued before signing are 32 hex digits and never start with "k".
+_SIGNED_PREFIX = "k"
+_PARTNER_BIT = 0x8000_0000
+_PAYLOAD = struct.Struct(">6sI5s")
+_MAC_BYTES = 8
+_click_keys: dict[str, bytes] = {}
 
 
-def new_click_id() -> str:
-    return _click_ids.next()
+def _click_key(secret: str) -> bytes:
+    key = _click_keys.get(secret)
+    if key is None:
+        key = _click_keys[secret] = hmac.digest(secret.encode(), b"portal click id v1", "sha256")
+    return key
+
+
+def new_click_id(target: Target, now: datetime) -> str:
+    """A fresh signed click id naming ``target``'s link (or partner) and ``now``."""
+    subject = target.link_id if target.link_id is not None else target.partner_id | _PARTNER_BIT
+    millis = int(now.timestamp() * 1000).to_bytes(6, "big")
+    payload = _PAYLOAD.pack(millis, subject, _nonces.take(5))
+    mac = hmac.digest(_click_key(current_app.config["SECRET_KEY"]), payload, "sha256")[:_MAC_BYTES]
+    return _SIGNED_PREFIX + base64.urlsafe_b64encode(payload + mac).decode().rstrip("=")
+
+
+@dataclass(frozen=True)
+class SignedClick:
+    """What a signed click id says: when, and through which link or partner code."""
+
+    click_id: str
+    created_at: datetime
+    link_id: int | None
+    partner_id: int | None
+
+
+def read_click_id(click_id: str, secret: str) -> SignedClick | None:
+    """The signed click id's contents, or None when it is not one the portal issued with
+    ``secret`` (an old-style hex id, a typo or a forgery)."""
+    if len(click_id) != 32 or not click_id.startswith(_SIGNED_PREFIX):
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(click_id[1:] + "=")
+    except (ValueError, binascii.Error):
+        return None
+    if len(raw) != _PAYLOAD.size + _MAC_BYTES:
+        return None
+    if base64.urlsafe_b64encode(raw).decode().rstrip("=") != click_id[1:]:
+        return None  # the same bytes spelt another way: only the one spelling is the click's id
+    payload, mac = raw[: _PAYLOAD.size], raw[_PAYLOAD.size :]
+    if not hmac.compare_digest(mac, hmac.digest(_click_key(secret), payload, "sha256")[:_MAC_BYTES]):
+        return None
+    millis, subject, _nonce = _PAYLOAD.unpack(payload)
+    created_at = datetime.fromtimestamp(int.from_bytes(millis, "big") / 1000, tz=UTC)
+    if subject & _PARTNER_BIT:
+        return SignedClick(click_id, created_at, link_id=None, partner_id=subject & ~_PARTNER_BIT)
+    return SignedClick(click_id, created_at, link_id=subject, partner_id=None)
 
 
 def clean_sub(value: str | None) -> str | None:
@@ -361,7 +422,7 @@ def click_row(
     if route.flood_rule and flood_counter.hit(ip_hash, target.code, now.timestamp()) > route.flood_per_minute:
         flagged = "click_flood"
     return {
-        "id": new_click_id(),
+        "id": new_click_id(target, now),
         "partner_id": target.partner_id,
         "link_id": target.link_id,
         "code": target.code,
@@ -381,7 +442,64 @@ def click_row(
 
 
 def store_clicks(executor: sa.Connection | Session, rows: list[dict]) -> set[int]:
-    """Insert click rows (one executemany) and count them in the rollups, in the caller's
-    transaction; returns the partners the clicks belong to."""
-    executor.execute(sa.insert(Click), rows)
-    return rollups.count_clicks(executor, rows)
+    """Insert the click rows not stored yet (one statement; a click id already there, from a
+    replayed spool or the API, is skipped) and count those in the rollups, in the caller's
+    transaction; returns the partners the new clicks belong to."""
+    if not rows:
+        return set()
+    connection = executor if isinstance(executor, sa.Connection) else executor.connection()
+    insert = (postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert)(Click)
+    statement = insert.on_conflict_do_nothing(index_elements=["id"]).returning(Click.id)
+    if len(rows) == 1:
+        added = set(connection.execute(statement, rows[0]).scalars())
+    else:
+        added = set(connection.execute(statement, rows).scalars())
+    if len(added) != len(rows):
+        rows = [row for row in rows if row["id"] in added]
+    return rollups.count_clicks(executor, rows) if rows else set()
+
+
+_LINK_COLUMNS = (Link.partner_id, Link.code, Link.channel, Link.campaign, Link.sub_id, Link.destination_url)
+
+
+def click_from_id(click_id: str) -> Click | None:
+    """The click a signed click id names, its row written now (insert-or-ignore) when the
+    redirect's own write has not landed yet: from the id's link or partner and time, without
+    the shopper's details (address, browser), which the late row then cannot add. None when
+    the id is not one the portal issued, or its link or partner is gone."""
+    signed = read_click_id(click_id, current_app.config["SECRET_KEY"])
+    if signed is None:
+        return None
+    if signed.link_id is not None:
+        found = db.session.execute(sa.select(*_LINK_COLUMNS).where(Link.id == signed.link_id)).first()
+        if found is None:
+            return None
+        partner_id, code, channel, campaign, sub_id, destination = found
+    else:
+        code = db.session.scalar(sa.select(Partner.ref_code).where(Partner.id == signed.partner_id))
+        if code is None:
+            return None
+        partner_id, channel, campaign, sub_id, destination = signed.partner_id, "other", None, None, None
+    if not destination:
+        route = routing()
+        destination = route.default_landing_url if route is not None else ""
+    row = {
+        "id": click_id,
+        "partner_id": partner_id,
+        "link_id": signed.link_id,
+        "code": code,
+        "channel": channel,
+        "campaign": campaign,
+        "sub_id": sub_id,
+        "creative_id": None,
+        "destination_url": destination[:2000],
+        "ip_hash": "",
+        "user_agent": None,
+        "referrer": None,
+        "is_bot": False,
+        "is_unique": True,
+        "flagged": None,
+        "created_at": signed.created_at,
+    }
+    store_clicks(db.session, [row])
+    return db.session.get(Click, click_id)

@@ -38,7 +38,7 @@ from portal.models import (
 )
 from portal.models.types import utcnow
 from portal.money import format_money
-from portal.services import commissions, lifecycle, rewards, rollups
+from portal.services import clicks, commissions, lifecycle, rewards, rollups
 from portal.services.audit import record_event
 from portal.services.program import get_program
 
@@ -153,7 +153,10 @@ def attribute(
     """Who referred this event, and by which rule."""
     notes = []
     if click_id:
-        click = db.session.get(Click, click_id)
+        # A signed id whose row the redirect has not written yet (buffered, or spooled in an
+        # outage) still names its click: the row is written now, so the conversion's
+        # foreign key holds and the late row is skipped as a duplicate.
+        click = db.session.get(Click, click_id) or clicks.click_from_id(click_id)
         if click is not None:
             late = occurred_at - click.created_at > _window(program)
             found = Attribution(

@@ -1,14 +1,21 @@
 """GET /go/<code>: record the click, send the shopper on, never anywhere unsafe."""
 
+import re
+from datetime import UTC, datetime
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import sqlalchemy as sa
+import time_machine
 
-from portal.models import Click, PartnerStatus
+from portal import clickwriter, lookups
+from portal.models import Click, Conversion, PartnerDailyStat, PartnerStatus
+from portal.models.types import utcnow
 from portal.services import clicks
+from portal.services.api_keys import create_api_key
 from portal.services.links import create_link, set_link_active
 from tests.factories import PartnerFactory
+from tests.factories_stats import store_clicks
 
 BROWSER = {"User-Agent": "Mozilla/5.0 (X11; Linux x86_64) Chrome/156.0 Safari/537.36"}
 
@@ -146,3 +153,183 @@ def test_before_set_up_the_redirect_explains_instead_of_guessing(client, db):
 def test_redirect_does_not_touch_the_session(client, db, partner):
     response = client.get("/go/pat", headers=BROWSER)
     assert "session=" not in " ".join(response.headers.getlist("Set-Cookie"))
+
+
+# --- signed click ids ------------------------------------------------------------------
+
+
+def test_a_click_id_is_signed_and_names_its_link_and_time(app, client, db, program, partner):
+    link = create_link(
+        partner, program, label="Shoes", channel="seo", destination_url="https://shop.example/shoes"
+    )
+    db.session.commit()
+    moment = datetime(2026, 12, 3, 10, 30, 15, 123456, tzinfo=UTC)
+    with time_machine.travel(moment, tick=False):
+        by_link = query(client.get(f"/go/{link.code}", headers=BROWSER))["click_id"]
+        by_ref = query(client.get("/go/pat", headers=BROWSER))["click_id"]
+    secret = app.config["SECRET_KEY"]
+    assert len(by_link) == 32 and re.fullmatch(r"k[A-Za-z0-9_-]{31}", by_link)
+    assert clicks.read_click_id(by_link, secret) == clicks.SignedClick(
+        by_link, moment.replace(microsecond=123000), link_id=link.id, partner_id=None
+    )
+    assert clicks.read_click_id(by_ref, secret) == clicks.SignedClick(
+        by_ref, moment.replace(microsecond=123000), link_id=None, partner_id=partner.id
+    )
+    assert db.session.get(Click, by_link).link_id == link.id
+
+
+def test_only_the_ids_the_portal_issued_read_as_signed(app, client, db, partner):
+    click_id = query(client.get("/go/pat", headers=BROWSER))["click_id"]
+    secret = app.config["SECRET_KEY"]
+    flipped = click_id[:10] + ("A" if click_id[10] != "A" else "B") + click_id[11:]
+    # The last character carries 2 spare bits: another spelling of the same bytes.
+    spare = click_id[:-1] + "ABCD"[("ABCD".index(click_id[-1]) + 1) % 4] if click_id[-1] in "ABCD" else None
+    for other in (flipped, spare, "0" * 32, click_id[:-1], "k" + "+" * 31, "k" + "=" * 31):
+        if other is not None:
+            assert clicks.read_click_id(other, secret) is None, other
+    assert clicks.read_click_id(click_id, "another-secret") is None
+
+
+@pytest.fixture
+def unwritten(app, monkeypatch):
+    """Clicks the redirect answered whose rows are still in a writer's buffer."""
+    held: list[dict] = []
+    monkeypatch.setattr(app.extensions["click_writer"], "record", held.append)
+    return held
+
+
+def _sale(client, key: str, **body):
+    return client.post("/api/v1/conversions", json=body, headers={"Authorization": f"Bearer {key}"})
+
+
+@pytest.fixture
+def api_key(db, program):
+    _key, plain = create_api_key("tests", None)
+    db.session.commit()
+    return plain
+
+
+def test_a_sale_naming_a_click_not_written_yet_is_attributed(
+    client, db, program, partner, api_key, unwritten
+):
+    link = create_link(
+        partner, program, label="Shoes", channel="seo", destination_url="https://shop.example/shoes"
+    )
+    db.session.commit()
+    ids = [query(client.get(f"/go/{link.code}", headers=BROWSER))["click_id"] for _ in range(5)]
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Click)) == 0
+    for n, click_id in enumerate(ids):  # 0 s after the click
+        response = _sale(
+            client, api_key, transaction_id=f"o-{n}", amount="10.00", currency="USD", click_id=click_id
+        )
+        assert response.status_code == 201, response.json
+        assert response.json["conversion"]["attributed_by"] == "click_id"
+        assert response.json["conversion"]["partner_ref"] == "pat"
+    conversions = db.session.scalars(sa.select(Conversion).order_by(Conversion.transaction_id)).all()
+    assert [c.click_id for c in conversions] == ids
+    assert {c.partner_id for c in conversions} == {partner.id}
+    written = db.session.get(Click, ids[0])
+    assert (written.link_id, written.channel, written.partner_id) == (link.id, "seo", partner.id)
+    # The late rows from the writer are skipped: each click stored and counted once.
+    assert clicks.store_clicks(db.session, unwritten) == set()
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Click)) == 5
+    stat = db.session.scalars(
+        sa.select(PartnerDailyStat).where(PartnerDailyStat.partner_id == partner.id)
+    ).one()
+    assert (stat.clicks, stat.conversions) == (5, 5)
+
+
+def test_a_signup_naming_a_ref_code_click_not_written_yet_is_attributed(
+    client, db, partner, api_key, unwritten
+):
+    click_id = query(client.get("/go/pat", headers=BROWSER))["click_id"]
+    response = client.post(
+        "/api/v1/signups",
+        json={"customer_id": "cus-9", "click_id": click_id},
+        headers={"Authorization": f"Bearer {api_key}"},
+    )
+    assert response.status_code == 201
+    assert response.json["signup"]["attributed_by"] == "click_id"
+    assert db.session.get(Click, click_id).code == "pat"
+
+
+def test_a_forged_click_id_is_unknown_and_an_old_style_one_still_counts(client, db, partner, api_key):
+    forged = "k" + "A" * 31
+    response = _sale(client, api_key, transaction_id="o-f", amount="10.00", currency="USD", click_id=forged)
+    assert response.json["conversion"]["attributed_by"] is None
+    stored = db.session.scalars(sa.select(Conversion).filter_by(transaction_id="o-f")).one()
+    assert stored.attribution_note == "unknown click id"
+    assert db.session.get(Click, forged) is None
+    old = "ab" * 16  # issued before click ids were signed
+    store_clicks(db, partner, utcnow().date(), 1, id=old)
+    response = _sale(client, api_key, transaction_id="o-o", amount="10.00", currency="USD", click_id=old)
+    assert response.json["conversion"]["attributed_by"] == "click_id"
+
+
+# --- the redirect when the database cannot be reached -------------------------------------
+
+
+def _database_down(monkeypatch):
+    def refused(*args, **kwargs):
+        raise sa.exc.OperationalError("SELECT", {}, Exception("connection refused"))
+
+    monkeypatch.setattr(lookups, "read_version", refused)
+    monkeypatch.setattr(clicks, "store_clicks", refused)
+    monkeypatch.setattr(clickwriter, "store_clicks", refused)
+    monkeypatch.setattr(clicks, "_load_target", refused)
+    monkeypatch.setattr(clicks, "_load_routing", refused)
+    lookups.forget_everywhere("target", "never-seen")
+    for cache in list(lookups._every):
+        cache._checked_at = float("-inf")
+
+
+def test_during_an_outage_a_cached_link_still_redirects_and_keeps_the_click(
+    app, client, db, program, partner, monkeypatch
+):
+    link = create_link(
+        partner, program, label="Shoes", channel="seo", destination_url="https://shop.example/shoes"
+    )
+    db.session.commit()
+    client.get(f"/go/{link.code}", headers=BROWSER)  # cached in this process
+    kept: list[dict] = []
+    monkeypatch.setattr(app.extensions["click_writer"], "keep", kept.append)
+    _database_down(monkeypatch)
+    lookups.lookups().ttl = 0  # expired entries too: the cache is all there is
+    response = client.get(f"/go/{link.code}", headers=BROWSER)
+    assert response.status_code == 302
+    assert response.headers["Location"].startswith("https://shop.example/shoes?")
+    click_id = query(response)["click_id"]
+    assert [row["id"] for row in kept] == [click_id]
+    assert kept[0]["link_id"] == link.id
+    assert "Set-Cookie" not in response.headers or "session" not in response.headers["Set-Cookie"]
+    # A code this process never saw goes to the default landing page.
+    unknown = client.get("/go/never-seen", headers=BROWSER)
+    assert (unknown.status_code, unknown.headers["Location"]) == (302, "https://shop.example/")
+    assert len(kept) == 1
+
+
+def test_during_an_outage_with_nothing_cached_the_redirect_answers_a_plain_503(
+    client, db, partner, monkeypatch
+):
+    _database_down(monkeypatch)
+    response = client.get("/go/pat", headers=BROWSER)
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "60"
+    assert b"try again" in response.data
+
+
+def test_an_unexpected_error_on_the_redirect_still_sends_the_shopper_on(
+    app, client, db, partner, monkeypatch
+):
+    client.get("/go/pat", headers=BROWSER)
+    app.config["PROPAGATE_TEST_ERRORS"] = False
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(clicks, "creative_landing", broken)
+    kept: list[dict] = []
+    monkeypatch.setattr(app.extensions["click_writer"], "keep", kept.append)
+    response = client.get("/go/pat?creative=5", headers=BROWSER)
+    assert response.status_code == 302
+    assert query(response)["click_id"] == kept[0]["id"]

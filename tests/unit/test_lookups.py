@@ -1,6 +1,7 @@
 """The hot paths' per-process caches: a change committed by any process reaches every other
 within TRACKING_CACHE_CHECK_SECONDS, and only a change to what they cache costs a refresh."""
 
+import re
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -10,6 +11,7 @@ from config import TestingConfig
 from portal import create_app, lookups
 from portal.extensions import db
 from portal.models import Link, LookupVersion, Partner, PartnerStatus
+from portal.models.types import utcnow
 from portal.services import api_keys, clicks
 from portal.services.links import set_link_active
 from tests.conftest import migrate_database
@@ -149,6 +151,20 @@ def test_nothing_is_cached_while_the_transaction_changes_it(db, program):
     assert lookups.lookups().get("target", "fresh") is not lookups.MISS
 
 
+_TARGET = clicks.Target(
+    code="pat",
+    partner_id=1,
+    ref_code="pat",
+    link_id=3,
+    destination_url=None,
+    channel="other",
+    campaign=None,
+    sub_id=None,
+    link_active=True,
+    partner_attributes=True,
+)
+
+
 def test_the_location_is_what_with_params_would_build(db):
     for url in (
         "https://shop.example/",
@@ -156,14 +172,17 @@ def test_the_location_is_what_with_params_would_build(db):
         "https://shop.example/p?q=a+b&click_id=stale",
     ):
         head, tail = clicks.location_parts(url, "ref", "pat", "click_id")
-        click_id = clicks.new_click_id()
+        click_id = clicks.new_click_id(_TARGET, utcnow())
         assert head + click_id + tail == clicks.with_params(url, {"ref": "pat", "click_id": click_id})
 
 
-def test_click_ids_are_random_hex_and_do_not_repeat():
-    ids = [clicks.new_click_id() for _ in range(5000)]
+def test_click_ids_are_signed_url_safe_and_do_not_repeat(app):
+    now = utcnow()
+    with app.app_context():
+        ids = [clicks.new_click_id(_TARGET, now) for _ in range(5000)]  # all in the same millisecond
     assert len(set(ids)) == len(ids)
-    assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
+    assert all(re.fullmatch(r"k[A-Za-z0-9_-]{31}", i) for i in ids)
+    assert all(clicks.read_click_id(i, app.config["SECRET_KEY"]).link_id == 3 for i in ids)
 
 
 def test_the_redirect_skips_the_app_wide_request_hooks(app, client, db, program):
