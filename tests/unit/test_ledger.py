@@ -4,7 +4,6 @@ database constraint and trigger refuses its bad write (SQLite and PostgreSQL).""
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
@@ -31,10 +30,6 @@ from tests.factories import PartnerFactory, ProgramFactory, UserFactory
 
 pytestmark = pytest.mark.postgres
 
-# Until refunds write their own rows (issue #12, the refunds branch: refund_conversion takes a
-# refund_id), a refunded conversion has none and ``refunds_sum`` names it. Strict once merged.
-REFUND_ROWS_WRITTEN = "refund_id" in inspect.signature(tracking.refund_conversion).parameters
-AWAITING_MERGE = frozenset() if REFUND_ROWS_WRITTEN else frozenset({"refunds_sum"})
 
 START = datetime(2026, 9, 1, 9, 0, tzinfo=UTC)
 END = datetime(2026, 11, 10, 9, 0, tzinfo=UTC)  # the clock when the books are done
@@ -64,7 +59,7 @@ def _sale(program, partner, tx: str, amount: int) -> Conversion:
     return conversion
 
 
-def build_books(traveller, *, refunds: bool = True) -> Books:
+def build_books(traveller) -> Books:
     """Sales, refunds, a rejection, a ladder bonus, a paid, a failed and a waiting payment, a
     clawback and a withdrawal, all through the services, with the clock moved by ``traveller``."""
     program = ProgramFactory(
@@ -88,10 +83,9 @@ def build_books(traveller, *, refunds: bool = True) -> Books:
     for n, partner in enumerate(partners):
         for k in range(3):
             sales[n, k] = _sale(program, partner, f"tx-{n}-{k}", 10_000 + 1234 * k + 5 * n)
-    if refunds:
-        tracking.refund_conversion(sales[0, 1], 3_333, "part returned")
-        tracking.refund_conversion(sales[0, 1], 1_111, "more returned")
-        tracking.refund_conversion(sales[1, 2], None, "all returned")
+    tracking.refund_conversion(sales[0, 1], 3_333, "part returned")
+    tracking.refund_conversion(sales[0, 1], 1_111, "more returned")
+    tracking.refund_conversion(sales[1, 2], None, "all returned")
     tracking.reject_conversion(sales[2, 2], manager, "fraud_risk", None)
     traveller.move_to(datetime(2026, 10, 2, 9, 0, tzinfo=UTC))
     rewards.close_month(program, "2026-09")
@@ -103,8 +97,7 @@ def build_books(traveller, *, refunds: bool = True) -> Books:
     paid = payouts.mark_item_paid(items[partners[0].id], manager, "REF-1", date(2026, 10, 16))
     failed = payouts.mark_item_failed(items[partners[1].id], manager, "bounced")
     waiting = items[partners[2].id]
-    if refunds:
-        tracking.refund_conversion(sales[0, 0], 2_000, "after payout: a clawback")
+    tracking.refund_conversion(sales[0, 0], 2_000, "after payout: a clawback")
     plain = _sale(program, partners[2], "tx-late", 8_000)
     traveller.move_to(END)
     payouts.confirm_due_commissions(END)
@@ -126,7 +119,7 @@ def build_books(traveller, *, refunds: bool = True) -> Books:
 @pytest.fixture
 def books(db, database_backend):
     with time_machine.travel(START, tick=False) as traveller:
-        yield build_books(traveller, refunds=True)
+        yield build_books(traveller)
 
 
 def _kinds(violations) -> set[str]:
@@ -135,7 +128,7 @@ def _kinds(violations) -> set[str]:
 
 def test_books_built_through_the_services_hold_every_invariant(books):
     violations = check_ledger()
-    assert [v for v in violations if v.kind not in AWAITING_MERGE] == []
+    assert violations == []
     # What the books hold, so the checks are not vacuous.
     kinds = set(_db.session.scalars(sa.select(Commission.kind).distinct()))
     assert {"base", "bonus", "reversal", "clawback"} <= kinds
@@ -145,7 +138,7 @@ def test_books_built_through_the_services_hold_every_invariant(books):
 
 def test_check_ledger_command_exits_0_on_clean_books(db, database_backend, runner):
     with time_machine.travel(START, tick=False) as traveller:
-        build_books(traveller, refunds=REFUND_ROWS_WRITTEN)
+        build_books(traveller)
         result = runner.invoke(args=["portal", "check-ledger"])
     assert result.exit_code == 0, result.output
     assert "check-ledger: 0 violations" in result.output

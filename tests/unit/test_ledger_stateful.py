@@ -21,7 +21,6 @@ Bounded by default (about a minute per database): ``LEDGER_PROFILE=default`` is
 from __future__ import annotations
 
 import contextlib
-import inspect
 import itertools
 import os
 from collections import Counter
@@ -64,12 +63,6 @@ from tests.factories import PartnerFactory, ProgramFactory, UserFactory
 
 pytestmark = pytest.mark.postgres
 
-# Until refunds keep their own rows and take a refund id (the refunds branch of issue #12),
-# ``refunds_sum`` cannot hold for a refunded conversion and a refund id cannot be passed: the
-# machine leaves that one check out and refunds without an id. Once refund_conversion takes
-# ``refund_id``, every check runs and replays are asserted to change nothing.
-REFUND_IDS = "refund_id" in inspect.signature(tracking.refund_conversion).parameters
-SKIPPED_CHECKS = frozenset() if REFUND_IDS else frozenset({"refunds_sum"})
 
 settings.register_profile(
     "ledger-default",
@@ -107,10 +100,7 @@ def event(name: str) -> None:
 
 
 def _refund(conversion: Conversion, amount: int | None, refund_id: str | None) -> None:
-    if REFUND_IDS:
-        tracking.refund_conversion(conversion, amount, "refunded", refund_id=refund_id)
-    else:
-        tracking.refund_conversion(conversion, amount, "refunded")
+    tracking.refund_conversion(conversion, amount, "refunded", refund_id=refund_id)
 
 
 class LedgerMachine(RuleBasedStateMachine):
@@ -228,7 +218,7 @@ class LedgerMachine(RuleBasedStateMachine):
         if remaining < 2:
             return
         amount = max(1, min(remaining - 1, int(remaining * share)))
-        refund_id = f"rf-{next(_transactions)}" if with_id and REFUND_IDS else None
+        refund_id = f"rf-{next(_transactions)}" if with_id else None
         self._note_after_payout(conversion)
         _refund(conversion, amount, refund_id)
         if refund_id is not None:
@@ -406,7 +396,7 @@ class LedgerMachine(RuleBasedStateMachine):
     def the_ledger_holds(self):
         REACHED["steps checked"] += 1
         _db.session.flush()
-        violations = check_ledger(skip=SKIPPED_CHECKS)
+        violations = check_ledger()
         assert violations == [], "\n".join(str(v) for v in violations)
 
 
