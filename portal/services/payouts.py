@@ -10,9 +10,7 @@ Money rules that do not bend:
 
 from __future__ import annotations
 
-import csv
 import enum
-import io
 import re
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -22,7 +20,7 @@ from flask_babel import gettext as _
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
 
-from portal import realtime
+from portal import csvfile, realtime
 from portal.errors import DomainError
 from portal.extensions import db
 from portal.models import (
@@ -725,45 +723,47 @@ def batch_total(batch: PayoutBatch, statuses=(ItemStatus.PENDING, ItemStatus.PAI
 
 
 def export_csv(batch: PayoutBatch) -> str:
-    """Generic payment file: one row per payable item."""
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(
-        ["item_id", "partner_ref", "partner_name", "method", "destination", "amount", "currency", "note"]
+    """Generic payment file: one row per payable item (``portal.csvfile`` writes it)."""
+    headers = [
+        "item_id",
+        "partner_ref",
+        "partner_name",
+        "method",
+        "destination",
+        "amount",
+        "currency",
+        "note",
+    ]
+    rows = (
+        [
+            item.id,
+            ref_code,
+            name,
+            item.method,
+            "; ".join(f"{k}={v}" for k, v in item.destination.items() if v),
+            to_decimal_string(item.amount_minor, item.currency),
+            item.currency,
+            f"Partner payout {batch.period_end.isoformat()}",
+        ]
+        for item, ref_code, name in _payable(batch)
     )
-    for item, ref_code, name in _payable(batch):
-        writer.writerow(
-            [
-                item.id,
-                ref_code,
-                name,
-                item.method,
-                "; ".join(f"{k}={v}" for k, v in item.destination.items() if v),
-                to_decimal_string(item.amount_minor, item.currency),
-                item.currency,
-                f"Partner payout {batch.period_end.isoformat()}",
-            ]
-        )
-    return out.getvalue()
+    return csvfile.to_csv(headers, rows)
 
 
 def export_paypal(batch: PayoutBatch) -> str:
     """PayPal Payouts bulk file (CSV, no header): e-mail, amount, currency, unique id, note."""
-    out = io.StringIO()
-    writer = csv.writer(out)
-    for item, _ref_code, _name in _payable(batch):
-        if item.method != "paypal":
-            continue
-        writer.writerow(
-            [
-                item.destination["paypal_email"],
-                to_decimal_string(item.amount_minor, item.currency),
-                item.currency,
-                f"payout-{item.id}",
-                f"Partner payout {batch.period_end.isoformat()}",
-            ]
-        )
-    return out.getvalue()
+    rows = (
+        [
+            item.destination["paypal_email"],
+            to_decimal_string(item.amount_minor, item.currency),
+            item.currency,
+            f"payout-{item.id}",
+            f"Partner payout {batch.period_end.isoformat()}",
+        ]
+        for item, _ref_code, _name in _payable(batch)
+        if item.method == "paypal"
+    )
+    return csvfile.to_csv(None, rows)
 
 
 def _payable(batch: PayoutBatch) -> list[tuple[PayoutItem, str, str]]:
@@ -861,15 +861,14 @@ def _order_of(line: Commission) -> str:
 
 def ledger_csv(partner_id: int) -> str:
     hold = hold_of(db.session.get(Partner, partner_id))
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(
+    headers = (
         ["line_id", "earned_at", "order", "kind", "amount", "currency", "status", "confirms_on", "reason",
          "payout_date", "paid_on", "reference"]
     )  # fmt: skip
+    rows = []
     for line in ledger_of(partner_id):
         item = line.payout_item
-        writer.writerow(
+        rows.append(
             [
                 line.id,
                 line.created_at.isoformat(),
@@ -885,7 +884,7 @@ def ledger_csv(partner_id: int) -> str:
                 item.reference if item and item.status == ItemStatus.PAID else "",
             ]
         )
-    return out.getvalue()
+    return csvfile.to_csv(headers, rows)
 
 
 class LineState(enum.StrEnum):
@@ -1004,6 +1003,9 @@ def save_payout_account(partner: Partner, details: PayoutDetails, actor: User) -
     clean = {k: (v.strip() if isinstance(v, str) else v) or None for k, v in vars(details).items()}
     method = clean["method"]
     if method == "paypal":
+        if (clean["paypal_email"] or "").startswith(csvfile.FORMULA_STARTS):
+            # Valid in an address, but it would be a formula in the PayPal file.
+            raise DomainError(_("A PayPal e-mail address cannot start with = + - or @."), "paypal_email")
         try:
             clean["paypal_email"] = validate_email(
                 clean["paypal_email"] or "", check_deliverability=False
