@@ -16,7 +16,7 @@ from itsdangerous import BadSignature, URLSafeTimedSerializer
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from portal import realtime
-from portal.errors import DuplicateEmail, InvalidToken, InvalidTransition, WeakPassword
+from portal.errors import DomainError, DuplicateEmail, InvalidToken, InvalidTransition, WeakPassword
 from portal.extensions import db
 from portal.mail import send_mail
 from portal.models import Partner, PartnerStatus, Role, User
@@ -210,6 +210,20 @@ def authenticate(email: str, password: str, ip: str | None = None) -> User | Non
 @cache
 def _dummy_hash() -> str:
     return generate_password_hash(secrets.token_urlsafe(16))
+
+
+def confirm_identity(user: User, password: str | None, code: str | None = None) -> None:
+    """Ask again who is there before a change a stolen session must not make (payout details).
+
+    Today: the current password, or ``DomainError`` on the ``current_password`` field.
+    Two-factor hook: once a user has a second factor enrolled, its code (``code``, the
+    form's ``code`` field) is to be checked here too, so every guarded change asks for it
+    without its callers changing.
+    """
+    if not password:
+        raise DomainError(_("Enter your current password to make this change."), "current_password")
+    if not user.check_password(password):
+        raise DomainError(_("That is not your current password."), "current_password")
 
 
 # --- password reset ---------------------------------------------------------
