@@ -18,7 +18,7 @@ from portal.services.campaign_requests import RequestInput, submit_request
 from portal.services.creatives import CreativeInput
 from portal.services.links import create_link
 from portal.services.program import ProgramSettings, settings_of, update_program_settings
-from tests.factories import PartnerFactory, UserFactory
+from tests.factories import PASSWORD, PartnerFactory, UserFactory
 
 SHOP = "northwind-outdoor.example"
 DOMAINS = [SHOP]
@@ -285,3 +285,89 @@ def test_nothing_accepted_has_a_host_off_the_list(url):
     for address in (url.strip(), clean):
         host = browser_host(address)
         assert urlcheck.host_is_allowed(host, DOMAINS), (url, host)
+
+
+# --- every redirect with a target that is not the portal's own route ---------------------------
+
+# module: function -> how its target is made safe (and which test shows it).
+REDIRECTS = {
+    ("portal.blueprints.track.routes", "_go"): "destinations re-checked by portal.urlcheck when cached",
+    ("portal.blueprints.auth.routes", "login"): "next= through portal.urlcheck.safe_next",
+    ("portal.blueprints.media", "banner_image"): "the file store's own signed address",
+}
+
+
+def _own_address(node) -> bool:
+    """``url_for(...)``, ``home_url_for(...)``, ``url_for(...) + "#part"``, ``request.path``."""
+    import ast
+
+    if isinstance(node, ast.BinOp):
+        return _own_address(node.left)
+    if isinstance(node, ast.Call):
+        return getattr(node.func, "id", None) in ("url_for", "home_url_for")
+    return node is not None and ast.unparse(node) in ("request.path", "request.full_path")
+
+
+def _dynamic_redirects() -> set[tuple[str, str]]:
+    """Functions in the blueprints that call ``redirect(x)`` with ``x`` not a ``url_for(...)``
+    (nor a ``home_url_for`` / ``request.path``: the portal's own addresses)."""
+    import ast
+    import importlib
+    import inspect
+    import pkgutil
+
+    import portal.blueprints
+
+    found = set()
+    for info in pkgutil.walk_packages(portal.blueprints.__path__, "portal.blueprints."):
+        module = importlib.import_module(info.name)
+        tree = ast.parse(inspect.getsource(module))
+        for function in ast.walk(tree):
+            if not isinstance(function, ast.FunctionDef):
+                continue
+            for call in ast.walk(function):
+                if not (isinstance(call, ast.Call) and getattr(call.func, "id", None) == "redirect"):
+                    continue
+                if not _own_address(call.args[0] if call.args else None):
+                    found.add((info.name, function.name))
+    return found
+
+
+def test_every_redirect_to_a_computed_address_is_listed():
+    assert _dynamic_redirects() == set(REDIRECTS)
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "//evil.example/",
+        "/\\evil.example/",
+        "\\\\evil.example/",
+        "https://evil.example/",
+        "http:evil.example",
+        "/\t/evil.example",
+        "/partner/\r\nLocation: https://evil.example/",
+        "javascript:alert(1)",
+    ],
+)
+def test_sign_in_never_sends_anyone_off_site(client, db, program, make_user, target):
+    user = make_user(Role.PARTNER)
+    db.session.commit()
+    response = client.post(
+        "/login", query_string={"next": target}, data={"email": user.email, "password": PASSWORD}
+    )
+    assert response.status_code == 302
+    location = response.headers["Location"]
+    assert location == "/partner/"
+    assert "evil" not in location
+
+
+def test_sign_in_follows_a_path_on_this_site(client, db, program, make_user):
+    user = make_user(Role.PARTNER)
+    db.session.commit()
+    response = client.post(
+        "/login",
+        query_string={"next": "/partner/links?x=1"},
+        data={"email": user.email, "password": PASSWORD},
+    )
+    assert response.headers["Location"] == "/partner/links?x=1"
