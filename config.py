@@ -11,7 +11,8 @@ import os
 import secrets
 import tempfile
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
+from urllib.parse import urlsplit
 
 BASE_DIR = Path(__file__).resolve().parent
 INSTANCE_DIR = Path(os.environ.get("PORTAL_INSTANCE_DIR", BASE_DIR / "instance"))
@@ -37,6 +38,17 @@ def _int(name: str, default: int) -> int:
 def _str(name: str, default: str | None = None) -> str | None:
     raw = os.environ.get(name)
     return raw if raw not in (None, "") else default
+
+
+def _list(name: str) -> list[str] | None:
+    raw = os.environ.get(name)
+    if raw in (None, ""):
+        return None
+    return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+# What `make run` prints (HOST and PORT, see the Makefile): the development default of PORTAL_BASE_URL.
+DEVELOPMENT_BASE_URL = f"http://{_str('HOST', '127.0.0.1')}:{_int('PORT', 5000)}"
 
 
 class Config:
@@ -68,12 +80,24 @@ class Config:
     SESSION_COOKIE_SECURE = _bool("SESSION_COOKIE_SECURE", False)
     REMEMBER_COOKIE_SECURE = SESSION_COOKIE_SECURE
 
-    # Number of reverse proxies in front of the app whose X-Forwarded-* headers
-    # are trusted (rate limits and click IPs depend on it).
+    # Number of reverse proxies in front of the app whose X-Forwarded-For and
+    # X-Forwarded-Proto are trusted (rate limits and click IPs depend on it).
+    # X-Forwarded-Host is never read: addresses come from PORTAL_BASE_URL.
     PROXY_FIX_HOPS = _int("PROXY_FIX_HOPS", 0)
 
-    # Absolute base for links built outside a request (e-mails from jobs).
-    PORTAL_BASE_URL = _str("PORTAL_BASE_URL", "http://127.0.0.1:5000")
+    # The portal's one public origin: every absolute address (e-mails, automatic
+    # messages, the OpenAPI servers, embed codes, partner links) is built on it,
+    # never on the request's Host. Required in production.
+    PORTAL_BASE_URL = _str("PORTAL_BASE_URL", DEVELOPMENT_BASE_URL)
+    # Host names a request may carry (Flask's TRUSTED_HOSTS); others get 400.
+    # Unset: any in development, PORTAL_BASE_URL's host plus localhost in production.
+    TRUSTED_HOSTS = _list("TRUSTED_HOSTS")
+
+    # Security headers (portal/security.py): HSTS in production only; CSP
+    # violations logged through POST /csp-report in development.
+    HSTS_ENABLED = False
+    HSTS_MAX_AGE = _int("HSTS_MAX_AGE", 365 * 86400)
+    CSP_REPORTS = _bool("CSP_REPORTS", False)
 
     MAIL_SERVER = _str("MAIL_SERVER")
     MAIL_PORT = _int("MAIL_PORT", 25)
@@ -86,6 +110,7 @@ class Config:
 
     PASSWORD_RESET_MAX_AGE = _int("PASSWORD_RESET_MAX_AGE", 3600)
     INVITATION_MAX_AGE = _int("INVITATION_MAX_AGE", 7 * 86400)
+    UNSUBSCRIBE_MAX_AGE = _int("UNSUBSCRIBE_MAX_AGE", 365 * 86400)
 
     BABEL_DEFAULT_LOCALE = "en"
     BABEL_DEFAULT_TIMEZONE = "UTC"
@@ -159,6 +184,7 @@ class DevelopmentConfig(Config):
     ENV_NAME = "development"
     DEBUG = _bool("FLASK_DEBUG", False)
     SCHEDULER_ENABLED = _bool("SCHEDULER_ENABLED", True)
+    CSP_REPORTS = _bool("CSP_REPORTS", True)
 
 
 class TestingConfig(Config):
@@ -174,6 +200,7 @@ class TestingConfig(Config):
     SERVER_NAME = "portal.test"
     CLICK_WRITE_MODE = "inline"
     PORTAL_BASE_URL = "http://portal.test"
+    TRUSTED_HOSTS = None
     SCHEDULER_ENABLED = False
     # The test harness gives every app its own folder; never the instance folder.
     STORAGE_BACKEND = "local"
@@ -185,6 +212,9 @@ class ProductionConfig(Config):
     SESSION_COOKIE_SECURE = _bool("SESSION_COOKIE_SECURE", True)
     REMEMBER_COOKIE_SECURE = SESSION_COOKIE_SECURE
     PREFERRED_URL_SCHEME = "https"
+    PORTAL_BASE_URL = _str("PORTAL_BASE_URL")
+    # Strict-Transport-Security on every response (see portal/security.py).
+    HSTS_ENABLED = _bool("HSTS_ENABLED", True)
 
 
 CONFIGS = {
@@ -220,3 +250,48 @@ def finalise_secret_key(config: dict) -> None:
         key_file.write_text(config["SECRET_KEY"])
         key_file.chmod(0o600)
     config["SECRET_KEY_GENERATED"] = str(key_file)
+
+
+class BaseURL(NamedTuple):
+    """PORTAL_BASE_URL taken apart: ``https``, ``partners.example[:port]``, ``/portal`` or ``""``."""
+
+    scheme: str
+    netloc: str
+    path: str
+
+    @property
+    def hostname(self) -> str:
+        return urlsplit(f"//{self.netloc}").hostname or ""
+
+
+def parse_base_url(value: str) -> BaseURL:
+    """Check PORTAL_BASE_URL's shape: http(s), a host, no user, query or fragment."""
+    parts = urlsplit(value.strip())
+    problem = None
+    if parts.scheme not in ("http", "https"):
+        problem = "must start with https:// (or http:// in development)"
+    elif not parts.hostname:
+        problem = "must name a host"
+    elif parts.username is not None or parts.password is not None:
+        problem = "must not carry a user name or password"
+    elif parts.query or parts.fragment:
+        problem = "must not carry a query or fragment"
+    if problem:
+        raise RuntimeError(f"PORTAL_BASE_URL {problem} (got {value!r}; see README: Configuration).")
+    return BaseURL(parts.scheme, parts.netloc.lower(), parts.path.rstrip("/"))
+
+
+def finalise_base_url(config: dict) -> None:
+    """Refuse to run production without PORTAL_BASE_URL; trust only its host there."""
+    value = config.get("PORTAL_BASE_URL")
+    if not value:
+        if config.get("ENV_NAME") == "production":
+            raise RuntimeError(
+                "PORTAL_BASE_URL must be set in production, e.g. https://partners.example.com "
+                "(see README: Configuration)."
+            )
+        config["PORTAL_BASE_URL"] = value = DEVELOPMENT_BASE_URL
+    base = parse_base_url(value)
+    if config.get("ENV_NAME") == "production" and config.get("TRUSTED_HOSTS") is None:
+        # localhost: a health check run on the machine itself (curl 127.0.0.1:8000/healthz).
+        config["TRUSTED_HOSTS"] = [base.hostname, "localhost", "127.0.0.1"]

@@ -6,16 +6,38 @@ import logging
 import sys
 from pathlib import Path
 
-from flask import Flask, request, request_finished, request_started, request_tearing_down
-from flask.sessions import SecureCookieSessionInterface
+from flask import Flask, Request, request, request_finished, request_started, request_tearing_down
+from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
+from werkzeug.exceptions import SecurityError
 from werkzeug.middleware.proxy_fix import ProxyFix
+from werkzeug.utils import cached_property
 
-from config import Config, finalise_secret_key, get_config
+from config import Config, finalise_base_url, finalise_secret_key, get_config
 from portal.extensions import babel, csrf, db, htmx, limiter, login_manager, migrate, socketio
 
 # Endpoints that skip the app-wide request hooks (see PortalFlask).
 LEAN_ENDPOINTS = frozenset({"track.follow_link"})
 _NO_EXC = object()
+
+
+class CanonicalOriginRequest(Request):
+    """A request whose absolute roots are the portal's canonical origin, not its Host header.
+
+    Mixed into whatever request class the extensions leave (htmx-flask sets its own) by
+    ``use_canonical_origin``."""
+
+    @cached_property
+    def host_url(self) -> str:
+        from portal.urls import base_url
+
+        base = base_url()
+        return f"{base.scheme}://{base.netloc}/"
+
+    @cached_property
+    def root_url(self) -> str:
+        from portal.urls import origin_root
+
+        return origin_root()
 
 
 class PortalFlask(Flask):
@@ -24,8 +46,46 @@ class PortalFlask(Flask):
     extensions install for every request: CSRF (a GET needs none), the rate limiter
     (no limits there), the remember-me cookie (no session there) and sending committed
     mail (nothing queues any there). Such an endpoint must not rely on them, and its
-    blueprint registers none of its own. Routing, error handlers, signals and the app
-    context's teardown (the database session) run as for any request."""
+    blueprint registers none of its own. Routing, error handlers, signals, the app
+    context's teardown (the database session) and ``lean_after_request_funcs`` (the
+    security headers) run as for any request.
+
+    And every URL adapter, in a request or not, builds on ``PORTAL_BASE_URL``: its
+    scheme, host and path replace the request's, so ``url_for(..., _external=True)``
+    never follows a client's ``Host`` or ``X-Forwarded-Host`` (portal/urls.py)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # Functions that must see every response, lean endpoints' too (security headers).
+        self.lean_after_request_funcs: list = []
+
+    def create_url_adapter(self, request):
+        from portal.urls import base_url
+
+        base = base_url(self.config)
+        try:
+            adapter = super().create_url_adapter(request)
+        except SecurityError as exc:
+            # A Host outside TRUSTED_HOSTS: answer 400, and still let the error page build
+            # its links (Flask would leave the request without an adapter).
+            request.routing_exception = exc
+            return self.url_map.bind(
+                base.netloc,
+                script_name=base.path or "/",
+                url_scheme=base.scheme,
+                path_info=request.path,
+                default_method=request.method,
+            )
+        if adapter is None:
+            # Outside a request (jobs, the CLI): no SERVER_NAME needed to build addresses.
+            return self.url_map.bind(base.netloc, script_name=base.path or "/", url_scheme=base.scheme)
+        # Matching does not look at the host (no host or subdomain matching here);
+        # building absolute addresses and redirects does, and gets the canonical origin.
+        adapter.server_name = base.netloc
+        adapter.url_scheme = base.scheme
+        if base.path:
+            adapter.script_name = base.path + "/"
+        return adapter
 
     def full_dispatch_request(self):
         if request.endpoint not in LEAN_ENDPOINTS:
@@ -37,6 +97,8 @@ class PortalFlask(Flask):
         except Exception as e:  # noqa: BLE001 - what Flask's own dispatch does
             rv = self.handle_user_exception(e)
         response = self.make_response(rv)
+        for func in self.lean_after_request_funcs:
+            response = func(response)
         request_finished.send(self, _async_wrapper=self.ensure_sync, response=response)
         return response
 
@@ -54,6 +116,7 @@ def create_app(config_class: type[Config] | None = None, **overrides) -> Flask:
     app.config.from_object(config_class or get_config())
     app.config.update(overrides)
     finalise_secret_key(app.config)
+    finalise_base_url(app.config)
     app.session_interface = _PortalSessionInterface()
     if (
         app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite:///")
@@ -69,15 +132,20 @@ def create_app(config_class: type[Config] | None = None, **overrides) -> Flask:
         }
     configure_logging(app)
     register_extensions(app)
+    use_canonical_origin(app)
+    register_input_guards(app)
     register_blueprints(app)
     register_realtime(app)
     register_mail_delivery(app)
     register_template_helpers(app)
+    register_security_headers(app)
     register_cli(app)
     register_errorhandlers(app)
     if app.config["PROXY_FIX_HOPS"]:
         hops = app.config["PROXY_FIX_HOPS"]
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
+        # X-Forwarded-Host stays unread (x_host=0): a client can send one through many
+        # proxies, and addresses come from PORTAL_BASE_URL anyway.
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=0)
     return app
 
 
@@ -87,13 +155,27 @@ def _instance_dir():
     return INSTANCE_DIR
 
 
+class _UnsavedSession(SecureCookieSession):
+    """A session that lives for one request under /go/ and is never written back."""
+
+
 class _PortalSessionInterface(SecureCookieSessionInterface):
-    """No session for the click redirect: it never reads one, and it is the hot path."""
+    """The click redirect reads no session cookie: it never uses one, and it is the hot path.
+
+    It gets an empty session that is never saved rather than the null one (which refuses
+    writes), so that an error page under /go/ (``/go/``, ``/go/abc%0a``: 404), which renders
+    a CSRF token, works and leaves a signed-in visitor's cookie alone. (The session opens
+    before routing, so the path decides, not the endpoint.)"""
 
     def open_session(self, app, request):
         if request.path.startswith("/go/"):
-            return self.null_session_class()
+            return _UnsavedSession()
         return super().open_session(app, request)
+
+    def save_session(self, app, session, response):
+        if isinstance(session, _UnsavedSession):
+            return
+        super().save_session(app, session, response)
 
 
 def configure_logging(app: Flask) -> None:
@@ -131,6 +213,18 @@ def register_extensions(app: Flask) -> None:
     from portal.security import configure_login
 
     configure_login(app, login_manager)
+
+
+def use_canonical_origin(app: Flask) -> None:
+    """``request.host_url`` / ``url_root`` answer PORTAL_BASE_URL (URL adapters: PortalFlask)."""
+    if not issubclass(app.request_class, CanonicalOriginRequest):
+        app.request_class = type("PortalRequest", (CanonicalOriginRequest, app.request_class), {})
+
+
+def register_input_guards(app: Flask) -> None:
+    from portal import guards
+
+    guards.init_app(app)
 
 
 def register_blueprints(app: Flask) -> None:
@@ -192,6 +286,12 @@ def register_template_helpers(app: Flask) -> None:
     from portal import templating
 
     templating.init_app(app)
+
+
+def register_security_headers(app: Flask) -> None:
+    from portal import headers
+
+    headers.init_app(app)
 
 
 def register_cli(app: Flask) -> None:

@@ -310,6 +310,7 @@ def seed_demo_activity(now=None) -> str:
                         occurred_at=when + timedelta(minutes=20),
                     ),
                     {"transaction_id": f"demo-order-{index}-{n}", "demo": True},
+                    received_at=when + timedelta(minutes=20),  # history: received when it happened
                 )
                 sales += 1
                 if rng.random() < 0.1 and conversion.commissions:

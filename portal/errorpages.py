@@ -71,6 +71,8 @@ def init_app(app: Flask) -> None:
     def http_error(error: HTTPException):
         status = error.code or 500
         title, message = _titles().get(status, (error.name, error.description))
+        if getattr(error, "says_why", False):
+            message = error.description  # the portal's own words (portal/guards.py refuse())
         if status == 413:
             from portal.views import too_large_message
 

@@ -118,9 +118,14 @@ class RangeForm(FlaskForm):
         self.range.choices = as_choices((value, range_label(value)) for value in RANGES)
 
     def validate(self, extra_validators=None) -> bool:
+        from portal.guards import day_allowed, day_range_message
         from portal.services.dashboards import MAX_RANGE_DAYS
 
         valid = super().validate(extra_validators)
+        for field in (self.start, self.end):
+            if field.data is not None and not day_allowed(field.data):
+                field.errors.append(day_range_message())
+                valid = False
         if not valid or self.range.data != "custom":
             return valid
         if self.start.data is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import smtplib
 import ssl
 from email.message import EmailMessage
+from email.policy import EmailPolicy
 from email.utils import make_msgid
 
 from flask import current_app
@@ -14,9 +15,32 @@ class MailError(RuntimeError):
     """The mail server could not be reached or refused the message."""
 
 
+# Headers whose value is a list of <URL>s that mail clients parse as they are (RFC 2369,
+# RFC 8058): never folded and never RFC 2047-encoded, which the default policy does to a
+# long unbreakable token. Their values are ASCII; RFC 5322 allows 998 characters a line.
+_VERBATIM_HEADERS = frozenset({"list-unsubscribe", "list-unsubscribe-post"})
+
+
+class PortalMailPolicy(EmailPolicy):
+    """The standard policy, except that the ``List-Unsubscribe*`` headers go out verbatim."""
+
+    def fold(self, name, value):
+        if name.lower() in _VERBATIM_HEADERS:
+            return f"{name}: {value}{self.linesep}"
+        return super().fold(name, value)
+
+    def fold_binary(self, name, value):
+        if name.lower() in _VERBATIM_HEADERS:
+            return f"{name}: {value}{self.linesep}".encode("ascii")
+        return super().fold_binary(name, value)
+
+
+MAIL_POLICY = PortalMailPolicy()
+
+
 def build_message(to: str, subject: str, text: str, html: str | None = None) -> EmailMessage:
     config = current_app.config
-    message = EmailMessage()
+    message = EmailMessage(policy=MAIL_POLICY)
     message["From"] = config["MAIL_DEFAULT_SENDER"]
     message["To"] = to
     message["Subject"] = subject

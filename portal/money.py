@@ -7,9 +7,9 @@ from decimal import Decimal, InvalidOperation
 
 from babel.numbers import format_currency, get_currency_precision, list_currencies
 
-_AMOUNT = re.compile(r"^-?\d{1,15}(\.\d{1,4})?$")
-# ASCII digits only: ``re.ASCII`` keeps ``\d`` from matching "٣" and other scripts' digits.
-_RATE = re.compile(r"(\d{1,9})(?:\.(\d{1,2}))?", re.ASCII)
+# ASCII digits only: Python's \d also matches "٣" or "३", which Decimal would read as 3.
+_AMOUNT = re.compile(r"-?[0-9]{1,15}(\.[0-9]{1,4})?")
+_RATE = re.compile(r"([0-9]{1,9})(?:\.([0-9]{1,2}))?")
 
 FULL_RATE_BP = 10_000
 
@@ -30,7 +30,7 @@ def parse_amount(text: str, currency: str) -> int:
     decimals as the currency has.
     """
     text = (text or "").strip()
-    if not _AMOUNT.match(text):
+    if not _AMOUNT.fullmatch(text):
         raise ValueError("not a decimal amount")
     exponent = currency_exponent(currency)
     try:

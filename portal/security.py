@@ -80,8 +80,9 @@ def home_url_for(user: User) -> str:
 
 def safe_next_url(target: str | None) -> str | None:
     """Only same-site relative paths are followed after sign-in (no open redirect):
-    ``portal.urlcheck.safe_next`` decides."""
-    return urlcheck.safe_next(target.strip() if target else target)
+    ``portal.urlcheck.safe_next`` decides (it refuses control characters such as CR/LF,
+    which could split the Location header, and backslashes)."""
+    return urlcheck.safe_next(target)
 
 
 def client_ip() -> str:

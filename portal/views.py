@@ -56,11 +56,16 @@ def too_large_message() -> str | None:
 
 
 def day_arg(name: str) -> date | None:
-    """A ``YYYY-MM-DD`` query parameter as a date; None when missing or malformed."""
+    """A ``YYYY-MM-DD`` query parameter as a date; None when missing or malformed; 400 when absurd."""
+    from portal.guards import day_allowed, day_range_message, refuse
+
     try:
-        return date.fromisoformat(request.args.get(name) or "")
+        day = date.fromisoformat(request.args.get(name) or "")
     except ValueError:
         return None
+    if not day_allowed(day):
+        refuse(400, day_range_message())
+    return day
 
 
 def dashboard_range(program) -> tuple:

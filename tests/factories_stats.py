@@ -57,5 +57,6 @@ def sale(db, program, partner, day: date, amount: int = 10_000, click_id: str | 
             occurred_at=at_noon(day),
         ),
         {"n": n},
+        received_at=at_noon(day),  # history: received when it happened
     )
     return conversion

@@ -115,6 +115,33 @@ def apply_as_partner(application: Application) -> Partner:
     return partner
 
 
+def apply_or_notify(application: Application) -> tuple[User, Partner | None]:
+    """Register the applicant; or, when the address already has an account, register nothing.
+
+    The caller answers both alike and e-mails the address (``send_application_mail``), so
+    the form never tells a visitor which addresses have accounts."""
+    existing = find_user_by_email(application.email)
+    if existing is None:
+        partner = apply_as_partner(application)
+        return partner.user, partner
+    # The same checks and the same hashing work as a new account: no answer or timing tells.
+    check_password_strength(application.password, email=application.email, name=application.name)
+    generate_password_hash(application.password)
+    record_event(None, "user.applied_again", "user", existing.id)
+    return existing, None
+
+
+def send_application_mail(user: User, partner: Partner | None, links: dict[str, str]) -> None:
+    """Confirm a new application, or tell an existing account that someone applied with its address."""
+    if partner is not None:
+        subject = _("Your partner application is in")
+        template = "email/application_received.txt"
+    else:
+        subject = _("Someone applied with your e-mail address")
+        template = "email/application_existing.txt"
+    send_mail(user.email, subject, render_template(template, user=user, **links))
+
+
 _ALLOWED = {
     "approve": ({PartnerStatus.APPLIED, PartnerStatus.REJECTED}, PartnerStatus.APPROVED),
     "reject": ({PartnerStatus.APPLIED}, PartnerStatus.REJECTED),

@@ -67,8 +67,9 @@ def earn(program: Program, conversion: Conversion) -> list[Commission]:
     change = rewards.upgrade_on_conversion(program, conversion)
     context = rewards.load_context(conversion)
     context.tier_just_reached = change is not None
-    confirm_after = conversion.occurred_at + timedelta(days=program.hold_period_days)
     now = utcnow()
+    # From when the portal received the sale: a client's occurred_at must not shorten the hold.
+    confirm_after = (conversion.created_at or now) + timedelta(days=program.hold_period_days)
     rows = []
     for draft in compute_commission(program, conversion, context):
         row = dict.fromkeys(_LINE_COLUMNS)

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 from flask import current_app, render_template
 from flask_babel import gettext as _
-from itsdangerous import BadSignature, URLSafeSerializer
+from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
@@ -91,8 +91,9 @@ def wants_email(partner: Partner, kind: str) -> bool:
 # --- one-click unsubscribe -----------------------------------------------------------
 
 
-def _serializer() -> URLSafeSerializer:
-    return URLSafeSerializer(current_app.config["SECRET_KEY"], salt="email-unsubscribe")
+def _serializer() -> URLSafeTimedSerializer:
+    # Timed (salt "-v2"): links mailed before tokens expired are no longer accepted.
+    return URLSafeTimedSerializer(current_app.config["SECRET_KEY"], salt="email-unsubscribe-v2")
 
 
 def unsubscribe_token(partner: Partner, kind: str) -> str:
@@ -106,7 +107,11 @@ def unsubscribe_url(partner: Partner, kind: str) -> str:
 def read_unsubscribe_token(token: str) -> tuple[Partner, str]:
     """The partner and kind a signed unsubscribe token names; InvalidToken otherwise."""
     try:
-        partner_id, kind = _serializer().loads(token)
+        partner_id, kind = _serializer().loads(token, max_age=current_app.config["UNSUBSCRIBE_MAX_AGE"])
+    except SignatureExpired as exc:
+        raise InvalidToken(
+            _("This unsubscribe link has expired. Sign in to change your e-mail settings.")
+        ) from exc
     except (BadSignature, ValueError, TypeError) as exc:
         raise InvalidToken(_("This unsubscribe link is not valid.")) from exc
     partner = db.session.get(Partner, partner_id) if isinstance(partner_id, int) else None

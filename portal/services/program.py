@@ -8,13 +8,14 @@ from urllib.parse import urlsplit
 from zoneinfo import available_timezones
 
 import sqlalchemy as sa
+from flask_babel import get_locale
 from flask_babel import gettext as _
 
 from portal import urlcheck
 from portal.errors import InvalidSetting
 from portal.extensions import db
 from portal.models import CommissionType, Conversion, PayoutSchedule, Program, User
-from portal.money import is_currency
+from portal.money import format_money, is_currency
 from portal.services.audit import record_event
 
 _HOSTNAME = re.compile(
@@ -22,6 +23,8 @@ _HOSTNAME = re.compile(
 )
 
 
+# The largest maximum sale the database accepts (its CHECK max_sale_range).
+MAX_SALE_CEILING_MINOR = 2_000_000_000
 _PARAM = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,31}$")
 
 
@@ -95,6 +98,7 @@ class ProgramSettings:
     fraud_duplicate_order: bool = True
     duplicate_window_minutes: int = 10
     allow_withdrawals: bool = False
+    max_sale_minor: int = 100_000_000
 
 
 def settings_of(program: Program) -> ProgramSettings:
@@ -145,6 +149,16 @@ def update_program_settings(program: Program, actor: User, settings: ProgramSett
         raise InvalidSetting(_("At least 1."), "click_flood_per_minute")
     if settings.duplicate_window_minutes < 1:
         raise InvalidSetting(_("At least 1."), "duplicate_window_minutes")
+    if not 1 <= settings.max_sale_minor <= MAX_SALE_CEILING_MINOR:
+        raise InvalidSetting(
+            _(
+                "Enter more than zero and at most %(most)s.",
+                most=format_money(
+                    MAX_SALE_CEILING_MINOR, settings.currency, locale=str(get_locale() or "en")
+                ),
+            ),
+            "max_sale",
+        )
     settings.allowed_domains = domains
 
     before = asdict(settings_of(program))

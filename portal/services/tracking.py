@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
+from flask_babel import get_locale
 from flask_babel import gettext as _
 from sqlalchemy import orm
 from sqlalchemy.dialects import postgresql, sqlite
@@ -30,11 +31,13 @@ from portal.models import (
     Partner,
     PartnerStatus,
     Program,
+    Refund,
     RejectionReason,
     Signup,
     User,
 )
 from portal.models.types import utcnow
+from portal.money import format_money
 from portal.services import commissions, lifecycle, rewards, rollups
 from portal.services.audit import record_event
 from portal.services.program import get_program
@@ -82,6 +85,13 @@ class ConversionInput:
     ref: str | None = None
     product_id: str | None = None
     occurred_at: datetime | None = None
+
+
+@dataclass
+class RefundInput:
+    amount_minor: int | None = None  # None: whatever is left of the sale
+    note: str | None = None
+    refund_id: str | None = None
 
 
 @dataclass
@@ -248,9 +258,18 @@ def _looks_duplicate(program: Program, conversion: Conversion) -> bool:
 
 
 def record_conversion(
-    program: Program, data: ConversionInput, raw: dict, *, defer_messages: bool = False
+    program: Program,
+    data: ConversionInput,
+    raw: dict,
+    *,
+    defer_messages: bool = False,
+    received_at: datetime | None = None,
 ) -> tuple[Conversion, bool]:
     """Record a sale once per transaction id; attribute it, screen it, and earn its commission.
+
+    The hold runs from ``received_at`` (now, unless a replay of history such as the demo
+    says when), never from the client's ``occurred_at``; a sale that says it happened
+    longer ago than the cookie window is stored rejected ``out_of_window``.
 
     ``defer_messages``: the partner's automatic message about it (first sale, rejected on
     arrival) is decided now but written by the job (``lifecycle.send_deferred``); the API
@@ -260,7 +279,9 @@ def record_conversion(
     digest = fingerprint(raw)
     # No look-up first: the transaction id is unique, so a repeat fails its insert below
     # and is answered from the row already there (retries are rare; sales are not).
-    occurred_at = data.occurred_at or utcnow()
+    received_at = received_at or utcnow()
+    occurred_at = data.occurred_at or received_at
+    backdated = received_at - occurred_at > _window(program)
     found = attribute(
         program, occurred_at=occurred_at, click_id=data.click_id, ref=data.ref, customer_id=data.customer_id
     )
@@ -281,9 +302,16 @@ def record_conversion(
         status=ConversionStatus.PENDING,
         request_fingerprint=digest,
         occurred_at=occurred_at,
+        created_at=received_at,
     )
     partner = found.partner
-    if partner is not None:
+    if backdated:
+        _reject(
+            conversion,
+            RejectionReason.OUT_OF_WINDOW,
+            f"occurred_at is more than {program.cookie_window_days} days before the sale was received",
+        )
+    elif partner is not None:
         if found.out_of_window:
             _reject(conversion, RejectionReason.OUT_OF_WINDOW, None)
         elif program.fraud_self_referral and _is_self_referral_by_email(
@@ -372,19 +400,98 @@ def _announce(conversion: Conversion) -> None:
     realtime.notify_operators("conversion", payload)
 
 
-def refund_conversion(conversion: Conversion, amount_minor: int | None, note: str | None) -> Conversion:
-    """A full or partial refund; the matching share of commission is reversed (reason ``refund``)."""
+def _money(minor: int, currency: str) -> str:
+    return format_money(minor, currency, locale=str(get_locale() or "en"))
+
+
+@dataclass
+class RefundOutcome:
+    """What a refund request came to. ``replay``: this ``refund_id`` was applied before with
+    the same body; answer ``refund.response`` (the first answer) and change nothing.
+    ``refund`` is None when nothing was refunded (a full refund of a fully refunded sale)."""
+
+    conversion: Conversion
+    refund: Refund | None
+    replay: bool = False
+
+
+def lock_conversion(conversion: Conversion) -> Conversion:
+    """Take the conversion's row lock (SQLite: the write lock ``begin_write`` took) and read
+    it afresh, its commission lines with it: what another refund committed meanwhile counts."""
+    return db.session.scalars(
+        sa.select(Conversion)
+        .where(Conversion.id == conversion.id)
+        .with_for_update(of=Conversion)
+        .options(orm.selectinload(Conversion.commissions))
+        .execution_options(populate_existing=True)
+    ).one()
+
+
+def _earlier_refund(conversion: Conversion, refund_id: str, digest: str) -> Refund | None:
+    earlier = db.session.scalars(
+        sa.select(Refund).where(Refund.conversion_id == conversion.id, Refund.refund_id == refund_id)
+    ).first()
+    if earlier is not None and earlier.request_fingerprint != digest:
+        raise Conflict(_("This refund_id was already reported with different details."), "refund_id")
+    return earlier
+
+
+def apply_refund(
+    conversion: Conversion,
+    amount_minor: int | None,
+    note: str | None,
+    *,
+    refund_id: str | None = None,
+    raw: dict | None = None,
+) -> RefundOutcome:
+    """A full (no amount) or partial refund; the matching share of commission is reversed
+    (reason ``refund``) and a ``Refund`` row records it.
+
+    Atomic: the conversion is locked and read afresh first, so refunds sent in parallel add
+    up exactly. Idempotent: the same ``refund_id`` again is a replay (same body) or a
+    ``Conflict`` (different body); without one, refunding a fully refunded sale changes
+    nothing. ``raw`` is what the client sent (its digest tells a retry from a new request)."""
+    if raw is None:
+        raw = {"amount_minor": amount_minor, "note": note, "refund_id": refund_id}
+    digest = fingerprint(raw)
+    conversion = lock_conversion(conversion)
+    if refund_id is not None:
+        earlier = _earlier_refund(conversion, refund_id, digest)
+        if earlier is not None:
+            return RefundOutcome(conversion, earlier, replay=True)
     remaining = conversion.amount_minor - conversion.refunded_minor
     if amount_minor is None:
         if remaining == 0:
-            return conversion  # already fully refunded: repeating it changes nothing
+            return RefundOutcome(conversion, None)  # already fully refunded: repeating it changes nothing
         amount_minor = remaining
     if amount_minor <= 0:
         raise DomainError(_("The refund must be more than zero."), "amount")
     if amount_minor > remaining:
         raise DomainError(
-            _("Only %(remaining)s of this sale is left to refund.", remaining=remaining), "amount"
+            _(
+                "Only %(remaining)s of this sale is left to refund.",
+                remaining=_money(remaining, conversion.currency),
+            ),
+            "amount",
         )
+    refund = Refund(
+        conversion_id=conversion.id,
+        refund_id=refund_id,
+        amount_minor=amount_minor,
+        currency=conversion.currency,
+        note=note,
+        request_fingerprint=digest,
+        created_at=utcnow(),
+    )
+    try:
+        with db.session.begin_nested():
+            db.session.add(refund)
+    except IntegrityError:
+        # Only a writer that skipped the lock can get here; answer as a retry would be.
+        earlier = _earlier_refund(conversion, refund_id, digest) if refund_id is not None else None
+        if earlier is None:
+            raise
+        return RefundOutcome(conversion, earlier, replay=True)
     before = rollups.contribution(conversion)
     conversion.refunded_minor += amount_minor
     if (
@@ -404,12 +511,30 @@ def refund_conversion(conversion: Conversion, amount_minor: int | None, note: st
         conversion.id,
         amount_minor=amount_minor,
         refunded_minor=conversion.refunded_minor,
+        refund_id=refund_id,
         note=note,
     )
     db.session.flush()
     rollups.count_conversion(conversion, before)
     _announce(conversion)
-    return conversion
+    return RefundOutcome(conversion, refund)
+
+
+def refund_conversion(
+    conversion: Conversion,
+    amount_minor: int | None,
+    note: str | None,
+    *,
+    refund_id: str | None = None,
+) -> Conversion:
+    """``apply_refund`` for callers that need only the conversion afterwards (demo, jobs, tests)."""
+    return apply_refund(conversion, amount_minor, note, refund_id=refund_id).conversion
+
+
+def keep_refund_answer(refund: Refund, answer: dict) -> None:
+    """Store the API's first answer to a refund, given again to a retry of its refund_id."""
+    refund.response = answer
+    db.session.flush()
 
 
 def find_conversion(transaction_id: str) -> Conversion | None:

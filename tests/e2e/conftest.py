@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from flask import Flask, got_request_exception
-from playwright.sync_api import Page, expect, sync_playwright
+from playwright.sync_api import BrowserContext, Page, expect, sync_playwright
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 from config import TestingConfig
@@ -70,6 +70,8 @@ class LiveServer:
     server: BaseWSGIServer
     socketio_server: object
     errors: list[BaseException] = field(default_factory=list)
+    # Content-Security-Policy violations the browsers saw (see watch_csp); each fails its test.
+    csp_violations: list[str] = field(default_factory=list)
 
     def __call__(self, path: str = "/") -> str:
         return self.url + path
@@ -185,14 +187,42 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
 
 @pytest.fixture(autouse=True)
 def _live_server_health(live_server: LiveServer) -> Iterator[None]:
-    """Point Socket.IO at the live app for the test, and fail on any server-side exception."""
+    """Point Socket.IO at the live app for the test, and fail on any server-side exception
+    or on any Content-Security-Policy violation a page of the test reported."""
     live_server.errors.clear()
+    live_server.csp_violations.clear()
     with live_server.emitting():
         yield
     if live_server.errors:
         errors = ", ".join(repr(e) for e in live_server.errors)
         live_server.errors.clear()
         pytest.fail(f"the live server raised: {errors}")
+    if live_server.csp_violations:
+        violations = "\n".join(dict.fromkeys(live_server.csp_violations))
+        live_server.csp_violations.clear()
+        pytest.fail(f"Content-Security-Policy violations:\n{violations}")
+
+
+# Runs in every page before its own scripts: the browser's violation events become console errors.
+_CSP_LISTENER = """
+document.addEventListener("securitypolicyviolation", function (event) {
+  console.error("CSP violation: " + event.violatedDirective + " blocked " + (event.blockedURI || "inline")
+    + " on " + event.documentURI + " (" + (event.sourceFile || "") + ":" + event.lineNumber + ")");
+});
+"""
+
+
+def watch_csp(context: BrowserContext, sink: list[str]) -> None:
+    """Collect every CSP violation of the context's pages into ``sink``: the
+    ``securitypolicyviolation`` events and Chromium's own "Refused to ..." console errors."""
+    context.add_init_script(_CSP_LISTENER)
+
+    def on_console(message) -> None:
+        text = message.text
+        if message.type == "error" and ("CSP violation:" in text or "Content Security Policy" in text):
+            sink.append(text)
+
+    context.on("console", on_console)
 
 
 # --- data the tests make -----------------------------------------------------------
@@ -497,6 +527,7 @@ def role_states(browser, live_server: LiveServer) -> Callable[[str], dict]:
     def state_for(role: str) -> dict:
         if role not in cache:
             context = browser.new_context(base_url=live_server.url, viewport=DESKTOP)
+            watch_csp(context, live_server.csp_violations)
             try:
                 sign_in(context.new_page(), DEMO_EMAILS[role])
                 cache[role] = context.storage_state()
@@ -519,6 +550,7 @@ def new_context(browser, live_server: LiveServer, role_states):
             storage_state=role_states(role) if role else None,
             **options,
         )
+        watch_csp(context, live_server.csp_violations)
         context.set_default_timeout(ACTION_TIMEOUT_MS)
         contexts.append(context)
         return context

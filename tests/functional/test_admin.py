@@ -31,6 +31,7 @@ SETTINGS = {
     "click_flood_per_minute": "20",
     "fraud_duplicate_order": "y",
     "duplicate_window_minutes": "10",
+    "max_sale": "250000.50",
 }
 
 
@@ -133,9 +134,10 @@ def test_settings_save(client, db, program, login_as):
     assert (program.payout_schedule, program.payout_day) == ("weekly", 4)
     assert program.commission_percent_bp == 1250
     assert program.hold_period_days == 0
+    assert program.max_sale_minor == 25_000_050
     assert db.session.scalars(sa.select(AuditEvent.action)).all() == ["program.settings_changed"]
     page = client.get("/admin/settings").get_data(as_text=True)
-    assert 'value="25.50"' in page and 'value="12.5"' in page
+    assert 'value="25.50"' in page and 'value="12.5"' in page and 'value="250000.50"' in page
 
 
 def test_currency_is_locked_once_a_sale_is_recorded(client, db, program, login_as):
@@ -169,6 +171,10 @@ def test_currency_is_locked_once_a_sale_is_recorded(client, db, program, login_a
         ({"ref_param": "my ref"}, "Letters, digits and _ only"),
         ({"click_id_param": "ref"}, "need different names"),
         ({"click_flood_per_minute": "0"}, "From 1 to 10000."),
+        ({"max_sale": ""}, "Enter an amount, e.g. 1000000.00."),
+        ({"max_sale": "0"}, "Enter more than zero and at most €20,000,000.00."),
+        ({"max_sale": "20000000.01"}, "Enter more than zero and at most €20,000,000.00."),
+        ({"max_sale": "٣.٠٠"}, "Enter a plain amount such as 50.00"),
     ],
 )
 def test_settings_bad_input(client, db, program, login_as, overrides, message):
@@ -193,10 +199,12 @@ def test_settings_for_a_zero_decimal_currency(client, db, program, login_as):
         "minimum_payout": "5000",
         "commission_type": "flat",
         "commission_flat": "300",
+        "max_sale": "1000000",
     }
     assert client.post("/admin/settings", data=data).status_code == 302
     db.session.refresh(program)
     assert (program.minimum_payout_minor, program.commission_flat_minor) == (5000, 300)
+    assert program.max_sale_minor == 1_000_000
 
 
 @pytest.mark.smtp

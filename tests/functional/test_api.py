@@ -1,6 +1,6 @@
 """The tracking API through HTTP: the whole money path's first half, every error code."""
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import ClassVar
 from urllib.parse import parse_qs, urlsplit
 
@@ -10,7 +10,7 @@ import time_machine
 
 from config import TestingConfig
 from portal import create_app
-from portal.models import AuditEvent, Click, Commission, Conversion, PartnerStatus, Signup
+from portal.models import AuditEvent, Click, Commission, Conversion, PartnerStatus, Refund, Signup
 from portal.models.types import utcnow
 from portal.services import clicks
 from portal.services.api_keys import create_api_key, revoke_api_key
@@ -428,3 +428,267 @@ def test_responses_match_the_openapi_schemas(client, db, api, partner):
     check(api.post("/conversions/order-1/refund", {"amount": "1.00"}).json, "ConversionEnvelope")
     check(api.post("/conversions", {}).json, "Error")
     assert Click is not None
+
+
+# --- refunds: idempotent by refund_id, exact, in formatted money -------------------------
+
+NOW = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
+
+
+def refunds_of(db, transaction_id="order-1") -> list[tuple[str | None, int]]:
+    db.session.expire_all()
+    return [
+        (r.refund_id, r.amount_minor)
+        for r in db.session.scalars(
+            sa.select(Refund)
+            .join(Conversion)
+            .where(Conversion.transaction_id == transaction_id)
+            .order_by(Refund.id)
+        )
+    ]
+
+
+def test_a_retried_refund_id_answers_the_first_answer_and_refunds_once(db, api, partner):
+    api.post("/conversions", sale(ref="pat", amount="100.00"))
+    first = api.post("/conversions/order-1/refund", {"amount": "20.00", "refund_id": "rf-1"})
+    assert first.status_code == 200
+    assert first.json["conversion"]["refunded_amount"] == "20.00"
+    assert first.json["conversion"]["commission"]["amount"] == "8.00"
+
+    again = api.post("/conversions/order-1/refund", {"amount": "20.00", "refund_id": "rf-1"})
+    assert again.status_code == 200
+    assert again.json == first.json
+    assert refunds_of(db) == [("rf-1", 2000)]
+
+    other = api.post("/conversions/order-1/refund", {"amount": "30.00", "refund_id": "rf-2"})
+    assert other.json["conversion"]["refunded_amount"] == "50.00"
+    assert other.json["conversion"]["commission"]["amount"] == "5.00"
+    # still the first answer, not the state of the sale now
+    assert (
+        api.post("/conversions/order-1/refund", {"amount": "20.00", "refund_id": "rf-1"}).json == first.json
+    )
+    assert refunds_of(db) == [("rf-1", 2000), ("rf-2", 3000)]
+    conversion = db.session.scalars(sa.select(Conversion)).one()
+    assert conversion.refunded_minor == 5000 == sum(amount for _, amount in refunds_of(db))
+    assert sum(line.amount_minor for line in conversion.commissions) == 500
+
+
+def test_the_same_refund_id_with_a_different_body_is_a_409(db, api, partner):
+    api.post("/conversions", sale(ref="pat", amount="100.00"))
+    api.post("/conversions/order-1/refund", {"amount": "20.00", "refund_id": "rf-1"})
+    for body in (
+        {"amount": "25.00", "refund_id": "rf-1"},
+        {"amount": "20.00", "refund_id": "rf-1", "reason": "changed my mind"},
+        {"refund_id": "rf-1"},
+    ):
+        conflict = api.post("/conversions/order-1/refund", body)
+        assert conflict.status_code == 409
+        assert conflict.json["error"]["code"] == "conflict"
+        assert conflict.json["error"]["fields"] == {
+            "refund_id": ["This refund_id was already reported with different details."]
+        }
+    assert refunds_of(db) == [("rf-1", 2000)]
+    assert api.get("/conversions/order-1").json["conversion"]["refunded_amount"] == "20.00"
+
+
+def test_a_refund_id_belongs_to_its_sale(db, api, partner):
+    api.post("/conversions", sale(ref="pat", amount="100.00"))
+    api.post("/conversions", sale(transaction_id="order-2", ref="pat", amount="100.00"))
+    api.post("/conversions/order-1/refund", {"amount": "20.00", "refund_id": "rf-1"})
+    second = api.post("/conversions/order-2/refund", {"amount": "20.00", "refund_id": "rf-1"})
+    assert second.json["conversion"]["transaction_id"] == "order-2"
+    assert refunds_of(db, "order-2") == [("rf-1", 2000)]
+
+
+def test_every_refund_is_a_row_and_a_repeated_full_refund_without_an_id_is_a_no_op(db, api, partner):
+    api.post("/conversions", sale(ref="pat", amount="100.00"))
+    api.post("/conversions/order-1/refund", {"amount": "12.34"})
+    full = api.post("/conversions/order-1/refund")
+    assert full.status_code == 200
+    assert full.json["conversion"]["status"] == "rejected"
+    again = api.post("/conversions/order-1/refund", {"reason": "again"})
+    assert again.status_code == 200
+    assert again.json == full.json
+    assert refunds_of(db) == [(None, 1234), (None, 8766)]
+    conversion = db.session.scalars(sa.select(Conversion)).one()
+    assert conversion.refunded_minor == conversion.amount_minor == 10_000
+    assert sum(line.amount_minor for line in conversion.commissions) == 0
+    # a full refund under a new refund_id after that: nothing is left, nothing is written
+    late = api.post("/conversions/order-1/refund", {"refund_id": "late"})
+    assert (late.status_code, late.json) == (200, full.json)
+    assert len(refunds_of(db)) == 2
+
+
+def test_refund_errors_show_formatted_money(db, api, partner):
+    api.post("/conversions", sale(ref="pat", amount="100.00"))
+    api.post("/conversions/order-1/refund", {"amount": "20.00"})
+    too_much = api.post("/conversions/order-1/refund", {"amount": "80.01", "refund_id": "big"})
+    assert too_much.status_code == 422
+    message = "Only $80.00 of this sale is left to refund."
+    assert too_much.json["error"]["message"] == message
+    assert too_much.json["error"]["fields"] == {"amount": [message]}
+    # a refused refund is not remembered: the same id may carry a corrected amount
+    assert api.post("/conversions/order-1/refund", {"amount": "80.00", "refund_id": "big"}).status_code == 200
+    assert refunds_of(db) == [(None, 2000), ("big", 8000)]
+
+
+@pytest.mark.parametrize(
+    ("body", "fields"),
+    [
+        ({"refund_id": "x" * 101}, {"refund_id"}),
+        ({"refund_id": ""}, {"refund_id"}),
+        ({"refund_id": "has space"}, {"refund_id"}),
+        ({"refund_id": "line\n"}, {"refund_id"}),
+        ({"refund_id": ["r"]}, {"refund_id"}),
+        ({"amount": "٣.٠٠"}, {"amount"}),
+        ({"amount": "3.00\n"}, set()),  # surrounding blanks are trimmed, as in every amount
+        ({"amount": 3}, {"amount"}),
+        ({"amount": "1.001"}, {"amount"}),
+        ({"amount": "-1.00"}, {"amount"}),
+        ({"surprise": 1}, {"surprise"}),
+    ],
+)
+def test_refund_bodies_are_checked(db, api, partner, body, fields):
+    api.post("/conversions", sale(ref="pat", amount="100.00"))
+    response = api.post("/conversions/order-1/refund", body)
+    if not fields:
+        assert response.status_code == 200
+        return
+    assert response.status_code == 422
+    assert set(response.json["error"]["fields"]) == fields
+    assert refunds_of(db) == []
+
+
+def test_a_refund_id_of_100_characters_is_accepted(db, api, partner):
+    api.post("/conversions", sale(ref="pat", amount="100.00"))
+    response = api.post("/conversions/order-1/refund", {"amount": "1.00", "refund_id": "r" * 100})
+    assert response.status_code == 200
+    assert refunds_of(db) == [("r" * 100, 100)]
+
+
+# --- time cannot be gamed ------------------------------------------------------------------
+
+
+def test_the_hold_runs_from_when_the_sale_was_received(db, api, partner):
+    with time_machine.travel(NOW, tick=False):
+        now = api.post("/conversions", sale(ref="pat"))
+        backdated = api.post(
+            "/conversions",
+            sale(transaction_id="order-2", ref="pat", occurred_at="2026-11-12T12:00:00Z"),
+        )
+    assert now.json["conversion"]["commission"]["confirm_after"] == "2027-01-01T12:00:00+00:00"
+    assert backdated.json["conversion"]["status"] == "pending"
+    assert backdated.json["conversion"]["occurred_at"] == "2026-11-12T12:00:00+00:00"
+    # received + 30 days, not occurred_at + 30 days (2026-12-12)
+    assert backdated.json["conversion"]["commission"]["confirm_after"] == "2027-01-01T12:00:00+00:00"
+    stored = db.session.scalars(sa.select(Conversion).where(Conversion.transaction_id == "order-2")).one()
+    assert stored.created_at == NOW
+    assert [line.confirm_after for line in stored.commissions] == [NOW + timedelta(days=30)]
+
+
+def test_a_sale_backdated_past_the_cookie_window_is_stored_rejected_out_of_window(db, api, partner):
+    with time_machine.travel(NOW, tick=False):
+        response = api.post("/conversions", sale(ref="pat", occurred_at="2020-01-01T00:00:00Z"))
+        edge = api.post(
+            "/conversions", sale(transaction_id="order-2", ref="pat", occurred_at="2026-11-02T12:00:00Z")
+        )
+    assert response.status_code == 201
+    conversion = response.json["conversion"]
+    assert (conversion["status"], conversion["rejection_reason"]) == ("rejected", "out_of_window")
+    assert conversion["partner_ref"] == "pat"
+    assert conversion["commission"] is None
+    stored = db.session.scalars(sa.select(Conversion).where(Conversion.transaction_id == "order-1")).one()
+    assert stored.commissions == []
+    assert "30 days" in stored.rejection_note
+    # exactly the window (30 days) still counts
+    assert edge.json["conversion"]["status"] == "pending"
+
+
+@pytest.mark.parametrize(
+    ("occurred_at", "message"),
+    [
+        ("2027-01-01T00:00:00Z", "must not be more than 24 hours in the future"),
+        ("2026-12-03T12:00:01Z", "must not be more than 24 hours in the future"),
+        ("2026-12-03T13:00:00+01:00", None),  # exactly 24 hours ahead: clocks drift
+        ("9999-12-31T23:59:59+14:00", "must be a date from the years 2000 to 2100"),
+        ("0001-01-01T00:00:00+01:00", "must be a date from the years 2000 to 2100"),
+        ("1999-12-31T23:59:59Z", "must be a date from the years 2000 to 2100"),
+        ("2101-01-01T00:00:00Z", "must be a date from the years 2000 to 2100"),
+    ],
+)
+def test_dates_outside_2000_2100_or_more_than_a_day_ahead_are_a_422(db, api, partner, occurred_at, message):
+    with time_machine.travel(NOW, tick=False):
+        response = api.post("/conversions", sale(ref="pat", occurred_at=occurred_at))
+        signup = api.post("/signups", {"customer_id": "c1", "ref": "pat", "occurred_at": occurred_at})
+    if message is None:
+        assert (response.status_code, signup.status_code) == (201, 201)
+        return
+    for answer in (response, signup):
+        assert answer.status_code == 422
+        assert answer.json["error"]["fields"] == {"occurred_at": [message]}
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Conversion)) == 0
+
+
+@pytest.mark.parametrize(
+    ("amount", "status"),
+    [
+        ("100000000000.00", 422),
+        ("1000000.01", 422),
+        ("1000000.00", 201),
+        ("٣.٠٠", 422),
+        ("３.００", 422),
+        ("3.00", 201),
+    ],
+)
+def test_amounts_are_ascii_digits_up_to_the_programs_maximum_sale(db, api, partner, amount, status):
+    response = api.post("/conversions", sale(ref="pat", amount=amount))
+    assert response.status_code == status
+    if status == 422:
+        assert set(response.json["error"]["fields"]) == {"amount"}
+        assert db.session.scalar(sa.select(sa.func.count()).select_from(Conversion)) == 0
+
+
+def test_the_maximum_sale_is_the_programs_setting_and_named_in_formatted_money(db, api, program, partner):
+    program.max_sale_minor = 50_000
+    db.session.commit()
+    refused = api.post("/conversions", sale(ref="pat", amount="500.01"))
+    assert refused.status_code == 422
+    assert refused.json["error"]["fields"] == {
+        "amount": ["must be at most $500.00, the program's maximum sale"]
+    }
+    assert api.post("/conversions", sale(ref="pat", amount="500.00")).status_code == 201
+
+
+def test_the_openapi_document_describes_refund_ids_and_their_answers(client, db, api, partner):
+    import jsonschema
+
+    document = client.get("/api/v1/openapi.json").json
+    refund = document["paths"]["/conversions/{transaction_id}/refund"]["post"]
+    assert {"200", "404", "409", "422"} <= set(refund["responses"])
+    request_schema = document["components"]["schemas"]["RefundRequest"]
+    assert request_schema["properties"]["refund_id"]["maxLength"] == 100
+    assert (
+        "maximum sale"
+        in document["components"]["schemas"]["ConversionRequest"]["properties"]["amount"]["description"]
+    )
+
+    def check(payload, schema_name):
+        jsonschema.validate(
+            payload, {"components": document["components"], "$ref": f"#/components/schemas/{schema_name}"}
+        )
+
+    body = {"amount": "1.00", "refund_id": "RMA-1042"}
+    jsonschema.validate(body, {"components": document["components"], **request_schema})
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({"refund_id": "x" * 101}, request_schema)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({"amount": "٣.٠٠"}, request_schema)
+    api.post("/conversions", sale(ref="pat"))
+    check(api.post("/conversions/order-1/refund", body).json, "ConversionEnvelope")
+    check(api.post("/conversions/order-1/refund", body).json, "ConversionEnvelope")
+    conflict = api.post("/conversions/order-1/refund", {"amount": "2.00", "refund_id": "RMA-1042"})
+    assert conflict.status_code == 409
+    check(conflict.json, "Error")
+    too_large = api.post("/conversions", sale(transaction_id="order-2", amount="1000000.01"))
+    assert too_large.status_code == 422
+    check(too_large.json, "Error")

@@ -510,6 +510,7 @@ def test_partner_sees_why_each_amount_and_the_ladder_bonus(client, db, login_as)
                 occurred_at=datetime(2026, 10, n, 12, tzinfo=UTC),
             ),
             {"n": n},
+            received_at=datetime(2026, 10, n, 12, tzinfo=UTC),
         )
         sales.append(conversion)
     rewards.close_month(program, "2026-10", now=datetime(2026, 11, 2, tzinfo=UTC))

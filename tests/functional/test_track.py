@@ -90,7 +90,8 @@ def test_click_flooding_is_flagged(client, db, program, partner):
     assert [c.is_unique for c in rows] == [True, True, True, False, False]
 
 
-@pytest.mark.parametrize("code", ["nope", "a/b/c", "a" * 300, "%2F%2Fevil.example", "pat%00"])
+# (a NUL in the code is refused with 400: tests/security/test_bad_input.py)
+@pytest.mark.parametrize("code", ["nope", "a/b/c", "a" * 300, "%2F%2Fevil.example"])
 def test_unknown_codes_go_to_the_default_landing_and_record_nothing(client, db, partner, code):
     response = client.get(f"/go/{code}", headers=BROWSER)
     assert response.status_code == 302

@@ -13,6 +13,7 @@ from datetime import date
 
 import pytest
 import sqlalchemy as sa
+from werkzeug.routing.converters import NumberConverter
 
 from config import TestingConfig
 from portal import create_app
@@ -71,7 +72,7 @@ def _url(app, rule, ids: dict[str, int]) -> str:
         items = getattr(converter, "items", None)
         if items:
             values[name] = sorted(items)[0]
-        elif type(converter).__name__ in ("IntegerConverter",):
+        elif isinstance(converter, NumberConverter):
             values[name] = ids.get(name, 1)
         else:
             values[name] = "x"

@@ -1,8 +1,9 @@
 """The base commission and its reversal on refunds: integer arithmetic, half-even, no cent lost or made."""
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
+import time_machine
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -85,8 +86,11 @@ def test_hold_period_sets_confirm_after(app, db):
 
     partner = PartnerFactory()
     prog = program(hold_period_days=14)
-    conv = conversion(1000)
-    conv.partner_id = partner.id
-    (line,) = earn(prog, conv)
-    assert line.confirm_after - conv.occurred_at == timedelta(days=14)
+    received = datetime(2026, 12, 2, 12, tzinfo=UTC)
+    with time_machine.travel(received, tick=False):
+        conv = conversion(1000)
+        conv.occurred_at = received - timedelta(days=10)  # a client's date shortens nothing
+        conv.partner_id = partner.id
+        (line,) = earn(prog, conv)
+    assert line.confirm_after == received + timedelta(days=14)
     assert line.status == "pending"

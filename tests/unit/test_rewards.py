@@ -78,6 +78,7 @@ def sale(program, partner, amount=10_000, at=None, product=None, customer=None, 
             occurred_at=at or utc(2026, 11, 10, 12),
         ),
         {"tx": tx},
+        received_at=at or utc(2026, 11, 10, 12),  # history: received when it happened
     )
     assert created
     return conversion

@@ -372,6 +372,7 @@ def test_a_refund_reaches_the_day_of_the_sale_not_the_day_of_the_refund(db, worl
         program,
         tracking.ConversionInput("t-1", 10_000, "USD", ref=partners[0].ref_code, occurred_at=sale_at),
         {"t": 1},
+        received_at=sale_at,
     )
     tracking.refund_conversion(conversion, 2_500, "one item back")
     rows = db.session.execute(sa.select(PartnerDailyStat)).scalars().all()

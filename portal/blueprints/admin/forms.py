@@ -192,6 +192,11 @@ class SettingsForm(FlaskForm):
     )
     commission_percent = StringField(_l("Percent"), validators=[Optional(), Length(max=10)])
     commission_flat = StringField(_l("Fixed amount"), validators=[Optional(), Length(max=20)])
+    max_sale = StringField(
+        _l("Maximum sale"),
+        validators=[DataRequired(_l("Enter an amount, e.g. 1000000.00.")), Length(max=20)],
+        description=_l("The API refuses a larger sale (a typo in an integration must not pay millions)."),
+    )
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -200,6 +205,7 @@ class SettingsForm(FlaskForm):
         self.minimum_payout_minor: int | None = None
         self.commission_percent_bp: int | None = None
         self.commission_flat_minor: int | None = None
+        self.max_sale_minor: int | None = None
 
     @classmethod
     def from_program(cls, program: Program) -> SettingsForm:
@@ -227,6 +233,7 @@ class SettingsForm(FlaskForm):
             fraud_duplicate_order=program.fraud_duplicate_order,
             duplicate_window_minutes=program.duplicate_window_minutes,
             allow_withdrawals=program.allow_withdrawals,
+            max_sale=to_decimal_string(program.max_sale_minor, program.currency),
         )
 
     def _amount(self, field, required: bool) -> int | None:
@@ -248,6 +255,7 @@ class SettingsForm(FlaskForm):
     def validate(self, extra_validators=None) -> bool:
         ok = super().validate(extra_validators)
         self.minimum_payout_minor = self._amount(self.minimum_payout, required=True)
+        self.max_sale_minor = self._amount(self.max_sale, required=True)
         if self.payout_schedule.data == PayoutSchedule.MONTHLY and not self.payout_day_of_month.data:
             self.payout_day_of_month.errors.append(_l("Choose a day from 1 to 28."))
         if self.commission_type.data == CommissionType.PERCENT:
@@ -288,6 +296,7 @@ class SettingsForm(FlaskForm):
             fraud_duplicate_order=self.fraud_duplicate_order.data,
             duplicate_window_minutes=self.duplicate_window_minutes.data,
             allow_withdrawals=self.allow_withdrawals.data,
+            max_sale_minor=self.max_sale_minor,
         )
 
 

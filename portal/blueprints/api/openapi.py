@@ -6,8 +6,32 @@ from portal.models import ConversionStatus, RejectionReason
 from portal.services.payouts import LineState
 
 _ID = {"type": "string", "minLength": 1, "maxLength": 128, "pattern": "^[\\x21-\\x7e]+$"}
-_AMOUNT = {"type": "string", "pattern": "^\\d{1,15}(\\.\\d{1,4})?$", "examples": ["49.90"]}
+_REFUND_ID = _ID | {
+    "maxLength": 100,
+    "description": (
+        "Your own id for this refund. Sending it again with the same body answers 200 with the "
+        "first answer and refunds nothing more; with a different body, 409. A different refund_id "
+        "is a new refund."
+    ),
+    "examples": ["RMA-1042"],
+}
+_AMOUNT = {"type": "string", "pattern": "^[0-9]{1,15}(\\.[0-9]{1,4})?$", "examples": ["49.90"]}
+_SALE_AMOUNT = _AMOUNT | {
+    "description": (
+        "ASCII digits, at most the currency's decimals, and at most the program's maximum sale "
+        "(a setting; 1000000.00 unless the operator changed it): a larger amount is a 422."
+    )
+}
 _TIME = {"type": "string", "format": "date-time", "examples": ["2026-11-24T10:00:00Z"]}
+_OCCURRED_AT = _TIME | {
+    "description": (
+        "When it happened, with a time zone; defaults to when it was received. A year outside "
+        "2000-2100 or more than 24 hours ahead of the portal's clock is a 422. It never shortens "
+        "the hold: a commission's confirm_after counts from when the portal received the sale. "
+        "A sale dated further back than the program's cookie window is stored rejected "
+        "(rejection_reason out_of_window)."
+    )
+}
 _NULLABLE_STR = {"type": ["string", "null"]}
 
 
@@ -38,7 +62,8 @@ def openapi_document(server_url: str) -> dict:
                 "Report signups, sales and refunds from the brand's servers. Attribution: a click id "
                 "beats a ref code, which beats the customer's earlier signup; clicks and signups count "
                 "inside the program's cookie window. Posting a transaction id again with the same body "
-                "answers 200 with the same result and creates nothing; with a different body, 409."
+                "answers 200 with the same result and creates nothing; with a different body, 409. "
+                "Refunds are the same with an optional refund_id."
             ),
         },
         "servers": [{"url": server_url}],
@@ -97,6 +122,11 @@ def openapi_document(server_url: str) -> dict:
                         },
                         "409": _error_response("This transaction id was reported with different details."),
                         **_ERRORS,
+                        "422": _error_response(
+                            "Validation failed; `fields` names each offending field: among others an "
+                            "amount above the program's maximum sale or not in ASCII digits, an "
+                            "occurred_at outside 2000-2100 or more than 24 hours ahead."
+                        ),
                     },
                 }
             },
@@ -127,13 +157,31 @@ def openapi_document(server_url: str) -> dict:
                             "application/json": {"schema": {"$ref": "#/components/schemas/RefundRequest"}}
                         },
                     },
+                    "description": (
+                        "Refunds sent at once add up exactly. With a refund_id, a retry (same body) is "
+                        "answered 200 with the first answer and refunds nothing more; the same refund_id "
+                        "with a different body is a 409. Without a refund_id every request is a new "
+                        "refund, except that refunding a fully refunded sale (no amount) changes nothing."
+                    ),
                     "responses": {
                         "200": {
-                            "description": "Refund applied.",
+                            "description": (
+                                "Refund applied; or a retry of a refund_id, answered with the first answer; "
+                                "or a full refund of a sale already fully refunded (nothing changes)."
+                            ),
                             "content": {"application/json": {"schema": conversion_ref}},
                         },
                         "404": _error_response("No conversion has this transaction id."),
+                        "409": _error_response(
+                            "This refund_id was already reported for this sale with a different body "
+                            "(error code `conflict`, field `refund_id`)."
+                        ),
                         **_ERRORS,
+                        "422": _error_response(
+                            "Validation failed (`fields` names each offending field): the amount is more "
+                            "than is left to refund, zero, or malformed; the refund_id is not 1-100 "
+                            "printable characters."
+                        ),
                     },
                 }
             },
@@ -156,7 +204,7 @@ def openapi_document(server_url: str) -> dict:
                         "click_id": _ID,
                         "ref": _ID,
                         "email": {"type": "string", "format": "email", "maxLength": 254},
-                        "occurred_at": _TIME,
+                        "occurred_at": _OCCURRED_AT,
                     },
                 },
                 "Signup": {
@@ -183,20 +231,20 @@ def openapi_document(server_url: str) -> dict:
                     "required": ["transaction_id", "amount", "currency"],
                     "properties": {
                         "transaction_id": _ID,
-                        "amount": _AMOUNT,
+                        "amount": _SALE_AMOUNT,
                         "currency": {"type": "string", "pattern": "^[A-Z]{3}$"},
                         "customer_id": _ID,
                         "click_id": _ID,
                         "ref": _ID,
                         "product_id": _ID,
-                        "occurred_at": _TIME,
+                        "occurred_at": _OCCURRED_AT,
                     },
                 },
                 "Commission": {
                     "type": "object",
                     "required": ["amount", "currency", "status", "confirm_after"],
                     "properties": {
-                        "amount": _AMOUNT | {"pattern": "^-?\\d{1,15}(\\.\\d{1,4})?$"},
+                        "amount": _AMOUNT | {"pattern": "^-?[0-9]{1,15}(\\.[0-9]{1,4})?$"},
                         "currency": {"type": "string"},
                         # payouts.LineState: the same words as the partner's ledger and CSV.
                         "status": {"type": "string", "enum": [str(state) for state in LineState]},
@@ -238,7 +286,12 @@ def openapi_document(server_url: str) -> dict:
                 "RefundRequest": {
                     "type": "object",
                     "additionalProperties": False,
-                    "properties": {"amount": _AMOUNT, "reason": {"type": "string", "maxLength": 500}},
+                    "properties": {
+                        "amount": _AMOUNT
+                        | {"description": "Part of the sale to refund; without it, whatever is left."},
+                        "reason": {"type": "string", "maxLength": 500},
+                        "refund_id": _REFUND_ID,
+                    },
                 },
                 "Error": {
                     "type": "object",

@@ -157,8 +157,9 @@ def create_signup():
 @bp.post("/conversions")
 def create_conversion():
     body = _body()
-    data = read_conversion(body)
-    conversion, created = tracking.record_conversion(cached_program(), data, body, defer_messages=True)
+    program = cached_program()
+    data = read_conversion(body, program)
+    conversion, created = tracking.record_conversion(program, data, body, defer_messages=True)
     payload = {"conversion": conversion_json(conversion)}  # before commit: nothing to reload afterwards
     db.session.commit()
     return jsonify(payload), 201 if created else 200
@@ -185,10 +186,21 @@ def refund_conversion(transaction_id: str):
     conversion, error = _conversion_or_404(transaction_id)
     if error:
         return error
-    amount, reason = read_refund(body, conversion.currency)
-    tracking.refund_conversion(conversion, amount, reason)
+    data = read_refund(body, conversion.currency)
+    outcome = tracking.apply_refund(
+        conversion, data.amount_minor, data.note, refund_id=data.refund_id, raw=body
+    )
+    if outcome.replay:
+        # A retry is answered as the first time (a refund written outside the API has no
+        # stored answer: the conversion as it is now).
+        payload = outcome.refund.response or {"conversion": conversion_json(outcome.conversion)}
+        db.session.rollback()  # nothing was written
+        return jsonify(payload)
+    payload = {"conversion": conversion_json(outcome.conversion)}
+    if outcome.refund is not None:
+        tracking.keep_refund_answer(outcome.refund, payload)
     db.session.commit()
-    return jsonify({"conversion": conversion_json(conversion)})
+    return jsonify(payload)
 
 
 @bp.get("/openapi.json")

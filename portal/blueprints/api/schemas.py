@@ -3,14 +3,25 @@
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
-from portal.money import parse_amount
-from portal.services.tracking import ConversionInput, SignupInput
+from flask_babel import get_locale
 
-_ID = re.compile(r"^[\x21-\x7e]{1,128}$")  # printable ASCII, no spaces
+from portal.models import Program
+from portal.models.types import utcnow
+from portal.money import format_money, parse_amount
+from portal.services.tracking import ConversionInput, RefundInput, SignupInput
+
+_ID = re.compile(r"^[\x21-\x7e]+\Z")  # printable ASCII, no spaces
+_ID_MAX = 128
+REFUND_ID_MAX = 100  # the column's length
+# Dates a client may send: nothing before 2000 or after 2100, and at most a day ahead of the
+# portal's clock (clocks drift; a sale dated next year is a bug or a trick).
+YEARS = (2000, 2100)
+FUTURE_SLACK = timedelta(hours=24)
+_TIME_FORMAT = "must be an ISO 8601 date-time with a time zone, e.g. 2026-11-24T10:00:00Z"
 _EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,190}\.[^@\s]{2,63}$")
-_CURRENCY = re.compile(r"^[A-Z]{3}$")
+_CURRENCY = re.compile(r"^[A-Z]{3}\Z")
 
 
 class Invalid(Exception):
@@ -32,7 +43,7 @@ class _Reader:
     def fail(self, name: str, message: str) -> None:
         self.errors.setdefault(name, []).append(message)
 
-    def identifier(self, name: str, required: bool = False) -> str | None:
+    def identifier(self, name: str, required: bool = False, max_length: int = _ID_MAX) -> str | None:
         value = self.body.get(name)
         if value is None:
             if required:
@@ -40,8 +51,8 @@ class _Reader:
             return None
         if isinstance(value, int) and not isinstance(value, bool):
             value = str(value)
-        if not isinstance(value, str) or not _ID.match(value):
-            self.fail(name, "must be a string of 1-128 printable characters without spaces")
+        if not isinstance(value, str) or len(value) > max_length or not _ID.match(value):
+            self.fail(name, f"must be a string of 1-{max_length} printable characters without spaces")
             return None
         return value
 
@@ -59,16 +70,24 @@ class _Reader:
         if value is None:
             return None
         if not isinstance(value, str) or len(value) > 40:
-            self.fail(name, "must be an ISO 8601 date-time with a time zone, e.g. 2026-11-24T10:00:00Z")
+            self.fail(name, _TIME_FORMAT)
             return None
         try:
             parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
         except ValueError:
             parsed = None
         if parsed is None or parsed.tzinfo is None:
-            self.fail(name, "must be an ISO 8601 date-time with a time zone, e.g. 2026-11-24T10:00:00Z")
+            self.fail(name, _TIME_FORMAT)
             return None
-        return parsed.astimezone(UTC)
+        if not YEARS[0] <= parsed.year <= YEARS[1]:
+            # Checked before the conversion to UTC, which overflows at the ends of the calendar.
+            self.fail(name, f"must be a date from the years {YEARS[0]} to {YEARS[1]}")
+            return None
+        parsed = parsed.astimezone(UTC)
+        if parsed - utcnow() > FUTURE_SLACK:
+            self.fail(name, "must not be more than 24 hours in the future")
+            return None
+        return parsed
 
     def done(self) -> None:
         if self.errors:
@@ -88,7 +107,10 @@ def read_signup(body: dict) -> SignupInput:
     return data
 
 
-def read_amount(r: _Reader, name: str, currency: str | None, required: bool) -> int | None:
+def read_amount(
+    r: _Reader, name: str, currency: str | None, required: bool, maximum: int | None = None
+) -> int | None:
+    """Minor units from a decimal string of ASCII digits; ``maximum`` in the same currency."""
     value = r.body.get(name)
     if value is None:
         if required:
@@ -110,10 +132,15 @@ def read_amount(r: _Reader, name: str, currency: str | None, required: bool) -> 
     if minor > 10**13:
         r.fail(name, "is too large")
         return None
+    if maximum is not None and minor > maximum:
+        shown = format_money(maximum, currency, locale=str(get_locale() or "en"))
+        r.fail(name, f"must be at most {shown}, the program's maximum sale")
+        return None
     return minor
 
 
-def read_conversion(body: dict) -> ConversionInput:
+def read_conversion(body: dict, program: Program | None = None) -> ConversionInput:
+    """The sale in ``body``; with the program, its amount is held to the maximum sale."""
     r = _Reader(
         body,
         {
@@ -134,9 +161,10 @@ def read_conversion(body: dict) -> ConversionInput:
     elif not isinstance(currency, str) or not _CURRENCY.match(currency):
         r.fail("currency", "must be an ISO 4217 code such as USD")
         currency = None
+    maximum = program.max_sale_minor if program is not None and currency == program.currency else None
     data = ConversionInput(
         transaction_id=r.identifier("transaction_id", required=True),
-        amount_minor=read_amount(r, "amount", currency, required=True),
+        amount_minor=read_amount(r, "amount", currency, required=True, maximum=maximum),
         currency=currency,
         customer_id=r.identifier("customer_id"),
         click_id=r.identifier("click_id"),
@@ -148,12 +176,13 @@ def read_conversion(body: dict) -> ConversionInput:
     return data
 
 
-def read_refund(body: dict, currency: str) -> tuple[int | None, str | None]:
-    r = _Reader(body, {"amount", "reason"})
+def read_refund(body: dict, currency: str) -> RefundInput:
+    r = _Reader(body, {"amount", "reason", "refund_id"})
     amount = read_amount(r, "amount", currency, required=False)
     reason = body.get("reason")
     if reason is not None and (not isinstance(reason, str) or len(reason) > 500):
         r.fail("reason", "must be text of at most 500 characters")
         reason = None
+    refund_id = r.identifier("refund_id", max_length=REFUND_ID_MAX)
     r.done()
-    return amount, reason
+    return RefundInput(amount_minor=amount, note=reason, refund_id=refund_id)

@@ -71,15 +71,23 @@ def apply():
             social_profiles=form.social_profiles.data,
         )
         try:
-            partner = accounts.apply_as_partner(application)
+            user, partner = accounts.apply_or_notify(application)
         except DomainError as error:
             db.session.rollback()
             put_error_on_form(form, error)
         else:
             db.session.commit()
-            login_user(partner.user)
-            flash(_("Thank you! Your application is in; we will review it soon."), "success")
-            return redirect(url_for("auth.application_status"))
+            # A known address gets the same answer and an e-mail instead of an account, so
+            # the form does not tell who has one; neither is signed in here.
+            links = {
+                "login_url": url_for("auth.login", _external=True),
+                "reset_url": url_for("auth.forgot_password", _external=True),
+            }
+            try:
+                accounts.send_application_mail(user, partner, links)
+            except MailError:
+                current_app.logger.warning("the application e-mail could not be sent")
+            return render_template("auth/apply_sent.html", email=form.email.data)
     status = 200 if request.method == "GET" else 422
     return render_template("auth/apply.html", form=form, program=get_program()), status
 
@@ -143,7 +151,16 @@ def reset_password(token: str):
 @bp.route("/unsubscribe/<token>", methods=["GET", "POST"])
 @csrf.exempt  # RFC 8058: mail clients POST "List-Unsubscribe=One-Click" without a form token
 def unsubscribe(token: str):
-    """Opening the link (or the mail client's one-click POST) switches that kind of e-mail off."""
+    """Opening the link asks; the button (or the mail client's one-click POST) switches that kind
+    of e-mail off. A GET never acts: mail scanners open every link they see."""
+    if request.method == "GET":
+        try:
+            _partner, kind = delivery.read_unsubscribe_token(token)
+        except DomainError as error:
+            return _invalid_link(error)
+        return render_template(
+            "auth/unsubscribe_confirm.html", kind_label=delivery.email_kind_label(kind), token=token
+        )
     try:
         _partner, kind = delivery.unsubscribe(token)
     except DomainError as error:

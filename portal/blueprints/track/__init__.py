@@ -7,9 +7,10 @@ bp = Blueprint("track", __name__)
 
 
 class AnyCodeConverter(PathConverter):
-    """Whatever follows /go/, slashes included, so a mangled link still reaches the redirect."""
+    """Whatever follows /go/, slashes included, so a mangled link still reaches the redirect;
+    control characters excepted (a NUL cannot even be looked up in PostgreSQL): 404."""
 
-    regex = ".+?"
+    regex = "[^\\x00-\\x1f\\x7f]+?"
     part_isolating = False
 
 
