@@ -175,6 +175,7 @@ class Config:
 
     # Tracking API
     API_RATE_LIMIT = _str("API_RATE_LIMIT", "1200 per minute")
+    API_AUTH_FAILURE_LIMIT = _str("API_AUTH_FAILURE_LIMIT", "30 per minute")
     API_MAX_BODY_BYTES = _int("API_MAX_BODY_BYTES", 64 * 1024)
 
     # Creative files. "local": under STORAGE_LOCAL_DIR, served through signed,

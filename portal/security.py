@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from functools import wraps
-from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 from flask import Flask, abort, redirect, request, url_for
 from flask_babel import lazy_gettext as _l
 from flask_login import LoginManager, current_user
 
+from portal import urlcheck
 from portal.extensions import db
 from portal.models import PartnerStatus, Role, User
 
@@ -79,14 +79,10 @@ def home_url_for(user: User) -> str:
 
 
 def safe_next_url(target: str | None) -> str | None:
-    """Only same-site relative paths are followed after sign-in (no open redirect)."""
-    if not target or any(ord(char) < 32 or ord(char) == 127 for char in target):
-        return None  # control characters (CR/LF) could split the Location header
-    target = target.strip().replace("\\", "/")
-    parts = urlsplit(target)
-    if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//"):
-        return None
-    return target
+    """Only same-site relative paths are followed after sign-in (no open redirect):
+    ``portal.urlcheck.safe_next`` decides (it refuses control characters such as CR/LF,
+    which could split the Location header, and backslashes)."""
+    return urlcheck.safe_next(target)
 
 
 def client_ip() -> str:

@@ -16,7 +16,14 @@ from itsdangerous import BadSignature, URLSafeTimedSerializer
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from portal import realtime
-from portal.errors import DuplicateEmail, InvalidCredentials, InvalidToken, InvalidTransition, WeakPassword
+from portal.errors import (
+    DomainError,
+    DuplicateEmail,
+    InvalidCredentials,
+    InvalidToken,
+    InvalidTransition,
+    WeakPassword,
+)
 from portal.extensions import db
 from portal.mail import send_mail
 from portal.models import Partner, PartnerStatus, Role, User
@@ -263,6 +270,23 @@ def change_password(user: User, current_password: str, new_password: str) -> Use
     record_event(user, "user.password_changed", "user", user.id)
     db.session.flush()
     return user
+
+
+def confirm_identity(user: User, password: str | None, code: str | None = None) -> None:
+    """Ask again who is there before a change a stolen session must not make (payout details):
+    the current password, and the code of the second factor once one is enrolled (a failed
+    code counts towards the account's pause, as at sign-in)."""
+    if not password:
+        raise DomainError(_("Enter your current password to make this change."), "current_password")
+    if not user.check_password(password):
+        raise DomainError(_("That is not your current password."), "current_password")
+    if user.two_factor_enabled:
+        from portal.services import two_factor
+
+        if not (code or "").strip():
+            raise DomainError(_("Enter the code from your authenticator app."), "code")
+        if two_factor.verify(user, code).method is None:
+            raise DomainError(_("That code does not match."), "code")
 
 
 # --- password reset ---------------------------------------------------------

@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from flask_babel import gettext as _
 from sqlalchemy.orm import joinedload, selectinload
 
-from portal import realtime
+from portal import realtime, urlcheck
 from portal.errors import DomainError, InvalidTransition
 from portal.extensions import db
 from portal.models import (
@@ -45,7 +45,6 @@ from portal.models import (
 from portal.models.types import utcnow
 from portal.services import inbox, reward_rules, rewards
 from portal.services.audit import record_event
-from portal.services.program import is_allowed_destination
 
 MAX_NAME = 120
 MAX_TEXT = 2000
@@ -182,14 +181,16 @@ def _clean_input(data: RequestInput, program: Program) -> RequestInput:
     url = (data.landing_url or "").strip()
     if not url:
         raise DomainError(_("Give the page the campaign should open."), "landing_url")
-    if not is_allowed_destination(url, program.allowed_domains):
+    try:
+        url = urlcheck.clean_destination(url, program.allowed_domains)
+    except urlcheck.UnsafeUrl:
         raise DomainError(
             _(
                 "The landing page must be on the program's sites: %(domains)s.",
                 domains=", ".join(program.allowed_domains) or "—",
             ),
             "landing_url",
-        )
+        ) from None
     rate = check_percent(data.desired_percent_bp, "desired_rate")
     expected = data.expected_monthly_conversions
     if expected is not None and not 0 <= expected <= MAX_EXPECTED:

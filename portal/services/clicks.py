@@ -24,7 +24,7 @@ from flask import current_app
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from portal import lookups
+from portal import lookups, urlcheck
 from portal.extensions import db
 from portal.models import (
     Click,
@@ -64,7 +64,9 @@ class Target:
 
     ``destination`` is where the click goes without a landing-page creative, and
     ``location_head`` + click id + ``location_tail`` the redirect's ``Location`` then:
-    worked out once per cached look-up, not on every click.
+    worked out once per cached look-up, not on every click. ``own_destination`` is the
+    link's own address as ``portal.urlcheck`` passed it (normalised) when the look-up was
+    cached, or None when it has none or it no longer passes.
     """
 
     code: str
@@ -80,6 +82,7 @@ class Target:
     destination: str = ""
     location_head: str = ""
     location_tail: str = ""
+    own_destination: str | None = None
 
     def location(self, click_id: str) -> str:
         return self.location_head + click_id + self.location_tail
@@ -106,7 +109,12 @@ def creative_id_from(value: str | None) -> int | None:
 
 
 def _load_creative_landing(creative_id: int) -> str | None:
-    return db.session.scalar(
+    """The creative's address, checked once here against the allowed domains (so not on
+    every click): None when it does not pass."""
+    route = routing()
+    if route is None:
+        return None
+    url = db.session.scalar(
         sa.select(CreativeVersion.url)
         .join(
             Creative,
@@ -121,10 +129,12 @@ def _load_creative_landing(creative_id: int) -> str | None:
             Creative.status == CreativeStatus.PUBLISHED,
         )
     )
+    return urlcheck.checked_destination(url, route.allowed_domains) if url else None
 
 
 def creative_landing(value: str | None) -> str | None:
-    """Where a published landing-page creative sends its clicks, if ``value`` names one."""
+    """Where a published landing-page creative sends its clicks, if ``value`` names one
+    and its address is on the allowed domains (checked when cached)."""
     creative_id = creative_id_from(value)
     if creative_id is None:
         return None
@@ -183,9 +193,12 @@ def _load_target(code: str, route: Routing | None) -> Target | None:
         )
     if route is None or not route.default_landing_url:
         return target
-    destination = destination_for(target, route)
+    own = urlcheck.checked_destination(target.destination_url, route.allowed_domains)
+    destination = own or route.default_landing_url
     head, tail = location_parts(destination, route.ref_param, target.ref_code, route.click_id_param)
-    return replace(target, destination=destination, location_head=head, location_tail=tail)
+    return replace(
+        target, destination=destination, location_head=head, location_tail=tail, own_destination=own
+    )
 
 
 def resolve(code: str) -> Target | None:
@@ -201,9 +214,12 @@ def _load_routing() -> Routing | None:
     program = db.session.scalars(sa.select(Program).order_by(Program.id).limit(1)).first()
     if program is None:
         return None
+    domains = tuple(program.allowed_domains or ())
     return Routing(
-        default_landing_url=program.default_landing_url,
-        allowed_domains=tuple(program.allowed_domains),
+        # Checked again here: an address that does not pass (set behind the settings page's
+        # back) counts as no landing page, and the redirect answers "not ready" instead.
+        default_landing_url=urlcheck.checked_destination(program.default_landing_url, domains) or "",
+        allowed_domains=domains,
         ref_param=program.ref_param,
         click_id_param=program.click_id_param,
         flood_rule=program.fraud_click_flood,
@@ -299,14 +315,14 @@ def location_parts(url: str, ref_param: str, ref: str, click_id_param: str) -> t
 
 
 def destination_for(target: Target | None, route: Routing, creative_landing: str | None = None) -> str:
-    """The link's own destination, else the landing-page creative's, each only while it is
-    still on an allowed domain; else the default landing page."""
-    from portal.services.program import is_allowed_destination
+    """The link's own destination, else the landing-page creative's, each only while it
+    passes ``portal.urlcheck`` (normalised as it passed); else the default landing page.
 
-    for url in (target.destination_url if target is not None else None, creative_landing):
-        if url and is_allowed_destination(url, list(route.allowed_domains)):
-            return url
-    return route.default_landing_url
+    Both were checked when they were cached (``_load_target``, ``creative_landing``), so a
+    click costs no parsing here."""
+    if target is not None and target.own_destination:
+        return target.own_destination
+    return creative_landing or route.default_landing_url
 
 
 class _Nonces:

@@ -21,7 +21,7 @@ from flask import current_app
 from flask_babel import gettext as _
 from sqlalchemy.orm import aliased, selectinload
 
-from portal import realtime
+from portal import realtime, urlcheck
 from portal.errors import DomainError, InvalidFile, InvalidTransition
 from portal.extensions import db
 from portal.models import (
@@ -38,7 +38,6 @@ from portal.models import (
 from portal.models.types import utcnow
 from portal.services.audit import record_event
 from portal.services.creative_files import ImageInfo, Upload, inspect_image
-from portal.services.program import is_allowed_destination
 from portal.storage import Storage, current_storage, put_in_transaction
 
 LINK_PLACEHOLDER = "{link}"
@@ -179,8 +178,8 @@ def _checked(kind: str, data: CreativeInput, program: Program) -> CreativeInput:
         if LINK_PLACEHOLDER not in cleaned.body:
             raise DomainError(_("Put {link} in the e-mail where the partner's link goes."), "body")
     elif kind == CreativeKind.LANDING:
-        cleaned.url = _clean(data.url)
-        if not cleaned.url or not is_allowed_destination(cleaned.url, program.allowed_domains):
+        cleaned.url = urlcheck.checked_destination(_clean(data.url), program.allowed_domains)
+        if not cleaned.url:
             raise DomainError(
                 _(
                     "Landing pages must be on the program's own sites: %(domains)s.",

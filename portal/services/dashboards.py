@@ -8,8 +8,6 @@ Partner functions take the partner's id and read nothing else.
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -22,6 +20,7 @@ from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from sqlalchemy.dialects import postgresql, sqlite
 
+from portal import csvfile
 from portal.extensions import db
 from portal.models import (
     COUNTERS,
@@ -969,9 +968,9 @@ _FIGURE_HEADERS = (
 
 
 def _text(value: str | None) -> str:
-    """Text that came from people: never let a spreadsheet read it as a formula."""
-    value = value or ""
-    return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
+    """Text that came from people: never let a spreadsheet read it as a formula
+    (``to_csv`` does it to every cell as well; this keeps the table's text safe anywhere)."""
+    return csvfile.neutralise(value or "")
 
 
 def _figure_cells(figures: Figures, currency: str) -> list:
@@ -1089,8 +1088,4 @@ def program_table(rng: DateRange, today: date, timezone: str, name: str, currenc
 
 
 def to_csv(headers: list, rows: Iterable[list]) -> str:
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(headers)
-    writer.writerows(rows)
-    return out.getvalue()
+    return csvfile.to_csv(headers, rows)

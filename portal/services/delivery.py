@@ -233,6 +233,44 @@ def queue_email(partner: Partner, kind: str, subject: str, body_markdown: str, l
     return True
 
 
+def queue_notice(partner: Partner, kind: str, subject: str, text: str) -> bool:
+    """Write a security notice to the outbox (a change to the partner's account they must
+    hear about): sent whenever SMTP is set up, whatever the partner's e-mail switches, and
+    without an unsubscribe link. In the caller's transaction, like every outbox row."""
+    if not mail_configured():
+        return False
+    outbound = OutboundEmail(
+        partner_id=partner.id,
+        kind=kind,
+        to_address=partner.user.email,
+        subject=subject[:300],
+        text=text,
+        html=None,
+        unsubscribe_url="",
+    )
+    db.session.add(outbound)
+    db.session.flush()
+    db.session.info.setdefault(_PENDING_KEY, []).append(outbound.id)
+    return True
+
+
+def payout_details_changed(partner: Partner, *, before: str, after: str, held: bool) -> bool:
+    """The notice that the partner's payout destination changed (``before`` and ``after``
+    already masked), to their sign-in address."""
+    from flask_babel import format_datetime
+
+    text = render_template(
+        "email/payout_details_changed.txt",
+        partner=partner,
+        before=before,
+        after=after,
+        held=held,
+        when=format_datetime(utcnow()),
+        link=absolute_url("partner.payout_details"),
+    )
+    return queue_notice(partner, "payout_details_changed", _("Your payout details were changed"), text)
+
+
 @event.listens_for(Session, "after_commit")
 def _ready_after_commit(session: Session) -> None:
     pending = session.info.pop(_PENDING_KEY, None)
@@ -305,9 +343,10 @@ def _send_one(outbound_id: int) -> bool:
     outbound = db.session.get(OutboundEmail, outbound_id)
     db.session.refresh(outbound)
     message = build_message(outbound.to_address, outbound.subject, outbound.text, outbound.html)
-    # RFC 8058: mail clients show an unsubscribe button that POSTs to this address.
-    message["List-Unsubscribe"] = f"<{outbound.unsubscribe_url}>"
-    message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    if outbound.unsubscribe_url:  # a security notice (queue_notice) has none
+        # RFC 8058: mail clients show an unsubscribe button that POSTs to this address.
+        message["List-Unsubscribe"] = f"<{outbound.unsubscribe_url}>"
+        message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     try:
         send_message(message)
     except MailError as error:

@@ -8,11 +8,11 @@ import secrets
 import sqlalchemy as sa
 from flask_babel import gettext as _
 
+from portal import urlcheck
 from portal.errors import DomainError
 from portal.extensions import db
 from portal.models import CHANNELS, Link, Partner, PartnerStatus, Program, User
 from portal.services.audit import record_event
-from portal.services.program import is_allowed_destination
 
 _CODE_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"
 _SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{1,62}[a-z0-9])$")
@@ -35,15 +35,18 @@ def generate_link_code(length: int = 7) -> str:
 
 def _check_destination(url: str | None, program: Program) -> str | None:
     url = (url or "").strip() or None
-    if url is not None and not is_allowed_destination(url, program.allowed_domains):
+    if url is None:
+        return None
+    try:
+        return urlcheck.clean_destination(url, program.allowed_domains)
+    except urlcheck.UnsafeUrl:
         raise DomainError(
             _(
                 "Links may only point to the program's sites: %(domains)s.",
                 domains=", ".join(program.allowed_domains) or "—",
             ),
             "destination_url",
-        )
-    return url
+        ) from None
 
 
 def _clean_tag(value: str | None, field: str) -> str | None:

@@ -10,9 +10,7 @@ Money rules that do not bend:
 
 from __future__ import annotations
 
-import csv
 import enum
-import io
 import re
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -22,7 +20,7 @@ from flask_babel import gettext as _
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
 
-from portal import realtime
+from portal import csvfile, realtime
 from portal.errors import DomainError
 from portal.extensions import db
 from portal.models import (
@@ -46,8 +44,14 @@ from portal.models import (
 )
 from portal.models.types import utcnow
 from portal.money import to_decimal_string
-from portal.services import schedule
+from portal.services import accounts, delivery, schedule
 from portal.services.audit import record_event
+
+# A batch built within this long of a change of a partner's payout destination holds their
+# item for an operator to check (a stolen session must not redirect the next payout).
+DETAILS_CHANGE_HOLD = timedelta(hours=48)
+# The audit action of such a change (not of a first setup: nothing is redirected then).
+DESTINATION_CHANGED = "payout.destination_changed"
 
 
 def confirm_due_commissions(now: datetime) -> int:
@@ -123,10 +127,11 @@ def _fill_batch(
     """Put every partner's unpaid balance at or above ``minimum`` into ``batch``; returns the item count.
 
     Set-based whatever the size: one INSERT ... SELECT ... GROUP BY partner makes the items
-    (held back for partners who are suspended or have no payout details, with the reason in
-    ``hold_reason``), one INSERT ... SELECT joins each payable item's lines to it. A held
-    item has no lines: they stay in the partner's confirmed balance. payout_lines is keyed by the
-    line, so the database never lets a line into two payouts.
+    (held back for partners who are suspended, have no payout details or replaced them
+    shortly before, with the reason in ``hold_reason``), one INSERT ... SELECT joins each
+    payable item's lines to it. A held item has no lines: they stay in the partner's
+    confirmed balance. payout_lines is keyed by the line, so the database never lets a line
+    into two payouts.
 
     The items and the lines come from the same set of unpaid lines: on PostgreSQL the two
     inserts are one statement (the items in a data-modifying WITH), so one snapshot; on
@@ -144,10 +149,23 @@ def _fill_batch(
         .subquery("balances")
     )
     # Suspension first: a suspended partner with payout details is held all the same, and
-    # reinstating them is what releases the item (``release_suspension_holds``).
+    # reinstating them is what releases the item (``release_suspension_holds``). Then: payout
+    # details replaced within DETAILS_CHANGE_HOLD of the cutoff (or since): an operator
+    # checks the new destination and releases the item (``release_details_hold``).
+    details_changed = (
+        sa.select(AuditEvent.id)
+        .where(
+            AuditEvent.subject_type == "partner",
+            AuditEvent.subject_id == balances.c.partner_id,
+            AuditEvent.action == DESTINATION_CHANGED,
+            AuditEvent.created_at >= (batch.cutoff_at or utcnow()) - DETAILS_CHANGE_HOLD,
+        )
+        .exists()
+    )
     held_because = sa.case(
         (Partner.status == PartnerStatus.SUSPENDED, sa.literal(HoldReason.SUSPENDED.value, sa.String)),
         (PayoutAccount.id.is_(None), sa.literal(HoldReason.NO_DETAILS.value, sa.String)),
+        (details_changed, sa.literal(HoldReason.DETAILS_CHANGED.value, sa.String)),
         else_=sa.null(),
     )
     make_items = sa.insert(PayoutItem).from_select(
@@ -275,10 +293,14 @@ def settle(
 
 
 def _record_suspension_holds(batch: PayoutBatch, actor: User | None) -> None:
-    """One audit entry per item the batch held because its partner is suspended (one insert)."""
+    """One audit entry per item the batch held because its partner is suspended or changed
+    their payout details shortly before (one insert)."""
     held = db.session.execute(
-        sa.select(PayoutItem.id, PayoutItem.partner_id, PayoutItem.amount_minor).where(
-            PayoutItem.batch_id == batch.id, PayoutItem.hold_reason == HoldReason.SUSPENDED
+        sa.select(
+            PayoutItem.id, PayoutItem.partner_id, PayoutItem.amount_minor, PayoutItem.hold_reason
+        ).where(
+            PayoutItem.batch_id == batch.id,
+            PayoutItem.hold_reason.in_([HoldReason.SUSPENDED.value, HoldReason.DETAILS_CHANGED.value]),
         )
     ).all()
     if held:
@@ -291,12 +313,12 @@ def _record_suspension_holds(batch: PayoutBatch, actor: User | None) -> None:
                     "subject_type": "payout_item",
                     "subject_id": item_id,
                     "data": {
-                        "reason": HoldReason.SUSPENDED.value,
+                        "reason": reason,
                         "partner": partner_id,
                         "amount_minor": amount,
                     },
                 }
-                for item_id, partner_id, amount in held
+                for item_id, partner_id, amount, reason in held
             ],
         )
 
@@ -335,6 +357,7 @@ def request_withdrawal(program: Program, partner: Partner, now: datetime | None 
     db.session.flush()
     _fill_batch(batch, balance, None, partner.id)
     record_event(partner.user, "payout.withdrawal_requested", "payout_batch", batch.id, amount_minor=balance)
+    _record_suspension_holds(batch, partner.user)
     realtime.notify_operators("payout", {"batch": batch.id})
     return batch
 
@@ -469,6 +492,55 @@ def release_suspension_holds(partner: Partner, actor: User | None, program: Prog
         realtime.notify_operators("payout", {"partner": partner.id})
         realtime.notify(partner.id, "earnings", {"released": True})
     return joined
+
+
+def release_details_hold(item: PayoutItem, actor: User, program: Program) -> PayoutItem:
+    """An operator checked the new payout details of an item held for ``details_changed``
+    and releases it into its batch (still in review only: nothing is added to an approved one).
+
+    As for reinstatement, the held amount is not trusted: the partner's lines still unpaid
+    before the batch's cutoff are joined to the item now, and it pays their sum to the
+    destination the partner has now. Audited (``payout.item_released``).
+    """
+    _lock_program_row()
+    db.session.refresh(item)
+    batch = item.batch
+    if item.status != ItemStatus.HELD or item.hold_reason != HoldReason.DETAILS_CHANGED:
+        raise DomainError(_("Only a payment held because its payout details changed can be released here."))
+    if batch.status != BatchStatus.REVIEW:
+        raise DomainError(_("This batch is approved; the balance goes to the next payout."))
+    partner = item.partner
+    if partner.status == PartnerStatus.SUSPENDED:
+        raise DomainError(_("The partner is suspended; reinstating them releases their payments."))
+    account = account_of(partner)
+    if account is None:
+        raise DomainError(_("The partner has no payout details now."))
+    lines, amount = _join_unpaid_lines(item, batch)
+    minimum = program.minimum_payout_minor if batch.kind == BatchKind.SCHEDULED else 1
+    if not lines or amount < max(minimum, 1):
+        raise DomainError(
+            _("The partner's balance no longer reaches the minimum; it goes to the next payout.")
+        )
+    item.amount_minor = amount
+    item.status = ItemStatus.PENDING
+    item.hold_reason = None
+    item.method = account.method
+    item.destination = {name: getattr(account, name) for name in _DESTINATION_FIELDS[account.method]}
+    record_event(
+        actor,
+        "payout.item_released",
+        "payout_item",
+        item.id,
+        partner=partner.id,
+        reason=HoldReason.DETAILS_CHANGED.value,
+        outcome="in_batch",
+        amount_minor=amount,
+        lines=lines,
+    )
+    db.session.flush()
+    realtime.notify_operators("payout", {"batch": batch.id})
+    realtime.notify(partner.id, "earnings", {"released": True})
+    return item
 
 
 def held_items_of(partner: Partner) -> list[PayoutItem]:
@@ -725,45 +797,47 @@ def batch_total(batch: PayoutBatch, statuses=(ItemStatus.PENDING, ItemStatus.PAI
 
 
 def export_csv(batch: PayoutBatch) -> str:
-    """Generic payment file: one row per payable item."""
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(
-        ["item_id", "partner_ref", "partner_name", "method", "destination", "amount", "currency", "note"]
+    """Generic payment file: one row per payable item (``portal.csvfile`` writes it)."""
+    headers = [
+        "item_id",
+        "partner_ref",
+        "partner_name",
+        "method",
+        "destination",
+        "amount",
+        "currency",
+        "note",
+    ]
+    rows = (
+        [
+            item.id,
+            ref_code,
+            name,
+            item.method,
+            "; ".join(f"{k}={v}" for k, v in item.destination.items() if v),
+            to_decimal_string(item.amount_minor, item.currency),
+            item.currency,
+            f"Partner payout {batch.period_end.isoformat()}",
+        ]
+        for item, ref_code, name in _payable(batch)
     )
-    for item, ref_code, name in _payable(batch):
-        writer.writerow(
-            [
-                item.id,
-                ref_code,
-                name,
-                item.method,
-                "; ".join(f"{k}={v}" for k, v in item.destination.items() if v),
-                to_decimal_string(item.amount_minor, item.currency),
-                item.currency,
-                f"Partner payout {batch.period_end.isoformat()}",
-            ]
-        )
-    return out.getvalue()
+    return csvfile.to_csv(headers, rows)
 
 
 def export_paypal(batch: PayoutBatch) -> str:
     """PayPal Payouts bulk file (CSV, no header): e-mail, amount, currency, unique id, note."""
-    out = io.StringIO()
-    writer = csv.writer(out)
-    for item, _ref_code, _name in _payable(batch):
-        if item.method != "paypal":
-            continue
-        writer.writerow(
-            [
-                item.destination["paypal_email"],
-                to_decimal_string(item.amount_minor, item.currency),
-                item.currency,
-                f"payout-{item.id}",
-                f"Partner payout {batch.period_end.isoformat()}",
-            ]
-        )
-    return out.getvalue()
+    rows = (
+        [
+            item.destination["paypal_email"],
+            to_decimal_string(item.amount_minor, item.currency),
+            item.currency,
+            f"payout-{item.id}",
+            f"Partner payout {batch.period_end.isoformat()}",
+        ]
+        for item, _ref_code, _name in _payable(batch)
+        if item.method == "paypal"
+    )
+    return csvfile.to_csv(None, rows)
 
 
 def _payable(batch: PayoutBatch) -> list[tuple[PayoutItem, str, str]]:
@@ -861,15 +935,14 @@ def _order_of(line: Commission) -> str:
 
 def ledger_csv(partner_id: int) -> str:
     hold = hold_of(db.session.get(Partner, partner_id))
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(
+    headers = (
         ["line_id", "earned_at", "order", "kind", "amount", "currency", "status", "confirms_on", "reason",
          "payout_date", "paid_on", "reference"]
     )  # fmt: skip
+    rows = []
     for line in ledger_of(partner_id):
         item = line.payout_item
-        writer.writerow(
+        rows.append(
             [
                 line.id,
                 line.created_at.isoformat(),
@@ -885,7 +958,7 @@ def ledger_csv(partner_id: int) -> str:
                 item.reference if item and item.status == ItemStatus.PAID else "",
             ]
         )
-    return out.getvalue()
+    return csvfile.to_csv(headers, rows)
 
 
 class LineState(enum.StrEnum):
@@ -942,6 +1015,7 @@ def hold_of(partner: Partner) -> str | None:
 
     Suspended: everything confirmed is frozen. No payout details: held once a batch held
     an item for it (the batch still open); adding details lets the next batch pay it.
+    Details changed: a batch in review held the item until an operator releases it.
     """
     if partner.status == PartnerStatus.SUSPENDED:
         return HoldReason.SUSPENDED
@@ -957,6 +1031,18 @@ def hold_of(partner: Partner) -> str | None:
     )
     if held_for_details and account_of(partner) is None:
         return HoldReason.NO_DETAILS
+    held_for_change = db.session.scalar(
+        sa.select(sa.func.count())
+        .select_from(PayoutItem)
+        .join(PayoutBatch, PayoutBatch.id == PayoutItem.batch_id)
+        .where(
+            PayoutItem.partner_id == partner.id,
+            PayoutItem.hold_reason == HoldReason.DETAILS_CHANGED,
+            PayoutBatch.status == BatchStatus.REVIEW,
+        )
+    )
+    if held_for_change:
+        return HoldReason.DETAILS_CHANGED
     return None
 
 
@@ -993,8 +1079,49 @@ class PayoutDetails:
     tax_country: str | None = None
 
 
-def save_payout_account(partner: Partner, details: PayoutDetails, actor: User) -> PayoutAccount:
-    """Check and store where the partner is paid; the change is audited and announced."""
+def _destination_of(account: PayoutAccount) -> dict[str, str | None]:
+    return {name: getattr(account, name) for name in _DESTINATION_FIELDS[account.method]}
+
+
+def _mask(text: str | None, keep_start: int = 1, keep_end: int = 0) -> str:
+    text = text or ""
+    if len(text) <= keep_start + keep_end + 2:
+        return text[:1] + "•••"
+    return text[:keep_start] + "•••" + (text[-keep_end:] if keep_end else "")
+
+
+def masked_destination(method: str | None, destination: dict[str, str | None]) -> str:
+    """Where a payout goes, in words that do not give it away (``j•••@e•••.org``, ``IBAN DE•••3000``)."""
+    if method == "paypal":
+        local, _at, domain = (destination.get("paypal_email") or "").partition("@")
+        name, dot, tld = domain.rpartition(".")
+        return _("PayPal %(address)s", address=f"{_mask(local)}@{_mask(name)}{dot}{tld}")
+    if method == "bank":
+        return _("bank account IBAN %(iban)s", iban=_mask(destination.get("iban"), 2, 4))
+    if method == "other":
+        return _("other payment instructions")
+    return _("none")
+
+
+def change_payout_details(
+    partner: Partner,
+    details: PayoutDetails,
+    actor: User,
+    current_password: str | None,
+    code: str | None = None,
+) -> PayoutAccount:
+    """The partner's own change of their payout details: the details are checked (their
+    field errors come first, so a typo is not answered with "password"), then who is there
+    is asked again (``accounts.confirm_identity``: the current password, and the second
+    factor once enrolled), then ``save_payout_account`` stores it. A wrong password saves
+    nothing."""
+    _checked_details(partner, details)
+    accounts.confirm_identity(actor, current_password, code)
+    return save_payout_account(partner, details, actor)
+
+
+def _checked_details(partner: Partner, details: PayoutDetails) -> dict:
+    """The details as they are stored (trimmed, normalised), or DomainError on the field."""
     from email_validator import EmailNotValidError, validate_email
 
     if partner.status == PartnerStatus.SUSPENDED:
@@ -1004,6 +1131,9 @@ def save_payout_account(partner: Partner, details: PayoutDetails, actor: User) -
     clean = {k: (v.strip() if isinstance(v, str) else v) or None for k, v in vars(details).items()}
     method = clean["method"]
     if method == "paypal":
+        if (clean["paypal_email"] or "").startswith(csvfile.FORMULA_STARTS):
+            # Valid in an address, but it would be a formula in the PayPal file.
+            raise DomainError(_("A PayPal e-mail address cannot start with = + - or @."), "paypal_email")
         try:
             clean["paypal_email"] = validate_email(
                 clean["paypal_email"] or "", check_deliverability=False
@@ -1025,6 +1155,17 @@ def save_payout_account(partner: Partner, details: PayoutDetails, actor: User) -
             raise DomainError(_("Tell us how you want to be paid."), "other_instructions")
     else:
         raise DomainError(_("Choose how you want to be paid."), "method")
+    return clean
+
+
+def save_payout_account(partner: Partner, details: PayoutDetails, actor: User) -> PayoutAccount:
+    """Check and store where the partner is paid; the change is audited and announced, and a
+    change of destination is e-mailed to the partner (old and new, masked). Replacing a
+    destination (not a first setup) holds the item of a batch built within
+    DETAILS_CHANGE_HOLD for review. The partner's own form goes through
+    ``change_payout_details``, which asks for the password first."""
+    clean = _checked_details(partner, details)
+    method = clean["method"]
     keep = {
         "paypal": {"paypal_email"},
         "bank": {"account_holder", "iban", "bic", "bank_name"},
@@ -1032,6 +1173,8 @@ def save_payout_account(partner: Partner, details: PayoutDetails, actor: User) -
     }
     account = account_of(partner) or PayoutAccount(partner_id=partner.id)
     before = {k: getattr(account, k) for k in clean} if account.id else {}
+    old_method = account.method if account.id else None
+    old_destination = _destination_of(account) if account.id else {}
     for name, value in clean.items():
         if name in {"method", "tax_id", "tax_country"} or name in keep[method]:
             setattr(account, name, value)
@@ -1043,6 +1186,22 @@ def save_payout_account(partner: Partner, details: PayoutDetails, actor: User) -
     changed = sorted(k for k in after if before.get(k) != after[k])
     # Which fields changed, never their values: the audit log is not a place for bank details.
     record_event(actor, "payout.details_changed", "partner", partner.id, fields=changed, method=method)
+    new_destination = _destination_of(account)
+    if (old_method, old_destination) != (method, new_destination):
+        replaced = old_method is not None
+        if replaced:
+            # What _fill_batch holds the next batch's item for (DETAILS_CHANGE_HOLD).
+            record_event(
+                actor, DESTINATION_CHANGED, "partner", partner.id, method_before=old_method, method=method
+            )
+        # The partner hears of it at their sign-in address, in this transaction (the outbox).
+        delivery.payout_details_changed(
+            partner,
+            before=masked_destination(old_method, old_destination),
+            after=masked_destination(method, new_destination),
+            held=replaced,
+        )
+    db.session.flush()  # the audit rows carry the time of the change
     realtime.notify(partner.id, "payout_details", {"fields": changed})
     realtime.notify_operators("payout_details", {"partner": partner.id})
     return account

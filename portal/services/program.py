@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from flask_babel import get_locale
 from flask_babel import gettext as _
 
+from portal import urlcheck
 from portal.errors import InvalidSetting
 from portal.extensions import db
 from portal.models import CommissionType, Conversion, PayoutSchedule, Program, User
@@ -69,28 +70,9 @@ def normalise_domain(raw: str) -> str:
     return text
 
 
-def host_is_allowed(host: str | None, domains: list[str]) -> bool:
-    """A host is allowed when it is one of the domains or a subdomain of one."""
-    if not host:
-        return False
-    host = host.lower().rstrip(".")
-    return any(host == d or host.endswith("." + d) for d in domains)
-
-
-def is_allowed_destination(url: str, domains: list[str]) -> bool:
-    """True only for an absolute http(s) URL whose host is on the allowed domains."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return False
-    if parts.scheme not in ("http", "https") or parts.username or parts.password:
-        return False
-    try:
-        host = parts.hostname
-        parts.port  # noqa: B018 - raises ValueError on a malformed port
-    except ValueError:
-        return False
-    return host_is_allowed(host, domains)
+# The one URL check lives in portal.urlcheck; these names stay for the services that import them.
+host_is_allowed = urlcheck.host_is_allowed
+is_allowed_destination = urlcheck.is_allowed_destination
 
 
 @dataclass
@@ -148,11 +130,13 @@ def update_program_settings(program: Program, actor: User, settings: ProgramSett
             domains.append(domain)
     if not domains:
         raise InvalidSetting(_("List at least one domain partners may link to."), "allowed_domains")
-    if not is_allowed_destination(settings.default_landing_url, domains):
+    try:
+        settings.default_landing_url = urlcheck.clean_destination(settings.default_landing_url, domains)
+    except urlcheck.UnsafeUrl:
         raise InvalidSetting(
             _("The default landing page must be an http(s) address on an allowed domain."),
             "default_landing_url",
-        )
+        ) from None
     if settings.payout_schedule == PayoutSchedule.MONTHLY and not 1 <= settings.payout_day <= 28:
         raise InvalidSetting(_("Choose a day of the month from 1 to 28."), "payout_day")
     if settings.payout_schedule != PayoutSchedule.MONTHLY and not 0 <= settings.payout_day <= 6:

@@ -13,6 +13,7 @@ from typing import Any
 import sqlalchemy as sa
 from flask_babel import gettext as _
 
+from portal import urlcheck
 from portal.errors import DomainError
 from portal.extensions import db
 from portal.models import (
@@ -42,7 +43,6 @@ from portal.models import (
 from portal.models.types import utcnow
 from portal.services import links, rewards
 from portal.services.audit import record_event
-from portal.services.program import is_allowed_destination
 
 MAX_PRODUCTS = 50
 
@@ -424,7 +424,8 @@ def check_landing_url(program: Program, url: str | None, field_name: str = "land
     url = (url or "").strip()
     if not url:
         return None
-    if len(url) > 2000 or not is_allowed_destination(url, program.allowed_domains or []):
+    checked = urlcheck.checked_destination(url, program.allowed_domains or [])
+    if checked is None:
         raise DomainError(
             _(
                 "The landing page must be an http(s) address on one of the program's allowed "
@@ -433,7 +434,7 @@ def check_landing_url(program: Program, url: str | None, field_name: str = "land
             ),
             field_name,
         )
-    return url
+    return checked
 
 
 def save_campaign(

@@ -237,6 +237,7 @@ def test_bad_iban_shows_the_field_error_and_keeps_what_was_typed(new_context, li
 
     # Corrected, it is saved (normalised) and the earnings page says how the partner is paid.
     iban.fill("DE89 3704 0044 0532 0130 00")
+    page.get_by_label("Your current password").fill(APPLICANT_PASSWORD)
     page.get_by_role("button", name="Save payout details").click()
     expect(page).to_have_url(live_server("/partner/earnings"))
     expect(page.locator(".flashes")).to_contain_text("Payout details saved.")

@@ -472,6 +472,7 @@ NOT_EDIT_FORMS = {
     "admin.reset_template": "an action (confirm button)",
     "admin.run_settlement": "an action (confirm button)",
     "admin.approve_batch": "an action (confirm button)",
+    "admin.release_item": "an action (confirm button)",
     "admin.mark_batch_paid": "an action with a payment reference",
     "admin.mark_item": "an action with a payment reference",
     "admin.create_creative": "creates a creative",

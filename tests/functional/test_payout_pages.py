@@ -10,7 +10,7 @@ from portal.models import PayoutBatch, Role
 from portal.models.types import utcnow
 from portal.services.payouts import PayoutDetails, save_payout_account
 from portal.services.schedule import local_today
-from tests.factories import PartnerFactory
+from tests.factories import PASSWORD, PartnerFactory
 from tests.factories_money import earn
 
 
@@ -148,7 +148,8 @@ def test_payout_details_form_validates_and_keeps_input(client, db, program, logi
     bad_paypal = client.post("/partner/payout-details", data={"method": "paypal", "paypal_email": "nope"})
     assert "PayPal account" in bad_paypal.get_data(as_text=True)
     good = client.post(
-        "/partner/payout-details", data={"method": "paypal", "paypal_email": "Pat@Example.org"}
+        "/partner/payout-details",
+        data={"method": "paypal", "paypal_email": "Pat@Example.org", "current_password": PASSWORD},
     )
     assert good.status_code == 302
     from portal.services.payouts import account_of

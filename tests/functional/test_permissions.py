@@ -180,6 +180,11 @@ MATRIX = {
         "/admin/payouts/{batch_id}/items/{item_id}/failed",
         {**OPERATORS, "manager": 422, "admin": 422},
     ),
+    "admin.release_item": (
+        "POST",
+        "/admin/payouts/{batch_id}/items/{item_id}/release",
+        {**OPERATORS, "manager": HOME, "admin": HOME},
+    ),
     # messaging: the fixtures' thread and announcement belong to another partner
     "partner.list_threads": ("GET", "/partner/inbox", PARTNER_ONLY),
     "partner.start_thread": ("POST", "/partner/inbox", {**PARTNER_ONLY, "partner": 422}),

@@ -1022,6 +1022,26 @@ def _payment_action(batch_id: int, item_id: int | None, action: str):
     return _batch_page(batch, status=422, **forms)
 
 
+@bp.post("/payouts/<int:batch_id>/items/<int:item_id>/release")
+@operator_required
+def release_item(batch_id: int, item_id: int):
+    """Release an item held because the partner's payout details changed (batch in review)."""
+    batch = _get_batch(batch_id)
+    item = db.session.get(PayoutItem, item_id)
+    if item is None or item.batch_id != batch.id:
+        abort(404)
+    if ConfirmForm().validate_on_submit():
+        try:
+            payouts.release_details_hold(item, current_user, get_program())
+        except DomainError as error:
+            db.session.rollback()
+            flash(error.message, "error")
+        else:
+            db.session.commit()
+            flash(_("Released: this batch pays it, to the partner's new payout details."), "success")
+    return redirect(url_for("admin.show_batch", batch_id=batch.id))
+
+
 @bp.post("/payouts/<int:batch_id>/paid")
 @operator_required
 def mark_batch_paid(batch_id: int):

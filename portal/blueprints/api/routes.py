@@ -13,6 +13,7 @@ from portal.errorpages import api_error
 from portal.errors import DomainError
 from portal.extensions import csrf, db, limiter
 from portal.money import to_decimal_string
+from portal.security import client_ip
 from portal.services import api_keys, tracking
 from portal.services.commissions import commission_summary
 from portal.services.program import cached_program
@@ -21,15 +22,38 @@ csrf.exempt(bp)
 PUBLIC_ENDPOINTS = {"api.openapi"}
 
 
+def _verified_key():
+    """The API key this request proves it holds (secret checked), or None; checked once per
+    request. The rate limits run before ``authenticate``, so this starts the write
+    transaction first as ``authenticate`` would (``begin_write`` is idempotent)."""
+    if "rate_limit_key" not in g:
+        if request.method == "POST":
+            begin_write(db.session())
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        bearer = scheme.lower() == "bearer"
+        g.rate_limit_key = api_keys.authenticate_api_key(token.strip()) if bearer else None
+    return g.rate_limit_key
+
+
 def _rate_key() -> str:
-    header = request.headers.get("Authorization", "")
-    token = header.removeprefix("Bearer ").strip()
-    if token.startswith(api_keys.KEY_PREFIX):
-        return "key:" + token[len(api_keys.KEY_PREFIX) :].split("_", 1)[0]
-    return "ip:" + (request.remote_addr or "")
+    """API_RATE_LIMIT counts per verified key; a request that proves no key (none, a wrong
+    secret, a forged one with a live key's prefix) counts against its client address, so
+    nobody can spend a merchant's budget, and changing the prefix escapes nothing."""
+    key = _verified_key()
+    return f"key:{key.id}" if key is not None else f"ip:{client_ip()}"
+
+
+def _not_a_failure() -> bool:
+    return request.endpoint in PUBLIC_ENDPOINTS or _verified_key() is not None
 
 
 limiter.limit(lambda: current_app.config["API_RATE_LIMIT"], key_func=_rate_key)(bp)
+# Failed authentications per client address (a tighter budget: guessing and forging).
+limiter.limit(
+    lambda: current_app.config["API_AUTH_FAILURE_LIMIT"],
+    key_func=lambda: f"auth-fail:{client_ip()}",
+    exempt_when=_not_a_failure,
+)(bp)
 
 
 @bp.before_request

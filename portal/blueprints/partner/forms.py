@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
-from wtforms import BooleanField, IntegerField, RadioField, SelectField, StringField, TextAreaField
+from wtforms import (
+    BooleanField,
+    IntegerField,
+    PasswordField,
+    RadioField,
+    SelectField,
+    StringField,
+    TextAreaField,
+)
 from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional
 
 from portal.forms import PercentField, as_choices, channel_choices, country_choices
@@ -48,6 +56,18 @@ class PayoutDetailsForm(FlaskForm):
     other_instructions = TextAreaField(_l("Payment instructions"), validators=[Optional(), Length(max=1000)])
     tax_id = StringField(_l("Tax or VAT number (optional)"), validators=[Optional(), Length(max=64)])
     tax_country = SelectField(_l("Tax country (optional)"), validators=[Optional()])
+    current_password = PasswordField(
+        _l("Your current password"),
+        # Checked by the service after the details (payouts.change_payout_details).
+        validators=[Optional()],
+        description=_l("Asked again so that nobody else signed in as you can redirect your payouts."),
+    )
+    # Shown only to partners with two-factor sign-in on (accounts.confirm_identity asks for it).
+    code = StringField(
+        _l("Code from your authenticator app"),
+        validators=[Optional(), Length(max=32)],
+        render_kw={"autocomplete": "one-time-code", "inputmode": "numeric"},
+    )
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

@@ -385,7 +385,9 @@ def payout_details():
             **{name: getattr(form, name).data for name in payouts.PayoutDetails.__dataclass_fields__}
         )
         try:
-            payouts.save_payout_account(partner, details, current_user)
+            payouts.change_payout_details(
+                partner, details, current_user, form.current_password.data, form.code.data
+            )
         except DomainError as error:
             db.session.rollback()
             put_error_on_form(form, error)
