@@ -291,6 +291,8 @@ def portal_env(database_url: str, redis_url: str | None, tmp: Path, **overrides:
     env = {
         **os.environ,
         "PORTAL_ENV": "production",
+        # Production refuses to start without its canonical origin (loopback here: Host 127.0.0.1:<port>).
+        "PORTAL_BASE_URL": "http://127.0.0.1",
         "PORTAL_INSTANCE_DIR": str(tmp),
         "CLICK_SPOOL_DIR": str(tmp / "click-spool"),
         "SECRET_KEY": SECRET,

@@ -402,6 +402,8 @@ def portal_env(services: dict, seeded: dict, tmp: Path, **overrides: str) -> dic
         **os.environ,
         **AWS,
         "PORTAL_ENV": "production",
+        # Production refuses to start without its canonical origin (loopback here: Host 127.0.0.1:<port>).
+        "PORTAL_BASE_URL": "http://127.0.0.1",
         "PORTAL_INSTANCE_DIR": str(tmp),
         "SECRET_KEY": SECRET,
         "SESSION_COOKIE_SECURE": "false",
