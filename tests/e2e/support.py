@@ -121,7 +121,8 @@ def query_of(url: str) -> dict[str, str]:
     return {name: values[0] for name, values in parse_qs(urlsplit(url).query).items()}
 
 
-CLICK_ID = re.compile(r"[0-9a-f]{32}")
+# Signed click ids ("k" + 31 URL-safe characters); ids issued before signing were 32 hex digits.
+CLICK_ID = re.compile(r"k[A-Za-z0-9_-]{31}|[0-9a-f]{32}")
 
 
 # --- the brand's server, calling the tracking API ---------------------------------------
