@@ -12,7 +12,7 @@ import sqlalchemy as sa
 import time_machine
 
 from portal import lookups
-from portal.models import Campaign, LadderStep, PartnerTier, Tier
+from portal.models import Campaign, LadderStep, PartnerTier, Program, Tier
 from portal.services import tracking
 from portal.services.api_keys import create_api_key
 from portal.services.tracking import ConversionInput
@@ -132,9 +132,11 @@ def test_a_sale_costs_a_few_statements_however_long_the_history(client, db, sett
 
 def test_the_count_does_not_grow_with_the_history(client, db, setting):
     program, _silver, headers = setting
+    program_id = program.id
     counts = []
     with time_machine.travel(NOW, tick=False):
         for past_sales in (10, 500):
+            program = db.session.get(Program, program_id)
             partner = PartnerFactory()
             _history(program, partner, past_sales)
             db.session.commit()
