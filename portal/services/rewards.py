@@ -722,26 +722,46 @@ class PartnerFacts:
     metrics: dict[tuple[str, date, date], int]
 
 
+# Built once per shape (which metric each window slot sums) and reused: a statement
+# object's cache key is computed once, and building one per sale cost more than running it.
+_PROBE_COLUMNS: dict[tuple[str, ...], list] = {}
+_PROBE_SELECTS: dict[tuple[str, ...], sa.Select] = {}
+
+
+def _probe_columns(shape: tuple[str, ...]) -> list:
+    columns = _PROBE_COLUMNS.get(shape)
+    if columns is None:
+        partner_id = sa.bindparam("probe_partner_id", type_=sa.Integer)
+        current = sa.select(PartnerTier.tier_id).where(PartnerTier.partner_id == partner_id)
+        columns = [current.scalar_subquery().label("probe_tier_id")]
+        for index, metric in enumerate(shape):
+            value = sa.select(sa.func.coalesce(sa.func.sum(_COUNTED[TierMetric(metric)]), 0)).where(
+                PartnerDailyStat.partner_id == partner_id,
+                PartnerDailyStat.day >= sa.bindparam(f"probe_first_{index}", type_=sa.Date),
+                PartnerDailyStat.day <= sa.bindparam(f"probe_last_{index}", type_=sa.Date),
+            )
+            columns.append(value.scalar_subquery().label(f"probe_{index}"))
+        _PROBE_COLUMNS[shape] = columns
+    return columns
+
+
 class TierProbe:
     """The columns that read a partner's tier and window metrics: selected on their own, or
-    returned by the sale's own INSERT (one round trip for both)."""
+    returned by the sale's own INSERT (one round trip for both), with ``params`` bound."""
 
     def __init__(self, partner_id: int, at: datetime, tz: ZoneInfo, tiers: Iterable[Tier | TierRule]):
         keys = {
-            (tier.threshold_metric, first, last)
+            (str(tier.threshold_metric), first, last)
             for tier in tiers
             for first, last, _ in live_day_windows(tier, at, tz)
         }
         self.keys = sorted(keys)
-        current = sa.select(PartnerTier.tier_id).where(PartnerTier.partner_id == partner_id)
-        self.columns = [current.scalar_subquery().label("probe_tier_id")]
-        for index, (metric, first, last) in enumerate(self.keys):
-            value = sa.select(sa.func.coalesce(sa.func.sum(_COUNTED[TierMetric(metric)]), 0)).where(
-                PartnerDailyStat.partner_id == partner_id,
-                PartnerDailyStat.day >= first,
-                PartnerDailyStat.day <= last,
-            )
-            self.columns.append(value.scalar_subquery().label(f"probe_{index}"))
+        self.shape = tuple(metric for metric, _first, _last in self.keys)
+        self.columns = _probe_columns(self.shape)
+        self.params: dict[str, Any] = {"probe_partner_id": partner_id}
+        for index, (_metric, first, last) in enumerate(self.keys):
+            self.params[f"probe_first_{index}"] = first
+            self.params[f"probe_last_{index}"] = last
 
     def read(self, row: Any) -> PartnerFacts:
         values = list(row[-len(self.columns) :])
@@ -751,7 +771,10 @@ class TierProbe:
         )
 
     def fetch(self) -> PartnerFacts:
-        return self.read(db.session.execute(sa.select(*self.columns)).one())
+        statement = _PROBE_SELECTS.get(self.shape)
+        if statement is None:
+            statement = _PROBE_SELECTS[self.shape] = sa.select(*self.columns)
+        return self.read(db.session.execute(statement, self.params).one())
 
 
 def tier_probe(program: Program, partner_id: int, at: datetime) -> TierProbe | None:

@@ -356,7 +356,7 @@ def record_conversion(
     return conversion, True
 
 
-_INSERT_ONCE: dict[str, sa.Insert] = {}
+_INSERT_ONCE: dict[tuple[str, tuple | None], sa.Insert] = {}
 _CONVERSION_COLUMNS = tuple(column.key for column in Conversion.__table__.columns if column.key != "id")
 
 
@@ -368,20 +368,21 @@ def _insert_once(
     ``probe``'s columns (the partner's tier and window counters) come back with the id, read
     in the same statement. (None, None) when the transaction id was already taken."""
     dialect = db.session.get_bind().dialect.name
-    statement = _INSERT_ONCE.get(dialect)
+    shape = probe.shape if probe is not None else None
+    statement = _INSERT_ONCE.get((dialect, shape))
     if statement is None:
         insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
         table = Conversion.__table__
         statement = (
             insert(table).on_conflict_do_nothing(index_elements=["transaction_id"]).returning(table.c.id)
         )
-        _INSERT_ONCE[dialect] = statement
-    if probe is not None:
-        statement = statement.returning(*probe.columns)
+        if probe is not None:
+            statement = statement.returning(*probe.columns)
+        _INSERT_ONCE[(dialect, shape)] = statement
     values = {key: getattr(conversion, key) for key in _CONVERSION_COLUMNS}
     values["refunded_minor"] = values["refunded_minor"] or 0
     values["created_at"] = values["created_at"] or utcnow()
-    row = db.session.execute(statement, values).first()
+    row = db.session.execute(statement, {**values, **probe.params} if probe else values).first()
     if row is None:
         return None, None
     facts = probe.read(row) if probe is not None else None
