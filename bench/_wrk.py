@@ -204,7 +204,8 @@ def run_wrk(
         process = subprocess.Popen(
             argv, env=run_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=BENCH_DIR
         )
-        output = process.stdout.read().decode(errors="replace")
+        with process.stdout:
+            output = process.stdout.read().decode(errors="replace")
         _pid, status, usage = os.wait4(process.pid, 0)
         process.returncode = os.waitstatus_to_exitcode(status)
         server_cpu = (server.cpu_seconds() - server_before) if server else 0.0
