@@ -785,16 +785,6 @@ def tier_probe(program: Program, partner_id: int, at: datetime) -> TierProbe | N
     return TierProbe(partner_id, at, zone(program), tiers) if tiers else None
 
 
-def best_live_tier(partner_id: int, at: datetime, tz: ZoneInfo, tiers: list[Tier]) -> Standing | None:
-    """The highest tier the partner qualifies for at ``at``."""
-    for tier in sorted(tiers, key=lambda t: t.rank, reverse=True):
-        for start, end, label in live_windows(tier, at, tz):
-            value = metric_of(partner_id, tier.threshold_metric, start, end, inclusive=True)
-            if value >= tier.threshold_value:
-                return Standing(tier, value, label)
-    return None
-
-
 def tier_rate_words(tier: Tier | None, program: Program) -> str:
     rate = Rate.of(tier) if tier is not None else Rate.base(program)
     return rate.words(program.currency)
