@@ -1,11 +1,11 @@
-"""Shared by the benchmarks: a seeded throw-away instance, gunicorn servers, and a one-process load generator.
+"""Shared by the benchmarks: a seeded throw-away instance (SQLite, or a PostgreSQL database
+given with ``--pg-url``), and gunicorn servers. The load comes from ``wrk`` (``_wrk.py``).
 
 Files starting with ``_`` are not run by ``make bench``. This one is also run as a
 script by the benchmarks themselves, in a child process with the instance's
 environment (``config.py`` reads the environment once, at import):
 
     python bench/_common.py seed --partners 200 --links 5   # prints the generated codes as JSON
-    python bench/_common.py canned PORT                      # a canned-response server (client ceiling)
 """
 
 from __future__ import annotations
@@ -13,23 +13,17 @@ from __future__ import annotations
 import argparse
 import contextlib
 import http.client
-import itertools
 import json
-import math
 import os
 import platform
 import random
 import shutil
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,27 +51,51 @@ _CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 # --- command line --------------------------------------------------------------
 
 
+# Never these: the shared test database and the server's own.
+FORBIDDEN_PG_DATABASES = {"test", "postgres", "template0", "template1"}
+
+
 def parse_args(description: str, default_seconds: float = 10.0) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument(
         "--seconds", type=float, default=None, help=f"measured seconds per app (default {default_seconds})"
     )
-    parser.add_argument("--quick", action="store_true", help="a fast smoke run: small data, 1 s per app")
-    parser.add_argument("--concurrency", type=int, default=16, help="client connections (default 16)")
-    parser.add_argument("--threads", type=int, default=50, help="gunicorn threads per worker (default 50)")
-    parser.add_argument("--workers", type=int, default=1, help="gunicorn workers (default 1)")
+    parser.add_argument("--quick", action="store_true", help="a fast smoke run: small data, 2 s per app")
+    parser.add_argument("--concurrency", type=int, default=16, help="wrk connections (default 16)")
+    parser.add_argument("--client-threads", type=int, default=2, help="wrk threads (default 2)")
+    parser.add_argument("--threads", type=int, default=8, help="gunicorn threads per worker (default 8)")
+    parser.add_argument("--workers", type=int, default=2, help="gunicorn workers (default 2)")
     parser.add_argument("--partners", type=int, default=None, help="generated partners (default 200)")
     parser.add_argument("--links", type=int, default=5, help="links per partner (default 5)")
+    parser.add_argument(
+        "--pg-url",
+        default=None,
+        help="run on this PostgreSQL database instead of SQLite; its schema is dropped and re-created, "
+        "so give a throw-away database (e.g. postgresql+psycopg://postgres@127.0.0.1:5432/bench)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary instance folder")
     args = parser.parse_args()
     if args.seconds is None:
-        args.seconds = 1.0 if args.quick else default_seconds
+        args.seconds = 2.0 if args.quick else default_seconds
     if args.partners is None:
         args.partners = 20 if args.quick else 200
-    args.warmup = 0.5 if args.quick else 2.0
+    args.warmup = 1.0 if args.quick else 3.0
     if not (0 < args.seconds <= 600 and 1 <= args.concurrency <= 256):
         parser.error("--seconds must be in (0, 600] and --concurrency in [1, 256]")
+    if args.client_threads > args.concurrency:
+        parser.error("--client-threads must not exceed --concurrency")
+    if args.pg_url:
+        from sqlalchemy.engine import make_url
+
+        if make_url(args.pg_url).database in FORBIDDEN_PG_DATABASES:
+            parser.error(
+                f"refusing to drop the schema of {make_url(args.pg_url).database!r}; use a throw-away one"
+            )
     return args
+
+
+def database_label(args: argparse.Namespace) -> str:
+    return "PostgreSQL" if args.pg_url else "SQLite"
 
 
 def portal_constant(module: str, name: str, default: float) -> float:
@@ -118,10 +136,11 @@ def _base_env() -> dict[str, str]:
 
 @dataclass
 class Instance:
-    """A temporary folder with a migrated, seeded SQLite database and the portal's environment."""
+    """A temporary folder with a migrated, seeded database (a SQLite file in it, or the
+    PostgreSQL database given) and the portal's environment."""
 
     path: Path
-    db_path: Path
+    url: str
     env: dict[str, str]
     codes: list[str] = field(default_factory=list)
     refs: list[str] = field(default_factory=list)
@@ -133,20 +152,29 @@ class Instance:
         env.update(overrides)
         return env
 
-    def count(self, table: str) -> int:
-        """Rows in ``table``, read straight from the file (the servers must have stopped)."""
-        connection = sqlite3.connect(self.db_path, timeout=30)
-        try:
-            return connection.execute(f"SELECT count(*) FROM {table}").fetchone()[0]  # noqa: S608 - our names
-        finally:
-            connection.close()
-
     def query(self, sql: str) -> list[tuple]:
-        connection = sqlite3.connect(self.db_path, timeout=30)
+        """Rows of ``sql``, read straight from the database (the servers must have stopped)."""
+        import sqlalchemy as sa
+
+        engine = sa.create_engine(self.url)
         try:
-            return connection.execute(sql).fetchall()
+            with engine.connect() as connection:
+                return [tuple(row) for row in connection.exec_driver_sql(sql)]
         finally:
-            connection.close()
+            engine.dispose()
+
+    def count(self, table: str) -> int:
+        return self.query(f"SELECT count(*) FROM {table}")[0][0]  # noqa: S608 - our names
+
+    def check(self, what: str, ids: list[str]) -> dict:
+        """The end check of ``what`` ("clicks" or "conversions", bench/_checks.py) in a child
+        process with the instance's environment, given the ids the portal answered with."""
+        ids_file = self.path / f"answered-{what}.txt"
+        ids_file.write_text("\n".join(ids) + "\n")
+        out = _run(
+            [PYTHON, str(BENCH_DIR / "_checks.py"), what, str(ids_file)], self.env, f"the {what} check"
+        )
+        return json.loads(out.strip().splitlines()[-1])
 
     def cleanup(self) -> None:
         if self.keep:
@@ -155,19 +183,38 @@ class Instance:
             shutil.rmtree(self.path, ignore_errors=True)
 
 
-def prepare_instance(partners: int, links_per_partner: int, *, keep: bool = False) -> Instance:
-    """A new SQLite database, migrated (Flask-Migrate's upgrade) and seeded with generated data."""
+def _reset_postgres(url: str) -> None:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url)
+    try:
+        with engine.begin() as connection:
+            connection.exec_driver_sql("DROP SCHEMA IF EXISTS public CASCADE")
+            connection.exec_driver_sql("CREATE SCHEMA public")
+    finally:
+        engine.dispose()
+
+
+def prepare_instance(
+    partners: int, links_per_partner: int, *, keep: bool = False, pg_url: str | None = None
+) -> Instance:
+    """A new database (a SQLite file, or ``pg_url``'s schema dropped and re-created), migrated
+    (Flask-Migrate's upgrade) and seeded with generated data."""
     path = Path(tempfile.mkdtemp(prefix="portal-bench-"))
-    db_path = path / "portal.db"
+    if pg_url:
+        _reset_postgres(pg_url)
+        url = pg_url
+    else:
+        url = f"sqlite:///{path / 'portal.db'}"
     env = _base_env()
     env.update(
         PORTAL_ENV="production",
         SECRET_KEY="bench-" + os.urandom(24).hex(),
         PORTAL_INSTANCE_DIR=str(path),
-        DATABASE_URL=f"sqlite:///{db_path}",
+        DATABASE_URL=url,
         LOG_LEVEL="WARNING",
     )
-    instance = Instance(path=path, db_path=db_path, env=env, keep=keep)
+    instance = Instance(path=path, url=url, env=env, keep=keep)
     try:
         # One child process migrates (Flask-Migrate's upgrade, as `flask db upgrade`) and seeds.
         seed = [str(BENCH_DIR / "_common.py"), "seed", "--partners", str(partners)]
@@ -283,9 +330,57 @@ def _seed(partners: int, links_per_partner: int, seed: int) -> dict:
                         sub_id=rng.choice([None, None, f"s{j}"]),
                     )
                 )
+        _add_reward_rules(db, now)
         _key, plain = create_api_key("bench", None)
         db.session.commit()
     return {"codes": codes, "refs": refs, "api_key": plain}
+
+
+# The reward rules every bench instance has (the conversion API's work depends on them):
+# two tiers a busy partner reaches during a run, the monthly ladder, and a bonus campaign
+# open to everyone. bench/_checks.py replays every sale against these.
+BENCH_TIERS = (
+    # name, rank, percent (bp), metric, threshold, period
+    ("Silver", 1, 1200, "conversions", 8, "rolling_30"),
+    ("Gold", 2, 1500, "revenue", 400_000, "previous_month"),
+)
+BENCH_CAMPAIGN_BONUS_MINOR = 150
+
+
+def _add_reward_rules(db, now) -> None:
+    from datetime import timedelta
+
+    from portal.models import Campaign, LadderStep, Tier
+
+    for name, rank, bp, metric, threshold, period in BENCH_TIERS:
+        db.session.add(
+            Tier(
+                name=name,
+                rank=rank,
+                rate_type="percent",
+                rate_percent_bp=bp,
+                rate_flat_minor=0,
+                threshold_metric=metric,
+                threshold_value=threshold,
+                period=period,
+            )
+        )
+    db.session.add_all(
+        [
+            LadderStep(threshold_conversions=25, bonus_minor=5_000),
+            LadderStep(threshold_conversions=100, bonus_minor=25_000),
+        ]
+    )
+    db.session.add(
+        Campaign(
+            name="Bench week",
+            starts_at=now - timedelta(days=3),
+            ends_at=now + timedelta(days=4),
+            reward="bonus",
+            bonus_minor=BENCH_CAMPAIGN_BONUS_MINOR,
+        )
+    )
+    db.session.flush()
 
 
 # --- servers ---------------------------------------------------------------------------
@@ -450,306 +545,6 @@ def start_bare(instance: Instance, settings: GunicornSettings, name: str = "bare
     return server
 
 
-def start_canned(instance: Instance, status: int = 302) -> Server:
-    """A single-threaded asyncio server answering every request with fixed bytes: the client's ceiling."""
-    port = free_port()
-    argv = [PYTHON, str(BENCH_DIR / "_common.py"), "canned", str(port), "--status", str(status)]
-    server = Server("canned", argv, cwd=BENCH_DIR, env=_base_env(), port=port, logdir=instance.path)
-    server.wait_ready("/healthz")
-    return server
-
-
-def _canned_server(port: int, status: int) -> None:
-    import asyncio
-
-    reason = {201: "Created", 302: "Found"}.get(status, "OK")
-    body = b'{"ok": true}' if status == 201 else b""
-    headers = f"HTTP/1.1 {status} {reason}\r\nContent-Length: {len(body)}\r\n"
-    if status == 302:
-        headers += f"Location: {LANDING}?ref=bp00001&click_id=00000000000000000000000000000000\r\n"
-    canned = headers.encode() + b"\r\n" + body
-
-    class Canned(asyncio.Protocol):
-        def connection_made(self, transport):
-            self.transport = transport
-            self.buffer = b""
-
-        def data_received(self, data):
-            self.buffer += data
-            while True:
-                end = self.buffer.find(b"\r\n\r\n")
-                if end < 0:
-                    return
-                head = self.buffer[:end].lower()
-                length = 0
-                at = head.find(b"content-length:")
-                if at >= 0:
-                    length = int(head[at + 15 :].split(b"\r\n", 1)[0])
-                if len(self.buffer) < end + 4 + length:
-                    return
-                self.buffer = self.buffer[end + 4 + length :]
-                self.transport.write(canned)
-
-    async def main():
-        loop = asyncio.get_running_loop()
-        server = await loop.create_server(Canned, HOST, port)
-        stop = asyncio.Event()
-        loop.add_signal_handler(signal.SIGTERM, stop.set)
-        async with server:
-            await stop.wait()
-
-    asyncio.run(main())
-
-
-# --- load ---------------------------------------------------------------------------
-
-# (method, path, body or None, headers); a generator returns None when it has nothing more to send.
-Request = tuple[str, str, bytes | None, dict[str, str]]
-
-
-@dataclass
-class LoadResult:
-    seconds: float = 0.0
-    statuses: Counter = field(default_factory=Counter)
-    errors: int = 0
-    error_samples: list[str] = field(default_factory=list)
-    body_samples: dict[int, bytes] = field(default_factory=dict)
-    latencies: list[float] = field(default_factory=list)
-    server_cpu: float = 0.0  # CPU seconds the server used during the window
-    client_cpu: float = 0.0  # CPU seconds this (client) process used during the window
-    machine_cpu: float = 0.0  # CPU seconds every process on the machine used during the window
-
-    @property
-    def requests(self) -> int:
-        return sum(self.statuses.values())
-
-    @property
-    def rps(self) -> float:
-        return self.requests / self.seconds if self.seconds else 0.0
-
-    def percentile(self, p: float) -> float:
-        """Latency percentile in milliseconds (nearest rank)."""
-        if not self.latencies:
-            return float("nan")
-        ordered = sorted(self.latencies)
-        index = min(len(ordered) - 1, max(0, math.ceil(p / 100 * len(ordered)) - 1))
-        return ordered[index] * 1000
-
-    def add(self, other: LoadResult) -> LoadResult:
-        self.seconds += other.seconds
-        self.statuses.update(other.statuses)
-        self.errors += other.errors
-        self.error_samples.extend(other.error_samples[: max(0, 5 - len(self.error_samples))])
-        for status, body in other.body_samples.items():
-            self.body_samples.setdefault(status, body)
-        self.latencies.extend(other.latencies)
-        self.server_cpu += other.server_cpu
-        self.client_cpu += other.client_cpu
-        self.machine_cpu += other.machine_cpu
-        return self
-
-    @property
-    def other_cores(self) -> float:
-        """Cores kept busy by processes other than this client and the server, on average."""
-        if not self.seconds or not self.machine_cpu:
-            return 0.0
-        return max(0.0, self.machine_cpu - self.server_cpu - self.client_cpu) / self.seconds
-
-    def cpu_line(self, label: str) -> str:
-        """Where the CPU went: the server's busy share of one core, its CPU per request, and the client's."""
-        if not self.seconds or not self.requests:
-            return f"{label:<8} no requests"
-        return (
-            f"{label:<8} server CPU {self.server_cpu / self.seconds:5.0%} of one core, "
-            f"{self.server_cpu / self.requests * 1e6:6.0f} us/request;  "
-            f"client CPU {self.client_cpu / self.seconds:5.0%};  "
-            f"other processes {self.other_cores:4.2f} cores"
-        )
-
-    def line(self, label: str) -> str:
-        extra = ""
-        if self.errors:
-            extra += f"  errors {self.errors}"
-        odd = {s: n for s, n in self.statuses.items() if s not in (201, 302)}
-        if odd:
-            extra += f"  other statuses {dict(odd)}"
-        return (
-            f"{label:<8} {self.rps:8.0f} req/s   p50 {self.percentile(50):6.2f} ms   "
-            f"p99 {self.percentile(99):6.2f} ms   ({self.requests} requests in {self.seconds:.1f} s){extra}"
-        )
-
-
-def run_load(
-    port: int,
-    make_request: Callable[[random.Random], Request | None],
-    *,
-    concurrency: int,
-    seconds: float,
-    max_requests: int = 5_000_000,
-    seed: int = 1,
-    server: Server | None = None,
-) -> LoadResult:
-    """``concurrency`` threads, each with one keep-alive connection, for ``seconds`` (and at most
-    ``max_requests`` in all); redirects are not followed. Everything runs in this one process."""
-    per_thread = max(1, max_requests // concurrency)
-    results = [LoadResult() for _ in range(concurrency)]
-    window: dict[str, float] = {}
-
-    def open_window() -> None:  # run once, when every connection is open
-        window["server_cpu"] = server.cpu_seconds() if server else 0.0
-        window["client_cpu"] = time.process_time()
-        window["machine_cpu"] = machine_busy_seconds()
-        window["started"] = time.perf_counter()
-        window["deadline"] = window["started"] + seconds
-
-    barrier = threading.Barrier(concurrency + 1, action=open_window, timeout=30)
-    max_errors = 200
-
-    def worker(index: int) -> None:
-        rng = random.Random(seed * 1000 + index)
-        result = results[index]
-        connection = _connect(port)
-        barrier.wait()
-        deadline = window["deadline"]
-        latencies = result.latencies
-        statuses = result.statuses
-        clock = time.perf_counter
-        for _ in range(per_thread):
-            if clock() >= deadline or result.errors >= max_errors:
-                break
-            request = make_request(rng)
-            if request is None:  # the generator has nothing more to send
-                break
-            method, path, body, headers = request
-            started = clock()
-            try:
-                connection.request(method, path, body=body, headers=headers)
-                response = connection.getresponse()
-                data = response.read()
-            except (OSError, http.client.HTTPException) as error:
-                result.errors += 1
-                if len(result.error_samples) < 5:
-                    result.error_samples.append(f"{type(error).__name__}: {error}")
-                connection.close()
-                connection = _connect(port, retries=3)
-                continue
-            latencies.append(clock() - started)
-            statuses[response.status] += 1
-            if response.status not in (201, 302) and response.status not in result.body_samples:
-                result.body_samples[response.status] = data[:500]
-        result.seconds = clock()
-        connection.close()
-
-    threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(concurrency)]
-    for thread in threads:
-        thread.start()
-    barrier.wait()
-    for thread in threads:
-        thread.join(timeout=seconds + 60)
-    if any(thread.is_alive() for thread in threads):
-        raise RuntimeError("load threads did not finish in time")
-    client_cpu = time.process_time() - window["client_cpu"]
-    server_cpu = server.cpu_seconds() - window["server_cpu"] if server else 0.0
-    machine_cpu = machine_busy_seconds() - window["machine_cpu"]
-    finished = max(r.seconds for r in results)
-    total = LoadResult()
-    for result in results:
-        result.seconds = 0.0
-        total.add(result)
-    total.seconds = finished - window["started"]
-    total.server_cpu, total.client_cpu, total.machine_cpu = server_cpu, client_cpu, machine_cpu
-    return total
-
-
-def _connect(port: int, retries: int = 0) -> http.client.HTTPConnection:
-    for attempt in range(retries + 1):
-        connection = http.client.HTTPConnection(HOST, port, timeout=30)
-        try:
-            connection.connect()
-        except OSError:
-            if attempt == retries:
-                raise
-            time.sleep(0.05)
-            continue
-        connection.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return connection
-    raise AssertionError("unreachable")
-
-
-def abba(
-    measure_a: Callable[[float], LoadResult], measure_b: Callable[[float], LoadResult], seconds: float
-) -> tuple[LoadResult, LoadResult]:
-    """A, B, B, A in halves of ``seconds``: each app gets ``seconds`` and slow drift cancels out."""
-    half = seconds / 2
-    a, b = LoadResult(), LoadResult()
-    a.add(measure_a(half))
-    b.add(measure_b(half))
-    b.add(measure_b(half))
-    a.add(measure_a(half))
-    return a, b
-
-
-def each_once(items: list, make: Callable[[object], Request]) -> Callable[[random.Random], Request | None]:
-    """A request generator that sends one request per item (shuffled), then stops."""
-    order = list(items)
-    random.Random(7).shuffle(order)
-    queue = iter(order)
-    lock = threading.Lock()
-
-    def make_request(_rng: random.Random) -> Request | None:
-        with lock:
-            item = next(queue, None)
-        return None if item is None else make(item)
-
-    return make_request
-
-
-def unique_ids(prefix: str) -> Callable[[], str]:
-    counter = itertools.count(1)
-    return lambda: f"{prefix}-{next(counter):08d}"
-
-
-def verdict(ratio: float, target: float) -> str:
-    return f"target ≥ {target:.2f}: {'met' if ratio >= target else 'MISSED'}"
-
-
-def check_counts(instance: Instance, served: LoadResult, status: int, rows: int, what: str) -> bool:
-    """Print the count check (rows == answers with ``status``) and every failed request; True if all well."""
-    answered = served.statuses[status]
-    count_ok = rows == answered and answered > 0
-    print(
-        f"{what}: the portal answered {answered} {status}s (warm-up included), the database holds {rows} "
-        f"-> {'PASS' if count_ok else 'FAIL'}"
-    )
-    failed = served.requests - answered
-    if failed or served.errors:
-        others = {code: n for code, n in served.statuses.items() if code != status}
-        print(
-            f"ERRORS: {failed} responses were not {status} {others}; "
-            f"{served.errors} requests failed in the client"
-        )
-        for code, body in served.body_samples.items():
-            print(f"  e.g. {code}: {body[:240]!r}")
-        for sample in served.error_samples:
-            print(f"  e.g. {sample}")
-        print(f"  the portal's log: {instance.path / 'portal-error.log'} (instance kept)")
-    if not count_ok or failed or served.errors:
-        instance.keep = True
-        return False
-    return True
-
-
-def noise_warning(*results: LoadResult, limit: float = 0.25) -> str | None:
-    """A warning when other processes took CPU during the measurement (2 cores: it shows)."""
-    busiest = max((r.other_cores for r in results), default=0.0)
-    if busiest <= limit:
-        return None
-    return (
-        f"!! other processes kept up to {busiest:.2f} cores busy during the measurement: "
-        "the figures are disturbed; rerun on a quiet machine"
-    )
-
-
 # --- run as a script ------------------------------------------------------------------------
 
 
@@ -760,14 +555,9 @@ def main() -> None:
     seed.add_argument("--partners", type=int, default=200)
     seed.add_argument("--links", type=int, default=5)
     seed.add_argument("--seed", type=int, default=20261124)
-    canned = commands.add_parser("canned")
-    canned.add_argument("port", type=int)
-    canned.add_argument("--status", type=int, default=302)
     args = parser.parse_args()
     if args.command == "seed":
         print(json.dumps(_seed(args.partners, args.links, args.seed)))
-    else:
-        _canned_server(args.port, args.status)
 
 
 if __name__ == "__main__":

@@ -59,6 +59,7 @@ from portal.models.rewards import (
 )
 from portal.models.stats import (
     COUNTERS,
+    PARTNER_EXTRA_COUNTERS,
     CreativeDailyStat,
     DailyStat,
     PartnerDailyStat,
@@ -85,6 +86,7 @@ __all__ = [
     "EARNING_KINDS",
     "EMAIL_KINDS",
     "OPERATOR_ROLES",
+    "PARTNER_EXTRA_COUNTERS",
     "RATE_KINDS",
     "Announcement",
     "AnnouncementRecipient",

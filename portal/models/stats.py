@@ -30,6 +30,9 @@ There are deliberately no CHECK constraints on the counters: a change is written
 a signed delta by upsert (the database checks the proposed row, negative delta and
 all, before it finds the conflict), and a report table must never be able to make a
 refund or a click fail. The property tests and the rebuild keep the counters honest.
+
+Every row written to ``stats_daily`` bumps the partner's ``PartnerTrend.version`` by a
+database trigger (migration 0014), in the writer's transaction.
 """
 
 from __future__ import annotations
@@ -53,6 +56,9 @@ COUNTERS = (
     "sales_minor",  # sales of the conversions not rejected, less refunds (program currency)
     "commission_minor",  # net commission of those conversions: base less reversals and clawbacks
 )
+
+# Counters only the partner grain carries (read by the rewards engine, not by reports).
+PARTNER_EXTRA_COUNTERS = ("sales_review_minor",)
 
 
 class _Counters:
@@ -94,6 +100,9 @@ class PartnerDailyStat(_Counters, db.Model):
     partner_id: Mapped[int] = mapped_column(
         sa.ForeignKey("partners.id", ondelete="CASCADE"), primary_key=True
     )
+    # Of ``sales_minor``, what conversions held for review add: tiers count only accepted
+    # sales (``rewards.tier_probe``). This grain only (``PARTNER_EXTRA_COUNTERS``).
+    sales_review_minor: Mapped[int] = mapped_column(sa.BigInteger, default=0, server_default="0")
 
 
 class ProgramDailyStat(_Counters, db.Model):

@@ -51,22 +51,37 @@ def compute_commission(
 
 _LINES = Commission.__table__
 _INSERT_LINES = sa.insert(_LINES).returning(_LINES.c.id, sort_by_parameter_order=True)
+# SQLite runs the ordered form one row per statement. One multi-row INSERT there hands out
+# rowids in the order of its VALUES (the write lock is held throughout), so sorted ids match.
+_INSERT_LINES_SQLITE = sa.insert(_LINES).returning(_LINES.c.id)
 _LINE_COLUMNS = tuple(column.key for column in _LINES.columns if column.key != "id")
 
 
-def earn(program: Program, conversion: Conversion) -> list[Commission]:
+def _insert_lines(rows: list[dict]) -> list[int]:
+    if db.session.get_bind().dialect.name == "sqlite":
+        return sorted(db.session.execute(_INSERT_LINES_SQLITE, rows).scalars().all())
+    return list(db.session.execute(_INSERT_LINES, rows).scalars().all())
+
+
+def earn(
+    program: Program, conversion: Conversion, facts: rewards.PartnerFacts | None = None
+) -> list[Commission]:
     """Write the commission lines of an attributed conversion, pending until the hold ends.
 
     A conversion that crosses a tier threshold first moves the partner up, so it earns
-    the new tier's rate itself. A stored conversion's lines take one INSERT … RETURNING id,
-    not the unit of work (the API's hot path); an unsaved one's are added to the session
-    with it.
+    the new tier's rate itself. ``facts``: the partner's tier and metrics, when the caller
+    read them with the sale's insert (``rewards.TierProbe``). A stored conversion's lines
+    take one INSERT … RETURNING id, not the unit of work (the API's hot path); an unsaved
+    one's are added to the session with it.
     """
     from portal.services.tracking import stored_as_loaded
 
-    change = rewards.upgrade_on_conversion(program, conversion)
-    context = rewards.load_context(conversion)
-    context.tier_just_reached = change is not None
+    upgrade = rewards.upgrade_on_conversion(program, conversion, facts)
+    if upgrade is None:
+        context = rewards.load_context(conversion)
+    else:
+        context = rewards.load_context(conversion, tier=upgrade.tier)
+    context.tier_just_reached = upgrade is not None and upgrade.change is not None
     now = utcnow()
     # From when the portal received the sale: a client's occurred_at must not shorten the hold.
     confirm_after = (conversion.created_at or now) + timedelta(days=program.hold_period_days)
@@ -92,10 +107,11 @@ def earn(program: Program, conversion: Conversion) -> list[Commission]:
         ]
         db.session.add_all(lines)
         return lines
-    ids = db.session.execute(_INSERT_LINES, rows).scalars().all() if rows else []
+    ids = _insert_lines(rows) if rows else []
     lines = [stored_as_loaded(Commission(id=line_id, **row)) for line_id, row in zip(ids, rows, strict=True)]
     for line in lines:
         set_committed_value(line, "conversion", conversion)
+        set_committed_value(line, "payout_item", None)  # new: in no payout (no query to say so)
     set_committed_value(conversion, "commissions", [*conversion.commissions, *lines])
     return lines
 

@@ -271,8 +271,15 @@ def get_template(kind: str) -> MessageTemplate:
             body=body,
             quiet_days=DEFAULT_QUIET_DAYS if kind == AutomaticKind.WAKE_UP else None,
         )
-        db.session.add(template)
-        db.session.flush()
+        try:
+            with db.session.begin_nested():
+                db.session.add(template)
+        except sa.exc.IntegrityError:
+            # Another request used this kind for the first time a moment ago (two partners'
+            # first tier upgrades at once, on PostgreSQL): its row is the one.
+            template = db.session.scalars(
+                sa.select(MessageTemplate).where(MessageTemplate.kind == kind)
+            ).one()
     return template
 
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -55,6 +55,7 @@ from portal.models import (
     Link,
     MonthClose,
     Partner,
+    PartnerDailyStat,
     PartnerStatus,
     PartnerTier,
     PrivateDeal,
@@ -241,14 +242,27 @@ def current_tier(partner_id: int | None) -> Tier | None:
     )
 
 
-def campaign_open_to(campaign: Campaign, partner_id: int, tier_id: int | None, tag_ids: set[int]) -> bool:
+def campaign_open_to(
+    campaign: Campaign | CampaignRule, partner_id: int, tier_id: int | None, tag_ids: set[int]
+) -> bool:
     if campaign.audience == CampaignAudience.EVERYONE:
         return True
+    if isinstance(campaign, CampaignRule):
+        tier_ids, partner_ids = campaign.tier_ids, campaign.partner_ids
+    else:
+        tier_ids = (
+            frozenset(t.id for t in campaign.tiers) if campaign.audience == CampaignAudience.TIERS else None
+        )
+        partner_ids = (
+            frozenset(p.id for p in campaign.partners)
+            if campaign.audience == CampaignAudience.PARTNERS
+            else None
+        )
     if campaign.audience == CampaignAudience.TIERS:
-        return tier_id is not None and any(t.id == tier_id for t in campaign.tiers)
+        return tier_id is not None and tier_id in tier_ids
     if campaign.audience == CampaignAudience.TAG:
         return campaign.tag_id in tag_ids
-    return any(p.id == partner_id for p in campaign.partners)
+    return partner_id in partner_ids
 
 
 _AUDIENCE_WEIGHT = {
@@ -276,10 +290,10 @@ class RuleContext:
     """Everything the rules need to know about one conversion, loaded once."""
 
     deal: PrivateDeal | None = None
-    campaigns: list[Campaign] = field(default_factory=list)  # rate campaigns that apply, best first
-    bonus_campaigns: list[Campaign] = field(default_factory=list)
+    campaigns: list[Campaign | CampaignRule] = field(default_factory=list)  # rate campaigns, best first
+    bonus_campaigns: list[Campaign | CampaignRule] = field(default_factory=list)
     product_rate: ProductRate | None = None
-    tier: Tier | None = None
+    tier: Tier | TierRule | None = None
     tier_just_reached: bool = False
     # A renewal: the customer's first conversion through this partner, and when.
     first_conversion_at: datetime | None = None
@@ -337,7 +351,114 @@ def rules_in_use() -> RulesInUse:
     return lookups.lookups().load("rules_in_use", None, _load_rules_in_use)
 
 
-def load_context(conversion: Conversion) -> RuleContext:
+# --- the rules, as this process caches them ---------------------------------------------------------
+#
+# The tracking API reads the same few rule rows on every sale. Like ``rules_in_use`` they are
+# cached per process and kept right by the look-up counter (tiers and campaigns are watched
+# rows, and so is a campaign's audience list), and read afresh while this transaction changes
+# them. The cache holds plain snapshots, never ORM objects shared between sessions.
+
+
+@dataclass(frozen=True)
+class TierRule:
+    """A tier's columns, as the rules read them (``Rate.of`` works on it)."""
+
+    id: int
+    name: str
+    rank: int
+    rate_type: str
+    rate_percent_bp: int
+    rate_flat_minor: int
+    threshold_metric: str
+    threshold_value: int
+    period: str
+
+    @classmethod
+    def of(cls, tier: Tier) -> TierRule:
+        return cls(*(getattr(tier, name) for name in cls.__dataclass_fields__))
+
+
+@dataclass(frozen=True)
+class CampaignRule:
+    """A campaign's columns and audience lists, as the rules read them."""
+
+    id: int
+    name: str
+    starts_at: datetime
+    ends_at: datetime
+    product_ids: tuple[str, ...]
+    reward: str
+    rate_type: str
+    rate_percent_bp: int
+    rate_flat_minor: int
+    bonus_minor: int
+    audience: str
+    tag_id: int | None
+    links_only: bool
+    tier_ids: frozenset[int] = frozenset()
+    partner_ids: frozenset[int] = frozenset()
+
+    @classmethod
+    def of(cls, campaign: Campaign) -> CampaignRule:
+        tiers = campaign.tiers if campaign.audience == CampaignAudience.TIERS else []
+        partners = campaign.partners if campaign.audience == CampaignAudience.PARTNERS else []
+        return cls(
+            id=campaign.id,
+            name=campaign.name,
+            starts_at=campaign.starts_at,
+            ends_at=campaign.ends_at,
+            product_ids=tuple(campaign.product_ids or ()),
+            reward=campaign.reward,
+            rate_type=campaign.rate_type,
+            rate_percent_bp=campaign.rate_percent_bp,
+            rate_flat_minor=campaign.rate_flat_minor,
+            bonus_minor=campaign.bonus_minor,
+            audience=campaign.audience,
+            tag_id=campaign.tag_id,
+            links_only=bool(campaign.links_only),
+            tier_ids=frozenset(t.id for t in tiers),
+            partner_ids=frozenset(p.id for p in partners),
+        )
+
+
+# Campaigns that ended longer ago than this are left out of the cache; a sale older than
+# that (an operator approving an old one) reads them from the database.
+_CAMPAIGN_HORIZON = timedelta(days=120)
+
+
+def _cached(name: str, loader):
+    from portal import lookups
+
+    if db.session.info.get(lookups.CHANGED) or lookups.touches_watched(db.session):
+        return loader()
+    return lookups.lookups().load(name, None, loader)
+
+
+def tier_rules() -> tuple[TierRule, ...]:
+    """Every tier, lowest first (cached per process)."""
+    return _cached("tier_rules", lambda: tuple(TierRule.of(t) for t in all_tiers()))
+
+
+def _load_campaign_rules() -> tuple[datetime, tuple[CampaignRule, ...]]:
+    since = utcnow() - _CAMPAIGN_HORIZON
+    campaigns = db.session.scalars(sa.select(Campaign).where(Campaign.ends_at > since).order_by(Campaign.id))
+    return since, tuple(CampaignRule.of(c) for c in campaigns)
+
+
+def running_campaign_rules(at: datetime) -> list[CampaignRule]:
+    """``running_campaigns(at)`` as snapshots, from the cache when ``at`` is recent enough."""
+    since, rules = _cached("campaign_rules", _load_campaign_rules)
+    if at < since:
+        return [CampaignRule.of(c) for c in running_campaigns(at)]
+    return [c for c in rules if c.starts_at <= at < c.ends_at]
+
+
+_UNKNOWN: Any = object()
+
+
+def load_context(conversion: Conversion, tier: Tier | TierRule | None = _UNKNOWN) -> RuleContext:
+    """What the rules need to know about ``conversion``. ``tier``: the partner's, when the
+    caller knows it already (the tracking API reads it with the sale's insert)."""
     context = RuleContext()
     in_use = rules_in_use()
     context.product_rate = (
@@ -349,7 +470,10 @@ def load_context(conversion: Conversion) -> RuleContext:
     if partner_id is None:
         return context
     at = conversion.occurred_at
-    context.tier = current_tier(partner_id) if in_use.tiers else None
+    if not in_use.tiers:
+        context.tier = None
+    else:
+        context.tier = current_tier(partner_id) if tier is _UNKNOWN else tier
     deals = (
         db.session.scalars(
             sa.select(PrivateDeal).where(PrivateDeal.partner_id == partner_id).order_by(PrivateDeal.id.desc())
@@ -367,9 +491,11 @@ def load_context(conversion: Conversion) -> RuleContext:
     context.deal = fitting[0] if fitting else None
 
     # Audiences load lazily: only a tiers or named-partners campaign reads its list.
-    running = running_campaigns(at) if in_use.campaigns else []
+    running = running_campaign_rules(at) if in_use.campaigns else []
     if running:
-        tag_ids = partner_tag_ids(partner_id)
+        # Only a campaign for a tag, or one for links, needs to know more about the sale.
+        needs_tags = any(c.audience == CampaignAudience.TAG for c in running)
+        tag_ids = partner_tag_ids(partner_id) if needs_tags else set()
         tier_id = context.tier.id if context.tier else None
         link_campaign_id = _link_campaign_id(conversion)
         applying = [
@@ -552,14 +678,111 @@ class Standing:
     window: str
 
 
-def best_live_tier(partner_id: int, at: datetime, tz: ZoneInfo, tiers: list[Tier]) -> Standing | None:
-    """The highest tier the partner qualifies for at ``at``."""
-    for tier in sorted(tiers, key=lambda t: t.rank, reverse=True):
-        for start, end, label in live_windows(tier, at, tz):
-            value = metric_of(partner_id, tier.threshold_metric, start, end, inclusive=True)
-            if value >= tier.threshold_value:
-                return Standing(tier, value, label)
-    return None
+# --- tiers on each sale, from the partner's daily counters -----------------------------------------
+#
+# A sale asks whether it lifts its partner into a higher tier. The metrics come from the
+# partner's day counters (``stats_partner_daily``, kept with every conversion, refund,
+# rejection and approval in the same transaction), never from summing past conversions: a
+# window reads at most its days' rows, however long the partner's history. Windows are whole
+# days in the program's time zone (the rollups' days): a rolling tier counts the sale's day
+# and the days before it (30 or 90 days in all), a calendar-month tier the month so far and
+# the previous month. The month close judges whole days too (``close_window``).
+
+# Accepted conversions and their sales, net of refunds, from the counters.
+_COUNTED = {
+    TierMetric.CONVERSIONS: (
+        PartnerDailyStat.conversions
+        - PartnerDailyStat.conversions_review
+        - PartnerDailyStat.conversions_rejected
+    ),
+    TierMetric.REVENUE: PartnerDailyStat.sales_minor - PartnerDailyStat.sales_review_minor,
+}
+
+
+def live_day_windows(tier: Tier | TierRule, at: datetime, tz: ZoneInfo) -> list[tuple[date, date, str]]:
+    """The days (first, last, inclusive) a sale at ``at`` may upgrade ``tier`` from, with their labels."""
+    day = at.astimezone(tz).date()
+    if tier.period == TierPeriod.PREVIOUS_MONTH:
+        first = day.replace(day=1)
+        last_month_end = first - timedelta(days=1)
+        return [
+            (first, day, month_of(at, tz)),
+            (last_month_end.replace(day=1), last_month_end, last_month_end.strftime("%Y-%m")),
+        ]
+    days = _ROLLING_DAYS[TierPeriod(tier.period)]
+    return [(day - timedelta(days=days - 1), day, f"{days}d")]
+
+
+@dataclass
+class PartnerFacts:
+    """What a sale needs to know about its partner's tier: the tier now and the metrics of every
+    live window, from the counters as they were before this sale was counted."""
+
+    tier_id: int | None
+    metrics: dict[tuple[str, date, date], int]
+
+
+# Built once per shape (which metric each window slot sums) and reused: a statement
+# object's cache key is computed once, and building one per sale cost more than running it.
+_PROBE_COLUMNS: dict[tuple[str, ...], list] = {}
+_PROBE_SELECTS: dict[tuple[str, ...], sa.Select] = {}
+
+
+def _probe_columns(shape: tuple[str, ...]) -> list:
+    columns = _PROBE_COLUMNS.get(shape)
+    if columns is None:
+        partner_id = sa.bindparam("probe_partner_id", type_=sa.Integer)
+        current = sa.select(PartnerTier.tier_id).where(PartnerTier.partner_id == partner_id)
+        columns = [current.scalar_subquery().label("probe_tier_id")]
+        for index, metric in enumerate(shape):
+            value = sa.select(sa.func.coalesce(sa.func.sum(_COUNTED[TierMetric(metric)]), 0)).where(
+                PartnerDailyStat.partner_id == partner_id,
+                PartnerDailyStat.day >= sa.bindparam(f"probe_first_{index}", type_=sa.Date),
+                PartnerDailyStat.day <= sa.bindparam(f"probe_last_{index}", type_=sa.Date),
+            )
+            columns.append(value.scalar_subquery().label(f"probe_{index}"))
+        _PROBE_COLUMNS[shape] = columns
+    return columns
+
+
+class TierProbe:
+    """The columns that read a partner's tier and window metrics: selected on their own, or
+    returned by the sale's own INSERT (one round trip for both), with ``params`` bound."""
+
+    def __init__(self, partner_id: int, at: datetime, tz: ZoneInfo, tiers: Iterable[Tier | TierRule]):
+        keys = {
+            (str(tier.threshold_metric), first, last)
+            for tier in tiers
+            for first, last, _ in live_day_windows(tier, at, tz)
+        }
+        self.keys = sorted(keys)
+        self.shape = tuple(metric for metric, _first, _last in self.keys)
+        self.columns = _probe_columns(self.shape)
+        self.params: dict[str, Any] = {"probe_partner_id": partner_id}
+        for index, (_metric, first, last) in enumerate(self.keys):
+            self.params[f"probe_first_{index}"] = first
+            self.params[f"probe_last_{index}"] = last
+
+    def read(self, row: Any) -> PartnerFacts:
+        values = list(row[-len(self.columns) :])
+        return PartnerFacts(
+            tier_id=values[0],
+            metrics={key: int(v or 0) for key, v in zip(self.keys, values[1:], strict=True)},
+        )
+
+    def fetch(self) -> PartnerFacts:
+        statement = _PROBE_SELECTS.get(self.shape)
+        if statement is None:
+            statement = _PROBE_SELECTS[self.shape] = sa.select(*self.columns)
+        return self.read(db.session.execute(statement, self.params).one())
+
+
+def tier_probe(program: Program, partner_id: int, at: datetime) -> TierProbe | None:
+    """The probe for a sale of ``partner_id`` at ``at``; None when the program has no tiers."""
+    if not rules_in_use().tiers:
+        return None
+    tiers = tier_rules()
+    return TierProbe(partner_id, at, zone(program), tiers) if tiers else None
 
 
 def tier_rate_words(tier: Tier | None, program: Program) -> str:
@@ -651,26 +874,58 @@ def set_tier(
     return change
 
 
-def upgrade_on_conversion(program: Program, conversion: Conversion) -> TierChange | None:
-    """Called as a conversion is accepted: the partner moves up at once if it crossed a threshold."""
+@dataclass
+class Upgrade:
+    """What ``upgrade_on_conversion`` found: the partner's tier for this sale, and the change
+    that put them there (None: the tier they already had)."""
+
+    tier: TierRule | None
+    change: TierChange | None = None
+
+
+def upgrade_on_conversion(
+    program: Program, conversion: Conversion, facts: PartnerFacts | None = None
+) -> Upgrade | None:
+    """Called as a conversion is accepted (before its rollups count it): the partner moves up
+    at once if it crossed a threshold. ``facts``: the probe's answer, when the caller read it
+    with the sale's insert. None when the program has no tiers or the sale does not count."""
     if conversion.partner_id is None or conversion.status != ConversionStatus.PENDING:
         return None
     if not rules_in_use().tiers:
         return None
-    current = current_tier(conversion.partner_id)
-    # Only tiers above the current one can be an upgrade; most sales change nothing.
-    tiers = [t for t in all_tiers() if current is None or t.rank > current.rank]
+    tiers = tier_rules()
     if not tiers:
         return None
-    db.session.flush()
-    standing = best_live_tier(conversion.partner_id, conversion.occurred_at, zone(program), tiers)
+    tz = zone(program)
+    at = conversion.occurred_at
+    if facts is None:
+        db.session.flush()
+        facts = TierProbe(conversion.partner_id, at, tz, tiers).fetch()
+    by_id = {t.id: t for t in tiers}
+    current = by_id.get(facts.tier_id) if facts.tier_id is not None else None
+    # The counters do not hold this sale yet (its rollups are written after its lines).
+    own = {TierMetric.CONVERSIONS: 1, TierMetric.REVENUE: conversion.amount_minor - conversion.refunded_minor}
+    standing = None
+    # Only tiers above the current one can be an upgrade; most sales change nothing.
+    for tier in sorted(tiers, key=lambda t: t.rank, reverse=True):
+        if current is not None and tier.rank <= current.rank:
+            break
+        for first, last, label in live_day_windows(tier, at, tz):
+            value = (
+                facts.metrics[(tier.threshold_metric, first, last)] + own[TierMetric(tier.threshold_metric)]
+            )
+            if value >= tier.threshold_value:
+                standing = Standing(tier, value, label)
+                break
+        if standing is not None:
+            break
     if standing is None:
-        return None
+        return Upgrade(current)
     partner = db.session.get(Partner, conversion.partner_id)
-    return set_tier(
+    change = set_tier(
         program,
         partner,
-        standing.tier,
+        db.session.get(Tier, standing.tier.id),
         reason=TierChangeReason.THRESHOLD_REACHED,
         since=conversion.occurred_at,
         metric=standing.tier.threshold_metric,
@@ -679,6 +934,9 @@ def upgrade_on_conversion(program: Program, conversion: Conversion) -> TierChang
         conversion_id=conversion.id,
         only_up=True,
     )
+    if change is None:  # a concurrent sale moved the partner a moment ago: read where they are
+        return Upgrade(None if (tier := current_tier(conversion.partner_id)) is None else TierRule.of(tier))
+    return Upgrade(standing.tier, change)
 
 
 @dataclass

@@ -331,7 +331,13 @@ def record_conversion(
         elif program.fraud_duplicate_order and _looks_duplicate(program, conversion):
             conversion.status = ConversionStatus.REVIEW
             conversion.flagged_reason = RejectionReason.DUPLICATE
-    stored = _insert_once(conversion)
+    # A sale that earns asks about its partner's tier with its own INSERT (one round trip).
+    probe = (
+        rewards.tier_probe(program, partner.id, occurred_at)
+        if partner is not None and conversion.status == ConversionStatus.PENDING
+        else None
+    )
+    stored, facts = _insert_once(conversion, probe)
     if stored is None:
         # Reported before (a retry), or a concurrent request with the same transaction id won.
         existing = _find_conversion(data.transaction_id)
@@ -343,7 +349,7 @@ def record_conversion(
     set_committed_value(conversion, "partner", partner)
     set_committed_value(conversion, "commissions", [])
     if conversion.status == ConversionStatus.PENDING and partner is not None:
-        commissions.earn(program, conversion)
+        commissions.earn(program, conversion, facts)
     # The time zone of the program in hand (the API's is cached: a change reaches every
     # worker within TRACKING_CACHE_CHECK_SECONDS; rebuild-rollups recounts after one anyway).
     rollups.count_conversion(conversion, timezone=program.timezone)
@@ -353,30 +359,37 @@ def record_conversion(
     return conversion, True
 
 
-_INSERT_ONCE: dict[str, sa.Insert] = {}
+_INSERT_ONCE: dict[tuple[str, tuple | None], sa.Insert] = {}
 _CONVERSION_COLUMNS = tuple(column.key for column in Conversion.__table__.columns if column.key != "id")
 
 
-def _insert_once(conversion: Conversion) -> Conversion | None:
+def _insert_once(
+    conversion: Conversion, probe: rewards.TierProbe | None = None
+) -> tuple[Conversion | None, rewards.PartnerFacts | None]:
     """INSERT … ON CONFLICT (transaction_id) DO NOTHING RETURNING id: one statement, no
     SAVEPOINT, no unit of work; then the stored row as a clean ORM object in the session.
-    None when the transaction id was already taken."""
+    ``probe``'s columns (the partner's tier and window counters) come back with the id, read
+    in the same statement. (None, None) when the transaction id was already taken."""
     dialect = db.session.get_bind().dialect.name
-    statement = _INSERT_ONCE.get(dialect)
+    shape = probe.shape if probe is not None else None
+    statement = _INSERT_ONCE.get((dialect, shape))
     if statement is None:
         insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
         table = Conversion.__table__
         statement = (
             insert(table).on_conflict_do_nothing(index_elements=["transaction_id"]).returning(table.c.id)
         )
-        _INSERT_ONCE[dialect] = statement
+        if probe is not None:
+            statement = statement.returning(*probe.columns)
+        _INSERT_ONCE[(dialect, shape)] = statement
     values = {key: getattr(conversion, key) for key in _CONVERSION_COLUMNS}
     values["refunded_minor"] = values["refunded_minor"] or 0
     values["created_at"] = values["created_at"] or utcnow()
-    new_id = db.session.execute(statement, values).scalar()
-    if new_id is None:
-        return None
-    return stored_as_loaded(Conversion(id=new_id, **values))
+    row = db.session.execute(statement, {**values, **probe.params} if probe else values).first()
+    if row is None:
+        return None, None
+    facts = probe.read(row) if probe is not None else None
+    return stored_as_loaded(Conversion(id=row[0], **values)), facts
 
 
 def stored_as_loaded(instance):

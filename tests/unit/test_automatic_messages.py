@@ -15,6 +15,7 @@ from portal.models import (
     AutomaticMessageLog,
     Click,
     Message,
+    MessageTemplate,
     OutboundEmail,
     PartnerStatus,
     Role,
@@ -458,3 +459,19 @@ def test_a_deferred_message_switched_off_in_between_is_not_sent(db, program):
     assert run_triggers().conversion_messages == 0
     assert system_messages(db, partner) == []
     assert run_triggers().conversion_messages == 0  # and not kept for later either
+
+
+def test_a_template_another_request_made_a_moment_ago_is_the_one_used(db, program, monkeypatch):
+    # Two partners' first tier upgrades at once (PostgreSQL): the other request inserted the
+    # template row after this one looked for it; this one's insert fails and it reads that row.
+    db.session.execute(
+        sa.insert(MessageTemplate).values(kind="tier_upgrade", enabled=False, subject="S", body="B")
+    )
+    real_get = db.session.get
+    monkeypatch.setattr(
+        db.session,
+        "get",
+        lambda model, key, **kw: None if model is MessageTemplate else real_get(model, key, **kw),
+    )
+    template = lifecycle.get_template("tier_upgrade")
+    assert (template.kind, template.enabled, template.subject) == ("tier_upgrade", False, "S")

@@ -1,0 +1,258 @@
+"""The load generator of the throughput benchmarks: ``wrk`` (a native client, so the server is
+what is measured), driven by the Lua scripts beside this file, and the parser of its output.
+
+``wrk`` runs with ``--latency``; the Lua scripts (``wrk_redirect.lua``, ``wrk_ingest.lua``, both
+on ``wrk_common.lua``) draw a random code or ref per request, give every sale a unique
+transaction id, count the answers by status and write the ids the portal answered with, so
+that the bench can check each one was stored.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+BENCH_DIR = Path(__file__).resolve().parent
+COMMON_LUA = BENCH_DIR / "wrk_common.lua"
+REDIRECT_LUA = BENCH_DIR / "wrk_redirect.lua"
+INGEST_LUA = BENCH_DIR / "wrk_ingest.lua"
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+BARE_FLOOR = 2_000.0  # req/s: below it the client or the machine, not the app, is the limit
+
+
+# --- wrk itself ------------------------------------------------------------------------------
+
+
+def ensure_wrk() -> str:
+    """The path of ``wrk``; installed with apt-get when missing and this runs as root, else a
+    message that says how to install it."""
+    found = shutil.which("wrk") or ("/usr/bin/wrk" if Path("/usr/bin/wrk").exists() else None)
+    if found:
+        return found
+    if hasattr(os, "geteuid") and os.geteuid() == 0 and shutil.which("apt-get"):
+        print("wrk is missing: installing it (apt-get install -y wrk)")
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        result = subprocess.run(["apt-get", "install", "-y", "wrk"], env=env, check=False)
+        if result.returncode != 0:
+            subprocess.run(["apt-get", "update"], env=env, check=False)
+            subprocess.run(["apt-get", "install", "-y", "wrk"], env=env, check=False)
+        found = shutil.which("wrk")
+        if found:
+            return found
+    raise SystemExit(
+        "wrk (the load generator) is not installed. On Debian or Ubuntu: sudo apt-get install wrk; "
+        "elsewhere build it from https://github.com/wg/wrk and put it on PATH. Then run this again."
+    )
+
+
+# --- its output ----------------------------------------------------------------------------------
+
+_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
+_PERCENTILE = re.compile(r"^\s*(\d+(?:\.\d+)?)%\s+(\d+(?:\.\d+)?)(us|ms|s|m)\s*$", re.MULTILINE)
+_TOTAL = re.compile(r"^\s*(\d+) requests in (\d+(?:\.\d+)?)(us|ms|s|m),", re.MULTILINE)
+_RATE = re.compile(r"^Requests/sec:\s+(\d+(?:\.\d+)?)", re.MULTILINE)
+_NON_2XX = re.compile(r"^\s*Non-2xx or 3xx responses:\s+(\d+)", re.MULTILINE)
+_SOCKET = re.compile(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)")
+
+
+def parse_wrk_output(text: str) -> dict:
+    """wrk's report (with ``--latency``) as numbers: requests, seconds, rps, the latency
+    percentiles in ms (``{50.0: …, 99.0: …}``), non-2xx/3xx answers and socket errors."""
+    total = _TOTAL.search(text)
+    rate = _RATE.search(text)
+    if total is None or rate is None:
+        raise ValueError("not a wrk report:\n" + text[-2000:])
+    percentiles = {float(p): float(v) * _UNITS[unit] for p, v, unit in _PERCENTILE.findall(text)}
+    non_2xx = _NON_2XX.search(text)
+    socket = _SOCKET.search(text)
+    return {
+        "requests": int(total.group(1)),
+        "seconds": float(total.group(2)) * _UNITS[total.group(3)] / 1000.0,
+        "rps": float(rate.group(1)),
+        "percentiles_ms": percentiles,
+        "non_2xx_3xx": int(non_2xx.group(1)) if non_2xx else 0,
+        "socket_errors": dict(
+            zip(("connect", "read", "write", "timeout"), map(int, socket.groups()), strict=True)
+        )
+        if socket
+        else {"connect": 0, "read": 0, "write": 0, "timeout": 0},
+    }
+
+
+# --- one run -----------------------------------------------------------------------------------
+
+
+@dataclass
+class WrkResult:
+    """One or more wrk runs against one server, summed."""
+
+    requests: int = 0
+    seconds: float = 0.0
+    p50_ms: float = 0.0  # of several runs: the worst run's
+    p99_ms: float = 0.0
+    statuses: Counter = field(default_factory=Counter)
+    socket_errors: int = 0
+    samples: dict[str, str] = field(default_factory=dict)  # a body per unexpected status
+    ids: list[str] = field(default_factory=list)  # what the portal answered with
+    client_cpu: float = 0.0  # CPU seconds wrk used
+    server_cpu: float = 0.0  # CPU seconds the server's processes used
+    machine_cpu: float = 0.0  # CPU seconds every process on the machine used
+    runs: int = 0
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds if self.seconds else 0.0
+
+    def add(self, other: WrkResult) -> WrkResult:
+        self.requests += other.requests
+        self.seconds += other.seconds
+        self.p50_ms = max(self.p50_ms, other.p50_ms)
+        self.p99_ms = max(self.p99_ms, other.p99_ms)
+        self.statuses.update(other.statuses)
+        self.socket_errors += other.socket_errors
+        for status, body in other.samples.items():
+            self.samples.setdefault(status, body)
+        self.ids.extend(other.ids)
+        self.client_cpu += other.client_cpu
+        self.server_cpu += other.server_cpu
+        self.machine_cpu += other.machine_cpu
+        self.runs += other.runs
+        return self
+
+    def line(self, label: str) -> str:
+        odd = {s: n for s, n in self.statuses.items() if s not in (201, 302)}
+        extra = f"  other statuses {odd}" if odd else ""
+        if self.socket_errors:
+            extra += f"  socket errors {self.socket_errors}"
+        return (
+            f"{label:<10} {self.rps:8.0f} req/s   p50 {self.p50_ms:7.2f} ms   p99 {self.p99_ms:7.2f} ms   "
+            f"({self.requests} requests in {self.seconds:.1f} s){extra}"
+        )
+
+    def cpu_line(self, label: str) -> str:
+        if not self.seconds or not self.requests:
+            return f"{label:<10} no requests"
+        others = max(0.0, self.machine_cpu - self.server_cpu - self.client_cpu) / self.seconds
+        return (
+            f"{label:<10} client (wrk) CPU {self.client_cpu:5.2f} s = "
+            f"{self.client_cpu / self.seconds:4.0%} of a core;  "
+            f"server {self.server_cpu / self.seconds:4.0%} of a core, "
+            f"{self.server_cpu / self.requests * 1e6:5.0f} us/request;  other processes {others:4.2f} cores"
+        )
+
+
+def _busy_seconds() -> float:
+    """CPU seconds every process on the machine has used since boot (Linux /proc/stat)."""
+    try:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return 0.0
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    steal = fields[7] if len(fields) > 7 else 0
+    return (sum(fields[:8]) - idle - steal) / _CLOCK_TICKS
+
+
+def run_wrk(
+    script: Path,
+    port: int,
+    *,
+    seconds: float,
+    connections: int,
+    threads: int,
+    lines: list[str],
+    server=None,
+    record_ids: bool = False,
+    seed: int = 1,
+    env: dict[str, str] | None = None,
+    timeout_seconds: int = 10,
+) -> WrkResult:
+    """One wrk run of ``script`` against 127.0.0.1:``port``. ``server`` (bench Server) gives
+    the server's CPU; ``record_ids`` keeps the ids the portal answered with."""
+    wrk = ensure_wrk()
+    with tempfile.TemporaryDirectory(prefix="bench-wrk-") as tmp:
+        workdir = Path(tmp)
+        (workdir / "lines.txt").write_text("\n".join(lines) + "\n")
+        run_env = {
+            **os.environ,
+            **(env or {}),
+            "WRK_COMMON": str(COMMON_LUA),
+            "WRK_LINES": str(workdir / "lines.txt"),
+            "WRK_OUT": str(workdir / "result.json"),
+            "WRK_IDS": str(workdir / "ids.txt") if record_ids else "",
+            "WRK_SEED": str(seed),
+        }
+        argv = [
+            wrk,
+            f"-t{threads}",
+            f"-c{connections}",
+            f"-d{max(1, round(seconds))}s",
+            f"--timeout={timeout_seconds}s",
+            "--latency",
+            "-s",
+            str(script),
+            f"http://127.0.0.1:{port}/",
+        ]
+        server_before = server.cpu_seconds() if server else 0.0
+        machine_before = _busy_seconds()
+        process = subprocess.Popen(
+            argv, env=run_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=BENCH_DIR
+        )
+        with process.stdout:
+            output = process.stdout.read().decode(errors="replace")
+        _pid, status, usage = os.wait4(process.pid, 0)
+        process.returncode = os.waitstatus_to_exitcode(status)
+        server_cpu = (server.cpu_seconds() - server_before) if server else 0.0
+        machine_cpu = _busy_seconds() - machine_before
+        if process.returncode != 0 or not (workdir / "result.json").exists():
+            raise RuntimeError(f"wrk failed (exit {process.returncode}):\n{output[-3000:]}")
+        report = parse_wrk_output(output)
+        detail = json.loads((workdir / "result.json").read_text())
+        ids = (workdir / "ids.txt").read_text().split() if record_ids else []
+    socket_errors = sum(report["socket_errors"].values())
+    return WrkResult(
+        requests=report["requests"],
+        seconds=report["seconds"],
+        p50_ms=report["percentiles_ms"].get(50.0, detail["p50_us"] / 1000),
+        p99_ms=report["percentiles_ms"].get(99.0, detail["p99_us"] / 1000),
+        statuses=Counter({int(k): v for k, v in detail["statuses"].items()}),
+        socket_errors=socket_errors,
+        samples=detail.get("samples", {}),
+        ids=ids,
+        client_cpu=usage.ru_utime + usage.ru_stime,
+        server_cpu=server_cpu,
+        machine_cpu=machine_cpu,
+        runs=1,
+    )
+
+
+def abba(measure_a, measure_b, seconds: float) -> tuple[WrkResult, WrkResult, list[tuple[str, WrkResult]]]:
+    """A, B, B, A in halves of ``seconds``: each app gets ``seconds`` and slow drift cancels out.
+    Returns both sums and the four runs in order."""
+    half = max(1.0, seconds / 2)
+    order = [("A", measure_a), ("B", measure_b), ("B", measure_b), ("A", measure_a)]
+    runs = [(name, measure(half)) for name, measure in order]
+    a, b = WrkResult(), WrkResult()
+    for name, result in runs:
+        (a if name == "A" else b).add(result)
+    return a, b, runs
+
+
+def sanity_warning(bare: WrkResult) -> str | None:
+    """The bare app must be fast enough that the ratio measures the portal, not the client."""
+    if bare.rps > BARE_FLOOR:
+        return None
+    return (
+        f"!! the bare app answered only {bare.rps:.0f} req/s (not above {BARE_FLOOR:,.0f}): the client "
+        "or the machine is the limit, not the app; the ratio says little. Rerun on a quieter machine."
+    )
+
+
+def verdict(ratio: float, target: float) -> str:
+    return f"target ≥ {target:.2f}: {'met' if ratio >= target else 'MISSED'}"

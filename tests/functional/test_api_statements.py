@@ -1,0 +1,144 @@
+"""The conversion API's hot path: how many SQL statements one sale costs, and that the count
+does not grow with the partner's history (tier and ladder metrics come from counters kept
+with each sale, never from summing past conversions)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from itertools import count
+
+import pytest
+import sqlalchemy as sa
+import time_machine
+
+from portal import lookups
+from portal.models import Campaign, LadderStep, PartnerTier, Program, Tier
+from portal.services import tracking
+from portal.services.api_keys import create_api_key
+from portal.services.tracking import ConversionInput
+from tests.factories import PartnerFactory, ProgramFactory
+
+pytestmark = pytest.mark.postgres
+
+NOW = datetime(2026, 11, 20, 14, 0, tzinfo=UTC)
+MAX_STATEMENTS = 6
+_tx = count(1)
+
+
+def _statements_of(engine, action) -> list[str]:
+    """The SQL statements ``action`` sends (savepoints of the test harness left out)."""
+    seen: list[str] = []
+
+    def listen(_conn, _cursor, statement, _parameters, _context, _executemany):
+        if not statement.lstrip().upper().startswith(("SAVEPOINT", "RELEASE", "ROLLBACK TO")):
+            seen.append(statement)
+
+    sa.event.listen(engine, "before_cursor_execute", listen)
+    try:
+        action()
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", listen)
+    return seen
+
+
+def _rules(db):
+    silver = Tier(
+        name="Silver",
+        rank=1,
+        rate_type="percent",
+        rate_percent_bp=1200,
+        rate_flat_minor=0,
+        threshold_metric="conversions",
+        threshold_value=5,
+        period="rolling_30",
+    )
+    gold = Tier(
+        name="Gold",
+        rank=2,
+        rate_type="percent",
+        rate_percent_bp=1500,
+        rate_flat_minor=0,
+        threshold_metric="revenue",
+        threshold_value=10**12,  # never reached: every sale asks whether it upgrades
+        period="previous_month",
+    )
+    db.session.add_all([silver, gold])
+    db.session.add_all(
+        [
+            LadderStep(threshold_conversions=20, bonus_minor=5_000),
+            LadderStep(threshold_conversions=200, bonus_minor=50_000),
+        ]
+    )
+    db.session.add(
+        Campaign(
+            name="Black week",
+            starts_at=NOW - timedelta(days=5),
+            ends_at=NOW + timedelta(days=5),
+            reward="bonus",
+            bonus_minor=300,
+        )
+    )
+    db.session.flush()
+    return silver
+
+
+def _history(program, partner, sales: int) -> None:
+    """``sales`` past sales of ``partner`` over the last 60 days, recorded as the API does."""
+    for i in range(sales):
+        at = NOW - timedelta(days=60) + timedelta(seconds=(60 * 86400 - 3600) * i // sales)
+        tx = f"past-{next(_tx)}"
+        tracking.record_conversion(
+            program,
+            ConversionInput(transaction_id=tx, amount_minor=2_000 + i, currency="USD", ref=partner.ref_code),
+            {"tx": tx},
+            received_at=at,
+        )
+
+
+@pytest.fixture
+def setting(app, db, database_backend):
+    program = ProgramFactory(fraud_duplicate_order=False)
+    silver = _rules(db)
+    _key, plain = create_api_key("tests", None)
+    db.session.commit()
+    # The look-up counter is read every TRACKING_CACHE_CHECK_SECONDS of real time: not inside
+    # the one request this test counts.
+    lookups.lookups().check_every = 3600
+    return program, silver, {"Authorization": f"Bearer {plain}"}
+
+
+def _count_one_sale(client, db, headers, ref: str) -> list[str]:
+    def post(tx: str) -> None:
+        body = {"transaction_id": tx, "amount": "80.00", "currency": "USD", "ref": ref}
+        response = client.post("/api/v1/conversions", json=body, headers=headers)
+        assert response.status_code == 201, response.json
+
+    post(f"warm-{next(_tx)}")  # this process's caches warm, as they are under load
+    db.session.expunge_all()  # a request in production starts with an empty session
+    return _statements_of(db.engine, lambda: post(f"counted-{next(_tx)}"))
+
+
+@pytest.mark.parametrize("past_sales", [10, 500])
+def test_a_sale_costs_a_few_statements_however_long_the_history(client, db, setting, past_sales):
+    program, silver, headers = setting
+    with time_machine.travel(NOW, tick=False):
+        partner = PartnerFactory()
+        _history(program, partner, past_sales)
+        db.session.commit()
+        assert db.session.get(PartnerTier, partner.id).tier_id == silver.id  # a tier, one above it
+        statements = _count_one_sale(client, db, headers, partner.ref_code)
+    assert len(statements) <= MAX_STATEMENTS, "\n\n".join(statements)
+
+
+def test_the_count_does_not_grow_with_the_history(client, db, setting):
+    program, _silver, headers = setting
+    program_id = program.id
+    counts = []
+    with time_machine.travel(NOW, tick=False):
+        for past_sales in (10, 500):
+            program = db.session.get(Program, program_id)
+            partner = PartnerFactory()
+            _history(program, partner, past_sales)
+            db.session.commit()
+            counts.append(len(_count_one_sale(client, db, headers, partner.ref_code)))
+    assert counts[0] == counts[1]

@@ -1,0 +1,134 @@
+"""The throughput benches' tools (bench/_wrk.py and its Lua scripts): wrk's report parsed,
+and the ingest script's sales, sent by a real wrk to a little server, each with a unique
+transaction id and recorded when answered."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+
+import _wrk
+
+WRK_REPORT = """\
+Running 2s test @ http://127.0.0.1:41234/
+  2 threads and 16 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency     4.31ms    2.07ms  31.62ms   80.12%
+    Req/Sec     1.89k   201.33     2.30k    71.00%
+  Latency Distribution
+     50%  812.00us
+     75%    5.01ms
+     90%    7.20ms
+     99%    1.02s
+  7541 requests in 2.00s, 1.69MB read
+  Socket errors: connect 0, read 3, write 0, timeout 1
+  Non-2xx or 3xx responses: 12
+Requests/sec:   3770.11
+Transfer/sec:    865.37KB
+"""
+
+
+def test_parse_wrk_output_reads_rate_latencies_and_errors():
+    report = _wrk.parse_wrk_output(WRK_REPORT)
+    assert report["requests"] == 7541
+    assert report["seconds"] == pytest.approx(2.0)
+    assert report["rps"] == pytest.approx(3770.11)
+    assert report["percentiles_ms"] == pytest.approx({50.0: 0.812, 75.0: 5.01, 90.0: 7.2, 99.0: 1020.0})
+    assert report["non_2xx_3xx"] == 12
+    assert report["socket_errors"] == {"connect": 0, "read": 3, "write": 0, "timeout": 1}
+
+
+def test_parse_wrk_output_refuses_what_is_not_a_report():
+    with pytest.raises(ValueError, match="not a wrk report"):
+        _wrk.parse_wrk_output("unable to connect to 127.0.0.1:1 Connection refused")
+
+
+def test_results_add_up_and_the_sanity_line_warns_below_2000():
+    a = _wrk.WrkResult(requests=3000, seconds=1.0, p50_ms=1.0, p99_ms=9.0, runs=1)
+    b = _wrk.WrkResult(requests=1000, seconds=1.0, p50_ms=2.0, p99_ms=5.0, runs=1)
+    total = _wrk.WrkResult().add(a).add(b)
+    assert (total.requests, total.rps, total.p50_ms, total.p99_ms, total.runs) == (4000, 2000.0, 2.0, 9.0, 2)
+    assert "not above 2,000" in _wrk.sanity_warning(total)
+    assert _wrk.sanity_warning(a) is None
+
+
+class _Sales(BaseHTTPRequestHandler):
+    """Answers every sale 201 with its transaction id, as the portal does, and keeps the body."""
+
+    protocol_version = "HTTP/1.1"
+    received: list[dict]
+    lock = threading.Lock()
+
+    def log_message(self, *args):  # quiet
+        pass
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        with self.lock:
+            self.received.append({**body, "authorization": self.headers["Authorization"]})
+        answer = json.dumps({"conversion": {"transaction_id": body["transaction_id"], "status": "pending"}})
+        self.send_response(201)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(answer)))
+        self.end_headers()
+        self.wfile.write(answer.encode())
+
+
+@pytest.fixture
+def sales_server():
+    _Sales.received = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Sales)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def _wrk_available() -> None:
+    if shutil.which("wrk") is None and not Path("/usr/bin/wrk").exists():
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail("CI=true but wrk is not installed (apt-get install wrk)")
+        pytest.skip("wrk is not installed (apt-get install wrk)")
+
+
+def test_the_ingest_script_sends_unique_sales_and_records_what_was_answered(sales_server):
+    _wrk_available()
+    refs = ["bp00001", "bp00002", "bp00003"]
+    result = _wrk.run_wrk(
+        _wrk.INGEST_LUA,
+        sales_server.server_address[1],
+        seconds=1,
+        connections=4,
+        threads=2,
+        lines=refs,
+        record_ids=True,
+        env={"WRK_PREFIX": "t-run", "WRK_API_KEY": "ppk_test"},
+    )
+    received = list(_Sales.received)
+    ids = [sale["transaction_id"] for sale in received]
+    assert result.requests > 0
+    assert len(ids) == len(set(ids))  # unique across wrk's threads
+    assert all(re.fullmatch(r"t-run-[12]-\d{8}", tx) for tx in ids)
+    assert {tx.split("-")[2] for tx in ids} == {"1", "2"}  # both threads sent
+    assert {sale["ref"] for sale in received} <= set(refs)
+    assert all(re.fullmatch(r"\d+\.\d\d", sale["amount"]) for sale in received)
+    assert all(5.0 <= float(sale["amount"]) <= 500.0 for sale in received)
+    assert {sale["authorization"] for sale in received} == {"Bearer ppk_test"}
+    # Every id answered 201 is recorded once; at most one request per connection was in
+    # flight when the run ended (sent, never answered to wrk).
+    assert result.statuses == {201: result.requests}
+    assert len(result.ids) == len(set(result.ids)) == result.requests
+    assert set(result.ids) <= set(ids)
+    assert 0 <= len(ids) - len(result.ids) <= 4
+    assert result.client_cpu > 0
