@@ -1,7 +1,7 @@
 """tier counters: sales held for review per partner-day; the partner trend touched by the database
 
 Revision ID: 0014
-Revises: 0010
+Revises: 0013
 Create Date: 2026-12-02 06:30:00
 
 The rewards engine reads a partner's tier metrics from ``stats_partner_daily`` (bounded by
@@ -22,7 +22,7 @@ from alembic import op
 
 # revision identifiers, used by Alembic.
 revision = '0014'
-down_revision = '0010'
+down_revision = '0013'
 branch_labels = None
 depends_on = None
 
