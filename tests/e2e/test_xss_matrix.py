@@ -279,7 +279,10 @@ def _store_one(
         stored,
         "announcement title / body",
         lambda: announcements.save_announcement(
-            manager, announcements.AnnouncementDraft(title=payload, body=payload)
+            manager,
+            announcements.AnnouncementDraft(
+                title=payload, body=payload, audience_kind="partners", audience_items=[hub.user.email]
+            ),
         ),
     )
     if announcement is not None:
@@ -294,7 +297,7 @@ def _store_one(
                 program,
                 creatives.CreativeInput(
                     name=payload,
-                    channels=["social"],
+                    channels=["other"],
                     description=payload,
                     headline=payload,
                     body=f"{payload} {{link}}",
