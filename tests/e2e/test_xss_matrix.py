@@ -63,11 +63,14 @@ PAYLOADS = [
     "&lt;script&gt;alert(1)&lt;/script&gt;",
     '<object data="javascript:alert(1)"></object>',
     "<input autofocus onfocus=alert(1)>",
+    # Passes WTForms' URL() check (a scheme, "://", a host with a TLD): a website from /apply.
+    "javascript://example.com/%0Aalert(1)",
 ]
 
 # Fields whose service accepts only letters, digits and a few marks: every payload is refused
 # there (so none can reach a page), which the matrix checks instead of rendering them.
 ALLOW_LISTED = {"tag name", "link campaign / sub id"}
+# The website is tried as the payload and, when refused, inside an https URL: both are counted.
 
 # Everything a payload could leave in the DOM; the portal itself writes none of it (its CSP
 # allows no inline handler, so any on* attribute was not written by the portal).
@@ -320,6 +323,27 @@ def _store_one(
         ),
     )
     stored.operator_pages.append(f"/admin/partners/{partner.id}")
+    # The website on /apply: the payload itself, else inside an https URL; left waiting for review,
+    # so the applications list shows it too.
+    for website in (payload, f"https://paddle-notes.example/{payload}"):
+        applicant = _try(
+            stored,
+            "website",
+            lambda website=website: accounts.apply_as_partner(
+                accounts.Application(
+                    name=f"XSS website {number}",
+                    email=unique_email(f"xss-site{number}"),
+                    password=APPLICANT_PASSWORD,
+                    country="NL",
+                    channels=["seo"],
+                    promotion_description="Trip reports.",
+                    website=website,
+                )
+            ),
+        )
+        if applicant is not None:
+            stored.operator_pages.append(f"/admin/partners/{applicant.id}")
+            break
     return partner
 
 
@@ -366,6 +390,8 @@ def _assert_most_stored(stored: Stored) -> None:
     for name, count in stored.stored.items():
         refused = stored.refused.get(name, 0)
         assert count >= len(PAYLOADS) // 2, f"{name}: only {count} stored, {refused} refused"
+        if name == "website":
+            assert count == len(PAYLOADS), f"website: {count} stored ({stored.reasons.get(name)})"
     for name in stored.refused:
         if name not in stored.stored:
             assert name in ALLOW_LISTED, f"{name}: every payload was refused ({stored.reasons[name]})"
