@@ -68,7 +68,8 @@ def host_is_allowed(host: str | None, domains) -> bool:
 
 def clean_destination(raw: str | None, domains) -> str:
     """``raw`` checked and normalised (scheme and host in lower case, host IDNA-encoded,
-    surrounding spaces gone); raises ``UnsafeUrl`` for anything refused (see the module)."""
+    surrounding spaces gone); raises ``UnsafeUrl`` for anything refused (see the module).
+    ``domains=None`` accepts any well-formed public host (a partner's own website)."""
     if not isinstance(raw, str):
         raise UnsafeUrl("empty")
     text = raw.strip()
@@ -95,7 +96,7 @@ def clean_destination(raw: str | None, domains) -> str:
     host = _ascii_host(parts.hostname or "")
     if not _HOST.match(host.rstrip(".")):
         raise UnsafeUrl("host")
-    if not host_is_allowed(host, domains):
+    if domains is not None and not host_is_allowed(host, domains):
         raise UnsafeUrl("domain")
     netloc = host if port is None else f"{host}:{port}"
     return urlunsplit((parts.scheme.lower(), netloc, parts.path, parts.query, parts.fragment))

@@ -102,14 +102,27 @@ class Application:
     social_profiles: str | None = None
 
 
+def _checked_website(raw: str | None) -> str | None:
+    """The applicant's website as an http(s) address the console may link to, or nothing."""
+    if not (raw or "").strip():
+        return None
+    from portal.urlcheck import UnsafeUrl, clean_destination
+
+    try:
+        return clean_destination(raw, None)
+    except UnsafeUrl:
+        raise DomainError(_("Enter your website's address, starting with https://."), "website") from None
+
+
 def apply_as_partner(application: Application) -> Partner:
     """Register an applicant: a partner user whose partner record waits for review."""
+    website = _checked_website(application.website)
     user = create_user(application.email, application.name, application.password, Role.PARTNER)
     partner = Partner(
         user=user,
         ref_code=generate_ref_code(),
         status=PartnerStatus.APPLIED,
-        website=(application.website or "").strip() or None,
+        website=website,
         social_profiles=(application.social_profiles or "").strip() or None,
         channels=list(dict.fromkeys(application.channels)),
         promotion_description=application.promotion_description.strip(),
@@ -132,6 +145,7 @@ def apply_or_notify(application: Application) -> tuple[User, Partner | None]:
         partner = apply_as_partner(application)
         return partner.user, partner
     # The same checks and the same hashing work as a new account: no answer or timing tells.
+    _checked_website(application.website)
     check_password_strength(application.password, email=application.email, name=application.name)
     generate_password_hash(application.password)
     record_event(None, "user.applied_again", "user", existing.id)

@@ -9,6 +9,7 @@ import pytest
 import sqlalchemy as sa
 import time_machine
 
+from portal.errors import DomainError
 from portal.models import Partner, PartnerStatus, Role
 from portal.services import accounts, delivery
 from tests.factories import PartnerFactory, UserFactory
@@ -160,3 +161,38 @@ def test_list_unsubscribe_headers_follow_rfc_8058_unencoded(app, client, db, pro
     one_click = client.post(url.removeprefix("http://portal.test"), data={"List-Unsubscribe": "One-Click"})
     assert one_click.status_code == 200
     assert delivery.email_preferences(partner)["message"] is False
+
+
+@pytest.mark.parametrize("known", [False, True])
+def test_a_website_that_is_not_an_http_address_is_refused_alike_for_every_address(client, db, known):
+    """``javascript://example.com/%0Aalert(1)`` passed the form's URL check and became a link in
+    the console; the service refuses it, the same way whether the address has an account or not."""
+    email = "known@example.org" if known else "new@example.org"
+    if known:
+        UserFactory(email=email)
+        db.session.commit()
+    before = db.session.scalar(sa.select(sa.func.count()).select_from(Partner))
+    response = client.post(
+        "/apply", data={**APPLICATION, "email": email, "website": "javascript://example.com/%0Aalert(1)"}
+    )
+    assert response.status_code == 422
+    assert 'id="website-error"' in response.get_data(as_text=True)
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Partner)) == before
+
+
+@pytest.mark.parametrize("known", [False, True])
+def test_the_service_refuses_a_website_the_console_could_not_link_to(db, known):
+    """Behind the form's own check: what reaches the service is checked again, alike for every address."""
+    email = "known@example.org" if known else "new@example.org"
+    if known:
+        UserFactory(email=email)
+    fields = {k: v for k, v in APPLICATION.items() if k not in {"confirm", "email", "website"}}
+    for website in (
+        "javascript://example.com/%0Aalert(1)",
+        "https://evil.example\\.rae.example/",
+        "ftp://x.example",
+    ):
+        application = accounts.Application(**fields, email=email, website=website)
+        with pytest.raises(DomainError) as refused:
+            accounts.apply_or_notify(application)
+        assert refused.value.field == "website"
