@@ -90,7 +90,9 @@ class Config:
     BABEL_DEFAULT_LOCALE = "en"
     BABEL_DEFAULT_TIMEZONE = "UTC"
     BABEL_TRANSLATION_DIRECTORIES = str(BASE_DIR / "portal" / "translations")
-    SUPPORTED_LOCALES = ("en",)
+    # The languages the portal speaks, by their Babel names; each but English has a catalogue
+    # under portal/translations/<name>/ (README: Languages). The first is the fallback.
+    SUPPORTED_LOCALES = ("en", "zh_Hans_CN")
 
     HOST = _str("HOST", "127.0.0.1")
     PORT = _int("PORT", 5000)
