@@ -72,7 +72,8 @@ bench: install-dev
 # Refresh the message catalogues after changing user-facing text: new strings appear empty in
 # each language's messages.po; translate them, then `make test` (tests/unit/test_catalogue.py).
 translations: install
-	$(BIN)/pybabel extract -F babel.cfg -k _l -k lazy_gettext --no-location -o portal/translations/messages.pot .
+	$(BIN)/pybabel extract -F babel.cfg -k _l -k lazy_gettext --no-location --ignore-dirs=".* __pycache__" \
+		-o portal/translations/messages.pot .
 	$(BIN)/pybabel update --no-fuzzy-matching -i portal/translations/messages.pot -d portal/translations
 	$(MAKE) install
 

@@ -44,13 +44,19 @@ def placeholders(text: str) -> Counter:
     return found
 
 
+def _searched(dirpath: str) -> bool:
+    """Every folder but hidden ones and caches: Babel's default also skips ``_partials``."""
+    name = Path(dirpath).name
+    return not name.startswith(".") and name != "__pycache__"
+
+
 @cache
 def extracted() -> Catalog:
     with open(ROOT / "babel.cfg", encoding="utf-8") as fileobj:
         method_map, options_map = parse_mapping_cfg(fileobj, filename="babel.cfg")
     catalog = Catalog()
     for _filename, lineno, message, _comments, context in extract_from_dir(
-        str(ROOT), method_map, options_map, keywords=KEYWORDS
+        str(ROOT), method_map, options_map, keywords=KEYWORDS, directory_filter=_searched
     ):
         catalog.add(message, None, [(_filename, lineno)], context=context)
     return catalog
@@ -74,8 +80,8 @@ def test_placeholders_are_recognised():
 
 def test_the_extraction_finds_the_portal_strings():
     ids = {key(m) for m in extracted() if m.id}
-    # One from Python, one from an HTML template, one from an e-mail template.
-    assert {"Settings saved.", "Sign in", "Hello %(name)s,"} <= ids
+    # From Python, a page, an e-mail, and a partial in a folder whose name starts with "_".
+    assert {"Settings saved.", "Sign in", "Hello %(name)s,", "Sign out", "Your money now"} <= ids
     assert len(ids) > 1000
 
 
