@@ -51,6 +51,8 @@ MATRIX = {
         {"anonymous": LOGIN, "applicant": 200, "partner": HOME, "manager": HOME, "admin": HOME},
     ),
     "auth.forgot_password": ("GET", "/password/forgot", dict.fromkeys(ROLES, 200)),
+    "auth.set_language": ("POST", "/language", dict.fromkeys(ROLES, HOME)),
+    "auth.account": ("GET", "/account", {**dict.fromkeys(ROLES, 200), "anonymous": LOGIN}),
     "auth.reset_password": ("GET", "/password/reset/not-a-token", dict.fromkeys(ROLES, 400)),
     "partner.dashboard": (
         "GET",

@@ -2,20 +2,29 @@
 
 from __future__ import annotations
 
+import flask_babel
 from flask import current_app, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 from flask_login import current_user, login_required, login_user, logout_user
 
 from portal.blueprints.auth import bp
-from portal.blueprints.auth.forms import ApplyForm, ForgotPasswordForm, LoginForm, ResetPasswordForm
+from portal.blueprints.auth.forms import (
+    AccountForm,
+    ApplyForm,
+    ForgotPasswordForm,
+    LanguageForm,
+    LoginForm,
+    ResetPasswordForm,
+)
 from portal.errors import DomainError
 from portal.extensions import csrf, db, limiter
 from portal.forms import ConfirmForm, put_error_on_form
+from portal.i18n import LOCALE_COOKIE, LOCALE_COOKIE_MAX_AGE, set_reading_preferences
 from portal.mail import MailError
 from portal.models import PartnerStatus, Role
 from portal.security import home_url_for, safe_next_url
 from portal.services import accounts, delivery
-from portal.services.program import get_program
+from portal.services.program import get_program, program_timezone
 
 
 def _limit(name: str):
@@ -182,3 +191,52 @@ def _invalid_link(error: DomainError):
     return render_template(
         "errors/error.html", code=400, title=_("Link not valid"), message=error.message
     ), 400
+
+
+# --- language and time zone ----------------------------------------------------------------------
+
+
+@bp.post("/language")
+def set_language():
+    """The switch in the header: the signed-in person's setting, and a cookie for everyone."""
+    form = LanguageForm()
+    back = safe_next_url(form.next.data) or url_for("auth.index")
+    if not form.validate_on_submit():
+        return redirect(back)
+    if current_user.is_authenticated:
+        set_reading_preferences(current_user, form.locale.data, current_user.timezone)
+        db.session.commit()
+    response = redirect(back)
+    response.set_cookie(
+        LOCALE_COOKIE,
+        form.locale.data,
+        max_age=LOCALE_COOKIE_MAX_AGE,
+        samesite="Lax",
+        secure=current_app.config["SESSION_COOKIE_SECURE"],
+        httponly=True,
+    )
+    return response
+
+
+@bp.route("/account", methods=["GET", "POST"])
+@login_required
+def account():
+    """Everyone's own settings: the language and time zone pages, messages and e-mails use."""
+    zone = program_timezone()
+    form = AccountForm(program_zone=zone)
+    if request.method == "GET":
+        form.locale.data = current_user.locale or ""
+        form.timezone.data = current_user.timezone or ""
+    elif form.validate_on_submit():
+        try:
+            set_reading_preferences(current_user, form.locale.data or None, form.timezone.data or None)
+        except DomainError as error:
+            db.session.rollback()
+            put_error_on_form(form, error)
+        else:
+            db.session.commit()
+            flask_babel.refresh()  # the confirmation already in the new language
+            flash(_("Your language and time zone are saved."), "success")
+            return redirect(url_for("auth.account"))
+    status = 200 if request.method == "GET" else 422
+    return render_template("auth/account.html", form=form, program_zone=zone), status
