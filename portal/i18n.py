@@ -13,12 +13,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from functools import cache
+from zoneinfo import available_timezones
 
 import flask_babel
 import pytz
 import sqlalchemy as sa
 from babel import Locale, UnknownLocaleError
 from babel.core import get_global
+from babel.dates import get_timezone_location
 from flask import current_app, g, has_request_context, request
 from flask_login import current_user
 
@@ -43,6 +45,31 @@ def language_name(locale: str) -> str:
 
 def locale_choices() -> list[tuple[str, str]]:
     return [(code, language_name(code)) for code in supported_locales()]
+
+
+_REGIONS = (
+    "Africa",
+    "America",
+    "Antarctica",
+    "Arctic",
+    "Asia",
+    "Atlantic",
+    "Australia",
+    "Europe",
+    "Indian",
+    "Pacific",
+)
+
+
+def timezone_choices() -> list[tuple[str, str]]:
+    """The zones a person can live in, named in the reader's language: "中国（上海）时间 · Asia/Shanghai"."""
+    return list(_timezone_choices(str(flask_babel.get_locale() or "en")))
+
+
+@cache
+def _timezone_choices(locale: str) -> tuple[tuple[str, str], ...]:
+    zones = sorted(z for z in available_timezones() if z.split("/", 1)[0] in _REGIONS and "/" in z)
+    return (("UTC", "UTC"), *((z, f"{get_timezone_location(z, locale=locale)} · {z}") for z in zones))
 
 
 def html_lang(locale: Locale | str | None) -> str:
@@ -163,8 +190,6 @@ def speaking_to(user) -> Iterator[None]:
 
 def set_reading_preferences(user, locale: str | None, timezone: str | None) -> None:
     """Keep ``user``'s own language and time zone (None: the automatic choice)."""
-    from zoneinfo import available_timezones
-
     from portal.errors import DomainError
     from portal.extensions import db
 

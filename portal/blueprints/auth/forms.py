@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from zoneinfo import available_timezones
-
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from wtforms import BooleanField, EmailField, PasswordField, SelectField, StringField, TextAreaField
 from wtforms.validators import URL, DataRequired, Email, EqualTo, Length, Optional
 
 from portal.forms import MultiCheckboxField, as_choices, channel_choices, country_choices
-from portal.i18n import locale_choices
+from portal.i18n import locale_choices, timezone_choices
 
 _email = [
     DataRequired(_l("Enter your e-mail address.")),
@@ -121,7 +119,7 @@ class AccountForm(FlaskForm):
         self.timezone.choices = as_choices(
             [
                 ("", _l("The program's (%(zone)s)", zone=program_zone)),
-                *((z, z) for z in sorted(available_timezones())),
+                *timezone_choices(),
             ]
         )
 
