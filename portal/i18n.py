@@ -118,11 +118,18 @@ def program_locale() -> str:
     """The program's default language (the first supported one before set-up)."""
     supported = supported_locales()
     if "program_locale" not in g:
-        from portal.extensions import db
-        from portal.models import Program
+        from portal import lookups
 
-        g.program_locale = db.session.scalar(sa.select(Program.default_locale).order_by(Program.id).limit(1))
+        # Read on nearly every request (any translated text): cached like the program itself.
+        g.program_locale = lookups.lookups().load("program_locale", None, _read_program_locale)
     return g.program_locale if g.program_locale in supported else supported[0]
+
+
+def _read_program_locale() -> str | None:
+    from portal.extensions import db
+    from portal.models import Program
+
+    return db.session.scalar(sa.select(Program.default_locale).order_by(Program.id).limit(1))
 
 
 def _program_timezone() -> str:

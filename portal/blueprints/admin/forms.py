@@ -107,7 +107,7 @@ class SettingsForm(FlaskForm):
     )
     default_locale = SelectField(
         _l("Default language"),
-        validators=[DataRequired()],
+        validators=[Optional()],  # not sent: unchanged
         description=_l(
             "For visitors whose browser asks for no language the portal speaks, and for messages and "
             "e-mails to partners who have not chosen one."
@@ -289,7 +289,7 @@ class SettingsForm(FlaskForm):
             name=self.name.data.strip(),
             currency=self.currency.data,
             timezone=self.timezone.data,
-            default_locale=self.default_locale.data,
+            default_locale=self.default_locale.data or program.default_locale,
             cookie_window_days=self.cookie_window_days.data,
             hold_period_days=self.hold_period_days.data,
             allowed_domains=[line for line in self.allowed_domains.data.splitlines() if line.strip()],
