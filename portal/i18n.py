@@ -118,11 +118,20 @@ def program_locale() -> str:
     """The program's default language (the first supported one before set-up)."""
     supported = supported_locales()
     if "program_locale" not in g:
-        from portal import lookups
-
-        # Read on nearly every request (any translated text): cached like the program itself.
-        g.program_locale = lookups.lookups().load("program_locale", None, _read_program_locale)
+        g.program_locale = _stored_program_locale()
     return g.program_locale if g.program_locale in supported else supported[0]
+
+
+def _stored_program_locale() -> str | None:
+    from portal import lookups
+    from portal.extensions import db
+
+    if not _schema_exists():
+        return None
+    # Read on nearly every request (any translated text): cached like the program itself, and
+    # never flushing the caller's unfinished changes (a service may be raising a DomainError).
+    with db.session.no_autoflush:
+        return lookups.lookups().load("program_locale", None, _read_program_locale)
 
 
 def _read_program_locale() -> str | None:
@@ -130,6 +139,16 @@ def _read_program_locale() -> str | None:
     from portal.models import Program
 
     return db.session.scalar(sa.select(Program.default_locale).order_by(Program.id).limit(1))
+
+
+def _schema_exists() -> bool:
+    """False before `flask db upgrade` (and in an app made without a database): English then."""
+    state = current_app.extensions.setdefault("portal_i18n", {})
+    if not state.get("schema"):
+        from portal.extensions import db
+
+        state["schema"] = sa.inspect(db.engine).has_table("programs")
+    return state["schema"]
 
 
 def _program_timezone() -> str:
