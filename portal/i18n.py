@@ -147,7 +147,8 @@ def _schema_exists() -> bool:
     if not state.get("schema"):
         from portal.extensions import db
 
-        state["schema"] = sa.inspect(db.engine).has_table("programs")
+        # On the session's own connection: no second connection in the middle of a request.
+        state["schema"] = sa.inspect(db.session.connection()).has_table("programs")
     return state["schema"]
 
 
