@@ -21,8 +21,14 @@ $(VENV)/.dev: requirements.txt requirements-dev.txt | $(BIN)/python
 	$(BIN)/pip install --quiet -r requirements-dev.txt
 	touch $@ $(VENV)/.runtime
 
-install: $(VENV)/.runtime
-install-dev: $(VENV)/.dev
+# The compiled catalogues the app reads (not in git): rebuilt whenever a .po changes.
+MO_FILES := $(patsubst %.po,%.mo,$(wildcard portal/translations/*/LC_MESSAGES/messages.po))
+
+%.mo: %.po | $(VENV)/.runtime
+	$(BIN)/pybabel compile --statistics -i $< -o $@
+
+install: $(VENV)/.runtime $(MO_FILES)
+install-dev: $(VENV)/.dev $(MO_FILES)
 
 migrate: install
 	$(FLASK) db upgrade
@@ -63,9 +69,13 @@ quick: install-dev
 bench: install-dev
 	@for script in bench/*.py; do [ -e "$$script" ] || continue; case $$script in */_*) continue;; esac; echo "== $$script"; $(BIN)/python $$script || exit 1; done
 
-# Refresh the message catalogue after changing user-facing text.
+# Refresh the message catalogues after changing user-facing text: new strings appear empty in
+# each language's messages.po; translate them, then `make test` (tests/unit/test_catalogue.py).
 translations: install
-	$(BIN)/pybabel extract -F babel.cfg -k _l -k lazy_gettext --no-location -o portal/translations/messages.pot .
+	$(BIN)/pybabel extract -F babel.cfg -k _l -k lazy_gettext --no-location --ignore-dirs=".* __pycache__" \
+		-o portal/translations/messages.pot .
+	$(BIN)/pybabel update --no-fuzzy-matching -i portal/translations/messages.pot -d portal/translations
+	$(MAKE) install
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -131,7 +131,9 @@ class Config:
     BABEL_DEFAULT_LOCALE = "en"
     BABEL_DEFAULT_TIMEZONE = "UTC"
     BABEL_TRANSLATION_DIRECTORIES = str(BASE_DIR / "portal" / "translations")
-    SUPPORTED_LOCALES = ("en",)
+    # The languages the portal speaks, by their Babel names; each but English has a catalogue
+    # under portal/translations/<name>/ (README: Languages). The first is the fallback.
+    SUPPORTED_LOCALES = ("en", "zh_Hans_CN")
 
     # /readyz and /healthz: each dependency gets this long to answer (the probe answers within ~2 s).
     PROBE_TIMEOUT_SECONDS = float(_str("PROBE_TIMEOUT_SECONDS", "1.5"))

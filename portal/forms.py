@@ -5,6 +5,7 @@ from __future__ import annotations
 from functools import cache
 
 from babel import Locale
+from flask_babel import get_locale
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from wtforms import (
@@ -68,10 +69,14 @@ def channel_choices() -> list[SelectChoice]:
 _NOT_COUNTRIES = {"EU", "EZ", "UN", "QO", "ZZ", "XA", "XB"}
 
 
-@cache
 def country_choices() -> tuple[tuple[str, str], ...]:
-    """ISO 3166-1 alpha-2 codes with English names, sorted by name."""
-    territories = Locale("en").territories
+    """ISO 3166-1 alpha-2 codes with their names in the reader's language, sorted by name."""
+    return _country_choices(str(get_locale() or "en"))
+
+
+@cache
+def _country_choices(locale: str) -> tuple[tuple[str, str], ...]:
+    territories = Locale.parse(locale).territories
     pairs = [
         (code, name)
         for code, name in territories.items()
@@ -81,15 +86,18 @@ def country_choices() -> tuple[tuple[str, str], ...]:
 
 
 @cache
-def _language_pairs() -> tuple[tuple[str, str], ...]:
+def _language_pairs(locale: str) -> tuple[tuple[str, str], ...]:
     from portal.services.creatives import language_names
 
-    return tuple(sorted(language_names().items(), key=lambda p: p[1]))
+    names = Locale.parse(locale).languages
+    return tuple(
+        sorted(((code, names.get(code, name)) for code, name in language_names().items()), key=lambda p: p[1])
+    )
 
 
 def language_choices() -> list[SelectChoice]:
-    """ISO 639-1 languages with English names, sorted by name."""
-    return as_choices(_language_pairs())
+    """ISO 639-1 languages with their names in the reader's language, sorted by name."""
+    return as_choices(_language_pairs(str(get_locale() or "en")))
 
 
 def put_error_on_form(form: FlaskForm, error: DomainError) -> None:

@@ -16,6 +16,7 @@ from flask_babel import gettext as _
 from flask_wtf.csrf import generate_csrf
 
 from portal.charts import bar_chart
+from portal.i18n import html_lang, locale_choices
 from portal.models import CommissionType, PartnerStatus
 from portal.money import format_money
 from portal.realtime import room_for
@@ -227,9 +228,10 @@ def creative_kind(kind: str) -> str:
 
 
 def language_name(code: str | None) -> str:
-    from portal.services.creatives import language_label
-
-    return language_label(code)
+    """A creative's language in the reader's language: "de" → "German", "德语"."""
+    if not code:
+        return "—"
+    return get_locale().languages.get(code) or code
 
 
 def _channel_choices():
@@ -285,6 +287,8 @@ def init_app(app: Flask) -> None:
     app.add_template_global(why_this_amount, "why")
     app.add_template_filter(commission_kind, "commission_kind")
     app.add_template_global(get_locale)
+    app.add_template_global(html_lang)
+    app.add_template_global(locale_choices)
     app.add_template_global(room_for, "live_room")
     app.add_template_global(status_badge_parts)
     app.add_template_global(generate_csrf, "csrf_token")

@@ -60,6 +60,9 @@ class Program(db.Model):
     name: Mapped[str] = mapped_column(sa.String(120))
     currency: Mapped[str] = mapped_column(sa.String(3), default="USD")
     timezone: Mapped[str] = mapped_column(sa.String(64), default="UTC")
+    # The language of pages for visitors whose browser asks for none the portal speaks, and
+    # of messages and e-mails to partners who never chose one (a SUPPORTED_LOCALES name).
+    default_locale: Mapped[str] = mapped_column(sa.String(16), default="en", server_default="en")
     cookie_window_days: Mapped[int] = mapped_column(default=30)
     hold_period_days: Mapped[int] = mapped_column(default=30)
     allowed_domains: Mapped[list[str]] = mapped_column(sa.JSON, default=list)

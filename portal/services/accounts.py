@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import cache
@@ -25,6 +26,7 @@ from portal.errors import (
     WeakPassword,
 )
 from portal.extensions import db
+from portal.i18n import speaking_to
 from portal.mail import send_mail
 from portal.models import Partner, PartnerStatus, Role, User
 from portal.models.types import utcnow
@@ -363,11 +365,11 @@ def send_password_reset(email: str, link_for: Callable[[str], str]) -> bool:
         return False
     link = link_for(make_password_reset_token(user))
     minutes = current_app.config["PASSWORD_RESET_MAX_AGE"] // 60
-    send_mail(
-        user.email,
-        _("Reset your partner portal password"),
-        render_template("email/password_reset.txt", user=user, link=link, minutes=minutes),
-    )
+    # In the account's own language if it chose one, else the one the request is read in.
+    with speaking_to(user) if user.locale else nullcontext():
+        subject = _("Reset your partner portal password")
+        text = render_template("email/password_reset.txt", user=user, link=link, minutes=minutes)
+    send_mail(user.email, subject, text)
     record_event(user, "user.password_reset_requested", "user", user.id)
     return True
 
@@ -384,17 +386,17 @@ def invite_operator(actor: User, email: str, name: str, role: Role, link_for: Ca
     db.session.flush()
     record_event(actor, "user.invited", "user", user.id, role=str(role))
     link = link_for(make_password_reset_token(user, purpose="invite"))
-    send_mail(
-        user.email,
-        _("You have been invited to the partner portal"),
-        render_template(
+    # The invited person has chosen nothing yet: the program's default language.
+    with speaking_to(user):
+        subject = _("You have been invited to the partner portal")
+        text = render_template(
             "email/invitation.txt",
             user=user,
             inviter=actor,
             link=link,
             days=max(1, current_app.config["INVITATION_MAX_AGE"] // 86400),
-        ),
-    )
+        )
+    send_mail(user.email, subject, text)
     return user
 
 

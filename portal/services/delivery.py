@@ -32,6 +32,7 @@ from sqlalchemy.orm import Session
 
 from portal.errors import InvalidToken
 from portal.extensions import db
+from portal.i18n import speaking_to
 from portal.mail import MailError, build_message, send_message
 from portal.markup import markdown_to_text, render_markdown
 from portal.models import EMAIL_KINDS, EmailPreference, OutboundEmail, Partner
@@ -211,20 +212,24 @@ def queue_email(partner: Partner, kind: str, subject: str, body_markdown: str, l
     if not mail_configured() or not partner.user.active or not wants_email(partner, kind):
         return False
     unsubscribe = unsubscribe_url(partner, kind)
-    context = {
-        "partner": partner,
-        "subject": subject,
-        "link": link,
-        "unsubscribe": unsubscribe,
-        "kind_label": email_kind_label(kind),
-    }
+    # The e-mail's own words in the partner's language, whoever's request sends it.
+    with speaking_to(partner.user):
+        context = {
+            "partner": partner,
+            "subject": subject,
+            "link": link,
+            "unsubscribe": unsubscribe,
+            "kind_label": email_kind_label(kind),
+        }
+        text = render_template("email/message.txt", body=markdown_to_text(body_markdown), **context)
+        html = render_template("email/message.html", body=render_markdown(body_markdown), **context)
     outbound = OutboundEmail(
         partner_id=partner.id,
         kind=kind,
         to_address=partner.user.email,
         subject=subject[:300],
-        text=render_template("email/message.txt", body=markdown_to_text(body_markdown), **context),
-        html=render_template("email/message.html", body=render_markdown(body_markdown), **context),
+        text=text,
+        html=html,
         unsubscribe_url=unsubscribe,
     )
     db.session.add(outbound)

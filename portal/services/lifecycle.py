@@ -18,9 +18,11 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
+from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
-from flask_babel import format_date, get_locale
+from flask import current_app
+from flask_babel import force_locale, format_date, get_locale
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from jinja2 import StrictUndefined, TemplateSyntaxError, UndefinedError, nodes
@@ -29,6 +31,7 @@ from jinja2.sandbox import SandboxedEnvironment
 from portal import lookups, realtime
 from portal.errors import DomainError
 from portal.extensions import db
+from portal.i18n import speaking_to
 from portal.models import (
     AutomaticKind,
     AutomaticMessageLog,
@@ -332,6 +335,18 @@ def save_template(kind: str, actor: User, change: TemplateChange) -> MessageTemp
     return template
 
 
+def _wording(kind: str, template: MessageTemplate) -> tuple[str, str]:
+    """The template's subject and body; the built-in wording in the current language when the
+    team has not changed it (in whichever language it was first stored)."""
+    stored = (template.subject, template.body)
+    for locale in current_app.config["SUPPORTED_LOCALES"]:
+        with force_locale(locale):
+            built_in = _defaults()[kind] == stored
+        if built_in:
+            return _defaults()[kind]
+    return stored
+
+
 def reset_template(kind: str, actor: User) -> MessageTemplate:
     template = get_template(kind)
     template.subject, template.body = _defaults()[kind]
@@ -432,8 +447,11 @@ def notify(kind: str, partner: Partner, *, key: str, **values: object) -> Messag
     unknown = set(flat) - set(variables_for(kind))
     if unknown:
         raise ValueError(f"automatic message {kind}: unknown values {sorted(unknown)}")
-    subject = render(kind, template.subject, flat, markdown=False)
-    body = render(kind, template.body, flat)
+    # In the partner's language and zone; the built-in wording in their language too.
+    with speaking_to(partner.user):
+        subject_source, body_source = _wording(kind, template)
+        subject = render(kind, subject_source, flat, markdown=False)
+        body = render(kind, body_source, flat)
 
     log = AutomaticMessageLog(kind=kind, partner_id=partner.id, dedupe_key=key[:200])
     try:
@@ -499,13 +517,14 @@ def _first_conversion(conversion: Conversion) -> Message | None:
     from portal.services.commissions import net_commission
 
     partner = conversion.partner or db.session.get(Partner, conversion.partner_id)
-    return notify(
-        AutomaticKind.FIRST_CONVERSION,
-        partner,
-        key="first",
-        commission__amount=_money(net_commission(conversion), conversion.currency),
-        **_conversion_values(conversion),
-    )
+    with speaking_to(partner.user):
+        return notify(
+            AutomaticKind.FIRST_CONVERSION,
+            partner,
+            key="first",
+            commission__amount=_money(net_commission(conversion), conversion.currency),
+            **_conversion_values(conversion),
+        )
 
 
 def conversion_rejected(conversion: Conversion, *, later: bool = False) -> Message | None:
@@ -519,14 +538,15 @@ def conversion_rejected(conversion: Conversion, *, later: bool = False) -> Messa
     from portal.services.tracking import reason_label
 
     partner = conversion.partner or db.session.get(Partner, conversion.partner_id)
-    return notify(
-        AutomaticKind.CONVERSION_REJECTED,
-        partner,
-        key=f"conversion:{conversion.id}",
-        reason=reason_label(conversion.rejection_reason),
-        note=conversion.rejection_note or "",
-        **_conversion_values(conversion),
-    )
+    with speaking_to(partner.user):
+        return notify(
+            AutomaticKind.CONVERSION_REJECTED,
+            partner,
+            key=f"conversion:{conversion.id}",
+            reason=reason_label(conversion.rejection_reason),
+            note=conversion.rejection_note or "",
+            **_conversion_values(conversion),
+        )
 
 
 def _defer(kind: str, conversion: Conversion) -> None:
@@ -587,13 +607,14 @@ def send_wake_ups(now: datetime | None = None) -> int:
     for partner, last in rows:
         last = _aware(last)
         since = last or partner.status_changed_at or partner.applied_at
-        message = notify(
-            AutomaticKind.WAKE_UP,
-            partner,
-            key=f"quiet-since:{since.isoformat()}",
-            quiet_days=(now - since).days,
-            last_click=format_date(last, "long") if last else _("never"),
-        )
+        with speaking_to(partner.user):
+            message = notify(
+                AutomaticKind.WAKE_UP,
+                partner,
+                key=f"quiet-since:{since.isoformat()}",
+                quiet_days=(now - since).days,
+                last_click=format_date(last, "long") if last else _("never"),
+            )
         sent += message is not None
     return sent
 
@@ -628,15 +649,22 @@ def payout_sent(
     partner: Partner, *, amount_minor: int, currency: str, reference: str, paid_at: datetime, key: str
 ) -> Message | None:
     """Payouts: call when a payout item is marked paid; ``key`` is the payout item."""
-    return notify(
-        AutomaticKind.PAYOUT_SENT,
-        partner,
-        key=key,
-        payout__amount=_money(amount_minor, currency),
-        payout__reference=reference,
-        payout__date=format_date(paid_at, "long"),
-        earnings_url=Trusted(absolute_url("partner.list_conversions")),
-    )
+    from portal.services.program import program_timezone
+
+    # A payout date is the program's calendar day, whatever the partner's own zone.
+    paid_on = paid_at
+    if isinstance(paid_at, datetime):
+        paid_on = paid_at.astimezone(ZoneInfo(program_timezone())).date()
+    with speaking_to(partner.user):
+        return notify(
+            AutomaticKind.PAYOUT_SENT,
+            partner,
+            key=key,
+            payout__amount=_money(amount_minor, currency),
+            payout__reference=reference,
+            payout__date=format_date(paid_on, "long"),
+            earnings_url=Trusted(absolute_url("partner.list_conversions")),
+        )
 
 
 @dataclass
@@ -659,15 +687,16 @@ def creatives_published(creatives: list[NewCreative], *, key: str, library_url: 
         if not mine:
             continue
         channels = list(dict.fromkeys(c.channel for c in mine))
-        message = notify(
-            AutomaticKind.NEW_CREATIVES,
-            partner,
-            key=key,
-            creatives__count=len(mine),
-            creatives__titles=", ".join(c.title for c in mine),
-            creatives__channels=", ".join(channel_label(c) for c in channels),
-            creatives_url=Trusted(library_url or absolute_url("partner.dashboard")),
-        )
+        with speaking_to(partner.user):
+            message = notify(
+                AutomaticKind.NEW_CREATIVES,
+                partner,
+                key=key,
+                creatives__count=len(mine),
+                creatives__titles=", ".join(c.title for c in mine),
+                creatives__channels=", ".join(channel_label(c) for c in channels),
+                creatives_url=Trusted(library_url or absolute_url("partner.dashboard")),
+            )
         sent += message is not None
     return sent
 
@@ -685,15 +714,16 @@ def campaign_starting(
     """Campaigns: call (from their job or on publishing) for the partners a campaign is open to."""
     sent = 0
     for partner in partners:
-        message = notify(
-            AutomaticKind.CAMPAIGN_STARTING,
-            partner,
-            key=key,
-            campaign__name=name,
-            campaign__starts=format_date(starts_at, "long"),
-            campaign__ends=format_date(ends_at, "long") if ends_at else _("until further notice"),
-            campaign__details=details,
-            campaign_url=Trusted(campaign_url or absolute_url("partner.list_links")),
-        )
+        with speaking_to(partner.user):
+            message = notify(
+                AutomaticKind.CAMPAIGN_STARTING,
+                partner,
+                key=key,
+                campaign__name=name,
+                campaign__starts=format_date(starts_at, "long"),
+                campaign__ends=format_date(ends_at, "long") if ends_at else _("until further notice"),
+                campaign__details=details,
+                campaign_url=Trusted(campaign_url or absolute_url("partner.list_links")),
+            )
         sent += message is not None
     return sent

@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 from zoneinfo import available_timezones
 
 import sqlalchemy as sa
+from flask import current_app
 from flask_babel import get_locale
 from flask_babel import gettext as _
 
@@ -100,6 +101,7 @@ class ProgramSettings:
     allow_withdrawals: bool = False
     max_sale_minor: int = 100_000_000
     require_team_2fa: bool = False
+    default_locale: str = "en"
 
 
 def settings_of(program: Program) -> ProgramSettings:
@@ -123,6 +125,8 @@ def update_program_settings(program: Program, actor: User, settings: ProgramSett
         )
     if settings.timezone not in available_timezones():
         raise InvalidSetting(_("Unknown time zone."), "timezone")
+    if settings.default_locale not in current_app.config["SUPPORTED_LOCALES"]:
+        raise InvalidSetting(_("Choose a language from the list."), "default_locale")
     domains: list[str] = []
     for raw in settings.allowed_domains:
         domain = normalise_domain(raw)

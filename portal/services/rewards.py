@@ -39,6 +39,7 @@ from sqlalchemy.exc import IntegrityError
 from portal import realtime
 from portal.errors import DomainError
 from portal.extensions import db
+from portal.i18n import speaking_to
 from portal.models import (
     RATE_KINDS,
     Campaign,
@@ -850,26 +851,28 @@ def set_tier(
     )
     db.session.add(change)
     db.session.flush()
-    base_name = _("Base")
-    if upgrade:
-        lifecycle.tier_upgraded(
-            partner,
-            tier_name=tier.name if tier else base_name,
-            previous_tier=old.name if old else base_name,
-            rate=tier_rate_words(tier, program),
-            key=f"tier-change-{change.id}",
-        )
-    else:
-        subject = _("Your tier is now %(tier)s", tier=tier.name if tier else base_name)
-        body = _(
-            "Your tier changed from %(old)s to %(new)s: %(why)s From now on you earn %(rate)s. "
-            "See your Rewards page for what it takes to move up again.",
-            old=old.name if old else base_name,
-            new=tier.name if tier else base_name,
-            why=describe_tier_change(change, program),
-            rate=tier_rate_words(tier, program),
-        )
-        inbox.post_system_message(partner, "tier_change", subject, body)
+    # Written in the partner's language, whoever's request or job moved them.
+    with speaking_to(partner.user):
+        base_name = _("Base")
+        if upgrade:
+            lifecycle.tier_upgraded(
+                partner,
+                tier_name=tier.name if tier else base_name,
+                previous_tier=old.name if old else base_name,
+                rate=tier_rate_words(tier, program),
+                key=f"tier-change-{change.id}",
+            )
+        else:
+            subject = _("Your tier is now %(tier)s", tier=tier.name if tier else base_name)
+            body = _(
+                "Your tier changed from %(old)s to %(new)s: %(why)s From now on you earn %(rate)s. "
+                "See your Rewards page for what it takes to move up again.",
+                old=old.name if old else base_name,
+                new=tier.name if tier else base_name,
+                why=describe_tier_change(change, program),
+                rate=tier_rate_words(tier, program),
+            )
+            inbox.post_system_message(partner, "tier_change", subject, body)
     realtime.notify(partner.id, "rewards", {"tier": tier.name if tier else None, "upgrade": upgrade})
     return change
 

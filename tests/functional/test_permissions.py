@@ -51,6 +51,13 @@ MATRIX = {
         {"anonymous": LOGIN, "applicant": 200, "partner": HOME, "manager": HOME, "admin": HOME},
     ),
     "auth.forgot_password": ("GET", "/password/forgot", dict.fromkeys(ROLES, 200)),
+    "auth.set_language": ("POST", "/language", dict.fromkeys(ROLES, HOME)),
+    # Empty choices are valid (automatic language and zone): saved, back to the account page.
+    "auth.save_reading_preferences": (
+        "POST",
+        "/account/reading",
+        {**dict.fromkeys(ROLES, HOME), "anonymous": LOGIN},
+    ),
     "auth.reset_password": ("GET", "/password/reset/not-a-token", dict.fromkeys(ROLES, 400)),
     "partner.dashboard": (
         "GET",

@@ -29,6 +29,7 @@ from portal.forms import (
     channel_choices,
     language_choices,
 )
+from portal.i18n import locale_choices
 
 __all__ = [
     "CREATIVE_FORMS",
@@ -103,6 +104,14 @@ class SettingsForm(FlaskForm):
         _l("Time zone"),
         validators=[DataRequired()],
         description=_l("Days, months and payout dates follow this zone."),
+    )
+    default_locale = SelectField(
+        _l("Default language"),
+        validators=[Optional()],  # not sent: unchanged
+        description=_l(
+            "For visitors whose browser asks for no language the portal speaks, and for messages and "
+            "e-mails to partners who have not chosen one."
+        ),
     )
     cookie_window_days = IntegerField(
         _l("Cookie window (days)"),
@@ -208,6 +217,7 @@ class SettingsForm(FlaskForm):
         super().__init__(*args, **kwargs)
         self.currency.choices = sorted(list_currencies())
         self.timezone.choices = sorted(available_timezones())
+        self.default_locale.choices = locale_choices()
         self.minimum_payout_minor: int | None = None
         self.commission_percent_bp: int | None = None
         self.commission_flat_minor: int | None = None
@@ -220,6 +230,7 @@ class SettingsForm(FlaskForm):
             name=program.name,
             currency=program.currency,
             timezone=program.timezone,
+            default_locale=program.default_locale,
             cookie_window_days=program.cookie_window_days,
             hold_period_days=program.hold_period_days,
             allowed_domains="\n".join(program.allowed_domains),
@@ -285,6 +296,7 @@ class SettingsForm(FlaskForm):
             name=self.name.data.strip(),
             currency=self.currency.data,
             timezone=self.timezone.data,
+            default_locale=self.default_locale.data or program.default_locale,
             cookie_window_days=self.cookie_window_days.data,
             hold_period_days=self.hold_period_days.data,
             allowed_domains=[line for line in self.allowed_domains.data.splitlines() if line.strip()],

@@ -8,6 +8,7 @@ from wtforms import BooleanField, EmailField, PasswordField, SelectField, String
 from wtforms.validators import URL, DataRequired, Email, EqualTo, Length, Optional
 
 from portal.forms import MultiCheckboxField, as_choices, channel_choices, country_choices
+from portal.i18n import locale_choices, timezone_choices
 
 _email = [
     DataRequired(_l("Enter your e-mail address.")),
@@ -79,9 +80,13 @@ class ApplyForm(_NewPasswordMixin, FlaskForm):
     )
     country = SelectField(
         _l("Country"),
-        choices=as_choices([("", _l("Choose…")), *country_choices()]),
         validators=[DataRequired(_l("Choose your country."))],
     )
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # Country names in the reader's language, so they are chosen per request.
+        self.country.choices = as_choices([("", _l("Choose…")), *country_choices()])
 
     def validate(self, extra_validators=None) -> bool:
         ok = super().validate(extra_validators)
@@ -148,3 +153,31 @@ class TwoFactorDisableForm(FlaskForm):
         _l("Code from the app or a recovery code"),
         validators=_code,
     )
+
+
+class AccountForm(FlaskForm):
+    """The signed-in person's own language and time zone (empty: the automatic choice)."""
+
+    locale = SelectField(_l("Language"), validators=[Optional()])
+    timezone = SelectField(_l("Time zone"), validators=[Optional()])
+
+    def __init__(self, *args, program_zone: str = "UTC", **kwargs):
+        super().__init__(*args, **kwargs)
+        self.locale.choices = as_choices([("", _l("As my browser asks")), *locale_choices()])
+        self.timezone.choices = as_choices(
+            [
+                ("", _l("The program's (%(zone)s)", zone=program_zone)),
+                *timezone_choices(),
+            ]
+        )
+
+
+class LanguageForm(FlaskForm):
+    """The language switch in the header."""
+
+    locale = SelectField(validators=[DataRequired()])
+    next = StringField(validators=[Optional()])
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.locale.choices = locale_choices()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import flask_babel
 import segno
 import sqlalchemy as sa
 from flask import current_app, flash, g, redirect, render_template, request, session, url_for
@@ -14,9 +15,11 @@ from markupsafe import Markup
 
 from portal.blueprints.auth import bp
 from portal.blueprints.auth.forms import (
+    AccountForm,
     ApplyForm,
     ChangePasswordForm,
     ForgotPasswordForm,
+    LanguageForm,
     LoginForm,
     ResetPasswordForm,
     SecondFactorForm,
@@ -27,11 +30,12 @@ from portal.database import begin_write
 from portal.errors import DomainError
 from portal.extensions import csrf, db, limiter
 from portal.forms import ConfirmForm, put_error_on_form
+from portal.i18n import LOCALE_COOKIE, LOCALE_COOKIE_MAX_AGE, set_reading_preferences
 from portal.mail import MailError
 from portal.models import PartnerStatus, Role, User
 from portal.security import home_url_for, safe_next_url
 from portal.services import accounts, delivery, two_factor
-from portal.services.program import get_program
+from portal.services.program import get_program, program_timezone
 
 
 def _limit(name: str):
@@ -335,7 +339,16 @@ def _account_page(status: int = 200, **forms):
         recovery_codes_left=two_factor.recovery_codes_left(user) if user.two_factor_enabled else 0,
         required=user.is_operator and program.require_team_2fa,
         setup_pending=bool(user.totp_secret) and not user.two_factor_enabled,
+        reading_form=forms.get("reading_form") or _reading_form(),
+        program_zone=program_timezone(),
     ), status
+
+
+def _reading_form() -> AccountForm:
+    form = AccountForm(formdata=None, program_zone=program_timezone())
+    form.locale.data = current_user.locale or ""
+    form.timezone.data = current_user.timezone or ""
+    return form
 
 
 @bp.get("/account")
@@ -453,3 +466,47 @@ def _qr_svg(uri: str) -> Markup:
         scale=4, dark="#111", light="#fff", title=_("QR code to scan with your authenticator app")
     )
     return Markup(svg)  # noqa: S704 - segno's own SVG; the URI inside is XML-escaped by segno
+
+
+# --- language and time zone ----------------------------------------------------------------------
+
+
+@bp.post("/language")
+def set_language():
+    """The switch in the header: the signed-in person's setting, and a cookie for everyone."""
+    form = LanguageForm()
+    back = safe_next_url(form.next.data) or url_for("auth.index")
+    if not form.validate_on_submit():
+        return redirect(back)
+    if current_user.is_authenticated:
+        set_reading_preferences(current_user, form.locale.data, current_user.timezone)
+        db.session.commit()
+    response = redirect(back)
+    response.set_cookie(
+        LOCALE_COOKIE,
+        form.locale.data,
+        max_age=LOCALE_COOKIE_MAX_AGE,
+        samesite="Lax",
+        secure=current_app.config["SESSION_COOKIE_SECURE"],
+        httponly=True,
+    )
+    return response
+
+
+@bp.post("/account/reading")
+@login_required
+def save_reading_preferences():
+    """The language and time zone that pages, messages and e-mails to this person use."""
+    form = AccountForm(program_zone=program_timezone())
+    if form.validate_on_submit():
+        try:
+            set_reading_preferences(current_user, form.locale.data or None, form.timezone.data or None)
+        except DomainError as error:
+            db.session.rollback()
+            put_error_on_form(form, error)
+        else:
+            db.session.commit()
+            flask_babel.refresh()  # the confirmation already in the new language
+            flash(_("Your language and time zone are saved."), "success")
+            return redirect(url_for("auth.account"))
+    return _account_page(422, reading_form=form)
