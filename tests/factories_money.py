@@ -13,12 +13,17 @@ _seq = count(1)
 
 
 def earn(
-    partner: Partner, amount_minor: int, *, confirmed: bool = True, at: datetime | None = None
+    partner: Partner,
+    amount_minor: int,
+    *,
+    confirmed: bool = True,
+    at: datetime | None = None,
+    transaction_id: str | None = None,
 ) -> Commission:
     """A conversion and its base commission line, confirmed (by default) before ``at``."""
     at = at or utcnow() - timedelta(days=40)
     conversion = Conversion(
-        transaction_id=f"tx-{next(_seq)}",
+        transaction_id=transaction_id or f"tx-{next(_seq)}",
         amount_minor=amount_minor * 10,
         currency="USD",
         partner_id=partner.id,

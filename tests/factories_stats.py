@@ -44,12 +44,20 @@ def store_clicks(db, partner, day: date, count: int, link=None, **extra) -> list
     return [row["id"] for row in rows]
 
 
-def sale(db, program, partner, day: date, amount: int = 10_000, click_id: str | None = None):
+def sale(
+    db,
+    program,
+    partner,
+    day: date,
+    amount: int = 10_000,
+    click_id: str | None = None,
+    transaction_id: str | None = None,
+):
     n = next(_serial)
     conversion, _ = tracking.record_conversion(
         program,
         tracking.ConversionInput(
-            f"order-{n}",
+            transaction_id or f"order-{n}",
             amount,
             program.currency,
             click_id=click_id,

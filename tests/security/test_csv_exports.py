@@ -100,10 +100,9 @@ def _books_full_of(db, program, payload: str):
     db.session.flush()
     clicked = store_clicks(db, partner, TODAY, 6, link, creative_id=creative.id, sub_id=payload)
     store_clicks(db, partner, TODAY - timedelta(days=45), 1, link)
-    conversion = sale(db, program, partner, TODAY, amount=20_000, click_id=clicked[0])
-    conversion.transaction_id = payload
-    line = earn(partner, 6000, at=NOW - timedelta(days=60))
-    line.conversion.transaction_id = payload + " 2"
+    # A merchant's transaction id is never rewritten (the ledger triggers refuse it): stored so.
+    sale(db, program, partner, TODAY, amount=20_000, click_id=clicked[0], transaction_id=payload)
+    earn(partner, 6000, at=NOW - timedelta(days=60), transaction_id=payload + " 2")
     # As it may be stored from before the payout form refused it.
     db.session.add(
         PayoutAccount(partner_id=partner.id, method="paypal", paypal_email=f"{payload}@example.org")
