@@ -71,6 +71,9 @@ class Config:
     # Redis is optional at run time: while it is unreachable each process counts in its
     # own memory (said once in the log) and goes back to Redis when it answers again.
     RATELIMIT_IN_MEMORY_FALLBACK_ENABLED = _bool("RATELIMIT_IN_MEMORY_FALLBACK_ENABLED", True)
+    # Requests already counting against Redis when another thread switched to memory fail with
+    # the storage's error; let them through (logged) rather than answer 500 (seen: one sale of 60).
+    RATELIMIT_SWALLOW_ERRORS = _bool("RATELIMIT_SWALLOW_ERRORS", True)
     RATELIMIT_STORAGE_OPTIONS: ClassVar[dict] = {"socket_connect_timeout": 1.0, "socket_timeout": 1.0}
     LOGIN_RATE_LIMIT = _str("LOGIN_RATE_LIMIT", "10 per minute;50 per hour")
     PASSWORD_RESET_RATE_LIMIT = _str("PASSWORD_RESET_RATE_LIMIT", "5 per 15 minutes")
