@@ -310,3 +310,20 @@ def test_email_preferences_labels_follow_the_partner(db, program):
 
     with force_locale(ZH):
         assert delivery.email_kind_label("payout_sent") == "结算已发出"
+
+
+def test_the_api_answers_its_messages_in_the_clients_language_and_keeps_its_codes(client, db, program):
+    from portal.services.api_keys import create_api_key
+
+    _key, plain = create_api_key("i18n", None)
+    db.session.commit()
+    headers = {"Authorization": f"Bearer {plain}", "Accept-Language": "zh-CN"}
+    invalid = client.post("/api/v1/conversions", json={"amount": "1.00"}, headers=headers)
+    assert invalid.status_code == 422
+    assert invalid.json["error"]["message"] == "部分字段缺失或格式不正确。"
+    missing = client.get("/api/v1/conversions/nope", headers=headers)
+    assert missing.status_code == 404
+    assert missing.json["error"]["message"] == "没有交易号为 'nope' 的转化。"
+    english = client.get("/api/v1/conversions/nope", headers={**headers, "Accept-Language": "en"})
+    assert english.json["error"]["message"] == "No conversion has transaction id 'nope'."
+    assert english.json["error"]["code"] == missing.json["error"]["code"]

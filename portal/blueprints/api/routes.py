@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from flask import current_app, g, jsonify, request
+from flask_babel import gettext  # not ``_``: this module unpacks into ``_``
 from werkzeug.exceptions import BadRequest
 
 from portal.blueprints.api import bp
@@ -67,7 +68,7 @@ def authenticate():
     scheme, _, token = header.partition(" ")
     key = api_keys.authenticate_api_key(token.strip()) if scheme.lower() == "bearer" else None
     if key is None:
-        response, status = api_error(401, "Send a valid API key as 'Authorization: Bearer <key>'.")
+        response, status = api_error(401, gettext("Send a valid API key as 'Authorization: Bearer <key>'."))
         response.headers["WWW-Authenticate"] = 'Bearer realm="partner-portal"'
         return response, status
     g.api_key = key
@@ -89,7 +90,7 @@ def _body() -> dict:
 @bp.errorhandler(Invalid)
 def invalid_body(error: Invalid):
     db.session.rollback()
-    return api_error(422, "Some fields are missing or malformed.", error.fields)
+    return api_error(422, gettext("Some fields are missing or malformed."), error.fields)
 
 
 @bp.errorhandler(DomainError)
@@ -168,7 +169,8 @@ def create_conversion():
 def _conversion_or_404(transaction_id: str):
     conversion = tracking.find_conversion(transaction_id)
     if conversion is None:
-        return None, api_error(404, f"No conversion has transaction id {transaction_id!r}.")
+        message = gettext("No conversion has transaction id %(id)s.", id=repr(transaction_id))
+        return None, api_error(404, message)
     return conversion, None
 
 
