@@ -33,12 +33,14 @@ import argparse
 import http.client
 import json
 import os
+import re
 import sys
 import tempfile
 import threading
 import time
 import uuid
 from pathlib import Path
+from urllib.parse import urlencode
 
 from _common import (
     FORBIDDEN_PG_DATABASES,
@@ -53,7 +55,7 @@ from _common import (
     start_portal,
 )
 from _wrk import INGEST_LUA, REDIRECT_LUA, WrkResult, ensure_wrk, run_wrk
-from fanout import Fleet, publish
+from fanout import Fleet
 
 SOCKETS = 100
 ANNOUNCE_EVERY = 30.0  # seconds; the first one 15 s in
@@ -235,7 +237,38 @@ class SoakFleet(Fleet):
             return newest, len(self.deliveries[newest])
 
 
-def announce(url: str, admin: str, fleet: SoakFleet, deadline: float, began: float, log: list) -> None:
+def publish(port: int, cookie: str, title: str) -> float:
+    """An operator publishes an announcement to every partner, as fanout.py does, but keeping the
+    session cookie by hand: production marks it Secure, so a cookie jar would not send it back
+    over plain HTTP (and the CSRF token lives in it). Returns when "publish" was pressed."""
+    connection = http.client.HTTPConnection(HOST, port, timeout=60)
+    try:
+        connection.request("GET", "/admin/announcements/new", headers={"Cookie": f"session={cookie}"})
+        response = connection.getresponse()
+        page = response.read().decode(errors="replace")
+        renewed = re.search(r"session=([^;]+)", response.getheader("Set-Cookie") or "")
+        cookie = renewed.group(1) if renewed else cookie
+        token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page)
+        if response.status != 200 or token is None:
+            raise RuntimeError(f"the announcement form answered {response.status}")
+        form = {"csrf_token": token.group(1), "title": title, "body": "Soak test", "audience_kind": "all"}
+        started = time.perf_counter()
+        connection.request(
+            "POST",
+            "/admin/announcements/new",
+            body=urlencode({**form, "when": "now"}),
+            headers={"Cookie": f"session={cookie}", "Content-Type": "application/x-www-form-urlencoded"},
+        )
+        response = connection.getresponse()
+        body = response.read().decode(errors="replace")
+        if response.status != 302:
+            raise RuntimeError(f"publishing answered {response.status}: {body[:200]}")
+        return started
+    finally:
+        connection.close()
+
+
+def announce(port: int, admin: str, fleet: SoakFleet, deadline: float, began: float, log: list) -> None:
     """An announcement every ANNOUNCE_EVERY seconds; each waits until every client has it (bounded)."""
     number = 0
     while True:
@@ -246,7 +279,7 @@ def announce(url: str, admin: str, fleet: SoakFleet, deadline: float, began: flo
         number += 1
         before, _ = fleet.newest()
         try:
-            started, _finished = publish(url, admin, f"Soak announcement {number}")
+            started = publish(port, admin, f"Soak announcement {number}")
         except Exception as error:  # noqa: BLE001 - counted and reported, the soak goes on
             log.append({"number": number, "error": str(error)[:200]})
             continue
@@ -376,7 +409,7 @@ def main() -> int:
                 ),
                 threading.Thread(
                     target=announce,
-                    args=(url, cookies["admin"], fleet, deadline, began, published),
+                    args=(portal.port, cookies["admin"], fleet, deadline, began, published),
                     daemon=True,
                 ),
                 threading.Thread(
@@ -487,7 +520,7 @@ def report(results, pages, published, deliveries, dropped, memory, first_mark, e
         if sorted(first_pids) != sorted(end_pids):
             print(f"!! the workers changed during the run (pids {first_pids} -> {end_pids}): one restarted")
             ok = False
-        steps = ", ".join(f"{m[0]:.0f}s {m[1] / 1024:.1f}" for m in memory)
+        steps = ", ".join([f"{m[0]:.0f}s {m[1] / 1024:.1f}" for m in memory] + [f"end {end_kib / 1024:.1f}"])
         print(f"  every 10 s (MiB): {steps}")
     return ok
 
@@ -514,9 +547,8 @@ def checks(clicks: dict, sales: dict, results: dict, exit_code: int) -> bool:
     print(
         f"  sales: {sales['lines']} commission lines, {sales['without_lines']} accepted sales without one; "
         f"{sales['mismatches']} of {sales['replayed']} differ from a replay from scratch "
-        f"({unexplained} not explained by a concurrent sale of the same partner); rollups equal a recount"
-        if not (clicks["rollup_differences"] or sales["rollup_differences"])
-        else ""
+        f"({unexplained} not explained by a concurrent sale of the same partner)"
+        + ("" if clicks["rollup_differences"] or sales["rollup_differences"] else "; rollups equal a recount")
     )
     if unexplained or sales["without_lines"]:
         ok = False
