@@ -446,6 +446,8 @@ def main() -> int:
     ok = checks(clicks_check, sales_check, results, exit_code) and ok
     print(load_line().replace("before the run", "after the run"))
     print("RESULT: PASS" if ok else "RESULT: FAIL")
+    if not ok:
+        instance.keep = True  # the server's logs say why
     instance.cleanup()
     return 0 if ok else 1
 
