@@ -213,6 +213,8 @@ def prepare_instance(
         PORTAL_INSTANCE_DIR=str(path),
         DATABASE_URL=url,
         LOG_LEVEL="WARNING",
+        # Production refuses to start without it; 127.0.0.1 is also a trusted host.
+        PORTAL_BASE_URL=f"http://{HOST}",
     )
     instance = Instance(path=path, url=url, env=env, keep=keep)
     try:
