@@ -117,8 +117,16 @@ def negotiate(accepted: Iterable[str], supported: Iterable[str]) -> str | None:
 def program_locale() -> str:
     """The program's default language (the first supported one before set-up)."""
     supported = supported_locales()
+    if g.get("database_unavailable"):
+        return supported[0]  # the 503 page is rendered without the database
     if "program_locale" not in g:
-        g.program_locale = _stored_program_locale()
+        try:
+            g.program_locale = _stored_program_locale()
+        except sa.exc.DBAPIError:
+            # The database is down (the error page asking for its language): English, and
+            # nothing else in this request asks it again.
+            g.database_unavailable = True
+            return supported[0]
     return g.program_locale if g.program_locale in supported else supported[0]
 
 

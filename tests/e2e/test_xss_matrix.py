@@ -389,9 +389,14 @@ def _check_pages(context, paths: list[str]) -> list[str]:
 def _assert_most_stored(stored: Stored) -> None:
     for name, count in stored.stored.items():
         refused = stored.refused.get(name, 0)
-        assert count >= len(PAYLOADS) // 2, f"{name}: only {count} stored, {refused} refused"
         if name == "website":
-            assert count == len(PAYLOADS), f"website: {count} stored ({stored.reasons.get(name)})"
+            # Checked as an http(s) address by the service (portal.urlcheck): a payload is stored
+            # inside an https URL when that is a clean address, refused with the field's own words
+            # otherwise; enough reach the pages to render.
+            assert count >= 5, f"website: only {count} stored ({stored.reasons.get(name)})"
+            assert refused == 0 or "website" in stored.reasons[name], stored.reasons[name]
+            continue
+        assert count >= len(PAYLOADS) // 2, f"{name}: only {count} stored, {refused} refused"
     for name in stored.refused:
         if name not in stored.stored:
             assert name in ALLOW_LISTED, f"{name}: every payload was refused ({stored.reasons[name]})"

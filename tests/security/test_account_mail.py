@@ -33,6 +33,7 @@ def answer(response) -> tuple[int, str]:
     text = re.sub(r"[\w.+-]+@example\.org", "EMAIL", text, flags=re.IGNORECASE)
     text = re.sub(r'nonce="[^"]+"', "NONCE", text)
     text = re.sub(r'"X-CSRFToken": "[^"]+"', "TOKEN", text)
+    text = re.sub(r'type="hidden" name="csrf_token" value="[^"]+"', "TOKEN", text)  # the language switch
     return response.status_code, re.sub(r'name="csrf_token" type="hidden" value="[^"]+"', "TOKEN", text)
 
 

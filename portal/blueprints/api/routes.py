@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlalchemy as sa
 from flask import current_app, g, jsonify, request
 from flask_babel import gettext  # not ``_``: this module unpacks into ``_``
 from werkzeug.exceptions import BadRequest
@@ -28,11 +29,18 @@ def _verified_key():
     request. The rate limits run before ``authenticate``, so this starts the write
     transaction first as ``authenticate`` would (``begin_write`` is idempotent)."""
     if "rate_limit_key" not in g:
-        if request.method == "POST":
-            begin_write(db.session())
-        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-        bearer = scheme.lower() == "bearer"
-        g.rate_limit_key = api_keys.authenticate_api_key(token.strip()) if bearer else None
+        try:
+            if request.method == "POST":
+                begin_write(db.session())
+            scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+            bearer = scheme.lower() == "bearer"
+            g.rate_limit_key = api_keys.authenticate_api_key(token.strip()) if bearer else None
+        except sa.exc.DBAPIError:
+            # The database is down: count against the address here, and let ``authenticate``
+            # meet the error and answer the 503 (the limiter would take it for its own storage).
+            db.session.rollback()
+            g.rate_limit_key = None
+            g.api_key_unverifiable = True
     return g.rate_limit_key
 
 
@@ -45,7 +53,9 @@ def _rate_key() -> str:
 
 
 def _not_a_failure() -> bool:
-    return request.endpoint in PUBLIC_ENDPOINTS or _verified_key() is not None
+    # A key the database could not check (an outage) is not a failed authentication: 503, not 429.
+    key = _verified_key()
+    return request.endpoint in PUBLIC_ENDPOINTS or key is not None or g.get("api_key_unverifiable", False)
 
 
 limiter.limit(lambda: current_app.config["API_RATE_LIMIT"], key_func=_rate_key)(bp)
