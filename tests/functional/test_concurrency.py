@@ -11,6 +11,7 @@ import sqlalchemy as sa
 
 from config import TestingConfig
 from portal import create_app
+from portal.database import begin_write
 from portal.extensions import db as _db
 from portal.models import ApiKey, Commission, Conversion, Partner, User
 from portal.services.api_keys import create_api_key
@@ -229,3 +230,120 @@ def test_sales_crossing_a_tier_threshold_at_once_upgrade_the_partner_once(commit
             _db.session.execute(sa.delete(Tier))
             _db.session.execute(sa.delete(MessageTemplate))
             _db.session.commit()
+
+
+def _together(app, jobs):
+    """Run each job in its own thread and app context, released together; returns (results, errors)."""
+    barrier = threading.Barrier(len(jobs))
+    results, errors = [], []
+
+    def worker(job):
+        with app.app_context():
+            barrier.wait(timeout=10)
+            try:
+                begin_write(_db.session())  # as the views and jobs start a writing transaction
+                results.append(job())
+                _db.session.commit()
+            except Exception as exc:  # noqa: BLE001 - the test sorts them below
+                _db.session.rollback()
+                errors.append(exc)
+            finally:
+                _db.session.remove()
+
+    threads = [threading.Thread(target=worker, args=(job,)) for job in jobs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    return results, errors
+
+
+def _every_line_once(app) -> dict[int, int]:
+    """Each line in exactly one item, each item exactly its lines; the paid-out total per partner."""
+    from portal.models import PayoutItem, PayoutLine
+
+    with app.app_context():
+        lines = _db.session.scalar(sa.select(sa.func.count()).select_from(Commission))
+        joined = _db.session.scalar(sa.select(sa.func.count()).select_from(PayoutLine))
+        assert joined == lines == 30
+        totals: dict[int, int] = {}
+        for item in _db.session.scalars(sa.select(PayoutItem)).all():
+            total = _db.session.scalar(
+                sa.select(sa.func.sum(Commission.amount_minor))
+                .join(PayoutLine, PayoutLine.commission_id == Commission.id)
+                .where(PayoutLine.payout_item_id == item.id)
+            )
+            assert total == item.amount_minor
+            totals[item.partner_id] = totals.get(item.partner_id, 0) + item.amount_minor
+        return totals
+
+
+def test_withdrawals_and_a_settlement_at_once_pay_each_line_once(committed_books):
+    from datetime import UTC, date, datetime
+
+    from portal.errors import DomainError
+    from portal.jobs import run_settlement
+    from portal.models import Program
+    from portal.services import payouts
+
+    app = committed_books
+    with app.app_context():
+        _db.session.execute(sa.update(Program).values(allow_withdrawals=True))
+        _db.session.commit()
+        partner_ids = list(_db.session.scalars(sa.select(Partner.id).order_by(Partner.id)))
+
+    def withdraw(partner_id):
+        def job():
+            program = _db.session.scalars(sa.select(Program)).one()
+            partner = _db.session.get(Partner, partner_id)
+            return payouts.request_withdrawal(program, partner, datetime(2026, 11, 20, 9, tzinfo=UTC)).id
+
+        return job
+
+    jobs = [withdraw(pid) for pid in partner_ids[:3] * 2] + [
+        lambda: run_settlement(date(2026, 11, 20))[0].id
+    ] * 2
+    _results, errors = _together(app, jobs)
+    # A withdrawal that finds its lines already in a payout is refused in words; nothing else fails.
+    assert all(isinstance(error, DomainError) for error in errors), errors
+    totals = _every_line_once(app)
+    # Each partner is paid exactly what they earned (5 lines of 700 + n), once.
+    assert totals == {pid: 5 * (700 + n) for n, pid in enumerate(partner_ids)}
+
+
+def test_paying_a_batch_from_several_places_at_once_pays_each_item_once(committed_books):
+    from datetime import date
+
+    from portal.jobs import run_settlement
+    from portal.models import AuditEvent, ItemStatus, PayoutBatch, PayoutItem
+    from portal.services import payouts
+
+    app = committed_books
+    with app.app_context():
+        batch_id = run_settlement(date(2026, 11, 20))[0].id
+        partner_user = _db.session.scalars(sa.select(User).order_by(User.id)).first()
+        payouts.approve_batch(_db.session.get(PayoutBatch, batch_id), partner_user)
+        _db.session.commit()
+        actor_id = partner_user.id
+
+    def pay(reference):
+        def job():
+            batch = _db.session.get(PayoutBatch, batch_id)
+            # Paid on the day the batch was built (a date between the batch's and today).
+            paid_on = batch.created_at.date()
+            return payouts.mark_batch_paid(batch, _db.session.get(User, actor_id), reference, paid_on)
+
+        return job
+
+    results, errors = _together(app, [pay(f"BULK-{n}") for n in range(4)])
+    with app.app_context():
+        items = _db.session.scalars(sa.select(PayoutItem).where(PayoutItem.batch_id == batch_id)).all()
+        assert [item.status for item in items] == [ItemStatus.PAID] * 6
+        assert len({item.reference for item in items}) == 1  # one payment won; none paid twice
+        assert sum(results) == 6  # the items marked paid, over every caller
+        paid_events = _db.session.scalar(
+            sa.select(sa.func.count()).where(AuditEvent.action == "payout.item_paid")
+        )
+        assert paid_events == 6
+    assert all(not isinstance(error, AssertionError) for error in errors)
+    _every_line_once(app)
