@@ -22,21 +22,16 @@ import pytest
 import requests
 
 from tests.conftest import free_port, migrate_database
+from tests.faults._click_services import need
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 SECRET = "fault-suite-secret-key"
 PASSWORD = "fault-suite-pass-phrase"
-IN_CI = os.environ.get("CI", "").lower() == "true"
 
 
 def _need(*programs: str) -> None:
-    missing = [p for p in programs if shutil.which(p) is None]
-    if missing:
-        message = f"not available here: {', '.join(missing)}"
-        if IN_CI:
-            pytest.fail(f"CI=true but {message}")
-        pytest.skip(message)
+    need(*programs)  # one rule for the whole fault suite: skipped here, a failure under CI=true
 
 
 def wait_for(condition: Callable[[], bool], timeout: float, what: str, pause: float = 0.05) -> float:
