@@ -21,6 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.attributes import set_committed_value
 
 from portal import lookups, realtime
+from portal.database import begin_write, lock_partner
 from portal.errors import DomainError
 from portal.extensions import db
 from portal.models import (
@@ -337,6 +338,12 @@ def record_conversion(
         if partner is not None and conversion.status == ConversionStatus.PENDING
         else None
     )
+    # Only now the write lock (SQLite; it was read from a snapshot until here, so a sale
+    # holds the lock for its writes only), and on PostgreSQL the partner's own lock: one
+    # partner's sales one at a time, each reading the counters the one before left (its tier).
+    begin_write(db.session())
+    if partner is not None and conversion.status == ConversionStatus.PENDING:
+        lock_partner(db.session(), partner.id)
     stored, facts = _insert_once(conversion, probe)
     if stored is None:
         # Reported before (a retry), or a concurrent request with the same transaction id won.
