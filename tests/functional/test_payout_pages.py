@@ -188,9 +188,9 @@ def _batch_with_held_items(db, program, payable: int, held: int):
 
 
 def test_batch_page_pages_its_items_and_totals_the_whole_batch(client, db, program, login_as, monkeypatch):
-    from portal.blueprints.admin import routes
+    from portal.blueprints.admin import payouts as payout_views
 
-    monkeypatch.setattr(routes, "BATCH_ITEMS_PER_PAGE", 2)
+    monkeypatch.setattr(payout_views, "BATCH_ITEMS_PER_PAGE", 2)
     _batch_with_held_items(db, program, payable=3, held=2)
     login_as(Role.MANAGER)
     client.post("/admin/payouts/settle")

@@ -7,18 +7,44 @@ from __future__ import annotations
 
 from flask import abort, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
 from flask_login import current_user
+from flask_wtf import FlaskForm
+from wtforms.validators import DataRequired, Length, Optional
 
 from portal.blueprints.admin import bp
-from portal.blueprints.admin.forms import ConfirmForm, CounterOfferForm, DeclineRequestForm
 from portal.database import begin_write
 from portal.errors import DomainError, InvalidTransition
 from portal.extensions import db
-from portal.forms import put_error_on_form
+from portal.forms import ConfirmForm, PercentField, TextAreaField, put_error_on_form
 from portal.security import operator_required
 from portal.services import campaign_requests, inbox
 from portal.services.program import get_program
 from portal.views import render_page_or_partial
+
+
+class CounterOfferForm(FlaskForm):
+    """A custom campaign request: offer the partner another rate."""
+
+    rate = PercentField(
+        _l("Rate to offer (%)"),
+        validators=[DataRequired(_l("Enter a rate in percent, e.g. 12.5."))],
+        description=_l("Percent of each sale through the campaign's link."),
+    )
+    note = TextAreaField(
+        _l("Message to the partner (optional)"),
+        validators=[Optional(), Length(max=2000, message=_l("At most %(max)d characters."))],
+    )
+
+
+class DeclineRequestForm(FlaskForm):
+    reason = TextAreaField(
+        _l("Reason shown to the partner"),
+        validators=[
+            DataRequired(_l("Say why, so the partner knows.")),
+            Length(max=2000, message=_l("At most %(max)d characters.")),
+        ],
+    )
 
 
 @bp.get("/campaign-requests")
