@@ -13,13 +13,12 @@ from wtforms.validators import DataRequired, Length, Optional
 
 from portal.blueprints.admin import bp
 from portal.blueprints.admin.inbox import _markdown_help
-from portal.errors import DomainError
 from portal.extensions import db
-from portal.forms import ConfirmForm, TextAreaField, as_choices, put_error_on_form
+from portal.forms import ConfirmForm, TextAreaField, as_choices
 from portal.models import Announcement, Partner, Tag, Tier
 from portal.security import operator_required
 from portal.services import announcements, partners
-from portal.views import render_page_or_partial
+from portal.views import committing, render_page_or_partial
 
 
 class AnnouncementForm(FlaskForm):
@@ -131,13 +130,10 @@ def _announcement_draft(form: AnnouncementForm) -> announcements.AnnouncementDra
 def _save_announcement(form: AnnouncementForm, announcement: Announcement | None):
     if not form.validate_on_submit():
         return None
-    try:
+    with committing(form) as done:
         saved = announcements.save_announcement(current_user, _announcement_draft(form), announcement)
-    except DomainError as error:
-        db.session.rollback()
-        put_error_on_form(form, error)
+    if not done:
         return None
-    db.session.commit()
     flash(
         {
             "published": _("Announcement published."),
@@ -160,13 +156,6 @@ def new_announcement():
     return render_template(
         "admin/announcement_form.html", form=form, announcement=None, tags=partners.all_tags()
     ), status
-
-
-def _get_announcement(announcement_id: int) -> Announcement:
-    announcement = db.session.get(Announcement, announcement_id)
-    if announcement is None:
-        abort(404)
-    return announcement
 
 
 def _form_for(announcement: Announcement) -> AnnouncementForm:
@@ -208,7 +197,7 @@ def _form_for(announcement: Announcement) -> AnnouncementForm:
 @bp.route("/announcements/<int:announcement_id>", methods=["GET", "POST"])
 @operator_required
 def edit_announcement(announcement_id: int):
-    announcement = _get_announcement(announcement_id)
+    announcement = db.get_or_404(Announcement, announcement_id)
     if announcement.published_at is not None:
         if request.method == "POST":
             abort(409)
@@ -234,9 +223,10 @@ def edit_announcement(announcement_id: int):
 @bp.post("/announcements/<int:announcement_id>/<any(pin, unpin):action>")
 @operator_required
 def pin_announcement(announcement_id: int, action: str):
-    announcement = _get_announcement(announcement_id)
+    announcement = db.get_or_404(Announcement, announcement_id)
     if ConfirmForm().validate_on_submit():
-        announcements.set_pinned(announcement, current_user, action == "pin")
-        db.session.commit()
-        flash(_("Pinned.") if announcement.pinned else _("Unpinned."), "success")
+        with committing() as done:
+            announcements.set_pinned(announcement, current_user, action == "pin")
+        if done:
+            flash(_("Pinned.") if announcement.pinned else _("Unpinned."), "success")
     return redirect(url_for("admin.edit_announcement", announcement_id=announcement.id))

@@ -13,11 +13,11 @@ from wtforms.validators import DataRequired, Length, NumberRange, Optional
 from portal.blueprints.admin import bp
 from portal.blueprints.admin.inbox import _markdown_help
 from portal.errors import DomainError
-from portal.extensions import db
-from portal.forms import ConfirmForm, TextAreaField, put_error_on_form
+from portal.forms import ConfirmForm, TextAreaField
 from portal.models import AutomaticKind
 from portal.security import operator_required
 from portal.services import lifecycle
+from portal.views import committing
 
 
 class TemplateForm(FlaskForm):
@@ -46,8 +46,8 @@ class TemplateForm(FlaskForm):
 @bp.get("/automatic-messages")
 @operator_required
 def list_templates():
-    templates = lifecycle.all_templates()
-    db.session.commit()  # the built-in wording is saved on first view
+    with committing():  # the built-in wording is saved on first view
+        templates = lifecycle.all_templates()
     return render_template("admin/templates.html", templates=templates, kind_label=lifecycle.kind_label)
 
 
@@ -66,7 +66,8 @@ def _template_preview(kind: str, subject: str, body: str) -> tuple[str, str] | N
 def edit_template(kind: str):
     if kind not in set(AutomaticKind):
         abort(404)
-    template = lifecycle.get_template(kind)
+    with committing():  # the built-in wording is saved on first use
+        template = lifecycle.get_template(kind)
     form = TemplateForm(obj=template) if request.method == "GET" else TemplateForm()
     if form.validate_on_submit():
         change = lifecycle.TemplateChange(
@@ -75,17 +76,11 @@ def edit_template(kind: str):
             body=form.body.data,
             quiet_days=form.quiet_days.data,
         )
-        try:
+        with committing(form) as done:
             lifecycle.save_template(kind, current_user, change)
-        except DomainError as error:
-            db.session.rollback()
-            put_error_on_form(form, error)
-        else:
-            db.session.commit()
+        if done:
             flash(_("“%(name)s” saved.", name=lifecycle.kind_label(kind)), "success")
             return redirect(url_for("admin.edit_template", kind=kind))
-    elif request.method == "GET":
-        db.session.commit()  # the built-in wording is saved on first view
     status = 200 if request.method == "GET" else 422
     return render_template(
         "admin/template_form.html",
@@ -106,7 +101,8 @@ def reset_template(kind: str):
     if kind not in set(AutomaticKind):
         abort(404)
     if ConfirmForm().validate_on_submit():
-        lifecycle.reset_template(kind, current_user)
-        db.session.commit()
-        flash(_("The built-in wording is back."), "success")
+        with committing() as done:
+            lifecycle.reset_template(kind, current_user)
+        if done:
+            flash(_("The built-in wording is back."), "success")
     return redirect(url_for("admin.edit_template", kind=kind))

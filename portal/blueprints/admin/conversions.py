@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import abort, flash, redirect, render_template, request, url_for
+from flask import flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user
@@ -11,15 +11,15 @@ from wtforms import SelectField
 from wtforms.validators import DataRequired, Length, Optional
 
 from portal.blueprints.admin import bp
-from portal.errors import DomainError
 from portal.extensions import db
-from portal.forms import ConfirmForm, TextAreaField, as_choices, put_error_on_form
+from portal.forms import ConfirmForm, TextAreaField, as_choices
 from portal.models import Conversion, ConversionStatus
 from portal.security import operator_required
 from portal.services import payouts, reports, tracking
 from portal.services.commissions import commission_summary
 from portal.services.program import get_program
 from portal.services.tracking import reason_label
+from portal.views import committing
 
 
 class ConversionRejectForm(FlaskForm):
@@ -61,13 +61,6 @@ def list_conversions():
     )
 
 
-def _get_conversion(conversion_id: int) -> Conversion:
-    conversion = db.session.get(Conversion, conversion_id)
-    if conversion is None:
-        abort(404)
-    return conversion
-
-
 def _conversion_page(conversion: Conversion, reject_form=None, status: int = 200):
     hold = payouts.hold_of(conversion.partner) if conversion.partner else None
     return (
@@ -88,21 +81,17 @@ def _conversion_page(conversion: Conversion, reject_form=None, status: int = 200
 @bp.get("/conversions/<int:conversion_id>")
 @operator_required
 def show_conversion(conversion_id: int):
-    return _conversion_page(_get_conversion(conversion_id))
+    return _conversion_page(db.get_or_404(Conversion, conversion_id))
 
 
 @bp.post("/conversions/<int:conversion_id>/approve")
 @operator_required
 def approve_conversion(conversion_id: int):
-    conversion = _get_conversion(conversion_id)
+    conversion = db.get_or_404(Conversion, conversion_id)
     if ConfirmForm().validate_on_submit():
-        try:
+        with committing() as done:
             tracking.approve_conversion(get_program(), conversion, current_user)
-        except DomainError as error:
-            db.session.rollback()
-            flash(error.message, "error")
-        else:
-            db.session.commit()
+        if done:
             flash(_("Conversion %(id)s approved.", id=conversion.transaction_id), "success")
     return redirect(url_for("admin.show_conversion", conversion_id=conversion.id))
 
@@ -110,16 +99,12 @@ def approve_conversion(conversion_id: int):
 @bp.post("/conversions/<int:conversion_id>/reject")
 @operator_required
 def reject_conversion(conversion_id: int):
-    conversion = _get_conversion(conversion_id)
+    conversion = db.get_or_404(Conversion, conversion_id)
     form = ConversionRejectForm()
     if form.validate_on_submit():
-        try:
+        with committing(form) as done:
             tracking.reject_conversion(conversion, current_user, form.reason.data, form.note.data)
-        except DomainError as error:
-            db.session.rollback()
-            put_error_on_form(form, error)
-        else:
-            db.session.commit()
+        if done:
             flash(_("Conversion %(id)s rejected.", id=conversion.transaction_id), "success")
             return redirect(url_for("admin.show_conversion", conversion_id=conversion.id))
     return _conversion_page(conversion, form, 422)

@@ -12,7 +12,6 @@ from wtforms import SelectField, StringField
 from wtforms.validators import DataRequired, Length, Optional
 
 from portal.blueprints.admin import bp
-from portal.errors import DomainError
 from portal.extensions import db
 from portal.forms import (
     ConfirmForm,
@@ -20,14 +19,13 @@ from portal.forms import (
     TextAreaField,
     channel_choices,
     language_choices,
-    put_error_on_form,
 )
 from portal.models import Creative, CreativeKind, CreativeStatus
 from portal.security import operator_required
 from portal.services import creative_stats, creatives
 from portal.services.creative_files import Upload, format_size
 from portal.services.program import get_program
-from portal.views import accepts_uploads, day_arg, render_page_or_partial
+from portal.views import accepts_uploads, committing, day_arg, render_page_or_partial
 
 _at_most = lambda n: Length(max=n, message=_l("At most %(max)d characters."))  # noqa: E731
 
@@ -226,7 +224,7 @@ def list_creatives():
 def create_creative(kind: str):
     form = CREATIVE_FORMS[kind][0]()
     if form.validate_on_submit():
-        try:
+        with committing(form) as done:
             creative = creatives.create_creative(
                 kind,
                 current_user,
@@ -234,11 +232,7 @@ def create_creative(kind: str):
                 _creative_input(form),
                 _upload(form.file.data) if hasattr(form, "file") else None,
             )
-        except DomainError as error:
-            db.session.rollback()
-            put_error_on_form(form, error)
-        else:
-            db.session.commit()
+        if done:
             flash(
                 _("“%(name)s” is saved as a draft. Publish it when it is ready.", name=creative.name),
                 "success",
@@ -293,13 +287,9 @@ def edit_creative(creative_id: int):
         return _creative_page(creative)
     form = _edit_form(creative, formdata=True)
     if form.validate_on_submit():
-        try:
+        with committing(form) as done:
             creatives.update_creative(creative, current_user, get_program(), _creative_input(form))
-        except DomainError as error:
-            db.session.rollback()
-            put_error_on_form(form, error)
-        else:
-            db.session.commit()
+        if done:
             flash(_("Changes to “%(name)s” saved.", name=creative.name), "success")
             return redirect(url_for("admin.edit_creative", creative_id=creative.id))
     return _creative_page(_creative(creative_id), form=form, status=422)
@@ -312,13 +302,9 @@ def replace_creative_file(creative_id: int):
     creative = _creative(creative_id)
     form = ReplaceFileForm()
     if form.validate_on_submit():
-        try:
+        with committing(form) as done:
             creatives.replace_file(creative, current_user, _upload(form.file.data), form.note.data)
-        except DomainError as error:
-            db.session.rollback()
-            put_error_on_form(form, error)
-        else:
-            db.session.commit()
+        if done:
             flash(
                 _(
                     "New image saved as version %(n)d; partners get it from now on.",
@@ -335,13 +321,9 @@ def replace_creative_file(creative_id: int):
 def set_creative_status(creative_id: int, action: str):
     creative = _creative(creative_id)
     if ConfirmForm().validate_on_submit():
-        try:
+        with committing() as done:
             creatives.set_creative_status(creative, current_user, action)
-        except DomainError as error:
-            db.session.rollback()
-            flash(error.message, "error")
-        else:
-            db.session.commit()
+        if done:
             if action == "publish":
                 flash(_("“%(name)s” is published: partners see it now.", name=creative.name), "success")
             else:
@@ -357,7 +339,7 @@ def bulk_upload_banners():
     results = None
     status = 200
     if form.validate_on_submit():
-        try:
+        with committing(form) as done:
             results = creatives.bulk_upload_banners(
                 current_user,
                 get_program(),
@@ -369,14 +351,9 @@ def bulk_upload_banners():
                     campaign=form.campaign.data,
                 ),
             )
-        except DomainError as error:
-            db.session.rollback()
-            put_error_on_form(form, error)
+        if not done or not any(r.creative for r in results):
             status = 422
-        else:
-            db.session.commit()
-            if not any(r.creative for r in results):
-                status = 422
+
     elif request.method == "POST":
         status = 422
     body = render_page_or_partial(

@@ -5,11 +5,10 @@ from __future__ import annotations
 from flask import Response
 
 from portal.blueprints.admin import bp
-from portal.extensions import db
 from portal.security import operator_required
 from portal.services import dashboards, partners
 from portal.services.program import get_program
-from portal.views import dashboard_range, render_page_or_partial
+from portal.views import committing, dashboard_range, render_page_or_partial
 
 
 @bp.get("/")
@@ -17,8 +16,8 @@ from portal.views import dashboard_range, render_page_or_partial
 def dashboard():
     program = get_program()
     form, rng, today = dashboard_range(program)
-    board = dashboards.program_dashboard(rng, today, program.timezone)
-    db.session.commit()  # keeps the partner trends it recounted (a cache), before rendering
+    with committing():  # keeps the partner trends it recounted (a cache), before rendering
+        board = dashboards.program_dashboard(rng, today, program.timezone)
     return render_page_or_partial(
         "admin/dashboard.html",
         "admin/_partials/_dashboard.html",
@@ -35,8 +34,9 @@ def dashboard():
 def export_stats(table: str):
     program = get_program()
     _form, rng, today = dashboard_range(program)
-    headers, rows = dashboards.program_table(rng, today, program.timezone, table, program.currency)
-    db.session.commit()  # the partner trends it may have recounted
+    with committing():  # the partner trends it may have recounted
+        headers, rows = dashboards.program_table(rng, today, program.timezone, table, program.currency)
+
     name = f"{table}-{rng.start.isoformat()}-{rng.end.isoformat()}.csv"
     return Response(
         dashboards.to_csv(headers, rows),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import abort, flash, redirect, render_template, request, url_for
+from flask import flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user
@@ -11,13 +11,12 @@ from wtforms import StringField
 from wtforms.validators import DataRequired, Length
 
 from portal.blueprints.admin import bp
-from portal.errors import DomainError
 from portal.extensions import db
-from portal.forms import TextAreaField, put_error_on_form
-from portal.models import Partner
+from portal.forms import TextAreaField
+from portal.models import Partner, Thread
 from portal.security import operator_required
 from portal.services import campaign_requests, inbox
-from portal.views import render_page_or_partial
+from portal.views import committing, render_page_or_partial
 
 _message_body = [
     DataRequired(_l("Write a message first.")),
@@ -61,16 +60,10 @@ def unread_badge():
     return render_template("_partials/_unread_badge.html", unread=inbox.team_unread_count())
 
 
-def _get_thread(thread_id: int):
-    thread = inbox.get_thread(thread_id)
-    if thread is None:
-        abort(404)
-    return thread
-
-
 def _thread_page(thread, form: ThreadReplyForm, status: int = 200):
-    if inbox.mark_read_by_team(thread):
-        db.session.commit()
+    with committing():
+        inbox.mark_read_by_team(thread)
+
     body = render_page_or_partial(
         "admin/thread.html",
         "_partials/_thread_messages.html",
@@ -86,22 +79,18 @@ def _thread_page(thread, form: ThreadReplyForm, status: int = 200):
 @bp.get("/inbox/<int:thread_id>")
 @operator_required
 def show_thread(thread_id: int):
-    return _thread_page(_get_thread(thread_id), ThreadReplyForm(formdata=None))
+    return _thread_page(db.get_or_404(Thread, thread_id), ThreadReplyForm(formdata=None))
 
 
 @bp.post("/inbox/<int:thread_id>")
 @operator_required
 def reply_thread(thread_id: int):
-    thread = _get_thread(thread_id)
+    thread = db.get_or_404(Thread, thread_id)
     form = ThreadReplyForm()
     if form.validate_on_submit():
-        try:
+        with committing(form) as done:
             inbox.reply(thread, current_user, form.body.data)
-        except DomainError as error:
-            db.session.rollback()
-            put_error_on_form(form, error)
-        else:
-            db.session.commit()
+        if done:
             flash(_("Answer sent to %(name)s.", name=thread.partner.user.name), "success")
             return redirect(url_for("admin.show_thread", thread_id=thread.id, _anchor="reply"))
     return _thread_page(thread, form, 422)
@@ -110,13 +99,9 @@ def reply_thread(thread_id: int):
 def _send_first_message(partner: Partner, form: NewMessageForm):
     """Start a thread from a submitted form: the redirect to it, or None (errors on the form)."""
     if form.validate_on_submit():
-        try:
+        with committing(form) as done:
             thread = inbox.start_thread(partner, current_user, form.subject.data, form.body.data)
-        except DomainError as error:
-            db.session.rollback()
-            put_error_on_form(form, error)
-        else:
-            db.session.commit()
+        if done:
             flash(_("Message sent to %(name)s.", name=partner.user.name), "success")
             return redirect(url_for("admin.show_thread", thread_id=thread.id))
     return None
@@ -126,7 +111,7 @@ def _send_first_message(partner: Partner, form: NewMessageForm):
 @operator_required
 def new_thread(partner_id: int):
     """A new conversation with one partner (the dashboard's "Message" on a partner at risk)."""
-    partner = _get_partner(partner_id)
+    partner = db.get_or_404(Partner, partner_id)
     if request.method == "GET":
         subject = (request.args.get("subject") or "")[:200]
         form = NewMessageForm(formdata=None, subject=subject)
@@ -136,10 +121,3 @@ def new_thread(partner_id: int):
     if sent is not None:
         return sent
     return render_template("admin/new_thread.html", partner=partner, form=form), 422
-
-
-def _get_partner(partner_id: int) -> Partner:
-    partner = db.session.get(Partner, partner_id)
-    if partner is None:
-        abort(404)
-    return partner

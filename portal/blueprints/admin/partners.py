@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import abort, flash, redirect, render_template, request, url_for
+from flask import flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user
@@ -12,13 +12,12 @@ from wtforms.validators import DataRequired, Length
 
 from portal.blueprints.admin import bp
 from portal.blueprints.admin.inbox import NewMessageForm, _send_first_message
-from portal.errors import DomainError
 from portal.extensions import db
-from portal.forms import ConfirmForm, TextAreaField, as_choices, put_error_on_form
+from portal.forms import ConfirmForm, TextAreaField, as_choices
 from portal.models import Link, Partner, PartnerStatus, User
 from portal.security import admin_required, operator_required
 from portal.services import accounts, announcements, inbox, links, partners
-from portal.views import render_page_or_partial
+from portal.views import committing, render_page_or_partial
 
 _reason = [
     DataRequired(_l("Say why, so the partner knows.")),
@@ -96,13 +95,6 @@ def list_partners():
     )
 
 
-def _get_partner(partner_id: int) -> Partner:
-    partner = db.session.get(Partner, partner_id)
-    if partner is None:
-        abort(404)
-    return partner
-
-
 def _render_partner(
     partner: Partner,
     reject_form=None,
@@ -135,11 +127,11 @@ def _render_partner(
 @bp.get("/partners/<int:partner_id>")
 @operator_required
 def show_partner(partner_id: int):
-    return _render_partner(_get_partner(partner_id))
+    return _render_partner(db.get_or_404(Partner, partner_id))
 
 
 def _change_status(partner_id: int, action, form_cls=None, success: str = ""):
-    partner = _get_partner(partner_id)
+    partner = db.get_or_404(Partner, partner_id)
     form = (form_cls or ConfirmForm)()
     forms = {}
     if form_cls is RejectForm:
@@ -147,18 +139,12 @@ def _change_status(partner_id: int, action, form_cls=None, success: str = ""):
     elif form_cls is SuspendForm:
         forms["suspend_form"] = form
     if form.validate_on_submit():
-        try:
+        with committing(form, flash_refusal=not hasattr(form, "reason")) as done:
             if form_cls is None:
                 action(partner, current_user)
             else:
                 action(partner, current_user, form.reason.data)
-        except DomainError as error:
-            db.session.rollback()
-            put_error_on_form(form, error)
-            if not hasattr(form, "reason"):
-                flash(error.message, "error")
-        else:
-            db.session.commit()
+        if done:
             flash(success % {"name": partner.user.name}, "success")
             if not request.htmx:
                 return redirect(url_for("admin.show_partner", partner_id=partner.id))
@@ -194,15 +180,11 @@ def reinstate_partner(partner_id: int):
 @admin_required
 def set_partner_access(partner_id: int, action: str):
     """Switch a partner's sign-in off (every session of theirs ends) or back on."""
-    partner = _get_partner(partner_id)
+    partner = db.get_or_404(Partner, partner_id)
     if ConfirmForm().validate_on_submit():
-        try:
+        with committing() as done:
             accounts.set_user_active(current_user, partner.user, action == "activate")
-        except DomainError as error:
-            db.session.rollback()
-            flash(error.message, "error")
-        else:
-            db.session.commit()
+        if done:
             flash(_("Access updated for %(name)s.", name=partner.user.name), "success")
     return redirect(url_for("admin.show_partner", partner_id=partner.id))
 
@@ -210,18 +192,14 @@ def set_partner_access(partner_id: int, action: str):
 @bp.post("/links/<int:link_id>/slug")
 @admin_required
 def grant_slug(link_id: int):
-    link = db.session.get(Link, link_id)
-    if link is None:
-        abort(404)
+    link = db.get_or_404(Link, link_id)
     form = SlugForm()
     if form.validate_on_submit():
-        try:
+        with committing(flash_refusal=False) as done:
             links.grant_custom_slug(link, current_user, form.slug.data)
-        except DomainError as error:
-            db.session.rollback()
-            flash(_("Custom code not saved: %(why)s", why=error.message), "error")
+        if not done:
+            flash(_("Custom code not saved: %(why)s", why=done.refusal.message), "error")
         else:
-            db.session.commit()
             flash(_("The link now uses the code “%(code)s”.", code=link.code), "success")
     else:
         flash(_("Custom code not saved: %(why)s", why=" ".join(str(e) for e in form.slug.errors)), "error")
@@ -231,7 +209,7 @@ def grant_slug(link_id: int):
 @bp.post("/partners/<int:partner_id>/messages")
 @operator_required
 def start_thread(partner_id: int):
-    partner = _get_partner(partner_id)
+    partner = db.get_or_404(Partner, partner_id)
     form = NewMessageForm()
     sent = _send_first_message(partner, form)
     if sent is not None:
@@ -242,16 +220,12 @@ def start_thread(partner_id: int):
 @bp.post("/partners/<int:partner_id>/tags")
 @operator_required
 def set_partner_tags(partner_id: int):
-    partner = _get_partner(partner_id)
+    partner = db.get_or_404(Partner, partner_id)
     form = TagsForm()
     if form.validate_on_submit():
-        try:
+        with committing(form) as done:
             partners.set_partner_tags(partner, current_user, announcements.split_list(form.tags.data))
-        except DomainError as error:
-            db.session.rollback()
-            put_error_on_form(form, error)
-        else:
-            db.session.commit()
+        if done:
             flash(_("Tags saved."), "success")
             return redirect(url_for("admin.show_partner", partner_id=partner.id))
     return _render_partner(partner, status=422, tags_form=form)
@@ -260,17 +234,13 @@ def set_partner_tags(partner_id: int):
 @bp.post("/partners/<int:partner_id>/manager")
 @operator_required
 def assign_manager(partner_id: int):
-    partner = _get_partner(partner_id)
+    partner = db.get_or_404(Partner, partner_id)
     form = ManagerForm(operators=partners.operators())
     if form.validate_on_submit():
         manager = db.session.get(User, form.manager.data) if form.manager.data else None
-        try:
+        with committing() as done:
             partners.assign_manager(partner, current_user, manager)
-        except DomainError as error:
-            db.session.rollback()
-            flash(error.message, "error")
-        else:
-            db.session.commit()
+        if done:
             flash(_("Manager saved."), "success")
     else:
         flash(_("Choose a manager from the list."), "error")

@@ -12,16 +12,15 @@ from wtforms import DateField, StringField
 from wtforms.validators import DataRequired, Length
 
 from portal.blueprints.admin import bp
-from portal.database import begin_write
-from portal.errors import DomainError
 from portal.extensions import db
-from portal.forms import ConfirmForm, TextAreaField, put_error_on_form
+from portal.forms import ConfirmForm, TextAreaField
 from portal.models import PayoutBatch, PayoutItem
 from portal.models.types import utcnow
 from portal.security import operator_required
 from portal.services import payouts, schedule
 from portal.services.audit import record_event
 from portal.services.program import get_program
+from portal.views import committing
 
 
 class PaymentForm(FlaskForm):
@@ -62,10 +61,11 @@ def list_batches():
 @operator_required
 def run_settlement():
     if ConfirmForm().validate_on_submit():
-        begin_write(db.session())
-        batch, created = payouts.settle(get_program(), actor=current_user)
-        db.session.commit()
-        if batch is None:
+        with committing(write=True) as done:
+            batch, created = payouts.settle(get_program(), actor=current_user)
+        if not done:
+            pass
+        elif batch is None:
             flash(_("Nobody has reached the minimum payout; balances carry over."), "info")
         elif created:
             flash(_("Payout batch for %(date)s built.", date=batch.period_end), "success")
@@ -74,13 +74,6 @@ def run_settlement():
             flash(_("The batch for %(date)s already exists; nothing changed.", date=batch.period_end), "info")
             return redirect(url_for("admin.show_batch", batch_id=batch.id))
     return redirect(url_for("admin.list_batches"))
-
-
-def _get_batch(batch_id: int) -> PayoutBatch:
-    batch = db.session.get(PayoutBatch, batch_id)
-    if batch is None:
-        abort(404)
-    return batch
 
 
 BATCH_ITEMS_PER_PAGE = 100
@@ -121,21 +114,17 @@ def _batch_page(
 @bp.get("/payouts/<int:batch_id>")
 @operator_required
 def show_batch(batch_id: int):
-    return _batch_page(_get_batch(batch_id))
+    return _batch_page(db.get_or_404(PayoutBatch, batch_id))
 
 
 @bp.post("/payouts/<int:batch_id>/approve")
 @operator_required
 def approve_batch(batch_id: int):
-    batch = _get_batch(batch_id)
+    batch = db.get_or_404(PayoutBatch, batch_id)
     if ConfirmForm().validate_on_submit():
-        try:
+        with committing() as done:
             payouts.approve_batch(batch, current_user)
-        except DomainError as error:
-            db.session.rollback()
-            flash(error.message, "error")
-        else:
-            db.session.commit()
+        if done:
             flash(_("Batch approved. Export the payment file or record payments."), "success")
     return redirect(url_for("admin.show_batch", batch_id=batch.id))
 
@@ -143,14 +132,13 @@ def approve_batch(batch_id: int):
 @bp.get("/payouts/<int:batch_id>/export.<any(csv, paypal):kind>")
 @operator_required
 def export_batch(batch_id: int, kind: str):
-    batch = _get_batch(batch_id)
-    try:
+    batch = db.get_or_404(PayoutBatch, batch_id)
+    with committing() as done:
         body = payouts.export_paypal(batch) if kind == "paypal" else payouts.export_csv(batch)
-    except DomainError as error:
-        flash(error.message, "error")
+        record_event(current_user, "payout.batch_exported", "payout_batch", batch.id, kind=kind)
+    if not done:
         return redirect(url_for("admin.show_batch", batch_id=batch.id))
-    record_event(current_user, "payout.batch_exported", "payout_batch", batch.id, kind=kind)
-    db.session.commit()
+
     name = f"payout-{batch.period_end.isoformat()}-{batch.id}-{kind}.csv"
     return Response(
         body, mimetype="text/csv", headers={"Content-Disposition": f'attachment; filename="{name}"'}
@@ -158,7 +146,7 @@ def export_batch(batch_id: int, kind: str):
 
 
 def _payment_action(batch_id: int, item_id: int | None, action: str):
-    batch = _get_batch(batch_id)
+    batch = db.get_or_404(PayoutBatch, batch_id)
     item = None
     if item_id is not None:
         item = db.session.get(PayoutItem, item_id)
@@ -166,18 +154,14 @@ def _payment_action(batch_id: int, item_id: int | None, action: str):
             abort(404)
     form = FailureForm() if action == "failed" else PaymentForm()
     if form.validate_on_submit():
-        try:
+        with committing(form) as done:
             if action == "failed":
                 payouts.mark_item_failed(item, current_user, form.reason.data)
             elif item is None:
                 payouts.mark_batch_paid(batch, current_user, form.reference.data, form.paid_on.data)
             else:
                 payouts.mark_item_paid(item, current_user, form.reference.data, form.paid_on.data)
-        except DomainError as error:
-            db.session.rollback()
-            put_error_on_form(form, error)
-        else:
-            db.session.commit()
+        if done:
             flash(_("Recorded."), "success")
             return redirect(url_for("admin.show_batch", batch_id=batch.id))
     forms = {"payment_form": form} if item is None else {"failed_item": (item.id, action, form)}
@@ -197,18 +181,14 @@ def _payment_action(batch_id: int, item_id: int | None, action: str):
 @operator_required
 def release_item(batch_id: int, item_id: int):
     """Release an item held because the partner's payout details changed (batch in review)."""
-    batch = _get_batch(batch_id)
+    batch = db.get_or_404(PayoutBatch, batch_id)
     item = db.session.get(PayoutItem, item_id)
     if item is None or item.batch_id != batch.id:
         abort(404)
     if ConfirmForm().validate_on_submit():
-        try:
+        with committing() as done:
             payouts.release_details_hold(item, current_user, get_program())
-        except DomainError as error:
-            db.session.rollback()
-            flash(error.message, "error")
-        else:
-            db.session.commit()
+        if done:
             flash(_("Released: this batch pays it, to the partner's new payout details."), "success")
     return redirect(url_for("admin.show_batch", batch_id=batch.id))
 

@@ -15,9 +15,8 @@ from wtforms import BooleanField, EmailField, IntegerField, RadioField, SelectFi
 from wtforms.validators import DataRequired, Email, InputRequired, Length, NumberRange, Optional
 
 from portal.blueprints.admin import bp
-from portal.errors import DomainError
 from portal.extensions import db
-from portal.forms import ConfirmForm, TextAreaField, as_choices, put_error_on_form
+from portal.forms import ConfirmForm, TextAreaField, as_choices
 from portal.i18n import locale_choices
 from portal.mail import MailError
 from portal.models import (
@@ -35,6 +34,7 @@ from portal.money import parse_amount, parse_rate_bp, rate_text, to_decimal_stri
 from portal.security import admin_required, operator_required
 from portal.services import accounts, api_keys
 from portal.services.program import ProgramSettings, get_program, update_program_settings
+from portal.views import committing
 
 WEEKDAYS = as_choices(
     [
@@ -318,13 +318,9 @@ def settings():
     program = get_program()
     form = SettingsForm() if request.method == "POST" else SettingsForm.from_program(program)
     if form.validate_on_submit():
-        try:
+        with committing(form) as done:
             update_program_settings(program, current_user, form.to_settings(program))
-        except DomainError as error:
-            db.session.rollback()
-            put_error_on_form(form, error)
-        else:
-            db.session.commit()
+        if done:
             flash(_("Settings saved."), "success")
             return redirect(url_for("admin.settings"))
     status = 200 if request.method == "GET" else 422
@@ -345,23 +341,19 @@ def team():
     form = TeamMemberForm()
     if form.validate_on_submit():
         try:
-            user = accounts.invite_operator(
-                current_user,
-                form.email.data,
-                form.name.data,
-                Role(form.role.data),
-                lambda token: url_for("auth.reset_password", token=token, _external=True),
-            )
-        except DomainError as error:
-            db.session.rollback()
-            put_error_on_form(form, error)
-        except MailError:
-            db.session.rollback()
+            with committing(form) as done:
+                user = accounts.invite_operator(
+                    current_user,
+                    form.email.data,
+                    form.name.data,
+                    Role(form.role.data),
+                    lambda token: url_for("auth.reset_password", token=token, _external=True),
+                )
+        except MailError:  # rolled back: nobody was added
             form.form_errors.append(
                 _("The invitation e-mail could not be sent, so nobody was added. Try again.")
             )
-        else:
-            db.session.commit()
+        if done:
             flash(
                 _("%(name)s is invited; they will get an e-mail to set a password.", name=user.name),
                 "success",
@@ -380,13 +372,9 @@ def set_team_member_active(user_id: int, action: str):
     if user is None or not user.is_operator:
         abort(404)
     if ConfirmForm().validate_on_submit():
-        try:
+        with committing() as done:
             accounts.set_user_active(current_user, user, action == "activate")
-        except DomainError as error:
-            db.session.rollback()
-            flash(error.message, "error")
-        else:
-            db.session.commit()
+        if done:
             flash(_("Access updated for %(name)s.", name=user.name), "success")
     return redirect(url_for("admin.team"))
 
@@ -398,15 +386,13 @@ def api_keys_page():
     new_key = None
     status = 200
     if form.validate_on_submit():
-        try:
+        with committing(form) as done:
             _key, new_key = api_keys.create_api_key(form.name.data, current_user)
-        except DomainError as error:
-            db.session.rollback()
-            put_error_on_form(form, error)
-            status = 422
-        else:
-            db.session.commit()
+        if done:
             form = ApiKeyForm(formdata=None)
+        else:
+            status = 422
+
     elif request.method == "POST":
         status = 422
     return (
@@ -424,13 +410,12 @@ def api_keys_page():
 @bp.post("/api-keys/<int:key_id>/revoke")
 @admin_required
 def revoke_api_key(key_id: int):
-    key = db.session.get(ApiKey, key_id)
-    if key is None:
-        abort(404)
+    key = db.get_or_404(ApiKey, key_id)
     if ConfirmForm().validate_on_submit():
-        api_keys.revoke_api_key(key, current_user)
-        db.session.commit()
-        flash(_("Key “%(name)s” is revoked; requests with it now get 401.", name=key.name), "success")
+        with committing() as done:
+            api_keys.revoke_api_key(key, current_user)
+        if done:
+            flash(_("Key “%(name)s” is revoked; requests with it now get 401.", name=key.name), "success")
     return redirect(url_for("admin.api_keys_page"))
 
 
