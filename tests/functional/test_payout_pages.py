@@ -10,8 +10,7 @@ from portal.models import PayoutBatch, Role
 from portal.models.types import utcnow
 from portal.services.payouts import PayoutDetails, save_payout_account
 from portal.services.schedule import local_today
-from tests.factories import PASSWORD, PartnerFactory
-from tests.factories_money import earn
+from tests.factories import PASSWORD, PartnerFactory, earn
 
 
 def _books(db, program):
