@@ -353,7 +353,6 @@ def bulk_upload_banners():
             )
         if not done or not any(r.creative for r in results):
             status = 422
-
     elif request.method == "POST":
         status = 422
     body = render_page_or_partial(

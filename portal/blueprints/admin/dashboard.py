@@ -36,7 +36,6 @@ def export_stats(table: str):
     _form, rng, today = dashboard_range(program)
     with committing():  # the partner trends it may have recounted
         headers, rows = dashboards.program_table(rng, today, program.timezone, table, program.currency)
-
     name = f"{table}-{rng.start.isoformat()}-{rng.end.isoformat()}.csv"
     return Response(
         dashboards.to_csv(headers, rows),

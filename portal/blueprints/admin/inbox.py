@@ -63,7 +63,6 @@ def unread_badge():
 def _thread_page(thread, form: ThreadReplyForm, status: int = 200):
     with committing():
         inbox.mark_read_by_team(thread)
-
     body = render_page_or_partial(
         "admin/thread.html",
         "_partials/_thread_messages.html",

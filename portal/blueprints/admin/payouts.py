@@ -63,14 +63,12 @@ def run_settlement():
     if ConfirmForm().validate_on_submit():
         with committing(write=True) as done:
             batch, created = payouts.settle(get_program(), actor=current_user)
-        if not done:
-            pass
-        elif batch is None:
+        if done and batch is None:
             flash(_("Nobody has reached the minimum payout; balances carry over."), "info")
-        elif created:
+        elif done and created:
             flash(_("Payout batch for %(date)s built.", date=batch.period_end), "success")
             return redirect(url_for("admin.show_batch", batch_id=batch.id))
-        else:
+        elif done:
             flash(_("The batch for %(date)s already exists; nothing changed.", date=batch.period_end), "info")
             return redirect(url_for("admin.show_batch", batch_id=batch.id))
     return redirect(url_for("admin.list_batches"))
