@@ -331,7 +331,6 @@ def new_campaign():
         if done:
             flash(_("Campaign saved."), "success")
             return redirect(url_for("admin.edit_campaign", campaign_id=saved.id))
-
     return _render_campaign(program, form, None, status=_status(form))
 
 
@@ -367,7 +366,6 @@ def add_campaign_link(campaign_id: int):
                 link_form.label.data,
                 link_form.channel.data,
             )
-
         if done:
             flash(_("Campaign link created."), "success")
             return redirect(url_for("admin.edit_campaign", campaign_id=campaign.id) + "#links")

@@ -392,7 +392,6 @@ def api_keys_page():
             form = ApiKeyForm(formdata=None)
         else:
             status = 422
-
     elif request.method == "POST":
         status = 422
     return (

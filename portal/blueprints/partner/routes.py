@@ -578,7 +578,6 @@ def answer_campaign_request(request_id: int, action: str):
     if not done:
         db.session.refresh(found)
         return _request_page(found, DeclineOfferForm(formdata=None), 409)
-
     flash(
         {
             "accept": _("Offer accepted. Your campaign link is ready."),
