@@ -14,7 +14,7 @@ from wtforms.validators import DataRequired, Length, Optional
 from portal.blueprints.admin import bp
 from portal.blueprints.admin.inbox import _markdown_help
 from portal.extensions import db
-from portal.forms import ConfirmForm, TextAreaField, as_choices
+from portal.forms import ConfirmForm, TextAreaField, as_choices, at_most
 from portal.models import Announcement, Partner, Tag, Tier
 from portal.security import operator_required
 from portal.services import announcements, partners
@@ -24,17 +24,11 @@ from portal.views import committing, render_page_or_partial
 class AnnouncementForm(FlaskForm):
     title = StringField(
         _l("Title"),
-        validators=[
-            DataRequired(_l("Give the announcement a title.")),
-            Length(max=200, message=_l("At most %(max)d characters.")),
-        ],
+        validators=[DataRequired(_l("Give the announcement a title.")), at_most(200)],
     )
     body = TextAreaField(
         _l("Announcement"),
-        validators=[
-            DataRequired(_l("Write the announcement.")),
-            Length(max=20_000, message=_l("At most %(max)d characters.")),
-        ],
+        validators=[DataRequired(_l("Write the announcement.")), at_most(20_000)],
         description=_markdown_help,
     )
     audience_kind = RadioField(_l("Who gets it"), default="all")

@@ -8,12 +8,12 @@ from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 from flask_wtf import FlaskForm
 from wtforms import BooleanField, IntegerField, StringField
-from wtforms.validators import DataRequired, Length, NumberRange, Optional
+from wtforms.validators import DataRequired, NumberRange, Optional
 
 from portal.blueprints.admin import bp
 from portal.blueprints.admin.inbox import _markdown_help
 from portal.errors import DomainError
-from portal.forms import ConfirmForm, TextAreaField
+from portal.forms import ConfirmForm, TextAreaField, at_most
 from portal.models import AutomaticKind
 from portal.security import operator_required
 from portal.services import lifecycle
@@ -24,17 +24,11 @@ class TemplateForm(FlaskForm):
     enabled = BooleanField(_l("Send this message automatically"))
     subject = StringField(
         _l("Subject"),
-        validators=[
-            DataRequired(_l("Write a subject.")),
-            Length(max=200, message=_l("At most %(max)d characters.")),
-        ],
+        validators=[DataRequired(_l("Write a subject.")), at_most(200)],
     )
     body = TextAreaField(
         _l("Message"),
-        validators=[
-            DataRequired(_l("Write the message.")),
-            Length(max=10_000, message=_l("At most %(max)d characters.")),
-        ],
+        validators=[DataRequired(_l("Write the message.")), at_most(10_000)],
         description=_markdown_help,
     )
     quiet_days = IntegerField(

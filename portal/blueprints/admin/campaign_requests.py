@@ -10,12 +10,12 @@ from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 from flask_wtf import FlaskForm
-from wtforms.validators import DataRequired, Length, Optional
+from wtforms.validators import DataRequired, Optional
 
 from portal.blueprints.admin import bp
 from portal.errors import DomainError, InvalidTransition
 from portal.extensions import db
-from portal.forms import ConfirmForm, PercentField, TextAreaField, put_error_on_form
+from portal.forms import ConfirmForm, PercentField, TextAreaField, at_most, put_error_on_form
 from portal.security import operator_required
 from portal.services import campaign_requests, inbox
 from portal.services.program import get_program
@@ -32,17 +32,14 @@ class CounterOfferForm(FlaskForm):
     )
     note = TextAreaField(
         _l("Message to the partner (optional)"),
-        validators=[Optional(), Length(max=2000, message=_l("At most %(max)d characters."))],
+        validators=[Optional(), at_most(2000)],
     )
 
 
 class DeclineRequestForm(FlaskForm):
     reason = TextAreaField(
         _l("Reason shown to the partner"),
-        validators=[
-            DataRequired(_l("Say why, so the partner knows.")),
-            Length(max=2000, message=_l("At most %(max)d characters.")),
-        ],
+        validators=[DataRequired(_l("Say why, so the partner knows.")), at_most(2000)],
     )
 
 

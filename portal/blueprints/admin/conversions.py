@@ -8,11 +8,11 @@ from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 from flask_wtf import FlaskForm
 from wtforms import SelectField
-from wtforms.validators import DataRequired, Length, Optional
+from wtforms.validators import DataRequired, Optional
 
 from portal.blueprints.admin import bp
 from portal.extensions import db
-from portal.forms import ConfirmForm, TextAreaField, as_choices
+from portal.forms import ConfirmForm, TextAreaField, as_choices, at_most
 from portal.models import Conversion, ConversionStatus
 from portal.security import operator_required
 from portal.services import payouts, reports, tracking
@@ -26,7 +26,7 @@ class ConversionRejectForm(FlaskForm):
     reason = SelectField(_l("Reason"), validators=[DataRequired(_l("Choose a reason."))])
     note = TextAreaField(
         _l("Note for the partner"),
-        validators=[Optional(), Length(max=1000, message=_l("At most %(max)d characters."))],
+        validators=[Optional(), at_most(1000)],
         description=_l("Required when the reason is “other”."),
     )
 

@@ -9,7 +9,7 @@ from flask_login import current_user
 from flask_wtf import FlaskForm
 from flask_wtf.file import FileField, FileRequired, MultipleFileField
 from wtforms import SelectField, StringField
-from wtforms.validators import DataRequired, Length, Optional
+from wtforms.validators import DataRequired, Optional
 
 from portal.blueprints.admin import bp
 from portal.extensions import db
@@ -17,6 +17,7 @@ from portal.forms import (
     ConfirmForm,
     MultiCheckboxField,
     TextAreaField,
+    at_most,
     channel_choices,
     language_choices,
 )
@@ -27,7 +28,7 @@ from portal.services.creative_files import Upload, format_size
 from portal.services.program import get_program
 from portal.views import accepts_uploads, committing, day_arg, render_page_or_partial
 
-_at_most = lambda n: Length(max=n, message=_l("At most %(max)d characters."))  # noqa: E731
+_at_most = lambda n: at_most(n)  # noqa: E731
 
 
 _LINK_HELP = _l("Write {link} where the partner's own tracking link should go.")
@@ -38,7 +39,7 @@ class CreativeForm(FlaskForm):
 
     name = StringField(
         _l("Name"),
-        validators=[DataRequired(_l("Name the creative.")), _at_most(120)],
+        validators=[DataRequired(_l("Name the creative.")), at_most(120)],
         description=_l("Partners see it; it is also the banner's alt text."),
     )
     channels = MultiCheckboxField(
@@ -48,18 +49,18 @@ class CreativeForm(FlaskForm):
     )
     campaign = StringField(
         _l("Campaign (optional)"),
-        validators=[Optional(), _at_most(64)],
+        validators=[Optional(), at_most(64)],
         description=_l("A short tag partners can filter by, e.g. summer-sale."),
     )
     language = SelectField(_l("Language"), default="en")
     description = TextAreaField(
         _l("Description (optional)"),
-        validators=[Optional(), _at_most(2000)],
+        validators=[Optional(), at_most(2000)],
         description=_l("When and where to use it; shown to partners."),
     )
     note = StringField(
         _l("Change note (optional)"),
-        validators=[Optional(), _at_most(200)],
+        validators=[Optional(), at_most(200)],
         description=_l("Kept in the version history."),
     )
 
@@ -81,15 +82,15 @@ class NewBannerForm(BannerForm):
 
 
 class TextCopyForm(CreativeForm):
-    headline = StringField(_l("Headline (optional)"), validators=[Optional(), _at_most(200)])
+    headline = StringField(_l("Headline (optional)"), validators=[Optional(), at_most(200)])
     body = TextAreaField(
         _l("Text"),
-        validators=[DataRequired(_l("Write the text partners will post.")), _at_most(10000)],
+        validators=[DataRequired(_l("Write the text partners will post.")), at_most(10000)],
         description=_LINK_HELP,
     )
     call_to_action = StringField(
         _l("Call to action (optional)"),
-        validators=[Optional(), _at_most(200)],
+        validators=[Optional(), at_most(200)],
         description=_l("E.g. “Shop the sale: {link}”."),
     )
 
@@ -97,7 +98,7 @@ class TextCopyForm(CreativeForm):
 class LandingPageForm(CreativeForm):
     url = StringField(
         _l("Landing page address"),
-        validators=[DataRequired(_l("Enter the page's address.")), _at_most(2000)],
+        validators=[DataRequired(_l("Enter the page's address.")), at_most(2000)],
         description=_l("A page on one of the program's allowed domains."),
     )
 
@@ -111,11 +112,11 @@ class NewLandingPageForm(LandingPageForm):
 
 class EmailTemplateForm(CreativeForm):
     subject = StringField(
-        _l("Subject line"), validators=[DataRequired(_l("Write the e-mail's subject line.")), _at_most(200)]
+        _l("Subject line"), validators=[DataRequired(_l("Write the e-mail's subject line.")), at_most(200)]
     )
     body = TextAreaField(
         _l("E-mail text"),
-        validators=[DataRequired(_l("Write the e-mail's text.")), _at_most(50000)],
+        validators=[DataRequired(_l("Write the e-mail's text.")), at_most(50000)],
         description=_LINK_HELP,
     )
 
@@ -123,7 +124,7 @@ class EmailTemplateForm(CreativeForm):
 class VideoLinkForm(CreativeForm):
     url = StringField(
         _l("Video address"),
-        validators=[DataRequired(_l("Enter the video's address.")), _at_most(2000)],
+        validators=[DataRequired(_l("Enter the video's address.")), at_most(2000)],
         description=_l("E.g. the video on YouTube or Vimeo."),
     )
 
@@ -143,7 +144,7 @@ class ReplaceFileForm(FlaskForm):
         validators=[FileRequired(_l("Choose the new image to upload."))],
         description=_l("PNG, JPEG, GIF or WebP. The current one stays in the version history."),
     )
-    note = StringField(_l("Change note (optional)"), validators=[Optional(), _at_most(200)])
+    note = StringField(_l("Change note (optional)"), validators=[Optional(), at_most(200)])
 
 
 class BulkBannerForm(FlaskForm):

@@ -8,20 +8,17 @@ from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 from flask_wtf import FlaskForm
 from wtforms import StringField
-from wtforms.validators import DataRequired, Length
+from wtforms.validators import DataRequired
 
 from portal.blueprints.admin import bp
 from portal.extensions import db
-from portal.forms import TextAreaField
+from portal.forms import TextAreaField, at_most
 from portal.models import Partner, Thread
 from portal.security import operator_required
 from portal.services import campaign_requests, inbox
 from portal.views import committing, render_page_or_partial
 
-_message_body = [
-    DataRequired(_l("Write a message first.")),
-    Length(max=10_000, message=_l("At most %(max)d characters.")),
-]
+_message_body = [DataRequired(_l("Write a message first.")), at_most(10_000)]
 
 
 _markdown_help = _l("**bold**, *italics*, [links](https://…), lists and `code` work.")
@@ -34,10 +31,7 @@ class ThreadReplyForm(FlaskForm):
 class NewMessageForm(FlaskForm):
     subject = StringField(
         _l("Subject"),
-        validators=[
-            DataRequired(_l("Give the conversation a subject.")),
-            Length(max=200, message=_l("At most %(max)d characters.")),
-        ],
+        validators=[DataRequired(_l("Give the conversation a subject.")), at_most(200)],
     )
     body = TextAreaField(_l("Message"), validators=_message_body, description=_markdown_help)
 

@@ -8,30 +8,24 @@ from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 from flask_wtf import FlaskForm
 from wtforms import SelectField, StringField
-from wtforms.validators import DataRequired, Length
+from wtforms.validators import DataRequired
 
 from portal.blueprints.admin import bp
 from portal.blueprints.admin.inbox import NewMessageForm, _send_first_message
 from portal.extensions import db
-from portal.forms import ConfirmForm, TextAreaField, as_choices
+from portal.forms import ConfirmForm, TextAreaField, as_choices, at_most
 from portal.models import Link, Partner, PartnerStatus, User
 from portal.security import admin_required, operator_required
 from portal.services import accounts, announcements, inbox, links, partners
 from portal.views import committing, render_page_or_partial
 
-_reason = [
-    DataRequired(_l("Say why, so the partner knows.")),
-    Length(max=1000, message=_l("At most %(max)d characters.")),
-]
+_reason = [DataRequired(_l("Say why, so the partner knows.")), at_most(1000)]
 
 
 class RejectForm(FlaskForm):
     reason = TextAreaField(
         _l("Reason shown to the applicant"),
-        validators=[
-            DataRequired(_l("Say why, so the applicant knows.")),
-            Length(max=1000, message=_l("At most %(max)d characters.")),
-        ],
+        validators=[DataRequired(_l("Say why, so the applicant knows.")), at_most(1000)],
     )
 
 
@@ -42,10 +36,7 @@ class SuspendForm(FlaskForm):
 class SlugForm(FlaskForm):
     slug = StringField(
         _l("Custom code"),
-        validators=[
-            DataRequired(_l("Enter a code.")),
-            Length(max=64, message=_l("At most %(max)d characters.")),
-        ],
+        validators=[DataRequired(_l("Enter a code.")), at_most(64)],
         description=_l("Lower-case letters, digits and dashes, e.g. summer-sale."),
     )
 
@@ -53,7 +44,7 @@ class SlugForm(FlaskForm):
 class TagsForm(FlaskForm):
     tags = StringField(
         _l("Tags"),
-        validators=[Length(max=1000, message=_l("At most %(max)d characters."))],
+        validators=[at_most(1000)],
         description=_l("Separated by commas, e.g. youtube, top-50. Use them to target announcements."),
     )
 

@@ -16,7 +16,7 @@ from wtforms.validators import DataRequired, Email, InputRequired, Length, Numbe
 
 from portal.blueprints.admin import bp
 from portal.extensions import db
-from portal.forms import ConfirmForm, TextAreaField, as_choices
+from portal.forms import ConfirmForm, TextAreaField, as_choices, at_most
 from portal.i18n import locale_choices
 from portal.mail import MailError
 from portal.models import (
@@ -52,10 +52,7 @@ WEEKDAYS = as_choices(
 class SettingsForm(FlaskForm):
     name = StringField(
         _l("Program name"),
-        validators=[
-            DataRequired(_l("Name the program.")),
-            Length(max=120, message=_l("At most %(max)d characters.")),
-        ],
+        validators=[DataRequired(_l("Name the program.")), at_most(120)],
     )
     currency = SelectField(_l("Currency"), validators=[DataRequired()])
     timezone = SelectField(
@@ -281,16 +278,13 @@ class SettingsForm(FlaskForm):
 class TeamMemberForm(FlaskForm):
     name = StringField(
         _l("Name"),
-        validators=[
-            DataRequired(_l("Enter a name.")),
-            Length(max=120, message=_l("At most %(max)d characters.")),
-        ],
+        validators=[DataRequired(_l("Enter a name.")), at_most(120)],
     )
     email = EmailField(
         _l("E-mail"),
         validators=[
             DataRequired(_l("Enter an e-mail address.")),
-            Length(max=254, message=_l("At most %(max)d characters.")),
+            at_most(254),
             Email(_l("Enter a valid e-mail address."), check_deliverability=False),
         ],
     )
