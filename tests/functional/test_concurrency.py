@@ -111,7 +111,7 @@ def committed_books(database_url):
     from datetime import UTC, datetime
 
     from portal.models import PayoutAccount, PayoutBatch, PayoutItem, PayoutLine, Program
-    from tests.factories_money import earn
+    from tests.factories import earn
 
     app = create_app(TestingConfig, SQLALCHEMY_DATABASE_URI=database_url)
     with app.app_context():

@@ -15,8 +15,7 @@ from portal.models.types import utcnow
 from portal.services import clicks
 from portal.services.api_keys import create_api_key
 from portal.services.links import create_link, set_link_active
-from tests.factories import PartnerFactory
-from tests.factories_stats import store_clicks
+from tests.factories import PartnerFactory, store_clicks
 
 BROWSER = {"User-Agent": "Mozilla/5.0 (X11; Linux x86_64) Chrome/156.0 Safari/537.36"}
 
