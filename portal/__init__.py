@@ -130,19 +130,24 @@ def _instance_dir():
 
 
 class _UnsavedSession(SecureCookieSession):
-    """A session that lives for one request under /go/ and is never written back."""
+    """A session that lives for one request under /go/ or /api/ and is never written back."""
+
+
+# Paths whose requests never use the visitor's session: the click redirect (the hot path)
+# and the tracking API (a brand's server, authenticated by its key on every request).
+SESSIONLESS_PATHS = ("/go/", "/api/")
 
 
 class _PortalSessionInterface(SecureCookieSessionInterface):
-    """The click redirect reads no session cookie: it never uses one, and it is the hot path.
+    """The click redirect and the tracking API read no session cookie: they never use one.
 
-    It gets an empty session that is never saved rather than the null one (which refuses
-    writes), so that an error page under /go/ (``/go/``, ``/go/abc%0a``: 404), which renders
-    a CSRF token, works and leaves a signed-in visitor's cookie alone. (The session opens
+    They get an empty session that is never saved rather than the null one (which refuses
+    writes), so that an error page there (``/go/``, ``/go/abc%0a``: 404), which renders a
+    CSRF token, works and leaves a signed-in visitor's cookie alone. (The session opens
     before routing, so the path decides, not the endpoint.)"""
 
     def open_session(self, app, request):
-        if request.path.startswith("/go/"):
+        if request.path.startswith(SESSIONLESS_PATHS):
             return _UnsavedSession()
         return super().open_session(app, request)
 

@@ -692,3 +692,12 @@ def test_the_openapi_document_describes_refund_ids_and_their_answers(client, db,
     too_large = api.post("/conversions", sale(transaction_id="order-2", amount="1000000.01"))
     assert too_large.status_code == 422
     check(too_large.json, "Error")
+
+
+def test_the_api_neither_reads_nor_writes_the_session_cookie(client, db):
+    """A brand's server authenticates by key: the API opens no session (cheaper) and never
+    answers with a session cookie, whatever cookie the request carried."""
+    client.set_cookie("session", "not-a-valid-signed-session")
+    response = client.post("/api/v1/conversions", json={}, headers={"Authorization": "Bearer ppk_nope"})
+    assert response.status_code == 401
+    assert "session=" not in " ".join(response.headers.getlist("Set-Cookie"))
