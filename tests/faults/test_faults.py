@@ -127,7 +127,7 @@ def test_postgres_down_pages_and_api_answer_503_then_recover(services, seeded, p
     assert all(p.headers["Retry-After"].isdigit() for p in pages)
     assert [a[0] for a in api] == [503] * 40
     assert all(a[1]["Retry-After"].isdigit() and '"code":"unavailable"' in a[2].replace(" ", "") for a in api)
-    assert (ready.status_code, ready.json()["database"]) == (503, "error") and ready_seconds < 2.5
+    assert (ready.status_code, ready.json()["database"]) == (503, "error") and ready_seconds < 2.0
     assert live.status_code == 200
     log = portal.log()[log_before:]
     assert log.count("database unavailable on ") == 80  # one line per failed request
@@ -224,11 +224,13 @@ def test_redis_down_api_login_and_live_events_keep_working_and_recover(services,
     assert "Traceback" not in log
 
     # Back: the subscription returns by itself within seconds and tells open pages to resync.
-    wait_for(lambda: "resync" in events, 10, "the resync after Redis returned")
+    resynced = wait_for(lambda: "resync" in events, 10, "the resync after Redis returned")
     wait_for(lambda: requests.get(f"{portal.url}/readyz", timeout=3).json()["redis"] == "ok", 10, "redis ok")
+    restarted = time.monotonic()
     _send_message(http, token, portal, seeded, "After Redis is back")
     wait_for(lambda: len(events.get("message", [])) >= 2, 10, "a live event after Redis returned")
     client.disconnect()
+    figure("Redis down (sales)", 60, 60, 60, 0, resynced + (time.monotonic() - restarted))
 
 
 def _timed_login(portal: Portal) -> tuple[int, str, float]:
@@ -387,6 +389,7 @@ def test_smtp_down_then_up_delivers_each_email_exactly_once(services, seeded, po
         assert _send_due_mail(seeded) == 0  # the cron job while the server is down
     finally:
         smtp.start()
+        back = time.monotonic()
     assert answers == [302] * 20
     time.sleep(1.2)  # the first back-off (MAIL_RETRY_FIRST_SECONDS=1)
     # Other tests' e-mails may still wait in the same outbox; the senders may send those too.
@@ -402,6 +405,8 @@ def test_smtp_down_then_up_delivers_each_email_exactly_once(services, seeded, po
     mine = [s for s in smtp.subjects() if run in s]
     assert mine == sorted(f"down-{run}-{n}" for n in range(20))  # each exactly once
     assert sent <= 20 + others
+    # recovery: from the server's restart until all 20 were delivered (1.2 s of it is the back-off)
+    figure("SMTP down (e-mails)", 20, answers.count(302), len(mine), 20 - len(mine), time.monotonic() - back)
 
 
 # Stopping the SMTP server mid-conversation is the fault itself: its transports are dropped unclosed.
@@ -423,8 +428,9 @@ def test_a_silent_smtp_server_never_slows_a_page(services, seeded, portal):
     finally:
         smtp.stop_silent()
         smtp.start()
+        back = time.monotonic()
     assert max(timings) < 1.0, timings  # MAIL_TIMEOUT_SECONDS=3: the page never waits for it
-    assert ready["smtp"] == "degraded" and ready_seconds < 2.5
+    assert ready["smtp"] == "degraded" and ready_seconds < 2.0
     time.sleep(1.2)
     wait_for(
         lambda: _send_due_mail(seeded) >= 0 and len([s for s in smtp.subjects() if run in s]) == 5,
@@ -433,6 +439,8 @@ def test_a_silent_smtp_server_never_slows_a_page(services, seeded, portal):
         pause=0.5,
     )
     assert [s for s in smtp.subjects() if run in s] == sorted(f"silent-{run}-{n}" for n in range(5))
+    figure("SMTP silent (e-mails)", 5, 5, 5, 0, time.monotonic() - back)
+    print(f"SMTP silent: slowest page {max(timings):.2f} s, readyz {ready_seconds:.2f} s")
 
 
 # --- S3 ---------------------------------------------------------------------------------------
@@ -450,17 +458,21 @@ def test_s3_frozen_or_down_leaves_readiness_degraded_within_two_seconds(services
             bodies.append((response.status_code, response.json()["storage"], response.json()["status"]))
     finally:
         moto.thaw()
-    assert max(timings) < 2.5, timings
+    assert max(timings) < 2.0, timings
     assert bodies == [(200, "degraded", "degraded")] * 3
-    wait_for(
+    recovery = wait_for(
         lambda: requests.get(f"{portal.url}/readyz", timeout=3).json()["storage"] == "ok", 30, "storage ok"
+    )
+    print(
+        f"\nS3 frozen: readyz {', '.join(f'{t:.2f} s' for t in timings)}; "
+        f"storage ok {recovery:.1f} s after thaw"
     )
 
     moto.stop()
     try:
         started = time.monotonic()
         down = requests.get(f"{portal.url}/readyz", timeout=10)
-        assert time.monotonic() - started < 2.5
+        assert time.monotonic() - started < 2.0
         assert (down.status_code, down.json()["storage"]) == (200, "degraded")
     finally:
         moto.start()
@@ -485,3 +497,4 @@ def test_sigterm_with_open_websockets_restarts_in_seconds(services, seeded, tmp_
     assert took < 10, f"the restart took {took:.1f} s (graceful timeout 30 s)"
     told = [events.get("restart") for _, events in clients]
     assert told == [[{"reason": "reconnect"}]] * 10
+    print(f"\nSIGTERM with 10 websockets open: stopped in {took:.1f} s")
