@@ -173,12 +173,16 @@ def xss_data(live_server) -> Iterator[Stored]:
         "/partner/dashboard/news",
     ]
     yield stored
-    # The demo is shared with the other browser tests: the welcome message as it was.
-    from portal.services import lifecycle
+    # The demo is shared with the other browser tests: the welcome message as it was, and no
+    # payload tier above Gold on anyone's ladder.
+    from portal.models import Tier
+    from portal.services import lifecycle, reward_rules
 
     with live_server.app.app_context():
         manager = db.session.scalars(sa.select(User).where(User.email == DEMO_EMAILS["manager"])).one()
         lifecycle.reset_template("welcome", manager)
+        for tier in db.session.scalars(sa.select(Tier).where(Tier.rank >= 100)).all():
+            reward_rules.delete_tier(get_program(), manager, tier)
         db.session.commit()
 
 
@@ -590,12 +594,15 @@ def _one_item_batch(partner: Partner, manager: User):
     line = db.session.scalars(
         sa.select(Commission).where(Commission.conversion_id == tracking.find_conversion(transaction_id).id)
     ).one()
-    # A withdrawal batch: scheduled ones are one per payout date, and the demo has its own.
+    # A withdrawal batch (scheduled ones are one per payout date, and the demo has its own),
+    # dated years back so that the demo's own batches stay first in the operator's list.
+    long_ago = utcnow() - timedelta(days=3650)
     batch = PayoutBatch(
         kind="withdrawal",
         currency=line.currency,
-        period_end=utcnow().date(),
-        cutoff_at=utcnow(),
+        period_end=long_ago.date(),
+        cutoff_at=long_ago,
+        created_at=long_ago,
         created_by_id=manager.id,
     )
     item = PayoutItem(
