@@ -54,12 +54,15 @@ format: install-dev
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-# The whole suite, then the money, payout and rewards tests again with the clock pinned at
-# 00:30 UTC and at 23:30 on the last day of the month in the programs' zone: a test that reads
-# the real clock for a date it compares fails here, not at night in CI.
+# The whole suite, then the money, payout and rewards tests (the browser's payout walk too)
+# again with the clock pinned where the UTC date is not the programs' date: 00:30 UTC (still
+# yesterday in New York, the demo's zone), 23:30 UTC (already tomorrow in Berlin, the test
+# programs' zone) and 23:30 on the last day of the month in Berlin. A test that reads the real
+# clock for a date it compares fails here, not at night in CI.
 test: lint
 	$(PYTEST)
 	$(PYTEST) -q -m money --clock=night
+	$(PYTEST) -q -m money --clock=late
 	$(PYTEST) -q -m money --clock=month-end
 
 # The inner loop: everything but the browser walks.

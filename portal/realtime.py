@@ -35,8 +35,11 @@ def quick_redis_client(url: str, **options):
     from redis.backoff import NoBackoff
     from redis.retry import Retry
 
-    # No hidden retries with back-off inside redis-py: the callers below decide.
-    return redis.Redis.from_url(url, socket_connect_timeout=1, retry=Retry(NoBackoff(), 0), **options)
+    # No hidden retries with back-off inside redis-py: the callers below decide. No CLIENT
+    # SETINFO on connecting either: against a frozen Redis it is one more socket timeout.
+    return redis.Redis.from_url(
+        url, socket_connect_timeout=1, retry=Retry(NoBackoff(), 0), driver_info=None, **options
+    )
 
 
 class PortalRedisManager(socketio_server.RedisManager):
@@ -66,6 +69,8 @@ class PortalRedisManager(socketio_server.RedisManager):
             return None  # this worker's sockets already have it; the others resync later
         payload = self.json.dumps(data)
         error: Exception | None = None
+        from redis.exceptions import TimeoutError as RedisTimeoutError
+
         for _attempt in range(2):  # a connection left over from before a restart fails once
             try:
                 if self._publisher is None:
@@ -74,6 +79,8 @@ class PortalRedisManager(socketio_server.RedisManager):
             except Exception as exc:  # noqa: BLE001 - any Redis failure: keep the request going
                 error = exc
                 self._publisher = None
+                if isinstance(exc, RedisTimeoutError):
+                    break  # a frozen Redis: trying again would cost the request another second
                 continue
             with self._state_lock:
                 if self._publish_down:

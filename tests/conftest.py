@@ -6,9 +6,11 @@
 * Tests marked ``s3`` run the S3 store through real boto3 against moto's server, which
   the tests start themselves on a free port (so it is never missing).
 * Under ``CI=true`` a missing service is a failure, never a skip.
-* ``--clock=night`` (or ``month-end``, or an ISO instant; also ``PORTAL_TEST_CLOCK``) runs the
-  whole session with the clock pinned there and ticking, so a test that compares the real
-  date with the program's date fails by day, not only at night.
+* ``--clock=night`` (or ``late``, ``month-end``, or an ISO instant; also ``PORTAL_TEST_CLOCK``)
+  runs the whole session with the clock pinned there and ticking, so a test that compares the
+  real date with the program's date fails by day, not only at night. ``night`` (00:30 UTC) is
+  still the day before in New York (the demo program); ``late`` (23:30 UTC) is already the next
+  day in Berlin (the factories' programs); ``month-end`` is 23:30 on a month's last day in Berlin.
 * Under pytest-xdist each worker gets its own PostgreSQL database (``<name>_gw0``, …), so
   workers never reset each other's schema.
 """
@@ -62,8 +64,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--clock",
         default=os.environ.get("PORTAL_TEST_CLOCK") or None,
-        help="pin the run's clock: 'night' (today 00:30 UTC), 'month-end' (23:30 on the last day of "
-        "this month in the programs' time zone) or an ISO 8601 instant; the clock ticks from there",
+        help="pin the run's clock: 'night' (today 00:30 UTC: yesterday in New York), 'late' (today "
+        "23:30 UTC: tomorrow in Berlin), 'month-end' (23:30 on the last day of this month in the "
+        "programs' time zone) or an ISO 8601 instant; the clock ticks from there",
     )
 
 
@@ -72,6 +75,8 @@ def clock_instant(value: str, today: date | None = None) -> datetime:
     today = today or datetime.now(UTC).date()
     if value == "night":
         return datetime.combine(today, time(0, 30), tzinfo=UTC)
+    if value == "late":
+        return datetime.combine(today, time(23, 30), tzinfo=UTC)
     if value == "month-end":
         first_of_next = (today.replace(day=1) + timedelta(days=32)).replace(day=1)
         last_day = first_of_next - timedelta(days=1)
@@ -128,12 +133,14 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("database_backend", backends, scope="session")
 
 
-# The money, payout and rewards tests: `make test` runs them again with the clock pinned at
-# night and at the end of a month (marker ``money``). A new money test module joins here.
+# The money, payout and rewards tests: `make test` runs them again with the clock pinned where
+# the UTC date and the programs' dates differ (marker ``money``). A new money test module joins
+# here. Browser modules join only through MONEY_E2E_MODULES (each costs a Chromium per run).
 MONEY_MODULES = {
     "test_api.py",
     "test_commissions.py",
     "test_concurrency.py",
+    "test_demo_ledger.py",
     "test_ledger.py",
     "test_ledger_stateful.py",
     "test_line_status.py",
@@ -150,9 +157,19 @@ MONEY_MODULES = {
 }
 
 
+# The payout walk once failed between UTC midnight and New York's (issue #12, reproduction 7).
+MONEY_E2E_MODULES = {"test_payouts.py"}
+
+
+def is_money_test(path: Path) -> bool:
+    if "/e2e/" in str(path):
+        return path.name in MONEY_E2E_MODULES
+    return path.name in MONEY_MODULES
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
-        if item.path.name in MONEY_MODULES and "/e2e/" not in str(item.path):
+        if is_money_test(item.path):
             item.add_marker(pytest.mark.money)
         missing = _missing_services(item)
         if not missing:

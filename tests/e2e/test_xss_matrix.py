@@ -14,7 +14,7 @@ stored and not counted; each field must store most of the list.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -133,7 +133,7 @@ def _try(stored: Stored, name: str, write: Callable[[], object]) -> object | Non
 
 
 @pytest.fixture(scope="module")
-def xss_data(live_server) -> Stored:
+def xss_data(live_server) -> Iterator[Stored]:
     stored = Stored()
     with live_server.app.app_context(), live_server.emitting():
         program = get_program()
@@ -154,6 +154,14 @@ def xss_data(live_server) -> Stored:
         "/admin/conversions",
         "/admin/announcements",
         "/admin/creatives",
+        "/admin/api-keys",
+        "/admin/rewards",
+        "/admin/rewards/tiers",
+        "/admin/rewards/campaigns",
+        "/admin/rewards/deals",
+        "/admin/payouts",
+        "/admin/automatic-messages",
+        "/admin/automatic-messages/welcome",
     ]
     # The lists of what the first partner holds for everyone (links, threads, conversions) and
     # of what all partners share (creatives, announcements).
@@ -164,7 +172,18 @@ def xss_data(live_server) -> Stored:
         "/partner/creatives",
         "/partner/dashboard/news",
     ]
-    return stored
+    yield stored
+    # The demo is shared with the other browser tests: the welcome message as it was, and no
+    # payload tier above Gold on anyone's ladder.
+    from portal.models import Tier
+    from portal.services import lifecycle, reward_rules
+
+    with live_server.app.app_context():
+        manager = db.session.scalars(sa.select(User).where(User.email == DEMO_EMAILS["manager"])).one()
+        lifecycle.reset_template("welcome", manager)
+        for tier in db.session.scalars(sa.select(Tier).where(Tier.rank >= 100)).all():
+            reward_rules.delete_tier(get_program(), manager, tier)
+        db.session.commit()
 
 
 def _store_one(
@@ -322,6 +341,7 @@ def _store_one(
             unique_email(f"xss-team{number}"), payload, APPLICANT_PASSWORD, Role.MANAGER
         ),
     )
+    _store_operator_notes(stored, number, payload, program, manager, partner, hub)
     stored.operator_pages.append(f"/admin/partners/{partner.id}")
     # The website on /apply: the payload itself, else inside an https URL; left waiting for review,
     # so the applications list shows it too.
@@ -345,6 +365,259 @@ def _store_one(
             stored.operator_pages.append(f"/admin/partners/{applicant.id}")
             break
     return partner
+
+
+def _store_operator_notes(
+    stored: Stored, number: int, payload: str, program, manager: User, partner: Partner, hub: Partner
+) -> None:
+    """The rest of what an operator types (rewards rules, keys, templates, notes, reasons) and
+    what a partner answers to an offer; each shown to whoever would read it.
+
+    Rules that change money are private to the payload's own partner (a campaign and a deal
+    for named partners only, a tier no one reaches), so the shared demo's other tests earn as
+    before.
+    """
+    pages = stored.partner_pages[partner.user.email]
+    hub_pages = stored.partner_pages[hub.user.email]
+    from portal.services import lifecycle, payouts, reward_rules
+    from portal.services.api_keys import create_api_key
+
+    _try(stored, "API key name", lambda: create_api_key(payload, manager))
+    tier = _try(
+        stored,
+        "tier name",
+        lambda: reward_rules.save_tier(
+            program,
+            manager,
+            reward_rules.TierInput(
+                name=payload,
+                rank=100 + number,
+                rate=reward_rules.RateInput("percent", 1500),
+                threshold_metric="conversions",
+                threshold_value=1_000_000 + number,
+                period="rolling_30",
+            ),
+        ),
+    )
+    if tier is not None:
+        stored.operator_pages.append(f"/admin/rewards/tiers/{tier.id}")
+        _try(
+            stored,
+            "partner tier note",
+            lambda: reward_rules.set_partner_tier(program, manager, partner, tier, payload),
+        )
+    local_now = utcnow().astimezone(program_zone(program)).replace(tzinfo=None, microsecond=0)
+    campaign = _try(
+        stored,
+        "campaign name / description",
+        lambda: reward_rules.save_campaign(
+            program,
+            manager,
+            reward_rules.CampaignInput(
+                name=payload,
+                starts_local=local_now - timedelta(hours=1),
+                ends_local=local_now + timedelta(days=20),
+                rate=reward_rules.RateInput("percent", 1600),
+                audience="partners",
+                partner_keys=[partner.ref_code],
+                description=payload,
+            ),
+        ),
+    )
+    if campaign is not None:
+        stored.operator_pages.append(f"/admin/rewards/campaigns/{campaign.id}")
+    _try(
+        stored,
+        "product rate label",
+        lambda: reward_rules.save_product_rate(
+            manager,
+            reward_rules.ProductRateInput(
+                product_id=f"xss-product-{number}",
+                rate=reward_rules.RateInput("percent", 1100),
+                label=payload,
+            ),
+        ),
+    )
+    deal = _try(
+        stored,
+        "private deal note",
+        lambda: reward_rules.save_deal(
+            program,
+            manager,
+            reward_rules.DealInput(
+                partner_key=partner.ref_code, rate=reward_rules.RateInput("percent", 1700), note=payload
+            ),
+        ),
+    )
+    if deal is not None:
+        stored.operator_pages.append(f"/admin/rewards/deals/{deal.id}")
+    # An automatic message written with the payload, sent to the hub (the template is reset at the end).
+    message = _try(
+        stored,
+        "automatic message subject / body",
+        lambda: (
+            lifecycle.save_template(
+                "welcome", manager, lifecycle.TemplateChange(enabled=True, subject=payload, body=payload)
+            ),
+            lifecycle.notify("welcome", hub, key=f"xss-{number}"),
+        )[1],
+    )
+    if message is not None:
+        hub_pages.append(f"/partner/inbox/{message.thread.id}")
+    thread = _try(
+        stored,
+        "message subject / body (operator)",
+        lambda: inbox.start_thread(hub, manager, payload, payload),
+    )
+    if thread is not None:
+        hub_pages.append(f"/partner/inbox/{thread.id}")
+        stored.operator_pages.append(f"/admin/inbox/{thread.id}")
+    # Counter-offer and the partner's answer on this partner's request; the team declines a second.
+    requests_of = campaign_requests.partner_requests(partner)
+    if requests_of:
+        request = requests_of[0]
+        if _try(
+            stored,
+            "counter-offer note",
+            lambda: campaign_requests.counter_offer(request, manager, program, 1200, payload),
+        ):
+            _try(
+                stored,
+                "partner's note declining an offer",
+                lambda: campaign_requests.decline_offer(request, partner.user, program, payload),
+            )
+    second = campaign_requests.submit_request(
+        partner,
+        program,
+        campaign_requests.RequestInput(
+            name=f"Second request {number}",
+            landing_url=f"{SHOP}/kayaks",
+            desired_percent_bp=1500,
+            expected_monthly_conversions=10,
+        ),
+    )
+    declined = _try(
+        stored,
+        "team's reason declining a request",
+        lambda: campaign_requests.decline_request(second, manager, payload),
+    )
+    if declined is not None:
+        pages.append(f"/partner/rewards/requests/{second.id}")
+        stored.operator_pages.append(f"/admin/campaign-requests/{second.id}")
+    # Application rejected and partner suspended, each with the payload as the reason.
+    rejected = accounts.apply_as_partner(
+        accounts.Application(
+            name=f"XSS rejected {number}",
+            email=unique_email(f"xss-rejected{number}"),
+            password=APPLICANT_PASSWORD,
+            country="NL",
+            channels=["seo"],
+            promotion_description="Trip reports.",
+            website="https://paddle-notes.example",
+        )
+    )
+    if _try(stored, "rejection reason", lambda: accounts.reject_partner(rejected, manager, payload)):
+        stored.operator_pages.append(f"/admin/partners/{rejected.id}")
+    suspended = accounts.apply_as_partner(
+        accounts.Application(
+            name=f"XSS suspended {number}",
+            email=unique_email(f"xss-suspended{number}"),
+            password=APPLICANT_PASSWORD,
+            country="NL",
+            channels=["seo"],
+            promotion_description="Trip reports.",
+            website="https://paddle-notes.example",
+        )
+    )
+    accounts.approve_partner(suspended, manager)
+    if _try(stored, "suspension reason", lambda: accounts.suspend_partner(suspended, manager, payload)):
+        stored.operator_pages.append(f"/admin/partners/{suspended.id}")
+        stored.partner_emails.append(suspended.user.email)
+        stored.partner_pages[suspended.user.email] = ["/partner/"]
+    # Payout details by another method: free instructions and a tax id (a partner of their own,
+    # since a partner has one payout account).
+    payee = accounts.apply_as_partner(
+        accounts.Application(
+            name=f"XSS payee {number}",
+            email=unique_email(f"xss-payee{number}"),
+            password=APPLICANT_PASSWORD,
+            country="NL",
+            channels=["seo"],
+            promotion_description="Trip reports.",
+            website="https://paddle-notes.example",
+        )
+    )
+    accounts.approve_partner(payee, manager)
+    if _try(
+        stored,
+        "payout details (other instructions, tax id)",
+        lambda: save_payout_account(
+            payee,
+            PayoutDetails(method="other", other_instructions=payload, tax_id=payload, tax_country="NL"),
+            payee.user,
+        ),
+    ):
+        stored.partner_emails.append(payee.user.email)
+        stored.partner_pages[payee.user.email] = ["/partner/payout-details"]
+        stored.operator_pages.append(f"/admin/partners/{payee.id}")
+    # Two payouts to this partner: one recorded paid under the payload as its reference, one
+    # failed with the payload as its reason.
+    for kind in ("payment reference", "payout failure reason"):
+        batch = _one_item_batch(partner, manager)
+        item = batch.items[0]
+        if kind == "payment reference":
+            done = _try(
+                stored,
+                kind,
+                lambda item=item: payouts.mark_item_paid(item, manager, payload, utcnow().date()),
+            )
+        else:
+            done = _try(stored, kind, lambda item=item: payouts.mark_item_failed(item, manager, payload))
+        if done is not None:
+            stored.operator_pages.append(f"/admin/payouts/{batch.id}")
+    if "/partner/earnings" not in pages:
+        pages.append("/partner/earnings")
+
+
+def program_zone(program):
+    from zoneinfo import ZoneInfo
+
+    return ZoneInfo(program.timezone)
+
+
+def _one_item_batch(partner: Partner, manager: User):
+    """An approved batch paying ``partner`` one confirmed line (as a withdrawal would build it)."""
+    from portal.models import Commission, PayoutBatch, PayoutItem, PayoutLine
+    from portal.services import payouts
+
+    transaction_id = book_line(partner, 6000, utcnow() - timedelta(days=1), order="xss-payout")
+    line = db.session.scalars(
+        sa.select(Commission).where(Commission.conversion_id == tracking.find_conversion(transaction_id).id)
+    ).one()
+    # A withdrawal batch (scheduled ones are one per payout date, and the demo has its own),
+    # dated years back so that the demo's own batches stay first in the operator's list.
+    long_ago = utcnow() - timedelta(days=3650)
+    batch = PayoutBatch(
+        kind="withdrawal",
+        currency=line.currency,
+        period_end=long_ago.date(),
+        cutoff_at=long_ago,
+        created_at=long_ago,
+        created_by_id=manager.id,
+    )
+    item = PayoutItem(
+        batch=batch,
+        partner_id=partner.id,
+        amount_minor=line.amount_minor,
+        currency=line.currency,
+        method="bank",
+    )
+    db.session.add_all([batch, item])
+    db.session.flush()
+    db.session.add(PayoutLine(commission_id=line.id, payout_item_id=item.id))
+    db.session.flush()
+    payouts.approve_batch(batch, manager)
+    return batch
 
 
 _CSRF_FIELD = re.compile(r'name="csrf_token"[^>]*value="([^"]+)"')
@@ -423,3 +696,207 @@ def test_no_payload_runs_in_the_operator_pages(xss_data: Stored, new_context):
     problems = _check_pages(context, xss_data.operator_pages)
     print(f"\noperator pages: {len(xss_data.operator_pages)}")
     assert not problems, "\n".join(problems)
+
+
+def test_no_payload_runs_where_the_program_name_shows(live_server, new_context):
+    """The program's name is one value shown on every page: each payload in turn, as partner
+    and operator, then the name as it was."""
+    from dataclasses import replace
+
+    from portal.services.program import settings_of, update_program_settings
+
+    partner_context, operator_context = new_context(role="partner"), new_context(role="admin")
+    problems: list[str] = []
+    stored = refused = 0
+    with live_server.app.app_context():
+        manager = db.session.scalars(sa.select(User).where(User.email == DEMO_EMAILS["admin"])).one()
+        original = settings_of(get_program())
+        try:
+            for payload in PAYLOADS:
+                try:
+                    update_program_settings(get_program(), manager, replace(original, name=payload))
+                    db.session.commit()
+                except DomainError:
+                    db.session.rollback()
+                    refused += 1
+                    continue
+                stored += 1
+                problems += _check_pages(partner_context, ["/partner/"])
+                problems += _check_pages(operator_context, ["/admin/", "/admin/settings"])
+        finally:
+            update_program_settings(get_program(), manager, original)
+            db.session.commit()
+    partner_context.close()
+    operator_context.close()
+    assert stored >= len(PAYLOADS) // 2, f"program name: only {stored} stored, {refused} refused"
+    assert not problems, "\n".join(problems)
+
+
+# --- every text field of every form is in the matrix ---------------------------------------
+
+# "<form class>.<field>" (the class that declares the field) -> the matrix group that stores
+# payloads in the same column through the service the form's view calls.
+FIELD_GROUPS = {
+    "ApplyForm.name": "partner name / promotion / social profiles",
+    "ApplyForm.social_profiles": "partner name / promotion / social profiles",
+    "ApplyForm.promotion_description": "partner name / promotion / social profiles",
+    "ApplyForm.website": "website",
+    "RejectForm.reason": "rejection reason",
+    "SuspendForm.reason": "suspension reason",
+    "TeamMemberForm.name": "team member name",
+    "ConversionRejectForm.note": "conversion rejection note",
+    "ApiKeyForm.name": "API key name",
+    "PaymentForm.reference": "payment reference",
+    "FailureForm.reason": "payout failure reason",
+    "ThreadReplyForm.body": "message body (operator reply)",
+    "NewMessageForm.subject": "message subject / body (operator)",
+    "NewMessageForm.body": "message subject / body (operator)",
+    "TagsForm.tags": "tag name",
+    "AnnouncementForm.title": "announcement title / body",
+    "AnnouncementForm.body": "announcement title / body",
+    "TemplateForm.subject": "automatic message subject / body",
+    "TemplateForm.body": "automatic message subject / body",
+    "CreativeForm.name": "creative name / description / text copy",
+    "CreativeForm.description": "creative name / description / text copy",
+    "CreativeForm.note": "creative name / description / text copy",
+    # the version note: the same column as CreativeForm.note, written by replace_file
+    "ReplaceFileForm.note": "creative name / description / text copy",
+    "TextCopyForm.headline": "creative name / description / text copy",
+    "TextCopyForm.body": "creative name / description / text copy",
+    "TextCopyForm.call_to_action": "creative name / description / text copy",
+    "CounterOfferForm.note": "counter-offer note",
+    "DeclineRequestForm.reason": "team's reason declining a request",
+    "ProductRateForm.label": "product rate label",
+    "TierForm.name": "tier name",
+    "CampaignForm.name": "campaign name / description",
+    "CampaignForm.description": "campaign name / description",
+    "DealForm.note": "private deal note",
+    "PartnerTierForm.note": "partner tier note",
+    "LinkForm.label": "link label",
+    "LinkForm.campaign": "link campaign / sub id",
+    "LinkForm.sub_id": "link campaign / sub id",
+    "PayoutDetailsForm.account_holder": "payout details (holder, bank, instructions)",
+    "PayoutDetailsForm.bank_name": "payout details (holder, bank, instructions)",
+    "PayoutDetailsForm.other_instructions": "payout details (other instructions, tax id)",
+    "PayoutDetailsForm.tax_id": "payout details (other instructions, tax id)",
+    "ReplyForm.body": "message subject / body (partner)",
+    "NewThreadForm.subject": "message subject / body (partner)",
+    "CampaignRequestForm.name": "campaign request name / note",
+    "CampaignRequestForm.note": "campaign request name / note",
+    "DeclineOfferForm.note": "partner's note declining an offer",
+    # one value for the whole program: test_no_payload_runs_where_the_program_name_shows
+    "SettingsForm.name": "program name",
+}
+_URL = "an http(s) address: portal.urlcheck refuses anything else (tests/security/test_urls.py)"
+_NUMBER = "parsed as a number or a rate; anything else is refused (tests/unit/test_rates.py)"
+_CODE = "a one-time code: digits only, checked and never shown again"
+_SELECTOR = "names existing partners, tags, tiers or products; anything else is refused"
+_FORMAT = "checked against a strict format (letters, digits and a few marks) before it is stored"
+FIELD_EXCEPTIONS = {
+    "SettingsForm.allowed_domains": "each line normalised to a domain name (program.normalise_domain)",
+    "SettingsForm.default_landing_url": _URL,
+    "SettingsForm.minimum_payout": _NUMBER,
+    "SettingsForm.commission_percent": _NUMBER,
+    "SettingsForm.commission_flat": _NUMBER,
+    "SettingsForm.max_sale": _NUMBER,
+    "SettingsForm.ref_param": _FORMAT,
+    "SettingsForm.click_id_param": _FORMAT,
+    "SlugForm.slug": _FORMAT,
+    "AnnouncementForm.tags": _SELECTOR,
+    "AnnouncementForm.partners": _SELECTOR,
+    "AnnouncementForm.tiers": _SELECTOR,
+    "CreativeForm.campaign": "a campaign key: the same allow-listed format as a link's campaign",
+    "BulkBannerForm.campaign": "a campaign key: the same allow-listed format as a link's campaign",
+    "LandingPageForm.url": _URL,
+    "VideoLinkForm.url": _URL,
+    "EmailTemplateForm.subject": "the e-mail creative's copy: the same columns as TextCopyForm",
+    "EmailTemplateForm.body": "the e-mail creative's copy: the same columns as TextCopyForm",
+    "CounterOfferForm.rate": _NUMBER,
+    "PlanForm.rate_percent": _NUMBER,
+    "PlanForm.rate_flat": _NUMBER,
+    "PlanForm.top_partner_tag": "a tag name: " + _FORMAT,
+    "ProductRateForm.product_id": "the shop's product id, shown only as code in the operator's list",
+    "ProductRateForm.rate_percent": _NUMBER,
+    "ProductRateForm.rate_flat": _NUMBER,
+    "TierForm.rate_percent": _NUMBER,
+    "TierForm.rate_flat": _NUMBER,
+    "TierForm.threshold": _NUMBER,
+    "CampaignForm.products": _SELECTOR,
+    "CampaignForm.rate_percent": _NUMBER,
+    "CampaignForm.rate_flat": _NUMBER,
+    "CampaignForm.bonus": _NUMBER,
+    "CampaignForm.tag": _SELECTOR,
+    "CampaignForm.partners": _SELECTOR,
+    "CampaignForm.landing_url": _URL,
+    "CampaignLinkForm.partner": _SELECTOR,
+    "CampaignLinkForm.label": "a link label: the same column as LinkForm.label",
+    "LadderStepForm.bonus": _NUMBER,
+    "DealForm.partner": _SELECTOR,
+    "DealForm.rate_percent": _NUMBER,
+    "DealForm.rate_flat": _NUMBER,
+    "DealForm.products": _SELECTOR,
+    "SecondFactorForm.code": _CODE,
+    "TwoFactorCodeForm.code": _CODE,
+    "TwoFactorDisableForm.code": _CODE,
+    "PayoutDetailsForm.code": _CODE,
+    "LanguageForm.next": "a redirect target, never shown: portal.urlcheck (tests/security/test_urls.py)",
+    "LinkForm.destination_url": _URL,
+    "CampaignRequestForm.landing_url": _URL,
+    "CampaignRequestForm.desired_rate": _NUMBER,
+    "PayoutDetailsForm.paypal_email": "an e-mail address (email_validator refuses <, >, quotes, spaces)",
+    "PayoutDetailsForm.iban": "an IBAN: checksum-verified (payouts.iban_is_valid)",
+    "PayoutDetailsForm.bic": _FORMAT,
+}
+
+
+def _text_fields() -> set[str]:
+    """Every text field (StringField and its kinds, passwords and e-mail fields left out: a
+    password is never shown, an e-mail field is checked as an address) of every form under
+    portal/blueprints, named by the class that declares it."""
+    import importlib
+    import inspect
+    import pkgutil
+
+    from flask_wtf import FlaskForm
+    from wtforms import EmailField, PasswordField, StringField
+
+    import portal.blueprints
+
+    found: set[str] = set()
+    for module_info in pkgutil.walk_packages(portal.blueprints.__path__, "portal.blueprints."):
+        module = importlib.import_module(module_info.name)
+        for cls in vars(module).values():
+            if not (
+                inspect.isclass(cls) and issubclass(cls, FlaskForm) and cls.__module__ == module.__name__
+            ):
+                continue
+            for klass in cls.__mro__:
+                for name, unbound in vars(klass).items():
+                    field_class = getattr(unbound, "field_class", None)
+                    if (
+                        field_class is not None
+                        and issubclass(field_class, StringField)
+                        and not issubclass(field_class, (PasswordField, EmailField))
+                    ):
+                        found.add(f"{klass.__name__}.{name}")
+    return found
+
+
+def test_every_text_field_of_every_form_is_in_the_matrix_or_listed_with_a_reason(live_server):
+    fields = _text_fields()
+    assert len(fields) > 60
+    missing = fields - FIELD_GROUPS.keys() - FIELD_EXCEPTIONS.keys()
+    assert not missing, (
+        f"add these form fields to the XSS matrix (FIELD_GROUPS) or say why not: {sorted(missing)}"
+    )
+    stale = (FIELD_GROUPS.keys() | FIELD_EXCEPTIONS.keys()) - fields
+    assert not stale, f"no such form field any more: {sorted(stale)}"
+    assert not FIELD_GROUPS.keys() & FIELD_EXCEPTIONS.keys()
+
+
+def test_every_group_named_for_a_form_field_stored_payloads(xss_data: Stored):
+    groups = set(FIELD_GROUPS.values()) - {"program name"}  # its own test above
+    never = {g for g in groups if not xss_data.stored.get(g)} - ALLOW_LISTED
+    assert not never, f"no payload reached these fields: {sorted(never)} ({xss_data.reasons})"
+    unnamed = set(xss_data.stored) - set(FIELD_GROUPS.values())
+    assert not unnamed, f"groups stored but tied to no form field: {sorted(unnamed)}"

@@ -22,7 +22,7 @@ import pytest
 import requests
 
 from tests.conftest import free_port, migrate_database
-from tests.faults._click_services import need
+from tests.faults._click_services import need, signal_tree
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -53,32 +53,6 @@ def port_open(port: int) -> bool:
             return True
     except OSError:
         return False
-
-
-def _descendants(pid: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        children.setdefault(ppid, []).append(int(entry.name))
-    found, todo = [], [pid]
-    while todo:
-        current = todo.pop()
-        found.append(current)
-        todo.extend(children.get(current, []))
-    return found
-
-
-def signal_tree(pid: int, sig: int) -> None:
-    """Send ``sig`` to a process and all its descendants (PostgreSQL's backends, say)."""
-    for each in _descendants(pid):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(each, sig)
 
 
 # --- PostgreSQL -------------------------------------------------------------------------------

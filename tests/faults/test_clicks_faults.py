@@ -117,3 +117,38 @@ def test_a_sale_naming_a_click_answered_a_moment_ago_is_attributed(node, click_s
         assert sale.status_code == 201, sale.text
         attributed += sale.json()["conversion"]["attributed_by"] == "click_id"
     assert attributed == 5
+
+
+def test_postgres_frozen_during_a_click_flood_loses_no_answered_click(node, click_postgres, tmp_path):
+    warm = _warm(node)
+    with Flood(node.url) as flood:
+        wait_for(lambda: flood.count() > 300, 30, "clicks before the freeze")
+        click_postgres.freeze()
+        try:
+            before = flood.count()
+            frozen_at = time.monotonic()
+            time.sleep(8)
+            during = flood.count() - before
+        finally:
+            click_postgres.thaw()
+            thawed = time.monotonic()
+        flood.stop()
+    answered = flood.answered | warm
+    # Stored == answered once the writer has caught up (no restart: the same workers write).
+    recovery = wait_for(
+        lambda: len(stored_click_ids(click_postgres.url)) >= len(answered),
+        60,
+        "the clicks stored after the thaw",
+    )
+    stored = stored_click_ids(click_postgres.url)
+    print(
+        f"\nFIGURE | PostgreSQL frozen {thawed - frozen_at:.0f} s (clicks) | sent {flood.sent + 60} | "
+        f"answered {len(answered)} | stored {len(stored)} | lost {len(answered - stored)} | "
+        f"recovery {recovery:.1f} s"
+    )
+    print(f"clicks answered while PostgreSQL was frozen: {during}")
+    assert flood.errors == 0
+    assert flood.statuses == {302: flood.sent}, "every click answered with a redirect"
+    assert during > 100, "the redirect kept answering while the database hung"
+    assert answered == stored
+    assert "Traceback" not in node.log()

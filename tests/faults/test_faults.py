@@ -22,6 +22,17 @@ from tests.faults.conftest import PASSWORD, Portal, create_bucket, csrf_session,
 
 pytestmark = pytest.mark.faults
 
+# The closing note's table: run with -s to see one line per failure mode.
+FIGURE = (
+    "FIGURE | {mode} | sent {sent} | answered {answered} | stored {stored} | lost {lost} | recovery {back}"
+)
+
+
+def figure(mode: str, sent: int, answered: int, stored: int, lost: int, recovery: float | None) -> None:
+    """Print one row of the per-failure-mode table (sent / answered / stored / lost / recovery)."""
+    back = "n/a" if recovery is None else f"{recovery:.1f} s"
+    print("\n" + FIGURE.format(mode=mode, sent=sent, answered=answered, stored=stored, lost=lost, back=back))
+
 
 def _stored_sales(seeded, prefix: str) -> int:
     from portal.extensions import db
@@ -116,13 +127,13 @@ def test_postgres_down_pages_and_api_answer_503_then_recover(services, seeded, p
     assert all(p.headers["Retry-After"].isdigit() for p in pages)
     assert [a[0] for a in api] == [503] * 40
     assert all(a[1]["Retry-After"].isdigit() and '"code":"unavailable"' in a[2].replace(" ", "") for a in api)
-    assert (ready.status_code, ready.json()["database"]) == (503, "error") and ready_seconds < 2.5
+    assert (ready.status_code, ready.json()["database"]) == (503, "error") and ready_seconds < 2.0
     assert live.status_code == 200
     log = portal.log()[log_before:]
     assert log.count("database unavailable on ") == 80  # one line per failed request
     assert "Traceback" not in log
 
-    wait_for(
+    recovery = wait_for(
         lambda: requests.get(f"{portal.url}/readyz", timeout=3).status_code == 200,
         30,
         "readiness after restart",
@@ -131,6 +142,8 @@ def test_postgres_down_pages_and_api_answer_503_then_recover(services, seeded, p
     assert [a[0] for a in after] == [201] * 30
     assert _stored_sales(seeded, "pgback-") == 30
     assert _stored_sales(seeded, "pgdown-") == 0
+    # "answered" counts successes (201); the 40 sales during the outage were answered 503.
+    figure("PostgreSQL down (sales; 40 answered 503)", 70, 30, 30, 0, recovery)
 
 
 def test_postgres_frozen_ten_seconds_loses_nothing(services, seeded, portal):
@@ -139,20 +152,41 @@ def test_postgres_frozen_ten_seconds_loses_nothing(services, seeded, portal):
     sender = threading.Thread(
         target=lambda: results.extend(_sell(portal, seeded, "pgfrozen-", 120, workers=10))
     )
+    probes = []
     postgres.freeze()
     try:
         sender.start()
-        time.sleep(10)
+        time.sleep(2)
+        # The probe answers within 2 s whatever hangs (README "Probes"), the database included.
+        for _ in range(3):
+            started = time.monotonic()
+            ready = requests.get(f"{portal.url}/readyz", timeout=10)
+            probes.append((time.monotonic() - started, ready.status_code, ready.json()["database"]))
+        live = requests.get(f"{portal.url}/livez", timeout=2)
+        time.sleep(max(0.0, 8 - sum(p[0] for p in probes)))
     finally:
         postgres.thaw()
+        thawed = time.monotonic()
+    recovery = wait_for(
+        lambda: requests.get(f"{portal.url}/readyz", timeout=3).status_code == 200, 30, "readiness after thaw"
+    )
     sender.join(60)
     statuses = [r[0] if r else None for r in results]
     assert len(statuses) == 120
     assert None not in statuses  # every request got an answer
     assert all(s < 500 or s == 503 for s in statuses)
     answered = statuses.count(201)
-    assert _stored_sales(seeded, "pgfrozen-") == answered  # nothing answered is lost
+    stored = _stored_sales(seeded, "pgfrozen-")
+    assert stored == answered  # nothing answered is lost
     assert answered + statuses.count(503) == 120
+    assert max(p[0] for p in probes) < 2.0, probes
+    assert [p[1:] for p in probes] == [(503, "error")] * 3, probes
+    assert live.status_code == 200
+    figure("PostgreSQL frozen 10 s (sales)", 120, answered, stored, answered - stored, recovery)
+    print(
+        f"readyz while frozen: {', '.join(f'{p[0]:.2f} s' for p in probes)}; "
+        f"sender done {time.monotonic() - thawed:.1f} s after thaw"
+    )
 
 
 # --- Redis ------------------------------------------------------------------------------------
@@ -190,11 +224,122 @@ def test_redis_down_api_login_and_live_events_keep_working_and_recover(services,
     assert "Traceback" not in log
 
     # Back: the subscription returns by itself within seconds and tells open pages to resync.
-    wait_for(lambda: "resync" in events, 10, "the resync after Redis returned")
+    resynced = wait_for(lambda: "resync" in events, 10, "the resync after Redis returned")
     wait_for(lambda: requests.get(f"{portal.url}/readyz", timeout=3).json()["redis"] == "ok", 10, "redis ok")
+    restarted = time.monotonic()
     _send_message(http, token, portal, seeded, "After Redis is back")
     wait_for(lambda: len(events.get("message", [])) >= 2, 10, "a live event after Redis returned")
     client.disconnect()
+    figure("Redis down (sales)", 60, 60, 60, 0, resynced + (time.monotonic() - restarted))
+
+
+def _timed_login(portal: Portal) -> tuple[int, str, float]:
+    """Sign in as the partner through the form; (status, Location, seconds for the POST)."""
+    login = requests.Session()
+    page = login.get(f"{portal.url}/login", timeout=10).text
+    token = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', page).group(1)
+    started = time.monotonic()
+    answer = login.post(
+        f"{portal.url}/login",
+        data={"csrf_token": token, "email": "pat@example.org", "password": PASSWORD},
+        allow_redirects=False,
+        timeout=10,
+    )
+    return answer.status_code, answer.headers.get("Location", ""), time.monotonic() - started
+
+
+def _channel_listener(services, channel: str):
+    """A Redis subscriber on the portal's Socket.IO channel: what the workers tell each other."""
+    import redis as redis_lib
+
+    client = redis_lib.Redis(port=services["redis"].port, socket_timeout=5)
+    pubsub = client.pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe(channel)
+    return client, pubsub
+
+
+# README "Outages": while Redis hangs a request waits at most three Redis socket timeouts (1 s
+# each): its rate limit, the limiter's health check right after it, and one live-event publish
+# (then publishing pauses 5 s). Most requests wait none: the limiter counts in memory.
+REDIS_FROZEN_BOUND_SECONDS = 3 * 1.0 + 0.5
+
+
+def test_redis_frozen_api_and_login_answer_within_the_timeouts_and_live_updates_resume(
+    services, seeded, portal
+):
+    redis = services["redis"]
+    client, events = _listen(portal, seeded, "partner")
+    http, token = csrf_session(portal, seeded, "manager")
+    log_before = len(portal.log())
+    timings: list[float] = []
+
+    def timed_sale(n: int):
+        started = time.monotonic()
+        try:
+            answer = requests.post(
+                f"{portal.url}/api/v1/conversions",
+                json={"transaction_id": f"redisfrozen-{n}", "amount": "10.00", "currency": "USD"},
+                headers={"Authorization": f"Bearer {seeded['api_key']}"},
+                timeout=30,
+            )
+        except requests.RequestException:
+            return None
+        finally:
+            timings.append(time.monotonic() - started)
+        return answer.status_code
+
+    redis.freeze()
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            sales = list(pool.map(timed_sale, range(60)))
+        login = _timed_login(portal)
+        started = time.monotonic()
+        sent = _send_message(http, token, portal, seeded, "While Redis is frozen")
+        message_seconds = time.monotonic() - started
+        wait_for(lambda: len(events.get("message", [])) >= 1, 10, "a live event with Redis frozen")
+        started = time.monotonic()
+        ready = requests.get(f"{portal.url}/readyz", timeout=10).json()
+        ready_seconds = time.monotonic() - started
+    finally:
+        redis.thaw()
+        thawed = time.monotonic()
+    stored = _stored_sales(seeded, "redisfrozen-")
+    answered = sales.count(201)
+    assert sales == [201] * 60, sales
+    assert stored == 60
+    assert max(timings) < REDIS_FROZEN_BOUND_SECONDS, sorted(timings)[-5:]
+    assert sorted(timings)[30] < 1.0, sorted(timings)  # the median sale is not held up
+    assert login[0] == 302 and "/login" not in login[1] and login[2] < REDIS_FROZEN_BOUND_SECONDS, login
+    assert sent.status_code == 302 and message_seconds < REDIS_FROZEN_BOUND_SECONDS, message_seconds
+    assert ready["redis"] == "degraded" and ready["database"] == "ok" and ready_seconds < 2.0, (
+        ready,
+        ready_seconds,
+    )
+    assert "Traceback" not in portal.log()[log_before:]
+
+    # After SIGCONT: the workers' fan-out through Redis carries live events again, and the
+    # page still gets them.
+    _redis_client, pubsub = _channel_listener(services, portal.env["SOCKETIO_CHANNEL"])
+
+    def fanned_out() -> bool:
+        _send_message(http, token, portal, seeded, "After Redis thawed")
+        deadline = time.monotonic() + 1
+        while time.monotonic() < deadline:
+            if pubsub.get_message(timeout=0.2) is not None:
+                return True
+        return False
+
+    recovery = wait_for(fanned_out, 20, "a live event published through Redis after the thaw", pause=0.2)
+    recovery = time.monotonic() - thawed
+    wait_for(lambda: len(events.get("message", [])) >= 2, 10, "a live event on the page after the thaw")
+    wait_for(lambda: requests.get(f"{portal.url}/readyz", timeout=3).json()["redis"] == "ok", 10, "redis ok")
+    pubsub.close()
+    client.disconnect()
+    figure("Redis frozen (sales)", 60, answered, stored, answered - stored, recovery)
+    print(
+        f"Redis frozen: sale p50 {sorted(timings)[30]:.2f} s, max {max(timings):.2f} s; "
+        f"login {login[2]:.2f} s; operator message {message_seconds:.2f} s; readyz {ready_seconds:.2f} s"
+    )
 
 
 # --- SMTP -------------------------------------------------------------------------------------
@@ -244,6 +389,7 @@ def test_smtp_down_then_up_delivers_each_email_exactly_once(services, seeded, po
         assert _send_due_mail(seeded) == 0  # the cron job while the server is down
     finally:
         smtp.start()
+        back = time.monotonic()
     assert answers == [302] * 20
     time.sleep(1.2)  # the first back-off (MAIL_RETRY_FIRST_SECONDS=1)
     # Other tests' e-mails may still wait in the same outbox; the senders may send those too.
@@ -259,6 +405,8 @@ def test_smtp_down_then_up_delivers_each_email_exactly_once(services, seeded, po
     mine = [s for s in smtp.subjects() if run in s]
     assert mine == sorted(f"down-{run}-{n}" for n in range(20))  # each exactly once
     assert sent <= 20 + others
+    # recovery: from the server's restart until all 20 were delivered (1.2 s of it is the back-off)
+    figure("SMTP down (e-mails)", 20, answers.count(302), len(mine), 20 - len(mine), time.monotonic() - back)
 
 
 # Stopping the SMTP server mid-conversation is the fault itself: its transports are dropped unclosed.
@@ -280,8 +428,9 @@ def test_a_silent_smtp_server_never_slows_a_page(services, seeded, portal):
     finally:
         smtp.stop_silent()
         smtp.start()
+        back = time.monotonic()
     assert max(timings) < 1.0, timings  # MAIL_TIMEOUT_SECONDS=3: the page never waits for it
-    assert ready["smtp"] == "degraded" and ready_seconds < 2.5
+    assert ready["smtp"] == "degraded" and ready_seconds < 2.0
     time.sleep(1.2)
     wait_for(
         lambda: _send_due_mail(seeded) >= 0 and len([s for s in smtp.subjects() if run in s]) == 5,
@@ -290,6 +439,8 @@ def test_a_silent_smtp_server_never_slows_a_page(services, seeded, portal):
         pause=0.5,
     )
     assert [s for s in smtp.subjects() if run in s] == sorted(f"silent-{run}-{n}" for n in range(5))
+    figure("SMTP silent (e-mails)", 5, 5, 5, 0, time.monotonic() - back)
+    print(f"SMTP silent: slowest page {max(timings):.2f} s, readyz {ready_seconds:.2f} s")
 
 
 # --- S3 ---------------------------------------------------------------------------------------
@@ -307,17 +458,21 @@ def test_s3_frozen_or_down_leaves_readiness_degraded_within_two_seconds(services
             bodies.append((response.status_code, response.json()["storage"], response.json()["status"]))
     finally:
         moto.thaw()
-    assert max(timings) < 2.5, timings
+    assert max(timings) < 2.0, timings
     assert bodies == [(200, "degraded", "degraded")] * 3
-    wait_for(
+    recovery = wait_for(
         lambda: requests.get(f"{portal.url}/readyz", timeout=3).json()["storage"] == "ok", 30, "storage ok"
+    )
+    print(
+        f"\nS3 frozen: readyz {', '.join(f'{t:.2f} s' for t in timings)}; "
+        f"storage ok {recovery:.1f} s after thaw"
     )
 
     moto.stop()
     try:
         started = time.monotonic()
         down = requests.get(f"{portal.url}/readyz", timeout=10)
-        assert time.monotonic() - started < 2.5
+        assert time.monotonic() - started < 2.0
         assert (down.status_code, down.json()["storage"]) == (200, "degraded")
     finally:
         moto.start()
@@ -342,3 +497,4 @@ def test_sigterm_with_open_websockets_restarts_in_seconds(services, seeded, tmp_
     assert took < 10, f"the restart took {took:.1f} s (graceful timeout 30 s)"
     told = [events.get("restart") for _, events in clients]
     assert told == [[{"reason": "reconnect"}]] * 10
+    print(f"\nSIGTERM with 10 websockets open: stopped in {took:.1f} s")

@@ -1,6 +1,9 @@
 """Every route × every kind of user: who may do what.
 
-Adding a route without adding it here fails ``test_every_route_is_in_the_matrix``.
+Adding a route without adding it here fails ``test_every_route_is_in_the_matrix``. A route
+that answers GET and POST is checked with both (``test_every_method_of_a_route_…``), and
+every partner route that names an object has an own-partner and an other-partner column
+(``test_a_partner_acts_on_their_own_objects_and_not_on_anothers``).
 """
 
 from datetime import date
@@ -400,6 +403,64 @@ def test_every_admin_route_carries_a_role_check(app):
 @pytest.mark.parametrize("role", ROLES)
 @pytest.mark.parametrize("endpoint", sorted(MATRIX))
 def test_route_permissions(client, db, program, login_as, endpoint, role):
+    method, _template, expected_by_role = MATRIX[endpoint]
+    response = _open_as(client, db, program, login_as, endpoint, role, method)
+    _assert_answer(response, expected_by_role[role])
+
+
+def _assert_answer(response, expected) -> None:
+    if expected == LOGIN:
+        assert response.status_code == 302
+        assert response.headers["Location"].startswith("/login")
+    elif expected == HOME:
+        assert response.status_code == 302
+        assert not response.headers["Location"].startswith("/login")
+    else:
+        assert response.status_code == expected, response.get_data(as_text=True)[:500]
+
+
+def _methods(app, endpoint: str) -> set[str]:
+    return {m for rule in app.url_map.iter_rules(endpoint) for m in rule.methods} - {"HEAD", "OPTIONS"}
+
+
+# The routes that answer GET and POST (checked against the URL map below).
+MULTI_METHOD_ENDPOINTS = {
+    "auth.login", "auth.login_code", "auth.apply", "auth.forgot_password", "auth.reset_password",
+    "auth.unsubscribe", "auth.setup_two_factor", "partner.preferences", "partner.payout_details",
+    "admin.edit_product_rate", "admin.new_tier", "admin.edit_tier", "admin.new_campaign",
+    "admin.edit_campaign", "admin.ladder", "admin.new_deal", "admin.edit_deal", "admin.settings",
+    "admin.team", "admin.api_keys_page", "admin.new_thread", "admin.new_announcement",
+    "admin.edit_announcement", "admin.edit_template", "admin.create_creative", "admin.edit_creative",
+    "admin.bulk_upload_banners",
+}  # fmt: skip
+MULTI_METHOD = [(endpoint, role) for endpoint in sorted(MULTI_METHOD_ENDPOINTS) for role in ROLES]
+
+
+def test_the_multi_method_list_is_the_url_maps(app):
+    both = {endpoint for endpoint in MATRIX if len(_methods(app, endpoint)) > 1}
+    assert both == MULTI_METHOD_ENDPOINTS
+    assert all(MATRIX[endpoint][0] == "GET" for endpoint in both)  # the matrix row is the GET
+
+
+@pytest.mark.parametrize(("endpoint", "role"), MULTI_METHOD)
+def test_every_method_of_a_route_keeps_its_permission(app, client, db, program, login_as, endpoint, role):
+    """The row's GET decision holds for POST too: who is refused on GET (sent to sign in,
+    403, or away from a partner page) is refused the same way; who may see the page may post
+    to it (its form answers: a redirect, 200 or 400/404/422 for an empty form, never 401/403)."""
+    _method, _template, expected_by_role = MATRIX[endpoint]
+    expected = expected_by_role[role]
+    response = _open_as(client, db, program, login_as, endpoint, role, "POST")
+    refused_away = expected == HOME and role == "applicant"
+    if expected in (LOGIN, 401, 403) or refused_away:
+        _assert_answer(response, expected)
+    else:
+        assert response.status_code < 500
+        assert response.status_code not in (401, 403), response.status_code
+        location = response.headers.get("Location", "")
+        assert not location.startswith("/login") or endpoint.startswith("auth."), location
+
+
+def _open_as(client, db, program, login_as, endpoint: str, role: str, method: str):
     applied = PartnerFactory(status=PartnerStatus.APPLIED)
     approved = PartnerFactory(status=PartnerStatus.APPROVED)
     other_manager = UserFactory(role=Role.MANAGER)
@@ -411,7 +472,7 @@ def test_route_permissions(client, db, program, login_as, endpoint, role):
     api_key, _plain = create_api_key("perm", None)
     item = PayoutItemFactory(batch__period_end=date(2026, 11, 15), partner=approved, amount_minor=5000)
     batch = item.batch
-    method, template, expected_by_role = MATRIX[endpoint]
+    _method, template, _expected = MATRIX[endpoint]
     thread = announcement = None
     if "{thread_id}" in template:  # only the routes that need them, to keep the matrix quick
         thread = inbox.start_thread(approved, other_manager, "For someone else", "Hello")
@@ -456,13 +517,80 @@ def test_route_permissions(client, db, program, login_as, endpoint, role):
         request_id=campaign_request.id if campaign_request else None,
         **rules,
     )
-    response = client.open(url, method=method)
-    expected = expected_by_role[role]
-    if expected == LOGIN:
-        assert response.status_code == 302
-        assert response.headers["Location"].startswith("/login")
-    elif expected == HOME:
-        assert response.status_code == 302
-        assert not response.headers["Location"].startswith("/login")
+    return client.open(url, method=method)
+
+
+# --- own partner / other partner ------------------------------------------------------------
+
+# Partner routes that name an object: (method, url, form, what the owner gets). Anyone else's
+# object answers 404 (403 would do too): a partner cannot even learn that it exists.
+OWNED = {
+    "partner.toggle_link": ("POST", "/partner/links/{link_id}/disable", {}, HOME),
+    "partner.show_conversion": ("GET", "/partner/conversions/{conversion_id}", {}, 200),
+    "partner.show_thread": ("GET", "/partner/inbox/{thread_id}", {}, 200),
+    "partner.reply_thread": ("POST", "/partner/inbox/{thread_id}", {"body": "Thanks!"}, HOME),
+    "partner.show_announcement": ("GET", "/partner/announcements/{announcement_id}", {}, 200),
+    "partner.show_campaign_request": ("GET", "/partner/rewards/requests/{request_id}", {}, 200),
+    "partner.answer_campaign_request": ("POST", "/partner/rewards/requests/{request_id}/withdraw", {}, HOME),
+}
+# Partner routes with a placeholder that is not someone's object, and why.
+NOT_OWNED = {
+    "partner.show_creative": "the creative library is shared by every approved partner",
+    "partner.export_stats": "the placeholder names a table; the rows are the signed-in partner's",
+}
+
+
+def test_every_partner_route_naming_an_object_has_owner_columns(app):
+    with_placeholder = {
+        rule.endpoint
+        for rule in app.url_map.iter_rules()
+        if rule.endpoint.startswith("partner.") and rule.arguments
+    }
+    assert with_placeholder == OWNED.keys() | NOT_OWNED.keys()
+
+
+def _objects_of(partner, program, db, operator) -> dict[str, int]:
+    """One of each object a partner owns: link, sale, thread, announcement, campaign request."""
+    link = create_link(partner, program, label=f"{partner.ref_code}'s link", channel="seo")
+    conversion = ConversionFactory(
+        transaction_id=f"t-own-{partner.id}", amount_minor=1000, partner=partner, occurred_at=utcnow()
+    )
+    thread = inbox.start_thread(partner, operator, "For this partner", "Hello")
+    announcement = save_announcement(
+        operator,
+        AnnouncementDraft(
+            "Only for one", "News", audience_kind="partners", audience_items=[partner.ref_code]
+        ),
+    )
+    set_partner_tags(partner, operator, [program.top_partner_tag])
+    request = campaign_requests.submit_request(
+        partner,
+        program,
+        campaign_requests.RequestInput("Mine", "https://shop.example/mine", 1500, 10),
+    )
+    db.session.flush()
+    return {
+        "link_id": link.id,
+        "conversion_id": conversion.id,
+        "thread_id": thread.id,
+        "announcement_id": announcement.id,
+        "request_id": request.id,
+    }
+
+
+@pytest.mark.parametrize("owner", ["own", "other"])
+@pytest.mark.parametrize("endpoint", sorted(OWNED))
+def test_a_partner_acts_on_their_own_objects_and_not_on_anothers(
+    client, db, program, login_as, endpoint, owner
+):
+    operator = UserFactory(role=Role.MANAGER)
+    me = login_as(Role.PARTNER).partner
+    someone = PartnerFactory(status=PartnerStatus.APPROVED)
+    objects = _objects_of(me if owner == "own" else someone, program, db, operator)
+    db.session.commit()
+    method, template, form, owner_gets = OWNED[endpoint]
+    response = client.open(template.format(**objects), method=method, data=form)
+    if owner == "own":
+        _assert_answer(response, owner_gets)
     else:
-        assert response.status_code == expected, response.get_data(as_text=True)[:500]
+        assert response.status_code in (403, 404), response.status_code

@@ -1,29 +1,38 @@
-"""Fuzz every GET route: generated path values and query strings, as anonymous, partner and admin.
+"""Fuzz every GET route as each role, and the tracking API with generated bodies.
 
 Routes come from ``app.url_map`` (a new route is fuzzed without a change here). First a
-sweep: every route as every role, once with the review's hostile values in its path (an id
-past any integer, a newline) and once with them in its query (days in year 1 and 9999,
-control characters). Then a derandomized Hypothesis run draws routes, roles, path values
-of each converter's kind and hostile ones, and query strings. Any 5xx fails. About 600
-requests, well under a minute.
+sweep: every GET route as every role (anonymous, applicant, partner, manager, admin), once
+with the review's hostile values in its path (an id past any integer, a newline) and once
+with them in its query (days in year 1 and 9999, control characters). Then a derandomized
+Hypothesis run draws routes, roles, path values of each converter's kind and hostile ones,
+and query strings. Any 5xx fails.
+
+The API (``/api/v1/…``, found in the URL map too) gets generated JSON bodies — objects
+with its own field names and stray ones holding any JSON value, other JSON documents,
+bytes that are not JSON — generated paths and query strings, all with a valid key: never a
+5xx, and every error is JSON ``{"error": {"code": str, "message": str, "fields": {...}}}``.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from urllib.parse import quote, urlencode
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from werkzeug.routing import AnyConverter, IntegerConverter, PathConverter
 
 from portal.models import PartnerStatus, Role
 from portal.services import inbox
+from portal.services.api_keys import create_api_key
 from portal.services.links import create_link
 from tests.factories import PartnerFactory, UserFactory
 
 EXAMPLES = 150
-ROLES = ("anonymous", "partner", "admin")
+API_EXAMPLES = 250
+ROLES = ("anonymous", "applicant", "partner", "manager", "admin")
 # Query parameters the portal's pages read, so generated values reach their parsers.
 KNOWN_PARAMS = (
     "page", "per_page", "q", "status", "tag", "kind", "range", "start", "end", "from", "to",
@@ -115,12 +124,15 @@ def build_path(rule, values: dict[str, str]) -> str:
 
 def test_no_get_route_answers_5xx(app, client, db, program):
     partner = PartnerFactory(status=PartnerStatus.APPROVED)
+    applicant = PartnerFactory(status=PartnerStatus.APPLIED)
+    manager = UserFactory(role=Role.MANAGER)
     admin = UserFactory(role=Role.ADMIN)
     create_link(partner, program, label="Fuzzed", channel="seo")
     inbox.start_thread(partner, admin, "Hello", "A thread to find")
     db.session.commit()
     clients = {"anonymous": client}
-    for role, user in (("partner", partner.user), ("admin", admin)):
+    people = {"applicant": applicant.user, "partner": partner.user, "manager": manager, "admin": admin}
+    for role, user in people.items():
         clients[role] = app.test_client()
         with clients[role].session_transaction() as session:
             session["_user_id"] = user.get_id()
@@ -166,3 +178,116 @@ def test_no_get_route_answers_5xx(app, client, db, program):
     request_one()
     # the random part spreads over the routes (the sweep above has already visited each)
     assert len(seen) >= len(rules) // 3, len(seen)
+
+
+# --- the tracking API: generated bodies, paths and query strings, with a valid key ----------
+
+API_FIELDS = (
+    "transaction_id", "amount", "currency", "customer_id", "click_id", "ref", "product_id",
+    "occurred_at", "email", "reason", "refund_id",
+)  # fmt: skip
+json_scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(10**30), max_value=10**30),
+    st.floats(allow_nan=False, allow_infinity=False),
+    hostile_text,
+    st.sampled_from(["10.00", "0.01", "-5.00", "1e3", "٣.٠٠", "USD", "usd", "2026-11-24T10:00:00Z",
+                     "9999-12-31T23:59:59+14:00", "0001-01-01T00:00:00Z", "demo", "k" + "A" * 31]),
+)  # fmt: skip
+json_values = st.recursive(
+    json_scalars,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+api_objects = st.dictionaries(
+    st.one_of(st.sampled_from(API_FIELDS), st.text(max_size=12)), json_values, max_size=8
+)
+api_bodies = st.one_of(
+    api_objects.map(lambda body: json.dumps(body).encode()),
+    json_values.map(lambda value: json.dumps(value).encode()),
+    st.binary(max_size=60),
+    st.sampled_from([b"", b"{", b"[" * 2000 + b"]" * 2000, b'{"amount": NaN}', b"\xff\xfe{}", b"null"]),
+)
+
+
+def assert_api_answer(response, what: str) -> None:
+    assert response.status_code < 500, f"{what} answered {response.status_code}: {response.data[:300]!r}"
+    if response.status_code >= 400:
+        assert response.is_json, f"{what} answered {response.status_code} without JSON"
+        error = response.get_json()["error"]
+        assert isinstance(error["code"], str) and error["code"], what
+        assert isinstance(error["message"], str), what
+        assert isinstance(error["fields"], dict), what
+        assert all(isinstance(v, list) for v in error["fields"].values()), what
+
+
+@pytest.mark.postgres
+def test_the_api_answers_generated_bodies_paths_and_queries_without_a_5xx(
+    app, client, db, program, database_backend
+):
+    PartnerFactory(status=PartnerStatus.APPROVED, ref_code="fuzzref")
+    _key, plain = create_api_key("fuzz", None)
+    db.session.commit()
+    auth = {"Authorization": f"Bearer {plain}"}
+    # A sale to look up and refund, so that generated refunds reach more than "unknown sale".
+    sold = client.post(
+        "/api/v1/conversions",
+        json={
+            "transaction_id": "fuzz-sale",
+            "amount": "100.00",
+            "currency": program.currency,
+            "ref": "fuzzref",
+        },
+        headers=auth,
+    )
+    assert sold.status_code == 201, sold.data
+    api_rules = sorted(
+        (r for r in app.url_map.iter_rules() if r.rule.startswith("/api/v1/")), key=lambda r: r.rule
+    )
+    posts = [r for r in api_rules if "POST" in r.methods]
+    gets = [r for r in api_rules if "GET" in r.methods]
+    # The API named in issue #13: sales, signups, refunds, the lookup and the spec.
+    assert {r.rule for r in posts} >= {
+        "/api/v1/conversions", "/api/v1/signups", "/api/v1/conversions/<path:transaction_id>/refund"
+    }  # fmt: skip
+    assert {r.rule for r in gets} >= {"/api/v1/conversions/<path:transaction_id>", "/api/v1/openapi.json"}
+    transaction_ids = st.one_of(st.just("fuzz-sale"), value_strategy(PathConverter(app.url_map)))
+    seen: set[tuple[str, str]] = set()
+
+    @settings(
+        max_examples=API_EXAMPLES,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
+    @given(data=st.data())
+    def request_one(data):
+        method = data.draw(st.sampled_from(["POST", "GET"]), label="method")
+        rule = data.draw(st.sampled_from(posts if method == "POST" else gets), label="rule")
+        values = {name: data.draw(transaction_ids, label=name) for name in rule._converters}
+        url = build_path(rule, values)
+        query = data.draw(queries, label="query")
+        if query:
+            url += "?" + urlencode(query)
+        seen.add((method, rule.rule))
+        if method == "GET":
+            response = client.get(url, headers=auth)
+        else:
+            body = data.draw(api_bodies, label="body")
+            content_type = data.draw(
+                st.sampled_from(["application/json", "text/plain", "application/json; charset=latin-1"]),
+                label="content_type",
+            )
+            response = client.post(url, data=body, headers={**auth, "Content-Type": content_type})
+        assert_api_answer(response, f"{method} {url}")
+
+    request_one()
+    assert seen == {(m, r.rule) for m, rules in (("POST", posts), ("GET", gets)) for r in rules}, seen
+    # No generated request turned the sale into something the ledger would refuse.
+    from portal.services.ledger import check_ledger
+
+    assert check_ledger() == []
