@@ -678,10 +678,9 @@ def close_window_code(tier: Tier, month: str) -> str:
     return f"{_ROLLING_DAYS[TierPeriod(tier.period)]}d:{month}"
 
 
-_MONTH = re.compile(r"^(\d{4})-(\d{2})$")
 _DAYS = re.compile(r"^(\d+)d$")
 # "rolling_30 to 2026-11" is how changes written before the code above stored the same window.
-_DAYS_TO_MONTH = re.compile(r"^(?:(\d+)d:|rolling_(\d+) to )(\d{4}-\d{2})$")
+_DAYS_TO_MONTH = re.compile(r"^(?:(\d+)d:|rolling_(\d+) to )(\d{4}-(?:0[1-9]|1[0-2]))$")
 
 
 def _month_words(month: str) -> str:
