@@ -138,6 +138,14 @@ _TEXTS = """() => {
 }"""
 
 _WIDE = """() => document.documentElement.scrollWidth"""
+# Figures (money, counts, rates) that the page lays out on more than one line: a number broken
+# in two ("US$1,249.9" / "0") is a layout the longer Chinese formats broke.
+_BROKEN_FIGURES = """() => [...document.querySelectorAll(".stat-value")].filter((el) => {
+  if (!el.textContent.trim() || !el.getClientRects().length) return false;
+  const range = document.createRange();
+  range.selectNodeContents(el);
+  return new Set([...range.getClientRects()].map((r) => Math.round(r.top))).size > 1;
+}).map((el) => el.textContent.trim())"""
 # Chinese characters and full-width punctuation: what separates runs of other text.
 _CJK = re.compile(r"[\u2e80-\u9fff\u3000-\u303f\uff00-\uffef]+")
 _WORD = re.compile(r"[A-Za-z][A-Za-z'’]*")
@@ -243,6 +251,8 @@ def _check(page: Page, path: str, width: int, data: str, shots: Path, who: str =
     assert not left, f"{path} at {width} px shows English outside user data: {left}"
     if width == MOBILE["width"]:
         assert page.evaluate(_WIDE) <= width, f"{path} is wider than {width} px in Chinese"
+    broken = page.evaluate(_BROKEN_FIGURES)
+    assert not broken, f"{path} at {width} px breaks figures over two lines: {broken}"
 
 
 @pytest.fixture(scope="module")
