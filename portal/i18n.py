@@ -259,4 +259,3 @@ def say_language(response):
 def init_app(app, babel) -> None:
     babel.init_app(app, locale_selector=select_locale, timezone_selector=select_timezone)
     app.after_request(say_language)
-

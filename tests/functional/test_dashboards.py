@@ -99,7 +99,7 @@ def test_partner_csv_exports_are_their_own(client, db, program, login_as):
     assert response.mimetype == "text/csv"
     assert f"link-{partner.ref_code}-2026-03-09-2026-03-15.csv" in response.headers["Content-Disposition"]
     rows = rows_of(response.data)
-    assert rows[0][:3] == ["Link", "Code", "Clicks"]
+    assert rows[0][:3] == ["Link", "Link code", "Clicks"]
     assert [row[:3] for row in rows[1:]] == [["Your partner-code link", partner.ref_code, "2"]]
     daily = rows_of(client.get("/partner/stats/daily.csv?range=7d").data)
     assert len(daily) == 8 and daily[-1][0] == "2026-03-15" and daily[-1][2] == "2"
