@@ -209,10 +209,12 @@ def _english_left(texts: list[str], data: str) -> dict[str, str]:
     """{English word: the text it is in} for every word outside user data and ``ALLOWED``."""
     left: dict[str, str] = {}
     for raw in texts:
+        cut = _normal(raw).endswith("…")  # a preview: user data cut in the middle of a word
         text = _normal(raw).rstrip("…").strip()
         if not _WORD.search(text):
             continue
-        if re.search(r"(?<![A-Za-z])" + re.escape(text) + r"(?![A-Za-z])", data):
+        end = "" if cut else r"(?![A-Za-z])"
+        if re.search(r"(?<![A-Za-z])" + re.escape(text) + end, data):
             continue  # the whole node is data (a name, a message, the start of a long text)
         # Data inside a translated sentence: in each run of non-Chinese text, take out the
         # longest runs of words that are data.
@@ -229,6 +231,8 @@ def test_the_check_finds_english_and_leaves_data_alone():
     data = "Demo Partner\nTrailhead 2P tent review"
     texts = ["欢迎，Demo Partner", "Trailhead 2P tent", "Your links", "打开 PayPal", "https://x.example/a"]
     assert _english_left(texts, data) == {"Your": "Your links", "links": "Your links"}
+    # A preview cut inside a word is still data; a cut text that is not data is still English.
+    assert _english_left(["Trailhead 2P te…", "Your li…"], data) == {"Your": "Your li", "li": "Your li"}
 
 
 def _data_pieces(text: str, data: str) -> list[str]:
