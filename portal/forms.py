@@ -18,7 +18,7 @@ from wtforms import (
     widgets,
 )
 from wtforms import TextAreaField as _WtformsTextAreaField
-from wtforms.validators import Optional
+from wtforms.validators import Length, Optional
 
 from portal.errors import DomainError
 from portal.models import CHANNELS
@@ -98,6 +98,11 @@ def _language_pairs(locale: str) -> tuple[tuple[str, str], ...]:
 def language_choices() -> list[SelectChoice]:
     """ISO 639-1 languages with their names in the reader's language, sorted by name."""
     return as_choices(_language_pairs(str(get_locale() or "en")))
+
+
+def at_most(n: int) -> Length:
+    """A length limit whose message names the limit (the one wording every form uses)."""
+    return Length(max=n, message=_l("At most %(max)d characters."))
 
 
 def put_error_on_form(form: FlaskForm, error: DomainError) -> None:

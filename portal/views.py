@@ -2,11 +2,78 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date
 from functools import wraps
 
-from flask import current_app, render_template, request
+from flask import current_app, flash, render_template, request
 from flask_babel import gettext as _
+
+from portal.database import begin_write
+from portal.errors import DomainError
+from portal.extensions import db
+from portal.forms import put_error_on_form
+
+
+class Outcome:
+    """What a ``committing`` block came to: true when it committed, else ``refusal`` says why."""
+
+    __slots__ = ("committed", "refusal")
+
+    def __init__(self) -> None:
+        self.committed = False
+        self.refusal: DomainError | None = None
+
+    def __bool__(self) -> bool:
+        return self.committed
+
+
+@contextmanager
+def committing(
+    form=None, *, write: bool = False, flash_refusal: bool | None = None, keep_refused: bool = False
+) -> Iterator[Outcome]:
+    """The one place a view commits: run the block (one service call), then commit once.
+
+    A ``DomainError`` from the block is a refusal, not a crash: the transaction rolls back,
+    the message goes onto ``form`` (beside its field, or above the form) and, when there is
+    no form (or ``flash_refusal``), into a flash; the ``with`` ends quietly and the outcome
+    is false, with ``refusal`` set. Any other exception rolls back and propagates.
+
+    ``write=True`` starts the transaction as a writer first (``begin_write``: SQLite's write
+    lock up front, nothing on PostgreSQL), so enter the block where the view used to call it:
+    before the reads that the writes depend on.
+
+    ``keep_refused=True`` commits a refused block too, for refusals that must leave a trace
+    (a wrong two-factor code counts like one at sign-in).
+
+        with committing(form) as done:
+            service.do_it(...)
+        if done:
+            flash(...)
+            return redirect(...)
+    """
+    outcome = Outcome()
+    if write:
+        begin_write(db.session())
+    try:
+        yield outcome
+    except DomainError as error:
+        if keep_refused:
+            db.session.commit()
+        else:
+            db.session.rollback()
+        outcome.refusal = error
+        if form is not None:
+            put_error_on_form(form, error)
+        if flash_refusal if flash_refusal is not None else form is None:
+            flash(error.message, "error")
+        return
+    except BaseException:
+        db.session.rollback()
+        raise
+    db.session.commit()
+    outcome.committed = True
 
 
 def render_page_or_partial(page: str, partial: str, **context) -> str:

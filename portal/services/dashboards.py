@@ -4,6 +4,11 @@ Every query here reads the days of the chosen range (or the last 60 days for the
 trend lists), a fixed number of recent rows through an index, or one row per
 partner — never the history behind them, so a page costs the same after years.
 Partner functions take the partner's id and read nothing else.
+
+Why it is long: the partner and operator dashboards and their CSV exports read the
+same rollup tables through the same ranges, grains and breakdowns, so a figure on a
+page and in its CSV cannot drift apart. The operators' trends and work queues
+(``partner_trends`` to ``queues``) are the first to move out when this grows.
 """
 
 from __future__ import annotations

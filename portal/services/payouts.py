@@ -6,6 +6,12 @@ Money rules that do not bend:
   payout date, enforced by a unique index; runs are serialised on the program row);
 - a partner whose confirmed balance is below the minimum (or negative) is not paid;
   the balance carries over.
+
+Why it is long: settlement, suspension holds, the operators' batch flow, partner
+balances and payout details all move one PayoutBatch / PayoutItem state machine
+under the same locks (the program row, then the batch), and the rules above hold
+only if they are read together. The exports and the payout-details section take
+no locks and are the first to move out when this grows.
 """
 
 from __future__ import annotations

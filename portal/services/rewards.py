@@ -20,6 +20,12 @@ Downgrades happen only when a month is closed, and only for a partner who held t
 tier for that whole month and was below its threshold over the window ending at the
 month's end (a full period below: the grace period); they take effect from the first
 instant of the next month.
+
+Why it is long: precedence, tiers, the ladder and the month close decide and correct
+the same commission lines from one cached rule set (``tier_rules``,
+``running_campaign_rules``) that changes together, and "why this amount" explains
+that same precedence. The zone arithmetic and the explanations are the first to move
+out, once the lifecycle calls here become outbox events.
 """
 
 from __future__ import annotations

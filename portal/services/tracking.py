@@ -21,6 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.attributes import set_committed_value
 
 from portal import lookups, realtime
+from portal.database import begin_write, lock_partner
 from portal.errors import DomainError
 from portal.extensions import db
 from portal.models import (
@@ -108,28 +109,31 @@ class Attribution:
 _PARTNER_ONLY = (orm.lazyload(Partner.tags),)
 
 
-def _partner_stub(code: str) -> Partner | None:
+def _partner_row(code: str) -> tuple | None:
     row = db.session.execute(
         sa.select(Partner.id, Partner.user_id, Partner.ref_code, Partner.status).where(
             Partner.ref_code == code
         )
     ).first()
-    if row is None:
-        return None
-    stub = Partner(id=row.id, user_id=row.user_id, ref_code=row.ref_code, status=row.status)
-    orm.make_transient_to_detached(stub)  # as if loaded: clean, and the other columns unloaded
-    return stub
+    return tuple(row) if row is not None else None
 
 
 def partner_by_ref(ref: str) -> Partner | None:
     """The partner whose ref code this is, in the session without a query when this process
-    knows it (``portal.lookups``). Only the id, user, code and status come from the cache;
-    any other attribute is loaded fresh when read."""
+    knows it (``portal.lookups`` keeps its id, user, code and status). Any other attribute
+    is loaded fresh when read."""
     code = ref.strip().lower()
     if not code or len(code) > 32:
         return None
-    stub = lookups.lookups().load("partner_by_ref", code, lambda: _partner_stub(code))
-    return db.session.merge(stub, load=False) if stub is not None else None
+    row = lookups.lookups().load("partner_by_ref", code, lambda: _partner_row(code))
+    if row is None:
+        return None
+    partner_id, user_id, ref_code, status = row
+    loaded = db.session.identity_map.get(db.session.identity_key(Partner, partner_id))
+    if loaded is not None:
+        return loaded
+    # As if loaded: clean, the other columns unloaded (cheaper than Session.merge).
+    return stored_as_loaded(Partner(id=partner_id, user_id=user_id, ref_code=ref_code, status=status))
 
 
 def _window(program: Program) -> timedelta:
@@ -337,6 +341,12 @@ def record_conversion(
         if partner is not None and conversion.status == ConversionStatus.PENDING
         else None
     )
+    # Only now the write lock (SQLite; it was read from a snapshot until here, so a sale
+    # holds the lock for its writes only), and on PostgreSQL the partner's own lock: one
+    # partner's sales one at a time, each reading the counters the one before left (its tier).
+    begin_write(db.session())
+    if partner is not None and conversion.status == ConversionStatus.PENDING:
+        lock_partner(db.session(), partner.id)
     stored, facts = _insert_once(conversion, probe)
     if stored is None:
         # Reported before (a retry), or a concurrent request with the same transaction id won.

@@ -18,10 +18,11 @@ from playwright.sync_api import Page, expect
 
 from portal.demo import DEMO_PASSWORD
 from portal.extensions import db
-from portal.models import Commission, Conversion, Partner, Program, User
+from portal.models import Partner, Program, User
 from portal.services import accounts, payouts, schedule
 from portal.services.payouts import PayoutDetails
 from portal.services.program import get_program
+from tests.factories import CommissionFactory
 
 CHROMIUM_ARGS = [
     "--headless=new",
@@ -257,29 +258,22 @@ def book_line(
 ) -> str:
     """A sale and its base commission line, confirmed at ``at`` (or pending until ``at``).
 
-    As tests/factories_money.py ``earn()`` does, with an order id nobody else uses; returns it.
+    ``tests.factories.CommissionFactory`` with an order id nobody else uses; returns it.
     Call inside the live server's app context; the caller commits.
     """
     transaction_id = unique_id(f"{order}-{next(_line_numbers):04d}")
-    conversion = Conversion(
-        transaction_id=transaction_id,
-        amount_minor=amount_minor * 10,
-        currency=get_program().currency,
-        partner_id=partner.id,
-        request_fingerprint="e2e",
-        occurred_at=at - timedelta(days=30),
-    )
-    line = Commission(
-        conversion=conversion,
-        partner_id=partner.id,
-        kind="base",
+    currency = get_program().currency
+    CommissionFactory(
+        partner=partner,
         amount_minor=amount_minor,
-        currency=conversion.currency,
+        currency=currency,
         status="confirmed" if confirmed else "pending",
+        at=at,
         confirm_after=at,
-        confirmed_at=at if confirmed else None,
         explanation={"rule": "e2e", "amount_minor": amount_minor},
+        conversion__partner=partner,
+        conversion__transaction_id=transaction_id,
+        conversion__request_fingerprint="e2e",
+        conversion__occurred_at=at - timedelta(days=30),
     )
-    db.session.add_all([conversion, line])
-    db.session.flush()
     return transaction_id

@@ -6,8 +6,7 @@ import pytest
 import sqlalchemy as sa
 
 from portal.models import AuditEvent, PartnerStatus, Program, Role, User
-from tests.factories import PartnerFactory, UserFactory
-from tests.factories_money import earn
+from tests.factories import PartnerFactory, UserFactory, earn
 
 SETTINGS = {
     "name": "Northwind",

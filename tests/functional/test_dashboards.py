@@ -14,8 +14,7 @@ import time_machine
 from portal.models import PartnerStatus, Role, Thread
 from portal.services import tracking
 from portal.services.links import create_link
-from tests.factories import PartnerFactory
-from tests.factories_stats import at_noon, sale, store_clicks
+from tests.factories import PartnerFactory, at_noon, sale, store_clicks
 
 pytestmark = pytest.mark.postgres
 

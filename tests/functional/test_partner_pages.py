@@ -2,10 +2,10 @@
 
 import sqlalchemy as sa
 
-from portal.models import Commission, Conversion, Link, Role
+from portal.models import Link, Role
 from portal.models.types import utcnow
 from portal.services.links import create_link
-from tests.factories import PartnerFactory
+from tests.factories import CommissionFactory, ConversionFactory, PartnerFactory
 
 
 def test_create_a_link_and_see_it(client, db, program, login_as):
@@ -67,15 +67,7 @@ def test_partners_cannot_touch_or_see_each_others_data(client, db, program, logi
     login_as(Role.PARTNER)
     other = PartnerFactory()
     link = create_link(other, program, label="Theirs", channel="seo")
-    conversion = Conversion(
-        transaction_id="their-order",
-        amount_minor=1000,
-        currency="USD",
-        partner_id=other.id,
-        request_fingerprint="x",
-        occurred_at=utcnow(),
-    )
-    db.session.add(conversion)
+    conversion = ConversionFactory(transaction_id="their-order", amount_minor=1000, partner=other)
     db.session.commit()
     assert client.post(f"/partner/links/{link.id}/disable").status_code == 404
     assert client.get(f"/partner/conversions/{conversion.id}").status_code == 404
@@ -88,43 +80,34 @@ def test_partners_cannot_touch_or_see_each_others_data(client, db, program, logi
 def test_conversion_list_and_trail_explain_the_amount_and_any_rejection(client, db, program, login_as):
     user = login_as(Role.PARTNER)
     now = utcnow()
-    counted = Conversion(
+    counted = ConversionFactory(
         transaction_id="ok-1",
         amount_minor=4990,
-        currency="USD",
-        partner_id=user.partner.id,
+        partner=user.partner,
         attribution_method="ref",
-        request_fingerprint="x",
         occurred_at=now,
     )
-    refused = Conversion(
+    ConversionFactory(
         transaction_id="no-1",
         amount_minor=1000,
-        currency="USD",
-        partner_id=user.partner.id,
+        partner=user.partner,
         status="rejected",
         rejection_reason="self_referral",
-        request_fingerprint="y",
         occurred_at=now,
     )
-    db.session.add_all([counted, refused])
-    db.session.flush()
-    db.session.add(
-        Commission(
-            conversion=counted,
-            partner_id=user.partner.id,
-            kind="base",
-            amount_minor=499,
-            currency="USD",
-            confirm_after=now,
-            explanation={
-                "rule": "base",
-                "type": "percent",
-                "rate_bp": 1000,
-                "sale_minor": 4990,
-                "result_minor": 499,
-            },
-        )
+    CommissionFactory(
+        conversion=counted,
+        amount_minor=499,
+        status="pending",
+        at=now,
+        confirm_after=now,
+        explanation={
+            "rule": "base",
+            "type": "percent",
+            "rate_bp": 1000,
+            "sale_minor": 4990,
+            "result_minor": 499,
+        },
     )
     db.session.commit()
     page = client.get("/partner/conversions").get_data(as_text=True)

@@ -10,8 +10,7 @@ from portal.models import PayoutBatch, Role
 from portal.models.types import utcnow
 from portal.services.payouts import PayoutDetails, save_payout_account
 from portal.services.schedule import local_today
-from tests.factories import PASSWORD, PartnerFactory
-from tests.factories_money import earn
+from tests.factories import PASSWORD, PartnerFactory, earn
 
 
 def _books(db, program):
@@ -188,9 +187,9 @@ def _batch_with_held_items(db, program, payable: int, held: int):
 
 
 def test_batch_page_pages_its_items_and_totals_the_whole_batch(client, db, program, login_as, monkeypatch):
-    from portal.blueprints.admin import routes
+    from portal.blueprints.admin import payouts as payout_views
 
-    monkeypatch.setattr(routes, "BATCH_ITEMS_PER_PAGE", 2)
+    monkeypatch.setattr(payout_views, "BATCH_ITEMS_PER_PAGE", 2)
     _batch_with_held_items(db, program, payable=3, held=2)
     login_as(Role.MANAGER)
     client.post("/admin/payouts/settle")

@@ -7,7 +7,7 @@ from datetime import date
 
 import pytest
 
-from portal.models import Conversion, PartnerStatus, PayoutBatch, PayoutItem, Role
+from portal.models import PartnerStatus, Role
 from portal.models.types import utcnow
 from portal.services import campaign_requests, inbox
 from portal.services.announcements import AnnouncementDraft, save_announcement
@@ -15,7 +15,7 @@ from portal.services.api_keys import create_api_key
 from portal.services.links import create_link
 from portal.services.partners import set_partner_tags
 from tests.creative_support import make_banner
-from tests.factories import PartnerFactory, UserFactory
+from tests.factories import ConversionFactory, PartnerFactory, PayoutItemFactory, UserFactory
 
 ROLES = ["anonymous", "applicant", "partner", "manager", "admin"]
 LOGIN = "login"  # redirect to the sign-in page
@@ -405,19 +405,12 @@ def test_route_permissions(client, db, program, login_as, endpoint, role):
     other_manager = UserFactory(role=Role.MANAGER)
     UserFactory(role=Role.ADMIN)  # so an admin may switch off another operator
     link = create_link(approved, program, label="Owned by someone else", channel="seo")
-    conversion = Conversion(
-        transaction_id="t-perm",
-        amount_minor=1000,
-        currency="USD",
-        partner_id=approved.id,
-        request_fingerprint="x",
-        occurred_at=utcnow(),
+    conversion = ConversionFactory(
+        transaction_id="t-perm", amount_minor=1000, partner=approved, occurred_at=utcnow()
     )
-    db.session.add(conversion)
     api_key, _plain = create_api_key("perm", None)
-    batch = PayoutBatch(currency="USD", period_end=date(2026, 11, 15), cutoff_at=utcnow())
-    item = PayoutItem(batch=batch, partner_id=approved.id, amount_minor=5000, currency="USD")
-    db.session.add_all([batch, item])
+    item = PayoutItemFactory(batch__period_end=date(2026, 11, 15), partner=approved, amount_minor=5000)
+    batch = item.batch
     method, template, expected_by_role = MATRIX[endpoint]
     thread = announcement = None
     if "{thread_id}" in template:  # only the routes that need them, to keep the matrix quick

@@ -14,15 +14,13 @@ from portal.models import (
     PartnerTier,
     PayoutAccount,
     PayoutBatch,
-    PayoutItem,
     PayoutLine,
     Role,
     Tier,
 )
 from portal.services import accounts
 from portal.services.payouts import PayoutDetails, save_payout_account
-from tests.factories import PartnerFactory, UserFactory
-from tests.factories_money import earn
+from tests.factories import PartnerFactory, PayoutItemFactory, UserFactory, earn
 
 NOW = datetime(2026, 11, 20, 12, tzinfo=UTC)
 
@@ -102,16 +100,11 @@ def test_the_batch_and_earnings_pages_say_why_an_item_is_held(client, db, progra
 
 def _paid_line(db, partner):
     line = earn(partner, 1200, at=datetime(2026, 9, 1, tzinfo=UTC))
-    batch = PayoutBatch(kind="withdrawal", currency="USD", period_end=date(2026, 10, 15), cutoff_at=NOW)
-    batch.status = "closed"
-    db.session.add(batch)
-    db.session.flush()
-    item = PayoutItem(
-        batch_id=batch.id, partner_id=partner.id, amount_minor=1200, currency="USD", status="paid",
+    item = PayoutItemFactory(
+        batch__kind="withdrawal", batch__status="closed", batch__period_end=date(2026, 10, 15),
+        batch__cutoff_at=NOW, partner=partner, amount_minor=1200, status="paid",
         reference="BATCH-5-REF", paid_on=date(2026, 10, 16), method="paypal",
     )  # fmt: skip
-    db.session.add(item)
-    db.session.flush()
     db.session.add(PayoutLine(commission_id=line.id, payout_item_id=item.id))
     db.session.commit()
     return line

@@ -21,9 +21,7 @@ from portal.models import CreativeKind, Link, PayoutAccount, PayoutBatch, Role
 from portal.services import creatives, dashboards, payouts
 from portal.services.creatives import CreativeInput
 from portal.services.links import create_link
-from tests.factories import PartnerFactory, UserFactory
-from tests.factories_money import earn
-from tests.factories_stats import at_noon, sale, store_clicks
+from tests.factories import PartnerFactory, UserFactory, at_noon, earn, sale, store_clicks
 
 NOW = datetime(2026, 3, 15, 10, 0, tzinfo=UTC)
 TODAY = date(2026, 3, 15)

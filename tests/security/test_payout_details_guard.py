@@ -23,8 +23,7 @@ from portal.models import (
 )
 from portal.services import accounts, payouts
 from portal.services.payouts import PayoutDetails, save_payout_account, settle
-from tests.factories import PASSWORD, PartnerFactory, ProgramFactory, UserFactory
-from tests.factories_money import earn
+from tests.factories import PASSWORD, PartnerFactory, ProgramFactory, UserFactory, earn
 
 pytestmark = pytest.mark.postgres
 

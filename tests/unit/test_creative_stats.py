@@ -8,11 +8,11 @@ from decimal import Decimal
 
 import pytest
 
-from portal.models import Click, Commission, Conversion, Role
+from portal.models import Click, Role
 from portal.services import creative_stats
 from portal.services.creative_stats import Figures
 from tests.creative_support import make_banner, make_text
-from tests.factories import PartnerFactory, UserFactory
+from tests.factories import CommissionFactory, ConversionFactory, PartnerFactory, UserFactory
 
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 _ids = itertools.count(1)
@@ -46,31 +46,19 @@ def click(db, partner, creative, *, at=NOW, bot=False) -> Click:
 
 
 def sale(db, partner, clicked: Click, amount: int, commission: int, *, status="pending", refunded=0, at=NOW):
-    conversion = Conversion(
+    conversion = ConversionFactory(
         transaction_id=f"t{next(_ids)}",
         amount_minor=amount,
         refunded_minor=refunded,
-        currency="USD",
-        partner_id=partner.id,
+        partner=partner,
         click_id=clicked.id,
         status=status,
         rejection_reason="fraud_risk" if status == "rejected" else None,
-        request_fingerprint="x",
         occurred_at=at,
     )
-    db.session.add(conversion)
-    db.session.flush()
-    db.session.add(
-        Commission(
-            conversion_id=conversion.id,
-            partner_id=partner.id,
-            kind="base",
-            amount_minor=commission,
-            currency="USD",
-            confirm_after=at,
-        )
+    CommissionFactory(
+        conversion=conversion, amount_minor=commission, status="pending", at=at, confirm_after=at
     )
-    db.session.flush()
     return conversion
 
 

@@ -25,8 +25,7 @@ from portal.services import dashboards, tracking
 from portal.services.dashboards import DateRange, Figures, date_range
 from portal.services.links import create_link, grant_custom_slug
 from tests.creative_support import make_text
-from tests.factories import PartnerFactory, UserFactory
-from tests.factories_stats import at_noon, sale, store_clicks
+from tests.factories import PartnerFactory, UserFactory, at_noon, sale, store_clicks
 
 pytestmark = pytest.mark.postgres
 

@@ -8,29 +8,21 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 
 from portal.extensions import db as _db
-from portal.models import Commission, PartnerStatus, PayoutBatch, PayoutItem, PayoutLine
+from portal.models import PartnerStatus, PayoutLine
 from portal.services import payouts
 from portal.services.commissions import commission_summary
 from portal.services.payouts import LineState, line_state, lines_state
-from tests.factories import PartnerFactory
-from tests.factories_money import earn
+from tests.factories import CommissionFactory, PartnerFactory, PayoutItemFactory, earn
 
 AT = datetime(2026, 9, 1, tzinfo=UTC)
 
 
 def _batch(db, partner, line, item_status="pending", batch_status="review", **item):
-    batch = PayoutBatch(
-        kind="withdrawal", currency="USD", period_end=date(2026, 10, 15), cutoff_at=AT + timedelta(days=40)
-    )
-    batch.status = batch_status
-    db.session.add(batch)
-    db.session.flush()
-    payout_item = PayoutItem(
-        batch_id=batch.id, partner_id=partner.id, amount_minor=line.amount_minor, currency="USD",
+    payout_item = PayoutItemFactory(
+        batch__kind="withdrawal", batch__status=batch_status, batch__period_end=date(2026, 10, 15),
+        batch__cutoff_at=AT + timedelta(days=40), partner=partner, amount_minor=line.amount_minor,
         status=item_status, **item,
     )  # fmt: skip
-    db.session.add(payout_item)
-    db.session.flush()
     if item_status in ("pending", "paid"):
         db.session.add(PayoutLine(commission_id=line.id, payout_item_id=payout_item.id))
         db.session.flush()
@@ -39,13 +31,10 @@ def _batch(db, partner, line, item_status="pending", batch_status="review", **it
 
 
 def _correction(line, kind, amount):
-    correction = Commission(
-        conversion_id=line.conversion_id, partner_id=line.partner_id, kind=kind, amount_minor=amount,
-        currency="USD", status="confirmed", confirm_after=AT, confirmed_at=AT, reverses_id=line.id,
-        reason_code="refund",
+    correction = CommissionFactory(
+        conversion=line.conversion, partner=line.partner, kind=kind, amount_minor=amount, at=AT,
+        reverses=line, reason_code="refund",
     )  # fmt: skip
-    _db.session.add(correction)
-    _db.session.flush()
     _db.session.expire(line.conversion)
     return correction
 

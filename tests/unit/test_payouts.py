@@ -14,8 +14,7 @@ from portal.models import AuditEvent, Commission, PayoutBatch, PayoutItem, Payou
 from portal.models.types import utcnow
 from portal.services import payouts, tracking
 from portal.services.payouts import PayoutDetails, iban_is_valid, save_payout_account, settle
-from tests.factories import PartnerFactory, ProgramFactory, UserFactory
-from tests.factories_money import earn
+from tests.factories import PartnerFactory, ProgramFactory, UserFactory, earn
 
 # Settlement is set-based SQL with a PostgreSQL-only form (one statement): every test runs on both.
 pytestmark = pytest.mark.postgres

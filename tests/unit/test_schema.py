@@ -115,7 +115,7 @@ def test_a_commission_line_is_in_at_most_one_payout(db):
     from datetime import UTC, date, datetime
 
     from portal.models import PayoutBatch, PayoutItem, PayoutLine
-    from tests.factories_money import earn
+    from tests.factories import earn
 
     ProgramFactory()
     partner = PartnerFactory()

@@ -10,8 +10,7 @@ from portal.errors import DomainError
 from portal.models import AuditEvent, Link, PayoutAccount, PayoutBatch, PayoutLine, Role
 from portal.services import accounts, commissions, links, payouts
 from portal.services.payouts import PayoutDetails, save_payout_account, settle
-from tests.factories import PartnerFactory, ProgramFactory, UserFactory
-from tests.factories_money import earn
+from tests.factories import PartnerFactory, ProgramFactory, UserFactory, earn
 
 pytestmark = pytest.mark.postgres
 

@@ -21,4 +21,17 @@ def require_two_factor_when_the_program_does():
     return None
 
 
-from portal.blueprints.admin import campaign_requests, outbox, rewards, routes  # noqa: E402,F401
+from portal.blueprints.admin import (  # noqa: E402,F401
+    announcements,
+    automatic_messages,
+    campaign_requests,
+    conversions,
+    creatives,
+    dashboard,
+    inbox,
+    outbox,
+    partners,
+    payouts,
+    rewards,
+    settings,
+)

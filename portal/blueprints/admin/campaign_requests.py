@@ -7,18 +7,40 @@ from __future__ import annotations
 
 from flask import abort, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
 from flask_login import current_user
+from flask_wtf import FlaskForm
+from wtforms.validators import DataRequired, Optional
 
 from portal.blueprints.admin import bp
-from portal.blueprints.admin.forms import ConfirmForm, CounterOfferForm, DeclineRequestForm
-from portal.database import begin_write
 from portal.errors import DomainError, InvalidTransition
 from portal.extensions import db
-from portal.forms import put_error_on_form
+from portal.forms import ConfirmForm, PercentField, TextAreaField, at_most, put_error_on_form
 from portal.security import operator_required
 from portal.services import campaign_requests, inbox
 from portal.services.program import get_program
-from portal.views import render_page_or_partial
+from portal.views import committing, render_page_or_partial
+
+
+class CounterOfferForm(FlaskForm):
+    """A custom campaign request: offer the partner another rate."""
+
+    rate = PercentField(
+        _l("Rate to offer (%)"),
+        validators=[DataRequired(_l("Enter a rate in percent, e.g. 12.5."))],
+        description=_l("Percent of each sale through the campaign's link."),
+    )
+    note = TextAreaField(
+        _l("Message to the partner (optional)"),
+        validators=[Optional(), at_most(2000)],
+    )
+
+
+class DeclineRequestForm(FlaskForm):
+    reason = TextAreaField(
+        _l("Reason shown to the partner"),
+        validators=[DataRequired(_l("Say why, so the partner knows.")), at_most(2000)],
+    )
 
 
 @bp.get("/campaign-requests")
@@ -88,16 +110,15 @@ def show_campaign_request(request_id: int):
                 refresh_url=url_for("admin.show_campaign_request", request_id=found.id, part="messages"),
             )
         return _request_page(found)
-    begin_write(db.session())
-    found = _get_request(request_id)
-    if found.thread is not None and inbox.mark_read_by_team(found.thread):
-        db.session.commit()
+    with committing(write=True):
+        found = _get_request(request_id)
+        if found.thread is not None:
+            inbox.mark_read_by_team(found.thread)
     return _request_page(found)
 
 
 def _refused(found, error: DomainError, **forms):
-    """Put a refusal back on the page; a step from the wrong state answers 409."""
-    db.session.rollback()
+    """Put a refusal (already rolled back) on the page; a step from the wrong state answers 409."""
     db.session.refresh(found)
     status = 409 if isinstance(error, InvalidTransition) else 422
     if isinstance(error, InvalidTransition) or not forms:
@@ -113,12 +134,10 @@ def approve_campaign_request(request_id: int):
     found = _get_request(request_id)
     if not ConfirmForm().validate_on_submit():
         return _request_page(found, status=422)
-    try:
-        begin_write(db.session())
+    with committing(write=True, flash_refusal=False) as done:
         campaign_requests.approve_request(found, current_user, get_program())
-    except DomainError as error:
-        return _refused(found, error)
-    db.session.commit()
+    if not done:
+        return _refused(found, done.refusal)
     flash(
         _(
             "Approved: the campaign and its link are live, and %(name)s has been told.",
@@ -136,12 +155,10 @@ def counter_campaign_request(request_id: int):
     form = CounterOfferForm()
     if not form.validate_on_submit():
         return _request_page(found, counter_form=form, status=422)
-    try:
-        begin_write(db.session())
+    with committing(write=True, flash_refusal=False) as done:
         campaign_requests.counter_offer(found, current_user, get_program(), form.rate.data_bp, form.note.data)
-    except DomainError as error:
-        return _refused(found, error, counter_form=form)
-    db.session.commit()
+    if not done:
+        return _refused(found, done.refusal, counter_form=form)
     flash(_("Counter-offer sent to %(name)s.", name=found.partner.user.name), "success")
     return redirect(url_for("admin.show_campaign_request", request_id=found.id))
 
@@ -153,11 +170,9 @@ def decline_campaign_request(request_id: int):
     form = DeclineRequestForm()
     if not form.validate_on_submit():
         return _request_page(found, decline_form=form, status=422)
-    try:
-        begin_write(db.session())
+    with committing(write=True, flash_refusal=False) as done:
         campaign_requests.decline_request(found, current_user, form.reason.data)
-    except DomainError as error:
-        return _refused(found, error, decline_form=form)
-    db.session.commit()
+    if not done:
+        return _refused(found, done.refusal, decline_form=form)
     flash(_("Request declined; %(name)s has been told why.", name=found.partner.user.name), "success")
     return redirect(url_for("admin.show_campaign_request", request_id=found.id))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from flask import abort, flash, redirect, render_template, request, url_for
+from flask import flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 from flask_login import current_user
 
@@ -24,9 +24,8 @@ from portal.blueprints.admin.rewards_forms import (
     TierForm,
     split_items,
 )
-from portal.errors import DomainError
 from portal.extensions import db
-from portal.forms import ConfirmForm, put_error_on_form
+from portal.forms import ConfirmForm
 from portal.models import (
     Campaign,
     LadderStep,
@@ -42,26 +41,7 @@ from portal.security import operator_required
 from portal.services import reward_rules, rewards
 from portal.services.program import get_program
 from portal.services.reward_rules import CampaignInput, DealInput, PlanInput, ProductRateInput, TierInput
-
-
-def _get(model, object_id: int):
-    found = db.session.get(model, object_id)
-    if found is None:
-        abort(404)
-    return found
-
-
-def _save(form, action, success: str):
-    """Run ``action`` for a valid form; commit on success, roll back and show the refusal otherwise."""
-    try:
-        result = action()
-    except DomainError as error:
-        db.session.rollback()
-        put_error_on_form(form, error)
-        return None
-    db.session.commit()
-    flash(success, "success")
-    return result if result is not None else True
+from portal.views import committing
 
 
 def _status(form) -> int:
@@ -126,9 +106,10 @@ def save_plan():
             recurring_months=form.recurring_months.data,
             top_partner_tag=form.top_partner_tag.data,
         )
-        if _save(
-            form, lambda: reward_rules.save_plan(program, current_user, plan), _("Commission plan saved.")
-        ):
+        with committing(form) as done:
+            reward_rules.save_plan(program, current_user, plan)
+        if done:
+            flash(_("Commission plan saved."), "success")
             return redirect(url_for("admin.rewards_overview"))
     return _rewards_page(program, plan_form=form, status=422)
 
@@ -141,7 +122,10 @@ def add_product_rate():
     form.currency = program.currency
     if form.validate_on_submit():
         data = ProductRateInput(form.product_id.data, form.rate, form.label.data)
-        if _save(form, lambda: reward_rules.save_product_rate(current_user, data), _("Product rate saved.")):
+        with committing(form) as done:
+            reward_rules.save_product_rate(current_user, data)
+        if done:
+            flash(_("Product rate saved."), "success")
             return redirect(url_for("admin.rewards_overview") + "#products")
     return _rewards_page(program, product_form=form, status=422)
 
@@ -150,7 +134,7 @@ def add_product_rate():
 @operator_required
 def edit_product_rate(rate_id: int):
     program = get_program()
-    product_rate = _get(ProductRate, rate_id)
+    product_rate = db.get_or_404(ProductRate, rate_id)
     form = ProductRateForm() if request.method == "POST" else ProductRateForm(formdata=None)
     form.currency = program.currency
     if request.method == "GET":
@@ -159,11 +143,10 @@ def edit_product_rate(rate_id: int):
         form.fill_rate(product_rate)
     elif form.validate_on_submit():
         data = ProductRateInput(form.product_id.data, form.rate, form.label.data)
-        if _save(
-            form,
-            lambda: reward_rules.save_product_rate(current_user, data, product_rate),
-            _("Product rate saved."),
-        ):
+        with committing(form) as done:
+            reward_rules.save_product_rate(current_user, data, product_rate)
+        if done:
+            flash(_("Product rate saved."), "success")
             return redirect(url_for("admin.rewards_overview") + "#products")
     return render_template("admin/rewards/product_rate.html", form=form, product_rate=product_rate), _status(
         form
@@ -173,12 +156,13 @@ def edit_product_rate(rate_id: int):
 @bp.post("/rewards/products/<int:rate_id>/delete")
 @operator_required
 def delete_product_rate(rate_id: int):
-    product_rate = _get(ProductRate, rate_id)
+    product_rate = db.get_or_404(ProductRate, rate_id)
     form = ConfirmForm()
     if form.validate_on_submit():
-        reward_rules.delete_product_rate(current_user, product_rate)
-        db.session.commit()
-        flash(_("Product rate removed."), "success")
+        with committing() as done:
+            reward_rules.delete_product_rate(current_user, product_rate)
+        if done:
+            flash(_("Product rate removed."), "success")
     return redirect(url_for("admin.rewards_overview") + "#products")
 
 
@@ -221,7 +205,10 @@ def new_tier():
         form.rank.data = (tiers[-1].rank + 1) if tiers else 1
     elif form.validate_on_submit():
         data = _tier_input(form)
-        if _save(form, lambda: reward_rules.save_tier(program, current_user, data), _("Tier saved.")):
+        with committing(form) as done:
+            reward_rules.save_tier(program, current_user, data)
+        if done:
+            flash(_("Tier saved."), "success")
             return redirect(url_for("admin.list_tiers"))
     return render_template("admin/rewards/tier_form.html", form=form, tier=None), _status(form)
 
@@ -230,14 +217,17 @@ def new_tier():
 @operator_required
 def edit_tier(tier_id: int):
     program = get_program()
-    tier = _get(Tier, tier_id)
+    tier = db.get_or_404(Tier, tier_id)
     form = TierForm() if request.method == "POST" else TierForm(formdata=None)
     form.currency = program.currency
     if request.method == "GET":
         form.fill(tier)
     elif form.validate_on_submit():
         data = _tier_input(form)
-        if _save(form, lambda: reward_rules.save_tier(program, current_user, data, tier), _("Tier saved.")):
+        with committing(form) as done:
+            reward_rules.save_tier(program, current_user, data, tier)
+        if done:
+            flash(_("Tier saved."), "success")
             return redirect(url_for("admin.list_tiers"))
     return render_template("admin/rewards/tier_form.html", form=form, tier=tier), _status(form)
 
@@ -245,11 +235,12 @@ def edit_tier(tier_id: int):
 @bp.post("/rewards/tiers/<int:tier_id>/delete")
 @operator_required
 def delete_tier(tier_id: int):
-    tier = _get(Tier, tier_id)
+    tier = db.get_or_404(Tier, tier_id)
     if ConfirmForm().validate_on_submit():
-        moved = reward_rules.delete_tier(get_program(), current_user, tier)
-        db.session.commit()
-        flash(_("Tier removed; %(n)s partners went back to the base rate.", n=moved), "success")
+        with committing() as done:
+            moved = reward_rules.delete_tier(get_program(), current_user, tier)
+        if done:
+            flash(_("Tier removed; %(n)s partners went back to the base rate.", n=moved), "success")
     return redirect(url_for("admin.list_tiers"))
 
 
@@ -335,10 +326,10 @@ def new_campaign():
     form = _campaign_form(program)
     if request.method == "POST" and form.validate_on_submit():
         data = _campaign_input(form)
-        saved = _save(
-            form, lambda: reward_rules.save_campaign(program, current_user, data), _("Campaign saved.")
-        )
-        if saved:
+        with committing(form) as done:
+            saved = reward_rules.save_campaign(program, current_user, data)
+        if done:
+            flash(_("Campaign saved."), "success")
             return redirect(url_for("admin.edit_campaign", campaign_id=saved.id))
     return _render_campaign(program, form, None, status=_status(form))
 
@@ -347,15 +338,14 @@ def new_campaign():
 @operator_required
 def edit_campaign(campaign_id: int):
     program = get_program()
-    campaign = _get(Campaign, campaign_id)
+    campaign = db.get_or_404(Campaign, campaign_id)
     form = _campaign_form(program, campaign)
     if request.method == "POST" and form.validate_on_submit():
         data = _campaign_input(form)
-        if _save(
-            form,
-            lambda: reward_rules.save_campaign(program, current_user, data, campaign),
-            _("Campaign saved."),
-        ):
+        with committing(form) as done:
+            reward_rules.save_campaign(program, current_user, data, campaign)
+        if done:
+            flash(_("Campaign saved."), "success")
             return redirect(url_for("admin.edit_campaign", campaign_id=campaign.id))
     return _render_campaign(program, form, campaign, status=_status(form))
 
@@ -364,18 +354,20 @@ def edit_campaign(campaign_id: int):
 @operator_required
 def add_campaign_link(campaign_id: int):
     program = get_program()
-    campaign = _get(Campaign, campaign_id)
+    campaign = db.get_or_404(Campaign, campaign_id)
     link_form = CampaignLinkForm()
     if link_form.validate_on_submit():
-        action = lambda: reward_rules.create_campaign_link(  # noqa: E731
-            program,
-            current_user,
-            campaign,
-            link_form.partner.data,
-            link_form.label.data,
-            link_form.channel.data,
-        )
-        if _save(link_form, action, _("Campaign link created.")):
+        with committing(link_form) as done:
+            reward_rules.create_campaign_link(
+                program,
+                current_user,
+                campaign,
+                link_form.partner.data,
+                link_form.label.data,
+                link_form.channel.data,
+            )
+        if done:
+            flash(_("Campaign link created."), "success")
             return redirect(url_for("admin.edit_campaign", campaign_id=campaign.id) + "#links")
     return _render_campaign(
         program, _filled_campaign_form(program, campaign), campaign, link_form, status=422
@@ -407,15 +399,11 @@ def _filled_campaign_form(program, campaign: Campaign) -> CampaignForm:
 @bp.post("/rewards/campaigns/<int:campaign_id>/end")
 @operator_required
 def end_campaign(campaign_id: int):
-    campaign = _get(Campaign, campaign_id)
+    campaign = db.get_or_404(Campaign, campaign_id)
     if ConfirmForm().validate_on_submit():
-        try:
+        with committing() as done:
             reward_rules.end_campaign(current_user, campaign)
-        except DomainError as error:
-            db.session.rollback()
-            flash(error.message, "error")
-        else:
-            db.session.commit()
+        if done:
             flash(_("The campaign has ended."), "success")
     return redirect(url_for("admin.edit_campaign", campaign_id=campaign.id))
 
@@ -423,15 +411,12 @@ def end_campaign(campaign_id: int):
 @bp.post("/rewards/campaigns/<int:campaign_id>/delete")
 @operator_required
 def delete_campaign(campaign_id: int):
-    campaign = _get(Campaign, campaign_id)
+    campaign = db.get_or_404(Campaign, campaign_id)
     if ConfirmForm().validate_on_submit():
-        try:
+        with committing() as done:
             reward_rules.delete_campaign(current_user, campaign)
-        except DomainError as error:
-            db.session.rollback()
-            flash(error.message, "error")
+        if not done:
             return redirect(url_for("admin.edit_campaign", campaign_id=campaign.id))
-        db.session.commit()
         flash(_("Campaign deleted."), "success")
     return redirect(url_for("admin.list_campaigns"))
 
@@ -447,11 +432,10 @@ def ladder():
     form.currency = program.currency
     if request.method == "POST" and form.validate_on_submit():
         threshold, bonus = form.threshold_conversions.data, form.bonus_minor
-        if _save(
-            form,
-            lambda: reward_rules.add_ladder_step(current_user, threshold, bonus),
-            _("Ladder step added."),
-        ):
+        with committing(form) as done:
+            reward_rules.add_ladder_step(current_user, threshold, bonus)
+        if done:
+            flash(_("Ladder step added."), "success")
             return redirect(url_for("admin.ladder"))
     return (
         render_template(
@@ -469,11 +453,12 @@ def ladder():
 @bp.post("/rewards/ladder/<int:step_id>/delete")
 @operator_required
 def delete_ladder_step(step_id: int):
-    step = _get(LadderStep, step_id)
+    step = db.get_or_404(LadderStep, step_id)
     if ConfirmForm().validate_on_submit():
-        reward_rules.delete_ladder_step(current_user, step)
-        db.session.commit()
-        flash(_("Ladder step removed."), "success")
+        with committing() as done:
+            reward_rules.delete_ladder_step(current_user, step)
+        if done:
+            flash(_("Ladder step removed."), "success")
     return redirect(url_for("admin.ladder"))
 
 
@@ -518,7 +503,10 @@ def new_deal():
     form.currency = program.currency
     if request.method == "POST" and form.validate_on_submit():
         data = _deal_input(form)
-        if _save(form, lambda: reward_rules.save_deal(program, current_user, data), _("Private deal saved.")):
+        with committing(form) as done:
+            reward_rules.save_deal(program, current_user, data)
+        if done:
+            flash(_("Private deal saved."), "success")
             return redirect(url_for("admin.list_deals"))
     return render_template("admin/rewards/deal_form.html", form=form, deal=None), _status(form)
 
@@ -527,7 +515,7 @@ def new_deal():
 @operator_required
 def edit_deal(deal_id: int):
     program = get_program()
-    deal = _get(PrivateDeal, deal_id)
+    deal = db.get_or_404(PrivateDeal, deal_id)
     form = DealForm() if request.method == "POST" else DealForm(formdata=None)
     form.currency = program.currency
     if request.method == "GET":
@@ -542,9 +530,10 @@ def edit_deal(deal_id: int):
         form.note.data = deal.note
     elif form.validate_on_submit():
         data = _deal_input(form)
-        if _save(
-            form, lambda: reward_rules.save_deal(program, current_user, data, deal), _("Private deal saved.")
-        ):
+        with committing(form) as done:
+            reward_rules.save_deal(program, current_user, data, deal)
+        if done:
+            flash(_("Private deal saved."), "success")
             return redirect(url_for("admin.list_deals"))
     return render_template("admin/rewards/deal_form.html", form=form, deal=deal), _status(form)
 
@@ -552,11 +541,12 @@ def edit_deal(deal_id: int):
 @bp.post("/rewards/deals/<int:deal_id>/delete")
 @operator_required
 def delete_deal(deal_id: int):
-    deal = _get(PrivateDeal, deal_id)
+    deal = db.get_or_404(PrivateDeal, deal_id)
     if ConfirmForm().validate_on_submit():
-        reward_rules.delete_deal(current_user, deal)
-        db.session.commit()
-        flash(_("Private deal removed."), "success")
+        with committing() as done:
+            reward_rules.delete_deal(current_user, deal)
+        if done:
+            flash(_("Private deal removed."), "success")
     return redirect(url_for("admin.list_deals"))
 
 
@@ -583,13 +573,14 @@ def partner_rewards(partner: Partner) -> dict:
 @bp.post("/partners/<int:partner_id>/tier")
 @operator_required
 def set_partner_tier(partner_id: int):
-    partner = _get(Partner, partner_id)
+    partner = db.get_or_404(Partner, partner_id)
     form = PartnerTierForm(tiers=rewards.all_tiers())
     if form.validate_on_submit():
         tier = db.session.get(Tier, form.tier.data) if form.tier.data else None
-        reward_rules.set_partner_tier(get_program(), current_user, partner, tier, form.note.data or None)
-        db.session.commit()
-        flash(_("Tier saved."), "success")
+        with committing() as done:
+            reward_rules.set_partner_tier(get_program(), current_user, partner, tier, form.note.data or None)
+        if done:
+            flash(_("Tier saved."), "success")
     else:
         flash(_("Choose a tier from the list."), "error")
     return redirect(url_for("admin.show_partner", partner_id=partner.id) + "#partner-rewards")

@@ -7,12 +7,12 @@ from flask_wtf import FlaskForm
 from wtforms import BooleanField, EmailField, PasswordField, SelectField, StringField, TextAreaField
 from wtforms.validators import URL, DataRequired, Email, EqualTo, Length, Optional
 
-from portal.forms import MultiCheckboxField, as_choices, channel_choices, country_choices
+from portal.forms import MultiCheckboxField, as_choices, at_most, channel_choices, country_choices
 from portal.i18n import locale_choices, timezone_choices
 
 _email = [
     DataRequired(_l("Enter your e-mail address.")),
-    Length(max=254, message=_l("At most %(max)d characters.")),
+    at_most(254),
     Email(_l("Enter a valid e-mail address."), check_deliverability=False),
 ]
 
@@ -29,10 +29,7 @@ class LoginForm(FlaskForm):
 class _NewPasswordMixin:
     password = PasswordField(
         _l("Password"),
-        validators=[
-            DataRequired(_l("Choose a password.")),
-            Length(max=200, message=_l("At most %(max)d characters.")),
-        ],
+        validators=[DataRequired(_l("Choose a password.")), at_most(200)],
         description=_l("At least 10 characters; a few words together work well."),
     )
     confirm = PasswordField(
@@ -47,23 +44,20 @@ class _NewPasswordMixin:
 class ApplyForm(_NewPasswordMixin, FlaskForm):
     name = StringField(
         _l("Your name or company"),
-        validators=[
-            DataRequired(_l("Tell us who you are.")),
-            Length(max=120, message=_l("At most %(max)d characters.")),
-        ],
+        validators=[DataRequired(_l("Tell us who you are.")), at_most(120)],
     )
     email = EmailField(_l("E-mail"), validators=_email)
     website = StringField(
         _l("Website"),
         validators=[
             Optional(),
-            Length(max=500, message=_l("At most %(max)d characters.")),
+            at_most(500),
             URL(require_tld=True, message=_l("Enter a full address such as https://example.com.")),
         ],
     )
     social_profiles = TextAreaField(
         _l("Social profiles"),
-        validators=[Optional(), Length(max=2000, message=_l("At most %(max)d characters."))],
+        validators=[Optional(), at_most(2000)],
         description=_l("One link or handle per line."),
     )
     channels = MultiCheckboxField(
@@ -107,10 +101,7 @@ class ResetPasswordForm(_NewPasswordMixin, FlaskForm):
     pass
 
 
-_code = [
-    DataRequired(_l("Enter the code.")),
-    Length(max=40, message=_l("At most %(max)d characters.")),
-]
+_code = [DataRequired(_l("Enter the code.")), at_most(40)]
 
 
 class SecondFactorForm(FlaskForm):
@@ -128,10 +119,7 @@ class ChangePasswordForm(_NewPasswordMixin, FlaskForm):
     )
     password = PasswordField(
         _l("New password"),
-        validators=[
-            DataRequired(_l("Choose a password.")),
-            Length(max=200, message=_l("At most %(max)d characters.")),
-        ],
+        validators=[DataRequired(_l("Choose a password.")), at_most(200)],
         description=_l("At least 10 characters; a few words together work well."),
     )
 

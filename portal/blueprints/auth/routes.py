@@ -26,16 +26,16 @@ from portal.blueprints.auth.forms import (
     TwoFactorCodeForm,
     TwoFactorDisableForm,
 )
-from portal.database import begin_write
 from portal.errors import DomainError
 from portal.extensions import csrf, db, limiter
-from portal.forms import ConfirmForm, put_error_on_form
+from portal.forms import ConfirmForm
 from portal.i18n import LOCALE_COOKIE, LOCALE_COOKIE_MAX_AGE, set_reading_preferences
 from portal.mail import MailError
 from portal.models import PartnerStatus, Role, User
 from portal.security import home_url_for, safe_next_url
 from portal.services import accounts, delivery, two_factor
 from portal.services.program import get_program, program_timezone
+from portal.views import committing
 
 
 def _limit(name: str):
@@ -56,11 +56,11 @@ def login():
         return redirect(home_url_for(current_user))
     form = LoginForm()
     if form.validate_on_submit():
-        user = accounts.authenticate(form.email.data, form.password.data, ip=request.remote_addr)
+        with committing():
+            user = accounts.authenticate(form.email.data, form.password.data, ip=request.remote_addr)
         if user is None:
             form.form_errors.append(_("That e-mail and password do not match an active account."))
         else:
-            db.session.commit()
             next_url = safe_next_url(request.args.get("next"))
             if user.two_factor_enabled:
                 _await_second_factor(user, remember=form.remember.data, next_url=next_url)
@@ -129,9 +129,8 @@ def login_code():
     if form.validate_on_submit():
         # A code is claimed by a write: end the read above and start as a writer (SQLite).
         db.session.rollback()
-        begin_write(db.session())
-        result = two_factor.verify(user, form.code.data)
-        db.session.commit()  # successes and failures are both counted
+        with committing(write=True):  # successes and failures are both counted
+            result = two_factor.verify(user, form.code.data)
         if result.method is not None:
             response = _sign_in(user, remember=pending["remember"], next_url=pending["next"])
             if result.method == "recovery":
@@ -167,8 +166,8 @@ def login_code():
 def logout():
     if current_user.is_authenticated:
         # Signing out ends every session of this user, remember-me cookies included.
-        accounts.end_sessions(current_user)
-        db.session.commit()
+        with committing():
+            accounts.end_sessions(current_user)
     _fresh_session()
     logout_user()  # after the clear: it marks the remember-me cookie for deletion
     flash(_("You are signed out."), "info")
@@ -192,13 +191,9 @@ def apply():
             website=form.website.data,
             social_profiles=form.social_profiles.data,
         )
-        try:
+        with committing(form) as done:
             user, partner = accounts.apply_or_notify(application)
-        except DomainError as error:
-            db.session.rollback()
-            put_error_on_form(form, error)
-        else:
-            db.session.commit()
+        if done:
             # A known address gets the same answer and an e-mail instead of an account, so
             # the form does not tell who has one; neither is signed in here.
             links = {
@@ -231,15 +226,14 @@ def forgot_password():
     form = ForgotPasswordForm()
     if form.validate_on_submit():
         try:
-            accounts.send_password_reset(
-                form.email.data,
-                lambda token: url_for("auth.reset_password", token=token, _external=True),
-            )
-        except MailError:
-            db.session.rollback()
+            with committing():
+                accounts.send_password_reset(
+                    form.email.data,
+                    lambda token: url_for("auth.reset_password", token=token, _external=True),
+                )
+        except MailError:  # rolled back
             form.form_errors.append(_("We could not send e-mail just now. Try again in a few minutes."))
             return render_template("auth/forgot.html", form=form), 503
-        db.session.commit()
         return render_template("auth/forgot_sent.html", email=form.email.data)
     status = 200 if request.method == "GET" else 422
     return render_template("auth/forgot.html", form=form), status
@@ -247,19 +241,15 @@ def forgot_password():
 
 @bp.route("/password/reset/<token>", methods=["GET", "POST"])
 def reset_password(token: str):
-    try:
+    with committing(flash_refusal=False) as found:
         user = accounts.user_for_reset_token(token)
-    except DomainError as error:
-        return render_template("auth/reset_invalid.html", message=error.message), 400
+    if found.refusal:
+        return render_template("auth/reset_invalid.html", message=found.refusal.message), 400
     form = ResetPasswordForm()
     if form.validate_on_submit():
-        try:
+        with committing(form) as done:
             accounts.reset_password(token, form.password.data)
-        except DomainError as error:
-            db.session.rollback()
-            put_error_on_form(form, error)
-        else:
-            db.session.commit()  # the new password rotated the session token: every session ends
+        if done:  # the new password rotated the session token: every session ends
             _fresh_session()
             logout_user()
             flash(_("Your password is changed. Sign in with the new one."), "success")
@@ -277,19 +267,17 @@ def unsubscribe(token: str):
     """Opening the link asks; the button (or the mail client's one-click POST) switches that kind
     of e-mail off. A GET never acts: mail scanners open every link they see."""
     if request.method == "GET":
-        try:
+        with committing(flash_refusal=False) as read:
             _partner, kind = delivery.read_unsubscribe_token(token)
-        except DomainError as error:
-            return _invalid_link(error)
+        if read.refusal:
+            return _invalid_link(read.refusal)
         return render_template(
             "auth/unsubscribe_confirm.html", kind_label=delivery.email_kind_label(kind), token=token
         )
-    try:
+    with committing(flash_refusal=False) as done:
         _partner, kind = delivery.unsubscribe(token)
-    except DomainError as error:
-        db.session.rollback()
-        return _invalid_link(error)
-    db.session.commit()
+    if not done:
+        return _invalid_link(done.refusal)
     return render_template(
         "auth/unsubscribed.html",
         kind_label=delivery.email_kind_label(kind),
@@ -302,13 +290,13 @@ def unsubscribe(token: str):
 @bp.post("/unsubscribe/<token>/undo")
 def resubscribe(token: str):
     form = ConfirmForm()
-    try:
+    with committing(flash_refusal=False) as read:
         _partner, kind = delivery.read_unsubscribe_token(token)
-    except DomainError as error:
-        return _invalid_link(error)
+    if read.refusal:
+        return _invalid_link(read.refusal)
     if form.validate_on_submit():
-        delivery.resubscribe(token)
-        db.session.commit()
+        with committing():
+            delivery.resubscribe(token)
     return render_template(
         "auth/unsubscribed.html",
         kind_label=delivery.email_kind_label(kind),
@@ -362,13 +350,9 @@ def account():
 def change_password():
     form = ChangePasswordForm()
     if form.validate_on_submit():
-        try:
+        with committing(form) as done:
             accounts.change_password(current_user, form.current_password.data, form.password.data)
-        except DomainError as error:
-            db.session.rollback()
-            put_error_on_form(form, error)
-        else:
-            db.session.commit()
+        if done:
             user = current_user._get_current_object()
             # The new token ended every session; this browser carries on with the new one.
             _fresh_session()
@@ -382,8 +366,8 @@ def change_password():
 @login_required
 def sign_out_everywhere():
     if ConfirmForm().validate_on_submit():
-        accounts.sign_out_everywhere(current_user)
-        db.session.commit()
+        with committing():
+            accounts.sign_out_everywhere(current_user)
         _fresh_session()
         logout_user()
         flash(_("You are signed out on every device, this one too."), "info")
@@ -395,8 +379,8 @@ def sign_out_everywhere():
 @login_required
 def start_two_factor():
     if ConfirmForm().validate_on_submit() and not current_user.two_factor_enabled:
-        two_factor.start_enrolment(current_user)
-        db.session.commit()
+        with committing():
+            two_factor.start_enrolment(current_user)
         return redirect(url_for("auth.setup_two_factor"))
     return redirect(url_for("auth.account"))
 
@@ -410,13 +394,9 @@ def setup_two_factor():
         return redirect(url_for("auth.account"))
     form = TwoFactorCodeForm()
     if form.validate_on_submit():
-        try:
+        with committing(form) as done:
             codes = two_factor.confirm_enrolment(user, form.code.data)
-        except DomainError as error:
-            db.session.rollback()
-            put_error_on_form(form, error)
-        else:
-            db.session.commit()
+        if done:
             return render_template("auth/recovery_codes.html", codes=codes, first=True)
     uri = two_factor.provisioning_uri(user, get_program().name)
     status = 200 if request.method == "GET" else 422
@@ -431,13 +411,10 @@ def setup_two_factor():
 def disable_two_factor():
     form = TwoFactorDisableForm()
     if form.validate_on_submit():
-        try:
+        # A wrong code is counted like one at sign-in, so a refusal commits too.
+        with committing(form, keep_refused=True) as done:
             two_factor.disable(current_user, form.password.data, form.code.data)
-        except DomainError as error:
-            db.session.commit()  # a wrong code is counted like one at sign-in
-            put_error_on_form(form, error)
-        else:
-            db.session.commit()
+        if done:
             flash(_("Two-factor sign-in is off."), "info")
             return redirect(url_for("auth.account"))
     return _account_page(422, disable_form=form)
@@ -449,13 +426,10 @@ def disable_two_factor():
 def regenerate_recovery_codes():
     form = TwoFactorCodeForm()
     if form.validate_on_submit():
-        try:
+        # A wrong code is counted like one at sign-in, so a refusal commits too.
+        with committing(form, keep_refused=True) as done:
             codes = two_factor.regenerate_recovery_codes(current_user, form.code.data)
-        except DomainError as error:
-            db.session.commit()  # a wrong code is counted like one at sign-in
-            put_error_on_form(form, error)
-        else:
-            db.session.commit()
+        if done:
             return render_template("auth/recovery_codes.html", codes=codes, first=False)
     return _account_page(422, codes_form=form)
 
@@ -479,8 +453,9 @@ def set_language():
     if not form.validate_on_submit():
         return redirect(back)
     if current_user.is_authenticated:
-        set_reading_preferences(current_user, form.locale.data, current_user.timezone)
-        db.session.commit()
+        with committing():
+            set_reading_preferences(current_user, form.locale.data, current_user.timezone)
+
     response = redirect(back)
     response.set_cookie(
         LOCALE_COOKIE,
@@ -499,13 +474,9 @@ def save_reading_preferences():
     """The language and time zone that pages, messages and e-mails to this person use."""
     form = AccountForm(program_zone=program_timezone())
     if form.validate_on_submit():
-        try:
+        with committing(form) as done:
             set_reading_preferences(current_user, form.locale.data or None, form.timezone.data or None)
-        except DomainError as error:
-            db.session.rollback()
-            put_error_on_form(form, error)
-        else:
-            db.session.commit()
+        if done:
             flask_babel.refresh()  # the confirmation already in the new language
             flash(_("Your language and time zone are saved."), "success")
             return redirect(url_for("auth.account"))

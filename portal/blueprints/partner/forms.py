@@ -15,9 +15,9 @@ from wtforms import (
 )
 from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional
 
-from portal.forms import PercentField, as_choices, channel_choices, country_choices
+from portal.forms import PercentField, as_choices, at_most, channel_choices, country_choices
 
-_max = Length(max=64, message=_l("At most %(max)d characters."))
+_max = at_most(64)
 
 
 class LinkForm(FlaskForm):
@@ -29,7 +29,7 @@ class LinkForm(FlaskForm):
     channel = SelectField(_l("Channel"), choices=channel_choices())
     destination_url = StringField(
         _l("Page it opens"),
-        validators=[Optional(), Length(max=2000, message=_l("At most %(max)d characters."))],
+        validators=[Optional(), at_most(2000)],
         description=_l("Leave empty for the shop's home page. Must be a page on the shop's own site."),
     )
     campaign = StringField(_l("Campaign (optional)"), validators=[Optional(), _max])
@@ -74,7 +74,7 @@ class PayoutDetailsForm(FlaskForm):
         self.tax_country.choices = as_choices([("", "—"), *country_choices()])
 
 
-_body_length = Length(max=10_000, message=_l("At most %(max)d characters."))
+_body_length = at_most(10_000)
 
 
 class ReplyForm(FlaskForm):
@@ -88,10 +88,7 @@ class ReplyForm(FlaskForm):
 class NewThreadForm(ReplyForm):
     subject = StringField(
         _l("Subject"),
-        validators=[
-            DataRequired(_l("Give the conversation a subject.")),
-            Length(max=200, message=_l("At most %(max)d characters.")),
-        ],
+        validators=[DataRequired(_l("Give the conversation a subject.")), at_most(200)],
     )
 
 
@@ -117,10 +114,7 @@ class CampaignRequestForm(FlaskForm):
     )
     landing_url = StringField(
         _l("Landing page"),
-        validators=[
-            DataRequired(_l("Give the page the campaign should open.")),
-            Length(max=2000, message=_l("At most %(max)d characters.")),
-        ],
+        validators=[DataRequired(_l("Give the page the campaign should open.")), at_most(2000)],
         description=_l("A page on the shop's own site."),
     )
     desired_rate = PercentField(
@@ -137,7 +131,7 @@ class CampaignRequestForm(FlaskForm):
     )
     note = TextAreaField(
         _l("Note for the team (optional)"),
-        validators=[Optional(), Length(max=2000, message=_l("At most %(max)d characters."))],
+        validators=[Optional(), at_most(2000)],
         description=_l("Where and how you will promote it."),
     )
 
@@ -145,5 +139,5 @@ class CampaignRequestForm(FlaskForm):
 class DeclineOfferForm(FlaskForm):
     note = TextAreaField(
         _l("Tell the team why (optional)"),
-        validators=[Optional(), Length(max=2000, message=_l("At most %(max)d characters."))],
+        validators=[Optional(), at_most(2000)],
     )

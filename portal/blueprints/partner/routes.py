@@ -16,10 +16,8 @@ from portal.blueprints.partner.forms import (
     ReplyForm,
     preferences_form,
 )
-from portal.database import begin_write
-from portal.errors import DomainError
 from portal.extensions import db
-from portal.forms import ConfirmForm, put_error_on_form
+from portal.forms import ConfirmForm
 from portal.models import CHANNELS, CreativeKind, PartnerStatus
 from portal.models.types import utcnow
 from portal.security import partner_required
@@ -41,7 +39,7 @@ from portal.services.commissions import commission_summary
 from portal.services.program import get_program
 from portal.services.rewards_overview import rewards_overview
 from portal.services.tracking import reason_label
-from portal.views import dashboard_range, day_arg, render_page_or_partial
+from portal.views import committing, dashboard_range, day_arg, render_page_or_partial
 
 
 @bp.get("/")
@@ -121,7 +119,7 @@ def list_links():
 def create_link():
     form = LinkForm()
     if form.validate_on_submit():
-        try:
+        with committing(form) as done:
             link = links.create_link(
                 current_user.partner,
                 get_program(),
@@ -131,11 +129,7 @@ def create_link():
                 campaign=form.campaign.data,
                 sub_id=form.sub_id.data,
             )
-        except DomainError as error:
-            db.session.rollback()
-            put_error_on_form(form, error)
-        else:
-            db.session.commit()
+        if done:
             flash(_("Link “%(label)s” is ready to share.", label=link.label), "success")
             return redirect(url_for("partner.list_links"))
     return _links_page(form, 422)
@@ -148,9 +142,10 @@ def toggle_link(link_id: int, action: str):
     if link is None:
         abort(404)
     if ConfirmForm().validate_on_submit():
-        links.set_link_active(link, action == "enable")
-        db.session.commit()
-        flash(_("Link switched on.") if link.active else _("Link switched off."), "success")
+        with committing() as done:
+            links.set_link_active(link, action == "enable")
+        if done:
+            flash(_("Link switched on.") if link.active else _("Link switched off."), "success")
     return redirect(url_for("partner.list_links"))
 
 
@@ -214,21 +209,17 @@ def list_threads():
 def start_thread():
     form = NewThreadForm()
     if form.validate_on_submit():
-        try:
+        with committing(form) as done:
             thread = inbox.start_thread(current_user.partner, current_user, form.subject.data, form.body.data)
-        except DomainError as error:
-            db.session.rollback()
-            put_error_on_form(form, error)
-        else:
-            db.session.commit()
+        if done:
             flash(_("Message sent. The team will answer here."), "success")
             return redirect(url_for("partner.show_thread", thread_id=thread.id))
     return _inbox_page(form, 422)
 
 
 def _thread_page(thread, form: ReplyForm, status: int = 200):
-    if inbox.mark_read_by_partner(thread):
-        db.session.commit()
+    with committing():
+        inbox.mark_read_by_partner(thread)
     body = render_page_or_partial(
         "partner/thread.html",
         "_partials/_thread_messages.html",
@@ -260,13 +251,9 @@ def reply_thread(thread_id: int):
     thread = _own_thread(thread_id)
     form = ReplyForm()
     if form.validate_on_submit():
-        try:
+        with committing(form) as done:
             inbox.reply(thread, current_user, form.body.data)
-        except DomainError as error:
-            db.session.rollback()
-            put_error_on_form(form, error)
-        else:
-            db.session.commit()
+        if done:
             return redirect(url_for("partner.show_thread", thread_id=thread.id, _anchor="reply"))
     return _thread_page(thread, form, 422)
 
@@ -286,8 +273,8 @@ def show_announcement(announcement_id: int):
     found = announcements.partner_announcement(partner, announcement_id)
     if found is None:
         abort(404)
-    if announcements.mark_read(partner, found.announcement):
-        db.session.commit()
+    with committing():
+        announcements.mark_read(partner, found.announcement)
     return render_template("partner/announcement.html", announcement=found.announcement)
 
 
@@ -298,9 +285,10 @@ def preferences():
     current = delivery.email_preferences(partner)
     form = preferences_form(current, formdata=request.form if request.method == "POST" else None)
     if form.validate_on_submit():
-        delivery.update_email_preferences(partner, {kind: form[f"email_{kind}"].data for kind in current})
-        db.session.commit()
-        flash(_("E-mail preferences saved."), "success")
+        with committing() as done:
+            delivery.update_email_preferences(partner, {kind: form[f"email_{kind}"].data for kind in current})
+        if done:
+            flash(_("E-mail preferences saved."), "success")
         return redirect(url_for("partner.preferences"))
     status = 200 if request.method == "GET" else 422
     return render_template("partner/preferences.html", form=form, kinds=list(current)), status
@@ -359,14 +347,9 @@ def earnings_csv():
 @partner_required
 def request_withdrawal():
     if ConfirmForm().validate_on_submit():
-        try:
-            begin_write(db.session())
+        with committing(write=True) as done:
             payouts.request_withdrawal(get_program(), current_user.partner)
-        except DomainError as error:
-            db.session.rollback()
-            flash(error.message, "error")
-        else:
-            db.session.commit()
+        if done:
             flash(_("Payout requested. The program team will send it shortly."), "success")
     return redirect(url_for("partner.earnings"))
 
@@ -384,15 +367,11 @@ def payout_details():
         details = payouts.PayoutDetails(
             **{name: getattr(form, name).data for name in payouts.PayoutDetails.__dataclass_fields__}
         )
-        try:
+        with committing(form) as done:
             payouts.change_payout_details(
                 partner, details, current_user, form.current_password.data, form.code.data
             )
-        except DomainError as error:
-            db.session.rollback()
-            put_error_on_form(form, error)
-        else:
-            db.session.commit()
+        if done:
             flash(_("Payout details saved."), "success")
             return redirect(url_for("partner.earnings"))
     status = 200 if request.method == "GET" else 422
@@ -520,14 +499,9 @@ def request_campaign():
             expected_monthly_conversions=form.expected_monthly_conversions.data,
             note=form.note.data,
         )
-        try:
-            begin_write(db.session())
+        with committing(form, write=True) as done:
             request_ = campaign_requests.submit_request(current_user.partner, get_program(), data)
-        except DomainError as error:
-            db.session.rollback()
-            put_error_on_form(form, error)
-        else:
-            db.session.commit()
+        if done:
             flash(_("Request sent. The team will answer in your inbox and here."), "success")
             return redirect(url_for("partner.show_campaign_request", request_id=request_.id))
     return _rewards_page(form, 422)
@@ -580,10 +554,10 @@ def show_campaign_request(request_id: int):
                 refresh_url=url_for("partner.show_campaign_request", request_id=found.id, part="messages"),
             )
         return _request_page(found, DeclineOfferForm(formdata=None))
-    begin_write(db.session())
-    found = _own_request(request_id)
-    if found.thread is not None and inbox.mark_read_by_partner(found.thread):
-        db.session.commit()
+    with committing(write=True):
+        found = _own_request(request_id)
+        if found.thread is not None:
+            inbox.mark_read_by_partner(found.thread)
     return _request_page(found, DeclineOfferForm(formdata=None))
 
 
@@ -594,20 +568,16 @@ def answer_campaign_request(request_id: int, action: str):
     form = DeclineOfferForm() if action == "decline" else ConfirmForm()
     if not form.validate_on_submit():
         return _request_page(found, form if action == "decline" else DeclineOfferForm(formdata=None), 422)
-    try:
-        begin_write(db.session())
+    with committing(write=True) as done:
         if action == "accept":
             campaign_requests.accept_offer(found, current_user, get_program())
         elif action == "decline":
             campaign_requests.decline_offer(found, current_user, get_program(), form.note.data)
         else:
             campaign_requests.withdraw_request(found, current_user)
-    except DomainError as error:
-        db.session.rollback()
-        flash(error.message, "error")
+    if not done:
         db.session.refresh(found)
         return _request_page(found, DeclineOfferForm(formdata=None), 409)
-    db.session.commit()
     flash(
         {
             "accept": _("Offer accepted. Your campaign link is ready."),

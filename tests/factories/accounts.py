@@ -1,27 +1,19 @@
-"""factory_boy factories; they add to the test's session and flush."""
+"""People and the program: users, partners, the program row."""
 
 from __future__ import annotations
 
 import factory
-from factory.alchemy import SQLAlchemyModelFactory
 from werkzeug.security import generate_password_hash
 
-from portal.extensions import db
 from portal.models import Partner, PartnerStatus, Program, Role, User
+from tests.factories._base import ModelFactory
 
 PASSWORD = "correct horse battery"
 # Hashing is slow on purpose; the factories share one hash of PASSWORD.
 _PASSWORD_HASH = generate_password_hash(PASSWORD)
 
 
-class _Base(SQLAlchemyModelFactory):
-    class Meta:
-        abstract = True
-        sqlalchemy_session_factory = lambda: db.session  # noqa: E731
-        sqlalchemy_session_persistence = "flush"
-
-
-class UserFactory(_Base):
+class UserFactory(ModelFactory):
     class Meta:
         model = User
 
@@ -32,7 +24,7 @@ class UserFactory(_Base):
     active = True
 
 
-class PartnerFactory(_Base):
+class PartnerFactory(ModelFactory):
     class Meta:
         model = Partner
 
@@ -45,7 +37,7 @@ class PartnerFactory(_Base):
     country = "US"
 
 
-class ProgramFactory(_Base):
+class ProgramFactory(ModelFactory):
     class Meta:
         model = Program
 
