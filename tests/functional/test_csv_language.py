@@ -14,8 +14,7 @@ import time_machine
 from portal.models import PayoutBatch, Role
 from portal.services import payouts
 from portal.services.payouts import PayoutDetails, save_payout_account
-from tests.factories import PartnerFactory
-from tests.factories_money import earn
+from tests.factories import PartnerFactory, earn
 
 ZH = "zh_Hans_CN"
 BOM = b"\xef\xbb\xbf"
