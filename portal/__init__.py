@@ -224,9 +224,9 @@ def register_extensions(app: Flask) -> None:
     clickwriter.init_app(app)
     storage.init_app(app)
 
-    from portal.i18n import select_locale, select_timezone
+    from portal import i18n
 
-    babel.init_app(app, locale_selector=select_locale, timezone_selector=select_timezone)
+    i18n.init_app(app, babel)
 
     from portal.security import configure_login
 

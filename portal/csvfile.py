@@ -11,6 +11,13 @@ an ``int`` or ``Decimal`` the portal itself wrote — is left as it is. A spread
 it as the number it is (nothing in it can call a function), and the money columns of the
 exports (a clawback of ``-12.50``) stay numbers an accountant can add up. Only that exact
 shape is exempt: ``-1+1``, ``-2,5``, ``-1e3`` or ``- 1`` get the quote like any other text.
+
+Two kinds of file, two rules for the header row. A file people read (the dashboards'
+tables, a partner's earnings) has column titles in the reader's language and starts with a
+UTF-8 byte order mark: without it Excel opens UTF-8 as the system's code page and 中文
+titles or names turn to mojibake. A file a machine reads (the payout batch's payment file,
+PayPal's bulk file) keeps the header (or no header) its importer expects, in every
+language, and no mark.
 """
 
 from __future__ import annotations
@@ -51,9 +58,18 @@ def write_rows(out, rows: Iterable[Iterable[Any]]) -> None:
         writer.writerow([neutralise(cell) for cell in row])
 
 
-def to_csv(headers: Iterable[Any] | None, rows: Iterable[Iterable[Any]]) -> str:
-    """The file's text: ``headers`` (None for a file without a header row), then ``rows``."""
+# U+FEFF, which UTF-8 writes as EF BB BF: how spreadsheets know a CSV file is UTF-8.
+BYTE_ORDER_MARK = "\ufeff"
+
+
+def to_csv(headers: Iterable[Any] | None, rows: Iterable[Iterable[Any]], *, for_people: bool = False) -> str:
+    """The file's text: ``headers`` (None for a file without a header row), then ``rows``.
+
+    ``for_people``: a file opened in a spreadsheet, which starts with the byte order mark.
+    """
     out = io.StringIO()
+    if for_people:
+        out.write(BYTE_ORDER_MARK)
     if headers is not None:
         write_rows(out, [headers])
     write_rows(out, rows)

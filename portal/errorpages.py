@@ -100,6 +100,36 @@ def _titles() -> dict[int, tuple[str, str]]:
     }
 
 
+def _api_messages() -> dict[int, str]:
+    """What an API client reads for an HTTP error the portal did not word itself (werkzeug's
+    and Flask-Limiter's own descriptions are English): the request's language, like every
+    other ``message``."""
+    return {
+        400: _("The request could not be understood."),
+        401: _("Sign in or send a valid API key."),
+        403: _("This request is not allowed."),
+        404: _("There is nothing at this address."),
+        405: _("This address does not accept the %(method)s method.", method=request.method),
+        413: _("What you sent is larger than the portal accepts."),
+        429: _("Too many requests in a short time. Wait a minute and try again."),
+        500: _("Something went wrong. Nothing was half-saved; try again in a moment."),
+    }
+
+
+def _own_description(error: HTTPException) -> bool:
+    """True when the code that raised ``error`` wrote its description (translated there), not
+    werkzeug's default for the class; a rate limit's description is the limit itself."""
+    from flask_limiter.errors import RateLimitExceeded
+
+    if getattr(error, "says_why", False):
+        return True
+    return (
+        bool(error.description)
+        and error.description != type(error).description
+        and not isinstance(error, RateLimitExceeded)
+    )
+
+
 def wants_json() -> bool:
     return request.path.startswith("/api/") or request.path in {"/healthz", "/readyz", "/livez"}
 
@@ -115,7 +145,8 @@ def init_app(app: Flask) -> None:
     @app.errorhandler(CSRFError)
     def csrf_error(error: CSRFError):
         if wants_json():
-            return api_error(400, error.description, code="csrf_failed")
+            message = _("The form expired or came from elsewhere. Reload it and send it again.")
+            return api_error(400, message, code="csrf_failed")
         return (
             render_template(
                 "errors/error.html",
@@ -169,7 +200,11 @@ def _http_error_page(error: HTTPException):
 
         message = too_large_message() or message
     if wants_json():
-        return api_error(status, error.description or message)
+        if status != 413 and not _own_description(error):
+            message = _api_messages().get(status, message)
+        elif status != 413:
+            message = error.description
+        return api_error(status, message)
     response = render_template("errors/error.html", code=status, title=title, message=message)
     return response, status, (error.get_response().headers if status == 405 else {})
 

@@ -239,3 +239,23 @@ def set_reading_preferences(user, locale: str | None, timezone: str | None) -> N
     user.locale = locale
     user.timezone = timezone
     db.session.flush()
+
+
+def say_language(response):
+    """A page or API answer depends on ``Accept-Language`` and the switch's cookie: say so to
+    caches (``Vary``), and name the language it is written in (``Content-Language``) when the
+    request read any text."""
+    if request.endpoint == "static":
+        return response
+    response.vary.add("Accept-Language")
+    response.vary.add("Cookie")
+    ctx = flask_babel._get_current_context()
+    locale = getattr(ctx, "babel_locale", None) if ctx is not None else None
+    if locale is not None and "Content-Language" not in response.headers:
+        response.headers["Content-Language"] = html_lang(locale)
+    return response
+
+
+def init_app(app, babel) -> None:
+    babel.init_app(app, locale_selector=select_locale, timezone_selector=select_timezone)
+    app.after_request(say_language)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import date, datetime
 from decimal import Decimal
 from functools import lru_cache
@@ -247,6 +248,36 @@ def why_this_amount(line) -> str:
     return explain(line)
 
 
+# How the tracking service notes why an event was not attributed (stored as written, shown
+# in the reader's language): "unknown click id; unknown ref", "partner ab12 is suspended; …".
+_NOT_ATTRIBUTED = re.compile(r"^partner (\S+) is (\w+); not attributed$")
+
+
+def attribution_note(note: str | None) -> str:
+    """The operator's words for a stored attribution note; an unknown note is shown as stored."""
+    if not note:
+        return ""
+    from portal.services.accounts import partner_status_label
+
+    fixed = {
+        "unknown click id": _("unknown click id"),
+        "unknown ref": _("unknown partner code"),
+        "click older than the cookie window": _("click older than the cookie window"),
+        "self-referral: the customer's e-mail is the partner's": _(
+            "self-referral: the customer's e-mail is the partner's"
+        ),
+    }
+    match = _NOT_ATTRIBUTED.match(note)
+    if match:  # one note on its own (it contains the separator)
+        return _(
+            "partner %(code)s is %(status)s; not attributed",
+            code=match.group(1),
+            status=partner_status_label(match.group(2)),
+        )
+    # The separator between notes: "; " in English, a full-width "；" in Chinese.
+    return _("; ").join(fixed.get(part, part) for part in note.split("; "))
+
+
 def commission_kind(kind: str) -> str:
     return {
         "base": _("commission"),
@@ -286,6 +317,7 @@ def init_app(app: Flask) -> None:
     app.add_template_global(risk_label)
     app.add_template_global(why_this_amount, "why")
     app.add_template_filter(commission_kind, "commission_kind")
+    app.add_template_filter(attribution_note, "attribution_note")
     app.add_template_global(get_locale)
     app.add_template_global(html_lang)
     app.add_template_global(locale_choices)

@@ -154,6 +154,7 @@ MONEY_MODULES = {
     "test_rewards_page.py",
     "test_schedule.py",
     "test_suspension.py",
+    "test_tier_window.py",
 }
 
 

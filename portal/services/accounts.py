@@ -156,13 +156,17 @@ def apply_or_notify(application: Application) -> tuple[User, Partner | None]:
 
 def send_application_mail(user: User, partner: Partner | None, links: dict[str, str]) -> None:
     """Confirm a new application, or tell an existing account that someone applied with its address."""
-    if partner is not None:
-        subject = _("Your partner application is in")
-        template = "email/application_received.txt"
-    else:
-        subject = _("Someone applied with your e-mail address")
-        template = "email/application_existing.txt"
-    send_mail(user.email, subject, render_template(template, user=user, **links))
+    existing = partner is None
+    # A new applicant reads the language they applied in; an existing account its own choice.
+    with speaking_to(user) if existing and user.locale else nullcontext():
+        if existing:
+            subject = _("Someone applied with your e-mail address")
+            template = "email/application_existing.txt"
+        else:
+            subject = _("Your partner application is in")
+            template = "email/application_received.txt"
+        text = render_template(template, user=user, **links)
+    send_mail(user.email, subject, text)
 
 
 _ALLOWED = {

@@ -957,18 +957,20 @@ def program_dashboard(rng: DateRange, today: date, timezone: str) -> ProgramDash
 PARTNER_TABLES = ("daily", "channel", "campaign", "link", "creative", "sub_id", "activity")
 PROGRAM_TABLES = ("daily", "top_partners", "rising", "falling", "at_risk", "channels", "creatives")
 
+# The exports are read by people, in a spreadsheet: their column titles are in the reader's
+# language, like the page the table comes from (lazy: resolved when the file is written).
 _FIGURE_HEADERS = (
-    "clicks",
-    "unique_clicks",
-    "bot_clicks",
-    "signups",
-    "conversions",
-    "conversions_in_review",
-    "conversions_rejected",
-    "conversion_rate",
-    "sales",
-    "commission",
-    "earnings_per_click",
+    _l("Clicks"),
+    _l("Unique clicks"),
+    _l("Bot clicks"),
+    _l("Signups"),
+    _l("Conversions"),
+    _l("Conversions in review"),
+    _l("Rejected conversions"),
+    _l("Conversion rate"),
+    _l("Sales"),
+    _l("Commission"),
+    _l("Earnings per click"),
 )
 
 
@@ -997,7 +999,7 @@ def _figure_cells(figures: Figures, currency: str) -> list:
 
 
 def _series_table(series: Series, currency: str) -> tuple[list, list]:
-    headers = ["from", "to", *_FIGURE_HEADERS]
+    headers = [_("Start date"), _("End date"), *_FIGURE_HEADERS]
     rows = [
         [b.start.isoformat(), b.end.isoformat(), *_figure_cells(b.figures, currency)] for b in series.buckets
     ]
@@ -1006,7 +1008,7 @@ def _series_table(series: Series, currency: str) -> tuple[list, list]:
 
 def _rows_table(rows: Sequence[Row], first: str, currency: str) -> tuple[list, list]:
     extra = first == "link"
-    headers = [first, *(["code"] if extra else []), *_FIGURE_HEADERS]
+    headers = [dimension_label(first), *([_("Link code")] if extra else []), *_FIGURE_HEADERS]
     body = [
         [_text(r.label), *([_text(r.code)] if extra else []), *_figure_cells(r.figures, currency)]
         for r in rows
@@ -1021,7 +1023,15 @@ def partner_table(partner_id: int, rng: DateRange, name: str, currency: str) -> 
     if name in DIMENSIONS:
         return _rows_table(partner_breakdown(partner_id, rng, name), name, currency)
     if name == "activity":
-        headers = ["time_utc", "event", "link_or_order", "channel", "sub_id", "amount", "status"]
+        headers = [
+            _("Time (UTC)"),
+            _("Event"),
+            _("Link or order"),
+            _("Channel"),
+            _("Sub-ID"),
+            _("Amount"),
+            _("Status"),
+        ]
         rows = [
             [
                 a.at.isoformat(),
@@ -1040,15 +1050,15 @@ def partner_table(partner_id: int, rng: DateRange, name: str, currency: str) -> 
 
 def _trend_table(trends: Iterable[Trend]) -> tuple[list, list]:
     headers = [
-        "partner",
-        "email",
-        "ref_code",
-        "clicks_last_30_days",
-        "clicks_30_days_before",
-        "conversions_last_30_days",
-        "conversions_30_days_before",
-        "last_click",
-        "at_risk_because",
+        _("Partner"),
+        _("E-mail"),
+        _("Partner code"),
+        _("Clicks, last 30 days"),
+        _("Clicks, the 30 days before"),
+        _("Conversions, last 30 days"),
+        _("Conversions, the 30 days before"),
+        _("Last click"),
+        _("At risk because"),
     ]
     rows = [
         [
@@ -1072,7 +1082,7 @@ def program_table(rng: DateRange, today: date, timezone: str, name: str, currenc
     if name == "daily":
         return _series_table(program_series(rng), currency)
     if name == "top_partners":
-        headers = ["partner", "email", "ref_code", *_FIGURE_HEADERS]
+        headers = [_("Partner"), _("E-mail"), _("Partner code"), *_FIGURE_HEADERS]
         rows = [
             [
                 _text(line.partner.name),
@@ -1093,4 +1103,5 @@ def program_table(rng: DateRange, today: date, timezone: str, name: str, currenc
 
 
 def to_csv(headers: list, rows: Iterable[list]) -> str:
-    return csvfile.to_csv(headers, rows)
+    """A table for people: titles in the reader's language, marked UTF-8 for spreadsheets."""
+    return csvfile.to_csv(headers, rows, for_people=True)

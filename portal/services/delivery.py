@@ -264,16 +264,19 @@ def payout_details_changed(partner: Partner, *, before: str, after: str, held: b
     already masked), to their sign-in address."""
     from flask_babel import format_datetime
 
-    text = render_template(
-        "email/payout_details_changed.txt",
-        partner=partner,
-        before=before,
-        after=after,
-        held=held,
-        when=format_datetime(utcnow()),
-        link=absolute_url("partner.payout_details"),
-    )
-    return queue_notice(partner, "payout_details_changed", _("Your payout details were changed"), text)
+    # In the partner's language and time zone, whoever's request made the change.
+    with speaking_to(partner.user):
+        subject = _("Your payout details were changed")
+        text = render_template(
+            "email/payout_details_changed.txt",
+            partner=partner,
+            before=before,
+            after=after,
+            held=held,
+            when=format_datetime(utcnow()),
+            link=absolute_url("partner.payout_details"),
+        )
+    return queue_notice(partner, "payout_details_changed", subject, text)
 
 
 @event.listens_for(Session, "after_commit")

@@ -803,7 +803,13 @@ def batch_total(batch: PayoutBatch, statuses=(ItemStatus.PENDING, ItemStatus.PAI
 
 
 def export_csv(batch: PayoutBatch) -> str:
-    """Generic payment file: one row per payable item (``portal.csvfile`` writes it)."""
+    """Generic payment file: one row per payable item (``portal.csvfile`` writes it).
+
+    Its header row stays these English identifiers in every language, on purpose: the file
+    is read by a machine (a bank's or accounting tool's import mapping, an operator's
+    script), which finds the columns by name. Two operators reading the console in two
+    languages must download the same file for the same batch.
+    """
     headers = [
         "item_id",
         "partner_ref",
@@ -831,7 +837,11 @@ def export_csv(batch: PayoutBatch) -> str:
 
 
 def export_paypal(batch: PayoutBatch) -> str:
-    """PayPal Payouts bulk file (CSV, no header): e-mail, amount, currency, unique id, note."""
+    """PayPal Payouts bulk file (CSV, no header): e-mail, amount, currency, unique id, note.
+
+    PayPal dictates this format (five columns in this order, no header row), so nothing in
+    it follows the reader's language; only the note, which PayPal shows the payee, is text.
+    """
     rows = (
         [
             item.destination["paypal_email"],
@@ -941,10 +951,22 @@ def _order_of(line: Commission) -> str:
 
 def ledger_csv(partner_id: int) -> str:
     hold = hold_of(db.session.get(Partner, partner_id))
-    headers = (
-        ["line_id", "earned_at", "order", "kind", "amount", "currency", "status", "confirms_on", "reason",
-         "payout_date", "paid_on", "reference"]
-    )  # fmt: skip
+    # Read by the partner in a spreadsheet: titles in their language; the cells keep the codes
+    # (kind, status, reason) that pages and API share, so a filter on them works in any language.
+    headers = [
+        _("Line"),
+        _("Earned at (UTC)"),
+        _("Order"),
+        _("Kind"),
+        _("Amount"),
+        _("Currency"),
+        _("Status"),
+        _("Confirms on"),
+        _("Reason"),
+        _("Payout date"),
+        _("Paid on"),
+        _("Reference"),
+    ]
     rows = []
     for line in ledger_of(partner_id):
         item = line.payout_item
@@ -964,7 +986,7 @@ def ledger_csv(partner_id: int) -> str:
                 item.reference if item and item.status == ItemStatus.PAID else "",
             ]
         )
-    return csvfile.to_csv(headers, rows)
+    return csvfile.to_csv(headers, rows, for_people=True)
 
 
 class LineState(enum.StrEnum):

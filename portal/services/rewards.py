@@ -678,6 +678,39 @@ def close_window(tier: Tier, month: str, tz: ZoneInfo) -> tuple[datetime, dateti
     return end - timedelta(days=_ROLLING_DAYS[TierPeriod(tier.period)]), end
 
 
+def close_window_code(tier: Tier, month: str) -> str:
+    """How a tier change records a month close's rolling window: "30d:2026-11" (the 30 days to
+    the end of November). A code, not words: ``window_words`` says it in the reader's language."""
+    return f"{_ROLLING_DAYS[TierPeriod(tier.period)]}d:{month}"
+
+
+_DAYS = re.compile(r"^(\d+)d$")
+# "rolling_30 to 2026-11" is how changes written before the code above stored the same window.
+_DAYS_TO_MONTH = re.compile(r"^(?:(\d+)d:|rolling_(\d+) to )(\d{4}-(?:0[1-9]|1[0-2]))$")
+
+
+def _month_words(month: str) -> str:
+    from babel.dates import format_skeleton
+    from flask_babel import get_locale
+
+    year, number = _MONTH.match(month).groups()
+    return format_skeleton("yMMMM", date(int(year), int(number), 1), locale=str(get_locale() or "en"))
+
+
+def window_words(window: str | None) -> str:
+    """A tier change's window ("2026-11", "30d", "30d:2026-11") in the reader's words."""
+    if not window:
+        return ""
+    if _MONTH.match(window):
+        return _month_words(window)
+    if match := _DAYS.match(window):
+        return _("the last %(days)d days", days=int(match.group(1)))
+    if match := _DAYS_TO_MONTH.match(window):
+        days = int(match.group(1) or match.group(2))
+        return _("the %(days)d days to the end of %(month)s", days=days, month=_month_words(match.group(3)))
+    return window
+
+
 @dataclass
 class Standing:
     tier: Tier
@@ -1021,7 +1054,7 @@ def evaluate_tiers_at_close(program: Program, month: str) -> TierCloseResult:
             since=end,
             metric=judged.threshold_metric,
             value=value_of(judged, partner_id),
-            window=month if judged.period == TierPeriod.PREVIOUS_MONTH else f"{judged.period} to {month}",
+            window=month if judged.period == TierPeriod.PREVIOUS_MONTH else close_window_code(judged, month),
             only_up=reason == TierChangeReason.THRESHOLD_REACHED,
         )
         if change is not None:
@@ -1427,8 +1460,12 @@ def describe_tier_change(change: TierChange, program: Program) -> str:
         else _("%(n)s conversions", n=change.metric_value)
     )
     if change.reason == TierChangeReason.THRESHOLD_REACHED:
-        return _("you reached %(figure)s (%(window)s).", figure=figure, window=change.window)
-    return _("%(figure)s over %(window)s, below the tier's threshold.", figure=figure, window=change.window)
+        return _("you reached %(figure)s (%(window)s).", figure=figure, window=window_words(change.window))
+    return _(
+        "%(figure)s over %(window)s, below the tier's threshold.",
+        figure=figure,
+        window=window_words(change.window),
+    )
 
 
 def tier_history(partner_id: int, limit: int = 50) -> list[TierChange]:

@@ -16,6 +16,8 @@ from zoneinfo import available_timezones
 
 import pytest
 import sqlalchemy as sa
+from babel import Locale
+from babel.numbers import list_currencies
 from playwright.sync_api import Page, expect
 
 from portal.extensions import db
@@ -32,6 +34,7 @@ ALLOWED = {
     "PayPal",
     "Payouts",
     "YouTube",
+    "youtube",  # the example of a partner tag, which is lower-case ASCII (announcements.normalise_tag)
     "Vimeo",
     "Instagram",
     "Windows",
@@ -43,6 +46,7 @@ ALLOWED = {
     "CSV",
     "HTML",
     "API",
+    "OpenAPI",
     "ID",
     "URL",
     "SEO",
@@ -69,6 +73,9 @@ ALLOWED = {
     "MB",
     "GB",
 }
+# Every ISO 4217 code (the currency choices show codes, as the issue allows).
+ALLOWED |= set(list_currencies())
+
 # Columns that hold codes the portal itself turns into words (a status, a kind): what they show
 # must be translated, so they are not user data.
 CODE_COLUMNS = {
@@ -138,11 +145,22 @@ _TEXTS = """() => {
 }"""
 
 _WIDE = """() => document.documentElement.scrollWidth"""
+# Figures (money, counts, rates) that the page lays out on more than one line: a number broken
+# in two ("US$1,249.9" / "0") is a layout the longer Chinese formats broke.
+_BROKEN_FIGURES = """() => [...document.querySelectorAll(".stat-value")].filter((el) => {
+  if (!el.textContent.trim() || !el.getClientRects().length) return false;
+  const range = document.createRange();
+  range.selectNodeContents(el);
+  return new Set([...range.getClientRects()].map((r) => Math.round(r.top))).size > 1;
+}).map((el) => el.textContent.trim())"""
 # Chinese characters and full-width punctuation: what separates runs of other text.
 _CJK = re.compile(r"[\u2e80-\u9fff\u3000-\u303f\uff00-\uffef]+")
 _WORD = re.compile(r"[A-Za-z][A-Za-z'’]*")
 # Addresses, e-mails, file names, ids with digits, dotted or snake_case codes: data, not words.
-_NOT_WORDS = re.compile(r"(https?://\S+|\S+@\S+|\S*[0-9_/\\.:=?&#{}$]\S*|`[^`]*`|\bppk_\S+)", re.IGNORECASE)
+# Lower-case words joined by dashes (summer-sale) are codes: link codes, tags, slugs.
+_NOT_WORDS = re.compile(
+    r"(https?://\S+|\S+@\S+|\S*[0-9_/\\.:=?&#{}$]\S*|`[^`]*`|\bppk_\S+|\b[a-z0-9]+(?:-[a-z0-9]+)+\b)"
+)
 
 
 def _normal(text: str) -> str:
@@ -176,6 +194,10 @@ def _user_data(live_server) -> str:
                     query = query.distinct()
                 for (value,) in db.session.execute(query):
                     add(value)
+    # CLDR's own names of languages and territories in Chinese (a few carry a letter: 国际文字（E）).
+    cldr = Locale.parse("zh_Hans_CN")
+    values.update(cldr.languages.values())
+    values.update(cldr.territories.values())
     # Place names of the time zone database (CLDR has no Chinese name for every city).
     for zone in available_timezones():
         parts = zone.replace("_", " ").split("/")
@@ -187,10 +209,12 @@ def _english_left(texts: list[str], data: str) -> dict[str, str]:
     """{English word: the text it is in} for every word outside user data and ``ALLOWED``."""
     left: dict[str, str] = {}
     for raw in texts:
+        cut = _normal(raw).endswith("…")  # a preview: user data cut in the middle of a word
         text = _normal(raw).rstrip("…").strip()
         if not _WORD.search(text):
             continue
-        if re.search(r"(?<![A-Za-z])" + re.escape(text) + r"(?![A-Za-z])", data):
+        end = "" if cut else r"(?![A-Za-z])"
+        if re.search(r"(?<![A-Za-z])" + re.escape(text) + end, data):
             continue  # the whole node is data (a name, a message, the start of a long text)
         # Data inside a translated sentence: in each run of non-Chinese text, take out the
         # longest runs of words that are data.
@@ -207,6 +231,8 @@ def test_the_check_finds_english_and_leaves_data_alone():
     data = "Demo Partner\nTrailhead 2P tent review"
     texts = ["欢迎，Demo Partner", "Trailhead 2P tent", "Your links", "打开 PayPal", "https://x.example/a"]
     assert _english_left(texts, data) == {"Your": "Your links", "links": "Your links"}
+    # A preview cut inside a word is still data; a cut text that is not data is still English.
+    assert _english_left(["Trailhead 2P te…", "Your li…"], data) == {"Your": "Your li", "li": "Your li"}
 
 
 def _data_pieces(text: str, data: str) -> list[str]:
@@ -243,6 +269,8 @@ def _check(page: Page, path: str, width: int, data: str, shots: Path, who: str =
     assert not left, f"{path} at {width} px shows English outside user data: {left}"
     if width == MOBILE["width"]:
         assert page.evaluate(_WIDE) <= width, f"{path} is wider than {width} px in Chinese"
+    broken = page.evaluate(_BROKEN_FIGURES)
+    assert not broken, f"{path} at {width} px breaks figures over two lines: {broken}"
 
 
 @pytest.fixture(scope="module")
@@ -361,3 +389,56 @@ def test_the_switch_changes_the_language_and_keeps_it_on_the_account(new_context
     expect(page.get_by_role("heading", level=1)).to_contain_text("欢迎")
     with live_server.app.app_context():
         assert db.session.get(User, user_id).locale == "zh_Hans_CN"
+
+
+CONSOLE_PAGES = [
+    "/admin/",
+    "/admin/applications",
+    "/admin/partners",
+    "/admin/partners/<partner>",
+    "/admin/conversions",
+    "/admin/conversions/<tracked sale>",
+    "/admin/payouts",
+    "/admin/inbox",
+    "/admin/inbox/<thread>",
+    "/admin/announcements",
+    "/admin/announcements/new",
+    "/admin/automatic-messages",
+    "/admin/automatic-messages/welcome",
+    "/admin/creatives",
+    "/admin/creatives/stats",
+    "/admin/creatives/new/banner",
+    "/admin/campaign-requests",
+    "/admin/rewards",
+    "/admin/rewards/tiers",
+    "/admin/rewards/tiers/new",
+    "/admin/rewards/campaigns",
+    "/admin/rewards/campaigns/new",
+    "/admin/rewards/deals",
+    "/admin/rewards/ladder",
+    "/admin/integration",
+    "/admin/outbox",
+    "/admin/api-keys",
+    "/admin/settings",
+    "/admin/team",
+    "/account",
+]
+
+
+@pytest.mark.parametrize("viewport", [DESKTOP, MOBILE], ids=["1280", "375"])
+def test_the_operator_console_is_all_chinese(viewport, new_context, live_server, tracked_sale, zh_shots):
+    """Operators read the console in their language too (the same check as the partner's pages)."""
+    ids = _demo_ids(live_server)
+    with live_server.app.app_context():
+        partner_id = db.session.scalar(
+            sa.select(Partner.id).join(Partner.user).where(User.email == DEMO_EMAILS["partner"])
+        )
+    page = new_context(role="admin", viewport=viewport, locale="zh-CN").new_page()
+    data = _user_data(live_server)
+    for path in CONSOLE_PAGES:
+        real = (
+            path.replace("<partner>", str(partner_id))
+            .replace("<thread>", str(ids["thread"]))
+            .replace("<tracked sale>", str(tracked_sale.conversion_id))
+        )
+        _check(page, real, viewport["width"], data, zh_shots, "operator")

@@ -35,7 +35,8 @@ def figure(page: str, testid: str) -> str:
 
 
 def rows_of(body: bytes) -> list[list[str]]:
-    return list(csv.reader(io.StringIO(body.decode())))
+    assert body.startswith(b"\xef\xbb\xbf"), "a table for people starts with the UTF-8 mark"
+    return list(csv.reader(io.StringIO(body.decode("utf-8-sig"))))
 
 
 def test_partner_dashboard_shows_the_chosen_period(client, db, program, login_as):
@@ -97,7 +98,7 @@ def test_partner_csv_exports_are_their_own(client, db, program, login_as):
     assert response.mimetype == "text/csv"
     assert f"link-{partner.ref_code}-2026-03-09-2026-03-15.csv" in response.headers["Content-Disposition"]
     rows = rows_of(response.data)
-    assert rows[0][:3] == ["link", "code", "clicks"]
+    assert rows[0][:3] == ["Link", "Link code", "Clicks"]
     assert [row[:3] for row in rows[1:]] == [["Your partner-code link", partner.ref_code, "2"]]
     daily = rows_of(client.get("/partner/stats/daily.csv?range=7d").data)
     assert len(daily) == 8 and daily[-1][0] == "2026-03-15" and daily[-1][2] == "2"
@@ -141,7 +142,7 @@ def test_operator_csv_exports(client, db, program, login_as):
     tracking.record_signup(program, tracking.SignupInput("c-1", ref=quiet.ref_code), {"c": 1})
     db.session.commit()
     rows = rows_of(client.get("/admin/stats/at_risk.csv").data)
-    assert rows[0][0] == "partner"
+    assert rows[0][0] == "Partner"
     assert rows[1][0] == "Quiet One" and rows[1][-1] == "never_clicked"
     for table in ("daily", "top_partners", "rising", "falling", "channels", "creatives"):
         response = client.get(f"/admin/stats/{table}.csv?range=last_month")

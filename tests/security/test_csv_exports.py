@@ -113,7 +113,7 @@ def _books_full_of(db, program, payload: str):
 
 
 def _cells(body: bytes) -> list[str]:
-    return [cell for row in csv.reader(io.StringIO(body.decode())) for cell in row]
+    return [cell for row in csv.reader(io.StringIO(body.decode("utf-8-sig"))) for cell in row]
 
 
 @pytest.mark.parametrize("payload", PAYLOADS)

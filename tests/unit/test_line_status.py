@@ -128,8 +128,8 @@ def test_the_csv_uses_the_same_words(db):
     paid = earn(partner, 1200, at=AT)
     _batch(db, partner, paid, item_status="paid", reference="BATCH-5-REF", paid_on=date(2026, 10, 16))
     earn(partner, 300, confirmed=False, at=AT)
-    rows = list(csv.DictReader(io.StringIO(payouts.ledger_csv(partner.id))))
-    assert sorted((row["status"], row["reference"]) for row in rows) == [
+    rows = list(csv.DictReader(io.StringIO(payouts.ledger_csv(partner.id).removeprefix("\ufeff"))))
+    assert sorted((row["Status"], row["Reference"]) for row in rows) == [
         ("paid", "BATCH-5-REF"),
         ("pending", ""),
     ]

@@ -1,38 +1,54 @@
-"""The OpenAPI 3.1 description of the tracking API, served at /api/v1/openapi.json."""
+"""The OpenAPI 3.1 description of the tracking API, served at /api/v1/openapi.json.
+
+Its words for people (title, summaries, descriptions) are in the request's language, built
+per request like the API's error messages; what a machine reads (paths, operation ids,
+field names, enums, patterns, examples) is the same in every language.
+"""
 
 from __future__ import annotations
+
+from flask_babel import gettext as _
 
 from portal.models import ConversionStatus, RejectionReason
 from portal.services.payouts import LineState
 
 _ID = {"type": "string", "minLength": 1, "maxLength": 128, "pattern": "^[\\x21-\\x7e]+$"}
-_REFUND_ID = _ID | {
-    "maxLength": 100,
-    "description": (
-        "Your own id for this refund. Sending it again with the same body answers 200 with the "
-        "first answer and refunds nothing more; with a different body, 409. A different refund_id "
-        "is a new refund."
-    ),
-    "examples": ["RMA-1042"],
-}
 _AMOUNT = {"type": "string", "pattern": "^[0-9]{1,15}(\\.[0-9]{1,4})?$", "examples": ["49.90"]}
-_SALE_AMOUNT = _AMOUNT | {
-    "description": (
-        "ASCII digits, at most the currency's decimals, and at most the program's maximum sale "
-        "(a setting; 1000000.00 unless the operator changed it): a larger amount is a 422."
-    )
-}
 _TIME = {"type": "string", "format": "date-time", "examples": ["2026-11-24T10:00:00Z"]}
-_OCCURRED_AT = _TIME | {
-    "description": (
-        "When it happened, with a time zone; defaults to when it was received. A year outside "
-        "2000-2100 or more than 24 hours ahead of the portal's clock is a 422. It never shortens "
-        "the hold: a commission's confirm_after counts from when the portal received the sale. "
-        "A sale dated further back than the program's cookie window is stored rejected "
-        "(rejection_reason out_of_window)."
-    )
-}
 _NULLABLE_STR = {"type": ["string", "null"]}
+
+
+def _refund_id() -> dict:
+    return _ID | {
+        "maxLength": 100,
+        "description": _(
+            "Your own id for this refund. Sending it again with the same body answers 200 with the "
+            "first answer and refunds nothing more; with a different body, 409. A different refund_id "
+            "is a new refund."
+        ),
+        "examples": ["RMA-1042"],
+    }
+
+
+def _sale_amount() -> dict:
+    return _AMOUNT | {
+        "description": _(
+            "ASCII digits, at most the currency's decimals, and at most the program's maximum sale "
+            "(a setting; 1000000.00 unless the operator changed it): a larger amount is a 422."
+        )
+    }
+
+
+def _occurred_at() -> dict:
+    return _TIME | {
+        "description": _(
+            "When it happened, with a time zone; defaults to when it was received. A year outside "
+            "2000-2100 or more than 24 hours ahead of the portal's clock is a 422. It never shortens "
+            "the hold: a commission's confirm_after counts from when the portal received the sale. "
+            "A sale dated further back than the program's cookie window is stored rejected "
+            "(rejection_reason out_of_window)."
+        )
+    }
 
 
 def _error_response(description: str) -> dict:
@@ -42,23 +58,26 @@ def _error_response(description: str) -> dict:
     }
 
 
-_ERRORS = {
-    "400": _error_response("Malformed request: not JSON, or not a JSON object."),
-    "401": _error_response("Missing, unknown or revoked API key."),
-    "413": _error_response("The body is larger than the API accepts."),
-    "422": _error_response("Validation failed; `fields` names each offending field."),
-    "429": _error_response("Too many requests for this key; slow down."),
-}
+def _errors() -> dict[str, dict]:
+    return {
+        "400": _error_response(_("Malformed request: not JSON, or not a JSON object.")),
+        "401": _error_response(_("Missing, unknown or revoked API key.")),
+        "413": _error_response(_("The body is larger than the API accepts.")),
+        "422": _error_response(_("Validation failed; `fields` names each offending field.")),
+        "429": _error_response(_("Too many requests for this key; slow down.")),
+    }
 
 
 def openapi_document(server_url: str) -> dict:
     conversion_ref = {"$ref": "#/components/schemas/ConversionEnvelope"}
+    errors = _errors()
+    occurred_at = _occurred_at()
     return {
         "openapi": "3.1.0",
         "info": {
-            "title": "Partner Portal tracking API",
+            "title": _("Partner Portal tracking API"),
             "version": "1.0.0",
-            "description": (
+            "description": _(
                 "Report signups, sales and refunds from the brand's servers. Attribution: a click id "
                 "beats a ref code, which beats the customer's earlier signup; clicks and signups count "
                 "inside the program's cookie window. Posting a transaction id again with the same body "
@@ -72,7 +91,7 @@ def openapi_document(server_url: str) -> dict:
             "/signups": {
                 "post": {
                     "operationId": "createSignup",
-                    "summary": "Report a new customer (registration postback).",
+                    "summary": _("Report a new customer (registration postback)."),
                     "requestBody": {
                         "required": True,
                         "content": {
@@ -81,7 +100,7 @@ def openapi_document(server_url: str) -> dict:
                     },
                     "responses": {
                         "201": {
-                            "description": "Recorded.",
+                            "description": _("Recorded."),
                             "content": {
                                 "application/json": {
                                     "schema": {"$ref": "#/components/schemas/SignupEnvelope"}
@@ -89,22 +108,22 @@ def openapi_document(server_url: str) -> dict:
                             },
                         },
                         "200": {
-                            "description": "Already recorded with the same body.",
+                            "description": _("Already recorded with the same body."),
                             "content": {
                                 "application/json": {
                                     "schema": {"$ref": "#/components/schemas/SignupEnvelope"}
                                 }
                             },
                         },
-                        "409": _error_response("This customer id was reported with different details."),
-                        **_ERRORS,
+                        "409": _error_response(_("This customer id was reported with different details.")),
+                        **errors,
                     },
                 }
             },
             "/conversions": {
                 "post": {
                     "operationId": "createConversion",
-                    "summary": "Report a sale (transaction postback).",
+                    "summary": _("Report a sale (transaction postback)."),
                     "requestBody": {
                         "required": True,
                         "content": {
@@ -113,19 +132,21 @@ def openapi_document(server_url: str) -> dict:
                     },
                     "responses": {
                         "201": {
-                            "description": "Recorded.",
+                            "description": _("Recorded."),
                             "content": {"application/json": {"schema": conversion_ref}},
                         },
                         "200": {
-                            "description": "Already recorded with the same body.",
+                            "description": _("Already recorded with the same body."),
                             "content": {"application/json": {"schema": conversion_ref}},
                         },
-                        "409": _error_response("This transaction id was reported with different details."),
-                        **_ERRORS,
+                        "409": _error_response(_("This transaction id was reported with different details.")),
+                        **errors,
                         "422": _error_response(
-                            "Validation failed; `fields` names each offending field: among others an "
-                            "amount above the program's maximum sale or not in ASCII digits, an "
-                            "occurred_at outside 2000-2100 or more than 24 hours ahead."
+                            _(
+                                "Validation failed; `fields` names each offending field: among others an "
+                                "amount above the program's maximum sale or not in ASCII digits, an "
+                                "occurred_at outside 2000-2100 or more than 24 hours ahead."
+                            )
                         ),
                     },
                 }
@@ -133,23 +154,25 @@ def openapi_document(server_url: str) -> dict:
             "/conversions/{transaction_id}": {
                 "get": {
                     "operationId": "getConversion",
-                    "summary": "Read a conversion and its commission.",
+                    "summary": _("Read a conversion and its commission."),
                     "parameters": [{"name": "transaction_id", "in": "path", "required": True, "schema": _ID}],
                     "responses": {
                         "200": {
-                            "description": "The conversion.",
+                            "description": _("The conversion."),
                             "content": {"application/json": {"schema": conversion_ref}},
                         },
-                        "404": _error_response("No conversion has this transaction id."),
-                        "401": _ERRORS["401"],
-                        "429": _ERRORS["429"],
+                        "404": _error_response(_("No conversion has this transaction id.")),
+                        "401": errors["401"],
+                        "429": errors["429"],
                     },
                 }
             },
             "/conversions/{transaction_id}/refund": {
                 "post": {
                     "operationId": "refundConversion",
-                    "summary": "Refund all (no amount) or part of a sale; its commission share is reversed.",
+                    "summary": _(
+                        "Refund all (no amount) or part of a sale; its commission share is reversed."
+                    ),
                     "parameters": [{"name": "transaction_id", "in": "path", "required": True, "schema": _ID}],
                     "requestBody": {
                         "required": False,
@@ -157,7 +180,7 @@ def openapi_document(server_url: str) -> dict:
                             "application/json": {"schema": {"$ref": "#/components/schemas/RefundRequest"}}
                         },
                     },
-                    "description": (
+                    "description": _(
                         "Refunds sent at once add up exactly. With a refund_id, a retry (same body) is "
                         "answered 200 with the first answer and refunds nothing more; the same refund_id "
                         "with a different body is a 409. Without a refund_id every request is a new "
@@ -165,22 +188,26 @@ def openapi_document(server_url: str) -> dict:
                     ),
                     "responses": {
                         "200": {
-                            "description": (
+                            "description": _(
                                 "Refund applied; or a retry of a refund_id, answered with the first answer; "
                                 "or a full refund of a sale already fully refunded (nothing changes)."
                             ),
                             "content": {"application/json": {"schema": conversion_ref}},
                         },
-                        "404": _error_response("No conversion has this transaction id."),
+                        "404": _error_response(_("No conversion has this transaction id.")),
                         "409": _error_response(
-                            "This refund_id was already reported for this sale with a different body "
-                            "(error code `conflict`, field `refund_id`)."
+                            _(
+                                "This refund_id was already reported for this sale with a different body "
+                                "(error code `conflict`, field `refund_id`)."
+                            )
                         ),
-                        **_ERRORS,
+                        **errors,
                         "422": _error_response(
-                            "Validation failed (`fields` names each offending field): the amount is more "
-                            "than is left to refund, zero, or malformed; the refund_id is not 1-100 "
-                            "printable characters."
+                            _(
+                                "Validation failed (`fields` names each offending field): the amount is more "
+                                "than is left to refund, zero, or malformed; the refund_id is not 1-100 "
+                                "printable characters."
+                            )
                         ),
                     },
                 }
@@ -191,7 +218,7 @@ def openapi_document(server_url: str) -> dict:
                 "apiKey": {
                     "type": "http",
                     "scheme": "bearer",
-                    "description": "An API key created by an admin.",
+                    "description": _("An API key created by an admin."),
                 }
             },
             "schemas": {
@@ -204,7 +231,7 @@ def openapi_document(server_url: str) -> dict:
                         "click_id": _ID,
                         "ref": _ID,
                         "email": {"type": "string", "format": "email", "maxLength": 254},
-                        "occurred_at": _OCCURRED_AT,
+                        "occurred_at": occurred_at,
                     },
                 },
                 "Signup": {
@@ -231,13 +258,13 @@ def openapi_document(server_url: str) -> dict:
                     "required": ["transaction_id", "amount", "currency"],
                     "properties": {
                         "transaction_id": _ID,
-                        "amount": _SALE_AMOUNT,
+                        "amount": _sale_amount(),
                         "currency": {"type": "string", "pattern": "^[A-Z]{3}$"},
                         "customer_id": _ID,
                         "click_id": _ID,
                         "ref": _ID,
                         "product_id": _ID,
-                        "occurred_at": _OCCURRED_AT,
+                        "occurred_at": occurred_at,
                     },
                 },
                 "Commission": {
@@ -288,9 +315,9 @@ def openapi_document(server_url: str) -> dict:
                     "additionalProperties": False,
                     "properties": {
                         "amount": _AMOUNT
-                        | {"description": "Part of the sale to refund; without it, whatever is left."},
+                        | {"description": _("Part of the sale to refund; without it, whatever is left.")},
                         "reason": {"type": "string", "maxLength": 500},
-                        "refund_id": _REFUND_ID,
+                        "refund_id": _refund_id(),
                     },
                 },
                 "Error": {

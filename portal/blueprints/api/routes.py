@@ -98,13 +98,13 @@ def authenticate():
 
 def _body() -> dict:
     if not request.is_json:
-        raise BadRequest("Send a JSON object with 'Content-Type: application/json'.")
+        raise BadRequest(gettext("Send a JSON object with 'Content-Type: application/json'."))
     try:
         body = request.get_json()
     except BadRequest:
-        raise BadRequest("The body is not valid JSON.") from None
+        raise BadRequest(gettext("The body is not valid JSON.")) from None
     if not isinstance(body, dict):
-        raise BadRequest("The body must be a JSON object.")
+        raise BadRequest(gettext("The body must be a JSON object."))
     return body
 
 

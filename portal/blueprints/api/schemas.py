@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime, timedelta
 
-from flask_babel import get_locale
+from flask_babel import get_locale, gettext
 
 from portal.models import Program
 from portal.models.types import utcnow
@@ -19,13 +19,19 @@ REFUND_ID_MAX = 100  # the column's length
 # portal's clock (clocks drift; a sale dated next year is a bug or a trick).
 YEARS = (2000, 2100)
 FUTURE_SLACK = timedelta(hours=24)
-_TIME_FORMAT = "must be an ISO 8601 date-time with a time zone, e.g. 2026-11-24T10:00:00Z"
 _EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,190}\.[^@\s]{2,63}$")
 _CURRENCY = re.compile(r"^[A-Z]{3}\Z")
 
 
+def _time_format() -> str:
+    return gettext(
+        "must be an ISO 8601 date-time with a time zone, e.g. %(example)s", example="2026-11-24T10:00:00Z"
+    )
+
+
 class Invalid(Exception):
-    """The body does not have the right shape; ``fields`` says where."""
+    """The body does not have the right shape; ``fields`` says where (in the client's language,
+    like the error's message; the field names are the API's own)."""
 
     def __init__(self, fields: dict[str, list[str]]):
         super().__init__("invalid body")
@@ -38,7 +44,7 @@ class _Reader:
         self.errors: dict[str, list[str]] = {}
         for name in body:
             if name not in allowed:
-                self.fail(name, "unknown field")
+                self.fail(name, gettext("unknown field"))
 
     def fail(self, name: str, message: str) -> None:
         self.errors.setdefault(name, []).append(message)
@@ -47,12 +53,15 @@ class _Reader:
         value = self.body.get(name)
         if value is None:
             if required:
-                self.fail(name, "required")
+                self.fail(name, gettext("required"))
             return None
         if isinstance(value, int) and not isinstance(value, bool):
             value = str(value)
         if not isinstance(value, str) or len(value) > max_length or not _ID.match(value):
-            self.fail(name, f"must be a string of 1-{max_length} printable characters without spaces")
+            self.fail(
+                name,
+                gettext("must be a string of 1-%(max)d printable characters without spaces", max=max_length),
+            )
             return None
         return value
 
@@ -61,7 +70,7 @@ class _Reader:
         if value is None:
             return None
         if not isinstance(value, str) or len(value) > 254 or not _EMAIL.match(value.strip()):
-            self.fail(name, "must be an e-mail address")
+            self.fail(name, gettext("must be an e-mail address"))
             return None
         return value.strip()
 
@@ -70,22 +79,25 @@ class _Reader:
         if value is None:
             return None
         if not isinstance(value, str) or len(value) > 40:
-            self.fail(name, _TIME_FORMAT)
+            self.fail(name, _time_format())
             return None
         try:
             parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
         except ValueError:
             parsed = None
         if parsed is None or parsed.tzinfo is None:
-            self.fail(name, _TIME_FORMAT)
+            self.fail(name, _time_format())
             return None
         if not YEARS[0] <= parsed.year <= YEARS[1]:
             # Checked before the conversion to UTC, which overflows at the ends of the calendar.
-            self.fail(name, f"must be a date from the years {YEARS[0]} to {YEARS[1]}")
+            self.fail(
+                name,
+                gettext("must be a date from the years %(first)d to %(last)d", first=YEARS[0], last=YEARS[1]),
+            )
             return None
         parsed = parsed.astimezone(UTC)
         if parsed - utcnow() > FUTURE_SLACK:
-            self.fail(name, "must not be more than 24 hours in the future")
+            self.fail(name, gettext("must not be more than 24 hours in the future"))
             return None
         return parsed
 
@@ -114,27 +126,33 @@ def read_amount(
     value = r.body.get(name)
     if value is None:
         if required:
-            r.fail(name, "required")
+            r.fail(name, gettext("required"))
         return None
     if not isinstance(value, str):
-        r.fail(name, 'must be a decimal string such as "49.90" (not a number)')
+        r.fail(name, gettext('must be a decimal string such as "49.90" (not a number)'))
         return None
     if currency is None:
         return None
     try:
         minor = parse_amount(value, currency)
     except ValueError:
-        r.fail(name, f'must be a decimal string with at most the decimals of {currency}, such as "49.90"')
+        r.fail(
+            name,
+            gettext(
+                'must be a decimal string with at most the decimals of %(currency)s, such as "49.90"',
+                currency=currency,
+            ),
+        )
         return None
     if minor < 0:
-        r.fail(name, "must not be negative")
+        r.fail(name, gettext("must not be negative"))
         return None
     if minor > 10**13:
-        r.fail(name, "is too large")
+        r.fail(name, gettext("is too large"))
         return None
     if maximum is not None and minor > maximum:
         shown = format_money(maximum, currency, locale=str(get_locale() or "en"))
-        r.fail(name, f"must be at most {shown}, the program's maximum sale")
+        r.fail(name, gettext("must be at most %(amount)s, the program's maximum sale", amount=shown))
         return None
     return minor
 
@@ -156,10 +174,10 @@ def read_conversion(body: dict, program: Program | None = None) -> ConversionInp
     )
     currency = body.get("currency")
     if currency is None:
-        r.fail("currency", "required")
+        r.fail("currency", gettext("required"))
         currency = None
     elif not isinstance(currency, str) or not _CURRENCY.match(currency):
-        r.fail("currency", "must be an ISO 4217 code such as USD")
+        r.fail("currency", gettext("must be an ISO 4217 code such as USD"))
         currency = None
     maximum = program.max_sale_minor if program is not None and currency == program.currency else None
     data = ConversionInput(
@@ -181,7 +199,7 @@ def read_refund(body: dict, currency: str) -> RefundInput:
     amount = read_amount(r, "amount", currency, required=False)
     reason = body.get("reason")
     if reason is not None and (not isinstance(reason, str) or len(reason) > 500):
-        r.fail("reason", "must be text of at most 500 characters")
+        r.fail("reason", gettext("must be text of at most %(max)d characters", max=500))
         reason = None
     refund_id = r.identifier("refund_id", max_length=REFUND_ID_MAX)
     r.done()
