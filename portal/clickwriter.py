@@ -44,6 +44,7 @@ import sqlalchemy as sa
 from flask import Flask
 
 from portal import realtime
+from portal.database import begin_writing
 from portal.extensions import db
 from portal.services.clicks import store_clicks
 
@@ -327,6 +328,7 @@ class ClickWriter:
         meanwhile) are dropped one by one with a warning rather than block the rest."""
         try:
             with self.app.app_context(), db.engine.begin() as connection:
+                begin_writing(connection)
                 partners = store_clicks(connection, batch)
         except Exception as error:
             if _unavailable(error) or len(batch) == 1:
@@ -335,6 +337,7 @@ class ClickWriter:
             for row in batch:
                 try:
                     with self.app.app_context(), db.engine.begin() as connection:
+                        begin_writing(connection)
                         partners |= store_clicks(connection, [row])
                 except Exception as row_error:
                     if _unavailable(row_error):

@@ -2,7 +2,66 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
+import time
+import weakref
+
 import sqlalchemy as sa
+
+BUSY_TIMEOUT_SECONDS = 5.0
+
+
+class WriterGate:
+    """SQLite has one writer; this hands the turn from one to the next promptly.
+
+    Left to SQLite, a writer that finds the lock taken sleeps in its busy handler for
+    1, 2, 5 … up to 100 ms before it looks again, so under load the lock often stands free
+    while every waiter sleeps (throughput collapses and the slowest requests wait most of
+    a second). Here a writer first takes an exclusive ``flock`` on a file beside the
+    database, polled every 0.2–2 ms, and only then ``BEGIN IMMEDIATE``; it lets go when its
+    transaction ends. Every process and thread writing through this engine queues here;
+    a writer that waits longer than SQLite's own busy timeout goes on to SQLite's handler.
+    One descriptor per connection: ``flock`` excludes other descriptors, threads included.
+    """
+
+    HELD = "portal_writer_gate_held"
+    FD = "portal_writer_gate_fd"
+
+    def __init__(self, database_path: str) -> None:
+        self.path = database_path + "-writer"
+
+    def acquire(self, info: dict) -> None:
+        if info.get(self.HELD):
+            return
+        fd = info.get(self.FD)
+        if fd is None:
+            fd = info[self.FD] = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        deadline = time.monotonic() + BUSY_TIMEOUT_SECONDS
+        pause = 0.0002
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    return  # SQLite's busy timeout decides from here
+                time.sleep(pause)
+                pause = min(pause * 2, 0.002)
+                continue
+            info[self.HELD] = True
+            return
+
+    def release(self, info: dict) -> None:
+        if info.pop(self.HELD, False):
+            fcntl.flock(info[self.FD], fcntl.LOCK_UN)
+
+    def close(self, info: dict) -> None:
+        self.release(info)
+        fd = info.pop(self.FD, None)
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
 
 def configure_engine_events(engine: sa.Engine) -> None:
@@ -16,11 +75,16 @@ def configure_engine_events(engine: sa.Engine) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=5000")
+        cursor.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_SECONDS * 1000)}")
         if engine.url.database not in (None, "", ":memory:"):
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
+
+    file_database = engine.url.database not in (None, "", ":memory:")
+    gate = WriterGate(engine.url.database) if file_database else None
+    if gate is not None:
+        _GATES[engine] = gate
 
     @sa.event.listens_for(engine, "begin")
     def _on_begin(connection):
@@ -28,12 +92,34 @@ def configure_engine_events(engine: sa.Engine) -> None:
         # transaction that read first can fail at once (SQLITE_BUSY) instead of
         # waiting its turn when another writer got in between.
         immediate = bool(connection.get_execution_options().get(WRITE_INTENT))
+        if immediate and gate is not None:
+            gate.acquire(connection.info)
         connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
         connection.info[WRITER] = immediate
         connection.info[CHANGES_AT_BEGIN] = connection.connection.dbapi_connection.total_changes
 
+    if gate is None:
+        return
+
+    # The turn ends with the transaction (or with the connection, whatever ends it).
+    @sa.event.listens_for(engine, "commit")
+    @sa.event.listens_for(engine, "rollback")
+    def _on_end(connection):
+        gate.release(connection.info)
+
+    @sa.event.listens_for(engine, "reset")
+    @sa.event.listens_for(engine, "checkin")
+    def _on_return(_dbapi_connection, record, *_reset_state):
+        gate.release(record.info)
+
+    @sa.event.listens_for(engine, "close")
+    @sa.event.listens_for(engine, "invalidate")
+    def _on_close(_dbapi_connection, record, *_exception):
+        gate.close(record.info)
+
 
 WRITE_INTENT = "portal_write_intent"
+_GATES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # engine -> its SQLite file's gate
 WRITER = "portal_writer"  # connection.info: this SQLite transaction began with the write lock
 CHANGES_AT_BEGIN = "portal_changes_at_begin"  # connection.info: sqlite3's total_changes then
 
@@ -51,17 +137,24 @@ def begin_write(session) -> None:
     if not session.in_transaction():
         session.connection(execution_options={WRITE_INTENT: True})
         return
-    connection = session.connection()
+    if session.new or session.dirty or session.deleted or session.in_nested_transaction():
+        return  # pending objects or a savepoint would not survive the swap: go on as begun
+    begin_writing(session.connection())
+
+
+def begin_writing(connection: sa.Connection) -> None:
+    """``begin_write`` for a Connection in a transaction (the click writer's batches): on
+    SQLite, a transaction that has written nothing yet ends its read snapshot and takes its
+    turn at the writer gate and the write lock; one that wrote already holds them."""
     if connection.dialect.name != "sqlite" or connection.info.get(WRITER):
         return
     raw = connection.connection.dbapi_connection
-    read_only_so_far = raw.total_changes == connection.info.get(CHANGES_AT_BEGIN)
-    pending = session.new or session.dirty or session.deleted
-    if not read_only_so_far or pending or session.in_nested_transaction():
-        # It wrote already (so it holds the lock), or a savepoint or pending objects would
-        # not survive the swap: go on as begun.
-        return
+    if raw.total_changes != connection.info.get(CHANGES_AT_BEGIN):
+        return  # it wrote already, so it holds the lock
     connection.exec_driver_sql("COMMIT")  # it only read: nothing to keep but what it loaded
+    gate = _GATES.get(connection.engine)
+    if gate is not None:
+        gate.acquire(connection.info)
     connection.exec_driver_sql("BEGIN IMMEDIATE")
     connection.info[WRITER] = True
     connection.info[CHANGES_AT_BEGIN] = raw.total_changes
