@@ -18,11 +18,11 @@ from wtforms import (
     widgets,
 )
 from wtforms import TextAreaField as _WtformsTextAreaField
-from wtforms.validators import Length, Optional
+from wtforms.validators import DataRequired, Length, Optional
 
 from portal.errors import DomainError
 from portal.models import CHANNELS
-from portal.money import RateOverLimit, parse_rate_bp
+from portal.money import RateOverLimit, parse_amount, parse_rate_bp
 
 
 class TextAreaField(_WtformsTextAreaField):
@@ -103,6 +103,34 @@ def language_choices() -> list[SelectChoice]:
 def at_most(n: int) -> Length:
     """A length limit whose message names the limit (the one wording every form uses)."""
     return Length(max=n, message=_l("At most %(max)d characters."))
+
+
+def amount_field(label, required: str | None = None, description: str = "") -> StringField:
+    """An amount typed as a decimal ("50.00"); ``required`` is the message when it is left empty."""
+    return StringField(
+        label,
+        validators=[DataRequired(required) if required else Optional(), Length(max=20)],
+        description=description,
+    )
+
+
+def amount_of(field, currency: str, required: bool) -> int | None:
+    """The amount typed in ``field`` in minor units of ``currency``; None, with the reason on the
+    field when there is one, if it is empty or not a plain amount of zero or more."""
+    text = (field.data or "").strip()
+    if not text:
+        if required:
+            field.errors.append(_l("Enter an amount, e.g. 50.00."))
+        return None
+    try:
+        value = parse_amount(text, currency)
+    except ValueError:
+        field.errors.append(_l("Enter a plain amount such as 50.00 (no currency sign)."))
+        return None
+    if value < 0:
+        field.errors.append(_l("The amount cannot be negative."))
+        return None
+    return value
 
 
 def put_error_on_form(form: FlaskForm, error: DomainError) -> None:

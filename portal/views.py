@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from datetime import date
 from functools import wraps
 
-from flask import current_app, flash, render_template, request
+from flask import current_app, flash, render_template, request, url_for
 from flask_babel import gettext as _
 
 from portal.database import begin_write
@@ -84,6 +84,36 @@ def render_page_or_partial(page: str, partial: str, **context) -> str:
     if request.htmx and not request.htmx.boosted:
         return render_template(partial, **context)
     return render_template(page, **context)
+
+
+def thread_context(thread, refresh_url: str) -> dict:
+    """A conversation as a page shows it: the thread, its messages, and where the live list
+    (``_partials/_thread_messages.html``) re-fetches itself from."""
+    from portal.services import inbox
+
+    return {
+        "thread": thread,
+        "messages": inbox.thread_messages(thread) if thread else [],
+        "refresh_url": refresh_url,
+    }
+
+
+def campaign_request_context(found, program, endpoint: str, team: bool = False) -> dict:
+    """What the partner's and the team's pages of a campaign request both show: the request,
+    its conversation (live from ``endpoint``), its state and its rates in words."""
+    from portal.services import campaign_requests
+
+    return {
+        "request_": found,
+        "program": program,
+        **thread_context(found.thread, url_for(endpoint, request_id=found.id, part="messages")),
+        "badge": campaign_requests.badge_parts(found, team=team),
+        "desired_rate": campaign_requests.desired_rate(found, program.currency),
+        "offered_rate": campaign_requests.offered_rate(found, program.currency),
+        "agreed_rate": campaign_requests.agreed_rate(found, program.currency),
+        "campaign_end": campaign_requests.campaign_end(found, program),
+        "link": campaign_requests.request_link(found),
+    }
 
 
 def accepts_uploads(view):

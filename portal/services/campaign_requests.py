@@ -71,36 +71,27 @@ class RequestInput:
 # --- words ----------------------------------------------------------------------------------
 
 
-def status_label(request: CampaignRequest) -> str:
-    """The request's state in words, as the partner reads it."""
+def status_label(request: CampaignRequest, team: bool = False) -> str:
+    """The request's state in words, as the partner reads it (or, with ``team``, as the team does)."""
     status = request.status
-    if status == RequestStatus.DECLINED:
-        if request.declined_by == "partner":
-            return _("closed — you declined the counter-offer")
-        return _("declined by the team")
-    return {
-        RequestStatus.REQUESTED: _("waiting for the team"),
-        RequestStatus.COUNTERED: _("counter-offer — waiting for your answer"),
-        RequestStatus.ACCEPTED: _("accepted"),
-        RequestStatus.APPROVED: _("approved — your campaign link is ready"),
-        RequestStatus.WITHDRAWN: _("withdrawn by you"),
-    }.get(status, status)
-
-
-def team_status_label(request: CampaignRequest) -> str:
-    """The same states in the team's words."""
-    status = request.status
-    if status == RequestStatus.DECLINED:
-        if request.declined_by == "partner":
-            return _("closed — the partner declined the counter-offer")
-        return _("declined")
-    return {
-        RequestStatus.REQUESTED: _("new — waiting for the team"),
-        RequestStatus.COUNTERED: _("counter-offer sent — waiting for the partner"),
-        RequestStatus.ACCEPTED: _("accepted"),
-        RequestStatus.APPROVED: _("approved"),
-        RequestStatus.WITHDRAWN: _("withdrawn by the partner"),
-    }.get(status, status)
+    if status == RequestStatus.DECLINED and request.declined_by == "partner":
+        words = (
+            _("closed — you declined the counter-offer"),
+            _("closed — the partner declined the counter-offer"),
+        )
+    else:
+        words = {
+            RequestStatus.REQUESTED: (_("waiting for the team"), _("new — waiting for the team")),
+            RequestStatus.COUNTERED: (
+                _("counter-offer — waiting for your answer"),
+                _("counter-offer sent — waiting for the partner"),
+            ),
+            RequestStatus.ACCEPTED: (_("accepted"), _("accepted")),
+            RequestStatus.APPROVED: (_("approved — your campaign link is ready"), _("approved")),
+            RequestStatus.DECLINED: (_("declined by the team"), _("declined")),
+            RequestStatus.WITHDRAWN: (_("withdrawn by you"), _("withdrawn by the partner")),
+        }.get(status, (status, status))
+    return words[1] if team else words[0]
 
 
 # Icon and tone of each state; the words above always stand beside them.
@@ -117,7 +108,7 @@ STATUS_ICONS = {
 def badge_parts(request: CampaignRequest, team: bool = False) -> tuple[str, str, str]:
     """(icon, tone, words) of the request's state for a badge."""
     icon, tone = STATUS_ICONS.get(request.status, ("•", "neutral"))
-    return icon, tone, team_status_label(request) if team else status_label(request)
+    return icon, tone, status_label(request, team)
 
 
 def format_rate(rate_type: str | None, percent_bp: int | None, flat_minor: int | None, currency: str) -> str:
@@ -328,19 +319,7 @@ def approve_request(request: CampaignRequest, actor: User, program: Program) -> 
         decided_at=now,
     )
     rate = (request.desired_type, request.desired_percent_bp, request.desired_flat_minor)
-    campaign, link = _open_private_campaign(request, actor, program, rate, now)
-    record_event(
-        actor,
-        "campaign_request.approved",
-        "partner",
-        request.partner_id,
-        request_id=request.id,
-        rate_type=rate[0],
-        rate_percent_bp=rate[1],
-        rate_flat_minor=rate[2],
-        campaign_id=campaign.id,
-        link_id=link.id,
-    )
+    campaign = _open_private_campaign(request, actor, actor, program, rate, now)
     inbox.reply(
         request.thread,
         actor,
@@ -430,19 +409,14 @@ def accept_offer(request: CampaignRequest, user: User, program: Program) -> Camp
     _move(request, {RequestStatus.COUNTERED}, now, status=RequestStatus.APPROVED, decided_at=now)
     rate = (request.counter_type, request.counter_percent_bp, request.counter_flat_minor)
     # The campaign is the team's offer: the operator who made it stands as its author.
-    campaign, link = _open_private_campaign(request, request.decided_by or user, program, rate, now)
-    record_event(
+    _open_private_campaign(
+        request,
+        request.decided_by or user,
         user,
-        "campaign_request.approved",
-        "partner",
-        request.partner_id,
-        request_id=request.id,
+        program,
+        rate,
+        now,
         accepted_counter_offer_of=request.decided_by_id,
-        rate_type=rate[0],
-        rate_percent_bp=rate[1],
-        rate_flat_minor=rate[2],
-        campaign_id=campaign.id,
-        link_id=link.id,
     )
     inbox.reply(
         request.thread,
@@ -612,12 +586,15 @@ def _local_time(instant: datetime, program: Program) -> str:
 def _open_private_campaign(
     request: CampaignRequest,
     actor: User,
+    approved_by: User,
     program: Program,
     rate: tuple[str | None, int | None, int | None],
     now: datetime,
-) -> tuple[Campaign, Link]:
+    **audit: object,
+) -> Campaign:
     """The approved request's private campaign (this partner only, paying through its own link
-    only) and that link, made by the console's campaign services (checks and audit included)."""
+    only) and that link, made by ``actor`` through the console's campaign services (checks and
+    audit included); the approval is audited as ``approved_by``'s, with ``audit`` added."""
     rate_type, percent_bp, flat_minor = rate
     partner = request.partner
     tz = rewards.zone(program)
@@ -643,4 +620,17 @@ def _open_private_campaign(
     )
     request.campaign_id = campaign.id
     db.session.flush()
-    return campaign, link
+    record_event(
+        approved_by,
+        "campaign_request.approved",
+        "partner",
+        request.partner_id,
+        request_id=request.id,
+        **audit,
+        rate_type=rate_type,
+        rate_percent_bp=percent_bp,
+        rate_flat_minor=flat_minor,
+        campaign_id=campaign.id,
+        link_id=link.id,
+    )
+    return campaign

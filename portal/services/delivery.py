@@ -223,18 +223,7 @@ def queue_email(partner: Partner, kind: str, subject: str, body_markdown: str, l
         }
         text = render_template("email/message.txt", body=markdown_to_text(body_markdown), **context)
         html = render_template("email/message.html", body=render_markdown(body_markdown), **context)
-    outbound = OutboundEmail(
-        partner_id=partner.id,
-        kind=kind,
-        to_address=partner.user.email,
-        subject=subject[:300],
-        text=text,
-        html=html,
-        unsubscribe_url=unsubscribe,
-    )
-    db.session.add(outbound)
-    db.session.flush()
-    db.session.info.setdefault(_PENDING_KEY, []).append(outbound.id)
+    _write_outbox(partner, kind, subject, text, html, unsubscribe)
     return True
 
 
@@ -244,19 +233,26 @@ def queue_notice(partner: Partner, kind: str, subject: str, text: str) -> bool:
     without an unsubscribe link. In the caller's transaction, like every outbox row."""
     if not mail_configured():
         return False
+    _write_outbox(partner, kind, subject, text, None, "")
+    return True
+
+
+def _write_outbox(
+    partner: Partner, kind: str, subject: str, text: str, html: str | None, unsubscribe_url: str
+) -> None:
+    """One e-mail to the partner in the outbox, sent after the caller's transaction commits."""
     outbound = OutboundEmail(
         partner_id=partner.id,
         kind=kind,
         to_address=partner.user.email,
         subject=subject[:300],
         text=text,
-        html=None,
-        unsubscribe_url="",
+        html=html,
+        unsubscribe_url=unsubscribe_url,
     )
     db.session.add(outbound)
     db.session.flush()
     db.session.info.setdefault(_PENDING_KEY, []).append(outbound.id)
-    return True
 
 
 def payout_details_changed(partner: Partner, *, before: str, after: str, held: bool) -> bool:

@@ -381,23 +381,9 @@ def hold_for_suspension(partner: Partner, actor: User | None) -> int:
     they are: the operator may already have sent that money. Returns the count held.
     """
     _lock_program_row()
-    items = list(
-        db.session.scalars(
-            sa.select(PayoutItem)
-            .join(PayoutBatch, PayoutBatch.id == PayoutItem.batch_id)
-            .where(
-                PayoutItem.partner_id == partner.id,
-                PayoutItem.status == ItemStatus.PENDING,
-                PayoutBatch.status == BatchStatus.REVIEW,
-            )
-        )
-    )
+    items = _items_of(partner, ItemStatus.PENDING, (BatchStatus.REVIEW,))
     for item in items:
-        returned = db.session.execute(
-            sa.delete(PayoutLine)
-            .where(PayoutLine.payout_item_id == item.id)
-            .execution_options(synchronize_session=False)
-        ).rowcount
+        returned = _return_lines(item)
         item.status = ItemStatus.HELD
         item.hold_reason = HoldReason.SUSPENDED
         record_event(
@@ -440,19 +426,7 @@ def release_suspension_holds(partner: Partner, actor: User | None, program: Prog
     number of items joined to their batch.
     """
     _lock_program_row()
-    items = list(
-        db.session.scalars(
-            sa.select(PayoutItem)
-            .join(PayoutBatch, PayoutBatch.id == PayoutItem.batch_id)
-            .where(
-                PayoutItem.partner_id == partner.id,
-                PayoutItem.status == ItemStatus.HELD,
-                PayoutItem.hold_reason == HoldReason.SUSPENDED,
-                PayoutBatch.status.in_([str(status) for status in _OPEN_BATCH]),
-            )
-            .order_by(PayoutItem.id)
-        )
-    )
+    items = _items_of(partner, ItemStatus.HELD, _OPEN_BATCH, HoldReason.SUSPENDED)
     account = account_of(partner)
     joined = 0
     for item in items:
@@ -462,26 +436,10 @@ def release_suspension_holds(partner: Partner, actor: User | None, program: Prog
             item.hold_reason = HoldReason.NO_DETAILS
             outcome = "no_details"
         elif batch.status == BatchStatus.REVIEW:
-            lines, amount = _join_unpaid_lines(item, batch)
-            minimum = program.minimum_payout_minor if batch.kind == BatchKind.SCHEDULED else 1
-            if lines and amount >= max(minimum, 1):
-                item.amount_minor = amount
-                item.status = ItemStatus.PENDING
-                item.hold_reason = None
-                item.method = account.method
-                item.destination = {
-                    name: getattr(account, name) for name in _DESTINATION_FIELDS[account.method]
-                }
+            lines, _amount = _pay_unpaid_lines(item, batch, account, program)
+            if lines:
                 outcome = "in_batch"
                 joined += 1
-            else:
-                # Below the minimum now: back to the balance, exactly as at build time.
-                db.session.execute(
-                    sa.delete(PayoutLine)
-                    .where(PayoutLine.payout_item_id == item.id)
-                    .execution_options(synchronize_session=False)
-                )
-                lines = 0
         record_event(
             actor,
             "payout.item_released",
@@ -521,17 +479,11 @@ def release_details_hold(item: PayoutItem, actor: User, program: Program) -> Pay
     account = account_of(partner)
     if account is None:
         raise DomainError(_("The partner has no payout details now."))
-    lines, amount = _join_unpaid_lines(item, batch)
-    minimum = program.minimum_payout_minor if batch.kind == BatchKind.SCHEDULED else 1
-    if not lines or amount < max(minimum, 1):
+    lines, amount = _pay_unpaid_lines(item, batch, account, program)
+    if not lines:
         raise DomainError(
             _("The partner's balance no longer reaches the minimum; it goes to the next payout.")
         )
-    item.amount_minor = amount
-    item.status = ItemStatus.PENDING
-    item.hold_reason = None
-    item.method = account.method
-    item.destination = {name: getattr(account, name) for name in _DESTINATION_FIELDS[account.method]}
     record_event(
         actor,
         "payout.item_released",
@@ -551,19 +503,62 @@ def release_details_hold(item: PayoutItem, actor: User, program: Program) -> Pay
 
 def held_items_of(partner: Partner) -> list[PayoutItem]:
     """The partner's items held back in batches still open, with their batches."""
-    return list(
-        db.session.scalars(
-            sa.select(PayoutItem)
-            .join(PayoutBatch, PayoutBatch.id == PayoutItem.batch_id)
-            .where(
-                PayoutItem.partner_id == partner.id,
-                PayoutItem.status == ItemStatus.HELD,
-                PayoutBatch.status.in_([str(status) for status in _OPEN_BATCH]),
-            )
-            .options(selectinload(PayoutItem.batch))
-            .order_by(PayoutItem.id)
+    return _items_of(partner, ItemStatus.HELD, _OPEN_BATCH)
+
+
+def _items_of(
+    partner: Partner,
+    status: ItemStatus,
+    batch_statuses: tuple[BatchStatus, ...],
+    hold_reason: HoldReason | None = None,
+) -> list[PayoutItem]:
+    """The partner's items in ``status`` (and ``hold_reason``) whose batch is in one of
+    ``batch_statuses``, oldest first, with their batches."""
+    query = (
+        sa.select(PayoutItem)
+        .join(PayoutBatch, PayoutBatch.id == PayoutItem.batch_id)
+        .where(
+            PayoutItem.partner_id == partner.id,
+            PayoutItem.status == status,
+            PayoutBatch.status.in_([str(batch_status) for batch_status in batch_statuses]),
         )
+        .options(selectinload(PayoutItem.batch))
+        .order_by(PayoutItem.id)
     )
+    if hold_reason is not None:
+        query = query.where(PayoutItem.hold_reason == hold_reason)
+    return list(db.session.scalars(query))
+
+
+def _return_lines(item: PayoutItem) -> int:
+    """Take the item's lines off it, back into the partner's confirmed balance; the count."""
+    return db.session.execute(
+        sa.delete(PayoutLine)
+        .where(PayoutLine.payout_item_id == item.id)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+
+
+def _pay_unpaid_lines(
+    item: PayoutItem, batch: PayoutBatch, account: PayoutAccount, program: Program
+) -> tuple[int, int]:
+    """Release a held item of a batch in review: join the partner's unpaid lines to it and
+    make it pay their sum to the partner's destination now; (lines joined, their sum).
+
+    If they no longer reach the minimum the item stays held and the lines go back to the
+    balance, exactly as at build time; then the count returned is 0.
+    """
+    lines, amount = _join_unpaid_lines(item, batch)
+    minimum = program.minimum_payout_minor if batch.kind == BatchKind.SCHEDULED else 1
+    if not lines or amount < max(minimum, 1):
+        _return_lines(item)
+        return 0, amount
+    item.amount_minor = amount
+    item.status = ItemStatus.PENDING
+    item.hold_reason = None
+    item.method = account.method
+    item.destination = _destination_of(account)
+    return lines, amount
 
 
 def _join_unpaid_lines(item: PayoutItem, batch: PayoutBatch) -> tuple[int, int]:
@@ -656,11 +651,7 @@ def mark_item_failed(item: PayoutItem, actor: User, reason: str) -> PayoutItem:
         raise DomainError(_("Say why the payment failed."), "reason")
     # Serialised with settlement: a batch being built never sees these lines half returned.
     _lock_program_row()
-    returned = db.session.execute(
-        sa.delete(PayoutLine)
-        .where(PayoutLine.payout_item_id == item.id)
-        .execution_options(synchronize_session=False)
-    ).rowcount
+    returned = _return_lines(item)
     item.status = ItemStatus.FAILED
     item.failure_reason = reason[:1000]
     record_event(

@@ -19,7 +19,7 @@ from portal.forms import ConfirmForm, PercentField, TextAreaField, at_most, put_
 from portal.security import operator_required
 from portal.services import campaign_requests, inbox
 from portal.services.program import get_program
-from portal.views import committing, render_page_or_partial
+from portal.views import campaign_request_context, committing, render_page_or_partial, thread_context
 
 
 class CounterOfferForm(FlaskForm):
@@ -72,22 +72,10 @@ def _get_request(request_id: int):
 
 
 def _request_page(found, counter_form=None, decline_form=None, status: int = 200):
-    program = get_program()
-    thread = found.thread
     body = render_page_or_partial(
         "admin/campaign_request.html",
         "admin/_partials/_campaign_request.html",
-        request_=found,
-        program=program,
-        thread=thread,
-        messages=inbox.thread_messages(thread) if thread else [],
-        refresh_url=url_for("admin.show_campaign_request", request_id=found.id, part="messages"),
-        badge=campaign_requests.badge_parts(found, team=True),
-        desired_rate=campaign_requests.desired_rate(found, program.currency),
-        offered_rate=campaign_requests.offered_rate(found, program.currency),
-        agreed_rate=campaign_requests.agreed_rate(found, program.currency),
-        campaign_end=campaign_requests.campaign_end(found, program),
-        link=campaign_requests.request_link(found),
+        **campaign_request_context(found, get_program(), "admin.show_campaign_request", team=True),
         confirm_form=ConfirmForm(formdata=None),
         counter_form=counter_form or CounterOfferForm(formdata=None),
         decline_form=decline_form or DeclineRequestForm(formdata=None),
@@ -105,9 +93,9 @@ def show_campaign_request(request_id: int):
         if request.args.get("part") == "messages":
             return render_template(
                 "_partials/_thread_messages.html",
-                thread=found.thread,
-                messages=inbox.thread_messages(found.thread) if found.thread else [],
-                refresh_url=url_for("admin.show_campaign_request", request_id=found.id, part="messages"),
+                **thread_context(
+                    found.thread, url_for("admin.show_campaign_request", request_id=found.id, part="messages")
+                ),
             )
         return _request_page(found)
     with committing(write=True):

@@ -16,7 +16,7 @@ from portal.forms import TextAreaField, at_most
 from portal.models import Partner, Thread
 from portal.security import operator_required
 from portal.services import campaign_requests, inbox
-from portal.views import committing, render_page_or_partial
+from portal.views import committing, render_page_or_partial, thread_context
 
 _message_body = [DataRequired(_l("Write a message first.")), at_most(10_000)]
 
@@ -60,10 +60,8 @@ def _thread_page(thread, form: ThreadReplyForm, status: int = 200):
     body = render_page_or_partial(
         "admin/thread.html",
         "_partials/_thread_messages.html",
-        thread=thread,
+        **thread_context(thread, url_for("admin.show_thread", thread_id=thread.id)),
         campaign_request=campaign_requests.request_of_thread(thread.id),
-        messages=inbox.thread_messages(thread),
-        refresh_url=url_for("admin.show_thread", thread_id=thread.id),
         form=form,
     )
     return body, status

@@ -15,9 +15,16 @@ from wtforms import (
 )
 from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional
 
-from portal.forms import MultiCheckboxField, TextAreaField, as_choices, channel_choices
+from portal.forms import (
+    MultiCheckboxField,
+    TextAreaField,
+    amount_field,
+    amount_of,
+    as_choices,
+    channel_choices,
+)
 from portal.models import CampaignAudience, CampaignReward, RateType, RecurringMode, TierMetric, TierPeriod
-from portal.money import RateOverLimit, parse_amount, parse_rate_bp, rate_text, to_decimal_string
+from portal.money import RateOverLimit, parse_rate_bp, rate_text, to_decimal_string
 from portal.services.reward_rules import RateInput
 
 _DATETIME_FORMATS = ["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S"]
@@ -29,20 +36,7 @@ class _Money:
     currency = "USD"
 
     def amount(self, field, required: bool) -> int | None:
-        text = (field.data or "").strip()
-        if not text:
-            if required:
-                field.errors.append(_l("Enter an amount, e.g. 50.00."))
-            return None
-        try:
-            value = parse_amount(text, self.currency)
-        except ValueError:
-            field.errors.append(_l("Enter a plain amount such as 50.00 (no currency sign)."))
-            return None
-        if value < 0:
-            field.errors.append(_l("The amount cannot be negative."))
-            return None
-        return value
+        return amount_of(field, self.currency, required)
 
 
 class _RateFields(_Money):
@@ -95,9 +89,7 @@ def _percent_field() -> StringField:
 
 
 def _flat_field() -> StringField:
-    return StringField(
-        _l("Fixed amount"), validators=[Optional(), Length(max=20)], description=_l("e.g. 5.00")
-    )
+    return amount_field(_l("Fixed amount"), description=_l("e.g. 5.00"))
 
 
 def _products_field(label=None) -> TextAreaField:
@@ -263,7 +255,7 @@ class CampaignForm(FlaskForm, _RateFields):
     rate_type = _rate_type_field(_l("Campaign rate"))
     rate_percent = _percent_field()
     rate_flat = _flat_field()
-    bonus = StringField(_l("Bonus per conversion"), validators=[Optional(), Length(max=20)])
+    bonus = amount_field(_l("Bonus per conversion"))
     audience = RadioField(
         _l("Who it is for"),
         default=CampaignAudience.EVERYONE.value,
@@ -324,9 +316,7 @@ class LadderStepForm(FlaskForm, _Money):
         _l("Conversions in the month"),
         validators=[InputRequired(_l("Enter a number of conversions.")), NumberRange(1, 1_000_000)],
     )
-    bonus = StringField(
-        _l("Bonus"), validators=[DataRequired(_l("Enter the bonus, e.g. 50.00.")), Length(max=20)]
-    )
+    bonus = amount_field(_l("Bonus"), required=_l("Enter the bonus, e.g. 50.00."))
 
     def validate(self, extra_validators=None) -> bool:
         ok = super().validate(extra_validators)

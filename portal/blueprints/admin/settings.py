@@ -16,7 +16,7 @@ from wtforms.validators import DataRequired, Email, InputRequired, Length, Numbe
 
 from portal.blueprints.admin import bp
 from portal.extensions import db
-from portal.forms import ConfirmForm, TextAreaField, as_choices, at_most
+from portal.forms import ConfirmForm, TextAreaField, amount_field, amount_of, as_choices, at_most
 from portal.i18n import locale_choices
 from portal.mail import MailError
 from portal.models import (
@@ -30,7 +30,7 @@ from portal.models import (
     Role,
     User,
 )
-from portal.money import parse_amount, parse_rate_bp, rate_text, to_decimal_string
+from portal.money import parse_rate_bp, rate_text, to_decimal_string
 from portal.security import admin_required, operator_required
 from portal.services import accounts, api_keys
 from portal.services.program import ProgramSettings, get_program, update_program_settings
@@ -95,9 +95,9 @@ class SettingsForm(FlaskForm):
         _l("Default landing page"),
         validators=[DataRequired(_l("Enter the page shoppers land on.")), Length(max=2000)],
     )
-    minimum_payout = StringField(
+    minimum_payout = amount_field(
         _l("Minimum payout"),
-        validators=[DataRequired(_l("Enter an amount, e.g. 50.00.")), Length(max=20)],
+        required=_l("Enter an amount, e.g. 50.00."),
         description=_l("Smaller balances carry over to the next payout."),
     )
     payout_schedule = SelectField(
@@ -161,10 +161,10 @@ class SettingsForm(FlaskForm):
         ),
     )
     commission_percent = StringField(_l("Percent"), validators=[Optional(), Length(max=10)])
-    commission_flat = StringField(_l("Fixed amount"), validators=[Optional(), Length(max=20)])
-    max_sale = StringField(
+    commission_flat = amount_field(_l("Fixed amount"))
+    max_sale = amount_field(
         _l("Maximum sale"),
-        validators=[DataRequired(_l("Enter an amount, e.g. 1000000.00.")), Length(max=20)],
+        required=_l("Enter an amount, e.g. 1000000.00."),
         description=_l("The API refuses a larger sale (a typo in an integration must not pay millions)."),
     )
 
@@ -210,20 +210,7 @@ class SettingsForm(FlaskForm):
         )
 
     def _amount(self, field, required: bool) -> int | None:
-        text = (field.data or "").strip()
-        if not text:
-            if required:
-                field.errors.append(_l("Enter an amount, e.g. 50.00."))
-            return None
-        try:
-            value = parse_amount(text, self.currency.data or "USD")
-        except ValueError:
-            field.errors.append(_l("Enter a plain amount such as 50.00 (no currency sign)."))
-            return None
-        if value < 0:
-            field.errors.append(_l("The amount cannot be negative."))
-            return None
-        return value
+        return amount_of(field, self.currency.data or "USD", required)
 
     def validate(self, extra_validators=None) -> bool:
         ok = super().validate(extra_validators)

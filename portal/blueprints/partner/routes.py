@@ -39,7 +39,14 @@ from portal.services.commissions import commission_summary
 from portal.services.program import get_program
 from portal.services.rewards_overview import rewards_overview
 from portal.services.tracking import reason_label
-from portal.views import committing, dashboard_range, day_arg, render_page_or_partial
+from portal.views import (
+    campaign_request_context,
+    committing,
+    dashboard_range,
+    day_arg,
+    render_page_or_partial,
+    thread_context,
+)
 
 
 @bp.get("/")
@@ -223,10 +230,8 @@ def _thread_page(thread, form: ReplyForm, status: int = 200):
     body = render_page_or_partial(
         "partner/thread.html",
         "_partials/_thread_messages.html",
-        thread=thread,
+        **thread_context(thread, url_for("partner.show_thread", thread_id=thread.id)),
         campaign_request=campaign_requests.request_of_thread(thread.id),
-        refresh_url=url_for("partner.show_thread", thread_id=thread.id),
-        messages=inbox.thread_messages(thread),
         form=form,
     )
     return body, status
@@ -515,23 +520,11 @@ def _own_request(request_id: int):
 
 
 def _request_page(found, decline_form: DeclineOfferForm, status: int = 200):
-    program = get_program()
-    thread = found.thread
     body = render_page_or_partial(
         "partner/campaign_request.html",
         "partner/_partials/_campaign_request.html",
-        request_=found,
-        program=program,
-        thread=thread,
-        messages=inbox.thread_messages(thread) if thread else [],
-        refresh_url=url_for("partner.show_campaign_request", request_id=found.id, part="messages"),
-        badge=campaign_requests.badge_parts(found),
-        desired_rate=campaign_requests.desired_rate(found, program.currency),
+        **campaign_request_context(found, get_program(), "partner.show_campaign_request"),
         campaign=found.campaign,
-        agreed_rate=campaign_requests.agreed_rate(found, program.currency),
-        campaign_end=campaign_requests.campaign_end(found, program),
-        offered_rate=campaign_requests.offered_rate(found, program.currency),
-        link=campaign_requests.request_link(found),
         sales=campaign_requests.campaign_sales(found),
         confirm_form=ConfirmForm(formdata=None),
         decline_form=decline_form,
@@ -549,9 +542,10 @@ def show_campaign_request(request_id: int):
         if request.args.get("part") == "messages":
             return render_template(
                 "_partials/_thread_messages.html",
-                thread=found.thread,
-                messages=inbox.thread_messages(found.thread) if found.thread else [],
-                refresh_url=url_for("partner.show_campaign_request", request_id=found.id, part="messages"),
+                **thread_context(
+                    found.thread,
+                    url_for("partner.show_campaign_request", request_id=found.id, part="messages"),
+                ),
             )
         return _request_page(found, DeclineOfferForm(formdata=None))
     with committing(write=True):
