@@ -15,7 +15,7 @@ from config import TestingConfig
 from portal import create_app
 from portal.database import begin_write
 from portal.extensions import db as _db
-from portal.models import ApiKey, Commission, Conversion, Partner, User
+from portal.models import ApiKey, AuditEvent, Commission, Conversion, Partner, User
 from portal.services.api_keys import create_api_key
 from portal.services.ledger import without_ledger_triggers
 from tests.factories import PartnerFactory, ProgramFactory
@@ -139,6 +139,8 @@ def committed_books(database_url):
             _db.session.execute(sa.delete(Partner).where(Partner.user_id.in_(user_ids)))
             _db.session.execute(sa.delete(User).where(User.id.in_(user_ids)))
             _db.session.execute(sa.delete(Program))
+            # What the settlements and payments audited: later tests count audit rows.
+            _db.session.execute(sa.delete(AuditEvent))
         _db.session.commit()
         _db.engine.dispose()
 
