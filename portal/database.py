@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlalchemy as sa
+from sqlalchemy import orm
 
 
 def configure_engine_events(engine: sa.Engine) -> None:
@@ -38,3 +39,13 @@ def begin_write(session) -> None:
     """Start the session's transaction as a writer (matters on SQLite only); call it first."""
     if not session.in_transaction():
         session.connection(execution_options={WRITE_INTENT: True})
+
+
+def stored_as_loaded(instance):
+    """``instance``, whose every column holds what was just inserted, as a clean persistent
+    object of the session, as if a query had loaded it."""
+    from portal.extensions import db
+
+    orm.make_transient_to_detached(instance)
+    db.session.add(instance)
+    return instance
