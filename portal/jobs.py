@@ -31,14 +31,14 @@ class TriggerReport:
     campaigns: int = 0
     # Outbox events the automatic-message consumer handled in this run (each sends at most one
     # message per partner), and webhook deliveries that reached their endpoint.
-    conversion_messages: int = 0
+    events: int = 0
     webhooks: int = 0
 
     def __str__(self) -> str:
         return (
             f"{self.announcements} scheduled announcements published, "
             f"{self.campaigns} campaigns started, "
-            f"{self.conversion_messages} outbox events handled, "
+            f"{self.events} outbox events handled, "
             f"{self.wake_ups} wake-up messages, {self.emails} e-mails sent, "
             f"{self.webhooks} webhooks delivered"
         )
@@ -60,14 +60,13 @@ def run_triggers(now: datetime | None = None) -> TriggerReport:
     # Everything the outbox holds that no dispatcher handled yet (a crash, a stopped
     # process, OUTBOX_DISPATCH_MODE=off), and the webhooks whose retry is due.
     dispatched = outbox.dispatch()
-    deferred = dispatched.handled.get("messages", 0)
     sent = delivery.send_ready() + delivery.retry_unsent()
     return TriggerReport(
         published,
         wake_ups,
         sent,
         campaigns=campaigns,
-        conversion_messages=deferred,
+        events=dispatched.handled.get("messages", 0),
         webhooks=dispatched.webhooks_sent,
     )
 

@@ -21,4 +21,4 @@ def require_two_factor_when_the_program_does():
     return None
 
 
-from portal.blueprints.admin import campaign_requests, outbox, rewards, routes  # noqa: E402,F401
+from portal.blueprints.admin import campaign_requests, outbox, rewards, routes, webhooks  # noqa: E402,F401
