@@ -768,16 +768,43 @@ def _on_conversion_rejected(event: OutboxEvent) -> None:
 
 
 def _on_tier_changed(event: OutboxEvent) -> None:
-    from portal.models import Tier
+    from portal.models import Tier, TierChange
     from portal.services.program import get_program
-    from portal.services.rewards import tier_rate_words
+    from portal.services.rewards import describe_tier_change, tier_rate_words
 
     partner = _partner(event)
-    if partner is None or not event.data.get("upgrade"):
-        return  # a move down is told by its own system message (rewards.change_tier)
+    if partner is None:
+        return
     tier = db.session.get(Tier, event.data["to_tier_id"]) if event.data.get("to_tier_id") else None
     with speaking_to(partner.user):
         base_name = _("Base")
+        if not event.data.get("upgrade"):
+            # A move down: a plain note (no template), once per change.
+            change = db.session.get(TierChange, event.data["change_id"])
+            old = event.data.get("from_tier") or base_name
+            new = event.data.get("to_tier") or base_name
+            log = AutomaticMessageLog(
+                kind="tier_change", partner_id=partner.id, dedupe_key=f"tier-change-{change.id}"
+            )
+            try:
+                with db.session.begin_nested():
+                    db.session.add(log)
+            except sa.exc.IntegrityError:
+                return
+            inbox.post_system_message(
+                partner,
+                "tier_change",
+                _("Your tier is now %(tier)s", tier=new),
+                _(
+                    "Your tier changed from %(old)s to %(new)s: %(why)s From now on you earn %(rate)s. "
+                    "See your Rewards page for what it takes to move up again.",
+                    old=old,
+                    new=new,
+                    why=describe_tier_change(change, get_program()),
+                    rate=tier_rate_words(tier, get_program()),
+                ),
+            )
+            return
         tier_upgraded(
             partner,
             tier_name=event.data.get("to_tier") or base_name,

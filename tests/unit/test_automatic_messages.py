@@ -434,7 +434,7 @@ def test_the_development_scheduler_runs_the_triggers(app, db, program):
     assert (report.announcements, report.wake_ups, report.emails) == (0, 1, 0)
 
 
-# --- the tracking API: messages come from the outbox, after the commit ------------------------------------------------
+# --- the tracking API: messages come from the outbox, after the commit ---
 
 
 def test_the_api_leaves_the_first_sale_message_to_the_job(db, program):
