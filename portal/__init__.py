@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 
-from flask import Flask, Request, request, request_finished, request_started, request_tearing_down
+from flask import Flask, Request
 from flask.logging import default_handler
 from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 from werkzeug.exceptions import SecurityError
@@ -17,8 +16,6 @@ from config import Config, finalise_base_url, finalise_secret_key, get_config
 from portal.extensions import babel, csrf, db, htmx, limiter, login_manager, migrate, socketio
 
 # Endpoints that skip the app-wide request hooks (see PortalFlask).
-LEAN_ENDPOINTS = frozenset({"track.follow_link"})
-_NO_EXC = object()
 
 
 class CanonicalOriginRequest(Request):
@@ -42,23 +39,11 @@ class CanonicalOriginRequest(Request):
 
 
 class PortalFlask(Flask):
-    """Flask, except that the endpoints in ``LEAN_ENDPOINTS`` skip the app-wide
-    ``before_request`` / ``after_request`` / ``teardown_request`` functions that
-    extensions install for every request: CSRF (a GET needs none), the rate limiter
-    (no limits there), the remember-me cookie (no session there) and sending committed
-    mail (nothing queues any there). Such an endpoint must not rely on them, and its
-    blueprint registers none of its own. Routing, error handlers, signals, the app
-    context's teardown (the database session) and ``lean_after_request_funcs`` (the
-    security headers) run as for any request.
-
-    And every URL adapter, in a request or not, builds on ``PORTAL_BASE_URL``: its
-    scheme, host and path replace the request's, so ``url_for(..., _external=True)``
-    never follows a client's ``Host`` or ``X-Forwarded-Host`` (portal/urls.py)."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        # Functions that must see every response, lean endpoints' too (security headers).
-        self.lean_after_request_funcs: list = []
+    """Flask, except that every URL adapter, in a request or not, builds on
+    ``PORTAL_BASE_URL``: its scheme, host and path replace the request's, so
+    ``url_for(..., _external=True)`` never follows a client's ``Host`` or
+    ``X-Forwarded-Host`` (portal/urls.py). (It overrides no request dispatch: the click
+    redirect is routed at the WSGI level, see ``register_realtime``.)"""
 
     def create_url_adapter(self, request):
         from portal.urls import base_url
@@ -87,29 +72,6 @@ class PortalFlask(Flask):
         if base.path:
             adapter.script_name = base.path + "/"
         return adapter
-
-    def full_dispatch_request(self):
-        if request.endpoint not in LEAN_ENDPOINTS:
-            return super().full_dispatch_request()
-        self._got_first_request = True
-        try:
-            request_started.send(self, _async_wrapper=self.ensure_sync)
-            rv = self.dispatch_request()
-        except Exception as e:  # noqa: BLE001 - what Flask's own dispatch does
-            rv = self.handle_user_exception(e)
-        response = self.make_response(rv)
-        for func in self.lean_after_request_funcs:
-            response = func(response)
-        request_finished.send(self, _async_wrapper=self.ensure_sync, response=response)
-        return response
-
-    def do_teardown_request(self, exc=_NO_EXC):
-        if exc is _NO_EXC:
-            exc = sys.exc_info()[1]
-        if request.endpoint not in LEAN_ENDPOINTS:
-            return super().do_teardown_request(exc)
-        request_tearing_down.send(self, _async_wrapper=self.ensure_sync, exc=exc)
-        return None
 
 
 def create_app(config_class: type[Config] | None = None, **overrides) -> Flask:
@@ -298,17 +260,24 @@ def register_realtime(app: Flask) -> None:
         engineio_logger=False,
     )
     realtime.register_handlers(socketio)
-    # Only /socket.io/ goes through the engine.io middleware; the click redirect
-    # and every page skip its per-request work.
+    # Routed by path at the WSGI level: /socket.io/ through the engine.io middleware, the
+    # click redirect /go/ answered by its own lean handler (portal/blueprints/track/routes.py),
+    # every page by Flask; neither of the first two pays for the others' per-request work.
+    from portal.blueprints.track.routes import PREFIX as CLICK_PREFIX
+    from portal.blueprints.track.routes import serve as serve_click
+
     engineio_app = app.wsgi_app
     flask_app = engineio_app.wsgi_app
 
-    def route_sockets(environ, start_response):
-        if environ.get("PATH_INFO", "").startswith("/socket.io/"):
+    def route_by_path(environ, start_response):
+        path = environ.get("PATH_INFO", "")
+        if path.startswith(CLICK_PREFIX):
+            return serve_click(app, environ, start_response, flask_app)
+        if path.startswith("/socket.io/"):
             return engineio_app(environ, start_response)
         return flask_app(environ, start_response)
 
-    app.wsgi_app = route_sockets
+    app.wsgi_app = route_by_path
 
 
 def register_mail_delivery(app: Flask) -> None:

@@ -70,20 +70,30 @@ def content_security_policy(config, nonce: str | None) -> str:
     return "; ".join(directives)
 
 
-def set_security_headers(response: Response) -> Response:
-    config = current_app.config
-    headers = response.headers
-    if "Content-Security-Policy" not in headers:
-        headers["Content-Security-Policy"] = content_security_policy(config, g.get("csp_nonce"))
-        if config.get("CSP_REPORTS"):
-            headers["Reporting-Endpoints"] = f'csp="{REPORT_PATH}"'
-    headers.setdefault("X-Frame-Options", "DENY")
-    headers.setdefault("X-Content-Type-Options", "nosniff")
-    headers.setdefault("Referrer-Policy", "strict-origin-when-cross-origin")
+def security_header_items(config, nonce: str | None = None) -> list[tuple[str, str]]:
+    """Every security header of a response whose page used ``nonce`` (None: no inline script)."""
+    items = [("Content-Security-Policy", content_security_policy(config, nonce))]
+    if config.get("CSP_REPORTS"):
+        items.append(("Reporting-Endpoints", f'csp="{REPORT_PATH}"'))
+    items += [
+        ("X-Frame-Options", "DENY"),
+        ("X-Content-Type-Options", "nosniff"),
+        ("Referrer-Policy", "strict-origin-when-cross-origin"),
+    ]
     if config.get("HSTS_ENABLED"):
-        headers.setdefault(
-            "Strict-Transport-Security", f"max-age={config['HSTS_MAX_AGE']}; includeSubDomains"
-        )
+        items.append(("Strict-Transport-Security", f"max-age={config['HSTS_MAX_AGE']}; includeSubDomains"))
+    return items
+
+
+def set_security_headers(response: Response) -> Response:
+    headers = response.headers
+    own_policy = "Content-Security-Policy" in headers
+    for name, value in security_header_items(current_app.config, g.get("csp_nonce")):
+        if name in ("Content-Security-Policy", "Reporting-Endpoints"):
+            if not own_policy:
+                headers[name] = value
+        else:
+            headers.setdefault(name, value)
     return response
 
 
@@ -114,9 +124,7 @@ def csp_report():
 
 def init_app(app: Flask) -> None:
     app.add_template_global(csp_nonce)
-    app.after_request(set_security_headers)
-    # The click redirect skips after_request functions (LEAN_ENDPOINTS); not these.
-    app.lean_after_request_funcs.append(set_security_headers)
+    app.after_request(set_security_headers)  # the click redirect adds them itself (track.routes)
     if app.config.get("CSP_REPORTS"):
         # Development only, so no route matrix row: it exists only where reports are on.
         from portal.extensions import csrf

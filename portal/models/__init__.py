@@ -68,6 +68,7 @@ from portal.models.rewards import (
 from portal.models.stats import (
     COUNTERS,
     PARTNER_EXTRA_COUNTERS,
+    ROLLUP_SHARDS,
     CreativeDailyStat,
     DailyStat,
     PartnerDailyStat,
@@ -96,6 +97,7 @@ __all__ = [
     "OPERATOR_ROLES",
     "PARTNER_EXTRA_COUNTERS",
     "RATE_KINDS",
+    "ROLLUP_SHARDS",
     "Announcement",
     "AnnouncementRecipient",
     "ApiKey",

@@ -60,6 +60,10 @@ COUNTERS = (
 # Counters only the partner grain carries (read by the rewards engine, not by reports).
 PARTNER_EXTRA_COUNTERS = ("sales_review_minor",)
 
+# How many rows the program-wide day rows are split into (by partner id): a partner's
+# events land in one shard; events of different partners rarely share a row lock.
+ROLLUP_SHARDS = 16
+
 
 class _Counters:
     clicks: Mapped[int] = mapped_column(default=0, server_default="0")
@@ -106,21 +110,26 @@ class PartnerDailyStat(_Counters, db.Model):
 
 
 class ProgramDailyStat(_Counters, db.Model):
-    """The whole program's figures for one day and channel."""
+    """The whole program's figures for one day and channel, in ``ROLLUP_SHARDS`` rows by
+    partner (``shard``: partner id modulo it) so that writers of different partners never
+    wait for each other's row; readers sum over the shards."""
 
     __tablename__ = "stats_program_daily"
 
     day: Mapped[date] = mapped_column(sa.Date, primary_key=True)
     channel: Mapped[str] = mapped_column(sa.String(16), primary_key=True)
+    shard: Mapped[int] = mapped_column(sa.SmallInteger, primary_key=True, server_default="0")
 
 
 class CreativeDailyStat(_Counters, db.Model):
-    """The whole program's figures for one day and creative (0: clicks without one)."""
+    """The whole program's figures for one day and creative (0: clicks without one), in
+    shards as ``ProgramDailyStat``."""
 
     __tablename__ = "stats_creative_daily"
 
     day: Mapped[date] = mapped_column(sa.Date, primary_key=True)
     creative_id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    shard: Mapped[int] = mapped_column(sa.SmallInteger, primary_key=True, server_default="0")
 
 
 class PartnerTrend(_Counters, db.Model):

@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from flask_babel import gettext as _
 
 from portal import lookups
+from portal.database import begin_write
 from portal.errors import DomainError
 from portal.extensions import db
 from portal.models import ApiKey, User
@@ -87,6 +88,7 @@ def authenticate_api_key(plain: str | None) -> KeyInfo | None:
     now = utcnow()
     # Note use at most once a minute, not on every request (a column nothing caches).
     if key.last_used_at is None or now - key.last_used_at > timedelta(minutes=1):
+        begin_write(db.session())  # a request that has only read so far (the conversion API)
         db.session.execute(sa.update(ApiKey).where(ApiKey.id == key.id).values(last_used_at=now))
         key.last_used_at = now
     return key

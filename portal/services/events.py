@@ -4,7 +4,7 @@
 transaction; it exists if and only if the change commits. The sale's own events
 (``conversion.*`` on insert, ``commission.created`` / ``commission.reversed``) are
 written by database triggers on ``conversions`` and ``commissions`` (migration
-0016_outbox), so the conversion API's statement budget holds; the service only marks
+0017_outbox), so the conversion API's statement budget holds; the service only marks
 the session (``written()``) so the dispatcher runs after the commit.
 
 This module imports nothing but the database: any service may use it.

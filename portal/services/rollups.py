@@ -35,6 +35,7 @@ from portal.extensions import db
 from portal.models import (
     COUNTERS,
     PARTNER_EXTRA_COUNTERS,
+    ROLLUP_SHARDS,
     Click,
     Commission,
     Conversion,
@@ -67,6 +68,11 @@ class Key:
     campaign: str = ""
     creative_id: int = 0
     sub_id: str = ""
+
+    @property
+    def shard(self) -> int:
+        """Which of the program-wide rows of its day this partner's events add to."""
+        return self.partner_id % ROLLUP_SHARDS
 
 
 _KEY_FIELDS = tuple(Key.__dataclass_fields__)
@@ -218,8 +224,8 @@ class Grain:
 GRAINS = (
     Grain(DailyStat.__table__, _KEY_FIELDS, small=False),
     Grain(PartnerDailyStat.__table__, ("day", "partner_id"), small=False),
-    Grain(ProgramDailyStat.__table__, ("day", "channel"), small=True),
-    Grain(CreativeDailyStat.__table__, ("day", "creative_id"), small=True),
+    Grain(ProgramDailyStat.__table__, ("day", "channel", "shard"), small=True),
+    Grain(CreativeDailyStat.__table__, ("day", "creative_id", "shard"), small=True),
 )
 
 
@@ -237,9 +243,49 @@ def _write_grains(executor: Executor, grains: list[dict[tuple, Counter]]) -> Non
     # Each row written to the finest grain also marks its partner's cached 30-day trend
     # stale (PartnerTrend.version + 1): a trigger does it (migration 0014), one statement
     # less after every event.
+    if _dialect(executor) == "postgresql":
+        _write_grains_at_once(executor, grains)
+        return
     for grain, rows in zip(GRAINS, grains, strict=True):
         counters = _counters_of(grain.table)
         _upsert(executor, grain.table, grain.key_columns, _rows(rows, grain.key_columns, counters))
+
+
+_AT_ONCE: list[sa.TextClause] = []
+
+
+def _upsert_from_arrays(grain: Grain, index: int) -> str:
+    """One grain's upsert as SQL whose rows arrive as one array per column (``unnest``), so
+    the text is the same for one row or ten thousand, in the order given (row locks sorted)."""
+    table = grain.table
+    counters = _counters_of(table)
+    columns = (*grain.key_columns, *counters)
+    dialect = postgresql.dialect()
+    arrays = ", ".join(
+        f"CAST(:g{index}_{name} AS {table.c[name].type.compile(dialect=dialect)}[])" for name in columns
+    )
+    names = ", ".join(columns)
+    updates = ", ".join(f"{name} = {table.name}.{name} + excluded.{name}" for name in counters)
+    source = f"unnest({arrays}) WITH ORDINALITY AS rows({names}, position) ORDER BY position"
+    conflict = f"ON CONFLICT ({', '.join(grain.key_columns)}) DO UPDATE SET {updates}"
+    # Our tables' and columns' names only; the rows are bound parameters.
+    return f"INSERT INTO {table.name} ({names}) SELECT {names} FROM {source} {conflict}"  # noqa: S608
+
+
+def _write_grains_at_once(executor: Executor, grains: list[dict[tuple, Counter]]) -> None:
+    """PostgreSQL: every grain in one statement (data-modifying CTEs), one round trip instead
+    of four. The CTEs run in the same order in every transaction, rows sorted within each."""
+    if not _AT_ONCE:
+        parts = [_upsert_from_arrays(grain, index) for index, grain in enumerate(GRAINS)]
+        ctes = ", ".join(f"grain{index} AS ({part})" for index, part in enumerate(parts[:-1]))
+        _AT_ONCE.append(sa.text(f"WITH {ctes} {parts[-1]}"))
+    params: dict[str, list] = {}
+    for index, (grain, rows) in enumerate(zip(GRAINS, grains, strict=True)):
+        counters = _counters_of(grain.table)
+        listed = _rows(rows, grain.key_columns, counters)
+        for name in (*grain.key_columns, *counters):
+            params[f"g{index}_{name}"] = [row[name] for row in listed]
+    executor.execute(_AT_ONCE[0], params)
 
 
 def write(executor: Executor, tally: Tally) -> None:

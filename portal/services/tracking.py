@@ -21,7 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.attributes import set_committed_value
 
 from portal import lookups, realtime
-from portal.database import stored_as_loaded
+from portal.database import begin_write, lock_partner, stored_as_loaded
 from portal.errors import DomainError
 from portal.extensions import db
 
@@ -266,7 +266,7 @@ def record_conversion(
     longer ago than the cookie window is stored rejected ``out_of_window``.
 
     Its events (``conversion.created`` / ``flagged`` / ``rejected``, one per commission line)
-    are written by the database with the rows (triggers, migration 0016_outbox): no statement
+    are written by the database with the rows (triggers, migration 0017_outbox): no statement
     of their own. ``defer_messages`` is accepted for the API's sake and changes nothing: every
     reaction (messages, e-mail, webhooks) now runs from the outbox after the commit."""
     if data.currency != program.currency:
@@ -329,6 +329,12 @@ def record_conversion(
         if partner is not None and conversion.status == ConversionStatus.PENDING
         else None
     )
+    # Only now the write lock (SQLite; it was read from a snapshot until here, so a sale
+    # holds the lock for its writes only), and on PostgreSQL the partner's own lock: one
+    # partner's sales one at a time, each reading the counters the one before left (its tier).
+    begin_write(db.session())
+    if partner is not None and conversion.status == ConversionStatus.PENDING:
+        lock_partner(db.session(), partner.id)
     stored, facts = _insert_once(conversion, probe)
     if stored is None:
         # Reported before (a retry), or a concurrent request with the same transaction id won.

@@ -50,11 +50,15 @@ def test_pages_answer_a_styled_503_without_the_database(dead_database_app, path,
     assert errors[0].exc_info is None
 
 
-def test_the_api_answers_503_json_with_retry_after(dead_database_app, caplog):
+@pytest.mark.parametrize("path", ["/api/v1/conversions", "/api/v1/signups"])
+def test_the_api_answers_503_json_with_retry_after(dead_database_app, caplog, path):
     client = dead_database_app.test_client()
+    # A well-formed key: checking it needs the database. (A malformed one is refused
+    # without it: 401, database or not.)
+    key = "ppk_0a1b2c3d_" + "s" * 43
     with caplog.at_level(logging.INFO):
         response = client.post(
-            "/api/v1/conversions", json={"transaction_id": "t-1"}, headers={"Authorization": "Bearer k"}
+            path, json={"transaction_id": "t-1"}, headers={"Authorization": f"Bearer {key}"}
         )
     assert response.status_code == 503
     assert response.headers["Retry-After"] == str(RETRY_AFTER_SECONDS)

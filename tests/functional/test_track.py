@@ -1,5 +1,6 @@
 """GET /go/<code>: record the click, send the shopper on, never anywhere unsafe."""
 
+import html
 import re
 from datetime import UTC, datetime
 from urllib.parse import parse_qs, urlsplit
@@ -333,3 +334,44 @@ def test_an_unexpected_error_on_the_redirect_still_sends_the_shopper_on(
     response = client.get("/go/pat?creative=5", headers=BROWSER)
     assert response.status_code == 302
     assert query(response)["click_id"] == kept[0]["id"]
+
+
+def test_the_redirect_is_answered_before_flask_and_its_request_hooks(app, client, db, partner):
+    """``/go/`` is routed at the WSGI level (portal/blueprints/track/routes.py ``serve``): no
+    app-wide request hook runs for a click, and the answer still carries every security
+    header, its own Referrer-Policy and the seen cookie on the link's path."""
+    hooked = []
+    app.before_request(lambda: hooked.append("before"))
+    app.after_request(lambda response: hooked.append("after") or response)
+    response = client.get("/go/pat", headers=BROWSER)
+    assert response.status_code == 302
+    assert hooked == []
+    assert response.headers["Referrer-Policy"] == "no-referrer-when-downgrade"
+    assert response.headers["X-Frame-Options"] == "DENY"
+    assert "default-src 'self'" in response.headers["Content-Security-Policy"]
+    assert "pp_seen=1" in response.headers["Set-Cookie"]
+    assert "Path=/go/pat" in response.headers["Set-Cookie"]
+    assert html.escape(response.headers["Location"]) in response.get_data(as_text=True)
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Click)) == 1
+    # A page is Flask's: its hooks run.
+    client.get("/login")
+    assert hooked == ["before", "after"]
+
+
+def test_head_redirects_without_a_body_and_other_methods_reach_flask(client, db, partner):
+    head = client.head("/go/pat", headers=BROWSER)
+    assert head.status_code == 302
+    assert head.get_data() == b""
+    assert head.headers["Location"].startswith("https://shop.example/?")
+    assert client.post("/go/pat").status_code == 405
+    assert client.get("/go/bad%01code").status_code == 404
+
+
+def test_a_location_with_non_ascii_characters_is_sent_as_a_uri(client, db, program, partner):
+    link = create_link(
+        partner, program, label="Café", channel="seo", destination_url="https://shop.example/café"
+    )
+    db.session.commit()
+    response = client.get(f"/go/{link.code}", headers=BROWSER)
+    assert response.status_code == 302
+    assert response.headers["Location"].startswith("https://shop.example/caf%C3%A9?")

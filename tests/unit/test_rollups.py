@@ -303,11 +303,12 @@ FINE_KEY = ("partner_id", "day", "link_id", "code", "channel", "campaign", "crea
 
 def stored(db) -> tuple[dict, dict, dict, dict]:
     def read(model, key_columns):
+        # Summed by key: the program-wide grains keep one row per shard (partner id modulo).
         table = model.__table__
-        grain = {}
+        grain: dict[tuple, Counter] = defaultdict(Counter)
         for row in db.session.execute(sa.select(table)).mappings():
-            grain[tuple(row[c] for c in key_columns)] = {name: row[name] for name in COUNTERS}
-        return _nonzero(grain)
+            grain[tuple(row[c] for c in key_columns)].update({name: row[name] for name in COUNTERS})
+        return _nonzero({key: dict(counts) for key, counts in grain.items()})
 
     return (
         read(DailyStat, FINE_KEY),

@@ -24,13 +24,24 @@ csrf.exempt(bp)
 PUBLIC_ENDPOINTS = {"api.openapi"}
 
 
+# Requests that read, then write: they take the write lock themselves when they start
+# writing (``record_conversion``), so SQLite's one writer is held only for the writes.
+LATE_WRITERS = {"api.create_conversion"}
+
+
+def _writes_from_the_start() -> bool:
+    """A POST writes; it starts as a writer (SQLite's write lock first) unless it is one of
+    LATE_WRITERS."""
+    return request.method == "POST" and request.endpoint not in LATE_WRITERS
+
+
 def _verified_key():
     """The API key this request proves it holds (secret checked), or None; checked once per
     request. The rate limits run before ``authenticate``, so this starts the write
     transaction first as ``authenticate`` would (``begin_write`` is idempotent)."""
     if "rate_limit_key" not in g:
         try:
-            if request.method == "POST":
+            if _writes_from_the_start():
                 begin_write(db.session())
             scheme, _, token = request.headers.get("Authorization", "").partition(" ")
             bearer = scheme.lower() == "bearer"
@@ -72,7 +83,7 @@ def authenticate():
     request.max_content_length = current_app.config["API_MAX_BODY_BYTES"]
     if request.endpoint in PUBLIC_ENDPOINTS:
         return None
-    if request.method == "POST":
+    if _writes_from_the_start():
         begin_write(db.session())
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")

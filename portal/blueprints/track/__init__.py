@@ -6,11 +6,15 @@ from werkzeug.routing import PathConverter
 bp = Blueprint("track", __name__)
 
 
-class AnyCodeConverter(PathConverter):
-    """Whatever follows /go/, slashes included, so a mangled link still reaches the redirect;
-    control characters excepted (a NUL cannot even be looked up in PostgreSQL): 404."""
+# Whatever follows /go/, slashes included, so a mangled link still reaches the redirect;
+# control characters excepted (a NUL cannot even be looked up in PostgreSQL): 404.
+CODE_PATTERN = "[^\\x00-\\x1f\\x7f]+"
 
-    regex = "[^\\x00-\\x1f\\x7f]+?"
+
+class AnyCodeConverter(PathConverter):
+    """``CODE_PATTERN`` as a route converter."""
+
+    regex = CODE_PATTERN + "?"
     part_isolating = False
 
 

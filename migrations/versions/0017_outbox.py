@@ -1,7 +1,7 @@
 """outbox: domain events, consumer positions, webhook endpoints and deliveries
 
-Revision ID: 0016_outbox
-Revises: 0015
+Revision ID: 0017
+Revises: 0016
 Create Date: 2026-12-02 09:22:29.996236
 
 A sale's events are written by the database with its rows: AFTER INSERT triggers on
@@ -19,8 +19,8 @@ import portal.models.types
 
 
 # revision identifiers, used by Alembic.
-revision = '0016_outbox'
-down_revision = '0015'
+revision = '0017'
+down_revision = '0016'
 branch_labels = None
 depends_on = None
 
