@@ -149,9 +149,16 @@ def update_endpoint(
     enabled: bool,
     description: str | None = None,
 ) -> WebhookEndpoint:
-    endpoint.url = _clean_url(url)
-    endpoint.event_types = _clean_types(event_types)
-    endpoint.description = (description or "").strip()[:200] or None
+    """Save the endpoint's settings; an unchanged form changes and audits nothing."""
+    url = _clean_url(url)
+    event_types = _clean_types(event_types)
+    description = (description or "").strip()[:200] or None
+    current = (endpoint.url, list(endpoint.event_types or []), endpoint.description, endpoint.enabled)
+    if current == (url, event_types, description, enabled):
+        return endpoint
+    endpoint.url = url
+    endpoint.event_types = event_types
+    endpoint.description = description
     if enabled and not endpoint.enabled:
         endpoint.failing_since = None
         endpoint.disabled_reason = None

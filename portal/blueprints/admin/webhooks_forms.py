@@ -7,7 +7,7 @@ from flask_wtf import FlaskForm
 from wtforms import BooleanField, StringField
 from wtforms.validators import DataRequired, Length, Optional
 
-from portal.forms import MultiCheckboxField
+from portal.forms import MultiCheckboxField, as_choices
 from portal.services.events import TYPES
 
 
@@ -18,6 +18,6 @@ class WebhookForm(FlaskForm):
     )
     description = StringField(_l("Description"), validators=[Optional(), Length(max=200)])
     event_types = MultiCheckboxField(
-        _l("Event types (none chosen: every type)"), choices=[(name, name) for name in TYPES]
+        _l("Event types (none chosen: every type)"), choices=as_choices((name, name) for name in TYPES)
     )
     enabled = BooleanField(_l("Enabled"), default=True)
