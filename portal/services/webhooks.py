@@ -463,14 +463,28 @@ def _attempt(delivery_id: int, force: bool = False) -> bool:
         endpoint.failing_since = None
     else:
         delivery.next_attempt_at = now + retry_delay(delivery.attempts)
-        if now - delivery.created_at >= retry_window():
+        gave_up = now - delivery.created_at >= retry_window()
+        if gave_up:
             delivery.status = DeliveryStatus.FAILED
         if endpoint.failing_since is None:
             endpoint.failing_since = now
-        elif endpoint.enabled and now - endpoint.failing_since >= retry_window():
+        # Three days of failures: measured on the endpoint, or on this delivery when every one
+        # of its attempts failed (its first attempt came moments after its creation, so the
+        # endpoint's clock alone may fall short by those moments and nothing would be left to
+        # retry — the endpoint would stay on without a notice).
+        streak = now - endpoint.failing_since >= retry_window() or (
+            gave_up and endpoint.failing_since <= _first_attempt(delivery.id)
+        )
+        if endpoint.enabled and streak:
             _disable(endpoint, now)
     db.session.commit()
     return outcome.ok
+
+
+def _first_attempt(delivery_id: int) -> datetime:
+    return db.session.scalar(
+        sa.select(sa.func.min(WebhookAttempt.created_at)).where(WebhookAttempt.delivery_id == delivery_id)
+    )
 
 
 def _disable(endpoint: WebhookEndpoint, now: datetime) -> None:
