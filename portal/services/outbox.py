@@ -8,9 +8,9 @@ Consumers, each with its own position (``outbox_consumers``):
 * ``webhooks`` — one delivery row per enabled endpoint that wants the type; the HTTP
   requests follow (``webhooks.send_due``).
 
-Each event is handled in its own transaction together with a receipt
-(consumer, event id): a second handling of the same event fails on the receipt's primary
-key, so an effect written to the database happens once even if two dispatchers race.
+Each event is handled in a savepoint together with a receipt (consumer, event id), up to
+``BATCH`` events per transaction: a second handling of the same event fails on the receipt's
+primary key, so an effect written to the database happens once even if two dispatchers race.
 A consumer is run by one dispatcher at a time (a lease on its row, taken with one
 UPDATE … WHERE the lease is free — the same on SQLite and PostgreSQL). The position is
 the low-water mark: every event at or below it is handled, and receipts at or below it
@@ -29,6 +29,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -38,6 +39,7 @@ from flask import current_app
 from sqlalchemy import event as sa_event
 from sqlalchemy.orm import Session
 
+from portal.database import begin_write
 from portal.extensions import db
 from portal.models import OutboxConsumer, OutboxEvent, OutboxReceipt
 from portal.models.types import utcnow
@@ -47,6 +49,8 @@ log = logging.getLogger("portal.outbox")
 
 LEASE = timedelta(seconds=60)
 GAP_HORIZON = timedelta(minutes=10)
+RETRY_SKIPPED_SECONDS = 0.2
+BATCH = 50  # events handled per transaction
 _READY_KEY = "portal_outbox_ready"
 
 
@@ -82,6 +86,7 @@ class DispatchReport:
     handled: dict[str, int] = field(default_factory=dict)
     failed: dict[str, int] = field(default_factory=dict)
     webhooks_sent: int = 0
+    skipped: list[str] = field(default_factory=list)  # held by another dispatcher this time
 
 
 def _owner() -> str:
@@ -89,6 +94,7 @@ def _owner() -> str:
 
 
 def _take_lease(name: str, owner: str) -> bool:
+    begin_write(db.session())
     now = utcnow()
     if db.session.get(OutboxConsumer, name) is None:
         try:
@@ -114,6 +120,7 @@ def _take_lease(name: str, owner: str) -> bool:
 
 
 def _release_lease(name: str, owner: str) -> None:
+    begin_write(db.session())
     db.session.execute(
         sa.update(OutboxConsumer)
         .where(OutboxConsumer.name == name, OutboxConsumer.lease_owner == owner)
@@ -141,26 +148,47 @@ def _unhandled(name: str, position: int, limit: int) -> list[int]:
     )
 
 
-def _handle(name: str, handler: Callable[[OutboxEvent], None], event_id: int) -> bool:
-    """One event, its effects and its receipt in one transaction; False if it failed."""
+def _handle(name: str, handler: Callable[[OutboxEvent], None], event_ids: list[int]) -> tuple[int, bool]:
+    """Events in one transaction, each in a savepoint with its receipt; (handled, all went well).
+
+    The receipt is flushed before the handler runs, so a racing dispatcher stops at the
+    receipt's key before any effect. One transaction for a batch, not one per event: on
+    SQLite every transaction waits its turn for the one write lock the API also needs.
+    A failing event is rolled back alone; those before it are kept, the rest wait."""
+    handled = 0
     try:
-        event = db.session.get(OutboxEvent, event_id)
-        db.session.add(OutboxReceipt(consumer=name, event_id=event_id))
-        db.session.flush()  # the receipt first: a racing dispatcher stops here, before any effect
-        handler(event)
+        # SQLite: a writer from the start. A transaction that read first fails at once with
+        # "database is locked" when the API committed in between, instead of waiting its turn.
+        begin_write(db.session())
+        for event_id in event_ids:
+            try:
+                with db.session.begin_nested():
+                    event = db.session.get(OutboxEvent, event_id)
+                    db.session.add(OutboxReceipt(consumer=name, event_id=event_id))
+                    db.session.flush()
+                    handler(event)
+            except sa.exc.IntegrityError:
+                pass  # its receipt exists: handled by someone else meanwhile
+            except Exception:
+                log.exception(
+                    "outbox consumer %s failed on event %s; the next dispatch retries it", name, event_id
+                )
+                db.session.commit()
+                return handled, False
+            handled += 1
         db.session.commit()
-        return True
-    except sa.exc.IntegrityError:
-        db.session.rollback()
-        return True  # handled by someone else meanwhile
+        return handled, True
     except Exception:
         db.session.rollback()
-        log.exception("outbox consumer %s failed on event %s; the next dispatch retries it", name, event_id)
-        return False
+        log.exception(
+            "outbox consumer %s failed on events %s…; the next dispatch retries them", name, event_ids[0]
+        )
+        return 0, False
 
 
 def _advance(name: str, owner: str) -> None:
     """Move the position over every handled event, and over gaps old enough to be rollbacks."""
+    begin_write(db.session())
     position = _position(name)
     rows = db.session.execute(
         sa.select(OutboxEvent.id, OutboxEvent.created_at, OutboxReceipt.event_id)
@@ -201,10 +229,11 @@ def run_consumer(name: str, limit: int = 500, owner: str | None = None) -> tuple
         return None
     handled = failed = 0
     try:
-        for event_id in _unhandled(name, _position(name), limit):
-            if _handle(name, handler, event_id):
-                handled += 1
-            else:
+        pending = _unhandled(name, _position(name), limit)
+        for start in range(0, len(pending), BATCH):
+            done, ok = _handle(name, handler, pending[start : start + BATCH])
+            handled += done
+            if not ok:
                 failed += 1
                 break  # keep the order: the rest waits for the next dispatch
         _advance(name, owner)
@@ -224,6 +253,8 @@ def dispatch(limit: int = 500, send: bool = True) -> DispatchReport:
         result = run_consumer(name, limit, owner)
         if result is not None:
             report.handled[name], report.failed[name] = result
+        else:
+            report.skipped.append(name)
     if send:
         report.webhooks_sent = webhooks.send_due()
         delivery.send_ready()
@@ -289,9 +320,14 @@ class Dispatcher:
             try:
                 with self.app.app_context():
                     try:
-                        dispatch()
+                        report = dispatch()
                     finally:
                         db.session.remove()
+                if report.skipped:
+                    # Another process held a consumer: it may have started before this kick's
+                    # events committed. Look again shortly rather than leave them to cron.
+                    time.sleep(RETRY_SKIPPED_SECONDS)
+                    self._wake.set()
             except Exception:  # the thread must outlive any one failure
                 self.app.logger.exception("outbox dispatch failed; run-triggers will pick the events up")
 

@@ -40,6 +40,7 @@ from flask import current_app
 from flask_babel import gettext as _
 
 from portal import realtime
+from portal.database import begin_write
 from portal.errors import DomainError
 from portal.extensions import db
 from portal.models import (
@@ -402,6 +403,7 @@ def _due(now: datetime):
 def _claim(limit: int) -> list[int]:
     """Take up to ``limit`` due deliveries for this sender (SKIP LOCKED on PostgreSQL, then a claim
     column both databases honour); committed before any request goes out."""
+    begin_write(db.session())
     now = utcnow()
     ids = list(
         db.session.scalars(
@@ -438,11 +440,13 @@ def _attempt(delivery_id: int, force: bool = False) -> bool:
     if delivery.status != DeliveryStatus.PENDING or (not endpoint.enabled and not force):
         return False
     timestamp = int(utcnow().timestamp())
-    outcome = post(
-        endpoint.url,
-        delivery.body,
-        headers_for(endpoint.secret, delivery.message_id, timestamp, delivery.body),
-    )
+    url, body = endpoint.url, delivery.body
+    headers = headers_for(endpoint.secret, delivery.message_id, timestamp, body)
+    db.session.rollback()  # end the read: no transaction (nor SQLite's lock) while the request is out
+    outcome = post(url, body, headers)
+    begin_write(db.session())
+    delivery = db.session.get(WebhookDelivery, delivery_id)
+    endpoint = delivery.endpoint
     now = utcnow()
     delivery.attempts += 1
     delivery.claimed_until = None
