@@ -36,7 +36,14 @@ TYPES: dict[str, tuple[str, dict[str, Any]]] = {
     ),
     "partner.tier_changed": (
         "A partner moved to another tier (up or down).",
-        {"partner_id": 42, "from_tier": "Silver", "to_tier": "Gold", "upgrade": True, "change_id": 7},
+        {
+            "partner_id": 42,
+            "from_tier": "Silver",
+            "to_tier": "Gold",
+            "to_tier_id": 3,
+            "upgrade": True,
+            "change_id": 7,
+        },
     ),
     "conversion.created": (
         "A sale was recorded and counts (pending until its hold ends).",
@@ -79,15 +86,17 @@ TYPES: dict[str, tuple[str, dict[str, Any]]] = {
         },
     ),
     "conversion.refunded": (
-        "The brand refunded (part of) a sale.",
+        "The brand refunded (part of) a sale: amount_minor is this refund, refunded_minor the total so far.",
         {
             "conversion_id": 1001,
             "transaction_id": "order-1001",
             "partner_id": 42,
-            "amount_minor": 8000,
-            "refunded_minor": 8000,
+            "amount_minor": 2000,
+            "refunded_minor": 2000,
             "currency": "USD",
             "refund_id": "rf-1",
+            "status": "pending",
+            "reason": None,
         },
     ),
     "commission.created": (
@@ -100,6 +109,7 @@ TYPES: dict[str, tuple[str, dict[str, Any]]] = {
             "amount_minor": 800,
             "currency": "USD",
             "status": "pending",
+            "reason": None,
         },
     ),
     "commission.confirmed": (

@@ -27,7 +27,7 @@ from portal.models import (
     Thread,
     Tier,
 )
-from portal.services import accounts, outbox, payouts, rewards, tracking
+from portal.services import accounts, events, outbox, payouts, rewards, tracking
 from portal.services.payouts import PayoutDetails, save_payout_account
 from portal.services.tracking import ConversionInput
 from tests.creative_support import make_banner
@@ -200,3 +200,8 @@ def test_each_automatic_message_fires_from_its_event_once_in_the_inbox_and_by_em
             if email["To"] == partner.user.email and email["Subject"] == message.thread.subject
         ]
         assert len(emails) == 1, [(e["To"], e["Subject"]) for e in mail_outbox]
+
+        # Every event written on the way carries the keys of its documented example (README, OpenAPI).
+        for event in db.session.scalars(sa.select(OutboxEvent)):
+            _description, example = events.TYPES[event.type]
+            assert set(event.data) == set(example), (event.type, event.data)

@@ -27,7 +27,7 @@ from portal.models import (
     WebhookDelivery,
     WebhookEndpoint,
 )
-from portal.services import accounts, outbox, payouts, webhooks
+from portal.services import accounts, events, outbox, payouts, webhooks
 from portal.services.api_keys import create_api_key
 from portal.services.payouts import PayoutDetails, save_payout_account
 from tests.conftest import IN_CI, POSTGRES_URL, _reset_postgres, free_port, migrate_database
@@ -140,6 +140,10 @@ def test_a_sale_a_refund_a_paid_batch_and_an_approval_each_arrive_once_signed(cl
     assert (paid["body"]["data"]["partner_id"], paid["body"]["data"]["reference"]) == (payee.id, "PP-77")
     [approved] = receiver.of_type("partner.approved")
     assert approved["body"]["data"]["partner_id"] == applicant.id
+    # Each payload has the keys its documented example has (README, OpenAPI: events.TYPES).
+    for request in receiver.received:
+        _description, example = events.TYPES[request["body"]["type"]]
+        assert set(request["body"]["data"]) == set(example), request["body"]
     ids = [r["headers"]["webhook-id"] for r in receiver.received]
     assert len(set(ids)) == 5 and all(i.startswith("msg_") for i in ids)
     assert all(set(r["body"]) == {"type", "timestamp", "data"} for r in receiver.received)
