@@ -127,6 +127,19 @@ class Config:
     MAIL_RETRY_MAX_SECONDS = _int("MAIL_RETRY_MAX_SECONDS", 4 * 3600)
     MAIL_GIVE_UP_HOURS = _int("MAIL_GIVE_UP_HOURS", 48)
 
+    # The event outbox: "background" hands what a request committed to a dispatcher thread of
+    # the process; "inline" dispatches at the end of the request (the tests); "off" leaves it
+    # all to `flask portal run-triggers`.
+    OUTBOX_DISPATCH_MODE = _str("OUTBOX_DISPATCH_MODE", "background")
+    # Outgoing webhooks: retried for WEBHOOK_RETRY_HOURS (then given up; an endpoint failing
+    # that long is switched off), after WEBHOOK_RETRY_FIRST_SECONDS, doubling, at most _MAX_.
+    WEBHOOK_RETRY_HOURS = _int("WEBHOOK_RETRY_HOURS", 72)
+    WEBHOOK_RETRY_FIRST_SECONDS = _int("WEBHOOK_RETRY_FIRST_SECONDS", 30)
+    WEBHOOK_RETRY_MAX_SECONDS = _int("WEBHOOK_RETRY_MAX_SECONDS", 6 * 3600)
+    # Kinds of address a webhook may go to besides public ones: loopback, private, link_local.
+    # None by default (no request to the portal's own network); development and tests allow loopback.
+    WEBHOOK_ALLOW_NETWORKS = _list("WEBHOOK_ALLOW_NETWORKS") or []
+
     PASSWORD_RESET_MAX_AGE = _int("PASSWORD_RESET_MAX_AGE", 3600)
     INVITATION_MAX_AGE = _int("INVITATION_MAX_AGE", 7 * 86400)
     UNSUBSCRIBE_MAX_AGE = _int("UNSUBSCRIBE_MAX_AGE", 365 * 86400)
@@ -212,6 +225,7 @@ class DevelopmentConfig(Config):
     DEBUG = _bool("FLASK_DEBUG", False)
     SCHEDULER_ENABLED = _bool("SCHEDULER_ENABLED", True)
     CSP_REPORTS = _bool("CSP_REPORTS", True)
+    WEBHOOK_ALLOW_NETWORKS = _list("WEBHOOK_ALLOW_NETWORKS") or ["loopback"]
 
 
 class TestingConfig(Config):
@@ -225,6 +239,8 @@ class TestingConfig(Config):
     REDIS_URL = None
     MAIL_SERVER = None
     MAIL_SEND_MODE = "inline"
+    OUTBOX_DISPATCH_MODE = "inline"
+    WEBHOOK_ALLOW_NETWORKS = ("loopback",)
     SERVER_NAME = "portal.test"
     CLICK_WRITE_MODE = "inline"
     PORTAL_BASE_URL = "http://portal.test"

@@ -308,9 +308,10 @@ def register_realtime(app: Flask) -> None:
 
 
 def register_mail_delivery(app: Flask) -> None:
-    from portal.services import delivery
+    from portal.services import delivery, outbox
 
     delivery.init_app(app)
+    outbox.init_app(app)  # after it: its hook runs first, so the e-mails it writes go out in its pass
 
 
 def register_template_helpers(app: Flask) -> None:

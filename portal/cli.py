@@ -166,11 +166,32 @@ def report_ledger(*, exit_on_violation: bool) -> bool:
 
 @portal_cli.command("run-triggers")
 def run_triggers_command() -> None:
-    """Publish due announcements, send wake-ups and waiting e-mails (idempotent; run from cron)."""
+    """Publish due announcements, dispatch the event outbox (messages, live events, webhooks),
+    send wake-ups and waiting e-mails (idempotent; run from cron)."""
     from portal.jobs import run_triggers
 
     report = run_triggers()
     click.echo(f"run-triggers: {report}.")
+
+
+@portal_cli.command("add-webhook")
+@click.argument("url")
+@click.option("--events", "event_types", default="", help="Comma-separated event types (default: all).")
+@click.option("--description", default=None)
+def add_webhook_command(url: str, event_types: str, description: str | None) -> None:
+    """Add an outgoing webhook endpoint; its signing secret is printed on the last line, once."""
+    from portal.services import webhooks
+
+    try:
+        endpoint, secret = webhooks.create_endpoint(url, event_types.split(","), None, description)
+    except DomainError as error:
+        db.session.rollback()
+        raise click.ClickException(str(error)) from error
+    db.session.commit()
+    kinds = ", ".join(endpoint.event_types) or "every event type"
+    click.echo(f"Webhook endpoint {endpoint.id} added for {endpoint.url} ({kinds}).")
+    click.echo("Its signing secret, shown this once (Standard Webhooks):")
+    click.echo(secret)
 
 
 @portal_cli.command("rebuild-rollups")

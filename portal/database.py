@@ -9,6 +9,7 @@ import time
 import weakref
 
 import sqlalchemy as sa
+from sqlalchemy import orm
 
 BUSY_TIMEOUT_SECONDS = 5.0
 
@@ -178,3 +179,13 @@ def lock_partner(session, partner_id: int) -> None:
             sa.text("SELECT pg_advisory_xact_lock(:namespace, :key)"),
             {"namespace": _PARTNER_LOCKS, "key": partner_id},
         )
+
+
+def stored_as_loaded(instance):
+    """``instance``, whose every column holds what was just inserted, as a clean persistent
+    object of the session, as if a query had loaded it."""
+    from portal.extensions import db
+
+    orm.make_transient_to_detached(instance)
+    db.session.add(instance)
+    return instance

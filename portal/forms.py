@@ -21,6 +21,7 @@ from wtforms import TextAreaField as _WtformsTextAreaField
 from wtforms.validators import DataRequired, Length, Optional
 
 from portal.errors import DomainError
+from portal.formatting import CHANNEL_LABELS
 from portal.models import CHANNELS
 from portal.money import RateOverLimit, parse_amount, parse_rate_bp
 
@@ -55,15 +56,7 @@ def as_choices(pairs) -> list[SelectChoice]:
 
 
 def channel_choices() -> list[SelectChoice]:
-    labels = {
-        "seo": _l("SEO / content site"),
-        "social": _l("Social media"),
-        "ads": _l("Paid ads"),
-        "email": _l("E-mail newsletter"),
-        "video": _l("Video"),
-        "other": _l("Other"),
-    }
-    return as_choices((c, labels[c]) for c in CHANNELS)
+    return as_choices((c, CHANNEL_LABELS[c]) for c in CHANNELS)
 
 
 _NOT_COUNTRIES = {"EU", "EZ", "UN", "QO", "ZZ", "XA", "XB"}

@@ -29,21 +29,25 @@ class TriggerReport:
     wake_ups: int
     emails: int
     campaigns: int = 0
-    conversion_messages: int = 0
+    # Outbox events the automatic-message consumer handled in this run (each sends at most one
+    # message per partner), and webhook deliveries that reached their endpoint.
+    events: int = 0
+    webhooks: int = 0
 
     def __str__(self) -> str:
         return (
             f"{self.announcements} scheduled announcements published, "
-            f"{self.campaigns} campaign-starting messages, "
-            f"{self.conversion_messages} first-sale and rejection messages, "
-            f"{self.wake_ups} wake-up messages, {self.emails} e-mails sent"
+            f"{self.campaigns} campaigns started, "
+            f"{self.events} outbox events handled, "
+            f"{self.wake_ups} wake-up messages, {self.emails} e-mails sent, "
+            f"{self.webhooks} webhooks delivered"
         )
 
 
 def run_triggers(now: datetime | None = None) -> TriggerReport:
     """Publish due announcements, tell partners about campaigns starting, send the conversion
     messages the API left for later and due wake-ups, then send (or retry) waiting e-mails."""
-    from portal.services import announcements, delivery, lifecycle, rewards
+    from portal.services import announcements, delivery, lifecycle, outbox, rewards
     from portal.services.program import get_program
 
     now = now or utcnow()
@@ -51,11 +55,20 @@ def run_triggers(now: datetime | None = None) -> TriggerReport:
     db.session.commit()
     campaigns = rewards.announce_starting_campaigns(get_program(), now)
     db.session.commit()
-    deferred = lifecycle.send_deferred()
     wake_ups = lifecycle.send_wake_ups(now)
     db.session.commit()
+    # Everything the outbox holds that no dispatcher handled yet (a crash, a stopped
+    # process, OUTBOX_DISPATCH_MODE=off), and the webhooks whose retry is due.
+    dispatched = outbox.dispatch()
     sent = delivery.send_ready() + delivery.retry_unsent()
-    return TriggerReport(published, wake_ups, sent, campaigns=campaigns, conversion_messages=deferred)
+    return TriggerReport(
+        published,
+        wake_ups,
+        sent,
+        campaigns=campaigns,
+        events=dispatched.handled.get("messages", 0),
+        webhooks=dispatched.webhooks_sent,
+    )
 
 
 def run_confirm(now: datetime | None = None) -> int:

@@ -1,53 +1,33 @@
-"""Jinja filters and globals: the one place money, dates and statuses are formatted."""
+"""Jinja filters and globals: registers ``portal.formatting`` as filters, plus page-only helpers
+(status badges, file URLs, the unread badge). Services never import this module."""
 
 from __future__ import annotations
 
 import re
-from datetime import date, datetime
-from decimal import Decimal
-from functools import lru_cache
 
-from babel import Locale
-from babel.dates import format_date as babel_format_date
-from babel.dates import format_skeleton
-from babel.numbers import get_group_symbol
 from flask import Flask, has_request_context, request
-from flask_babel import format_date, format_datetime, format_decimal, format_percent, get_locale
+from flask_babel import get_locale
 from flask_babel import gettext as _
 from flask_wtf.csrf import generate_csrf
 
 from portal.charts import bar_chart
+from portal.formatting import (
+    channel_label,
+    channel_labels,
+    day,
+    money,
+    number,
+    percent_bp,
+    rate,
+    reason_label,
+    when,
+)
 from portal.i18n import html_lang, locale_choices
 from portal.models import CommissionType, PartnerStatus
-from portal.money import format_money
 from portal.realtime import room_for
 
-
-def money(minor: int | None, currency: str) -> str:
-    if minor is None:
-        return "—"
-    return _money(minor, currency, str(get_locale()))
-
-
-# Dashboards format hundreds of numbers, dates and amounts per page; each is a pure
-# function of its inputs and the locale, so the formatted text is remembered.
-@lru_cache(maxsize=8192)
-def _money(minor: int, currency: str, locale: str) -> str:
-    return format_money(minor, currency, locale=locale)
-
-
-@lru_cache(maxsize=32)
-def _thousands_separator(locale: str) -> str | None:
-    """The locale's group symbol if it groups integers by threes (most do), else None."""
-    pattern = Locale.parse(locale).decimal_formats.get(None)
-    if pattern is None or pattern.grouping != (3, 3):
-        return None
-    return get_group_symbol(locale)
-
-
-def percent_bp(basis_points: int) -> str:
-    """Hundredths of a percent as a percent: 1250 → "12.5%"."""
-    return format_percent(Decimal(basis_points) / 10000, "#,##0.##%")
+# Re-exported for templates' callers that still import them from here.
+__all__ = ["channel_label", "channel_labels", "day", "money", "number", "percent_bp", "rate", "when"]
 
 
 def base_commission(program) -> str:
@@ -56,50 +36,10 @@ def base_commission(program) -> str:
     return _("%(amount)s per sale", amount=money(program.commission_flat_minor, program.currency))
 
 
-def channel_label(code: str) -> str:
-    from portal.forms import channel_choices
-
-    return next((str(c.label) for c in channel_choices() if c.value == code), code)
-
-
-def channel_labels(codes: list[str]) -> str:
-    return ", ".join(channel_label(c) for c in codes)
-
-
 def country_name(code: str | None) -> str:
     if not code:
         return "—"
     return get_locale().territories.get(code, code)
-
-
-def number(value: int | float | None) -> str:
-    """A count with the viewer's thousands separators: 12345 → "12,345"."""
-    if value is None:
-        return "—"
-    if isinstance(value, int) and not isinstance(value, bool):
-        separator = _thousands_separator(str(get_locale()))
-        if separator is not None:
-            return f"{value:,}".replace(",", separator)
-    return format_decimal(value)
-
-
-def day(value, format: str = "medium") -> str:  # noqa: A002 - Babel's own name
-    """A calendar date (payout dates, dashboard days), in the viewer's language.
-
-    ``"short"`` is day and month only ("Dec 1"), for chart axes and bar tips.
-    """
-    if value is None:
-        return "—"
-    if isinstance(value, datetime):
-        return format_date(value, format)  # an instant: shown on the viewer's calendar
-    return _day(value, format, str(get_locale()))
-
-
-@lru_cache(maxsize=4096)
-def _day(value: date, format: str, locale: str) -> str:  # noqa: A002
-    if format == "short":
-        return format_skeleton("MMMd", value, locale=locale)
-    return babel_format_date(value, format, locale=locale)
 
 
 def dimension_label(dimension: str) -> str:
@@ -112,12 +52,6 @@ def risk_label(reason: str) -> str:
     from portal.services.dashboards import risk_label as label
 
     return label(reason)
-
-
-def when(value, format: str = "medium") -> str:  # noqa: A002 - Babel's own name
-    if value is None:
-        return "—"
-    return format_datetime(value, format)
 
 
 # Every status is shown as a word and an icon, never by colour alone.
@@ -200,13 +134,6 @@ def unread_count(user) -> int:
     if user.is_operator:
         return inbox.team_unread_count()
     return inbox.partner_unread_count(user.partner)
-
-
-def rate(fraction: Decimal | None) -> str:
-    """A share as a percent with up to two decimals: 0.0525 → "5.25%"; None → "—"."""
-    if fraction is None:
-        return "—"
-    return format_percent(fraction, "#,##0.##%")
 
 
 def filesize(size: int | None) -> str:
@@ -306,6 +233,7 @@ def init_app(app: Flask) -> None:
     app.add_template_filter(country_name, "country")
     app.add_template_filter(rate, "rate")
     app.add_template_filter(day, "day")
+    app.add_template_filter(reason_label, "reason")
     app.add_template_filter(filesize, "filesize")
     app.add_template_filter(creative_kind, "creative_kind")
     app.add_template_filter(language_name, "language")

@@ -267,6 +267,7 @@ def db(app):
     with app.app_context():
         connection = _db.engine.connect()
         transaction = connection.begin()
+        _clear_leftover_events(connection)
         original = _db.session
         _db.session = _db._make_scoped_session(
             {
@@ -283,6 +284,18 @@ def db(app):
             if transaction.is_active:
                 transaction.rollback()
             connection.close()
+
+
+def _clear_leftover_events(connection) -> None:
+    """Start the test with an empty event outbox, inside its rolled-back transaction.
+
+    The race tests commit for real (their own app and connections) and remove their rows
+    afterwards, but not the outbox events their changes wrote. Left there, the next test's
+    dispatcher would act on them, for a partner whose id SQLite has handed out again."""
+    if connection.exec_driver_sql("SELECT 1 FROM outbox_events LIMIT 1").first() is None:
+        return  # nothing left behind (the usual case): no write, no lock
+    for table in ("webhook_deliveries", "outbox_receipts", "outbox_consumers", "outbox_events"):
+        connection.exec_driver_sql(f"DELETE FROM {table}")  # noqa: S608 - our own table names
 
 
 class _FreshGlobalsClient(FlaskClient):

@@ -3,13 +3,21 @@
 from portal.models.accounts import CHANNELS, OPERATOR_ROLES, Partner, PartnerStatus, RecoveryCode, Role, User
 from portal.models.audit import AuditEvent
 from portal.models.creatives import Creative, CreativeKind, CreativeStatus, CreativeVersion
+from portal.models.events import (
+    DeliveryStatus,
+    OutboxConsumer,
+    OutboxEvent,
+    OutboxReceipt,
+    WebhookAttempt,
+    WebhookDelivery,
+    WebhookEndpoint,
+)
 from portal.models.messaging import (
     EMAIL_KINDS,
     Announcement,
     AnnouncementRecipient,
     AutomaticKind,
     AutomaticMessageLog,
-    DeferredMessage,
     EmailPreference,
     Message,
     MessageTemplate,
@@ -116,7 +124,7 @@ __all__ = [
     "CreativeStatus",
     "CreativeVersion",
     "DailyStat",
-    "DeferredMessage",
+    "DeliveryStatus",
     "EmailPreference",
     "HoldReason",
     "ItemStatus",
@@ -127,6 +135,9 @@ __all__ = [
     "MessageTemplate",
     "MonthClose",
     "OutboundEmail",
+    "OutboxConsumer",
+    "OutboxEvent",
+    "OutboxReceipt",
     "Partner",
     "PartnerDailyStat",
     "PartnerStatus",
@@ -159,6 +170,9 @@ __all__ = [
     "TierMetric",
     "TierPeriod",
     "User",
+    "WebhookAttempt",
+    "WebhookDelivery",
+    "WebhookEndpoint",
     "campaign_partners",
     "campaign_tiers",
     "partner_tags",

@@ -31,6 +31,7 @@ class AutomaticKind(enum.StrEnum):
     NEW_CREATIVES = "new_creatives"
     CAMPAIGN_STARTING = "campaign_starting"
     CONVERSION_REJECTED = "conversion_rejected"
+    PAYOUT_FAILED = "payout_failed"
 
 
 # What a partner can switch e-mail off for: personal messages, announcements, each automatic kind.
@@ -173,19 +174,6 @@ class AutomaticMessageLog(db.Model):
     partner_id: Mapped[int] = mapped_column(sa.ForeignKey("partners.id", ondelete="CASCADE"), index=True)
     dedupe_key: Mapped[str] = mapped_column(sa.String(200))
     message_id: Mapped[int | None] = mapped_column(sa.ForeignKey("messages.id", ondelete="SET NULL"))
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-
-
-class DeferredMessage(db.Model):
-    """An automatic message about a conversion that the tracking API decided on and left
-    to the job (``portal run-triggers``), so that the brand's request does not wait for it.
-    Written in the conversion's own transaction; deleted when the message is sent."""
-
-    __tablename__ = "deferred_messages"
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    kind: Mapped[str] = mapped_column(sa.String(32))
-    conversion_id: Mapped[int] = mapped_column(sa.ForeignKey("conversions.id", ondelete="CASCADE"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 

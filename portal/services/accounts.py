@@ -30,7 +30,11 @@ from portal.i18n import speaking_to
 from portal.mail import send_mail
 from portal.models import Partner, PartnerStatus, Role, User
 from portal.models.types import utcnow
+from portal.services import events
 from portal.services.audit import record_event
+
+# Re-exported: its home is services.identity, which payouts imports without accounts.
+from portal.services.identity import confirm_identity as confirm_identity
 
 MIN_PASSWORD_LENGTH = 10
 # Ref codes avoid look-alike characters so partners can read them aloud.
@@ -133,6 +137,16 @@ def apply_as_partner(application: Application) -> Partner:
     db.session.add(partner)
     db.session.flush()
     record_event(user, "partner.applied", "partner", partner.id)
+    events.record(
+        "partner.applied",
+        {
+            "partner_id": partner.id,
+            "ref_code": partner.ref_code,
+            "name": user.name,
+            "channels": partner.channels,
+        },
+        partner_id=partner.id,
+    )
     realtime.notify_operators("application", {"partner": partner.id})
     return partner
 
@@ -200,10 +214,10 @@ def _transition(partner: Partner, actor: User, verb: str, reason: str | None) ->
 
 
 def approve_partner(partner: Partner, actor: User) -> Partner:
-    from portal.services import lifecycle
-
     _transition(partner, actor, "approve", None)
-    lifecycle.partner_approved(partner)
+    events.record(
+        "partner.approved", {"partner_id": partner.id, "ref_code": partner.ref_code}, partner_id=partner.id
+    )
     return partner
 
 
@@ -220,6 +234,11 @@ def suspend_partner(partner: Partner, actor: User, reason: str) -> Partner:
     from portal.services import payouts
 
     _transition(partner, actor, "suspend", reason)
+    events.record(
+        "partner.suspended",
+        {"partner_id": partner.id, "ref_code": partner.ref_code, "reason": partner.status_reason},
+        partner_id=partner.id,
+    )
     payouts.hold_for_suspension(partner, actor)
     return partner
 
@@ -290,23 +309,6 @@ def change_password(user: User, current_password: str, new_password: str) -> Use
     record_event(user, "user.password_changed", "user", user.id)
     db.session.flush()
     return user
-
-
-def confirm_identity(user: User, password: str | None, code: str | None = None) -> None:
-    """Ask again who is there before a change a stolen session must not make (payout details):
-    the current password, and the code of the second factor once one is enrolled (a failed
-    code counts towards the account's pause, as at sign-in)."""
-    if not password:
-        raise DomainError(_("Enter your current password to make this change."), "current_password")
-    if not user.check_password(password):
-        raise DomainError(_("That is not your current password."), "current_password")
-    if user.two_factor_enabled:
-        from portal.services import two_factor
-
-        if not (code or "").strip():
-            raise DomainError(_("Enter the code from your authenticator app."), "code")
-        if two_factor.verify(user, code).method is None:
-            raise DomainError(_("That code does not match."), "code")
 
 
 # --- password reset ---------------------------------------------------------

@@ -43,7 +43,7 @@ from portal.models import (
     User,
 )
 from portal.models.types import utcnow
-from portal.services import inbox, reward_rules, rewards
+from portal.services import events, inbox, reward_rules, rewards
 from portal.services.audit import record_event
 
 MAX_NAME = 120
@@ -233,6 +233,13 @@ def _own(request: CampaignRequest, user: User) -> Partner:
 
 
 def _announce(request: CampaignRequest) -> None:
+    events.record(
+        "campaign_request.submitted"
+        if request.status == RequestStatus.REQUESTED
+        else "campaign_request.changed",
+        {"request_id": request.id, "partner_id": request.partner_id, "status": request.status},
+        partner_id=request.partner_id,
+    )
     payload = {"request": request.id, "status": request.status, "thread": request.thread_id}
     realtime.notify(request.partner_id, "campaign_request", payload)
     realtime.notify_operators("campaign_request", payload)

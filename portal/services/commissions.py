@@ -11,11 +11,11 @@ from datetime import timedelta
 import sqlalchemy as sa
 from sqlalchemy.orm.attributes import set_committed_value
 
+from portal.database import stored_as_loaded
 from portal.extensions import db
 from portal.models import (
     CORRECTION_KINDS,
     Commission,
-    CommissionKind,
     CommissionStatus,
     Conversion,
     Program,
@@ -24,7 +24,7 @@ from portal.models import (
 from portal.models.types import utcnow
 from portal.services import rewards
 from portal.services.payouts import lines_state
-from portal.services.rewards import CommissionDraft, RuleContext, round_half_even
+from portal.services.rewards import CommissionDraft, RuleContext, correction, round_half_even
 
 __all__ = [
     "CommissionDraft",
@@ -74,8 +74,6 @@ def earn(
     take one INSERT … RETURNING id, not the unit of work (the API's hot path); an unsaved
     one's are added to the session with it.
     """
-    from portal.services.tracking import stored_as_loaded
-
     upgrade = rewards.upgrade_on_conversion(program, conversion, facts)
     if upgrade is None:
         context = rewards.load_context(conversion)
@@ -118,36 +116,6 @@ def earn(
 
 def net_commission(conversion: Conversion) -> int:
     return sum(line.amount_minor for line in conversion.commissions)
-
-
-def correction(
-    base: Commission, amount_minor: int, reason: str, note: str | None, explanation: dict
-) -> Commission:
-    """A negative line that takes back (part of) ``base``; the original is never edited.
-
-    Before the base line is in a payout it is a *reversal* with the base's own
-    status; once it is in a payout it is a *clawback*, confirmed at once, that
-    the next batch nets off.
-    """
-    now = utcnow()
-    in_payout = base.payout_item is not None
-    confirmed = in_payout or base.status == CommissionStatus.CONFIRMED
-    line = Commission(
-        conversion=base.conversion,
-        partner_id=base.partner_id,
-        kind=CommissionKind.CLAWBACK if in_payout else CommissionKind.REVERSAL,
-        amount_minor=-amount_minor,
-        currency=base.currency,
-        status=CommissionStatus.CONFIRMED if confirmed else CommissionStatus.PENDING,
-        confirm_after=now if confirmed else base.confirm_after,
-        confirmed_at=now if confirmed else None,
-        reverses_id=base.id,
-        reason_code=reason,
-        note=note,
-        explanation=explanation,
-    )
-    db.session.add(line)
-    return line
 
 
 def _earning_lines(conversion: Conversion) -> list[Commission]:

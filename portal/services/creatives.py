@@ -36,6 +36,7 @@ from portal.models import (
     User,
 )
 from portal.models.types import utcnow
+from portal.services import events
 from portal.services.audit import record_event
 from portal.services.creative_files import ImageInfo, Upload, inspect_image
 from portal.storage import Storage, current_storage, put_in_transaction
@@ -368,6 +369,15 @@ def set_creative_status(creative: Creative, actor: User, verb: str) -> Creative:
     record_event(actor, f"creative.{verb}", "creative", creative.id, previous=previous)
     db.session.flush()
     if target == CreativeStatus.PUBLISHED:
+        events.record(
+            "creative.published",
+            {
+                "creative_id": creative.id,
+                "name": creative.name,
+                "kind": creative.kind,
+                "channels": list(creative.channels or []),
+            },
+        )
         _announce(creative, "published")
     return creative
 

@@ -264,7 +264,7 @@ def dimension_label(dimension: str) -> str:
 def _channel_label(code: str) -> str:
     if not code:
         return _("No click (ref code or returning customer)")
-    from portal.templating import channel_label
+    from portal.formatting import channel_label
 
     return channel_label(code)
 

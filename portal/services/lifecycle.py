@@ -1,15 +1,24 @@
-"""Automatic messages at the moments that matter — the one entry point other modules call.
+"""Automatic messages at the moments that matter: a consumer of the outbox.
 
 Each kind is an editable template with ``{{ variables }}`` that operators can
 switch off. ``notify(kind, partner, key=..., **values)`` sends one: at most once
-per (kind, partner, key), inside the caller's transaction (the message, its
-e-mail in the outbox and its live event all stand or fall with the caller's
-commit). The functions below it are the events, named by what happened:
+per (kind, partner, key), inside the current transaction (the message, its
+e-mail in the e-mail outbox, its ``message.sent`` event and its live event all
+stand or fall with that commit).
 
-* here today: ``partner_approved``, ``conversion_recorded`` (first sale),
-  ``conversion_rejected``, and the time-driven ``send_wake_ups`` (the job);
-* for other modules to call: ``tier_upgraded``, ``payout_sent``,
-  ``creatives_published``, ``campaign_starting``.
+Nothing in the money path calls this module: services write domain events
+(``portal.services.events``) and ``handle_event`` — run by the outbox dispatcher,
+at least once per event — turns them into messages: ``partner.approved`` → welcome,
+``conversion.created`` / ``conversion.approved`` → the first sale,
+``conversion.rejected`` → why, ``partner.tier_changed`` (up) → tier upgrade,
+``payout.paid`` → payout sent, ``payout.failed`` → payment failed with its reason,
+``creative.published`` → new creatives in the partner's channels,
+``campaign.started`` → campaign starting. The wake-up is time-driven
+(``send_wake_ups``, from the job).
+
+Why it is long: one section per message kind (its default wording, the event that
+fires it and the values it fills in) beside the one sending path they share; split by
+kind, each file would repeat the sending path's imports and rules for a few dozen lines.
 """
 
 from __future__ import annotations
@@ -31,6 +40,8 @@ from jinja2.sandbox import SandboxedEnvironment
 from portal import lookups, realtime
 from portal.errors import DomainError
 from portal.extensions import db
+from portal.formatting import channel_label, reason_label
+from portal.formatting import money as format_money_for
 from portal.i18n import speaking_to
 from portal.models import (
     AutomaticKind,
@@ -38,16 +49,15 @@ from portal.models import (
     Click,
     Conversion,
     ConversionStatus,
-    DeferredMessage,
     Message,
     MessageTemplate,
+    OutboxEvent,
     Partner,
     PartnerStatus,
     User,
 )
 from portal.models.types import utcnow
-from portal.money import format_money
-from portal.services import delivery, inbox
+from portal.services import delivery, events, inbox
 from portal.services.audit import record_event
 from portal.urls import absolute_url
 
@@ -105,6 +115,12 @@ VARIABLES: dict[str, dict[str, object]] = {
         "note": _l("the note from the team (may be empty)"),
         "conversion_url": _l("link to the sale's details"),
     },
+    AutomaticKind.PAYOUT_FAILED: {
+        "payout.amount": _l("the amount that could not be paid"),
+        "payout.reason": _l("why the payment failed"),
+        "payout_details_url": _l("link to their payout details"),
+        "earnings_url": _l("link to their earnings"),
+    },
 }
 
 
@@ -123,6 +139,7 @@ def kind_label(kind: str) -> str:
         AutomaticKind.NEW_CREATIVES: _("New creatives in the partner's channels"),
         AutomaticKind.CAMPAIGN_STARTING: _("Campaign starting"),
         AutomaticKind.CONVERSION_REJECTED: _("Sale rejected"),
+        AutomaticKind.PAYOUT_FAILED: _("Payment failed"),
     }.get(kind, kind)
 
 
@@ -187,6 +204,16 @@ def _defaults() -> dict[str, tuple[str, str]]:
                 "Hi {{ partner.name }},\n\norder {{ conversion.order }} ({{ conversion.amount }}) "
                 "does not earn commission: {{ reason }}. {{ note }}\n\n"
                 "[See the details]({{ conversion_url }}). If you think this is wrong, answer this message."
+            ),
+        ),
+        AutomaticKind.PAYOUT_FAILED: (
+            _("Your payout of {{ payout.amount }} could not be paid"),
+            _(
+                "Hi {{ partner.name }},\n\nwe could not pay you **{{ payout.amount }}**: "
+                "{{ payout.reason }}.\n\n"
+                "The amount is back in your balance and goes out with the next payout. "
+                "Please [check your payout details]({{ payout_details_url }}); "
+                "[see your earnings]({{ earnings_url }})."
             ),
         ),
     }
@@ -419,7 +446,7 @@ def _common_values(partner: Partner) -> dict[str, object]:
 
 
 def _money(minor: int, currency: str) -> str:
-    return format_money(minor, currency, locale=str(get_locale() or "en"))
+    return format_money_for(minor, currency, str(get_locale() or "en"))
 
 
 def notify(kind: str, partner: Partner, *, key: str, **values: object) -> Message | None:
@@ -464,6 +491,11 @@ def notify(kind: str, partner: Partner, *, key: str, **values: object) -> Messag
     db.session.flush()
     delivery.queue_email(partner, kind, subject, body, inbox.thread_link(message.thread))
     realtime.notify(partner.id, "notification", {"kind": kind, "thread": message.thread_id})
+    events.record(
+        "message.sent",
+        {"partner_id": partner.id, "kind": kind, "message_id": message.id, "thread_id": message.thread_id},
+        partner_id=partner.id,
+    )
     return message
 
 
@@ -482,12 +514,11 @@ def _conversion_values(conversion: Conversion) -> dict[str, object]:
     }
 
 
-def conversion_recorded(conversion: Conversion, *, later: bool = False) -> Message | None:
+def conversion_recorded(conversion: Conversion) -> Message | None:
     """A conversion now counts for its partner: congratulate them if it is their first.
 
     Once a partner is seen to have another counted sale, this process remembers it
-    (``portal.lookups``), so their later sales cost no query here at all. ``later``
-    leaves the message to the job (``send_deferred``), in this transaction.
+    (``portal.lookups``), so their later sales cost no query here at all.
     """
     if conversion.partner_id is None or conversion.status != ConversionStatus.PENDING:
         return None
@@ -504,11 +535,8 @@ def conversion_recorded(conversion: Conversion, *, later: bool = False) -> Messa
         .limit(1)
     )
     if earlier is not None:
-        # Not their first; a request records one sale, so that earlier one is already committed.
+        # Not their first; the earlier one is committed (events are read after the commit).
         cache.put("has_counted_sale", conversion.partner_id, True, cache.version)
-        return None
-    if later:
-        _defer(AutomaticKind.FIRST_CONVERSION, conversion)
         return None
     return _first_conversion(conversion)
 
@@ -527,16 +555,10 @@ def _first_conversion(conversion: Conversion) -> Message | None:
         )
 
 
-def conversion_rejected(conversion: Conversion, *, later: bool = False) -> Message | None:
-    """A partner's conversion was rejected (by a rule, a refund or an operator): say why.
-    ``later`` leaves the message to the job (``send_deferred``), in this transaction."""
+def conversion_rejected(conversion: Conversion) -> Message | None:
+    """A partner's conversion was rejected (by a rule, a refund or an operator): say why."""
     if conversion.partner_id is None or conversion.status != ConversionStatus.REJECTED:
         return None
-    if later:
-        _defer(AutomaticKind.CONVERSION_REJECTED, conversion)
-        return None
-    from portal.services.tracking import reason_label
-
     partner = conversion.partner or db.session.get(Partner, conversion.partner_id)
     with speaking_to(partner.user):
         return notify(
@@ -547,34 +569,6 @@ def conversion_rejected(conversion: Conversion, *, later: bool = False) -> Messa
             note=conversion.rejection_note or "",
             **_conversion_values(conversion),
         )
-
-
-def _defer(kind: str, conversion: Conversion) -> None:
-    db.session.execute(sa.insert(DeferredMessage), [{"kind": kind, "conversion_id": conversion.id}])
-
-
-def send_deferred(limit: int = 500) -> int:
-    """Send the messages the tracking API left for later (``run-triggers``); commits after
-    each. Returns how many went out (a switched-off kind, or one sent already, sends none)."""
-    sent = 0
-    ids = db.session.scalars(sa.select(DeferredMessage.id).order_by(DeferredMessage.id).limit(limit)).all()
-    for deferred_id in ids:
-        deferred = db.session.get(DeferredMessage, deferred_id)
-        if deferred is None:  # another run took it
-            db.session.rollback()
-            continue
-        conversion = db.session.get(Conversion, deferred.conversion_id)
-        message = None
-        if conversion is not None and conversion.partner_id is not None:
-            if deferred.kind == AutomaticKind.FIRST_CONVERSION:
-                if conversion.status == ConversionStatus.PENDING:
-                    message = _first_conversion(conversion)
-            elif deferred.kind == AutomaticKind.CONVERSION_REJECTED:
-                message = conversion_rejected(conversion)
-        db.session.execute(sa.delete(DeferredMessage).where(DeferredMessage.id == deferred_id))
-        db.session.commit()
-        sent += message is not None
-    return sent
 
 
 def send_wake_ups(now: datetime | None = None) -> int:
@@ -628,13 +622,13 @@ def _aware(value):
     return value
 
 
-# --- events other modules raise ---------------------------------------------------------------
+# --- the other kinds ---------------------------------------------------------------
 
 
 def tier_upgraded(
     partner: Partner, *, tier_name: str, previous_tier: str, rate: str, key: str
 ) -> Message | None:
-    """Rewards: call when ``partner`` moves up a tier; ``key`` names the change (e.g. its id)."""
+    """``partner`` moved up a tier; ``key`` names the change (its id)."""
     return notify(
         AutomaticKind.TIER_UPGRADE,
         partner,
@@ -648,7 +642,7 @@ def tier_upgraded(
 def payout_sent(
     partner: Partner, *, amount_minor: int, currency: str, reference: str, paid_at: datetime, key: str
 ) -> Message | None:
-    """Payouts: call when a payout item is marked paid; ``key`` is the payout item."""
+    """A payout item was marked paid; ``key`` is the payout item."""
     from portal.services.program import program_timezone
 
     # A payout date is the program's calendar day, whatever the partner's own zone.
@@ -674,10 +668,8 @@ class NewCreative:
 
 
 def creatives_published(creatives: list[NewCreative], *, key: str, library_url: str | None = None) -> int:
-    """Creatives: call when creatives go live; each approved partner working one of their
-    channels hears about the ones for their channels, once per ``key`` (e.g. the batch)."""
-    from portal.templating import channel_label
-
+    """Creatives went live; each approved partner working one of their channels hears
+    about the ones for their channels, once per ``key`` (the creative)."""
     sent = 0
     partners = db.session.scalars(
         sa.select(Partner).where(Partner.status == PartnerStatus.APPROVED).order_by(Partner.id)
@@ -687,13 +679,16 @@ def creatives_published(creatives: list[NewCreative], *, key: str, library_url: 
         if not mine:
             continue
         channels = list(dict.fromkeys(c.channel for c in mine))
+        titles = list(
+            dict.fromkeys(c.title for c in mine)
+        )  # a creative for two of their channels counts once
         with speaking_to(partner.user):
             message = notify(
                 AutomaticKind.NEW_CREATIVES,
                 partner,
                 key=key,
-                creatives__count=len(mine),
-                creatives__titles=", ".join(c.title for c in mine),
+                creatives__count=len(titles),
+                creatives__titles=", ".join(titles),
                 creatives__channels=", ".join(channel_label(c) for c in channels),
                 creatives_url=Trusted(library_url or absolute_url("partner.dashboard")),
             )
@@ -711,7 +706,7 @@ def campaign_starting(
     key: str,
     campaign_url: str | None = None,
 ) -> int:
-    """Campaigns: call (from their job or on publishing) for the partners a campaign is open to."""
+    """A campaign starts: tell the partners it is open to."""
     sent = 0
     for partner in partners:
         with speaking_to(partner.user):
@@ -727,3 +722,176 @@ def campaign_starting(
             )
         sent += message is not None
     return sent
+
+
+def payout_failed(
+    partner: Partner, *, amount_minor: int, currency: str, reason: str, key: str
+) -> Message | None:
+    """A payment bounced (``reason`` as the operator recorded it); the amount is back in the balance."""
+    with speaking_to(partner.user):
+        return notify(
+            AutomaticKind.PAYOUT_FAILED,
+            partner,
+            key=key,
+            payout__amount=_money(amount_minor, currency),
+            payout__reason=reason,
+            payout_details_url=Trusted(absolute_url("partner.payout_details")),
+            earnings_url=Trusted(absolute_url("partner.list_conversions")),
+        )
+
+
+# --- the outbox consumer ------------------------------------------------------------------------
+
+
+def _partner(event: OutboxEvent) -> Partner | None:
+    partner_id = event.partner_id or event.data.get("partner_id")
+    return db.session.get(Partner, partner_id) if partner_id is not None else None
+
+
+def _conversion(event: OutboxEvent) -> Conversion | None:
+    conversion_id = event.data.get("conversion_id")
+    return db.session.get(Conversion, conversion_id) if conversion_id is not None else None
+
+
+def _on_partner_approved(event: OutboxEvent) -> None:
+    partner = _partner(event)
+    if partner is not None:
+        partner_approved(partner)
+
+
+def _on_conversion_counts(event: OutboxEvent) -> None:
+    conversion = _conversion(event)
+    if conversion is not None:
+        conversion_recorded(conversion)
+
+
+def _on_conversion_rejected(event: OutboxEvent) -> None:
+    conversion = _conversion(event)
+    if conversion is not None:
+        conversion_rejected(conversion)
+
+
+def _on_tier_changed(event: OutboxEvent) -> None:
+    from portal.models import Tier, TierChange
+    from portal.services.program import get_program
+    from portal.services.rewards import describe_tier_change, tier_rate_words
+
+    partner = _partner(event)
+    if partner is None:
+        return
+    tier = db.session.get(Tier, event.data["to_tier_id"]) if event.data.get("to_tier_id") else None
+    with speaking_to(partner.user):
+        base_name = _("Base")
+        if not event.data.get("upgrade"):
+            # A move down: a plain note (no template), once per change.
+            change = db.session.get(TierChange, event.data["change_id"])
+            old = event.data.get("from_tier") or base_name
+            new = event.data.get("to_tier") or base_name
+            log = AutomaticMessageLog(
+                kind="tier_change", partner_id=partner.id, dedupe_key=f"tier-change-{change.id}"
+            )
+            try:
+                with db.session.begin_nested():
+                    db.session.add(log)
+            except sa.exc.IntegrityError:
+                return
+            inbox.post_system_message(
+                partner,
+                "tier_change",
+                _("Your tier is now %(tier)s", tier=new),
+                _(
+                    "Your tier changed from %(old)s to %(new)s: %(why)s From now on you earn %(rate)s. "
+                    "See your Rewards page for what it takes to move up again.",
+                    old=old,
+                    new=new,
+                    why=describe_tier_change(change, get_program()),
+                    rate=tier_rate_words(tier, get_program()),
+                ),
+            )
+            return
+        tier_upgraded(
+            partner,
+            tier_name=event.data.get("to_tier") or base_name,
+            previous_tier=event.data.get("from_tier") or base_name,
+            rate=tier_rate_words(tier, get_program()),
+            key=f"tier-change-{event.data['change_id']}",
+        )
+
+
+def _on_payout_paid(event: OutboxEvent) -> None:
+    from datetime import date
+
+    partner = _partner(event)
+    if partner is None:
+        return
+    payout_sent(
+        partner,
+        amount_minor=event.data["amount_minor"],
+        currency=event.data["currency"],
+        reference=event.data.get("reference") or "",
+        paid_at=date.fromisoformat(event.data["paid_on"]),
+        key=f"payout-item-{event.data['item_id']}",
+    )
+
+
+def _on_payout_failed(event: OutboxEvent) -> None:
+    partner = _partner(event)
+    if partner is None:
+        return
+    payout_failed(
+        partner,
+        amount_minor=event.data["amount_minor"],
+        currency=event.data["currency"],
+        reason=event.data.get("reason") or "",
+        key=f"payout-item-{event.data['item_id']}-failed",
+    )
+
+
+def _on_creative_published(event: OutboxEvent) -> None:
+    creatives_published(
+        [NewCreative(title=event.data["name"], channel=channel) for channel in event.data["channels"]],
+        key=f"creative-{event.data['creative_id']}",
+        library_url=absolute_url("partner.list_creatives"),
+    )
+
+
+def _on_campaign_started(event: OutboxEvent) -> None:
+    from portal.models import Campaign
+    from portal.services.program import get_program
+    from portal.services.rewards import campaign_details, campaign_partner_ids
+
+    campaign = db.session.get(Campaign, event.data["campaign_id"])
+    if campaign is None:
+        return
+    program = get_program()
+    partners = db.session.scalars(
+        sa.select(Partner).where(Partner.id.in_(campaign_partner_ids(campaign))).order_by(Partner.id)
+    ).all()
+    campaign_starting(
+        list(partners),
+        name=campaign.name,
+        starts_at=campaign.starts_at,
+        ends_at=campaign.ends_at,
+        details=campaign_details(campaign, program.currency),
+        key=f"campaign-{campaign.id}",
+    )
+
+
+_HANDLERS = {
+    "partner.approved": _on_partner_approved,
+    "conversion.created": _on_conversion_counts,
+    "conversion.approved": _on_conversion_counts,
+    "conversion.rejected": _on_conversion_rejected,
+    "partner.tier_changed": _on_tier_changed,
+    "payout.paid": _on_payout_paid,
+    "payout.failed": _on_payout_failed,
+    "creative.published": _on_creative_published,
+    "campaign.started": _on_campaign_started,
+}
+
+
+def handle_event(event: OutboxEvent) -> None:
+    """The automatic-message consumer: the message an event calls for, once (the log's key)."""
+    handler = _HANDLERS.get(event.type)
+    if handler is not None:
+        handler(event)

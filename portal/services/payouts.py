@@ -50,8 +50,9 @@ from portal.models import (
 )
 from portal.models.types import utcnow
 from portal.money import to_decimal_string
-from portal.services import accounts, delivery, schedule
+from portal.services import delivery, events, schedule
 from portal.services.audit import record_event
+from portal.services.identity import confirm_identity
 
 # A batch built within this long of a change of a partner's payout destination holds their
 # item for an operator to check (a stolen session must not redirect the next payout).
@@ -63,12 +64,30 @@ DESTINATION_CHANGED = "payout.destination_changed"
 def confirm_due_commissions(now: datetime) -> int:
     """Confirm every pending line whose hold period has ended. Idempotent."""
     due = sa.and_(Commission.status == CommissionStatus.PENDING, Commission.confirm_after <= now)
-    partner_ids = db.session.scalars(sa.select(Commission.partner_id).where(due).distinct()).all()
+    per_partner = db.session.execute(
+        sa.select(
+            Commission.partner_id, Commission.currency, sa.func.count(), sa.func.sum(Commission.amount_minor)
+        )
+        .where(due)
+        .group_by(Commission.partner_id, Commission.currency)
+        .order_by(Commission.partner_id)
+    ).all()
+    partner_ids = list(dict.fromkeys(row[0] for row in per_partner))
     result = db.session.execute(
         sa.update(Commission)
         .where(Commission.status == CommissionStatus.PENDING, Commission.confirm_after <= now)
         .values(status=CommissionStatus.CONFIRMED, confirmed_at=now)
         .execution_options(synchronize_session=False)
+    )
+    events.record_many(
+        [
+            (
+                "commission.confirmed",
+                {"partner_id": partner_id, "count": count, "amount_minor": int(total), "currency": currency},
+                partner_id,
+            )
+            for partner_id, currency, count, total in per_partner
+        ]
     )
     db.session.expire_all()
     for partner_id in partner_ids:
@@ -248,6 +267,31 @@ def _fill_batch(
     return made
 
 
+def _batch_created(batch: PayoutBatch, items: int) -> None:
+    events.record(
+        "payout.batch_created",
+        {
+            "batch_id": batch.id,
+            "kind": batch.kind,
+            "currency": batch.currency,
+            "items": items,
+            "period_end": batch.period_end.isoformat() if batch.period_end else None,
+        },
+    )
+
+
+def _paid_data(item_id: int, batch_id: int, partner_id: int, amount: int, currency: str, reference, paid_on):
+    return {
+        "batch_id": batch_id,
+        "item_id": item_id,
+        "partner_id": partner_id,
+        "amount_minor": amount,
+        "currency": currency,
+        "reference": reference,
+        "paid_on": paid_on.isoformat(),
+    }
+
+
 def _item_partners(batch: PayoutBatch) -> list[int]:
     return list(db.session.scalars(sa.select(PayoutItem.partner_id).where(PayoutItem.batch_id == batch.id)))
 
@@ -292,6 +336,7 @@ def settle(
     record_event(
         actor, "payout.batch_built", "payout_batch", batch.id, period_end=str(payout_date), items=items
     )
+    _batch_created(batch, items)
     _record_suspension_holds(batch, actor)
     realtime.notify_operators("payout", {"batch": batch.id})
     realtime.notify_partners(_item_partners(batch), "earnings", {"batch": batch.id})
@@ -363,6 +408,7 @@ def request_withdrawal(program: Program, partner: Partner, now: datetime | None 
     db.session.flush()
     _fill_batch(batch, balance, None, partner.id)
     record_event(partner.user, "payout.withdrawal_requested", "payout_batch", batch.id, amount_minor=balance)
+    _batch_created(batch, 1)
     _record_suspension_holds(batch, partner.user)
     realtime.notify_operators("payout", {"batch": batch.id})
     return batch
@@ -633,6 +679,13 @@ def mark_item_paid(item: PayoutItem, actor: User, reference: str, paid_on: date)
         amount_minor=item.amount_minor,
         reference=item.reference,
     )
+    events.record(
+        "payout.paid",
+        _paid_data(
+            item.id, item.batch_id, item.partner_id, item.amount_minor, item.currency, item.reference, paid_on
+        ),
+        partner_id=item.partner_id,
+    )
     db.session.flush()
     _close_if_done(item.batch)
     realtime.notify(item.partner_id, "earnings", {"item": item.id, "status": "paid"})
@@ -662,6 +715,18 @@ def mark_item_failed(item: PayoutItem, actor: User, reason: str) -> PayoutItem:
         amount_minor=item.amount_minor,
         reason=reason,
         lines=returned,
+    )
+    events.record(
+        "payout.failed",
+        {
+            "batch_id": item.batch_id,
+            "item_id": item.id,
+            "partner_id": item.partner_id,
+            "amount_minor": item.amount_minor,
+            "currency": item.currency,
+            "reason": item.failure_reason,
+        },
+        partner_id=item.partner_id,
     )
     db.session.flush()
     _close_if_done(item.batch)
@@ -707,6 +772,16 @@ def mark_batch_paid(batch: PayoutBatch, actor: User, reference: str, paid_on: da
             }
             for item_id, _partner, amount in waiting
         ],
+    )
+    events.record_many(
+        [
+            (
+                "payout.paid",
+                _paid_data(item_id, batch.id, partner_id, amount, batch.currency, reference, paid_on),
+                partner_id,
+            )
+            for item_id, partner_id, amount in waiting
+        ]
     )
     db.session.expire_all()  # the items loaded before the bulk UPDATE are stale
     _close_if_done(batch)
@@ -1131,11 +1206,11 @@ def change_payout_details(
 ) -> PayoutAccount:
     """The partner's own change of their payout details: the details are checked (their
     field errors come first, so a typo is not answered with "password"), then who is there
-    is asked again (``accounts.confirm_identity``: the current password, and the second
+    is asked again (``identity.confirm_identity``: the current password, and the second
     factor once enrolled), then ``save_payout_account`` stores it. A wrong password saves
     nothing."""
     _checked_details(partner, details)
-    accounts.confirm_identity(actor, current_password, code)
+    confirm_identity(actor, current_password, code)
     return save_payout_account(partner, details, actor)
 
 

@@ -260,7 +260,7 @@ def _tier_snapshot(tier: Tier) -> dict[str, Any]:
 
 
 def _threshold_words(value: int, metric: str, currency: str) -> str:
-    from portal.templating import money
+    from portal.formatting import money
 
     if metric == TierMetric.REVENUE:
         return money(value, currency)
@@ -441,8 +441,8 @@ def save_campaign(
     program: Program, actor: User, data: CampaignInput, campaign: Campaign | None = None
 ) -> Campaign:
     """Create or change a campaign; dates are wall-clock times in the program's time zone."""
+    from portal.formatting import when
     from portal.services.announcements import _parse_partners, normalise_tag
-    from portal.templating import when
 
     name = " ".join((data.name or "").split())
     if not name:

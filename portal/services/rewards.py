@@ -45,7 +45,6 @@ from sqlalchemy.exc import IntegrityError
 from portal import realtime
 from portal.errors import DomainError
 from portal.extensions import db
-from portal.i18n import speaking_to
 from portal.models import (
     RATE_KINDS,
     Campaign,
@@ -79,6 +78,7 @@ from portal.models import (
     partner_tags,
 )
 from portal.models.types import utcnow
+from portal.services import events
 
 __all__ = ["PRECEDENCE", "RATE_KINDS", "Rate", "RuleContext", "decide", "explain", "round_half_even"]
 
@@ -154,7 +154,7 @@ class Rate:
         return {"type": "flat", "flat_minor": self.flat_minor, "result_minor": result}
 
     def words(self, currency: str) -> str:
-        from portal.templating import money, percent_bp
+        from portal.formatting import money, percent_bp
 
         if self.is_percent:
             return _("%(rate)s of each sale", rate=percent_bp(self.percent_bp))
@@ -849,8 +849,6 @@ def set_tier(
 
     ``only_up``: do nothing unless it is a move up (an automatic upgrade racing another).
     """
-    from portal.services import inbox, lifecycle
-
     # Lock the partner's tier row (PostgreSQL) so two sales at once cannot both move it.
     current = db.session.get(PartnerTier, partner.id, with_for_update=True, populate_existing=True)
     old = current.tier if current is not None else None
@@ -890,28 +888,19 @@ def set_tier(
     )
     db.session.add(change)
     db.session.flush()
-    # Written in the partner's language, whoever's request or job moved them.
-    with speaking_to(partner.user):
-        base_name = _("Base")
-        if upgrade:
-            lifecycle.tier_upgraded(
-                partner,
-                tier_name=tier.name if tier else base_name,
-                previous_tier=old.name if old else base_name,
-                rate=tier_rate_words(tier, program),
-                key=f"tier-change-{change.id}",
-            )
-        else:
-            subject = _("Your tier is now %(tier)s", tier=tier.name if tier else base_name)
-            body = _(
-                "Your tier changed from %(old)s to %(new)s: %(why)s From now on you earn %(rate)s. "
-                "See your Rewards page for what it takes to move up again.",
-                old=old.name if old else base_name,
-                new=tier.name if tier else base_name,
-                why=describe_tier_change(change, program),
-                rate=tier_rate_words(tier, program),
-            )
-            inbox.post_system_message(partner, "tier_change", subject, body)
+    # The partner hears of it from the outbox (lifecycle: the upgrade message, or the note on a move down).
+    events.record(
+        "partner.tier_changed",
+        {
+            "partner_id": partner.id,
+            "change_id": change.id,
+            "from_tier": change.from_name,
+            "to_tier": change.to_name,
+            "to_tier_id": change.to_tier_id,
+            "upgrade": upgrade,
+        },
+        partner_id=partner.id,
+    )
     realtime.notify(partner.id, "rewards", {"tier": tier.name if tier else None, "upgrade": upgrade})
     return change
 
@@ -1138,14 +1127,42 @@ def ladder_bonus_line(partner_id: int, month: str) -> Commission | None:
     )
 
 
+def correction(
+    base: Commission, amount_minor: int, reason: str, note: str | None, explanation: dict
+) -> Commission:
+    """A negative line that takes back (part of) ``base``; the original is never edited.
+
+    Before the base line is in a payout it is a *reversal* with the base's own
+    status; once it is in a payout it is a *clawback*, confirmed at once, that
+    the next batch nets off.
+    """
+    now = utcnow()
+    in_payout = base.payout_item is not None
+    confirmed = in_payout or base.status == CommissionStatus.CONFIRMED
+    line = Commission(
+        conversion=base.conversion,
+        partner_id=base.partner_id,
+        kind=CommissionKind.CLAWBACK if in_payout else CommissionKind.REVERSAL,
+        amount_minor=-amount_minor,
+        currency=base.currency,
+        status=CommissionStatus.CONFIRMED if confirmed else CommissionStatus.PENDING,
+        confirm_after=now if confirmed else base.confirm_after,
+        confirmed_at=now if confirmed else None,
+        reverses_id=base.id,
+        reason_code=reason,
+        note=note,
+        explanation=explanation,
+    )
+    db.session.add(line)
+    return line
+
+
 def reverse_ladder_if_needed(
     program: Program, conversion: Conversion, reason: str, note: str | None
 ) -> Commission | None:
     """After a conversion stops counting (refund, rejection): if its month's ladder bonus was
     already written and the month's count now reaches a lower step (or none), a new line
     takes back the difference. The bonus line itself is never edited."""
-    from portal.services.commissions import correction
-
     if conversion.partner_id is None:
         return None
     tz = zone(program)
@@ -1268,7 +1285,7 @@ def campaign_partner_ids(campaign: Campaign) -> sa.Select:
 
 
 def campaign_details(campaign: Campaign, currency: str) -> str:
-    from portal.templating import money
+    from portal.formatting import money
 
     if campaign.reward == CampaignReward.BONUS:
         what = _("a bonus of %(amount)s on every sale", amount=money(campaign.bonus_minor, currency))
@@ -1280,13 +1297,9 @@ def campaign_details(campaign: Campaign, currency: str) -> str:
 
 
 def announce_starting_campaigns(program: Program, now: datetime | None = None) -> int:
-    """Tell each partner a campaign is open to that it starts (once per campaign and partner).
-
-    Campaigns starting within a day either side of ``now`` are announced; the automatic
-    message log makes a second run send nothing.
-    """
-    from portal.services import lifecycle
-
+    """Record ``campaign.started`` for each campaign starting within a day either side of
+    ``now``, once per campaign (the event's key); the outbox tells the partners it is open to.
+    Returns how many campaigns were announced now."""
     now = now or utcnow()
     campaigns = db.session.scalars(
         sa.select(Campaign)
@@ -1294,27 +1307,22 @@ def announce_starting_campaigns(program: Program, now: datetime | None = None) -
         .where(Campaign.ends_at > now)
         .order_by(Campaign.id)
     ).all()
-    sent = 0
+    announced = 0
     for campaign in campaigns:
-        partners = db.session.scalars(
-            sa.select(Partner).where(Partner.id.in_(campaign_partner_ids(campaign))).order_by(Partner.id)
-        ).all()
-        sent += lifecycle.campaign_starting(
-            list(partners),
-            name=campaign.name,
-            starts_at=campaign.starts_at,
-            ends_at=campaign.ends_at,
-            details=campaign_details(campaign, program.currency),
-            key=f"campaign-{campaign.id}",
+        event = events.record(
+            "campaign.started",
+            {"campaign_id": campaign.id, "name": campaign.name, "starts_at": campaign.starts_at.isoformat()},
+            key=f"campaign.started:{campaign.id}",
         )
-    return sent
+        announced += event is not None
+    return announced
 
 
 # --- "why this amount" -------------------------------------------------------------------------------
 
 
 def _rate_phrase(explanation: dict[str, Any], currency: str) -> str:
-    from portal.templating import money, percent_bp
+    from portal.formatting import money, percent_bp
 
     if explanation.get("type") == "percent":
         return _(
@@ -1326,7 +1334,7 @@ def _rate_phrase(explanation: dict[str, Any], currency: str) -> str:
 
 
 def _renewal_phrase(renewal: dict[str, Any] | None) -> str:
-    from portal.templating import day
+    from portal.formatting import day
 
     if not renewal:
         return ""
@@ -1343,8 +1351,7 @@ def _renewal_phrase(renewal: dict[str, Any] | None) -> str:
 
 def explain(line: Commission) -> str:
     """One sentence that says why ``line`` is the amount it is (the partner's "why this amount")."""
-    from portal.services.tracking import reason_label
-    from portal.templating import day, money
+    from portal.formatting import day, money, reason_label
 
     e = line.explanation or {}
     rule = e.get("rule", line.kind)
@@ -1446,7 +1453,7 @@ def explain(line: Commission) -> str:
 
 
 def describe_tier_change(change: TierChange, program: Program) -> str:
-    from portal.templating import money
+    from portal.formatting import money
 
     if change.reason == TierChangeReason.MANUAL:
         return _("set by the program team.") + (f" {change.note}" if change.note else "")

@@ -84,7 +84,7 @@ def _percent(value: int, threshold: int) -> int:
 
 
 def _amount(value: int, metric: str, currency: str) -> str:
-    from portal.templating import money
+    from portal.formatting import money
 
     if metric == TierMetric.REVENUE:
         return money(value, currency)
@@ -118,7 +118,7 @@ def _tier_progress(partner: Partner, program: Program, tier: Tier, now: datetime
 
 
 def _ladder(partner: Partner, program: Program, now: datetime) -> LadderProgress | None:
-    from portal.templating import money
+    from portal.formatting import money
 
     steps = rewards.ladder_steps()
     if not steps:

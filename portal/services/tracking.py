@@ -21,9 +21,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.attributes import set_committed_value
 
 from portal import lookups, realtime
-from portal.database import begin_write, lock_partner
+from portal.database import begin_write, lock_partner, stored_as_loaded
 from portal.errors import DomainError
 from portal.extensions import db
+
+# Re-exported for the console's forms: its home is portal.formatting.
+from portal.formatting import reason_label as reason_label
 from portal.models import (
     AttributionMethod,
     Click,
@@ -39,26 +42,13 @@ from portal.models import (
 )
 from portal.models.types import utcnow
 from portal.money import format_money
-from portal.services import clicks, commissions, lifecycle, rewards, rollups
+from portal.services import clicks, commissions, events, rewards, rollups
 from portal.services.audit import record_event
 from portal.services.program import get_program
 
 
 class Conflict(DomainError):
     code = "conflict"
-
-
-def reason_label(code: str | None) -> str:
-    """A rejection reason in plain words."""
-    return {
-        RejectionReason.REFUND: _("the order was refunded"),
-        RejectionReason.DUPLICATE: _("a duplicate of another order"),
-        RejectionReason.FRAUD_RISK: _("flagged as a fraud risk"),
-        RejectionReason.SELF_REFERRAL: _("a purchase by the partner themself (self-referral)"),
-        RejectionReason.TEST_ORDER: _("a test order"),
-        RejectionReason.OUT_OF_WINDOW: _("made after the cookie window had closed"),
-        RejectionReason.OTHER: _("another reason (see the note)"),
-    }.get(code, code or "")
 
 
 def fingerprint(data: dict) -> str:
@@ -278,9 +268,10 @@ def record_conversion(
     says when), never from the client's ``occurred_at``; a sale that says it happened
     longer ago than the cookie window is stored rejected ``out_of_window``.
 
-    ``defer_messages``: the partner's automatic message about it (first sale, rejected on
-    arrival) is decided now but written by the job (``lifecycle.send_deferred``); the API
-    asks for that so that the brand's request does not wait for it."""
+    Its events (``conversion.created`` / ``flagged`` / ``rejected``, one per commission line)
+    are written by the database with the rows (triggers, migration 0017_outbox): no statement
+    of their own. ``defer_messages`` is accepted for the API's sake and changes nothing: every
+    reaction (messages, e-mail, webhooks) now runs from the outbox after the commit."""
     if data.currency != program.currency:
         raise DomainError(_("This program counts in %(currency)s.", currency=program.currency), "currency")
     digest = fingerprint(raw)
@@ -364,8 +355,7 @@ def record_conversion(
     # worker within TRACKING_CACHE_CHECK_SECONDS; rebuild-rollups recounts after one anyway).
     rollups.count_conversion(conversion, timezone=program.timezone)
     _announce(conversion)
-    lifecycle.conversion_recorded(conversion, later=defer_messages)
-    lifecycle.conversion_rejected(conversion, later=defer_messages)
+    events.written()  # by the triggers: the dispatcher looks after the commit
     return conversion, True
 
 
@@ -402,18 +392,23 @@ def _insert_once(
     return stored_as_loaded(Conversion(id=row[0], **values)), facts
 
 
-def stored_as_loaded(instance):
-    """``instance``, whose every column holds what was just inserted, as a clean persistent
-    object of the session, as if a query had loaded it."""
-    orm.make_transient_to_detached(instance)
-    db.session.add(instance)
-    return instance
-
-
 def _reject(conversion: Conversion, reason: str, note: str | None) -> None:
     conversion.status = ConversionStatus.REJECTED
     conversion.rejection_reason = reason
     conversion.rejection_note = note
+
+
+def _conversion_data(conversion: Conversion) -> dict:
+    """A conversion as its events carry it (the same keys the insert trigger writes)."""
+    return {
+        "conversion_id": conversion.id,
+        "transaction_id": conversion.transaction_id,
+        "amount_minor": conversion.amount_minor,
+        "currency": conversion.currency,
+        "partner_id": conversion.partner_id,
+        "status": conversion.status,
+        "reason": conversion.rejection_reason or conversion.flagged_reason,
+    }
 
 
 def _announce(conversion: Conversion) -> None:
@@ -525,7 +520,7 @@ def apply_refund(
         and conversion.status != ConversionStatus.REJECTED
     ):
         _reject(conversion, RejectionReason.REFUND, note)
-        lifecycle.conversion_rejected(conversion)
+        events.record("conversion.rejected", _conversion_data(conversion), partner_id=conversion.partner_id)
     if conversion.commissions:
         commissions.reverse_for_refund(conversion, note)
     if conversion.status == ConversionStatus.REJECTED:
@@ -539,6 +534,16 @@ def apply_refund(
         refunded_minor=conversion.refunded_minor,
         refund_id=refund_id,
         note=note,
+    )
+    events.record(
+        "conversion.refunded",
+        {
+            **_conversion_data(conversion),
+            "amount_minor": amount_minor,
+            "refunded_minor": conversion.refunded_minor,
+            "refund_id": refund_id,
+        },
+        partner_id=conversion.partner_id,
     )
     db.session.flush()
     rollups.count_conversion(conversion, before)
@@ -584,7 +589,7 @@ def approve_conversion(program: Program, conversion: Conversion, actor: User) ->
     db.session.flush()
     rollups.count_conversion(conversion, before)
     _announce(conversion)
-    lifecycle.conversion_recorded(conversion)
+    events.record("conversion.approved", _conversion_data(conversion), partner_id=conversion.partner_id)
     return conversion
 
 
@@ -606,5 +611,5 @@ def reject_conversion(conversion: Conversion, actor: User, reason: str, note: st
     db.session.flush()
     rollups.count_conversion(conversion, before)
     _announce(conversion)
-    lifecycle.conversion_rejected(conversion)
+    events.record("conversion.rejected", _conversion_data(conversion), partner_id=conversion.partner_id)
     return conversion

@@ -15,7 +15,7 @@ from playwright.sync_api import Page, expect
 
 from portal.extensions import db
 from portal.models import Partner, User
-from portal.services import accounts
+from portal.services import accounts, outbox
 from portal.services.partners import set_partner_tags
 from tests.e2e.support import APPLICANT_PASSWORD, sign_in
 
@@ -34,6 +34,7 @@ def _approved_partner(live_server, make_applicant, label: str, tag: str | None) 
         if tag:
             set_partner_tags(partner, manager, [tag])
         db.session.commit()
+        outbox.dispatch()  # what runs after a request's commit: the welcome message, before the page opens
     return partner_id, email
 
 

@@ -150,12 +150,21 @@ def _without_texts(node):
     return node
 
 
+def _webhook_reference(path: tuple) -> bool:
+    """The outgoing webhooks' reference (``webhooks`` and their ``Event_*`` payload schemas)
+    stays English in every language: it is read by the brand's developers beside the
+    Standard Webhooks specification, and its event names and payload keys are English."""
+    return path[0] == "webhooks" or (path[:2] == ("components", "schemas") and path[2].startswith("Event"))
+
+
 def test_the_openapi_texts_follow_the_readers_language(client, db):
     chinese_doc = client.get("/api/v1/openapi.json", headers=ZH).json
     english_doc = client.get("/api/v1/openapi.json", headers={"Accept-Language": "en"}).json
     zh_texts, en_texts = dict(_texts(chinese_doc)), dict(_texts(english_doc))
     assert zh_texts.keys() == en_texts.keys() and len(zh_texts) > 30
-    untranslated = {path: text for path, text in zh_texts.items() if not chinese(text)}
+    untranslated = {
+        path: text for path, text in zh_texts.items() if not chinese(text) and not _webhook_reference(path)
+    }
     assert not untranslated
     assert chinese_doc["paths"]["/conversions"]["post"]["summary"] == "上报一笔订单（交易回传）。"
     # Paths, operation ids, schemas, enums and examples: one document for machines.

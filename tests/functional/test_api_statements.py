@@ -104,6 +104,9 @@ def setting(app, db, database_backend):
     # The look-up counter is read every TRACKING_CACHE_CHECK_SECONDS of real time: not inside
     # the one request this test counts.
     lookups.lookups().check_every = 3600
+    # The outbox dispatcher runs on its own thread and connection in production, not in the
+    # brand's request (the tests' default runs it inline): only the sale's statements count.
+    app.config["OUTBOX_DISPATCH_MODE"] = "off"
     return program, silver, {"Authorization": f"Bearer {plain}"}
 
 

@@ -11,7 +11,7 @@ import time_machine
 from portal.errors import DomainError
 from portal.i18n import LOCALE_COOKIE, html_lang, negotiate
 from portal.models import AutomaticKind, Click, Message, PartnerStatus, Role, Sender, Thread
-from portal.services import accounts, delivery, lifecycle, tracking
+from portal.services import accounts, delivery, lifecycle, outbox, tracking
 from portal.services.program import settings_of, update_program_settings
 from portal.services.tracking import ConversionInput
 from tests.factories import PartnerFactory, UserFactory
@@ -29,6 +29,8 @@ def page(client, url: str, **headers) -> str:
 
 
 def system_messages(db, partner) -> list[Message]:
+    """The partner's automatic messages, once the outbox's consumers have run (as after a commit)."""
+    outbox.dispatch()
     return list(
         db.session.scalars(
             sa.select(Message)
@@ -211,6 +213,7 @@ def test_a_partner_who_chose_chinese_reads_pages_messages_and_emails_in_chinese_
     with time_machine.travel(EVENING, tick=False):
         sell(program, partner, "T-1")
         db.session.commit()
+        outbox.dispatch()  # what runs after the commit: the first-sale message, written that evening
 
     # The welcome message, sent during the manager's English request: in the partner's Chinese.
     [welcome, first_sale] = system_messages(db, partner)

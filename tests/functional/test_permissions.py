@@ -162,6 +162,18 @@ MATRIX = {
     "admin.api_keys_page": ("GET", "/admin/api-keys", ADMIN_ONLY),
     "admin.revoke_api_key": ("POST", "/admin/api-keys/{api_key_id}/revoke", {**ADMIN_ONLY, "admin": HOME}),
     "admin.integration_guide": ("GET", "/admin/integration", OPERATORS),
+    # webhooks: admins only; no endpoint or delivery 999999 exists, so an admin gets past the
+    # role check to a 404 (the console's own tests use real ones)
+    "admin.list_webhooks": ("GET", "/admin/webhooks", ADMIN_ONLY),
+    "admin.show_webhook": ("GET", "/admin/webhooks/999999", {**ADMIN_ONLY, "admin": 404}),
+    "admin.rotate_webhook_secret": ("POST", "/admin/webhooks/999999/rotate", {**ADMIN_ONLY, "admin": 404}),
+    "admin.test_webhook": ("POST", "/admin/webhooks/999999/test", {**ADMIN_ONLY, "admin": 404}),
+    "admin.delete_webhook": ("POST", "/admin/webhooks/999999/delete", {**ADMIN_ONLY, "admin": 404}),
+    "admin.resend_webhook": (
+        "POST",
+        "/admin/webhooks/deliveries/999999/resend",
+        {**ADMIN_ONLY, "admin": 404},
+    ),
     # payouts
     "partner.earnings": ("GET", "/partner/earnings", PARTNER_ONLY),
     "partner.earnings_csv": ("GET", "/partner/earnings.csv", PARTNER_ONLY),

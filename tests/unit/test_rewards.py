@@ -27,7 +27,7 @@ from portal.models import (
     Tag,
     Tier,
 )
-from portal.services import commissions, rewards, tracking
+from portal.services import commissions, outbox, rewards, tracking
 from portal.services.rewards import RuleContext, decide, round_half_even
 from portal.services.tracking import ConversionInput
 from tests.factories import PartnerFactory, ProgramFactory
@@ -347,7 +347,9 @@ def test_the_conversion_that_crosses_the_threshold_upgrades_and_earns_the_new_ra
         third.id,
     )
     assert change.metric_value == 3
-    # The partner was told (the automatic "tier up" message, once for this change).
+    # The partner was told (the automatic "tier up" message, once for this change), by the
+    # outbox's messages consumer after the commit.
+    outbox.dispatch()
     assert db.session.scalar(
         sa.select(sa.func.count()).where(
             AutomaticMessageLog.partner_id == partner.id, AutomaticMessageLog.kind == "tier_upgrade"
@@ -670,7 +672,9 @@ def test_campaign_starting_is_announced_once_to_its_audience(db, program, partne
         ends=utc(2026, 11, 20),
     )
     assert rewards.announce_starting_campaigns(program, now=utc(2026, 11, 9, 12)) == 1
+    outbox.dispatch()  # the messages consumer tells the audience from the campaign.started event
     assert rewards.announce_starting_campaigns(program, now=utc(2026, 11, 10, 12)) == 0
+    outbox.dispatch()
     logs = db.session.scalars(
         sa.select(AutomaticMessageLog).where(AutomaticMessageLog.kind == "campaign_starting")
     ).all()

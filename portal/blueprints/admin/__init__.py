@@ -34,4 +34,5 @@ from portal.blueprints.admin import (  # noqa: E402,F401
     payouts,
     rewards,
     settings,
+    webhooks,
 )

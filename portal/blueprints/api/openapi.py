@@ -72,7 +72,7 @@ def openapi_document(server_url: str) -> dict:
     conversion_ref = {"$ref": "#/components/schemas/ConversionEnvelope"}
     errors = _errors()
     occurred_at = _occurred_at()
-    return {
+    document = {
         "openapi": "3.1.0",
         "info": {
             "title": _("Partner Portal tracking API"),
@@ -340,4 +340,92 @@ def openapi_document(server_url: str) -> dict:
                 },
             },
         },
+    }
+    document["webhooks"] = _webhooks()
+    document["components"]["schemas"].update(_event_schemas())
+    return document
+
+
+def _json_type(value) -> dict:
+    """The JSON Schema type of an example value (null stands for "may be absent of meaning")."""
+    if value is None:
+        return {"type": ["string", "null"]}
+    if isinstance(value, bool):
+        return {"type": "boolean"}
+    if isinstance(value, int):
+        return {"type": "integer"}
+    if isinstance(value, list):
+        return {"type": "array", "items": _json_type(value[0]) if value else {}}
+    if isinstance(value, dict):
+        return {"type": "object"}
+    return {"type": "string"}
+
+
+def _schema_name(event_type: str) -> str:
+    return "Event_" + event_type.replace(".", "_")
+
+
+def _event_schemas() -> dict:
+    """One schema per event type: the body ``{type, timestamp, data}`` with its example."""
+    from portal.services.events import TYPES
+
+    schemas = {}
+    for event_type, (description, example) in TYPES.items():
+        schemas[_schema_name(event_type)] = {
+            "type": "object",
+            "description": description,
+            "required": ["type", "timestamp", "data"],
+            "properties": {
+                "type": {"const": event_type},
+                "timestamp": {"type": "string", "format": "date-time"},
+                "data": {
+                    "type": "object",
+                    "required": sorted(example),
+                    "properties": {key: _json_type(value) for key, value in example.items()},
+                },
+            },
+            "examples": [{"type": event_type, "timestamp": "2026-11-20T09:00:00+00:00", "data": example}],
+        }
+    return schemas
+
+
+def _webhooks() -> dict:
+    """OpenAPI 3.1 ``webhooks``: what the portal POSTs to each endpoint an operator adds
+    (Standard Webhooks signatures: webhook-id, webhook-timestamp, webhook-signature)."""
+    from portal.services.events import TYPES
+
+    signed = [
+        {"name": name, "in": "header", "required": True, "schema": {"type": "string"}, "description": text}
+        for name, text in (
+            ("webhook-id", "msg_<event id>: the same on every retry of one event; ignore a repeat."),
+            ("webhook-timestamp", "Unix seconds when this attempt was signed."),
+            (
+                "webhook-signature",
+                'v1,<base64 HMAC-SHA256 of "<id>.<timestamp>.<body>"> keyed with the endpoint\'s secret '
+                "(whsec_ + base64 of the key).",
+            ),
+        )
+    ]
+    return {
+        event_type: {
+            "post": {
+                "operationId": "event_" + event_type.replace(".", "_"),
+                "summary": description,
+                "parameters": signed,
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {"$ref": f"#/components/schemas/{_schema_name(event_type)}"}
+                        }
+                    },
+                },
+                "responses": {
+                    "2XX": {
+                        "description": "Received. Anything else (or no answer in 10 s) is retried for 3 days."
+                    }
+                },
+            }
+        }
+        for event_type, (description, _example) in TYPES.items()
     }

@@ -1,0 +1,358 @@
+"""The outbox dispatcher: hands each committed event to every consumer, at least once.
+
+Consumers, each with its own position (``outbox_consumers``):
+
+* ``messages`` — automatic messages (``lifecycle.handle_event``), with their e-mail copy
+  in the e-mail outbox and their live event, in one transaction;
+* ``live`` — Socket.IO events for the pages that show what changed;
+* ``webhooks`` — one delivery row per enabled endpoint that wants the type; the HTTP
+  requests follow (``webhooks.send_due``).
+
+Each event is handled in a savepoint together with a receipt (consumer, event id), up to
+``BATCH`` events per transaction: a second handling of the same event fails on the receipt's
+primary key, so an effect written to the database happens once even if two dispatchers race.
+A consumer is run by one dispatcher at a time (a lease on its row, taken with one
+UPDATE … WHERE the lease is free — the same on SQLite and PostgreSQL). The position is
+the low-water mark: every event at or below it is handled, and receipts at or below it
+are deleted. An id the consumer has not seen may belong to a transaction still running
+(ids are taken before commit), so the position passes a gap in the ids only once the
+event after the gap is older than ``GAP_HORIZON``.
+
+It runs after each commit that wrote events (in the request's process: inline in tests,
+on a background thread otherwise) and from ``flask portal run-triggers``, which picks up
+anything left behind (a crash, a stopped process).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+import sqlalchemy as sa
+from flask import current_app
+from sqlalchemy import event as sa_event
+from sqlalchemy.orm import Session
+
+from portal.database import begin_write
+from portal.extensions import db
+from portal.models import OutboxConsumer, OutboxEvent, OutboxReceipt
+from portal.models.types import utcnow
+from portal.services.events import WRITTEN_KEY
+
+log = logging.getLogger("portal.outbox")
+
+LEASE = timedelta(seconds=60)
+GAP_HORIZON = timedelta(minutes=10)
+RETRY_SKIPPED_SECONDS = 0.2
+BATCH = 50  # events handled per transaction
+_READY_KEY = "portal_outbox_ready"
+
+
+def _messages(event: OutboxEvent) -> None:
+    from portal.services import lifecycle
+
+    lifecycle.handle_event(event)
+
+
+def _live(event: OutboxEvent) -> None:
+    from portal.services import live
+
+    live.handle_event(event)
+
+
+def _webhooks(event: OutboxEvent) -> None:
+    from portal.services import webhooks
+
+    webhooks.enqueue(event)
+
+
+# In this order: a message's own ``message.sent`` event is written while ``messages`` runs,
+# so ``live`` and ``webhooks`` usually see it in the same pass.
+CONSUMERS: dict[str, Callable[[OutboxEvent], None]] = {
+    "messages": _messages,
+    "live": _live,
+    "webhooks": _webhooks,
+}
+
+
+@dataclass
+class DispatchReport:
+    handled: dict[str, int] = field(default_factory=dict)
+    failed: dict[str, int] = field(default_factory=dict)
+    webhooks_sent: int = 0
+    skipped: list[str] = field(default_factory=list)  # held by another dispatcher this time
+
+
+def _owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"[:64]
+
+
+def _take_lease(name: str, owner: str) -> bool:
+    begin_write(db.session())
+    now = utcnow()
+    if db.session.get(OutboxConsumer, name) is None:
+        try:
+            with db.session.begin_nested():
+                db.session.add(OutboxConsumer(name=name, position=0))
+        except sa.exc.IntegrityError:
+            pass  # another dispatcher made the row a moment ago
+    taken = db.session.execute(
+        sa.update(OutboxConsumer)
+        .where(
+            OutboxConsumer.name == name,
+            sa.or_(
+                OutboxConsumer.lease_until.is_(None),
+                OutboxConsumer.lease_until < now,
+                OutboxConsumer.lease_owner == owner,
+            ),
+        )
+        .values(lease_owner=owner, lease_until=now + LEASE)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    db.session.commit()
+    return taken == 1
+
+
+def _release_lease(name: str, owner: str) -> None:
+    begin_write(db.session())
+    db.session.execute(
+        sa.update(OutboxConsumer)
+        .where(OutboxConsumer.name == name, OutboxConsumer.lease_owner == owner)
+        .values(lease_owner=None, lease_until=None)
+        .execution_options(synchronize_session=False)
+    )
+    db.session.commit()
+
+
+def _position(name: str) -> int:
+    return db.session.scalar(sa.select(OutboxConsumer.position).where(OutboxConsumer.name == name)) or 0
+
+
+def _unhandled(name: str, position: int, limit: int) -> list[int]:
+    return list(
+        db.session.scalars(
+            sa.select(OutboxEvent.id)
+            .where(OutboxEvent.id > position)
+            .where(
+                ~sa.exists().where(OutboxReceipt.consumer == name, OutboxReceipt.event_id == OutboxEvent.id)
+            )
+            .order_by(OutboxEvent.id)
+            .limit(limit)
+        )
+    )
+
+
+def _handle(name: str, handler: Callable[[OutboxEvent], None], event_ids: list[int]) -> tuple[int, bool]:
+    """Events in one transaction, each in a savepoint with its receipt; (handled, all went well).
+
+    The receipt is flushed before the handler runs, so a racing dispatcher stops at the
+    receipt's key before any effect. One transaction for a batch, not one per event: on
+    SQLite every transaction waits its turn for the one write lock the API also needs.
+    A failing event is rolled back alone; those before it are kept, the rest wait."""
+    handled = 0
+    try:
+        # SQLite: a writer from the start. A transaction that read first fails at once with
+        # "database is locked" when the API committed in between, instead of waiting its turn.
+        begin_write(db.session())
+        for event_id in event_ids:
+            try:
+                with db.session.begin_nested():
+                    event = db.session.get(OutboxEvent, event_id)
+                    db.session.add(OutboxReceipt(consumer=name, event_id=event_id))
+                    db.session.flush()
+                    handler(event)
+            except sa.exc.IntegrityError:
+                pass  # its receipt exists: handled by someone else meanwhile
+            except Exception:
+                log.exception(
+                    "outbox consumer %s failed on event %s; the next dispatch retries it", name, event_id
+                )
+                db.session.commit()
+                return handled, False
+            handled += 1
+        db.session.commit()
+        return handled, True
+    except Exception:
+        db.session.rollback()
+        log.exception(
+            "outbox consumer %s failed on events %s…; the next dispatch retries them", name, event_ids[0]
+        )
+        return 0, False
+
+
+def _advance(name: str, owner: str) -> None:
+    """Move the position over every handled event, and over gaps old enough to be rollbacks."""
+    begin_write(db.session())
+    position = _position(name)
+    rows = db.session.execute(
+        sa.select(OutboxEvent.id, OutboxEvent.created_at, OutboxReceipt.event_id)
+        .outerjoin(
+            OutboxReceipt, sa.and_(OutboxReceipt.consumer == name, OutboxReceipt.event_id == OutboxEvent.id)
+        )
+        .where(OutboxEvent.id > position)
+        .order_by(OutboxEvent.id)
+        .limit(5000)
+    ).all()
+    horizon = utcnow() - GAP_HORIZON
+    new = position
+    for event_id, created_at, receipt in rows:
+        if receipt is None:
+            break
+        if event_id != new + 1 and created_at > horizon:
+            break  # a gap: an earlier id may still commit
+        new = event_id
+    if new != position:
+        db.session.execute(
+            sa.update(OutboxConsumer)
+            .where(OutboxConsumer.name == name, OutboxConsumer.lease_owner == owner)
+            .values(position=new)
+            .execution_options(synchronize_session=False)
+        )
+        db.session.execute(
+            sa.delete(OutboxReceipt).where(OutboxReceipt.consumer == name, OutboxReceipt.event_id <= new)
+        )
+    db.session.commit()
+
+
+def run_consumer(name: str, limit: int = 500, owner: str | None = None) -> tuple[int, int] | None:
+    """Hand up to ``limit`` events to consumer ``name``; (handled, failed), or None if another
+    dispatcher holds it."""
+    owner = owner or _owner()
+    handler = CONSUMERS[name]
+    if not _take_lease(name, owner):
+        return None
+    handled = failed = 0
+    try:
+        pending = _unhandled(name, _position(name), limit)
+        for start in range(0, len(pending), BATCH):
+            done, ok = _handle(name, handler, pending[start : start + BATCH])
+            handled += done
+            if not ok:
+                failed += 1
+                break  # keep the order: the rest waits for the next dispatch
+        _advance(name, owner)
+    finally:
+        _release_lease(name, owner)
+    return handled, failed
+
+
+def dispatch(limit: int = 500, send: bool = True) -> DispatchReport:
+    """Run every consumer once, then send the due webhooks and the e-mails just written."""
+    from portal.services import delivery, webhooks
+
+    report = DispatchReport()
+    owner = _owner()
+    db.session.commit()  # start from a clean transaction: what the caller wrote is committed
+    for name in CONSUMERS:
+        result = run_consumer(name, limit, owner)
+        if result is not None:
+            report.handled[name], report.failed[name] = result
+        else:
+            report.skipped.append(name)
+    if send:
+        report.webhooks_sent = webhooks.send_due()
+        delivery.send_ready()
+    return report
+
+
+def waiting(name: str) -> int:
+    """How many events consumer ``name`` has not handled yet (the console, health)."""
+    position = _position(name)
+    return (
+        db.session.scalar(
+            sa.select(sa.func.count())
+            .select_from(OutboxEvent)
+            .where(OutboxEvent.id > position)
+            .where(
+                ~sa.exists().where(OutboxReceipt.consumer == name, OutboxReceipt.event_id == OutboxEvent.id)
+            )
+        )
+        or 0
+    )
+
+
+# --- running right after a commit -------------------------------------------------------------
+
+
+@sa_event.listens_for(Session, "after_commit")
+def _ready_after_commit(session: Session) -> None:
+    if session.info.pop(WRITTEN_KEY, None):
+        session.info[_READY_KEY] = True
+
+
+@sa_event.listens_for(Session, "after_soft_rollback")
+def _drop_after_rollback(session: Session, previous_transaction) -> None:
+    if previous_transaction.parent is None:
+        session.info.pop(WRITTEN_KEY, None)
+
+
+class Dispatcher:
+    """One thread per process that dispatches soon after a commit wrote events.
+
+    Started on first use (after gunicorn forks). ``kick()`` wakes it; several kicks while it
+    works make one more pass, not one each. A stopped process leaves nothing behind that
+    ``run-triggers`` does not pick up: the events are rows.
+    """
+
+    def __init__(self, app):
+        self.app = app
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def kick(self) -> None:
+        self._wake.set()
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="outbox-dispatcher", daemon=True)
+                self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            try:
+                with self.app.app_context():
+                    try:
+                        report = dispatch()
+                    finally:
+                        db.session.remove()
+                if report.skipped:
+                    # Another process held a consumer: it may have started before this kick's
+                    # events committed. Look again shortly rather than leave them to cron.
+                    time.sleep(RETRY_SKIPPED_SECONDS)
+                    self._wake.set()
+            except Exception:  # the thread must outlive any one failure
+                self.app.logger.exception("outbox dispatch failed; run-triggers will pick the events up")
+
+
+def kick_if_ready(session=None) -> None:
+    """After a commit that wrote events: dispatch now (inline) or wake this process's dispatcher."""
+    session = session or db.session()
+    if not session.info.pop(_READY_KEY, None):
+        return
+    mode = current_app.config["OUTBOX_DISPATCH_MODE"]
+    if mode == "inline":
+        try:
+            dispatch()
+        except Exception:
+            db.session.rollback()
+            current_app.logger.exception("outbox dispatch failed; run-triggers will pick the events up")
+    elif mode == "background":
+        current_app.extensions["outbox_dispatcher"].kick()
+
+
+def init_app(app) -> None:
+    app.extensions["outbox_dispatcher"] = Dispatcher(app)
+
+    @app.after_request
+    def dispatch_committed_events(response):
+        if db.session.registry.has():
+            kick_if_ready()
+        return response
