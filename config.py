@@ -131,6 +131,9 @@ class Config:
     # the process; "inline" dispatches at the end of the request (the tests); "off" leaves it
     # all to `flask portal run-triggers`.
     OUTBOX_DISPATCH_MODE = _str("OUTBOX_DISPATCH_MODE", "background")
+    # The background dispatcher waits this long after a commit's wake-up before it runs, so
+    # one pass hands a whole burst of events on instead of one pass per request.
+    OUTBOX_DISPATCH_DELAY_MS = _int("OUTBOX_DISPATCH_DELAY_MS", 250)
     # Outgoing webhooks: retried for WEBHOOK_RETRY_HOURS (then given up; an endpoint failing
     # that long is switched off), after WEBHOOK_RETRY_FIRST_SECONDS, doubling, at most _MAX_.
     WEBHOOK_RETRY_HOURS = _int("WEBHOOK_RETRY_HOURS", 72)

@@ -37,6 +37,7 @@ from datetime import timedelta
 import sqlalchemy as sa
 from flask import current_app
 from sqlalchemy import event as sa_event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from portal.database import begin_write
@@ -148,30 +149,49 @@ def _unhandled(name: str, position: int, limit: int) -> list[int]:
     )
 
 
-def _handle(name: str, handler: Callable[[OutboxEvent], None], event_ids: list[int]) -> tuple[int, bool]:
-    """Events in one transaction, each in a savepoint with its receipt; (handled, all went well).
+def _claim(name: str, event_ids: list[int]) -> list[int]:
+    """The batch's receipts in one statement; the ids this dispatcher now holds, in order
+    (an id whose receipt exists was handled by another dispatcher meanwhile)."""
+    table = OutboxReceipt.__table__
+    dialect = db.session.get_bind().dialect.name
+    insert = postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
+    statement = (
+        insert.values([{"consumer": name, "event_id": event_id} for event_id in event_ids])
+        .on_conflict_do_nothing()
+        .returning(table.c.event_id)
+    )
+    return sorted(db.session.execute(statement).scalars())
 
-    The receipt is flushed before the handler runs, so a racing dispatcher stops at the
-    receipt's key before any effect. One transaction for a batch, not one per event: on
-    SQLite every transaction waits its turn for the one write lock the API also needs.
-    A failing event is rolled back alone; those before it are kept, the rest wait."""
+
+def _handle(name: str, handler: Callable[[OutboxEvent], None], event_ids: list[int]) -> tuple[int, bool]:
+    """Events in one transaction: their receipts first (one INSERT; a racing dispatcher's
+    claim stops at the receipts' keys before any effect), then each event in a savepoint;
+    (handled, all went well). One transaction for a batch, not one per event: on SQLite
+    every transaction waits its turn for the one write lock the API also needs. A failing
+    event is rolled back alone, and its receipt with those after it: those before it are
+    kept, the rest wait for the next dispatch."""
     handled = 0
     try:
         # SQLite: a writer from the start. A transaction that read first fails at once with
         # "database is locked" when the API committed in between, instead of waiting its turn.
         begin_write(db.session())
-        for event_id in event_ids:
+        held = _claim(name, event_ids)
+        events = {
+            event.id: event
+            for event in db.session.scalars(sa.select(OutboxEvent).where(OutboxEvent.id.in_(held)))
+        }
+        for index, event_id in enumerate(held):
             try:
                 with db.session.begin_nested():
-                    event = db.session.get(OutboxEvent, event_id)
-                    db.session.add(OutboxReceipt(consumer=name, event_id=event_id))
-                    db.session.flush()
-                    handler(event)
-            except sa.exc.IntegrityError:
-                pass  # its receipt exists: handled by someone else meanwhile
+                    handler(events[event_id])
             except Exception:
                 log.exception(
                     "outbox consumer %s failed on event %s; the next dispatch retries it", name, event_id
+                )
+                db.session.execute(
+                    sa.delete(OutboxReceipt).where(
+                        OutboxReceipt.consumer == name, OutboxReceipt.event_id.in_(held[index:])
+                    )
                 )
                 db.session.commit()
                 return handled, False
@@ -314,8 +334,12 @@ class Dispatcher:
                 self._thread.start()
 
     def _run(self) -> None:
+        delay = self.app.config["OUTBOX_DISPATCH_DELAY_MS"] / 1000
         while True:
             self._wake.wait()
+            # Let a burst gather: one pass for the events of many requests (each pass costs a
+            # few write transactions per consumer whatever it carries).
+            time.sleep(delay)
             self._wake.clear()
             try:
                 with self.app.app_context():

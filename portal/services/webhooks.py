@@ -213,9 +213,32 @@ def deliveries_of(endpoint: WebhookEndpoint, limit: int = 100) -> list[WebhookDe
 # --- the outbox consumer ------------------------------------------------------------------------
 
 
+_ENDPOINTS_KEY = "portal_webhook_endpoints"
+
+
+def _endpoints_of_this_transaction() -> list[WebhookEndpoint]:
+    """The endpoints, read once per transaction (the dispatcher hands a batch of events in
+    one): the session's info is cleared when the transaction ends."""
+    info = db.session.info
+    listed = info.get(_ENDPOINTS_KEY)
+    if listed is None:
+        listed = info[_ENDPOINTS_KEY] = endpoints()
+        session = db.session()
+        if not sa.event.contains(session, "after_transaction_end", _forget_endpoints):
+            sa.event.listen(session, "after_transaction_end", _forget_endpoints)
+    return listed
+
+
+def _forget_endpoints(session, transaction) -> None:
+    if transaction.parent is None:  # the whole transaction, not one event's savepoint
+        session.info.pop(_ENDPOINTS_KEY, None)
+
+
 def enqueue(event: OutboxEvent) -> int:
     """One delivery per enabled endpoint that wants ``event``'s type (the consumer's effect)."""
-    wanted = [e for e in endpoints() if e.enabled and e.wants(event.type)]
+    wanted = [e for e in _endpoints_of_this_transaction() if e.enabled and e.wants(event.type)]
+    if not wanted:
+        return 0
     body = body_of(event.type, event.created_at, event.data)
     for endpoint in wanted:
         db.session.add(
