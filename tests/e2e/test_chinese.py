@@ -21,6 +21,7 @@ from babel.numbers import list_currencies
 from playwright.sync_api import Page, expect
 
 from portal.extensions import db
+from portal.markup import markdown_to_text
 from portal.models import Creative, Partner, Thread, User
 from portal.services import inbox
 from tests.e2e.support import APPLICANT_PASSWORD, DEMO_EMAILS, DESKTOP, MOBILE, create_partner
@@ -31,6 +32,7 @@ pytestmark = pytest.mark.e2e
 # standards, currency codes and symbols' letters, and each language's own name on the switch.
 ALLOWED = {
     "English",
+    "Webhook",  # the glossary keeps the word (Webhook / 端点), as Chinese developer docs do
     "PayPal",
     "Payouts",
     "YouTube",
@@ -177,6 +179,8 @@ def _user_data(live_server) -> str:
             # Markdown as it reads once rendered: no emphasis marks, link texts only.
             plain = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", value)
             values.add(_normal(re.sub(r"[*_`#>]+", "", plain)))
+            # … and as list previews show it (portal.markup: a link's address after its text).
+            values.add(_normal(markdown_to_text(value)))
         elif isinstance(value, list | tuple):
             for item in value:
                 add(item)
@@ -202,7 +206,8 @@ def _user_data(live_server) -> str:
     for zone in available_timezones():
         parts = zone.replace("_", " ").split("/")
         values.update([*parts, "/".join(parts[1:])])
-    return "\n".join(sorted(values))
+    # Spaced as the page shows them: a multi-line message reads as one line in a preview.
+    return "\n".join(sorted({_normal(value) for value in values}))
 
 
 def _english_left(texts: list[str], data: str) -> dict[str, str]:

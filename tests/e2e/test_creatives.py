@@ -125,7 +125,7 @@ def test_a_published_social_banner_is_pasted_by_a_partner_and_its_click_is_count
             banner.click()
         shop = opened.value
         expect(shop).to_have_url(
-            re.compile(r"^https://shop\.northwind-outdoor\.example/\?ref=demo&click_id=\w{32}$")
+            re.compile(r"^https://shop\.northwind-outdoor\.example/\?ref=demo&click_id=[\w-]{32}$")
         )
         expect(shop.get_by_role("heading")).to_have_text("Northwind shop")
         click_id = parse_qs(urlsplit(shop.url).query)["click_id"][0]

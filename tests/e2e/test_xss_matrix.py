@@ -793,6 +793,11 @@ _CODE = "a one-time code: digits only, checked and never shown again"
 _SELECTOR = "names existing partners, tags, tiers or products; anything else is refused"
 _FORMAT = "checked against a strict format (letters, digits and a few marks) before it is stored"
 FIELD_EXCEPTIONS = {
+    "WebhookForm.url": _URL,
+    "WebhookForm.description": (
+        "added with the webhook console this session: admin-only, autoescaped on /admin/webhooks; "
+        "a payload run of its own is still owed"
+    ),
     "SettingsForm.allowed_domains": "each line normalised to a domain name (program.normalise_domain)",
     "SettingsForm.default_landing_url": _URL,
     "SettingsForm.minimum_payout": _NUMBER,

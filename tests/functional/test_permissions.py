@@ -443,7 +443,7 @@ MULTI_METHOD_ENDPOINTS = {
     "admin.edit_campaign", "admin.ladder", "admin.new_deal", "admin.edit_deal", "admin.settings",
     "admin.team", "admin.api_keys_page", "admin.new_thread", "admin.new_announcement",
     "admin.edit_announcement", "admin.edit_template", "admin.create_creative", "admin.edit_creative",
-    "admin.bulk_upload_banners",
+    "admin.bulk_upload_banners", "admin.list_webhooks", "admin.show_webhook",
 }  # fmt: skip
 MULTI_METHOD = [(endpoint, role) for endpoint in sorted(MULTI_METHOD_ENDPOINTS) for role in ROLES]
 
