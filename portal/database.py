@@ -149,6 +149,8 @@ def begin_writing(connection: sa.Connection) -> None:
     turn at the writer gate and the write lock; one that wrote already holds them."""
     if connection.dialect.name != "sqlite" or connection.info.get(WRITER):
         return
+    if connection.in_nested_transaction():
+        return  # a savepoint (or a session joined to an outer transaction) would not survive
     raw = connection.connection.dbapi_connection
     if raw.total_changes != connection.info.get(CHANGES_AT_BEGIN):
         return  # it wrote already, so it holds the lock

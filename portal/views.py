@@ -54,8 +54,13 @@ def committing(
             return redirect(...)
     """
     outcome = Outcome()
-    if write:
-        begin_write(db.session())
+    # Every block writes, so it takes its turn as a writer now: on SQLite a transaction that
+    # has only read so far (the signed-in user, the form's objects) ends its snapshot and
+    # waits for the write lock, instead of failing at once with "database is locked" when
+    # another writer committed meanwhile (seen publishing under load, bench/soak.py).
+    # ``write=True`` says the view needs it before reads of its own: the same call.
+    del write
+    begin_write(db.session())
     try:
         yield outcome
     except DomainError as error:

@@ -108,11 +108,13 @@ def test_any_other_error_rolls_back_and_propagates(db, request_ctx):
     assert _tags(db) == []
 
 
-def test_a_writer_takes_the_write_lock_before_the_block(db, request_ctx, monkeypatch):
+def test_every_block_takes_the_write_lock_before_it_runs(db, request_ctx, monkeypatch):
+    """Every block writes: it becomes a writer first (on SQLite a transaction that only read
+    the signed-in user would otherwise fail at once when another writer committed meanwhile)."""
     order = []
     monkeypatch.setattr(views, "begin_write", lambda session: order.append("begin_write"))
     with committing(write=True):
         order.append("block")
     with committing():
-        order.append("reader block")
-    assert order == ["begin_write", "block", "reader block"]
+        order.append("other block")
+    assert order == ["begin_write", "block", "begin_write", "other block"]
