@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
 
 from flask import Flask, Request
@@ -159,12 +160,37 @@ class _PortalSessionInterface(SecureCookieSessionInterface):
 
 class _OneLineStorageErrors(logging.Filter):
     """Flask-Limiter logs a traceback when a request meets a Redis that another request has
-    just found dead (it swallows the error and lets the request through): one line is enough."""
+    just found dead (it swallows the error and lets the request through): one line is enough.
+
+    It also says "falling back to in-memory storage" once from every request thread that met
+    the dead Redis before the first of them marked it dead (it checks, then logs, then marks,
+    without a lock): the outage is told once here, until the limiter says the storage has
+    recovered (or a new app starts, which has a new outage to tell)."""
+
+    FELL_BACK = "falling back to in-memory storage"
+    RECOVERED = "storage recovered"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._lock = threading.Lock()
+        self._fell_back = False
+
+    def restart(self) -> None:
+        with self._lock:
+            self._fell_back = False
 
     def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        with self._lock:
+            if self.FELL_BACK in message:
+                if self._fell_back:
+                    return False
+                self._fell_back = True
+            elif self.RECOVERED in message:
+                self._fell_back = False
         if record.exc_info and record.exc_info[1] is not None:
             error = record.exc_info[1]
-            record.msg = f"{record.getMessage()}: {type(error).__name__}: {error}"
+            record.msg = f"{message}: {type(error).__name__}: {error}"
             record.args = ()
             record.exc_info = None
             record.exc_text = None
@@ -180,9 +206,14 @@ def configure_logging(app: Flask) -> None:
         if default_handler not in logger.handlers:
             logger.addHandler(default_handler)
     limiter_logger = logging.getLogger("flask-limiter")
-    if not any(isinstance(f, _OneLineStorageErrors) for f in limiter_logger.filters):
+    said_once = next((f for f in limiter_logger.filters if isinstance(f, _OneLineStorageErrors)), None)
+    if said_once is None:
         limiter_logger.addFilter(_OneLineStorageErrors())
+        # "Rate limit storage recovered" is an INFO record: it must reach the filter.
+        limiter_logger.setLevel(logging.INFO)
         logger.setLevel(logging.INFO)
+    else:
+        said_once.restart()
     generated = app.config.get("SECRET_KEY_GENERATED")
     if generated:
         app.logger.warning(

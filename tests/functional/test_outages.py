@@ -127,3 +127,39 @@ def test_a_failed_publish_never_raises_and_is_logged_once(caplog):
     lines = [r.getMessage() for r in caplog.records if r.name == "portal.realtime"]
     assert len(lines) == 1
     assert "live events reach only this worker's sockets" in lines[0]
+
+
+def test_the_fall_back_to_memory_is_told_once_however_many_threads_meet_the_dead_redis(database_url, tmp_path):
+    """Flask-Limiter checks, logs, then marks Redis dead without a lock: threads that meet the
+    outage together each log it. The app's filter lets the first through until recovery."""
+    import threading
+
+    create_app(TestingConfig, SQLALCHEMY_DATABASE_URI=database_url, STORAGE_LOCAL_DIR=str(tmp_path / "m"))
+    limiter_logger = logging.getLogger("flask-limiter")
+    passed: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            passed.append(record.getMessage())
+
+    keep = Keep()
+    limiter_logger.addHandler(keep)
+    try:
+        start = threading.Barrier(8)
+
+        def meet_the_outage():
+            start.wait()
+            limiter_logger.warning("Rate limit storage unreachable - falling back to in-memory storage")
+
+        threads = [threading.Thread(target=meet_the_outage) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert passed == ["Rate limit storage unreachable - falling back to in-memory storage"]
+        limiter_logger.info("Rate limit storage recovered")
+        limiter_logger.warning("Rate limit storage unreachable - falling back to in-memory storage")
+        assert [m for m in passed if "falling back" in m] == [passed[0]] * 2  # a second outage is told
+        assert "Rate limit storage recovered" in passed
+    finally:
+        limiter_logger.removeHandler(keep)
