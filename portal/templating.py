@@ -24,6 +24,7 @@ from portal.formatting import (
 )
 from portal.i18n import html_lang, locale_choices
 from portal.models import CommissionType, PartnerStatus
+from portal.navigation import main_nav
 from portal.realtime import room_for
 
 # Re-exported for templates' callers that still import them from here.
@@ -224,6 +225,7 @@ def init_app(app: Flask) -> None:
     app.add_template_filter(render_markdown, "markdown")
     app.add_template_filter(preview, "preview")
     app.add_template_global(unread_count)
+    app.add_template_global(main_nav)
     app.add_template_filter(money, "money")
     app.add_template_filter(when, "when")
     app.add_template_filter(number, "number")
