@@ -68,9 +68,7 @@ _OPERATOR_MORE = (
         "admin.list_campaign_requests",
         modules=("admin.campaign_requests",),
     ),
-    Entry(
-        "announcements", _l("Announcements"), "admin.list_announcements", modules=("admin.announcements",)
-    ),
+    Entry("announcements", _l("Announcements"), "admin.list_announcements", modules=("admin.announcements",)),
     Entry(
         "automatic_messages",
         _l("Automatic messages"),

@@ -841,6 +841,14 @@ def batch_summaries(batch_ids: list[int]) -> dict[int, BatchSummary]:
     return summaries
 
 
+def overdue_days(batch: PayoutBatch, today: date) -> int:
+    """Days a batch still waiting (for approval or for its payments) is past its payout date;
+    0 when it is closed or its date has not passed (``today``: the program's calendar day)."""
+    if batch.status == BatchStatus.CLOSED:
+        return 0
+    return max(0, (today - batch.period_end).days)
+
+
 def batch_items_query(batch: PayoutBatch) -> sa.Select:
     """A batch's items with their partners, in a stable order (the batch page pages them)."""
     return (

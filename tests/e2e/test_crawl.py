@@ -43,10 +43,12 @@ _WIDE = """() => {
     if (box.width > 0 && box.right > width + 0.5) {
       const classes = typeof el.className === "string" && el.className.trim()
         ? "." + el.className.trim().split(/\\s+/).join(".") : "";
-      wide.push(el.tagName.toLowerCase() + (el.id ? "#" + el.id : "") + classes + " (right " + Math.round(box.right) + ")");
+      const name = el.tagName.toLowerCase() + (el.id ? "#" + el.id : "") + classes;
+      wide.push(name + " (right " + Math.round(box.right) + ")");
     }
   }
-  return {scrollWidth: document.documentElement.scrollWidth, innerWidth: window.innerWidth, wide: wide.slice(0, 6)};
+  const scrollWidth = document.documentElement.scrollWidth;
+  return {scrollWidth: scrollWidth, innerWidth: window.innerWidth, wide: wide.slice(0, 6)};
 }"""
 
 _LINKS = """() => Array.from(document.querySelectorAll("a[href]"))
@@ -122,14 +124,24 @@ def test_every_page_a_role_reaches_fits_and_passes_axe(
     visited, problems = crawl(page, live_server.url, START[role], _check)
     assert len(visited) >= 10, visited  # the crawl really went somewhere
     report = "\n".join(f"{path}: {' | '.join(found)}" for path, found in problems.items())
-    assert not problems, f"{len(problems)} of {len(visited)} pages as {role} at {viewport['width']} px:\n{report}"
+    assert not problems, (
+        f"{len(problems)} of {len(visited)} pages as {role} at {viewport['width']} px:\n{report}"
+    )
 
 
 def test_the_crawler_stays_on_the_portal_and_off_downloads():
     origin = "http://127.0.0.1:5000"
-    assert _same_origin_path(f"{origin}/admin/partners?sort=sales#top", origin) == "/admin/partners?sort=sales"
+    assert (
+        _same_origin_path(f"{origin}/admin/partners?sort=sales#top", origin) == "/admin/partners?sort=sales"
+    )
     assert _same_origin_path("https://shop.example/tents", origin) is None
-    for skipped in ("/logout", "/go/demo", "/admin/stats/daily.csv", "/partner/earnings.csv", "/api/v1/openapi.json"):
+    for skipped in (
+        "/logout",
+        "/go/demo",
+        "/admin/stats/daily.csv",
+        "/partner/earnings.csv",
+        "/api/v1/openapi.json",
+    ):
         assert _same_origin_path(origin + skipped, origin) is None, skipped
 
 

@@ -217,9 +217,9 @@ def test_batch_list_and_batch_page_count_held_items_alike(client, db, program, l
     listing = client.get("/admin/payouts").get_data(as_text=True)
     page = client.get(f"/admin/payouts/{batch.id}").get_data(as_text=True)
     # Both: two partners to pay ($20.01), one held back and not in the total.
-    assert "2 to pay" in listing and "1 held back" in listing
+    assert "2 partners to pay" in listing and "1 held back" in listing
     assert "$20.01" in listing
-    assert "2 partners" in page and "1 partners, $10.02" in page
+    assert "2 partners" in page and "1 partner, $10.02" in page
     assert "<strong>$20.01</strong>" in page
 
 

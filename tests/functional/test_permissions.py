@@ -92,6 +92,12 @@ MATRIX = {
         "/admin/partners/{applied_id}/approve",
         {"anonymous": LOGIN, "applicant": 403, "partner": 403, "manager": HOME, "admin": HOME},
     ),
+    # Approving from the applications list: back to the list, like approving on the partner page.
+    "admin.approve_application": (
+        "POST",
+        "/admin/applications/{applied_id}/approve",
+        {"anonymous": LOGIN, "applicant": 403, "partner": 403, "manager": HOME, "admin": HOME},
+    ),
     "admin.reject_partner": (
         "POST",
         "/admin/partners/{applied_id}/reject",

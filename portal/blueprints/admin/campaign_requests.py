@@ -71,6 +71,15 @@ def _get_request(request_id: int):
     return found
 
 
+def _last_90_days(partner_id: int):
+    """The partner's sales of the last 90 days (program days), to weigh the rate they ask for."""
+    from portal.models.types import utcnow
+    from portal.services import dashboards, schedule
+
+    today = schedule.local_today(get_program(), utcnow())
+    return dashboards.partner_series(partner_id, dashboards.date_range("90d", today))
+
+
 def _request_page(found, counter_form=None, decline_form=None, status: int = 200):
     body = render_page_or_partial(
         "admin/campaign_request.html",
@@ -79,6 +88,7 @@ def _request_page(found, counter_form=None, decline_form=None, status: int = 200
         confirm_form=ConfirmForm(formdata=None),
         counter_form=counter_form or CounterOfferForm(formdata=None),
         decline_form=decline_form or DeclineRequestForm(formdata=None),
+        sales_series=None if request.htmx else _last_90_days(found.partner_id),
     )
     return body, status
 

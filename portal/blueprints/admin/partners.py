@@ -16,7 +16,16 @@ from portal.extensions import db
 from portal.forms import ConfirmForm, TextAreaField, as_choices, at_most
 from portal.models import Link, Partner, PartnerStatus, User
 from portal.security import admin_required, operator_required
-from portal.services import accounts, announcements, inbox, links, partners
+from portal.services import (
+    accounts,
+    announcements,
+    dashboards,
+    inbox,
+    links,
+    partner_figures,
+    partners,
+    payouts,
+)
 from portal.views import committing, render_page_or_partial
 
 _reason = [DataRequired(_l("Say why, so the partner knows.")), at_most(1000)]
@@ -59,31 +68,140 @@ class ManagerForm(FlaskForm):
         )
 
 
+def _today_and_zone() -> tuple:
+    from portal.models.types import utcnow
+    from portal.services import schedule
+    from portal.services.program import get_program
+
+    program = get_program()
+    return program, schedule.local_today(program, utcnow())
+
+
+def _applications_context() -> dict:
+    program, today = _today_and_zone()
+    page = db.paginate(partners.partner_query(PartnerStatus.APPLIED), per_page=25, error_out=False)
+    return {
+        "listing": page,
+        "waiting": {
+            p.id: partner_figures.waiting_days(p.applied_at, today, program.timezone) for p in page.items
+        },
+        "confirm_form": ConfirmForm(formdata=None),
+    }
+
+
 @bp.get("/applications")
 @operator_required
 def applications():
-    page = db.paginate(partners.partner_query(PartnerStatus.APPLIED), per_page=25, error_out=False)
-    return render_template("admin/applications.html", page=page)
+    return render_page_or_partial(
+        "admin/applications.html", "admin/_partials/_applications.html", **_applications_context()
+    )
+
+
+@bp.post("/applications/<int:partner_id>/approve")
+@operator_required
+def approve_application(partner_id: int):
+    """Approve an application from the list; back to the list (htmx: the list alone)."""
+    partner = db.get_or_404(Partner, partner_id)
+    form = ConfirmForm()
+    if form.validate_on_submit():
+        with committing() as done:
+            accounts.approve_partner(partner, current_user)
+        if done:
+            flash(_("%(name)s is approved.") % {"name": partner.user.name}, "success")
+    else:
+        flash(_("Nothing changed: the form had expired. Try again."), "error")
+    if request.htmx:
+        return render_template("admin/_partials/_applications.html", **_applications_context())
+    return redirect(url_for("admin.applications"))
+
+
+_LIST_RANGES = ("7d", "30d", "90d", "this_month", "last_month")
+
+
+def _partner_filters() -> partner_figures.PartnerFilters:
+    args = request.args
+    status = args.get("status") or None
+    if status not in (None, *PartnerStatus):
+        status = None
+    tier = (args.get("tier") or "").strip() or None
+    if tier is not None and tier != "none" and not tier.isdigit():
+        tier = None
+    activity = args.get("activity") or None
+    if activity not in partner_figures.ACTIVITY_FILTERS:
+        activity = None
+    sort = args.get("sort") or partner_figures.DEFAULT_SORT
+    if sort not in partner_figures.SORTS:
+        sort = partner_figures.DEFAULT_SORT
+    # Figures sort largest first, names A to Z, applications newest first (the queue: oldest).
+    default_dir = (
+        "asc" if sort == "name" or (sort == "applied" and status == PartnerStatus.APPLIED) else "desc"
+    )
+    direction = args.get("dir") if args.get("dir") in ("asc", "desc") else default_dir
+    return partner_figures.PartnerFilters(
+        status=status,
+        search=(args.get("q") or "").strip()[:100],
+        tag=(args.get("tag") or "").strip()[:40] or None,
+        tier=tier,
+        risk=args.get("risk") == "1",
+        activity=activity,
+        owed=args.get("owed") == "1",
+        sort=sort,
+        descending=direction == "desc",
+    )
 
 
 @bp.get("/partners")
 @operator_required
 def list_partners():
-    status = request.args.get("status") or None
-    if status not in (None, *PartnerStatus):
-        status = None
-    search = (request.args.get("q") or "").strip()[:100]
-    tag = (request.args.get("tag") or "").strip()[:40] or None
-    page = db.paginate(partners.partner_query(status, search, tag), per_page=25, error_out=False)
-    return render_template(
+    program, today = _today_and_zone()
+    filters = _partner_filters()
+    preset = request.args.get("range") if request.args.get("range") in _LIST_RANGES else "30d"
+    rng = dashboards.date_range(preset, today)
+    with committing():  # keeps the partner trends it recounted (a cache)
+        trends = dashboards.partner_trends(today, program.timezone)
+    risk = {t.partner.id: t.reasons for t in trends.all if t.reasons}
+    query = partner_figures.list_query(filters, rng, today, set(risk))
+    page = db.paginate(query, per_page=partner_figures.PER_PAGE, error_out=False)
+    args = {
+        "status": filters.status,
+        "q": filters.search or None,
+        "tag": filters.tag,
+        "tier": filters.tier,
+        "risk": "1" if filters.risk else None,
+        "activity": filters.activity,
+        "owed": "1" if filters.owed else None,
+        "range": preset if preset != "30d" else None,
+    }
+    return render_page_or_partial(
         "admin/partners.html",
-        page=page,
-        status=status,
-        search=search,
-        tag=tag,
+        "admin/_partials/_partner_list.html",
+        listing=page,
+        filters=filters,
+        args={key: value for key, value in args.items() if value},
+        figures=partner_figures.figures_for([p.id for p in page.items], rng, risk),
+        rng=rng,
+        ranges=_LIST_RANGES,
+        range_label=dashboards.range_label,
+        program=program,
         tags=partners.all_tags(),
+        tiers=partner_figures.all_tiers(),
         counts=partners.count_by_status(),
     )
+
+
+def _partner_figures(partner: Partner) -> dict:
+    """The partner's figures of the last 30 days, balances, last payout, activity, tier and risk."""
+    program, today = _today_and_zone()
+    rng = dashboards.date_range("30d", today)
+    with committing():  # keeps the partner trends it recounted (a cache)
+        trends = dashboards.partner_trends(today, program.timezone)
+    risk = {t.partner.id: t.reasons for t in trends.all if t.partner.id == partner.id}
+    return {
+        "program": program,
+        "figures_range": rng,
+        "figures": partner_figures.figures_for([partner.id], rng, risk)[partner.id],
+        "earnings": payouts.earnings_of(partner.id),
+    }
 
 
 def _render_partner(
@@ -108,6 +226,7 @@ def _render_partner(
             formdata=None, operators=partners.operators(), manager=partner.manager_id or 0
         ),
         "threads": inbox.operator_threads_of(partner),
+        **_partner_figures(partner),
     }
     body = render_page_or_partial(
         "admin/partner_detail.html", "admin/_partials/_partner_review.html", **context

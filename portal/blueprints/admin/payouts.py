@@ -52,6 +52,8 @@ def list_batches():
         "admin/payouts.html",
         page=page,
         program=program,
+        today=schedule.local_today(program, utcnow()),
+        overdue_days=payouts.overdue_days,
         summaries=payouts.batch_summaries([batch.id for batch in page.items]),
         confirm_form=ConfirmForm(formdata=None),
     )
@@ -104,6 +106,7 @@ def _batch_page(
             failure_form=failure_form or FailureForm(formdata=None),
             failed_item=failed_item,
             today=today,
+            overdue_days=payouts.overdue_days,
         ),
         status,
     )

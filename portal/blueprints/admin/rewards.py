@@ -10,6 +10,7 @@ from datetime import timedelta
 
 from flask import flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
+from flask_babel import ngettext
 from flask_login import current_user
 
 from portal.blueprints.admin import bp
@@ -66,8 +67,18 @@ def _plan_form(program) -> PlanForm:
     return form
 
 
+def _unique_ids(form, prefix: str):
+    """Give a form's fields ids of their own (``product-rate_percent``) where two forms with the
+    same fields share a page, so each label focuses its own field; the names stay as they are."""
+    for f in form:
+        if f.type != "CSRFTokenField":
+            f.id = f"{prefix}-{f.id}"
+            f.label.field_id = f.id
+    return form
+
+
 def _rewards_page(program, plan_form=None, product_form=None, status: int = 200):
-    product_form = product_form or ProductRateForm(formdata=None)
+    product_form = _unique_ids(product_form or ProductRateForm(formdata=None), "product")
     product_form.currency = program.currency
     return (
         render_template(
@@ -240,7 +251,14 @@ def delete_tier(tier_id: int):
         with committing() as done:
             moved = reward_rules.delete_tier(get_program(), current_user, tier)
         if done:
-            flash(_("Tier removed; %(n)s partners went back to the base rate.", n=moved), "success")
+            flash(
+                ngettext(
+                    "Tier removed; %(num)s partner went back to the base rate.",
+                    "Tier removed; %(num)s partners went back to the base rate.",
+                    moved,
+                ),
+                "success",
+            )
     return redirect(url_for("admin.list_tiers"))
 
 
