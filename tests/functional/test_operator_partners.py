@@ -25,6 +25,8 @@ from tests.factories import (
 )
 
 # Noon in Berlin (the factories' program zone), a Wednesday.
+pytestmark = pytest.mark.postgres
+
 NOW = datetime(2026, 11, 18, 11, 0, tzinfo=UTC)
 TODAY = date(2026, 11, 18)
 
