@@ -16,7 +16,7 @@ from urllib.parse import urldefrag, urlsplit
 
 import pytest
 from axe_playwright_python.sync_playwright import Axe
-from playwright.sync_api import Page
+from playwright.sync_api import Page, expect
 
 from tests.e2e.support import DESKTOP, MOBILE
 
@@ -156,3 +156,45 @@ def test_operator_pages_screenshots(viewport, new_context, live_server, tracked_
     page.goto(f"/admin/partners/{partner_id}")
     page.screenshot(path=screenshot_dir / f"operator-partner-{width}.png", full_page=True)
     assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+
+
+# How much of the header's width its two lines use: the bar's items side by side (the brand's
+# margin left out), and the links from the first to the last one shown.
+_HEADER_WIDTHS = """() => {
+  const nav = document.querySelector("nav.nav");
+  const style = getComputedStyle(nav);
+  const inner = nav.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight);
+  const gap = parseFloat(style.columnGap) || 0;
+  const visible = el => el.offsetParent !== null;
+  const shown = Array.from(nav.children).filter(el => visible(el) && !el.matches("details.nav-menu"));
+  const width = el => el.getBoundingClientRect().width;
+  const bar = shown.reduce((sum, el) => sum + width(el), 0) + gap * (shown.length - 1);
+  const items = Array.from(document.querySelectorAll(".nav-links > li")).filter(visible);
+  const box = el => el.getBoundingClientRect();
+  const links = items.length ? box(items[items.length - 1]).right - box(items[0]).left : 0;
+  const rows = new Set(items.map(li => Math.round(box(li).top))).size;
+  const scrollWidth = document.documentElement.scrollWidth;
+  return {inner: inner, bar: bar, links: links, link_rows: rows, scrollWidth: scrollWidth};
+}"""
+
+
+@pytest.mark.parametrize("role", ["partner", "manager", "admin"])
+def test_the_header_fits_1280px_with_room_to_spare_and_sign_out_in_view(role, new_context):
+    page = new_context(role=role, viewport=DESKTOP).new_page()
+    page.goto(START[role])
+    nav = page.get_by_role("navigation", name="Main")
+    used = page.evaluate(_HEADER_WIDTHS)
+    # The bar and the links each leave at least 100 px of the 1,120 px inside the header, on one line.
+    assert used["bar"] <= used["inner"] - 100, used
+    assert used["links"] <= used["inner"] - 100, used
+    assert used["link_rows"] == 1, used
+    assert used["scrollWidth"] <= DESKTOP["width"], used
+    expect(nav.get_by_role("button", name="Sign out")).to_be_in_viewport()
+    expect(nav.locator("summary.nav-menu-toggle")).to_be_hidden()
+    expect(nav.locator('a[aria-current="page"]')).to_have_text("Dashboard")
+    if role == "admin":
+        program = nav.get_by_test_id("nav-program")
+        program.locator("summary").click()
+        expect(program.get_by_role("link", name="Settings")).to_be_in_viewport()
+        page.keyboard.press("Escape")
+        expect(program.get_by_role("link", name="Settings")).to_be_hidden()

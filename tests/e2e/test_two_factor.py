@@ -39,7 +39,7 @@ def _password_step(page: Page, email: str) -> None:
 
 def _sign_out(page: Page) -> None:
     nav = page.get_by_role("navigation", name="Main")
-    nav.locator("label[for=nav-toggle]").click()  # the menu is folded at 375 px
+    nav.locator("summary.nav-menu-toggle").click()  # the menu is folded at 375 px
     nav.get_by_role("button", name="Sign out").click()
     expect(page).to_have_url(re.compile(r"/login$"))
 

@@ -183,7 +183,7 @@ def test_a_page_of_figures_costs_the_same_queries_for_5_or_25_partners(app, db, 
 
 
 def test_the_partner_page_shows_figures_balance_last_payout_and_tier(client, login_as, three_partners):
-    ann, bob, cid, _gold = three_partners
+    _ann, bob, cid, _gold = three_partners
     batch = PayoutBatchFactory(status=BatchStatus.CLOSED, period_end=TODAY - timedelta(days=20))
     PayoutItemFactory(
         batch=batch,
