@@ -23,6 +23,7 @@ from functools import lru_cache
 import sqlalchemy as sa
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
+from flask_babel import ngettext
 from sqlalchemy.dialects import postgresql, sqlite
 
 from portal import csvfile
@@ -836,7 +837,9 @@ class Queue:
     """
 
     key: str  # also the page's test id, "<key>-count"
-    label: object  # a lazy string: "applications to review"
+    # What waits, after its number: a lazy string ("applications to review"), or a function of
+    # the count for the right plural ("1 application to review").
+    label: object
     count: Callable[[], int]
     endpoint: str  # where the work is done
     endpoint_args: tuple[tuple[str, str], ...] = ()
@@ -875,10 +878,14 @@ class Queues:
 def queues() -> Queues:
     return Queues(
         tuple(
-            QueueLine(q.key, str(q.label), q.count(), q.endpoint, dict(q.endpoint_args))
-            for q in _QUEUES.values()
+            QueueLine(q.key, _label(q.label, count), count, q.endpoint, dict(q.endpoint_args))
+            for q, count in ((q, q.count()) for q in _QUEUES.values())
         )
     )
+
+
+def _label(label: object, count: int) -> str:
+    return label(count) if callable(label) else str(label)
 
 
 def _count(model, condition) -> Callable[[], int]:
@@ -891,7 +898,7 @@ def _count(model, condition) -> Callable[[], int]:
 register_queue(
     Queue(
         "applications",
-        _l("applications to review"),
+        lambda n: ngettext("application to review", "applications to review", n),
         _count(Partner, Partner.status == PartnerStatus.APPLIED),
         "admin.applications",
     )
@@ -899,7 +906,7 @@ register_queue(
 register_queue(
     Queue(
         "review",
-        _l("conversions flagged for review"),
+        lambda n: ngettext("conversion flagged for review", "conversions flagged for review", n),
         _count(Conversion, Conversion.status == ConversionStatus.REVIEW),
         "admin.list_conversions",
         (("status", "review"),),
@@ -908,7 +915,7 @@ register_queue(
 register_queue(
     Queue(
         "link_requests",
-        _l("custom campaign link requests"),
+        lambda n: ngettext("custom campaign link request", "custom campaign link requests", n),
         _count(CampaignRequest, CampaignRequest.status == RequestStatus.REQUESTED),
         "admin.list_campaign_requests",
         (("status", "requested"),),
@@ -917,7 +924,7 @@ register_queue(
 register_queue(
     Queue(
         "batches",
-        _l("payout batches to approve"),
+        lambda n: ngettext("payout batch to approve", "payout batches to approve", n),
         _count(PayoutBatch, PayoutBatch.status == BatchStatus.REVIEW),
         "admin.list_batches",
     )
