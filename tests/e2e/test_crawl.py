@@ -198,3 +198,16 @@ def test_the_header_fits_1280px_with_room_to_spare_and_sign_out_in_view(role, ne
         expect(program.get_by_role("link", name="Settings")).to_be_in_viewport()
         page.keyboard.press("Escape")
         expect(program.get_by_role("link", name="Settings")).to_be_hidden()
+
+
+@pytest.mark.parametrize("role", ["partner", "manager", "admin"])
+def test_the_bar_is_one_line_at_375px(role, new_context):
+    """Brand, language, inbox and the menu side by side: a phone's headings start high."""
+    page = new_context(role=role, viewport=MOBILE).new_page()
+    page.goto(START[role])
+    nav = page.get_by_role("navigation", name="Main")
+    brand = nav.locator(".brand").bounding_box()
+    menu = nav.locator("summary.nav-menu-toggle").bounding_box()
+    assert abs((menu["y"] + menu["height"] / 2) - (brand["y"] + brand["height"] / 2)) < 8, (brand, menu)
+    assert menu["x"] + menu["width"] <= MOBILE["width"]
+    expect(nav.get_by_role("link", name="Inbox")).to_be_visible()
