@@ -486,6 +486,7 @@ NOT_EDIT_FORMS = {
     "admin.delete_webhook": "an action (confirm button)",
     "admin.resend_webhook": "an action (confirm button)",
     "admin.approve_partner": "an action (confirm button)",
+    "admin.approve_application": "an action (confirm button)",
     "admin.reject_partner": "an action with a reason",
     "admin.suspend_partner": "an action with a reason",
     "admin.reinstate_partner": "an action (confirm button)",
