@@ -165,7 +165,7 @@ def test_marking_paid_without_a_reference_shows_the_error_and_changes_nothing(
     expect(manager.locator(".flashes")).to_contain_text("Not recorded: Enter the payment reference.")
     expect(manager.get_by_test_id("item-status").filter(has_text="to pay")).to_have_count(2)
     # The error sits in that payment's own form, left open; the batch-wide form stays empty.
-    refused = manager.locator("details[open]")
+    refused = manager.locator("main details[open]")  # the page's own, not the navigation's
     expect(refused).to_have_count(1)
     expect(refused.get_by_label("Payment reference")).to_have_attribute("aria-invalid", "true")
     expect(refused).to_contain_text("Enter the payment reference.")
@@ -183,7 +183,7 @@ def test_marking_paid_without_a_reference_shows_the_error_and_changes_nothing(
     with manager.expect_response(re.compile(r"/items/\d+/paid$")) as answer:
         row.get_by_role("button", name="Paid").click()
     assert answer.value.status == 422
-    refused = manager.locator("details[open]")
+    refused = manager.locator("main details[open]")  # the page's own, not the navigation's
     expect(refused.get_by_label("Payment reference")).to_have_value("PP-ONLY-THIS-ONE")
     expect(refused.get_by_label("Paid on")).to_have_attribute("aria-invalid", "true")
     expect(_bulk_form(manager).get_by_label("Payment reference")).to_have_value("")
