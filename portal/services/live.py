@@ -25,12 +25,17 @@ _OPERATOR_EVENTS = {
 }
 
 
+def handles(event_type: str) -> bool:
+    """Whether an event of this type makes any page look again (the dispatcher skips the rest)."""
+    return event_type in _OPERATOR_EVENTS or any(event_type.startswith(p) for p in _PARTNER_EVENTS)
+
+
 def handle_event(event: OutboxEvent) -> None:
     payload = {"event": event.type, "id": event.id}
     if event.partner_id is not None:
         for prefix, name in _PARTNER_EVENTS.items():
             if event.type.startswith(prefix):
-                realtime.notify(event.partner_id, name, payload)
+                realtime.notify_once(event.partner_id, name, payload)
                 break
     name = _OPERATOR_EVENTS.get(event.type)
     if name is not None:
