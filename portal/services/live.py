@@ -1,8 +1,9 @@
 """The live-update consumer of the outbox: a Socket.IO event for the pages an event changes.
 
-The database is the truth; these only say "look again". A partner's money events refresh
-their earnings and sales; operators hear of applications and of a webhook endpoint that
-was switched off. Emitted after the consumer's commit (``realtime`` queues until then).
+The database is the truth; these only say "look again", once per kind of change and room
+for each batch the dispatcher hands on. A partner's money events refresh their earnings and
+sales; operators hear of sales, applications, new payout batches and of a webhook endpoint
+that was switched off. Emitted after the consumer's commit (``realtime`` queues until then).
 """
 
 from __future__ import annotations
@@ -19,6 +20,11 @@ _PARTNER_EVENTS = {
     "partner.tier_changed": "rewards",
 }
 _OPERATOR_EVENTS = {
+    "conversion.created": "conversion",
+    "conversion.flagged": "conversion",
+    "conversion.approved": "conversion",
+    "conversion.rejected": "conversion",
+    "conversion.refunded": "conversion",
     "partner.applied": "application",
     "webhook.endpoint_disabled": "webhook",
     "payout.batch_created": "payout",
@@ -39,4 +45,4 @@ def handle_event(event: OutboxEvent) -> None:
                 break
     name = _OPERATOR_EVENTS.get(event.type)
     if name is not None:
-        realtime.notify_operators(name, payload)
+        realtime.notify_operators_once(name, payload)
