@@ -16,6 +16,7 @@ from portal.formatting import (
     channel_labels,
     day,
     money,
+    next_payout_sentence,
     number,
     percent_bp,
     rate,
@@ -241,6 +242,7 @@ def init_app(app: Flask) -> None:
     app.add_template_global(_channel_choices, "channel_choices")
     app.add_template_global(base_commission)
     app.add_template_global(bar_chart)
+    app.add_template_global(next_payout_sentence)
     app.add_template_global(dimension_label)
     app.add_template_global(risk_label)
     app.add_template_global(why_this_amount, "why")
