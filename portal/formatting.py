@@ -77,8 +77,8 @@ def number(value: int | float | None) -> str:
 
 
 def percent_bp(basis_points: int) -> str:
-    """Hundredths of a percent as a percent: 1250 → "12.5%"."""
-    return format_percent(Decimal(basis_points) / 10000, RATE_PATTERN)
+    """Hundredths of a percent as a percent: 1250 → "12.5%" (through ``rate``, the one printer)."""
+    return rate(Decimal(basis_points) / 10000)
 
 
 def rate(fraction: Decimal | None) -> str:

@@ -455,15 +455,26 @@ def _library_filters() -> dict:
 def list_creatives():
     filters = _library_filters()
     page = db.paginate(creatives.library_query(**filters), per_page=24, error_out=False)
+    partner = current_user.partner
     return render_template(
         "partner/creatives.html",
-        partner=current_user.partner,
+        partner=partner,
         page=page,
+        codes={creative.id: creatives.main_code(_code_of(creative, partner)) for creative in page.items},
         filters=filters,
         kinds=list(CreativeKind),
         campaigns=creatives.campaigns_in_use(),
         languages=creatives.languages_in_use(),
     )
+
+
+def _code_of(creative, partner) -> creatives.CreativeCode:
+    """The creative's code with the partner's link (marked with the creative) inside."""
+    link = url_for("track.follow_link", code=partner.ref_code, creative=creative.id, _external=True)
+    image_url = None
+    if creative.kind == CreativeKind.BANNER:
+        image_url = url_for("media.banner_image", creative_id=creative.id, _external=True)
+    return creatives.code_for(creative, link=link, image_url=image_url)
 
 
 @bp.get("/creatives/<int:creative_id>")
@@ -473,15 +484,11 @@ def show_creative(creative_id: int):
     if creative is None:
         abort(404)
     partner = current_user.partner
-    link = url_for("track.follow_link", code=partner.ref_code, creative=creative.id, _external=True)
-    image_url = None
-    if creative.kind == CreativeKind.BANNER:
-        image_url = url_for("media.banner_image", creative_id=creative.id, _external=True)
     return render_template(
         "partner/creative.html",
         partner=partner,
         creative=creative,
-        code=creatives.code_for(creative, link=link, image_url=image_url),
+        code=_code_of(creative, partner),
         download_name=creatives.download_name(creative) if creative.current.file_key else None,
     )
 
