@@ -39,6 +39,7 @@ class NextPayout:
     short_minor: int = 0  # BELOW_MINIMUM: how much more is needed
     needs_details: bool = False  # no payout details saved yet
     hold: str | None = None  # ON_HOLD: a HoldReason
+    then: NextPayout | None = None  # IN_PAYOUT: what the confirmed balance does next
 
 
 class WithdrawalMissing(enum.StrEnum):
@@ -96,7 +97,15 @@ def next_payout_of(
         return NextPayout(NextPayoutState.ON_HOLD, max(confirmed, 0), on=None, hold=hold, **base)
     if figures.in_payout > 0:
         batch_day = _batch_of_pending_item(partner.id)
-        return NextPayout(NextPayoutState.IN_PAYOUT, figures.in_payout, on=batch_day or on, **base)
+        then = _balance_outlook(confirmed, minimum, has_details, hold, on, base) if confirmed else None
+        return NextPayout(NextPayoutState.IN_PAYOUT, figures.in_payout, on=batch_day or on, then=then, **base)
+    return _balance_outlook(confirmed, minimum, has_details, hold, on, base)
+
+
+def _balance_outlook(
+    confirmed: int, minimum: int, has_details: bool, hold: str | None, on: date, base: dict
+) -> NextPayout:
+    """What the confirmed balance does on the payout date ``on``."""
     if confirmed < 0:
         return NextPayout(NextPayoutState.OWED, -confirmed, on=on, **base)
     if hold == HoldReason.DETAILS_CHANGED:

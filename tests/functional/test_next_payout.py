@@ -255,3 +255,17 @@ def test_the_checklist_ticks_itself_and_goes_when_done(client, db, program, part
     assert 'data-testid="checklist"' not in page
     db.session.refresh(partner)
     assert partner.link_copied_at and partner.creative_grabbed_at and partner.terms_read_at
+
+
+def test_after_the_payout_on_its_way_the_balance_under_the_minimum_waits(client, db, program, partner):
+    """The issue's case: $34.70 confirmed while an earlier payout is being sent."""
+    with time_machine.travel(PAYOUT_DAY, tick=False):
+        earn(partner, 8849)
+        _details(partner)
+        payouts.settle(program)
+        earn(partner, 3470, at=utcnow())
+        db.session.commit()
+        page = client.get("/partner/").get_data(as_text=True)
+    assert _sentence(page) == "$88.49 is on its way in the payout of December 15, 2026."
+    then = re.search(r'data-testid="payout-then">([^<]*)<', page).group(1)
+    assert then == "After that: None on January 15, 2027: $15.30 more to reach the $50.00 minimum."
