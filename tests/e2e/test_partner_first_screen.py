@@ -66,9 +66,9 @@ def test_the_payout_sentence_balances_link_and_messages_come_first(new_context, 
         '[data-testid="balance-paid"]',
     ):
         _in_first_screen(page, selector, viewport)
-    if viewport is DESKTOP:  # a phone scrolls a little for these; the money comes first
-        _in_first_screen(page, '[data-testid="partner-link"]', viewport)
-        _in_first_screen(page, "#news-heading", viewport)
+    # ... then the partner's link with its copy button, and the messages
+    _in_first_screen(page, '[data-testid="partner-link"]', viewport)
+    _in_first_screen(page, "#news-heading", viewport)
     link = page.get_by_test_id("partner-link")
     expect(link).to_have_value(re.compile(r"^http://127\.0\.0\.1:\d+/go/demo$"))
     # only one navigation on the page
