@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from portal.models import Partner
 from portal.models.types import utcnow
@@ -30,6 +30,10 @@ _RECORDED = {
 }
 RECORDED_STEPS = tuple(str(step) for step in _RECORDED)
 
+# A partner is new for this long after approval: the checklist is for them, not for partners
+# who were selling long before it existed.
+NEW_FOR = timedelta(days=60)
+
 
 @dataclass(frozen=True)
 class Checklist:
@@ -48,6 +52,15 @@ def checklist_of(partner: Partner) -> Checklist:
     done = {Step.PAYOUT_DETAILS: payouts.account_of(partner) is not None}
     done.update({step: getattr(partner, column) is not None for step, column in _RECORDED.items()})
     return Checklist({step: done[step] for step in Step})
+
+
+def checklist_to_show(partner: Partner, now: datetime | None = None) -> Checklist | None:
+    """The checklist while a new partner has steps left, else None."""
+    since = partner.status_changed_at or partner.applied_at
+    if since is not None and (now or utcnow()) - since > NEW_FOR:
+        return None
+    checklist = checklist_of(partner)
+    return None if checklist.complete else checklist
 
 
 def record_step(partner: Partner, step: str, now: datetime | None = None) -> bool:

@@ -4,7 +4,7 @@ earnings page alike; the onboarding checklist; early withdrawal and what it stil
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import time_machine
@@ -269,3 +269,12 @@ def test_after_the_payout_on_its_way_the_balance_under_the_minimum_waits(client,
     assert _sentence(page) == "$88.49 is on its way in the payout of December 15, 2026."
     then = re.search(r'data-testid="payout-then">([^<]*)<', page).group(1)
     assert then == "After that: None on January 15, 2027: $15.30 more to reach the $50.00 minimum."
+
+
+def test_the_checklist_is_for_new_partners_only(client, db, program, partner):
+    partner.status_changed_at = NOW - timedelta(days=61)
+    db.session.commit()
+    assert 'data-testid="checklist"' not in client.get("/partner/").get_data(as_text=True)
+    partner.status_changed_at = NOW - timedelta(days=59)
+    db.session.commit()
+    assert 'data-testid="checklist"' in client.get("/partner/").get_data(as_text=True)

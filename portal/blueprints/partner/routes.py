@@ -56,7 +56,6 @@ def dashboard():
     partner = current_user.partner
     program = get_program()
     form, rng, _today = dashboard_range(program)
-    checklist = onboarding.checklist_of(partner)
     return render_page_or_partial(
         "partner/dashboard.html",
         "partner/_partials/_dashboard.html",
@@ -65,7 +64,7 @@ def dashboard():
         form=form,
         board=dashboards.partner_dashboard(partner.id, rng),
         terms=partners.terms_of(partner, program),
-        checklist=None if checklist.complete else checklist,
+        checklist=onboarding.checklist_to_show(partner),
         partner_link=url_for("track.follow_link", code=partner.ref_code, _external=True),
         **_money_context(partner, program),
         **_news_context(partner),
