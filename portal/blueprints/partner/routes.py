@@ -369,7 +369,6 @@ def _earnings_context(partner):
         "reason_label": reason_label,
         "account": payouts.account_of(partner),
         "withdrawal": withdrawal,
-        "can_withdraw": withdrawal.available,
         "confirm_form": ConfirmForm(formdata=None),
     }
 
