@@ -21,16 +21,6 @@ else:
 
 
 def post_worker_init(worker):
-    # How long a thread may keep the GIL while another waits for it (Python's default: 5 ms).
-    # A request that holds SQLite's write lock gives the GIL up at every statement; with the
-    # default it may then wait 5 ms for another request thread at each, holding the lock that
-    # long for everyone. GIL_SWITCH_INTERVAL_MS shortens that (bench/ingest.py measures it).
-    interval_ms = float(os.environ.get("GIL_SWITCH_INTERVAL_MS", "0") or 0)
-    if interval_ms > 0:
-        import sys
-
-        sys.setswitchinterval(interval_ms / 1000)
-
     # Replay what a stopped or killed worker left in the click spool now, not at the first click.
     from wsgi import app
 
