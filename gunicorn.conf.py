@@ -26,6 +26,12 @@ def post_worker_init(worker):
 
     app.extensions["click_writer"].start()
 
+    # The loaded app out of the garbage collector's full rounds (portal/heap.py): they cost
+    # the operator dashboard's slowest renders ~100 ms each.
+    from portal.heap import freeze_startup_heap
+
+    freeze_startup_heap()
+
     # On SIGTERM, close this worker's websockets at once (browsers reconnect by
     # themselves) before gunicorn's own handler starts the graceful stop; otherwise every
     # open socket holds the restart for the whole graceful_timeout.
