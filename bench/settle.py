@@ -445,6 +445,7 @@ def _generate(partners: int, lines: int) -> dict:
     # once at the end instead of row by row; the schema ends up exactly as the migrations made it.
     indexes = _drop_secondary_indexes(("conversions", "commissions"))
     foreign_keys = _drop_foreign_keys(("conversions", "commissions"))
+    outbox_triggers = _pause_outbox_triggers(("conversions", "commissions"))
     started = last_report = time.perf_counter()
     for start in range(1, lines + 1, LINE_CHUNK):
         end = min(lines, start + LINE_CHUNK - 1)
@@ -468,6 +469,7 @@ def _generate(partners: int, lines: int) -> dict:
         counts[partner_id] += 1
     print(f"generate: expected totals computed in Python in {time.perf_counter() - started:.1f} s")
     _rebuild_indexes(indexes)
+    _resume_outbox_triggers(outbox_triggers)
     _restore_foreign_keys(foreign_keys)
     _advance_sequences(partners, lines, first_user)
     return {p: (totals[p], counts[p]) for p in range(1, partners + 1) if counts[p]}
@@ -561,6 +563,54 @@ def _drop_secondary_indexes(tables: tuple[str, ...]) -> list[tuple[str, str]]:
         db.session.execute(db.text(f'DROP INDEX "{name}"'))
     db.session.commit()
     return indexes
+
+
+def _pause_outbox_triggers(tables: tuple[str, ...]) -> list[tuple[str, str, str | None]]:
+    """The outbox's insert triggers (migration 0017) write a domain event per conversion and per
+    line: history loaded in bulk is not news, and 20M events would be most of the load's time.
+    Paused for the load (PostgreSQL: disabled; SQLite: dropped and created again from its own
+    text), so the schema ends up exactly as the migrations made it."""
+    from portal.extensions import db
+
+    names = ", ".join(f"'{t}'" for t in tables)
+    if db.engine.dialect.name == "postgresql":
+        regclasses = ", ".join(f"'{t}'::regclass" for t in tables)
+        triggers = [
+            (table, name, None)
+            for table, name in db.session.execute(
+                db.text(
+                    "SELECT tgrelid::regclass::text, tgname FROM pg_trigger WHERE NOT tgisinternal "  # noqa: S608
+                    f"AND tgname LIKE 'outbox%' AND tgrelid IN ({regclasses})"
+                )
+            )
+        ]
+        for table, name, _sql in triggers:
+            db.session.execute(db.text(f'ALTER TABLE {table} DISABLE TRIGGER "{name}"'))
+    else:
+        triggers = [
+            tuple(row)
+            for row in db.session.execute(
+                db.text(
+                    "SELECT tbl_name, name, sql FROM sqlite_master WHERE type = 'trigger' "  # noqa: S608
+                    f"AND name LIKE 'outbox%' AND tbl_name IN ({names})"
+                )
+            )
+        ]
+        for _table, name, _sql in triggers:
+            db.session.execute(db.text(f'DROP TRIGGER "{name}"'))
+    db.session.commit()
+    return triggers
+
+
+def _resume_outbox_triggers(triggers: list[tuple[str, str, str | None]]) -> None:
+    from portal.extensions import db
+
+    for table, name, sql in triggers:
+        if sql is None:
+            db.session.execute(db.text(f'ALTER TABLE {table} ENABLE TRIGGER "{name}"'))
+        else:
+            db.session.execute(db.text(sql))
+    db.session.commit()
 
 
 def _drop_foreign_keys(tables: tuple[str, ...]) -> list[tuple[str, str, str]]:
