@@ -1,13 +1,17 @@
-"""Settlement: ``portal.services.payouts.settle(program, as_of)`` building one batch, at 100k and 1M lines.
+"""Settlement: ``portal.services.payouts.settle(program, as_of)`` building one batch, at 100k and 1M lines
+(``--lines 10000000``: 1M and 10M on PostgreSQL).
 
 For each database (SQLite file, PostgreSQL) and each size, a fresh schema (through the
 migrations) gets 10,000 approved partners, each with payout details (PayPal or bank), and
 N confirmed base commission lines, each with its conversion (the FK needs one; one sale,
 one line, as in real data), spread over the 40 days before the payout date's cut-off.
-Lines are streamed in batches of 20,000: executemany on SQLite, one INSERT ... SELECT
-FROM unnest(arrays) per batch on PostgreSQL, with the two big tables' secondary indexes
-(and, on PostgreSQL, their foreign keys) dropped during the load and put back afterwards,
-so the schema being measured is exactly the migrations' and the foreign keys are checked.
+The lines are made by the database, 500,000 per INSERT ... SELECT over a generated series
+of ids (generate_series; a recursive CTE on SQLite), amount and time slot integer hashes of
+the id that Python computes too for the expected totals: nothing per line passes through
+Python, memory stays bounded at any size. The two big tables' secondary indexes, the
+outbox's insert triggers (and, on PostgreSQL, their foreign keys) are off during the load
+and put back afterwards, so the schema being measured is exactly the migrations' and the
+foreign keys are checked.
 
 Then ``settle`` builds the batch of that payout date and the session commits; both are
 timed (wall clock, and CPU of this process plus its PostgreSQL backend, which is robust
@@ -21,7 +25,7 @@ Each (database, size) runs in a child process of its own (a fresh interpreter, n
 caches from the run before). PostgreSQL's schema is dropped and re-created: point
 --pg-url at a throw-away database only (the shared "test" database is refused).
 
-    python bench/settle.py [--quick] [--backend sqlite|postgresql|both] [--sizes 100000,1000000]
+    python bench/settle.py [--quick] [--backend sqlite|postgresql|both] [--sizes 100000,1000000 | --lines N]
                            [--partners 10000] [--pg-url URL] [--profile] [--no-operator-flow] [--keep]
 
 Afterwards the operator's next steps are timed on the built batch: approve_batch, export_csv,
