@@ -6,9 +6,13 @@ gunicorn -c gunicorn.conf.py wsgi:app
 import os
 
 bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
-worker_class = "gthread"  # Flask-SocketIO's threading mode (simple-websocket) runs here
+# gthread: pages, the API and (in threading mode) Flask-SocketIO with simple-websocket, one
+# thread per open socket. gevent: the separate Socket.IO server for many open pages (README,
+# "Many open pages"): GUNICORN_WORKER_CLASS=gevent with SOCKETIO_ASYNC_MODE=gevent.
+worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gthread")
 workers = int(os.environ.get("GUNICORN_WORKERS", "1"))
 threads = int(os.environ.get("GUNICORN_THREADS", "50"))
+worker_connections = int(os.environ.get("GUNICORN_WORKER_CONNECTIONS", "2000"))  # gevent only
 graceful_timeout = 30
 accesslog = "-"
 

@@ -41,6 +41,7 @@ CLIENTS = int(os.environ.get("FANOUT_CLIENTS", "500"))  # --clients overrides
 ROUNDS = int(os.environ.get("FANOUT_ROUNDS", "3"))
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/6")
 SECRET = "fanout-bench-secret"  # noqa: S105 - a throwaway key for a throwaway database
+CHANNEL = f"fanout-bench-{uuid.uuid4().hex}"  # one per bench run: its servers share it
 TARGET_P95_MS = 150
 TARGET_PUBLISH_MS = 200
 
@@ -105,7 +106,9 @@ def prepare_database(directory: Path) -> tuple[str, dict]:
     return url, cookies
 
 
-def start_gunicorn(database: str, workers: int, redis_url: str | None, directory: Path):
+def start_gunicorn(
+    database: str, workers: int, redis_url: str | None, directory: Path, evented: bool = False
+):
     port = free_port()
     env = {
         **os.environ,
@@ -121,8 +124,11 @@ def start_gunicorn(database: str, workers: int, redis_url: str | None, directory
         "RATELIMIT_ENABLED": "false",
         "RATELIMIT_STORAGE_URI": "memory://",
         "LOG_LEVEL": "WARNING",
-        "SOCKETIO_CHANNEL": f"fanout-bench-{uuid.uuid4().hex}",
+        "SOCKETIO_CHANNEL": CHANNEL,
     }
+    if evented:  # the separate Socket.IO server: gevent, every open page a greenlet
+        env.update(GUNICORN_WORKER_CLASS="gevent", SOCKETIO_ASYNC_MODE="gevent")
+        env.pop("GUNICORN_THREADS")
     env.pop("REDIS_URL", None)
     env.pop("MAIL_SERVER", None)
     if redis_url:
@@ -301,19 +307,29 @@ def worker_rss_mib(master_pid: int) -> list[float]:
 
 
 def run(
-    label: str, database: str, cookies: dict, workers: int, redis_url: str | None, directory: Path
+    label: str,
+    database: str,
+    cookies: dict,
+    workers: int,
+    redis_url: str | None,
+    directory: Path,
+    separate: bool = False,
 ) -> tuple[float, float, list[float]]:
     """Returns the median over the rounds of the delivery p95 and of the publish request, and
     each worker's RSS (MiB) after the rounds."""
     process, url = start_gunicorn(database, workers, redis_url, directory)
-    fleet = Fleet(url, cookies["partners"])
+    socket_process = None
+    socket_url = url
+    if separate:  # pages on the gthread workers, sockets on the gevent server, both over Redis
+        socket_process, socket_url = start_gunicorn(database, workers, redis_url, directory, evented=True)
+    fleet = Fleet(socket_url, cookies["partners"])
     p95s, publishes = [], []
     try:
         connect_started = time.perf_counter()
         fleet.connect_all()
         print(
             f"{label}: {CLIENTS} clients connected in {time.perf_counter() - connect_started:.1f} s; "
-            f"worker RSS {', '.join(f'{m:.0f}' for m in worker_rss_mib(process.pid))} MiB"
+            f"worker RSS {_rss_text(process, socket_process)}"
         )
         for round_number in range(1, ROUNDS + 1):
             fleet.reset()
@@ -330,15 +346,29 @@ def run(
                 f"p50 {p50:.0f} ms, p95 {p95:.0f} ms, max {max(latencies):.0f} ms "
                 f"(the publish request itself took {(finished - started) * 1000:.0f} ms)"
             )
-        rss = worker_rss_mib(process.pid)
+        rss = _rss_text(process, socket_process)
     finally:
         fleet.close()
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        for server in (process, socket_process):
+            if server is None:
+                continue
+            server.terminate()
+            try:
+                server.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                server.kill()
     return statistics.median(p95s), statistics.median(publishes), rss
+
+
+def _rss_text(process, socket_process) -> str:
+    text = ", ".join(f"{m:.0f}" for m in worker_rss_mib(process.pid)) + " MiB"
+    if socket_process is not None:
+        text = (
+            f"pages (gthread) {text}; sockets (gevent) "
+            + ", ".join(f"{m:.0f}" for m in worker_rss_mib(socket_process.pid))
+            + " MiB"
+        )
+    return text
 
 
 def main() -> int:
@@ -353,6 +383,13 @@ def main() -> int:
         help="'1' (one worker), '2' (two workers over Redis) or '1,2'; "
         "default 1,2 (2 alone above 500 clients)",
     )
+    parser.add_argument(
+        "--socket-server",
+        choices=["in-workers", "separate"],
+        default="separate",
+        help="sockets on the gthread workers themselves (one thread each; the old model), or on "
+        "a separate gevent Socket.IO server (as many workers, over Redis; the default)",
+    )
     args = parser.parse_args()
     CLIENTS = args.clients
     runs = args.runs or ("1,2" if CLIENTS <= 500 else "2")
@@ -366,7 +403,12 @@ def main() -> int:
         directory = Path(tmp)
         database, cookies = prepare_database(directory)
         results = {}
-        if 1 in runs:
+        separate = args.socket_server == "separate"
+        where = "separate gevent Socket.IO server" if separate else "sockets in the gthread workers"
+        print(f"model: {where}")
+        if 1 in runs and separate:
+            print("1 worker without Redis: skipped (a separate Socket.IO server needs Redis)")
+        elif 1 in runs:
             results["1 worker, in-process"] = run("1 worker", database, cookies, 1, None, directory)
         if 2 in runs:
             try:
@@ -377,7 +419,7 @@ def main() -> int:
                 print(f"2 workers over Redis: skipped, Redis at {REDIS_URL} not reachable ({exc})")
             else:
                 results["2 workers over Redis"] = run(
-                    "2 workers + Redis", database, cookies, 2, REDIS_URL, directory
+                    "2 workers + Redis", database, cookies, 2, REDIS_URL, directory, separate
                 )
         print()
         ok = True
@@ -388,7 +430,7 @@ def main() -> int:
                 f"{label}: {CLIENTS} clients, median over {ROUNDS} rounds: fan-out p95 {p95:.0f} ms "
                 f"(target <= {TARGET_P95_MS} ms), publish request {publish_ms:.0f} ms "
                 f"(target <= {TARGET_PUBLISH_MS} ms): {'met' if met else 'MISSED'}; "
-                f"worker RSS {', '.join(f'{m:.0f}' for m in rss)} MiB"
+                f"worker RSS {rss}"
             )
     return 0 if ok else 1
 
