@@ -12,7 +12,10 @@ bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
 worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gthread")
 workers = int(os.environ.get("GUNICORN_WORKERS", "1"))
 threads = int(os.environ.get("GUNICORN_THREADS", "50"))
-worker_connections = int(os.environ.get("GUNICORN_WORKER_CONNECTIONS", "2000"))  # gevent only
+# Open connections a worker takes at most: gunicorn's 1000, or 2000 open pages a gevent worker.
+worker_connections = int(
+    os.environ.get("GUNICORN_WORKER_CONNECTIONS", "2000" if worker_class == "gevent" else "1000")
+)
 graceful_timeout = 30
 accesslog = "-"
 
