@@ -18,7 +18,7 @@ from portal.extensions import db as _db
 from portal.services.payouts import PayoutDetails, save_payout_account, settle
 from tests.factories import PartnerFactory, ProgramFactory, earn
 
-pytestmark = pytest.mark.postgres
+pytestmark = pytest.mark.postgres_only
 
 
 def _nodes(plan: dict):
@@ -28,8 +28,6 @@ def _nodes(plan: dict):
 
 
 def test_settlement_reads_the_unpaid_lines_once_and_never_joins_them_in_a_nested_loop(db, database_backend):
-    if database_backend != "postgresql":
-        pytest.skip("the one-statement form is PostgreSQL's")
     program = ProgramFactory(
         currency="USD", timezone="UTC", payout_schedule="monthly", payout_day=15, minimum_payout_minor=100
     )
