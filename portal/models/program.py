@@ -61,7 +61,9 @@ class Program(db.Model):
         sa.CheckConstraint("click_flood_per_minute >= 1", name="click_flood_positive"),
         sa.CheckConstraint("duplicate_window_minutes >= 1", name="duplicate_window_positive"),
         sa.CheckConstraint("max_sale_minor BETWEEN 1 AND 2000000000", name="max_sale_range"),
-        sa.CheckConstraint("coupon_attribution IN ('coupon', 'first_touch')", name="coupon_attribution_known"),
+        sa.CheckConstraint(
+            "coupon_attribution IN ('coupon', 'first_touch')", name="coupon_attribution_known"
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

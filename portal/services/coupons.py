@@ -109,7 +109,9 @@ def request_coupon(partner: Partner, code: str, note: str | None) -> Coupon:
     if note is not None and len(note) > 200:
         raise DomainError(_("At most %(max)d characters.", max=200), "note")
     waiting = db.session.scalar(
-        sa.select(sa.func.count()).where(Coupon.partner_id == partner.id, Coupon.status == CouponStatus.REQUESTED)
+        sa.select(sa.func.count()).where(
+            Coupon.partner_id == partner.id, Coupon.status == CouponStatus.REQUESTED
+        )
     )
     if waiting >= MAX_OPEN_REQUESTS:
         raise DomainError(
@@ -158,7 +160,9 @@ def set_coupon_active(coupon: Coupon, active: bool, actor: User | None) -> Coupo
     wanted = CouponStatus.ACTIVE if active else CouponStatus.DISABLED
     if coupon.status != wanted:
         coupon.status = wanted
-        record_event(actor, f"coupon.{'enabled' if active else 'disabled'}", "coupon", coupon.id, code=coupon.code)
+        record_event(
+            actor, f"coupon.{'enabled' if active else 'disabled'}", "coupon", coupon.id, code=coupon.code
+        )
         db.session.flush()
     return coupon
 
@@ -232,7 +236,13 @@ class CouponOwner:
 def _owner_row(code: str) -> CouponOwner | None:
     row = db.session.execute(
         sa.select(
-            Coupon.id, Coupon.code, Coupon.status, Partner.id, Partner.user_id, Partner.ref_code, Partner.status
+            Coupon.id,
+            Coupon.code,
+            Coupon.status,
+            Partner.id,
+            Partner.user_id,
+            Partner.ref_code,
+            Partner.status,
         )
         .join(Partner, Partner.id == Coupon.partner_id)
         .where(Coupon.code == code)
@@ -303,7 +313,9 @@ def partner_coupon_figures(partner_id: int, start: datetime, end: datetime) -> d
         ).all()
     )
     result = {
-        code: CouponFigures(code, signups.get(code, 0), n, review, rejected, int(sales), int(commission.get(code, 0)))
+        code: CouponFigures(
+            code, signups.get(code, 0), n, review, rejected, int(sales), int(commission.get(code, 0))
+        )
         for code, n, review, rejected, sales in rows
     }
     for code, count in signups.items():

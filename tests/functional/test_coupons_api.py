@@ -13,8 +13,22 @@ import time_machine
 from portal.models import Conversion, CouponAttribution, PartnerStatus, Signup
 from portal.models.types import utcnow
 from portal.services import coupons
+from portal.services.api_keys import create_api_key
 from tests.factories import PartnerFactory
-from tests.functional.test_api import BROWSER, _fresh_caches, api, click_id_for, sale  # noqa: F401
+from tests.functional.test_api import _fresh_caches, click_id_for, sale  # noqa: F401 - _fresh_caches: autouse
+
+
+@pytest.fixture
+def api(client, db, program):
+    _key, plain = create_api_key("tests", None)
+    db.session.commit()
+    headers = {"Authorization": f"Bearer {plain}"}
+
+    class Api:
+        def post(self, path, json=None):
+            return client.post(f"/api/v1{path}", json=json, headers=headers)
+
+    return Api()
 
 
 @pytest.fixture
@@ -43,9 +57,7 @@ def _conversion(api, **body) -> dict:
 
 def _stored(db, transaction_id="order-1") -> Conversion:
     db.session.expire_all()
-    return db.session.scalars(
-        sa.select(Conversion).where(Conversion.transaction_id == transaction_id)
-    ).one()
+    return db.session.scalars(sa.select(Conversion).where(Conversion.transaction_id == transaction_id)).one()
 
 
 # --- the code itself ---------------------------------------------------------------------------
