@@ -200,9 +200,8 @@ def add_webhook_command(url: str, event_types: str, description: str | None) -> 
 def add_coupon_command(code: str, ref_code: str) -> None:
     """Give a partner a coupon code (3-40 of A-Z 0-9 - _, any case); it attributes at once."""
     from portal.services import coupons
-    from portal.services.partners import partner_by_ref_code
 
-    partner = partner_by_ref_code(ref_code)
+    partner = coupons.partner_with_ref(ref_code)
     if partner is None:
         raise click.ClickException(f"No partner has the ref code {ref_code!r}.")
     try:

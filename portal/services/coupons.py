@@ -170,6 +170,11 @@ def set_coupon_active(coupon: Coupon, active: bool, actor: User | None) -> Coupo
 # --- reading --------------------------------------------------------------------------------
 
 
+def partner_with_ref(ref_code: str | None) -> Partner | None:
+    code = (ref_code or "").strip().lower()
+    return db.session.scalar(sa.select(Partner).where(Partner.ref_code == code)) if code else None
+
+
 def coupons_of(partner: Partner) -> list[Coupon]:
     return list(
         db.session.scalars(sa.select(Coupon).where(Coupon.partner_id == partner.id).order_by(Coupon.code))
