@@ -9,6 +9,7 @@ from flask_login import current_user
 from portal.blueprints.partner import bp
 from portal.blueprints.partner.forms import (
     CampaignRequestForm,
+    CouponRequestForm,
     DeclineOfferForm,
     LinkForm,
     NewThreadForm,
@@ -24,6 +25,7 @@ from portal.security import partner_required
 from portal.services import (
     announcements,
     campaign_requests,
+    coupons,
     creative_stats,
     creatives,
     dashboards,
@@ -98,7 +100,7 @@ def export_stats(table: str):
     )
 
 
-def _links_page(form: LinkForm, status: int = 200):
+def _links_page(form: LinkForm, status: int = 200, coupon_form: CouponRequestForm | None = None):
     partner = current_user.partner
     return (
         render_template(
@@ -110,6 +112,8 @@ def _links_page(form: LinkForm, status: int = 200):
             clicks=reports.click_counts(partner),
             form=form,
             confirm_form=ConfirmForm(formdata=None),
+            coupons=coupons.coupons_of(partner),
+            coupon_form=coupon_form or CouponRequestForm(formdata=None),
         ),
         status,
     )
@@ -154,6 +158,21 @@ def toggle_link(link_id: int, action: str):
         if done:
             flash(_("Link switched on.") if link.active else _("Link switched off."), "success")
     return redirect(url_for("partner.list_links"))
+
+
+@bp.post("/coupons")
+@partner_required
+def request_coupon():
+    form = CouponRequestForm()
+    if form.validate_on_submit():
+        with committing(form) as done:
+            coupon = coupons.request_coupon(current_user.partner, form.code.data, form.note.data)
+        if done:
+            flash(
+                _("You asked for %(code)s; the program team will answer soon.", code=coupon.code), "success"
+            )
+            return redirect(url_for("partner.list_links", _anchor="coupons"))
+    return _links_page(LinkForm(formdata=None), 422, coupon_form=form)
 
 
 @bp.get("/conversions")
