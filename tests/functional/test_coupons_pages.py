@@ -1,0 +1,106 @@
+"""Coupon codes in the console and on the partner's links page."""
+
+import sqlalchemy as sa
+
+from portal.models import AuditEvent, Coupon, CouponStatus, PartnerStatus, Role
+from portal.services import coupons
+from tests.factories import PartnerFactory
+
+
+def _codes(db) -> dict[str, str]:
+    db.session.expire_all()
+    return {c.code: c.status for c in db.session.scalars(sa.select(Coupon))}
+
+
+def test_an_operator_gives_a_partner_a_code(client, db, program, login_as):
+    partner = PartnerFactory(ref_code="pat")
+    login_as(Role.MANAGER)
+    response = client.post("/admin/coupons", data={"code": "pat-summer", "partner": "PAT"})
+    assert response.status_code == 302
+    assert _codes(db) == {"PAT-SUMMER": CouponStatus.ACTIVE}
+    page = client.get("/admin/coupons").get_data(as_text=True)
+    assert "PAT-SUMMER" in page and "Code PAT-SUMMER now attributes sales to pat." in page
+    assert db.session.scalar(sa.select(AuditEvent.action).where(AuditEvent.subject_type == "coupon")) == (
+        "coupon.added"
+    )
+    assert partner.id == db.session.scalars(sa.select(Coupon.partner_id)).one()
+
+
+def test_the_console_says_what_is_wrong(client, db, program, login_as):
+    partner = PartnerFactory(ref_code="pat")
+    db.session.flush()
+    coupons.add_coupon(partner, "TAKEN", None)
+    login_as(Role.ADMIN)
+    cases = [
+        ({"code": "taken", "partner": "pat"}, "The code TAKEN is already taken."),
+        ({"code": "ab", "partner": "pat"}, "A coupon code is 3-40 letters"),
+        ({"code": "new-one", "partner": "nobody"}, "No partner has this ref code."),
+        ({"code": "", "partner": "pat"}, "Enter the code."),
+    ]
+    for data, message in cases:
+        response = client.post("/admin/coupons", data=data)
+        assert response.status_code == 422, data
+        assert message in response.get_data(as_text=True), data
+    assert _codes(db) == {"TAKEN": CouponStatus.ACTIVE}
+
+
+def test_a_partner_asks_and_a_manager_approves(client, db, program, login_as, make_user):
+    user = login_as(Role.PARTNER)
+    response = client.post("/partner/coupons", data={"code": "anna10", "note": "my podcast"})
+    assert response.status_code == 302
+    assert _codes(db) == {"ANNA10": CouponStatus.REQUESTED}
+    page = client.get("/partner/links").get_data(as_text=True)
+    assert "ANNA10" in page and "waiting for approval" in page
+
+    manager = make_user(Role.MANAGER)
+    db.session.commit()
+    with client.session_transaction() as session:
+        session["_user_id"] = manager.get_id()
+    queue = client.get("/admin/coupons?status=requested").get_data(as_text=True)
+    assert "ANNA10" in queue and "my podcast" in queue and "1 request waiting" in queue
+    coupon_id = db.session.scalars(sa.select(Coupon.id)).one()
+    assert client.post(f"/admin/coupons/{coupon_id}/approve").status_code == 302
+    assert _codes(db) == {"ANNA10": CouponStatus.ACTIVE}
+    assert client.post(f"/admin/coupons/{coupon_id}/disable").status_code == 302
+    assert _codes(db) == {"ANNA10": CouponStatus.DISABLED}
+    assert client.post(f"/admin/coupons/{coupon_id}/approve").status_code == 302  # refused, flashed
+    assert _codes(db) == {"ANNA10": CouponStatus.DISABLED}
+    assert client.post(f"/admin/coupons/{coupon_id}/enable").status_code == 302
+    assert _codes(db) == {"ANNA10": CouponStatus.ACTIVE}
+    assert user.partner.id == db.session.scalars(sa.select(Coupon.partner_id)).one()
+
+
+def test_a_declined_request_frees_the_code(client, db, program, login_as, make_user):
+    partner = PartnerFactory(ref_code="pat")
+    db.session.flush()
+    coupon = coupons.request_coupon(partner, "WANTED", None)
+    login_as(Role.MANAGER)
+    assert client.post(f"/admin/coupons/{coupon.id}/decline").status_code == 302
+    assert _codes(db) == {}
+    other = PartnerFactory(ref_code="sam")
+    db.session.flush()
+    assert coupons.add_coupon(other, "wanted", None).code == "WANTED"
+
+
+def test_a_partner_sees_only_their_own_codes_and_may_not_hoard_requests(client, db, program, login_as):
+    other = PartnerFactory(ref_code="other")
+    db.session.flush()
+    coupons.add_coupon(other, "OTHERS-CODE", None)
+    login_as(Role.PARTNER)
+    for code in ("ONE", "TWO", "THREE"):
+        assert client.post("/partner/coupons", data={"code": code}).status_code == 302
+    refused = client.post("/partner/coupons", data={"code": "FOUR"})
+    assert refused.status_code == 422
+    assert "You have 3 requests waiting" in refused.get_data(as_text=True)
+    page = client.get("/partner/links").get_data(as_text=True)
+    assert "OTHERS-CODE" not in page
+    assert all(code in page for code in ("ONE", "TWO", "THREE"))
+
+
+def test_a_suspended_partner_cannot_ask(client, db, program, login_as):
+    login_as(Role.PARTNER, status=PartnerStatus.SUSPENDED)
+    page = client.get("/partner/links").get_data(as_text=True)
+    assert "Ask for the code" not in page
+    refused = client.post("/partner/coupons", data={"code": "SNEAKY"})
+    assert refused.status_code == 422
+    assert _codes(db) == {}
