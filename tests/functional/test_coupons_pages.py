@@ -104,3 +104,22 @@ def test_a_suspended_partner_cannot_ask(client, db, program, login_as):
     refused = client.post("/partner/coupons", data={"code": "SNEAKY"})
     assert refused.status_code == 422
     assert _codes(db) == {}
+
+
+def test_the_program_chooses_first_touch_in_settings(client, db, program, login_as):
+    from tests.functional.test_admin import SETTINGS
+
+    login_as(Role.ADMIN)
+    page = client.get("/admin/settings").get_data(as_text=True)
+    assert 'checked id="coupon_attribution-0"' in page and "partner (first touch)" in page
+    response = client.post("/admin/settings", data={**SETTINGS, "coupon_attribution": "first_touch"})
+    assert response.status_code == 302
+    db.session.refresh(program)
+    assert program.coupon_attribution == "first_touch"
+    # Left out (an older form), the choice stays as it is.
+    assert client.post("/admin/settings", data=SETTINGS).status_code == 302
+    db.session.refresh(program)
+    assert program.coupon_attribution == "first_touch"
+    refused = client.post("/admin/settings", data={**SETTINGS, "coupon_attribution": "last_click"})
+    assert refused.status_code == 422
+    assert "Not a valid choice" in refused.get_data(as_text=True)
