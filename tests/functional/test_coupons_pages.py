@@ -123,3 +123,18 @@ def test_the_program_chooses_first_touch_in_settings(client, db, program, login_
     refused = client.post("/admin/settings", data={**SETTINGS, "coupon_attribution": "last_click"})
     assert refused.status_code == 422
     assert "Not a valid choice" in refused.get_data(as_text=True)
+
+
+def test_copy_text_carries_the_partners_code(client, db, program, login_as):
+    from tests.creative_support import make_text
+    from tests.factories import UserFactory
+
+    text = make_text(UserFactory(role=Role.MANAGER), program, body="Use {coupon} or {link}")
+    user = login_as(Role.PARTNER)
+    page = client.get(f"/partner/creatives/{text.id}").get_data(as_text=True)
+    assert 'data-testid="needs-coupon"' in page and "Use {coupon} or http://portal.test/go/" in page
+    coupons.add_coupon(user.partner, "first-code", None)
+    coupons.add_coupon(user.partner, "second-code", None)
+    db.session.commit()
+    page = client.get(f"/partner/creatives/{text.id}").get_data(as_text=True)
+    assert 'data-testid="needs-coupon"' not in page and "Use FIRST-CODE or http://portal.test/go/" in page

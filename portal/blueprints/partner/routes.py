@@ -455,7 +455,12 @@ def show_creative(creative_id: int):
         "partner/creative.html",
         partner=partner,
         creative=creative,
-        code=creatives.code_for(creative, link=link, image_url=image_url),
+        code=creatives.code_for(
+            creative,
+            link=link,
+            image_url=image_url,
+            coupon=next(iter(coupons.active_codes_of(partner.id)), None),
+        ),
         download_name=creatives.download_name(creative) if creative.current.file_key else None,
     )
 
