@@ -282,7 +282,10 @@ def partner_coupon_figures(partner_id: int, start: datetime, end: datetime) -> d
     rejected ones, commission is every line of those sales (reversals included), as the
     rollups count them."""
     in_range = (Conversion.occurred_at >= start, Conversion.occurred_at < end)
-    mine = (Conversion.partner_id == partner_id, Conversion.coupon_id.is_not(None))
+    # The partner's own codes only: under first touch another partner's code may ride on
+    # this partner's sale (and the code's owner did not earn it).
+    owned = sa.select(Coupon.id).where(Coupon.partner_id == partner_id)
+    mine = (Conversion.partner_id == partner_id, Conversion.coupon_id.in_(owned))
     counted = Conversion.status != ConversionStatus.REJECTED
     rows = db.session.execute(
         sa.select(
@@ -310,7 +313,7 @@ def partner_coupon_figures(partner_id: int, start: datetime, end: datetime) -> d
             sa.select(Signup.coupon_code, sa.func.count())
             .where(
                 Signup.partner_id == partner_id,
-                Signup.coupon_id.is_not(None),
+                Signup.coupon_id.in_(owned),
                 Signup.occurred_at >= start,
                 Signup.occurred_at < end,
             )

@@ -237,7 +237,7 @@ def _series(table, rng: DateRange, *where) -> Series:
 
 # --- breakdowns ------------------------------------------------------------------------
 
-DIMENSIONS = ("channel", "campaign", "link", "creative", "sub_id")
+DIMENSIONS = ("channel", "campaign", "link", "creative", "sub_id", "coupon")
 
 
 @dataclass(frozen=True)
@@ -258,6 +258,7 @@ def dimension_label(dimension: str) -> str:
         "link": _("Link"),
         "creative": _("Creative"),
         "sub_id": _("Sub-ID"),
+        "coupon": _("Coupon code"),
     }[dimension]
 
 
@@ -307,6 +308,8 @@ def _order(rows: list[Row]) -> list[Row]:
 
 def partner_breakdown(partner_id: int, rng: DateRange, dimension: str) -> list[Row]:
     """The partner's figures in the range by one dimension, busiest first."""
+    if dimension == "coupon":
+        return _coupon_rows(partner_id, rng)
     table = DailyStat.__table__
     where = (table.c.partner_id == partner_id, _in_range(table.c.day, rng))
     if dimension == "link":
@@ -356,6 +359,37 @@ def partner_breakdown(partner_id: int, rng: DateRange, dimension: str) -> list[R
     }[dimension]
     rows = db.session.execute(sa.select(column.label("key"), *_sums(table)).where(*where).group_by(column))
     return _order([Row(str(row.key), label(row.key), Figures.of(row._mapping)) for row in rows])
+
+
+def _coupon_rows(partner_id: int, rng: DateRange) -> list[Row]:
+    """By coupon code: sales and signups the partner's codes brought (no clicks: a code is
+    typed, not clicked), counted on the days they occurred in the program's time zone."""
+    from zoneinfo import ZoneInfo
+
+    from portal.services import coupons
+    from portal.services.program import get_program
+
+    zone = ZoneInfo(get_program().timezone)
+    start = datetime.combine(rng.start, datetime.min.time(), tzinfo=zone)
+    end = datetime.combine(rng.end + timedelta(days=1), datetime.min.time(), tzinfo=zone)
+    figures = coupons.partner_coupon_figures(partner_id, start, end)
+    return _order(
+        [
+            Row(
+                code,
+                code,
+                Figures(
+                    signups=f.signups,
+                    conversions=f.conversions,
+                    conversions_review=f.conversions_review,
+                    conversions_rejected=f.conversions_rejected,
+                    sales_minor=f.sales_minor,
+                    commission_minor=f.commission_minor,
+                ),
+            )
+            for code, f in figures.items()
+        ]
+    )
 
 
 # --- recent activity -------------------------------------------------------------------
@@ -954,7 +988,7 @@ def program_dashboard(rng: DateRange, today: date, timezone: str) -> ProgramDash
 
 # --- CSV exports -----------------------------------------------------------------------
 
-PARTNER_TABLES = ("daily", "channel", "campaign", "link", "creative", "sub_id", "activity")
+PARTNER_TABLES = ("daily", "channel", "campaign", "link", "creative", "sub_id", "coupon", "activity")
 PROGRAM_TABLES = ("daily", "top_partners", "rising", "falling", "at_risk", "channels", "creatives")
 
 # The exports are read by people, in a spreadsheet: their column titles are in the reader's
