@@ -138,3 +138,17 @@ def test_copy_text_carries_the_partners_code(client, db, program, login_as):
     db.session.commit()
     page = client.get(f"/partner/creatives/{text.id}").get_data(as_text=True)
     assert 'data-testid="needs-coupon"' not in page and "Use FIRST-CODE or http://portal.test/go/" in page
+
+
+def test_the_console_shows_the_code_on_a_sale(client, db, program, login_as):
+    from portal.services import tracking
+
+    partner = PartnerFactory(ref_code="pat")
+    db.session.flush()
+    coupons.add_coupon(partner, "PAT10", None)
+    data = tracking.ConversionInput(transaction_id="t-1", amount_minor=1000, currency="USD", coupon="pat10")
+    conversion, _created = tracking.record_conversion(program, data, {"t": 1})
+    login_as(Role.MANAGER)
+    page = client.get(f"/admin/conversions/{conversion.id}").get_data(as_text=True)
+    assert "the partner&#39;s coupon code" in page
+    assert 'data-testid="coupon-code">PAT10<' in page
