@@ -150,5 +150,5 @@ def test_the_console_shows_the_code_on_a_sale(client, db, program, login_as):
     conversion, _created = tracking.record_conversion(program, data, {"t": 1})
     login_as(Role.MANAGER)
     page = client.get(f"/admin/conversions/{conversion.id}").get_data(as_text=True)
-    assert "the partner&#39;s coupon code" in page
+    assert "the partner's coupon code" in page
     assert 'data-testid="coupon-code">PAT10<' in page
