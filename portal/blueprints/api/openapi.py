@@ -98,8 +98,8 @@ def openapi_document(server_url: str) -> dict:
                 "click id, a partner's coupon code, a ref code, the customer's earlier signup; a coupon "
                 "code beats an older click of another partner unless the program chose first touch. "
                 "Clicks and signups count inside the program's cookie window. Posting a transaction id "
-                "again with the same body answers 200 with the same result and creates nothing; with a different body, 409. "
-                "Refunds are the same with an optional refund_id."
+                "again with the same body answers 200 with the same result and creates nothing; with a "
+                "different body, 409. Refunds are the same with an optional refund_id."
             ),
         },
         "servers": [{"url": server_url}],
