@@ -275,7 +275,24 @@ class CouponFigures:
     commission_minor: int = 0
 
 
+def program_coupon_figures(start: datetime, end: datetime) -> list[tuple[str, str, CouponFigures]]:
+    """Every code's sales and signups in ``start <= occurred_at < end`` (those its own partner
+    earned), with the partner's ref code: the operators' leaderboard."""
+    owners = dict(
+        db.session.execute(
+            sa.select(Coupon.code, Partner.ref_code).join(Partner, Partner.id == Coupon.partner_id)
+        ).all()
+    )
+    return [
+        (code, owners.get(code, ""), figures) for code, figures in _coupon_figures(None, start, end).items()
+    ]
+
+
 def partner_coupon_figures(partner_id: int, start: datetime, end: datetime) -> dict[str, CouponFigures]:
+    return _coupon_figures(partner_id, start, end)
+
+
+def _coupon_figures(partner_id: int | None, start: datetime, end: datetime) -> dict[str, CouponFigures]:
     """The partner's signups and sales attributed by each of their codes, ``start <= occurred_at
     < end``: counted from the rows themselves (codes are a small share of a partner's sales;
     the rollups are keyed by link, not by code). Sales are net of refunds and leave out
@@ -284,8 +301,14 @@ def partner_coupon_figures(partner_id: int, start: datetime, end: datetime) -> d
     in_range = (Conversion.occurred_at >= start, Conversion.occurred_at < end)
     # The partner's own codes only: under first touch another partner's code may ride on
     # this partner's sale (and the code's owner did not earn it).
-    owned = sa.select(Coupon.id).where(Coupon.partner_id == partner_id)
-    mine = (Conversion.partner_id == partner_id, Conversion.coupon_id.in_(owned))
+    if partner_id is None:
+        owned = sa.select(Coupon.id).where(Coupon.partner_id == Conversion.partner_id)
+        signup_owned = sa.select(Coupon.id).where(Coupon.partner_id == Signup.partner_id)
+    else:
+        owned = signup_owned = sa.select(Coupon.id).where(Coupon.partner_id == partner_id)
+    mine = (Conversion.partner_id.is_not(None), Conversion.coupon_id.in_(owned))
+    if partner_id is not None:
+        mine = (Conversion.partner_id == partner_id, *mine)
     counted = Conversion.status != ConversionStatus.REJECTED
     rows = db.session.execute(
         sa.select(
@@ -312,8 +335,8 @@ def partner_coupon_figures(partner_id: int, start: datetime, end: datetime) -> d
         db.session.execute(
             sa.select(Signup.coupon_code, sa.func.count())
             .where(
-                Signup.partner_id == partner_id,
-                Signup.coupon_id.in_(owned),
+                Signup.partner_id.is_not(None) if partner_id is None else Signup.partner_id == partner_id,
+                Signup.coupon_id.in_(signup_owned),
                 Signup.occurred_at >= start,
                 Signup.occurred_at < end,
             )

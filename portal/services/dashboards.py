@@ -361,7 +361,7 @@ def partner_breakdown(partner_id: int, rng: DateRange, dimension: str) -> list[R
     return _order([Row(str(row.key), label(row.key), Figures.of(row._mapping)) for row in rows])
 
 
-def _coupon_rows(partner_id: int, rng: DateRange) -> list[Row]:
+def _coupon_rows(partner_id: int | None, rng: DateRange) -> list[Row]:
     """By coupon code: sales and signups the partner's codes brought (no clicks: a code is
     typed, not clicked), counted on the days they occurred in the program's time zone."""
     from zoneinfo import ZoneInfo
@@ -372,24 +372,30 @@ def _coupon_rows(partner_id: int, rng: DateRange) -> list[Row]:
     zone = ZoneInfo(get_program().timezone)
     start = datetime.combine(rng.start, datetime.min.time(), tzinfo=zone)
     end = datetime.combine(rng.end + timedelta(days=1), datetime.min.time(), tzinfo=zone)
-    figures = coupons.partner_coupon_figures(partner_id, start, end)
-    return _order(
-        [
-            Row(
-                code,
-                code,
-                Figures(
-                    signups=f.signups,
-                    conversions=f.conversions,
-                    conversions_review=f.conversions_review,
-                    conversions_rejected=f.conversions_rejected,
-                    sales_minor=f.sales_minor,
-                    commission_minor=f.commission_minor,
-                ),
-            )
-            for code, f in figures.items()
+    if partner_id is None:
+        rows = [
+            Row(code, f"{code} ({ref})", _coupon_figures_of(f), code=None)
+            for code, ref, f in coupons.program_coupon_figures(start, end)
         ]
+        return sorted(rows, key=lambda r: (-r.figures.sales_minor, -r.figures.counted, r.label))
+    figures = coupons.partner_coupon_figures(partner_id, start, end)
+    return _order([Row(code, code, _coupon_figures_of(f)) for code, f in figures.items()])
+
+
+def _coupon_figures_of(f) -> Figures:
+    return Figures(
+        signups=f.signups,
+        conversions=f.conversions,
+        conversions_review=f.conversions_review,
+        conversions_rejected=f.conversions_rejected,
+        sales_minor=f.sales_minor,
+        commission_minor=f.commission_minor,
     )
+
+
+def coupon_leaderboard(rng: DateRange) -> list[Row]:
+    """Every code's figures in the range, best selling first (the operators' dashboard)."""
+    return _coupon_rows(None, rng)
 
 
 # --- recent activity -------------------------------------------------------------------
@@ -968,6 +974,7 @@ class ProgramDashboard:
     channels: list[Row]
     creatives: list[Row]
     queues: Queues = field(default_factory=Queues)
+    coupons: list[Row] = field(default_factory=list)
 
 
 def program_dashboard(rng: DateRange, today: date, timezone: str) -> ProgramDashboard:
@@ -983,13 +990,14 @@ def program_dashboard(rng: DateRange, today: date, timezone: str) -> ProgramDash
         channels=channel_leaderboard(rng),
         creatives=creative_leaderboard(rng),
         queues=queues(),
+        coupons=coupon_leaderboard(rng),
     )
 
 
 # --- CSV exports -----------------------------------------------------------------------
 
 PARTNER_TABLES = ("daily", "channel", "campaign", "link", "creative", "sub_id", "coupon", "activity")
-PROGRAM_TABLES = ("daily", "top_partners", "rising", "falling", "at_risk", "channels", "creatives")
+PROGRAM_TABLES = ("daily", "top_partners", "rising", "falling", "at_risk", "channels", "creatives", "coupons")
 
 # The exports are read by people, in a spreadsheet: their column titles are in the reader's
 # language, like the page the table comes from (lazy: resolved when the file is written).
@@ -1133,6 +1141,8 @@ def program_table(rng: DateRange, today: date, timezone: str, name: str, currenc
         return _rows_table(channel_leaderboard(rng), "channel", currency)
     if name == "creatives":
         return _rows_table(creative_leaderboard(rng, limit=None), "creative", currency)
+    if name == "coupons":
+        return _rows_table(coupon_leaderboard(rng), "coupon", currency)
     raise ValueError(name)
 
 

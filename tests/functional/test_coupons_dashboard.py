@@ -61,3 +61,22 @@ def test_sales_and_signups_by_code(client, db, program, login_as):
     assert (by_code["PAT10"][sales], by_code["PAT10"][commission]) == ("140.00", "14.00")
     assert (by_code["PAT-PODCAST"][sales], by_code["PAT-PODCAST"][commission]) == ("20.00", "2.00")
     assert (by_code["PAT10"][signups], by_code["PAT-PODCAST"][signups]) == ("0", "1")
+
+
+def test_the_operators_see_every_code(client, db, program, login_as):
+    program.fraud_duplicate_order = False
+    pat = PartnerFactory(ref_code="pat")
+    sam = PartnerFactory(ref_code="sam")
+    db.session.flush()
+    coupons.add_coupon(pat, "PAT10", None)
+    coupons.add_coupon(sam, "SAM5", None)
+    _sale(program, "a", 10_000, coupon="pat10")
+    _sale(program, "b", 30_000, coupon="sam5")
+    _sale(program, "c", 5_000, coupon="unknown-1")  # nobody's: not a row
+    login_as(Role.MANAGER)
+    page = client.get("/admin/?range=7d").get_data(as_text=True)
+    assert 'data-testid="coupons"' in page and "PAT10 (pat)" in page and "SAM5 (sam)" in page
+    response = client.get("/admin/stats/coupons.csv?range=7d")
+    rows = list(csv.reader(io.StringIO(response.data.decode("utf-8-sig"))))
+    sales = rows[0].index("Sales")
+    assert [(row[0], row[sales]) for row in rows[1:]] == [("SAM5 (sam)", "300.00"), ("PAT10 (pat)", "100.00")]
