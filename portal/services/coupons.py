@@ -275,7 +275,16 @@ class CouponFigures:
     commission_minor: int = 0
 
 
-def program_coupon_figures(start: datetime, end: datetime) -> list[tuple[str, str, CouponFigures]]:
+def _between(column, start: datetime | None, end: datetime | None) -> tuple:
+    return (
+        *((column >= start,) if start is not None else ()),
+        *((column < end,) if end is not None else ()),
+    )
+
+
+def program_coupon_figures(
+    start: datetime | None, end: datetime | None
+) -> list[tuple[str, str, CouponFigures]]:
     """Every code's sales and signups in ``start <= occurred_at < end`` (those its own partner
     earned), with the partner's ref code: the operators' leaderboard."""
     owners = dict(
@@ -288,17 +297,22 @@ def program_coupon_figures(start: datetime, end: datetime) -> list[tuple[str, st
     ]
 
 
-def partner_coupon_figures(partner_id: int, start: datetime, end: datetime) -> dict[str, CouponFigures]:
+def partner_coupon_figures(
+    partner_id: int, start: datetime | None, end: datetime | None
+) -> dict[str, CouponFigures]:
     return _coupon_figures(partner_id, start, end)
 
 
-def _coupon_figures(partner_id: int | None, start: datetime, end: datetime) -> dict[str, CouponFigures]:
+def _coupon_figures(
+    partner_id: int | None, start: datetime | None, end: datetime | None
+) -> dict[str, CouponFigures]:
     """The partner's signups and sales attributed by each of their codes, ``start <= occurred_at
     < end``: counted from the rows themselves (codes are a small share of a partner's sales;
     the rollups are keyed by link, not by code). Sales are net of refunds and leave out
     rejected ones, commission is every line of those sales (reversals included), as the
     rollups count them."""
-    in_range = (Conversion.occurred_at >= start, Conversion.occurred_at < end)
+    # No bound where the range runs off the calendar (a custom range to 9999-12-31).
+    in_range = _between(Conversion.occurred_at, start, end)
     # The partner's own codes only: under first touch another partner's code may ride on
     # this partner's sale (and the code's owner did not earn it).
     if partner_id is None:
@@ -337,8 +351,7 @@ def _coupon_figures(partner_id: int | None, start: datetime, end: datetime) -> d
             .where(
                 Signup.partner_id.is_not(None) if partner_id is None else Signup.partner_id == partner_id,
                 Signup.coupon_id.in_(signup_owned),
-                Signup.occurred_at >= start,
-                Signup.occurred_at < end,
+                *_between(Signup.occurred_at, start, end),
             )
             .group_by(Signup.coupon_code)
         ).all()

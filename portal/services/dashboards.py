@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from functools import lru_cache
 
@@ -370,8 +370,11 @@ def _coupon_rows(partner_id: int | None, rng: DateRange) -> list[Row]:
     from portal.services.program import get_program
 
     zone = ZoneInfo(get_program().timezone)
-    start = datetime.combine(rng.start, datetime.min.time(), tzinfo=zone)
-    end = datetime.combine(rng.end + timedelta(days=1), datetime.min.time(), tzinfo=zone)
+    try:
+        after_end = rng.end + timedelta(days=1)
+    except OverflowError:  # 9999-12-31
+        after_end = None
+    start, end = _instant(rng.start, zone), _instant(after_end, zone) if after_end else None
     if partner_id is None:
         rows = [
             Row(code, f"{code} ({ref})", _coupon_figures_of(f), code=None)
@@ -380,6 +383,14 @@ def _coupon_rows(partner_id: int | None, rng: DateRange) -> list[Row]:
         return sorted(rows, key=lambda r: (-r.figures.sales_minor, -r.figures.counted, r.label))
     figures = coupons.partner_coupon_figures(partner_id, start, end)
     return _order([Row(code, code, _coupon_figures_of(f)) for code, f in figures.items()])
+
+
+def _instant(day: date, zone) -> datetime | None:
+    """The UTC instant ``day`` starts in ``zone``; None (no bound) at the ends of the calendar."""
+    try:
+        return datetime.combine(day, datetime.min.time(), tzinfo=zone).astimezone(UTC)
+    except OverflowError:
+        return None
 
 
 def _coupon_figures_of(f) -> Figures:

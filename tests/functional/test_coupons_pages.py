@@ -152,3 +152,16 @@ def test_the_console_shows_the_code_on_a_sale(client, db, program, login_as):
     page = client.get(f"/admin/conversions/{conversion.id}").get_data(as_text=True)
     assert "the partner's coupon code" in page
     assert 'data-testid="coupon-code">PAT10<' in page
+
+
+def test_a_partners_note_is_shown_as_text(client, db, program, login_as, make_user):
+    login_as(Role.PARTNER)
+    payload = '<script>alert("x")</script><img src=x onerror=alert(1)>'
+    assert client.post("/partner/coupons", data={"code": "SAFE1", "note": payload}).status_code == 302
+    manager = make_user(Role.MANAGER)
+    db.session.commit()
+    with client.session_transaction() as session:
+        session["_user_id"] = manager.get_id()
+    page = client.get("/admin/coupons").get_data(as_text=True)
+    assert payload not in page
+    assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in page
