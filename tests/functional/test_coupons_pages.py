@@ -165,3 +165,15 @@ def test_a_partners_note_is_shown_as_text(client, db, program, login_as, make_us
     page = client.get("/admin/coupons").get_data(as_text=True)
     assert payload not in page
     assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in page
+
+
+def test_the_partner_sees_which_code_brought_a_sale(client, db, program, login_as):
+    from portal.services import tracking
+
+    user = login_as(Role.PARTNER)
+    coupons.add_coupon(user.partner, "MINE10", None)
+    data = tracking.ConversionInput(transaction_id="t-1", amount_minor=1000, currency="USD", coupon="mine10")
+    conversion, _created = tracking.record_conversion(program, data, {"t": 1})
+    db.session.commit()
+    page = client.get(f"/partner/conversions/{conversion.id}").get_data(as_text=True)
+    assert "credited by your coupon code MINE10" in page
