@@ -108,9 +108,14 @@ def configure_engine_events(engine: sa.Engine) -> None:
     def _on_end(connection):
         gate.release(connection.info)
 
+    # Each with its event's own signature (SQLAlchemy inspects it: a catch-all *args made
+    # "reset" warn of its pre-2.0 form on every return to the pool).
     @sa.event.listens_for(engine, "reset")
+    def _on_reset(_dbapi_connection, record, _reset_state):
+        gate.release(record.info)
+
     @sa.event.listens_for(engine, "checkin")
-    def _on_return(_dbapi_connection, record, *_reset_state):
+    def _on_checkin(_dbapi_connection, record):
         gate.release(record.info)
 
     @sa.event.listens_for(engine, "close")

@@ -77,8 +77,8 @@ def number(value: int | float | None) -> str:
 
 
 def percent_bp(basis_points: int) -> str:
-    """Hundredths of a percent as a percent: 1250 → "12.5%"."""
-    return format_percent(Decimal(basis_points) / 10000, RATE_PATTERN)
+    """Hundredths of a percent as a percent: 1250 → "12.5%" (through ``rate``, the one printer)."""
+    return rate(Decimal(basis_points) / 10000)
 
 
 def rate(fraction: Decimal | None) -> str:
@@ -135,3 +135,51 @@ def reason_label(code: str | None) -> str:
         "out_of_window": _("made after the cookie window had closed"),
         "other": _("another reason (see the note)"),
     }.get(code, code or "")
+
+
+def next_payout_sentence(outlook) -> str:
+    """A partner's next payout in one sentence (``payout_outlook.NextPayout``): the amount and
+    the date, or why there is none. The dashboard and the earnings page both print this."""
+    amount = money(outlook.amount_minor, outlook.currency)
+    on = day(outlook.on, "long") if outlook.on else None
+    state = str(outlook.state)
+    if state == "scheduled":
+        return _("%(amount)s on %(date)s.", amount=amount, date=on)
+    if state == "in_payout":
+        return _("%(amount)s is on its way in the payout of %(date)s.", amount=amount, date=on)
+    if state == "below_minimum":
+        short = money(outlook.short_minor, outlook.currency)
+        minimum = money(outlook.minimum_minor, outlook.currency)
+        if outlook.needs_details:
+            return _(
+                "None on %(date)s: %(short)s more to reach the %(minimum)s minimum, and add your payout details.",  # noqa: E501
+                date=on,
+                short=short,
+                minimum=minimum,
+            )
+        return _(
+            "None on %(date)s: %(short)s more to reach the %(minimum)s minimum.",
+            date=on,
+            short=short,
+            minimum=minimum,
+        )
+    if state == "no_details":
+        return _(
+            "None on %(date)s: add your payout details to be paid your %(amount)s.", date=on, amount=amount
+        )
+    if state == "owed":
+        return _(
+            "None on %(date)s: you owe %(amount)s from a refund after a payout, netted from your next earnings.",  # noqa: E501
+            date=on,
+            amount=amount,
+        )
+    if outlook.hold == "suspended":
+        return _(
+            "On hold: your account is suspended; your %(amount)s is paid once it is reinstated.",
+            amount=amount,
+        )
+    return _(
+        "On hold: the program team is checking your new payout details; your %(amount)s is paid on %(date)s once they have.",  # noqa: E501
+        amount=amount,
+        date=on,
+    )

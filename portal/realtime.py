@@ -171,6 +171,26 @@ def notify(partner_id: int, event_name: str, payload: dict[str, Any] | None = No
     _queue(partner_room(partner_id), event_name, payload or {})
 
 
+def _queue_once(room: str, event_name: str, payload: dict[str, Any]) -> None:
+    session = db.session()
+    if session.in_transaction() and any(
+        queued[0] == room and queued[1] == event_name for queued in session.info.get(_PENDING_KEY, ())
+    ):
+        return
+    _queue(room, event_name, payload)
+
+
+def notify_once(partner_id: int, event_name: str, payload: dict[str, Any] | None = None) -> None:
+    """As ``notify``, unless this transaction already queued ``event_name`` for that partner:
+    a page hearing "look again" twice after one commit refetches the same thing twice."""
+    _queue_once(partner_room(partner_id), event_name, payload or {})
+
+
+def notify_operators_once(event_name: str, payload: dict[str, Any] | None = None) -> None:
+    """As ``notify_operators``, once per transaction and event name."""
+    _queue_once(OPERATORS_ROOM, event_name, payload or {})
+
+
 def notify_partners(partner_ids, event_name: str, payload: dict[str, Any] | None = None) -> None:
     """Tell several partners at once: one emit to all their rooms (one publish over Redis)."""
     rooms = sorted({partner_room(pid) for pid in partner_ids})

@@ -16,6 +16,7 @@ from portal.formatting import (
     channel_labels,
     day,
     money,
+    next_payout_sentence,
     number,
     percent_bp,
     rate,
@@ -34,6 +35,13 @@ def base_commission(program) -> str:
     if program.commission_type == CommissionType.PERCENT:
         return _("%(rate)s of each sale", rate=percent_bp(program.commission_percent_bp))
     return _("%(amount)s per sale", amount=money(program.commission_flat_minor, program.currency))
+
+
+def host(url: str | None) -> str:
+    """Where an address opens, without the rest: "https://shop.example/tents" → "shop.example"."""
+    from urllib.parse import urlsplit
+
+    return (urlsplit(url or "").hostname or "").removeprefix("www.") or "—"
 
 
 def country_name(code: str | None) -> str:
@@ -168,6 +176,12 @@ def _channel_choices():
     return channel_choices()
 
 
+def product_names(product_ids: list[str]) -> list[str]:
+    from portal.services.rewards import product_names as names
+
+    return names(product_ids)
+
+
 def why_this_amount(line) -> str:
     """The partner's "why this amount" for one commission line."""
     from portal.services.rewards import explain
@@ -252,6 +266,7 @@ def init_app(app: Flask) -> None:
     app.add_template_filter(channel_label, "channel")
     app.add_template_filter(channel_labels, "channels")
     app.add_template_filter(country_name, "country")
+    app.add_template_filter(host, "host")
     app.add_template_filter(rate, "rate")
     app.add_template_filter(day, "day")
     app.add_template_filter(reason_label, "reason")
@@ -262,9 +277,11 @@ def init_app(app: Flask) -> None:
     app.add_template_global(_channel_choices, "channel_choices")
     app.add_template_global(base_commission)
     app.add_template_global(bar_chart)
+    app.add_template_global(next_payout_sentence)
     app.add_template_global(dimension_label)
     app.add_template_global(risk_label)
     app.add_template_global(why_this_amount, "why")
+    app.add_template_global(product_names)
     app.add_template_filter(commission_kind, "commission_kind")
     app.add_template_filter(attribution_note, "attribution_note")
     app.add_template_global(get_locale)

@@ -138,6 +138,11 @@ class Partner(db.Model):
     status_changed_by_id: Mapped[int | None] = mapped_column(sa.ForeignKey("users.id", ondelete="SET NULL"))
     # The partner's own manager: sees their messages first.
     manager_id: Mapped[int | None] = mapped_column(sa.ForeignKey("users.id", ondelete="SET NULL"), index=True)
+    # The onboarding checklist: the first time the partner copied their link, copied or
+    # downloaded a creative, and opened the program terms (each set once, never cleared).
+    link_copied_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    creative_grabbed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    terms_read_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     user: Mapped[User] = relationship(back_populates="partner", foreign_keys=[user_id])
     status_changed_by: Mapped[User | None] = relationship(foreign_keys=[status_changed_by_id])

@@ -576,6 +576,16 @@ def code_for(
     return code
 
 
+def main_code(code: CreativeCode) -> str:
+    """The one piece a partner copies from the library grid: the HTML of a banner, the text of
+    copy, an e-mail or a video, else (a landing page) the link itself."""
+    if code.embed_html:
+        return code.embed_html
+    if code.text:
+        return f"{code.subject}\n\n{code.text}" if code.subject else code.text
+    return code.link
+
+
 def download_name(creative: Creative, version: CreativeVersion | None = None) -> str:
     version = version or creative.current
     stem = re.sub(r"[^A-Za-z0-9]+", "-", creative.name).strip("-").lower()[:60] or "creative"

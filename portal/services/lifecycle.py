@@ -760,6 +760,9 @@ def _on_partner_approved(event: OutboxEvent) -> None:
 
 
 def _on_conversion_counts(event: OutboxEvent) -> None:
+    partner_id = event.partner_id or event.data.get("partner_id")
+    if partner_id is None or lookups.lookups().get("has_counted_sale", partner_id) is True:
+        return  # not a first sale (conversion_recorded's own first check, without loading the row)
     conversion = _conversion(event)
     if conversion is not None:
         conversion_recorded(conversion)
@@ -888,6 +891,12 @@ _HANDLERS = {
     "creative.published": _on_creative_published,
     "campaign.started": _on_campaign_started,
 }
+
+
+def handles(event_type: str) -> bool:
+    """Whether an event of this type can call for an automatic message (the dispatcher skips
+    the others for this consumer)."""
+    return event_type in _HANDLERS
 
 
 def handle_event(event: OutboxEvent) -> None:

@@ -61,10 +61,22 @@ def _messages(event: OutboxEvent) -> None:
     lifecycle.handle_event(event)
 
 
+def _messages_want(event_type: str) -> bool:
+    from portal.services import lifecycle
+
+    return lifecycle.handles(event_type)
+
+
 def _live(event: OutboxEvent) -> None:
     from portal.services import live
 
     live.handle_event(event)
+
+
+def _live_wants(event_type: str) -> bool:
+    from portal.services import live
+
+    return live.handles(event_type)
 
 
 def _webhooks(event: OutboxEvent) -> None:
@@ -73,12 +85,33 @@ def _webhooks(event: OutboxEvent) -> None:
     webhooks.enqueue(event)
 
 
+def _webhooks_want(event_type: str) -> bool:
+    from portal.services import webhooks
+
+    return webhooks.wanted(event_type)
+
+
+@dataclass(frozen=True)
+class Consumer:
+    """What a consumer does with an event, and which event types it acts on at all.
+
+    ``wants`` is asked inside the dispatching transaction. An event a consumer does not want
+    costs it nothing: no receipt, no savepoint, no handler; the position passes over it. For
+    webhooks the answer follows the endpoints (asked again when the position moves, so an
+    endpoint added meanwhile is not passed over)."""
+
+    handle: Callable[[OutboxEvent], None]
+    wants: Callable[[str], bool]
+    # A consumer that writes nothing to the database (live) needs no savepoint per event.
+    writes: bool = True
+
+
 # In this order: a message's own ``message.sent`` event is written while ``messages`` runs,
 # so ``live`` and ``webhooks`` usually see it in the same pass.
-CONSUMERS: dict[str, Callable[[OutboxEvent], None]] = {
-    "messages": _messages,
-    "live": _live,
-    "webhooks": _webhooks,
+CONSUMERS: dict[str, Consumer] = {
+    "messages": Consumer(_messages, _messages_want),
+    "live": Consumer(_live, _live_wants, writes=False),
+    "webhooks": Consumer(_webhooks, _webhooks_want),
 }
 
 
@@ -94,41 +127,48 @@ def _owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"[:64]
 
 
-def _take_lease(name: str, owner: str) -> bool:
+def _take_leases(names: list[str], owner: str) -> list[str]:
+    """The consumers of ``names`` whose lease this dispatcher now holds, in one transaction
+    (one UPDATE … WHERE the lease is free — the same on SQLite and PostgreSQL)."""
     begin_write(db.session())
     now = utcnow()
-    if db.session.get(OutboxConsumer, name) is None:
-        try:
-            with db.session.begin_nested():
-                db.session.add(OutboxConsumer(name=name, position=0))
-        except sa.exc.IntegrityError:
-            pass  # another dispatcher made the row a moment ago
-    taken = db.session.execute(
-        sa.update(OutboxConsumer)
-        .where(
-            OutboxConsumer.name == name,
-            sa.or_(
-                OutboxConsumer.lease_until.is_(None),
-                OutboxConsumer.lease_until < now,
-                OutboxConsumer.lease_owner == owner,
-            ),
-        )
-        .values(lease_owner=owner, lease_until=now + LEASE)
-        .execution_options(synchronize_session=False)
-    ).rowcount
-    db.session.commit()
-    return taken == 1
-
-
-def _release_lease(name: str, owner: str) -> None:
-    begin_write(db.session())
+    known = set(db.session.scalars(sa.select(OutboxConsumer.name).where(OutboxConsumer.name.in_(names))))
+    for name in names:
+        if name not in known:
+            try:
+                with db.session.begin_nested():
+                    db.session.add(OutboxConsumer(name=name, position=0))
+            except sa.exc.IntegrityError:
+                pass  # another dispatcher made the row a moment ago
+    free = sa.or_(
+        OutboxConsumer.lease_until.is_(None),
+        OutboxConsumer.lease_until < now,
+        OutboxConsumer.lease_owner == owner,
+    )
     db.session.execute(
         sa.update(OutboxConsumer)
-        .where(OutboxConsumer.name == name, OutboxConsumer.lease_owner == owner)
+        .where(OutboxConsumer.name.in_(names), free)
+        .values(lease_owner=owner, lease_until=now + LEASE)
+        .execution_options(synchronize_session=False)
+    )
+    taken = set(
+        db.session.scalars(
+            sa.select(OutboxConsumer.name).where(
+                OutboxConsumer.name.in_(names), OutboxConsumer.lease_owner == owner
+            )
+        )
+    )
+    db.session.commit()
+    return [name for name in names if name in taken]
+
+
+def _release_leases(names: list[str], owner: str) -> None:
+    db.session.execute(
+        sa.update(OutboxConsumer)
+        .where(OutboxConsumer.name.in_(names), OutboxConsumer.lease_owner == owner)
         .values(lease_owner=None, lease_until=None)
         .execution_options(synchronize_session=False)
     )
-    db.session.commit()
 
 
 def _position(name: str) -> int:
@@ -136,34 +176,31 @@ def _position(name: str) -> int:
 
 
 def _unhandled(name: str, position: int, limit: int) -> list[int]:
-    return list(
-        db.session.scalars(
-            sa.select(OutboxEvent.id)
-            .where(OutboxEvent.id > position)
-            .where(
-                ~sa.exists().where(OutboxReceipt.consumer == name, OutboxReceipt.event_id == OutboxEvent.id)
-            )
-            .order_by(OutboxEvent.id)
-            .limit(limit)
-        )
-    )
+    """Ids of events past the position that consumer ``name`` wants and has no receipt for."""
+    wants = CONSUMERS[name].wants
+    rows = db.session.execute(
+        sa.select(OutboxEvent.id, OutboxEvent.type)
+        .where(OutboxEvent.id > position)
+        .where(~sa.exists().where(OutboxReceipt.consumer == name, OutboxReceipt.event_id == OutboxEvent.id))
+        .order_by(OutboxEvent.id)
+        .limit(limit)
+    ).all()
+    return [event_id for event_id, event_type in rows if wants(event_type)]
 
 
 def _claim(name: str, event_ids: list[int]) -> list[int]:
     """The batch's receipts in one statement; the ids this dispatcher now holds, in order
-    (an id whose receipt exists was handled by another dispatcher meanwhile)."""
+    (an id whose receipt exists was handled by another dispatcher meanwhile). Executed with
+    a list of parameter sets, so the statement is compiled once whatever the batch's size."""
     table = OutboxReceipt.__table__
     dialect = db.session.get_bind().dialect.name
     insert = postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
-    statement = (
-        insert.values([{"consumer": name, "event_id": event_id} for event_id in event_ids])
-        .on_conflict_do_nothing()
-        .returning(table.c.event_id)
-    )
-    return sorted(db.session.execute(statement).scalars())
+    statement = insert.on_conflict_do_nothing().returning(table.c.event_id)
+    rows = db.session.execute(statement, [{"consumer": name, "event_id": event_id} for event_id in event_ids])
+    return sorted(rows.scalars())
 
 
-def _handle(name: str, handler: Callable[[OutboxEvent], None], event_ids: list[int]) -> tuple[int, bool]:
+def _handle(name: str, consumer: Consumer, event_ids: list[int]) -> tuple[int, bool]:
     """Events in one transaction: their receipts first (one INSERT; a racing dispatcher's
     claim stops at the receipts' keys before any effect), then each event in a savepoint;
     (handled, all went well). One transaction for a batch, not one per event: on SQLite
@@ -182,8 +219,11 @@ def _handle(name: str, handler: Callable[[OutboxEvent], None], event_ids: list[i
         }
         for index, event_id in enumerate(held):
             try:
-                with db.session.begin_nested():
-                    handler(events[event_id])
+                if consumer.writes:
+                    with db.session.begin_nested():
+                        consumer.handle(events[event_id])
+                else:
+                    consumer.handle(events[event_id])
             except Exception:
                 log.exception(
                     "outbox consumer %s failed on event %s; the next dispatch retries it", name, event_id
@@ -207,11 +247,12 @@ def _handle(name: str, handler: Callable[[OutboxEvent], None], event_ids: list[i
 
 
 def _advance(name: str, owner: str) -> None:
-    """Move the position over every handled event, and over gaps old enough to be rollbacks."""
-    begin_write(db.session())
+    """Move the position over every handled event, over events the consumer does not want,
+    and over gaps old enough to be rollbacks (in the caller's transaction)."""
+    wants = CONSUMERS[name].wants
     position = _position(name)
     rows = db.session.execute(
-        sa.select(OutboxEvent.id, OutboxEvent.created_at, OutboxReceipt.event_id)
+        sa.select(OutboxEvent.id, OutboxEvent.type, OutboxEvent.created_at, OutboxReceipt.event_id)
         .outerjoin(
             OutboxReceipt, sa.and_(OutboxReceipt.consumer == name, OutboxReceipt.event_id == OutboxEvent.id)
         )
@@ -221,8 +262,8 @@ def _advance(name: str, owner: str) -> None:
     ).all()
     horizon = utcnow() - GAP_HORIZON
     new = position
-    for event_id, created_at, receipt in rows:
-        if receipt is None:
+    for event_id, event_type, created_at, receipt in rows:
+        if receipt is None and wants(event_type):
             break
         if event_id != new + 1 and created_at > horizon:
             break  # a gap: an earlier id may still commit
@@ -237,29 +278,58 @@ def _advance(name: str, owner: str) -> None:
         db.session.execute(
             sa.delete(OutboxReceipt).where(OutboxReceipt.consumer == name, OutboxReceipt.event_id <= new)
         )
-    db.session.commit()
+
+
+def _finish(names: list[str], owner: str) -> None:
+    """Advance every consumer this dispatcher ran and give their leases back, in one
+    transaction; if advancing fails, the leases are still given back (the positions wait)."""
+    try:
+        begin_write(db.session())
+        for name in names:
+            _advance(name, owner)
+        _release_leases(names, owner)
+        db.session.commit()
+    except Exception:
+        db.session.rollback()
+        log.exception("outbox: moving the positions of %s failed; the next dispatch does it", names)
+        begin_write(db.session())
+        _release_leases(names, owner)
+        db.session.commit()
+
+
+def _run_held(name: str, limit: int) -> tuple[int, int]:
+    handled = failed = 0
+    consumer = CONSUMERS[name]
+    pending = _unhandled(name, _position(name), limit)
+    for start in range(0, len(pending), BATCH):
+        done, ok = _handle(name, consumer, pending[start : start + BATCH])
+        handled += done
+        if not ok:
+            failed += 1
+            break  # keep the order: the rest waits for the next dispatch
+    return handled, failed
+
+
+def run_consumers(names: list[str], limit: int = 500, owner: str | None = None) -> dict[str, tuple[int, int]]:
+    """Hand up to ``limit`` events to each consumer of ``names`` whose lease is free:
+    {name: (handled, failed)}; a consumer another dispatcher holds is left out. Two write
+    transactions for the whole pass besides the batches: the leases, then the positions."""
+    owner = owner or _owner()
+    held = _take_leases(names, owner)
+    results: dict[str, tuple[int, int]] = {}
+    try:
+        for name in held:
+            results[name] = _run_held(name, limit)
+    finally:
+        if held:
+            _finish(held, owner)
+    return results
 
 
 def run_consumer(name: str, limit: int = 500, owner: str | None = None) -> tuple[int, int] | None:
     """Hand up to ``limit`` events to consumer ``name``; (handled, failed), or None if another
     dispatcher holds it."""
-    owner = owner or _owner()
-    handler = CONSUMERS[name]
-    if not _take_lease(name, owner):
-        return None
-    handled = failed = 0
-    try:
-        pending = _unhandled(name, _position(name), limit)
-        for start in range(0, len(pending), BATCH):
-            done, ok = _handle(name, handler, pending[start : start + BATCH])
-            handled += done
-            if not ok:
-                failed += 1
-                break  # keep the order: the rest waits for the next dispatch
-        _advance(name, owner)
-    finally:
-        _release_lease(name, owner)
-    return handled, failed
+    return run_consumers([name], limit, owner).get(name)
 
 
 def dispatch(limit: int = 500, send: bool = True) -> DispatchReport:
@@ -267,12 +337,11 @@ def dispatch(limit: int = 500, send: bool = True) -> DispatchReport:
     from portal.services import delivery, webhooks
 
     report = DispatchReport()
-    owner = _owner()
     db.session.commit()  # start from a clean transaction: what the caller wrote is committed
+    results = run_consumers(list(CONSUMERS), limit)
     for name in CONSUMERS:
-        result = run_consumer(name, limit, owner)
-        if result is not None:
-            report.handled[name], report.failed[name] = result
+        if name in results:
+            report.handled[name], report.failed[name] = results[name]
         else:
             report.skipped.append(name)
     if send:
@@ -284,17 +353,14 @@ def dispatch(limit: int = 500, send: bool = True) -> DispatchReport:
 def waiting(name: str) -> int:
     """How many events consumer ``name`` has not handled yet (the console, health)."""
     position = _position(name)
-    return (
-        db.session.scalar(
-            sa.select(sa.func.count())
-            .select_from(OutboxEvent)
-            .where(OutboxEvent.id > position)
-            .where(
-                ~sa.exists().where(OutboxReceipt.consumer == name, OutboxReceipt.event_id == OutboxEvent.id)
-            )
-        )
-        or 0
-    )
+    wants = CONSUMERS[name].wants
+    counts = db.session.execute(
+        sa.select(OutboxEvent.type, sa.func.count())
+        .where(OutboxEvent.id > position)
+        .where(~sa.exists().where(OutboxReceipt.consumer == name, OutboxReceipt.event_id == OutboxEvent.id))
+        .group_by(OutboxEvent.type)
+    ).all()
+    return sum(count for event_type, count in counts if wants(event_type))
 
 
 # --- running right after a commit -------------------------------------------------------------

@@ -1284,6 +1284,20 @@ def campaign_partner_ids(campaign: Campaign) -> sa.Select:
     )
 
 
+def product_names(product_ids: list[str]) -> list[str]:
+    """Products by the names the team gave them (a product rate's label), else as the shop's id."""
+    if not product_ids:
+        return []
+    labels = dict(
+        db.session.execute(
+            sa.select(ProductRate.product_id, ProductRate.label).where(
+                ProductRate.product_id.in_(product_ids), ProductRate.label.is_not(None)
+            )
+        ).all()
+    )
+    return [labels.get(product_id) or product_id for product_id in product_ids]
+
+
 def campaign_details(campaign: Campaign, currency: str) -> str:
     from portal.formatting import money
 
@@ -1292,7 +1306,8 @@ def campaign_details(campaign: Campaign, currency: str) -> str:
     else:
         what = Rate.of(campaign).words(currency)
     if campaign.product_ids:
-        return _("%(what)s, on %(products)s.", what=what, products=", ".join(campaign.product_ids))
+        products = ", ".join(product_names(campaign.product_ids))
+        return _("%(what)s, on %(products)s.", what=what, products=products)
     return _("%(what)s, on every product.", what=what)
 
 

@@ -432,7 +432,7 @@ def record_conversion(
     # The time zone of the program in hand (the API's is cached: a change reaches every
     # worker within TRACKING_CACHE_CHECK_SECONDS; rebuild-rollups recounts after one anyway).
     rollups.count_conversion(conversion, timezone=program.timezone)
-    _announce(conversion)
+    # Open pages hear of it from the outbox's live consumer (its events, after the commit).
     events.written()  # by the triggers: the dispatcher looks after the commit
     return conversion, True
 
@@ -487,16 +487,6 @@ def _conversion_data(conversion: Conversion) -> dict:
         "status": conversion.status,
         "reason": conversion.rejection_reason or conversion.flagged_reason,
     }
-
-
-def _announce(conversion: Conversion) -> None:
-    payload = {"conversion": conversion.id, "status": conversion.status}
-    if conversion.partner_id is not None:
-        realtime.notify(conversion.partner_id, "conversion", payload)
-        realtime.notify(conversion.partner_id, "stats", payload)
-        if conversion.commissions:
-            realtime.notify(conversion.partner_id, "earnings", payload)
-    realtime.notify_operators("conversion", payload)
 
 
 def _money(minor: int, currency: str) -> str:
@@ -625,7 +615,6 @@ def apply_refund(
     )
     db.session.flush()
     rollups.count_conversion(conversion, before)
-    _announce(conversion)
     return RefundOutcome(conversion, refund)
 
 
@@ -666,7 +655,6 @@ def approve_conversion(program: Program, conversion: Conversion, actor: User) ->
     record_event(actor, "conversion.approved", "conversion", conversion.id, flagged=conversion.flagged_reason)
     db.session.flush()
     rollups.count_conversion(conversion, before)
-    _announce(conversion)
     events.record("conversion.approved", _conversion_data(conversion), partner_id=conversion.partner_id)
     return conversion
 
@@ -688,6 +676,5 @@ def reject_conversion(conversion: Conversion, actor: User, reason: str, note: st
     record_event(actor, "conversion.rejected", "conversion", conversion.id, reason=reason, note=note)
     db.session.flush()
     rollups.count_conversion(conversion, before)
-    _announce(conversion)
     events.record("conversion.rejected", _conversion_data(conversion), partner_id=conversion.partner_id)
     return conversion

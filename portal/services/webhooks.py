@@ -234,6 +234,12 @@ def _forget_endpoints(session, transaction) -> None:
         session.info.pop(_ENDPOINTS_KEY, None)
 
 
+def wanted(event_type: str) -> bool:
+    """Whether an enabled endpoint wants events of this type (with no endpoint, the
+    dispatcher's webhook consumer skips every event)."""
+    return any(e.enabled and e.wants(event_type) for e in _endpoints_of_this_transaction())
+
+
 def enqueue(event: OutboxEvent) -> int:
     """One delivery per enabled endpoint that wants ``event``'s type (the consumer's effect)."""
     wanted = [e for e in _endpoints_of_this_transaction() if e.enabled and e.wants(event.type)]

@@ -319,6 +319,7 @@ PARTNER_PAGES = [
     "/partner/inbox",
     "/partner/inbox/<thread>",
     "/partner/preferences",
+    "/partner/terms",
     "/account",
 ]
 PUBLIC_PAGES = ["/", "/login", "/apply", "/password/forgot"]

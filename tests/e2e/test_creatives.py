@@ -98,12 +98,17 @@ def test_a_published_social_banner_is_pasted_by_a_partner_and_its_click_is_count
     for facts in cards.locator(".creative-facts").all_inner_texts():
         assert "Social media" in facts
     card = partner.locator(f"[data-creative='{creative_id}']")
-    card.get_by_role("link", name="Get the code").click()
+    # The code can be copied straight from the grid...
+    card.get_by_role("button", name=f"Copy the code for {name}").click()
+    grid_code = card.get_by_test_id("grid-code").input_value()
+    assert partner.evaluate("navigator.clipboard.readText()") == grid_code
+    # ... or from the creative's own page, with every form of it.
+    card.get_by_role("link", name=f"More on {name}").click()
     expect(partner.get_by_role("heading", level=1)).to_have_text(name)
     partner.get_by_role("button", name="Copy the HTML").click()
     expect(partner.locator("[data-copy='#code-embed']")).to_have_text("Copied ✔")
     embed = partner.evaluate("navigator.clipboard.readText()")
-    assert embed == partner.get_by_test_id("embed-code").input_value()
+    assert embed == partner.get_by_test_id("embed-code").input_value() == grid_code
     link = html.unescape(re.search(r'<a href="([^"]+)"', embed).group(1))
     assert link == f"{live_server.url}/go/demo?creative={creative_id}"
 

@@ -57,6 +57,7 @@ PAGES = [
     # the dashboards with weekly bars and another period
     ("partner", "/partner/?range=90d"),
     ("partner", "/partner/links"),
+    ("partner", "/partner/terms"),
     ("partner", "/partner/conversions"),
     ("partner", PARTNER_TRAIL),
     # "earner": the showcase partner (paid, clawed back, in payout, confirmed and pending lines).

@@ -129,7 +129,7 @@ def test_a_failed_publish_never_raises_and_is_logged_once(caplog):
     assert "live events reach only this worker's sockets" in lines[0]
 
 
-def test_the_fall_back_to_memory_is_told_once_however_many_threads_meet_the_dead_redis(database_url, tmp_path):
+def test_the_fall_back_to_memory_is_told_once_however_many_threads_meet_it(database_url, tmp_path):
     """Flask-Limiter checks, logs, then marks Redis dead without a lock: threads that meet the
     outage together each log it. The app's filter lets the first through until recovery."""
     import threading

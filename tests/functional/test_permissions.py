@@ -349,6 +349,13 @@ MATRIX = {
     # dashboards: CSV of every table (a partner's are their own by construction)
     "partner.export_stats": ("GET", "/partner/stats/link.csv", PARTNER_ONLY),
     "partner.dashboard_news": ("GET", "/partner/dashboard/news", PARTNER_ONLY),
+    "partner.dashboard_money": ("GET", "/partner/dashboard/money", PARTNER_ONLY),
+    "partner.program_terms": ("GET", "/partner/terms", PARTNER_ONLY),
+    "partner.record_onboarding_step": (
+        "POST",
+        "/partner/onboarding/copy_link",
+        {**PARTNER_ONLY, "partner": 204},
+    ),
     "admin.new_thread": ("GET", "/admin/inbox/new/{approved_id}", OPERATORS),
     "admin.export_stats": ("GET", "/admin/stats/at_risk.csv", OPERATORS),
     # rewards console: managers and admins; an empty post is refused, a confirmed action redirects
@@ -557,6 +564,7 @@ OWNED = {
 NOT_OWNED = {
     "partner.show_creative": "the creative library is shared by every approved partner",
     "partner.export_stats": "the placeholder names a table; the rows are the signed-in partner's",
+    "partner.record_onboarding_step": "the placeholder names a checklist step of the signed-in partner",
 }
 
 

@@ -146,7 +146,7 @@ def test_the_dashboard_terms_show_the_tier_rate_and_why(client, db, program):
     with time_machine.travel(NOW, tick=False):
         page = client.get("/partner/").get_data(as_text=True)
     terms = page[page.index('data-testid="your-rate"') :]
-    terms = terms[: terms.index("</li>")]
+    terms = terms[: terms.index("</p>")]
     assert "12%" in terms and "Gold tier" in terms
     assert "10%" not in terms
 
@@ -159,4 +159,4 @@ def test_the_dashboard_terms_of_a_partner_on_the_base_rate(client, db, program):
     with time_machine.travel(NOW, tick=False):
         page = client.get("/partner/").get_data(as_text=True)
     terms = page[page.index('data-testid="your-rate"') :]
-    assert "10%" in terms[: terms.index("</li>")] and "base rate" in terms[: terms.index("</li>")]
+    assert "10%" in terms[: terms.index("</p>")] and "base rate" in terms[: terms.index("</p>")]

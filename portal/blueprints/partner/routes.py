@@ -32,10 +32,11 @@ from portal.services import (
     delivery,
     inbox,
     links,
+    onboarding,
     partners,
+    payout_outlook,
     payouts,
     reports,
-    schedule,
 )
 from portal.services.commissions import commission_summary
 from portal.services.program import get_program
@@ -64,15 +65,25 @@ def dashboard():
         program=program,
         form=form,
         board=dashboards.partner_dashboard(partner.id, rng),
-        earnings=payouts.earnings_of(partner.id),
         terms=partners.terms_of(partner, program),
+        checklist=onboarding.checklist_to_show(partner),
+        partner_link=url_for("track.follow_link", code=partner.ref_code, _external=True),
+        **_money_context(partner, program),
         **_news_context(partner),
     )
 
 
+def _money_context(partner, program) -> dict:
+    figures = payouts.earnings_of(partner.id)
+    return {
+        "earnings": figures,
+        "outlook": payout_outlook.next_payout_of(program, partner, figures=figures),
+    }
+
+
 def _news_context(partner) -> dict:
     return {
-        "announcements": announcements.partner_announcements(partner, limit=5, pinned_or_unread=True),
+        "announcements": announcements.partner_announcements(partner, limit=3, pinned_or_unread=True),
         "threads": [row for row in inbox.partner_threads(partner, limit=5) if row.unread][:3],
         "unread": inbox.partner_unread_count(partner),
     }
@@ -83,6 +94,43 @@ def _news_context(partner) -> dict:
 def dashboard_news():
     """The dashboard's news and unread messages: re-fetched live when a message or announcement lands."""
     return render_template("partner/_partials/_dashboard_news.html", **_news_context(current_user.partner))
+
+
+@bp.get("/dashboard/money")
+@partner_required
+def dashboard_money():
+    """The dashboard's next payout and balances: re-fetched live when a sale or payout changes them."""
+    partner = current_user.partner
+    program = get_program()
+    return render_template(
+        "partner/_partials/_dashboard_money.html", program=program, **_money_context(partner, program)
+    )
+
+
+@bp.post(f"/onboarding/<any({', '.join(onboarding.RECORDED_STEPS)}):step>")
+@partner_required
+def record_onboarding_step(step: str):
+    """A copy button or download said the partner grabbed their link or a creative (checklist)."""
+    with committing(write=True):
+        onboarding.record_step(current_user.partner, step)
+    return "", 204
+
+
+@bp.get("/terms")
+@partner_required
+def program_terms():
+    partner = current_user.partner
+    program = get_program()
+    if partner.terms_read_at is None:
+        with committing(write=True):
+            onboarding.record_step(partner, onboarding.Step.READ_TERMS)
+    return render_template(
+        "partner/terms.html",
+        partner=partner,
+        program=program,
+        terms=partners.terms_of(partner, program),
+        next_date=payout_outlook.next_payout_date(program, utcnow()),
+    )
 
 
 @bp.get(f"/stats/<any({', '.join(dashboards.PARTNER_TABLES)}):table>.csv")
@@ -324,27 +372,22 @@ def preferences():
 def _earnings_context(partner):
     program = get_program()
     figures = payouts.earnings_of(partner.id)
-    now = utcnow()
-    settled = payouts.scheduled_batch_for(schedule.local_today(program, now)) is not None
-    account = payouts.account_of(partner)
     suspended = partner.status == PartnerStatus.SUSPENDED
+    withdrawal = payout_outlook.withdrawal_of(program, partner, figures)
     return {
         "partner": partner,
         "program": program,
         "figures": figures,
         "progress": min(100, max(0, figures.confirmed * 100 // max(program.minimum_payout_minor, 1))),
-        "next_payout": schedule.upcoming_payout(program, now, settled),
+        "outlook": payout_outlook.next_payout_of(program, partner, figures=figures),
         "ledger": payouts.ledger_of(partner.id),
         "state": payouts.line_state,
         "hold": payouts.hold_of(partner),
         "held_items": payouts.held_items_of(partner),
         "suspended": suspended,
         "reason_label": reason_label,
-        "account": account,
-        "can_withdraw": program.allow_withdrawals
-        and not suspended
-        and figures.confirmed >= max(program.minimum_payout_minor, 1)
-        and account is not None,
+        "account": payouts.account_of(partner),
+        "withdrawal": withdrawal,
         "confirm_form": ConfirmForm(formdata=None),
     }
 
@@ -429,15 +472,35 @@ def _library_filters() -> dict:
 def list_creatives():
     filters = _library_filters()
     page = db.paginate(creatives.library_query(**filters), per_page=24, error_out=False)
+    partner = current_user.partner
+    coupon = _first_coupon(partner)
     return render_template(
         "partner/creatives.html",
-        partner=current_user.partner,
+        partner=partner,
         page=page,
+        codes={
+            creative.id: creatives.main_code(_code_of(creative, partner, coupon)) for creative in page.items
+        },
         filters=filters,
         kinds=list(CreativeKind),
         campaigns=creatives.campaigns_in_use(),
         languages=creatives.languages_in_use(),
     )
+
+
+def _code_of(creative, partner, coupon: str | None = None) -> creatives.CreativeCode:
+    """The creative's code with the partner's link (marked with the creative) inside, and their
+    coupon code where the copy has ``{coupon}``."""
+    link = url_for("track.follow_link", code=partner.ref_code, creative=creative.id, _external=True)
+    image_url = None
+    if creative.kind == CreativeKind.BANNER:
+        image_url = url_for("media.banner_image", creative_id=creative.id, _external=True)
+    return creatives.code_for(creative, link=link, image_url=image_url, coupon=coupon)
+
+
+def _first_coupon(partner) -> str | None:
+    """The partner's first active coupon code: what ``{coupon}`` in copy text becomes."""
+    return next(iter(coupons.active_codes_of(partner.id)), None)
 
 
 @bp.get("/creatives/<int:creative_id>")
@@ -447,20 +510,11 @@ def show_creative(creative_id: int):
     if creative is None:
         abort(404)
     partner = current_user.partner
-    link = url_for("track.follow_link", code=partner.ref_code, creative=creative.id, _external=True)
-    image_url = None
-    if creative.kind == CreativeKind.BANNER:
-        image_url = url_for("media.banner_image", creative_id=creative.id, _external=True)
     return render_template(
         "partner/creative.html",
         partner=partner,
         creative=creative,
-        code=creatives.code_for(
-            creative,
-            link=link,
-            image_url=image_url,
-            coupon=next(iter(coupons.active_codes_of(partner.id)), None),
-        ),
+        code=_code_of(creative, partner, _first_coupon(partner)),
         download_name=creatives.download_name(creative) if creative.current.file_key else None,
     )
 

@@ -97,3 +97,15 @@ document.addEventListener("click", function (event) {
     done();
   }
 });
+
+/* Onboarding: a copy button or a download with data-record="<url>" tells the portal the
+   partner grabbed their link or a creative (a POST with the page's CSRF token; fire and forget). */
+document.addEventListener("click", function (event) {
+  var source = event.target.closest("[data-record]");
+  if (!source || source.dataset.recorded) return;
+  source.dataset.recorded = "yes";
+  var headers = {};
+  try { headers = JSON.parse(document.body.getAttribute("hx-headers") || "{}"); } catch (e) { headers = {}; }
+  fetch(source.dataset.record, { method: "POST", headers: headers, credentials: "same-origin", keepalive: true })
+    .catch(function () { delete source.dataset.recorded; });
+});
