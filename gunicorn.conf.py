@@ -6,9 +6,16 @@ gunicorn -c gunicorn.conf.py wsgi:app
 import os
 
 bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
-worker_class = "gthread"  # Flask-SocketIO's threading mode (simple-websocket) runs here
+# gthread: pages, the API and (in threading mode) Flask-SocketIO with simple-websocket, one
+# thread per open socket. gevent: the separate Socket.IO server for many open pages (README,
+# "Many open pages"): GUNICORN_WORKER_CLASS=gevent with SOCKETIO_ASYNC_MODE=gevent.
+worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gthread")
 workers = int(os.environ.get("GUNICORN_WORKERS", "1"))
 threads = int(os.environ.get("GUNICORN_THREADS", "50"))
+# Open connections a worker takes at most: gunicorn's 1000, or 2000 open pages a gevent worker.
+worker_connections = int(
+    os.environ.get("GUNICORN_WORKER_CONNECTIONS", "2000" if worker_class == "gevent" else "1000")
+)
 graceful_timeout = 30
 accesslog = "-"
 
@@ -25,6 +32,12 @@ def post_worker_init(worker):
     from wsgi import app
 
     app.extensions["click_writer"].start()
+
+    # The loaded app out of the garbage collector's full rounds (portal/heap.py): they cost
+    # the operator dashboard's slowest renders ~100 ms each.
+    from portal.heap import freeze_startup_heap
+
+    freeze_startup_heap()
 
     # On SIGTERM, close this worker's websockets at once (browsers reconnect by
     # themselves) before gunicorn's own handler starts the graceful stop; otherwise every

@@ -10,6 +10,9 @@ if __name__ == "__main__":
 
     app.extensions["click_writer"].start()  # replay what an earlier run left in the click spool
     start_scheduler(app)  # development only (SCHEDULER_ENABLED); production: cron runs `flask portal ...`
+    from portal.heap import freeze_startup_heap
+
+    freeze_startup_heap()  # as every gunicorn worker does (gunicorn.conf.py)
     socketio.run(
         app,
         host=app.config["HOST"],

@@ -194,6 +194,25 @@ def add_webhook_command(url: str, event_types: str, description: str | None) -> 
     click.echo(secret)
 
 
+@portal_cli.command("add-coupon")
+@click.argument("code")
+@click.option("--partner", "ref_code", required=True, metavar="REF_CODE", help="The partner's ref code.")
+def add_coupon_command(code: str, ref_code: str) -> None:
+    """Give a partner a coupon code (3-40 of A-Z 0-9 - _, any case); it attributes at once."""
+    from portal.services import coupons
+
+    partner = coupons.partner_with_ref(ref_code)
+    if partner is None:
+        raise click.ClickException(f"No partner has the ref code {ref_code!r}.")
+    try:
+        coupon = coupons.add_coupon(partner, code, None)
+    except DomainError as error:
+        db.session.rollback()
+        raise click.ClickException(error.message) from None
+    db.session.commit()
+    click.echo(f"Coupon code {coupon.code} added for partner {partner.ref_code}.")
+
+
 @portal_cli.command("rebuild-rollups")
 def rebuild_rollups_command() -> None:
     """Recount the dashboard rollups from the raw clicks, signups and conversions.

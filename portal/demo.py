@@ -316,6 +316,13 @@ def seed_demo_activity(now=None) -> str:
                 if rng.random() < 0.1 and conversion.commissions:
                     tracking.refund_conversion(conversion, None, "Customer returned the item")
         db.session.flush()
+    # The demo partner's coupon code, and a request waiting in the console's queue.
+    from portal.services import coupons
+
+    demo = next((p for p in earners if p.ref_code == "demo"), None)
+    if demo is not None:
+        coupons.add_coupon(demo, "DEMO10", manager)
+        coupons.request_coupon(demo, "DEMO-PODCAST", "Northwind's outdoor podcast, episode 12")
     # Last month's payout, already paid; this month's waits for approval.
     last = payouts.settle(
         program, (now - timedelta(days=30)).date(), now=now - timedelta(days=28), actor=manager

@@ -6,9 +6,9 @@ link and its partner, the program's settings, an API key. Each app keeps them in
 keeps every worker's copy honest:
 
 * a transaction that changes a watched row (``WATCHED``: links, partners' codes and
-  status, the program, creatives, API keys, the kinds of reward rule) adds one to the counter as its very last
-  statement before COMMIT, so the counter's row lock is held for an instant and never
-  while waiting for another lock;
+  status, coupon codes, the program, creatives, API keys, the kinds of reward rule) adds one
+  to the counter as its very last statement before COMMIT, so the counter's row lock is held
+  for an instant and never while waiting for another lock;
 * a process reads the counter at most every ``TRACKING_CACHE_CHECK_SECONDS`` (2 by
   default), and on its next look-up after committing such a change itself;
 * an entry is only used while the counter is still the one it was loaded under.
@@ -50,6 +50,7 @@ _WATCHED_NAMES: dict[str, frozenset[str] | None] = {
     "Program": None,
     "Creative": None,
     "CreativeVersion": None,
+    "Coupon": frozenset({"code", "status", "partner_id"}),
     "ApiKey": frozenset({"prefix", "key_hash", "revoked_at"}),
     # The rewards engine caches which kinds of rule exist (rewards.rules_in_use).
     "Tier": None,

@@ -68,6 +68,7 @@ _OPERATOR_MORE = (
         "admin.list_campaign_requests",
         modules=("admin.campaign_requests",),
     ),
+    Entry("coupons", _l("Coupon codes"), "admin.list_coupons", modules=("admin.coupons",)),
     Entry("announcements", _l("Announcements"), "admin.list_announcements", modules=("admin.announcements",)),
     Entry(
         "automatic_messages",

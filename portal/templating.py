@@ -193,6 +193,12 @@ def why_this_amount(line) -> str:
 # How the tracking service notes why an event was not attributed (stored as written, shown
 # in the reader's language): "unknown click id; unknown ref", "partner ab12 is suspended; …".
 _NOT_ATTRIBUTED = re.compile(r"^partner (\S+) is (\w+); not attributed$")
+# The notes portal.services.tracking writes about coupon codes.
+_COUPON_NOTE = re.compile(
+    r"^(?:coupon (\S+) is (disabled|requested)"
+    r"|coupon (\S+) beat an older click of another partner"
+    r"|first touch: the click beat coupon (\S+))$"
+)
 
 
 def attribution_note(note: str | None) -> str:
@@ -208,6 +214,7 @@ def attribution_note(note: str | None) -> str:
         "self-referral: the customer's e-mail is the partner's": _(
             "self-referral: the customer's e-mail is the partner's"
         ),
+        "unknown coupon": _("unknown coupon code"),
     }
     match = _NOT_ATTRIBUTED.match(note)
     if match:  # one note on its own (it contains the separator)
@@ -217,7 +224,21 @@ def attribution_note(note: str | None) -> str:
             status=partner_status_label(match.group(2)),
         )
     # The separator between notes: "; " in English, a full-width "；" in Chinese.
-    return _("; ").join(fixed.get(part, part) for part in note.split("; "))
+    return _("; ").join(fixed.get(part) or _coupon_note(part) for part in note.split("; "))
+
+
+def _coupon_note(part: str) -> str:
+    match = _COUPON_NOTE.match(part)
+    if match is None:
+        return part
+    code, state, beat, lost = match.groups()
+    if state == "disabled":
+        return _("coupon code %(code)s is switched off", code=code)
+    if state == "requested":
+        return _("coupon code %(code)s is not approved yet", code=code)
+    if beat:
+        return _("coupon code %(code)s beat an older click of another partner", code=beat)
+    return _("first touch: the click beat coupon code %(code)s", code=lost)
 
 
 def commission_kind(kind: str) -> str:

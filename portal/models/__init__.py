@@ -2,6 +2,7 @@
 
 from portal.models.accounts import CHANNELS, OPERATOR_ROLES, Partner, PartnerStatus, RecoveryCode, Role, User
 from portal.models.audit import AuditEvent
+from portal.models.coupons import Coupon, CouponStatus
 from portal.models.creatives import Creative, CreativeKind, CreativeStatus, CreativeVersion
 from portal.models.events import (
     DeliveryStatus,
@@ -38,7 +39,7 @@ from portal.models.payouts import (
     PayoutLine,
     PayoutMethod,
 )
-from portal.models.program import CommissionType, PayoutSchedule, Program, RecurringMode
+from portal.models.program import CommissionType, CouponAttribution, PayoutSchedule, Program, RecurringMode
 from portal.models.rewards import (
     CORRECTION_KINDS,
     EARNING_KINDS,
@@ -118,6 +119,9 @@ __all__ = [
     "CommissionType",
     "Conversion",
     "ConversionStatus",
+    "Coupon",
+    "CouponAttribution",
+    "CouponStatus",
     "Creative",
     "CreativeDailyStat",
     "CreativeKind",

@@ -29,6 +29,13 @@ class RecurringMode(enum.StrEnum):
     FOREVER = "forever"
 
 
+class CouponAttribution(enum.StrEnum):
+    """Who earns a sale that carries one partner's coupon code and another partner's older click."""
+
+    COUPON = "coupon"  # the coupon on the sale wins (the default, as the anchor products do)
+    FIRST_TOUCH = "first_touch"  # the click, the first touch, wins
+
+
 class Program(db.Model):
     __tablename__ = "programs"
     __table_args__ = (
@@ -54,6 +61,9 @@ class Program(db.Model):
         sa.CheckConstraint("click_flood_per_minute >= 1", name="click_flood_positive"),
         sa.CheckConstraint("duplicate_window_minutes >= 1", name="duplicate_window_positive"),
         sa.CheckConstraint("max_sale_minor BETWEEN 1 AND 2000000000", name="max_sale_range"),
+        sa.CheckConstraint(
+            "coupon_attribution IN ('coupon', 'first_touch')", name="coupon_attribution_known"
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -96,6 +106,10 @@ class Program(db.Model):
     # The largest sale the API accepts, in minor units (default 1,000,000.00); a typo in a
     # merchant's integration must not become a commission of millions.
     max_sale_minor: Mapped[int] = mapped_column(default=100_000_000, server_default="100000000")
+    # A sale with a coupon code and an older click of another partner: which of them earns.
+    coupon_attribution: Mapped[str] = mapped_column(
+        sa.String(16), default=CouponAttribution.COUPON, server_default="coupon"
+    )
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 

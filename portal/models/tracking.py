@@ -12,6 +12,8 @@ from portal.extensions import db
 from portal.models.accounts import CHANNELS, Partner, User
 from portal.models.types import UTCDateTime, utcnow
 
+# The longest coupon text the API keeps: a shop's own codes may be longer than partners' codes.
+COUPON_TEXT_MAX = 128
 _CHANNEL_CHECK = "channel IN (" + ", ".join(f"'{c}'" for c in CHANNELS) + ")"
 
 
@@ -38,8 +40,16 @@ class ConversionStatus(enum.StrEnum):
 
 class AttributionMethod(enum.StrEnum):
     CLICK = "click_id"
+    COUPON = "coupon"
     REF = "ref"
     CUSTOMER = "customer"
+
+
+_METHOD_CHECK = (
+    "attribution_method IS NULL OR attribution_method IN ("
+    + ", ".join(f"'{m.value}'" for m in AttributionMethod)
+    + ")"
+)
 
 
 class Link(db.Model):
@@ -100,12 +110,10 @@ class Signup(db.Model):
 
     __tablename__ = "signups"
     __table_args__ = (
-        sa.CheckConstraint(
-            "attribution_method IS NULL OR attribution_method IN ('click_id', 'ref', 'customer')",
-            name="attribution_method_known",
-        ),
+        sa.CheckConstraint(_METHOD_CHECK, name="attribution_method_known"),
         # The partner's most recent signups (dashboard activity) without reading them all.
         sa.Index("ix_signups_partner_occurred", "partner_id", "occurred_at"),
+        sa.Index("ix_signups_coupon_id", "coupon_id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -115,6 +123,10 @@ class Signup(db.Model):
         sa.ForeignKey("partners.id", ondelete="SET NULL"), index=True
     )
     click_id: Mapped[str | None] = mapped_column(sa.ForeignKey("clicks.id", ondelete="SET NULL"))
+    # The coupon code as the shop sent it (capitals when it has a code's shape), kept even when
+    # no partner owns it; ``coupon_id`` when it names one of the program's codes.
+    coupon_code: Mapped[str | None] = mapped_column(sa.String(COUPON_TEXT_MAX))
+    coupon_id: Mapped[int | None] = mapped_column(sa.ForeignKey("coupons.id", ondelete="SET NULL"))
     attribution_method: Mapped[str | None] = mapped_column(sa.String(16))
     attribution_note: Mapped[str | None] = mapped_column(sa.String(200))
     request_fingerprint: Mapped[str] = mapped_column(sa.String(64))
@@ -140,12 +152,11 @@ class Conversion(db.Model):
         sa.CheckConstraint(
             "status != 'rejected' OR rejection_reason IS NOT NULL", name="rejected_has_reason"
         ),
-        sa.CheckConstraint(
-            "attribution_method IS NULL OR attribution_method IN ('click_id', 'ref', 'customer')",
-            name="attribution_method_known",
-        ),
+        sa.CheckConstraint(_METHOD_CHECK, name="attribution_method_known"),
         sa.Index("ix_conversions_partner_occurred", "partner_id", "occurred_at"),
         sa.Index("ix_conversions_customer_occurred", "customer_id", "occurred_at"),
+        # Declining a requested code deletes it (ON DELETE SET NULL looks here).
+        sa.Index("ix_conversions_coupon_id", "coupon_id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -159,6 +170,8 @@ class Conversion(db.Model):
     partner_id: Mapped[int | None] = mapped_column(sa.ForeignKey("partners.id", ondelete="SET NULL"))
     click_id: Mapped[str | None] = mapped_column(sa.ForeignKey("clicks.id", ondelete="SET NULL"))
     signup_id: Mapped[int | None] = mapped_column(sa.ForeignKey("signups.id", ondelete="SET NULL"))
+    coupon_code: Mapped[str | None] = mapped_column(sa.String(COUPON_TEXT_MAX))  # as on Signup
+    coupon_id: Mapped[int | None] = mapped_column(sa.ForeignKey("coupons.id", ondelete="SET NULL"))
     attribution_method: Mapped[str | None] = mapped_column(sa.String(16))
     attribution_note: Mapped[str | None] = mapped_column(sa.String(200))
     status: Mapped[str] = mapped_column(sa.String(16), default=ConversionStatus.PENDING, index=True)

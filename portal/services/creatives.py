@@ -42,6 +42,9 @@ from portal.services.creative_files import ImageInfo, Upload, inspect_image
 from portal.storage import Storage, current_storage, put_in_transaction
 
 LINK_PLACEHOLDER = "{link}"
+# The partner's coupon code (their first active one) in text copy and e-mails.
+COUPON_PLACEHOLDER = "{coupon}"
+PLACEHOLDERS = (LINK_PLACEHOLDER, COUPON_PLACEHOLDER)
 _PLACEHOLDER = re.compile(r"\{[^{}\s]{1,40}\}")
 _SHORT_TEXT = re.compile(r"^[\w .:/+-]*$")
 # Kinds that carry a stored image: the banner itself, or a landing page's optional screenshot.
@@ -78,6 +81,8 @@ class CreativeCode:
     """What a partner copies: their own link inside, ready to paste."""
 
     link: str
+    # The text asks for a {coupon} and the partner has no active code: it is shown as it is.
+    needs_coupon: bool = False
     embed_html: str | None = None
     text: str | None = None
     subject: str | None = None
@@ -117,10 +122,11 @@ def _clean(value: str | None) -> str | None:
 
 def _check_placeholders(text: str, field_name: str) -> None:
     for found in _PLACEHOLDER.findall(text):
-        if found != LINK_PLACEHOLDER:
+        if found not in PLACEHOLDERS:
             raise DomainError(
                 _(
-                    "Only {link} is filled in for partners; “%(found)s” would be shown as it is.",
+                    "Only {link} and {coupon} are filled in for partners; “%(found)s” would be shown "
+                    "as it is.",
                     found=found,
                 ),
                 field_name,
@@ -531,14 +537,23 @@ def languages_in_use(status: str | None = CreativeStatus.PUBLISHED) -> list[str]
 # --- the partner's code ----------------------------------------------------------------------
 
 
-def fill_link(text: str | None, link: str) -> str | None:
-    return text.replace(LINK_PLACEHOLDER, link) if text is not None else None
+def fill_link(text: str | None, link: str, coupon: str | None = None) -> str | None:
+    if text is None:
+        return None
+    text = text.replace(LINK_PLACEHOLDER, link)
+    return text.replace(COUPON_PLACEHOLDER, coupon) if coupon else text
 
 
-def code_for(creative: Creative, *, link: str, image_url: str | None = None) -> CreativeCode:
-    """The partner's ready-to-paste code for the current version, with their ``link`` inside."""
+def code_for(
+    creative: Creative, *, link: str, image_url: str | None = None, coupon: str | None = None
+) -> CreativeCode:
+    """The partner's ready-to-paste code for the current version, with their ``link`` (and
+    their ``coupon`` code, where the copy has ``{coupon}``) inside."""
     version = creative.current
     code = CreativeCode(link=link)
+    if creative.kind in (CreativeKind.TEXT, CreativeKind.EMAIL) and not coupon:
+        texts = (version.headline, version.body, version.call_to_action, version.subject)
+        code.needs_coupon = any(COUPON_PLACEHOLDER in (t or "") for t in texts)
     if creative.kind == CreativeKind.BANNER:
         code.embed_html = (
             f'<a href="{html.escape(link)}" target="_blank" rel="sponsored noopener">'
@@ -547,14 +562,14 @@ def code_for(creative: Creative, *, link: str, image_url: str | None = None) -> 
         )
     elif creative.kind == CreativeKind.TEXT:
         parts = [
-            fill_link(version.headline, link),
-            fill_link(version.body, link),
-            fill_link(version.call_to_action, link),
+            fill_link(version.headline, link, coupon),
+            fill_link(version.body, link, coupon),
+            fill_link(version.call_to_action, link, coupon),
         ]
         code.text = "\n\n".join(p for p in parts if p)
     elif creative.kind == CreativeKind.EMAIL:
-        code.subject = fill_link(version.subject, link)
-        code.text = fill_link(version.body, link)
+        code.subject = fill_link(version.subject, link, coupon)
+        code.text = fill_link(version.body, link, coupon)
     elif creative.kind == CreativeKind.VIDEO:
         code.video_url = version.url
         code.text = "\n".join(p for p in (creative.description, version.url, link) if p)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from functools import lru_cache
 
@@ -238,7 +238,7 @@ def _series(table, rng: DateRange, *where) -> Series:
 
 # --- breakdowns ------------------------------------------------------------------------
 
-DIMENSIONS = ("channel", "campaign", "link", "creative", "sub_id")
+DIMENSIONS = ("channel", "campaign", "link", "creative", "sub_id", "coupon")
 
 
 @dataclass(frozen=True)
@@ -259,6 +259,7 @@ def dimension_label(dimension: str) -> str:
         "link": _("Link"),
         "creative": _("Creative"),
         "sub_id": _("Sub-ID"),
+        "coupon": _("Coupon code"),
     }[dimension]
 
 
@@ -308,6 +309,8 @@ def _order(rows: list[Row]) -> list[Row]:
 
 def partner_breakdown(partner_id: int, rng: DateRange, dimension: str) -> list[Row]:
     """The partner's figures in the range by one dimension, busiest first."""
+    if dimension == "coupon":
+        return _coupon_rows(partner_id, rng)
     table = DailyStat.__table__
     where = (table.c.partner_id == partner_id, _in_range(table.c.day, rng))
     if dimension == "link":
@@ -357,6 +360,54 @@ def partner_breakdown(partner_id: int, rng: DateRange, dimension: str) -> list[R
     }[dimension]
     rows = db.session.execute(sa.select(column.label("key"), *_sums(table)).where(*where).group_by(column))
     return _order([Row(str(row.key), label(row.key), Figures.of(row._mapping)) for row in rows])
+
+
+def _coupon_rows(partner_id: int | None, rng: DateRange) -> list[Row]:
+    """By coupon code: sales and signups the partner's codes brought (no clicks: a code is
+    typed, not clicked), counted on the days they occurred in the program's time zone."""
+    from zoneinfo import ZoneInfo
+
+    from portal.services import coupons
+    from portal.services.program import get_program
+
+    zone = ZoneInfo(get_program().timezone)
+    try:
+        after_end = rng.end + timedelta(days=1)
+    except OverflowError:  # 9999-12-31
+        after_end = None
+    start, end = _instant(rng.start, zone), _instant(after_end, zone) if after_end else None
+    if partner_id is None:
+        rows = [
+            Row(code, f"{code} ({ref})", _coupon_figures_of(f), code=None)
+            for code, ref, f in coupons.program_coupon_figures(start, end)
+        ]
+        return sorted(rows, key=lambda r: (-r.figures.sales_minor, -r.figures.counted, r.label))
+    figures = coupons.partner_coupon_figures(partner_id, start, end)
+    return _order([Row(code, code, _coupon_figures_of(f)) for code, f in figures.items()])
+
+
+def _instant(day: date, zone) -> datetime | None:
+    """The UTC instant ``day`` starts in ``zone``; None (no bound) at the ends of the calendar."""
+    try:
+        return datetime.combine(day, datetime.min.time(), tzinfo=zone).astimezone(UTC)
+    except OverflowError:
+        return None
+
+
+def _coupon_figures_of(f) -> Figures:
+    return Figures(
+        signups=f.signups,
+        conversions=f.conversions,
+        conversions_review=f.conversions_review,
+        conversions_rejected=f.conversions_rejected,
+        sales_minor=f.sales_minor,
+        commission_minor=f.commission_minor,
+    )
+
+
+def coupon_leaderboard(rng: DateRange) -> list[Row]:
+    """Every code's figures in the range, best selling first (the operators' dashboard)."""
+    return _coupon_rows(None, rng)
 
 
 # --- recent activity -------------------------------------------------------------------
@@ -941,6 +992,7 @@ class ProgramDashboard:
     channels: list[Row]
     creatives: list[Row]
     queues: Queues = field(default_factory=Queues)
+    coupons: list[Row] = field(default_factory=list)
 
 
 def program_dashboard(rng: DateRange, today: date, timezone: str) -> ProgramDashboard:
@@ -956,13 +1008,14 @@ def program_dashboard(rng: DateRange, today: date, timezone: str) -> ProgramDash
         channels=channel_leaderboard(rng),
         creatives=creative_leaderboard(rng),
         queues=queues(),
+        coupons=coupon_leaderboard(rng),
     )
 
 
 # --- CSV exports -----------------------------------------------------------------------
 
-PARTNER_TABLES = ("daily", "channel", "campaign", "link", "creative", "sub_id", "activity")
-PROGRAM_TABLES = ("daily", "top_partners", "rising", "falling", "at_risk", "channels", "creatives")
+PARTNER_TABLES = ("daily", "channel", "campaign", "link", "creative", "sub_id", "coupon", "activity")
+PROGRAM_TABLES = ("daily", "top_partners", "rising", "falling", "at_risk", "channels", "creatives", "coupons")
 
 # The exports are read by people, in a spreadsheet: their column titles are in the reader's
 # language, like the page the table comes from (lazy: resolved when the file is written).
@@ -1106,6 +1159,8 @@ def program_table(rng: DateRange, today: date, timezone: str, name: str, currenc
         return _rows_table(channel_leaderboard(rng), "channel", currency)
     if name == "creatives":
         return _rows_table(creative_leaderboard(rng, limit=None), "creative", currency)
+    if name == "coupons":
+        return _rows_table(coupon_leaderboard(rng), "coupon", currency)
     raise ValueError(name)
 
 

@@ -165,14 +165,40 @@ def _fill_batch(
     lines back to their items afterwards cost more than building the batch.)
     """
     unpaid = _unpaid_lines(cutoff, partner_id, batch.currency)
-    total = sa.func.sum(Commission.amount_minor)
-    balances = (
-        sa.select(Commission.partner_id.label("partner_id"), total.label("total"))
-        .where(unpaid)
-        .group_by(Commission.partner_id)
-        .having(total >= max(minimum, 1))
-        .subquery("balances")
-    )
+    postgresql = db.session.get_bind().dialect.name == "postgresql"
+    if postgresql:
+        # The unpaid lines are read once, into a materialised CTE that both the items (their
+        # sums) and the lines' rows come from: one scan and one anti-join of the lines, whose
+        # row estimate the planner knows, so it hashes the items and the lines (a nested loop
+        # per item — the plan chosen when the items' estimate was one row — read every line
+        # again through the heap and probed payout_lines once per line). The lines come out
+        # in table order, so payout_lines' key grows at its right edge as they go in.
+        lines = (
+            sa.select(
+                Commission.id.label("id"),
+                Commission.partner_id.label("partner_id"),
+                Commission.amount_minor.label("amount_minor"),
+            )
+            .where(unpaid)
+            .cte("unpaid_lines")
+            .prefix_with("MATERIALIZED")
+        )
+        total = sa.func.sum(lines.c.amount_minor)
+        balances = (
+            sa.select(lines.c.partner_id.label("partner_id"), total.label("total"))
+            .group_by(lines.c.partner_id)
+            .having(total >= max(minimum, 1))
+            .subquery("balances")
+        )
+    else:
+        total = sa.func.sum(Commission.amount_minor)
+        balances = (
+            sa.select(Commission.partner_id.label("partner_id"), total.label("total"))
+            .where(unpaid)
+            .group_by(Commission.partner_id)
+            .having(total >= max(minimum, 1))
+            .subquery("balances")
+        )
     # Suspension first: a suspended partner with payout details is held all the same, and
     # reinstating them is what releases the item (``release_suspension_holds``). Then: payout
     # details replaced within DETAILS_CHANGE_HOLD of the cutoff (or since): an operator
@@ -229,16 +255,40 @@ def _fill_batch(
             sa.and_(items.c.partner_id == Commission.partner_id, items.c.status == ItemStatus.PENDING),
         )
 
-    if db.session.get_bind().dialect.name == "postgresql":
+    if postgresql:
         # One statement, one snapshot: the items and their lines are the same set of lines
         # even if a line is confirmed or returned by another transaction meanwhile.
         made_items = make_items.returning(PayoutItem.id, PayoutItem.partner_id, PayoutItem.status).cte(
             "made_items"
         )
+        # Hash joins whatever the estimates: how many lines are unpaid is unknowable to the
+        # planner (an anti-join against payout_lines), and when it guessed one row it joined
+        # the lines to the items in a nested loop: 1M × 10k comparisons, minutes instead of
+        # seconds (seen with payout_lines' statistics from a rolled-back batch). No JIT either:
+        # compiling this one-off statement cost more than it saved. Both for this statement.
+        previous = db.session.execute(
+            sa.text("SELECT current_setting('enable_nestloop'), current_setting('jit')")
+        ).one()
+        db.session.execute(
+            sa.text("SELECT set_config('enable_nestloop', 'off', true), set_config('jit', 'off', true)")
+        )
         db.session.execute(
             sa.insert(PayoutLine)
-            .add_cte(made_items, nest_here=True)
-            .from_select(["commission_id", "payout_item_id"], lines_of(made_items).where(unpaid))
+            .add_cte(lines, made_items, nest_here=True)
+            .from_select(
+                ["commission_id", "payout_item_id"],
+                sa.select(lines.c.id, made_items.c.id).join(
+                    made_items,
+                    sa.and_(
+                        made_items.c.partner_id == lines.c.partner_id,
+                        made_items.c.status == ItemStatus.PENDING,
+                    ),
+                ),
+            )
+        )
+        db.session.execute(
+            sa.text("SELECT set_config('enable_nestloop', :nestloop, true), set_config('jit', :jit, true)"),
+            {"nestloop": previous[0], "jit": previous[1]},
         )
         made = db.session.scalar(
             sa.select(sa.func.count()).select_from(PayoutItem).where(PayoutItem.batch_id == batch.id)

@@ -15,7 +15,7 @@ from flask_babel import gettext as _
 from portal import urlcheck
 from portal.errors import InvalidSetting
 from portal.extensions import db
-from portal.models import CommissionType, Conversion, PayoutSchedule, Program, User
+from portal.models import CommissionType, Conversion, CouponAttribution, PayoutSchedule, Program, User
 from portal.money import format_money, is_currency
 from portal.services.audit import record_event
 
@@ -102,6 +102,7 @@ class ProgramSettings:
     max_sale_minor: int = 100_000_000
     require_team_2fa: bool = False
     default_locale: str = "en"
+    coupon_attribution: str = CouponAttribution.COUPON
 
 
 def settings_of(program: Program) -> ProgramSettings:
@@ -164,6 +165,8 @@ def update_program_settings(program: Program, actor: User, settings: ProgramSett
             ),
             "max_sale",
         )
+    if settings.coupon_attribution not in set(CouponAttribution):
+        raise InvalidSetting(_("Choose one of the two rules."), "coupon_attribution")
     settings.allowed_domains = domains
 
     before = asdict(settings_of(program))

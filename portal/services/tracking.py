@@ -1,8 +1,12 @@
 """Signups, conversions and refunds reported by the brand's servers; the operators' review.
 
-Attribution, in order: a click id beats a ref code, which beats the customer's
-earlier referral (their signup). A click or a signup counts inside the cookie
-window; only approved partners earn.
+Attribution, in order: a click id, then a coupon code, then a ref code, then the
+customer's earlier referral (their signup). One exception: a coupon code on the sale
+beats an older click of *another* partner, unless the program chose "first touch"
+(``Program.coupon_attribution``); a click that is out of the cookie window never beats a
+coupon. A click or a signup counts inside the cookie window; only approved partners earn.
+An unknown, disabled or not yet approved code attributes nothing (the next rule decides)
+and is kept on the row all the same.
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ from portal.models import (
     Click,
     Conversion,
     ConversionStatus,
+    CouponAttribution,
+    CouponStatus,
     Partner,
     PartnerStatus,
     Program,
@@ -42,7 +48,7 @@ from portal.models import (
 )
 from portal.models.types import utcnow
 from portal.money import format_money
-from portal.services import clicks, commissions, events, rewards, rollups
+from portal.services import clicks, commissions, coupons, events, rewards, rollups
 from portal.services.audit import record_event
 from portal.services.program import get_program
 
@@ -64,6 +70,7 @@ class SignupInput:
     ref: str | None = None
     email: str | None = None
     occurred_at: datetime | None = None
+    coupon: str | None = None
 
 
 @dataclass
@@ -76,6 +83,7 @@ class ConversionInput:
     ref: str | None = None
     product_id: str | None = None
     occurred_at: datetime | None = None
+    coupon: str | None = None
 
 
 @dataclass
@@ -93,6 +101,9 @@ class Attribution:
     method: str | None = None
     note: str | None = None
     out_of_window: bool = False
+    # The coupon text as kept on the row, and the program's code it names (any status).
+    coupon_code: str | None = None
+    coupon_id: int | None = None
 
 
 # A partner without its tags (loaded eagerly elsewhere): attribution never reads them.
@@ -136,6 +147,29 @@ def _earning_partner(partner: Partner | None, found: Attribution) -> Attribution
     return found
 
 
+def _joined(notes: list[str]) -> str | None:
+    return "; ".join(notes)[:200] or None  # the column's length
+
+
+def _coupon(text: str | None, notes: list[str]) -> tuple[str | None, coupons.CouponOwner | None, int | None]:
+    """(the text kept on the row, the code's owner when it attributes, the code's id when the
+    program has it). No query without a coupon; with one, the process's look-up cache."""
+    if not text:
+        return None, None, None
+    code = coupons.canonical(text)
+    if code is None:
+        notes.append("unknown coupon")
+        return text.strip(), None, None
+    owner = coupons.owner_of(code)
+    if owner is None:
+        notes.append("unknown coupon")
+        return code, None, None
+    if owner.status != CouponStatus.ACTIVE:
+        notes.append(f"coupon {code} is {owner.status}")
+        return code, None, owner.coupon_id
+    return code, owner, owner.coupon_id
+
+
 def attribute(
     program: Program,
     *,
@@ -143,9 +177,25 @@ def attribute(
     click_id: str | None,
     ref: str | None,
     customer_id: str | None = None,
+    coupon: str | None = None,
 ) -> Attribution:
-    """Who referred this event, and by which rule."""
-    notes = []
+    """Who referred this event, and by which rule (the order is in the module's docstring)."""
+    notes: list[str] = []
+    coupon_code, owner, coupon_id = _coupon(coupon, notes)
+    found = _attribute(program, occurred_at, click_id, ref, customer_id, owner, notes)
+    found.coupon_code, found.coupon_id = coupon_code, coupon_id
+    return found
+
+
+def _attribute(
+    program: Program,
+    occurred_at: datetime,
+    click_id: str | None,
+    ref: str | None,
+    customer_id: str | None,
+    owner: coupons.CouponOwner | None,
+    notes: list[str],
+) -> Attribution:
     if click_id:
         # A signed id whose row the redirect has not written yet (buffered, or spooled in an
         # outage) still names its click: the row is written now, so the conversion's
@@ -153,18 +203,34 @@ def attribute(
         click = db.session.get(Click, click_id) or clicks.click_from_id(click_id)
         if click is not None:
             late = occurred_at - click.created_at > _window(program)
-            found = Attribution(
-                partner=db.session.get(Partner, click.partner_id, options=_PARTNER_ONLY),
-                click=click,
-                method=AttributionMethod.CLICK,
-                out_of_window=late,
+            click_wins = (
+                owner is None
+                or owner.partner_id == click.partner_id
+                or (program.coupon_attribution == CouponAttribution.FIRST_TOUCH and not late)
             )
-            return _earning_partner(found.partner, found)
-        notes.append("unknown click id")
+            if click_wins:
+                if owner is not None and owner.partner_id != click.partner_id:
+                    notes.append(f"first touch: the click beat coupon {owner.code}")
+                found = Attribution(
+                    partner=db.session.get(Partner, click.partner_id, options=_PARTNER_ONLY),
+                    click=click,
+                    method=AttributionMethod.CLICK,
+                    out_of_window=late,
+                    note=_joined(notes),
+                )
+                return _earning_partner(found.partner, found)
+            notes.append(f"coupon {owner.code} beat an older click of another partner")
+        else:
+            notes.append("unknown click id")
+    if owner is not None:
+        partner = owner.partner()
+        found = Attribution(partner=partner, method=AttributionMethod.COUPON, note=_joined(notes))
+        return _earning_partner(partner, found)
     if ref:
         partner = partner_by_ref(ref)
         if partner is not None:
-            return _earning_partner(partner, Attribution(partner=partner, method=AttributionMethod.REF))
+            found = Attribution(partner=partner, method=AttributionMethod.REF, note=_joined(notes))
+            return _earning_partner(partner, found)
         notes.append("unknown ref")
     if customer_id:
         signup = db.session.scalars(sa.select(Signup).where(Signup.customer_id == customer_id)).first()
@@ -175,9 +241,10 @@ def attribute(
                 click=signup.click,
                 method=AttributionMethod.CUSTOMER,
                 out_of_window=occurred_at - signup.occurred_at > _window(program),
+                note=_joined(notes),
             )
             return _earning_partner(found.partner, found)
-    return Attribution(note="; ".join(notes) or None)
+    return Attribution(note=_joined(notes))
 
 
 def _is_self_referral_by_email(partner: Partner | None, email: str | None) -> bool:
@@ -195,7 +262,9 @@ def record_signup(program: Program, data: SignupInput, raw: dict) -> tuple[Signu
         return _same_or_conflict(existing, digest, "customer_id"), False
 
     occurred_at = data.occurred_at or utcnow()
-    found = attribute(program, occurred_at=occurred_at, click_id=data.click_id, ref=data.ref)
+    found = attribute(
+        program, occurred_at=occurred_at, click_id=data.click_id, ref=data.ref, coupon=data.coupon
+    )
     note = found.note
     partner = found.partner
     if found.out_of_window:
@@ -207,6 +276,8 @@ def record_signup(program: Program, data: SignupInput, raw: dict) -> tuple[Signu
         email=data.email.strip().lower() if data.email else None,
         partner_id=partner.id if partner else None,
         click_id=found.click.id if found.click else None,
+        coupon_code=found.coupon_code,
+        coupon_id=found.coupon_id,
         attribution_method=found.method if partner else None,
         attribution_note=note,
         request_fingerprint=digest,
@@ -281,7 +352,12 @@ def record_conversion(
     occurred_at = data.occurred_at or received_at
     backdated = received_at - occurred_at > _window(program)
     found = attribute(
-        program, occurred_at=occurred_at, click_id=data.click_id, ref=data.ref, customer_id=data.customer_id
+        program,
+        occurred_at=occurred_at,
+        click_id=data.click_id,
+        ref=data.ref,
+        customer_id=data.customer_id,
+        coupon=data.coupon,
     )
     signup = found.signup
     if signup is None and data.customer_id:
@@ -295,6 +371,8 @@ def record_conversion(
         partner_id=found.partner.id if found.partner else None,
         click_id=found.click.id if found.click else None,
         signup_id=signup.id if signup else None,
+        coupon_code=found.coupon_code,
+        coupon_id=found.coupon_id,
         attribution_method=found.method if found.partner else None,
         attribution_note=found.note,
         status=ConversionStatus.PENDING,

@@ -415,6 +415,7 @@ CONSOLE_PAGES = [
     "/admin/creatives/stats",
     "/admin/creatives/new/banner",
     "/admin/campaign-requests",
+    "/admin/coupons",
     "/admin/rewards",
     "/admin/rewards/tiers",
     "/admin/rewards/tiers/new",

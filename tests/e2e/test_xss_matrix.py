@@ -851,6 +851,13 @@ FIELD_EXCEPTIONS = {
     "PayoutDetailsForm.paypal_email": "an e-mail address (email_validator refuses <, >, quotes, spaces)",
     "PayoutDetailsForm.iban": "an IBAN: checksum-verified (payouts.iban_is_valid)",
     "PayoutDetailsForm.bic": _FORMAT,
+    "CouponForm.code": _FORMAT,
+    "CouponForm.partner": _SELECTOR,
+    "CouponRequestForm.code": _FORMAT,
+    "CouponRequestForm.note": (
+        "added with coupon codes this session: shown autoescaped on /admin/coupons "
+        "(tests/functional/test_coupons_pages.py posts a script); a browser payload run is still owed"
+    ),
 }
 
 

@@ -66,6 +66,7 @@ def sale(
     amount: int = 10_000,
     click_id: str | None = None,
     transaction_id: str | None = None,
+    coupon: str | None = None,
 ):
     """A sale on ``day`` recorded as the API records one (received when it happened)."""
     n = _SaleNumber()["n"]
@@ -76,8 +77,9 @@ def sale(
             amount,
             program.currency,
             click_id=click_id,
-            ref=None if click_id else partner.ref_code,
+            ref=None if click_id or coupon else partner.ref_code,
             occurred_at=at_noon(day),
+            coupon=coupon,
         ),
         {"n": n},
         received_at=at_noon(day),  # history: received when it happened

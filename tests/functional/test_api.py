@@ -75,6 +75,7 @@ def test_click_signup_conversion_refund(client, db, api, partner):
         "attributed_by": "click_id",
         "note": None,
         "click_id": click_id,
+        "coupon": None,
         "occurred_at": None,
     }
 

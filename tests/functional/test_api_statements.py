@@ -110,9 +110,11 @@ def setting(app, db, database_backend):
     return program, silver, {"Authorization": f"Bearer {plain}"}
 
 
-def _count_one_sale(client, db, headers, ref: str) -> list[str]:
+def _count_one_sale(client, db, headers, ref: str, coupon: str | None = None) -> list[str]:
     def post(tx: str) -> None:
         body = {"transaction_id": tx, "amount": "80.00", "currency": "USD", "ref": ref}
+        if coupon is not None:
+            body = {"transaction_id": tx, "amount": "80.00", "currency": "USD", "coupon": coupon}
         response = client.post("/api/v1/conversions", json=body, headers=headers)
         assert response.status_code == 201, response.json
 
@@ -145,3 +147,20 @@ def test_the_count_does_not_grow_with_the_history(client, db, setting):
             db.session.commit()
             counts.append(len(_count_one_sale(client, db, headers, partner.ref_code)))
     assert counts[0] == counts[1]
+
+
+def test_a_sale_with_a_coupon_code_costs_no_more(client, db, setting):
+    """The code and its partner come from the per-process look-up cache, as a ref code does."""
+    from portal.services import coupons
+
+    program, _silver, headers = setting
+    with time_machine.travel(NOW, tick=False):
+        partner = PartnerFactory()
+        db.session.flush()
+        coupons.add_coupon(partner, "SPRING-26", None)
+        _history(program, partner, 10)
+        db.session.commit()
+        ref = partner.ref_code
+        with_ref = _count_one_sale(client, db, headers, ref)
+        with_coupon = _count_one_sale(client, db, headers, ref, coupon="spring-26")
+    assert len(with_coupon) == len(with_ref) <= MAX_STATEMENTS, "\n\n".join(with_coupon)

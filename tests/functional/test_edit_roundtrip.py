@@ -496,6 +496,8 @@ NOT_EDIT_FORMS = {
     "admin.reject_conversion": "an action with a reason",
     "admin.grant_slug": "creates a link name",
     "admin.api_keys_page": "creates an API key",
+    "admin.add_coupon": "creates a coupon code",
+    "admin.decide_coupon": "an action (confirm button)",
     "admin.revoke_api_key": "an action (confirm button)",
     "admin.reply_thread": "sends a message",
     "admin.start_thread": "sends a message",

@@ -146,6 +146,14 @@ MATRIX = {
     "partner.list_links": ("GET", "/partner/links", PARTNER_ONLY),
     "partner.create_link": ("POST", "/partner/links", {**PARTNER_ONLY, "partner": 422}),
     "partner.toggle_link": ("POST", "/partner/links/{link_id}/disable", {**PARTNER_ONLY, "partner": 404}),
+    "partner.request_coupon": ("POST", "/partner/coupons", {**PARTNER_ONLY, "partner": 422}),
+    "admin.list_coupons": ("GET", "/admin/coupons", OPERATORS),
+    "admin.add_coupon": ("POST", "/admin/coupons", {**OPERATORS, "manager": 422, "admin": 422}),
+    "admin.decide_coupon": (
+        "POST",
+        "/admin/coupons/999999/approve",
+        {**OPERATORS, "manager": 404, "admin": 404},
+    ),
     "partner.list_conversions": ("GET", "/partner/conversions", PARTNER_ONLY),
     "partner.show_conversion": (
         "GET",

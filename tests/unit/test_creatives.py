@@ -398,3 +398,25 @@ def test_partner_code_for_each_kind_carries_their_link(ctx, db, operator, progra
 def test_names_from_files():
     assert creatives.name_from_filename("summer_sale-300x250.png") == "Summer sale 300x250"
     assert creatives.name_from_filename("banner") == "Banner"
+
+
+def test_copy_text_fills_in_the_partners_coupon_code(ctx, db, operator, program):
+    link = "https://portal.example/go/pat?creative=7"
+    text = creatives.create_creative(
+        "text",
+        operator,
+        program,
+        details("Podcast", ("social",), headline="Code {coupon}", body="Use {coupon} at {link}"),
+    )
+    code = creatives.code_for(text, link=link, coupon="PAT10")
+    assert code.text == f"Code PAT10\n\nUse PAT10 at {link}"
+    assert not code.needs_coupon
+    without = creatives.code_for(text, link=link)
+    assert without.text == f"Code {{coupon}}\n\nUse {{coupon}} at {link}"
+    assert without.needs_coupon
+    email = creatives.create_creative(
+        "email", operator, program, details("Mail", ("email",), subject="{coupon} inside", body="{link}")
+    )
+    assert creatives.code_for(email, link=link, coupon="PAT10").subject == "PAT10 inside"
+    plain = creatives.code_for(make_text(operator, program), link=link)
+    assert not plain.needs_coupon

@@ -315,9 +315,13 @@ def test_csv_cells_from_people_cannot_become_formulas(db, program):
 
 
 def test_every_partner_table_exports(db, program):
+    from portal.services import coupons
+
     partner = PartnerFactory()
     store_clicks(db, partner, TODAY, 2)
     sale(db, program, partner, TODAY)
+    coupons.add_coupon(partner, "CODE10", None)
+    sale(db, program, partner, TODAY, coupon="code10")
     rng = date_range("7d", TODAY)
     for name in dashboards.PARTNER_TABLES:
         headers, rows = dashboards.partner_table(partner.id, rng, name, "USD")

@@ -26,6 +26,7 @@ from portal.blueprints.admin import (  # noqa: E402,F401
     automatic_messages,
     campaign_requests,
     conversions,
+    coupons,
     creatives,
     dashboard,
     inbox,

@@ -31,7 +31,9 @@ from portal.views import accepts_uploads, committing, day_arg, render_page_or_pa
 _at_most = lambda n: at_most(n)  # noqa: E731
 
 
-_LINK_HELP = _l("Write {link} where the partner's own tracking link should go.")
+_LINK_HELP = _l(
+    "Write {link} where the partner's own tracking link should go, and {coupon} for their coupon code."
+)
 
 
 class CreativeForm(FlaskForm):

@@ -23,6 +23,7 @@ from portal.models import (
     OPERATOR_ROLES,
     ApiKey,
     CommissionType,
+    CouponAttribution,
     Partner,
     PartnerStatus,
     PayoutSchedule,
@@ -160,6 +161,16 @@ class SettingsForm(FlaskForm):
             "Managers and admins set up a code app at their next sign-in before they use the console."
         ),
     )
+    coupon_attribution = RadioField(
+        _l("A sale with one partner's coupon code and another partner's older click"),
+        choices=as_choices(
+            [
+                (CouponAttribution.COUPON.value, _l("goes to the coupon's partner (the code was used last)")),
+                (CouponAttribution.FIRST_TOUCH.value, _l("goes to the click's partner (first touch)")),
+            ]
+        ),
+        validators=[Optional()],
+    )
     commission_percent = StringField(_l("Percent"), validators=[Optional(), Length(max=10)])
     commission_flat = amount_field(_l("Fixed amount"))
     max_sale = amount_field(
@@ -207,6 +218,7 @@ class SettingsForm(FlaskForm):
             allow_withdrawals=program.allow_withdrawals,
             max_sale=to_decimal_string(program.max_sale_minor, program.currency),
             require_team_2fa=program.require_team_2fa,
+            coupon_attribution=program.coupon_attribution,
         )
 
     def _amount(self, field, required: bool) -> int | None:
@@ -259,6 +271,7 @@ class SettingsForm(FlaskForm):
             allow_withdrawals=self.allow_withdrawals.data,
             max_sale_minor=self.max_sale_minor,
             require_team_2fa=self.require_team_2fa.data,
+            coupon_attribution=self.coupon_attribution.data or program.coupon_attribution,
         )
 
 

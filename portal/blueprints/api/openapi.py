@@ -51,6 +51,21 @@ def _occurred_at() -> dict:
     }
 
 
+def _coupon() -> dict:
+    return {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": 128,
+        "examples": ["ANNA10"],
+        "description": _(
+            "The coupon code the shopper used, as typed (any case). A partner's code (3-40 of A-Z 0-9 - _) "
+            "attributes the sale or signup to them when no click id does, and beats an older click of "
+            "another partner unless the program chose first touch. Any other code (the shop's own, an "
+            "unknown or switched-off one) is kept on the record and attributes nothing."
+        ),
+    }
+
+
 def _error_response(description: str) -> dict:
     return {
         "description": description,
@@ -72,17 +87,19 @@ def openapi_document(server_url: str) -> dict:
     conversion_ref = {"$ref": "#/components/schemas/ConversionEnvelope"}
     errors = _errors()
     occurred_at = _occurred_at()
+    coupon = _coupon()
     document = {
         "openapi": "3.1.0",
         "info": {
             "title": _("Partner Portal tracking API"),
             "version": "1.0.0",
             "description": _(
-                "Report signups, sales and refunds from the brand's servers. Attribution: a click id "
-                "beats a ref code, which beats the customer's earlier signup; clicks and signups count "
-                "inside the program's cookie window. Posting a transaction id again with the same body "
-                "answers 200 with the same result and creates nothing; with a different body, 409. "
-                "Refunds are the same with an optional refund_id."
+                "Report signups, sales and refunds from the brand's servers. Attribution, in order: a "
+                "click id, a partner's coupon code, a ref code, the customer's earlier signup; a coupon "
+                "code beats an older click of another partner unless the program chose first touch. "
+                "Clicks and signups count inside the program's cookie window. Posting a transaction id "
+                "again with the same body answers 200 with the same result and creates nothing; with a "
+                "different body, 409. Refunds are the same with an optional refund_id."
             ),
         },
         "servers": [{"url": server_url}],
@@ -226,9 +243,11 @@ def openapi_document(server_url: str) -> dict:
                     "type": "object",
                     "additionalProperties": False,
                     "required": ["customer_id"],
+                    "examples": [{"customer_id": "cus_1002", "coupon": "anna10"}],
                     "properties": {
                         "customer_id": _ID,
                         "click_id": _ID,
+                        "coupon": coupon,
                         "ref": _ID,
                         "email": {"type": "string", "format": "email", "maxLength": 254},
                         "occurred_at": occurred_at,
@@ -241,9 +260,13 @@ def openapi_document(server_url: str) -> dict:
                         "customer_id": {"type": "string"},
                         "attributed": {"type": "boolean"},
                         "partner_ref": _NULLABLE_STR,
-                        "attributed_by": {"type": ["string", "null"], "enum": ["click_id", "ref", None]},
+                        "attributed_by": {
+                            "type": ["string", "null"],
+                            "enum": ["click_id", "coupon", "ref", None],
+                        },
                         "note": _NULLABLE_STR,
                         "click_id": _NULLABLE_STR,
+                        "coupon": _NULLABLE_STR,
                         "occurred_at": _TIME,
                     },
                 },
@@ -256,12 +279,27 @@ def openapi_document(server_url: str) -> dict:
                     "type": "object",
                     "additionalProperties": False,
                     "required": ["transaction_id", "amount", "currency"],
+                    "examples": [
+                        {
+                            "transaction_id": "order-5001",
+                            "amount": "49.90",
+                            "currency": "USD",
+                            "customer_id": "cus_1001",
+                        },
+                        {
+                            "transaction_id": "order-5002",
+                            "amount": "120.00",
+                            "currency": "USD",
+                            "coupon": "ANNA10",
+                        },
+                    ],
                     "properties": {
                         "transaction_id": _ID,
                         "amount": _sale_amount(),
                         "currency": {"type": "string", "pattern": "^[A-Z]{3}$"},
                         "customer_id": _ID,
                         "click_id": _ID,
+                        "coupon": coupon,
                         "ref": _ID,
                         "product_id": _ID,
                         "occurred_at": occurred_at,
@@ -292,8 +330,9 @@ def openapi_document(server_url: str) -> dict:
                         "partner_ref": _NULLABLE_STR,
                         "attributed_by": {
                             "type": ["string", "null"],
-                            "enum": ["click_id", "ref", "customer", None],
+                            "enum": ["click_id", "coupon", "ref", "customer", None],
                         },
+                        "coupon": _NULLABLE_STR,
                         "amount": _AMOUNT,
                         "refunded_amount": _AMOUNT,
                         "currency": {"type": "string"},

@@ -135,6 +135,7 @@ def signup_json(signup) -> dict:
         "attributed_by": signup.attribution_method,
         "note": signup.attribution_note,
         "click_id": signup.click_id,
+        "coupon": signup.coupon_code,
         "occurred_at": signup.occurred_at.isoformat(),
     }
 
@@ -156,6 +157,7 @@ def conversion_json(conversion) -> dict:
         "flagged_reason": conversion.flagged_reason,
         "partner_ref": _partner_ref(conversion.partner),
         "attributed_by": conversion.attribution_method,
+        "coupon": conversion.coupon_code,
         "amount": to_decimal_string(conversion.amount_minor, conversion.currency),
         "refunded_amount": to_decimal_string(conversion.refunded_minor, conversion.currency),
         "currency": conversion.currency,

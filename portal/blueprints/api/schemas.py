@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from flask_babel import get_locale, gettext
 
 from portal.models import Program
+from portal.models.tracking import COUPON_TEXT_MAX
 from portal.models.types import utcnow
 from portal.money import format_money, parse_amount
 from portal.services.tracking import ConversionInput, RefundInput, SignupInput
@@ -65,6 +66,20 @@ class _Reader:
             return None
         return value
 
+    def coupon(self, name: str = "coupon") -> str | None:
+        """Any coupon the shop saw (its own codes too, which are not the partners'): kept as
+        sent, so printable text of 1-128 characters; only a partner's code attributes."""
+        value = self.body.get(name)
+        if value is None:
+            return None
+        text = value.strip() if isinstance(value, str) else None
+        if not text or len(text) > COUPON_TEXT_MAX or not text.isprintable():
+            self.fail(
+                name, gettext("must be a string of 1-%(max)d printable characters", max=COUPON_TEXT_MAX)
+            )
+            return None
+        return text
+
     def email(self, name: str) -> str | None:
         value = self.body.get(name)
         if value is None:
@@ -107,10 +122,11 @@ class _Reader:
 
 
 def read_signup(body: dict) -> SignupInput:
-    r = _Reader(body, {"customer_id", "click_id", "ref", "email", "occurred_at"})
+    r = _Reader(body, {"customer_id", "click_id", "coupon", "ref", "email", "occurred_at"})
     data = SignupInput(
         customer_id=r.identifier("customer_id", required=True),
         click_id=r.identifier("click_id"),
+        coupon=r.coupon(),
         ref=r.identifier("ref"),
         email=r.email("email"),
         occurred_at=r.timestamp("occurred_at"),
@@ -167,6 +183,7 @@ def read_conversion(body: dict, program: Program | None = None) -> ConversionInp
             "currency",
             "customer_id",
             "click_id",
+            "coupon",
             "ref",
             "product_id",
             "occurred_at",
@@ -186,6 +203,7 @@ def read_conversion(body: dict, program: Program | None = None) -> ConversionInp
         currency=currency,
         customer_id=r.identifier("customer_id"),
         click_id=r.identifier("click_id"),
+        coupon=r.coupon(),
         ref=r.identifier("ref"),
         product_id=r.identifier("product_id"),
         occurred_at=r.timestamp("occurred_at"),

@@ -141,3 +141,16 @@ class DeclineOfferForm(FlaskForm):
         _l("Tell the team why (optional)"),
         validators=[Optional(), at_most(2000)],
     )
+
+
+class CouponRequestForm(FlaskForm):
+    code = StringField(
+        _l("Code you would like"),
+        validators=[DataRequired(_l("Enter the code you would like.")), at_most(40)],
+        description=_l("3-40 letters A-Z, digits, - or _, e.g. ANNA10. Shoppers may type it in any case."),
+    )
+    note = StringField(
+        _l("Where you will use it (optional)"),
+        validators=[Optional(), at_most(200)],
+        description=_l("E.g. “my podcast, episode 12”: it helps the program team say yes."),
+    )

@@ -9,6 +9,7 @@ from flask_login import current_user
 from portal.blueprints.partner import bp
 from portal.blueprints.partner.forms import (
     CampaignRequestForm,
+    CouponRequestForm,
     DeclineOfferForm,
     LinkForm,
     NewThreadForm,
@@ -24,6 +25,7 @@ from portal.security import partner_required
 from portal.services import (
     announcements,
     campaign_requests,
+    coupons,
     creative_stats,
     creatives,
     dashboards,
@@ -146,7 +148,7 @@ def export_stats(table: str):
     )
 
 
-def _links_page(form: LinkForm, status: int = 200):
+def _links_page(form: LinkForm, status: int = 200, coupon_form: CouponRequestForm | None = None):
     partner = current_user.partner
     return (
         render_template(
@@ -158,6 +160,8 @@ def _links_page(form: LinkForm, status: int = 200):
             clicks=reports.click_counts(partner),
             form=form,
             confirm_form=ConfirmForm(formdata=None),
+            coupons=coupons.coupons_of(partner),
+            coupon_form=coupon_form or CouponRequestForm(formdata=None),
         ),
         status,
     )
@@ -202,6 +206,21 @@ def toggle_link(link_id: int, action: str):
         if done:
             flash(_("Link switched on.") if link.active else _("Link switched off."), "success")
     return redirect(url_for("partner.list_links"))
+
+
+@bp.post("/coupons")
+@partner_required
+def request_coupon():
+    form = CouponRequestForm()
+    if form.validate_on_submit():
+        with committing(form) as done:
+            coupon = coupons.request_coupon(current_user.partner, form.code.data, form.note.data)
+        if done:
+            flash(
+                _("You asked for %(code)s; the program team will answer soon.", code=coupon.code), "success"
+            )
+            return redirect(url_for("partner.list_links", _anchor="coupons"))
+    return _links_page(LinkForm(formdata=None), 422, coupon_form=form)
 
 
 @bp.get("/conversions")
@@ -454,11 +473,14 @@ def list_creatives():
     filters = _library_filters()
     page = db.paginate(creatives.library_query(**filters), per_page=24, error_out=False)
     partner = current_user.partner
+    coupon = _first_coupon(partner)
     return render_template(
         "partner/creatives.html",
         partner=partner,
         page=page,
-        codes={creative.id: creatives.main_code(_code_of(creative, partner)) for creative in page.items},
+        codes={
+            creative.id: creatives.main_code(_code_of(creative, partner, coupon)) for creative in page.items
+        },
         filters=filters,
         kinds=list(CreativeKind),
         campaigns=creatives.campaigns_in_use(),
@@ -466,13 +488,19 @@ def list_creatives():
     )
 
 
-def _code_of(creative, partner) -> creatives.CreativeCode:
-    """The creative's code with the partner's link (marked with the creative) inside."""
+def _code_of(creative, partner, coupon: str | None = None) -> creatives.CreativeCode:
+    """The creative's code with the partner's link (marked with the creative) inside, and their
+    coupon code where the copy has ``{coupon}``."""
     link = url_for("track.follow_link", code=partner.ref_code, creative=creative.id, _external=True)
     image_url = None
     if creative.kind == CreativeKind.BANNER:
         image_url = url_for("media.banner_image", creative_id=creative.id, _external=True)
-    return creatives.code_for(creative, link=link, image_url=image_url)
+    return creatives.code_for(creative, link=link, image_url=image_url, coupon=coupon)
+
+
+def _first_coupon(partner) -> str | None:
+    """The partner's first active coupon code: what ``{coupon}`` in copy text becomes."""
+    return next(iter(coupons.active_codes_of(partner.id)), None)
 
 
 @bp.get("/creatives/<int:creative_id>")
@@ -486,7 +514,7 @@ def show_creative(creative_id: int):
         "partner/creative.html",
         partner=partner,
         creative=creative,
-        code=_code_of(creative, partner),
+        code=_code_of(creative, partner, _first_coupon(partner)),
         download_name=creatives.download_name(creative) if creative.current.file_key else None,
     )
 
