@@ -20,11 +20,19 @@ import time
 from collections.abc import Callable
 
 import sqlalchemy as sa
-from flask import Blueprint, Flask, current_app, jsonify
+from flask import Blueprint, Flask, current_app, jsonify, request
 
-from portal.extensions import db
+from portal.extensions import db, limiter
 
 bp = Blueprint("health", __name__)
+
+
+@limiter.request_filter
+def _probes_are_not_limited() -> bool:
+    """The probes carry no limit, and the rate limiter must not touch Redis for them: while
+    Redis is out, the limiter re-checks it now and then from whichever request comes (a
+    socket timeout when Redis hangs), and a probe must stay within its own deadline."""
+    return request.blueprint == "health"
 
 _in_flight: set[str] = set()
 _in_flight_lock = threading.Lock()

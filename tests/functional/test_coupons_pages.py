@@ -177,3 +177,26 @@ def test_the_partner_sees_which_code_brought_a_sale(client, db, program, login_a
     db.session.commit()
     page = client.get(f"/partner/conversions/{conversion.id}").get_data(as_text=True)
     assert "credited by your coupon code MINE10" in page
+
+
+def test_a_decision_goes_back_to_the_list_as_it_was_and_never_elsewhere(client, app, db, program, login_as):
+    partner = PartnerFactory(ref_code="pat")
+    coupon = coupons.add_coupon(partner, "PAT-BACK", None)
+    db.session.commit()
+    login_as(Role.MANAGER)
+    with app.test_request_context():
+        origin = app.config["PORTAL_BASE_URL"].rstrip("/")
+    path = f"/admin/coupons/{coupon.id}/disable"
+    filtered = f"{origin}/admin/coupons?status=active&q=pat"
+    for referrer, expected in [
+        (filtered, "/admin/coupons?status=active&q=pat"),  # the operator's filters kept
+        (f"{origin}/admin/partners", "/admin/coupons"),  # another page of the site: the list
+        ("https://evil.example/admin/coupons", "/admin/coupons"),  # another site: never
+        (f"{origin}//evil.example/admin/coupons", "/admin/coupons"),
+        (None, "/admin/coupons"),
+    ]:
+        headers = {"Referer": referrer} if referrer else {}
+        response = client.post(path, headers=headers)
+        assert response.status_code == 302
+        location = response.headers["Location"]
+        assert location.removeprefix(origin) == expected, (referrer, location)

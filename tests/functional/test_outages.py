@@ -163,3 +163,40 @@ def test_the_fall_back_to_memory_is_told_once_however_many_threads_meet_it(datab
         assert "Rate limit storage recovered" in passed
     finally:
         limiter_logger.removeHandler(keep)
+
+
+def test_a_probe_never_waits_for_the_rate_limiters_recheck_of_a_dead_redis(database_url, tmp_path, monkeypatch):
+    """While Redis is out the limiter re-checks it from whichever request comes when the
+    back-off is due (a socket timeout if Redis hangs); /readyz must not be that request."""
+    from portal.extensions import limiter
+
+    dead_redis = f"redis://127.0.0.1:{free_port()}/0"
+    app = create_app(
+        TestingConfig,
+        SQLALCHEMY_DATABASE_URI=database_url,
+        STORAGE_LOCAL_DIR=str(tmp_path / "media"),
+        RATELIMIT_ENABLED=True,
+        RATELIMIT_STORAGE_URI=dead_redis,
+        REDIS_URL=dead_redis,
+    )
+    client = app.test_client()
+    client.post("/login", data={"email": "nobody@example.org", "password": "wrong"})
+    assert limiter._storage_dead  # the limiter counts in memory now
+    rechecks: list[str] = []
+    monkeypatch.setattr(limiter._storage, "check", lambda: rechecks.append("check") or False)
+
+    def due() -> None:
+        limiter._Limiter__last_check_backend = 0.0
+        limiter._Limiter__check_backend_count = 0
+
+    due()
+    for probe in ("/readyz", "/livez", "/healthz"):
+        client.get(probe)
+    assert rechecks == []
+    due()
+    client.post("/login", data={"email": "nobody@example.org", "password": "wrong"})
+    assert rechecks == ["check"]  # other requests still find out when Redis is back
+    with app.app_context():
+        from portal.extensions import db as _db
+
+        _db.engine.dispose()

@@ -299,6 +299,10 @@ REDIRECTS = {
     ("portal.blueprints.auth.routes", "_sign_in"): "next= through urlcheck.safe_next (login, code step)",
     ("portal.blueprints.auth.routes", "set_language"): "next= through urlcheck.safe_next (language switch)",
     ("portal.blueprints.media", "banner_image"): "the file store's own signed address",
+    (
+        "portal.blueprints.admin.coupons",
+        "decide_coupon",
+    ): "the coupon list with its filters: the Referer through urlcheck.safe_next, the list's path only",
 }
 
 

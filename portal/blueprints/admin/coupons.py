@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from flask import flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
@@ -10,6 +12,7 @@ from flask_wtf import FlaskForm
 from wtforms import StringField
 from wtforms.validators import DataRequired
 
+from portal import urlcheck
 from portal.blueprints.admin import bp
 from portal.errors import DomainError
 from portal.extensions import db
@@ -92,7 +95,7 @@ def decide_coupon(coupon_id: int, action: str):
                 coupons.set_coupon_active(coupon, action == "enable", current_user)
         if done:
             flash(_decided(action, code), "success")
-    return redirect(request.referrer if _same_page(request.referrer) else url_for("admin.list_coupons"))
+    return redirect(_back_to_the_list())
 
 
 def _decided(action: str, code: str) -> str:
@@ -105,7 +108,14 @@ def _decided(action: str, code: str) -> str:
     return _("Code %(code)s switched off: it attributes nothing until switched on.", code=code)
 
 
-def _same_page(referrer: str | None) -> bool:
-    return bool(referrer) and referrer.startswith(
-        request.host_url.rstrip("/") + url_for("admin.list_coupons")
-    )
+def _back_to_the_list() -> str:
+    """The coupon list as the operator left it (its filters, from the Referer), or the list:
+    only this site's own list address is followed (``urlcheck.safe_next``), never another."""
+    own = url_for("admin.list_coupons")
+    origin = request.host_url.rstrip("/")
+    referrer = request.referrer or ""
+    if referrer.startswith(origin + "/"):
+        back = urlcheck.safe_next(referrer[len(origin) :])
+        if back is not None and urlsplit(back).path == own:
+            return back
+    return own
