@@ -34,6 +34,7 @@ def _probes_are_not_limited() -> bool:
     socket timeout when Redis hangs), and a probe must stay within its own deadline."""
     return request.blueprint == "health"
 
+
 _in_flight: set[str] = set()
 _in_flight_lock = threading.Lock()
 

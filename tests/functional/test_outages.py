@@ -165,7 +165,9 @@ def test_the_fall_back_to_memory_is_told_once_however_many_threads_meet_it(datab
         limiter_logger.removeHandler(keep)
 
 
-def test_a_probe_never_waits_for_the_rate_limiters_recheck_of_a_dead_redis(database_url, tmp_path, monkeypatch):
+def test_a_probe_never_waits_for_the_rate_limiters_recheck_of_a_dead_redis(
+    database_url, tmp_path, monkeypatch
+):
     """While Redis is out the limiter re-checks it from whichever request comes when the
     back-off is due (a socket timeout if Redis hangs); /readyz must not be that request."""
     from portal.extensions import limiter
