@@ -5,7 +5,9 @@ from __future__ import annotations
 import re
 from decimal import Decimal, InvalidOperation
 
-from babel.numbers import format_currency, get_currency_precision, list_currencies
+from babel.numbers import format_currency, get_currency_precision
+
+from portal.currencies import is_iso_currency, minor_units
 
 # ASCII digits only: Python's \d also matches "٣" or "३", which Decimal would read as 3.
 _AMOUNT = re.compile(r"-?[0-9]{1,15}(\.[0-9]{1,4})?")
@@ -15,12 +17,14 @@ FULL_RATE_BP = 10_000
 
 
 def is_currency(code: str) -> bool:
-    return code in list_currencies()
+    return is_iso_currency(code)
 
 
 def currency_exponent(currency: str) -> int:
-    """Number of decimal places of the currency's minor unit (2 for USD, 0 for JPY)."""
-    return get_currency_precision(currency)
+    """Decimals of the currency's ISO 4217 minor unit (USD 2, JPY 0, KWD 3); CLDR's for a
+    code outside the active list."""
+    exponent = minor_units(currency)
+    return exponent if exponent is not None else get_currency_precision(currency)
 
 
 def parse_amount(text: str, currency: str) -> int:
@@ -52,7 +56,11 @@ def to_decimal_string(minor: int, currency: str) -> str:
 def format_money(minor: int, currency: str, locale: str = "en") -> str:
     """Human display, e.g. ``$49.90``; the one formatter templates use."""
     exponent = currency_exponent(currency)
-    return format_currency(Decimal(minor).scaleb(-exponent), currency, locale=locale)
+    value = Decimal(minor).scaleb(-exponent)
+    if exponent == get_currency_precision(currency):
+        return format_currency(value, currency, locale=locale)
+    # ISO counts other decimals than CLDR shows (IQD 3, LAK 2): show every ISO decimal.
+    return format_currency(value, currency, locale=locale, currency_digits=False, decimal_quantization=False)
 
 
 class RateOverLimit(ValueError):

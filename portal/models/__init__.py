@@ -13,6 +13,7 @@ from portal.models.events import (
     WebhookDelivery,
     WebhookEndpoint,
 )
+from portal.models.fx import ExchangeRate, RateSource
 from portal.models.messaging import (
     EMAIL_KINDS,
     Announcement,
@@ -130,6 +131,7 @@ __all__ = [
     "DailyStat",
     "DeliveryStatus",
     "EmailPreference",
+    "ExchangeRate",
     "HoldReason",
     "ItemStatus",
     "LadderStep",
@@ -157,6 +159,7 @@ __all__ = [
     "ProductRate",
     "Program",
     "ProgramDailyStat",
+    "RateSource",
     "RateType",
     "RecoveryCode",
     "RecurringMode",

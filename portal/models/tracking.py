@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from datetime import datetime
+from datetime import date, datetime
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column, relationship
@@ -36,6 +36,7 @@ class ConversionStatus(enum.StrEnum):
     PENDING = "pending"  # counted; its commission waits for the hold period
     REVIEW = "review"  # held for an operator (a fraud rule fired)
     REJECTED = "rejected"  # does not earn; rejection_reason says why (a full refund: "refund")
+    HELD = "held"  # a sale in another currency waiting for its exchange rate (converted when it arrives)
 
 
 class AttributionMethod(enum.StrEnum):
@@ -145,7 +146,12 @@ class Conversion(db.Model):
             "refunded_minor >= 0 AND refunded_minor <= amount_minor", name="refund_within_amount"
         ),
         sa.CheckConstraint("length(currency) = 3", name="currency_iso"),
-        sa.CheckConstraint("status IN ('pending', 'review', 'rejected')", name="status_known"),
+        sa.CheckConstraint("status IN ('pending', 'review', 'rejected', 'held')", name="status_known"),
+        # A sale in another currency counts or waits for review only once converted.
+        sa.CheckConstraint(
+            "original_currency IS NULL OR fx_rate IS NOT NULL OR status IN ('held', 'rejected')",
+            name="converted_or_held",
+        ),
         sa.CheckConstraint(
             f"rejection_reason IS NULL OR rejection_reason {_REASON_CHECK}", name="reason_known"
         ),
@@ -165,6 +171,17 @@ class Conversion(db.Model):
     amount_minor: Mapped[int]
     currency: Mapped[str] = mapped_column(sa.String(3))
     refunded_minor: Mapped[int] = mapped_column(default=0)
+    # A sale in another currency than the program's: what the shop sent, in its currency
+    # (refunds too); amount_minor / refunded_minor are in the program's currency at
+    # ``fx_rate`` (the program's units for one unit of the sale's, decimal text) of
+    # ``fx_rate_day`` from ``fx_source``. All None for a sale in the program's currency;
+    # ``fx_rate`` None while the sale waits for a rate (amount_minor 0 until then).
+    original_amount_minor: Mapped[int | None] = mapped_column(sa.BigInteger)
+    original_currency: Mapped[str | None] = mapped_column(sa.String(3))
+    original_refunded_minor: Mapped[int | None] = mapped_column(sa.BigInteger)
+    fx_rate: Mapped[str | None] = mapped_column(sa.String(40))
+    fx_rate_day: Mapped[date | None] = mapped_column(sa.Date)
+    fx_source: Mapped[str | None] = mapped_column(sa.String(40))
     customer_id: Mapped[str | None] = mapped_column(sa.String(128))
     product_id: Mapped[str | None] = mapped_column(sa.String(128))
     partner_id: Mapped[int | None] = mapped_column(sa.ForeignKey("partners.id", ondelete="SET NULL"))

@@ -55,6 +55,23 @@ TYPES: dict[str, tuple[str, dict[str, Any]]] = {
             "partner_id": 42,
             "status": "pending",
             "reason": None,
+            "original_amount_minor": None,
+            "original_currency": None,
+        },
+    ),
+    "conversion.held": (
+        "A sale in another currency than the program's waits for its exchange rate (amount_minor 0 "
+        "until then); conversion.created, flagged or rejected follows when the rate arrives.",
+        {
+            "conversion_id": 1004,
+            "transaction_id": "order-1004",
+            "amount_minor": 0,
+            "currency": "USD",
+            "partner_id": 42,
+            "status": "held",
+            "reason": None,
+            "original_amount_minor": 950000,
+            "original_currency": "JPY",
         },
     ),
     "conversion.flagged": (
@@ -67,11 +84,23 @@ TYPES: dict[str, tuple[str, dict[str, Any]]] = {
             "partner_id": 42,
             "status": "review",
             "reason": "duplicate",
+            "original_amount_minor": None,
+            "original_currency": None,
         },
     ),
     "conversion.approved": (
         "An operator accepted a sale that was held for review.",
-        {"conversion_id": 1002, "transaction_id": "order-1002", "partner_id": 42, "status": "pending"},
+        {
+            "conversion_id": 1002,
+            "transaction_id": "order-1002",
+            "amount_minor": 8000,
+            "currency": "USD",
+            "partner_id": 42,
+            "status": "pending",
+            "reason": "duplicate",
+            "original_amount_minor": None,
+            "original_currency": None,
+        },
     ),
     "conversion.rejected": (
         "A sale does not earn (on arrival, by an operator, or fully refunded), with its reason.",
@@ -83,10 +112,14 @@ TYPES: dict[str, tuple[str, dict[str, Any]]] = {
             "partner_id": 42,
             "status": "rejected",
             "reason": "refund",
+            "original_amount_minor": None,
+            "original_currency": None,
         },
     ),
     "conversion.refunded": (
-        "The brand refunded (part of) a sale: amount_minor is this refund, refunded_minor the total so far.",
+        "The brand refunded (part of) a sale: amount_minor is this refund, refunded_minor the total so "
+        "far (in the program's currency); for a sale in another currency, original_amount_minor is "
+        "this refund as sent, in original_currency.",
         {
             "conversion_id": 1001,
             "transaction_id": "order-1001",
@@ -97,6 +130,8 @@ TYPES: dict[str, tuple[str, dict[str, Any]]] = {
             "refund_id": "rf-1",
             "status": "pending",
             "reason": None,
+            "original_amount_minor": None,
+            "original_currency": None,
         },
     ),
     "commission.created": (

@@ -17,7 +17,10 @@ The checks, by name (``CHECKS``):
 - ``reversal_exceeds``: a line's corrections never take back more than it earned;
 - ``reversal_target``: a correction takes back an earning line of the same partner, currency
   and conversion;
-- ``refunds_sum``: a conversion's refunds (table ``refunds``) add up to its ``refunded_minor``;
+- ``refunds_sum``: a conversion's refunds (table ``refunds``) add up to its ``refunded_minor``
+  (a sale in another currency: to its ``original_refunded_minor``, the refunds being in its currency);
+- ``fx_amounts``: a sale in another currency has, in the program's currency, its original
+  amount and refunds converted at its own rate (``fx.convert_minor``), or 0 while it waits for one;
 - ``item_total``: a pending or paid payout item equals the sum of its lines; a held or failed
   item has no lines;
 - ``payout_line``: every row of payout_lines (no foreign keys, deliberately) joins a confirmed
@@ -245,17 +248,57 @@ def _refunds_sum() -> list[Violation]:
         .subquery()
     )
     total = sa.func.coalesce(refunds.c.total, 0)
+    refunded = _sale_refunded()
     query = (
-        sa.select(Conversion.id, Conversion.refunded_minor, total.label("total"))
+        sa.select(Conversion.id, refunded.label("refunded"), total.label("total"))
         .outerjoin(refunds, refunds.c.conversion_id == Conversion.id)
-        .where(total != Conversion.refunded_minor)
+        .where(total != refunded)
     )
     return [
-        Violation(
-            "refunds_sum", "conversion", r.id, r.refunded_minor, int(r.total), "refunds vs refunded_minor"
-        )
+        Violation("refunds_sum", "conversion", r.id, r.refunded, int(r.total), "refunds vs refunded_minor")
         for r in _rows(query)
     ]
+
+
+def _sale_refunded() -> sa.ColumnElement[int]:
+    """What the shop refunded, in the sale's own currency (refunds and their events are)."""
+    return sa.func.coalesce(Conversion.original_refunded_minor, Conversion.refunded_minor)
+
+
+def _fx_amounts() -> list[Violation]:
+    from portal.services.fx import convert_minor
+
+    query = sa.select(
+        Conversion.id,
+        Conversion.amount_minor,
+        Conversion.refunded_minor,
+        Conversion.currency,
+        Conversion.original_amount_minor,
+        Conversion.original_refunded_minor,
+        Conversion.original_currency,
+        Conversion.fx_rate,
+    ).where(Conversion.original_currency.is_not(None))
+    out = []
+    for r in db.session.execute(query).yield_per(10_000):
+        if r.fx_rate is None:
+            expected = (0, 0)
+        else:
+            expected = (
+                convert_minor(r.original_amount_minor, r.original_currency, r.currency, r.fx_rate),
+                convert_minor(r.original_refunded_minor, r.original_currency, r.currency, r.fx_rate),
+            )
+        if (r.amount_minor, r.refunded_minor) != expected:
+            out.append(
+                Violation(
+                    "fx_amounts",
+                    "conversion",
+                    r.id,
+                    "{}, {}".format(*expected),
+                    f"{r.amount_minor}, {r.refunded_minor}",
+                    "amount, refunded",
+                )
+            )
+    return out
 
 
 def _item_lines() -> sa.Subquery:
@@ -511,16 +554,16 @@ def _audit_missing() -> list[Violation]:
     refunded = _event_sum("conversion.refunded", "amount_minor", "conversion")
     recorded = sa.func.coalesce(refunded.c.total, 0)
     query = (
-        sa.select(Conversion.id, Conversion.refunded_minor, recorded.label("recorded"))
+        sa.select(Conversion.id, _sale_refunded().label("refunded"), recorded.label("recorded"))
         .outerjoin(refunded, refunded.c.subject_id == Conversion.id)
-        .where(recorded != Conversion.refunded_minor)
+        .where(recorded != _sale_refunded())
     )
     out += [
         Violation(
             "audit_missing",
             "conversion",
             r.id,
-            r.refunded_minor,
+            r.refunded,
             int(r.recorded),
             "conversion.refunded events",
         )
@@ -577,6 +620,7 @@ CHECKS: dict[str, Callable[[], list[Violation]]] = {
     "reversal_exceeds": _reversals,
     "reversal_target": _reversals,
     "refunds_sum": _refunds_sum,
+    "fx_amounts": _fx_amounts,
     "item_total": _item_total,
     "payout_line": _payout_lines,
     "batch_items": _batch_items,

@@ -22,6 +22,7 @@ _PARTNER_EVENTS = {
 _OPERATOR_EVENTS = {
     "conversion.created": "conversion",
     "conversion.flagged": "conversion",
+    "conversion.held": "conversion",
     "conversion.approved": "conversion",
     "conversion.rejected": "conversion",
     "conversion.refunded": "conversion",

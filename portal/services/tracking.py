@@ -48,7 +48,7 @@ from portal.models import (
 )
 from portal.models.types import utcnow
 from portal.money import format_money
-from portal.services import clicks, commissions, coupons, events, rewards, rollups
+from portal.services import clicks, commissions, coupons, events, fx, rewards, rollups
 from portal.services.audit import record_event
 from portal.services.program import get_program
 
@@ -325,6 +325,54 @@ def _looks_duplicate(program: Program, conversion: Conversion) -> bool:
     return bool(other)
 
 
+def _flag_for_review(program: Program, conversion: Conversion, partner: Partner, click: Click | None) -> None:
+    """The fraud rules that hold a sale for an operator (it earns once approved)."""
+    if program.fraud_self_referral and click is not None and partner.user.last_login_ip_hash == click.ip_hash:
+        conversion.status = ConversionStatus.REVIEW
+        conversion.flagged_reason = RejectionReason.SELF_REFERRAL
+    elif program.fraud_duplicate_order and _looks_duplicate(program, conversion):
+        conversion.status = ConversionStatus.REVIEW
+        conversion.flagged_reason = RejectionReason.DUPLICATE
+
+
+def _in_program_currency(program: Program, conversion: Conversion) -> bool:
+    """A sale in another currency: keep what the shop sent, and convert it at the rate of its
+    day when one is known (``portal.services.fx`` has the rules). False while it waits for a
+    rate (its amount in the program's currency is 0 until then)."""
+    conversion.original_amount_minor = conversion.amount_minor
+    conversion.original_currency = conversion.currency
+    conversion.original_refunded_minor = 0
+    conversion.currency = program.currency
+    conversion.amount_minor = 0
+    found = fx.find_rate(conversion.original_currency, program.currency, fx.sale_day(conversion.occurred_at))
+    if found is None:
+        return False
+    _set_rate(conversion, found)
+    if program.max_sale_minor is not None and conversion.amount_minor > program.max_sale_minor:
+        raise DomainError(
+            _(
+                "This sale is %(amount)s in the program's currency, more than the program's maximum sale.",
+                amount=_money(conversion.amount_minor, program.currency),
+            ),
+            "amount",
+        )
+    return True
+
+
+def _set_rate(conversion: Conversion, found: fx.FoundRate) -> None:
+    conversion.fx_rate, conversion.fx_rate_day, conversion.fx_source = (
+        found.rate,
+        found.day,
+        found.source[:40],
+    )
+    conversion.amount_minor = fx.convert_minor(
+        conversion.original_amount_minor, conversion.original_currency, conversion.currency, found.rate
+    )
+    conversion.refunded_minor = fx.convert_minor(
+        conversion.original_refunded_minor, conversion.original_currency, conversion.currency, found.rate
+    )
+
+
 def record_conversion(
     program: Program,
     data: ConversionInput,
@@ -339,12 +387,13 @@ def record_conversion(
     says when), never from the client's ``occurred_at``; a sale that says it happened
     longer ago than the cookie window is stored rejected ``out_of_window``.
 
-    Its events (``conversion.created`` / ``flagged`` / ``rejected``, one per commission line)
+    A sale in another currency is converted at the rate of its day, or stored ``held`` until
+    one arrives (``convert_waiting``); screened for review once converted.
+
+    Its events (``conversion.created`` / ``flagged`` / ``rejected`` / ``held``, one per commission line)
     are written by the database with the rows (triggers, migration 0017_outbox): no statement
     of their own. ``defer_messages`` is accepted for the API's sake and changes nothing: every
     reaction (messages, e-mail, webhooks) now runs from the outbox after the commit."""
-    if data.currency != program.currency:
-        raise DomainError(_("This program counts in %(currency)s.", currency=program.currency), "currency")
     digest = fingerprint(raw)
     # No look-up first: the transaction id is unique, so a repeat fails its insert below
     # and is answered from the row already there (retries are rare; sales are not).
@@ -380,6 +429,7 @@ def record_conversion(
         occurred_at=occurred_at,
         created_at=received_at,
     )
+    waiting = data.currency != program.currency and not _in_program_currency(program, conversion)
     partner = found.partner
     if backdated:
         _reject(
@@ -394,16 +444,12 @@ def record_conversion(
             partner, signup.email if signup else None
         ):
             _reject(conversion, RejectionReason.SELF_REFERRAL, "The customer's e-mail is the partner's own.")
-        elif (
-            program.fraud_self_referral
-            and found.click is not None
-            and partner.user.last_login_ip_hash == found.click.ip_hash
-        ):
-            conversion.status = ConversionStatus.REVIEW
-            conversion.flagged_reason = RejectionReason.SELF_REFERRAL
-        elif program.fraud_duplicate_order and _looks_duplicate(program, conversion):
-            conversion.status = ConversionStatus.REVIEW
-            conversion.flagged_reason = RejectionReason.DUPLICATE
+        elif waiting:
+            conversion.status = ConversionStatus.HELD  # screened for review once converted
+        else:
+            _flag_for_review(program, conversion, partner, found.click)
+    elif waiting:
+        conversion.status = ConversionStatus.HELD
     # A sale that earns asks about its partner's tier with its own INSERT (one round trip).
     probe = (
         rewards.tier_probe(program, partner.id, occurred_at)
@@ -486,7 +532,78 @@ def _conversion_data(conversion: Conversion) -> dict:
         "partner_id": conversion.partner_id,
         "status": conversion.status,
         "reason": conversion.rejection_reason or conversion.flagged_reason,
+        "original_amount_minor": conversion.original_amount_minor,
+        "original_currency": conversion.original_currency,
     }
+
+
+_STATUS_EVENT = {
+    ConversionStatus.PENDING: "conversion.created",
+    ConversionStatus.REVIEW: "conversion.flagged",
+    ConversionStatus.REJECTED: "conversion.rejected",
+}
+
+
+def waiting_for_rate() -> sa.Select:
+    return sa.select(Conversion).where(
+        Conversion.original_currency.is_not(None), Conversion.fx_rate.is_(None)
+    )
+
+
+def count_waiting_for_rate() -> int:
+    return db.session.scalar(sa.select(sa.func.count()).select_from(waiting_for_rate().subquery())) or 0
+
+
+def convert_waiting(program: Program) -> int:
+    """Convert every sale still waiting for an exchange rate that now has one (after rates were
+    added or imported, in the same transaction). A held sale is screened as a new one would
+    be and earns; its event (``conversion.created`` / ``flagged`` / ``rejected``) follows its
+    ``conversion.held``. A rejected one only gets its amounts. Returns how many converted."""
+    converted = 0
+    for conversion in db.session.scalars(waiting_for_rate().order_by(Conversion.id).with_for_update()).all():
+        found = fx.find_rate(
+            conversion.original_currency, conversion.currency, fx.sale_day(conversion.occurred_at)
+        )
+        if found is None:
+            continue
+        _convert_one(program, conversion, found)
+        converted += 1
+    return converted
+
+
+def _convert_one(program: Program, conversion: Conversion, found: fx.FoundRate) -> None:
+    held = conversion.status == ConversionStatus.HELD
+    if held and conversion.partner_id is not None:
+        lock_partner(db.session(), conversion.partner_id)
+    before = rollups.contribution(conversion, program.timezone)
+    _set_rate(conversion, found)
+    if held:
+        if conversion.original_refunded_minor == conversion.original_amount_minor:
+            _reject(conversion, RejectionReason.REFUND, "refunded in full before its exchange rate arrived")
+        else:
+            conversion.status = ConversionStatus.PENDING
+            if conversion.partner is not None:
+                _flag_for_review(program, conversion, conversion.partner, conversion.click)
+        db.session.flush()
+        if conversion.status == ConversionStatus.PENDING and conversion.partner is not None:
+            commissions.earn(program, conversion)
+            if conversion.refunded_minor:
+                commissions.reverse_for_refund(conversion, None)
+        events.record(
+            _STATUS_EVENT[conversion.status], _conversion_data(conversion), partner_id=conversion.partner_id
+        )
+    record_event(
+        None,
+        "conversion.converted",
+        "conversion",
+        conversion.id,
+        rate=found.rate,
+        rate_day=found.day.isoformat(),
+        source=found.source,
+        amount_minor=conversion.amount_minor,
+    )
+    db.session.flush()
+    rollups.count_conversion(conversion, before, timezone=program.timezone)
 
 
 def _money(minor: int, currency: str) -> str:
@@ -548,7 +665,12 @@ def apply_refund(
         earlier = _earlier_refund(conversion, refund_id, digest)
         if earlier is not None:
             return RefundOutcome(conversion, earlier, replay=True)
-    remaining = conversion.amount_minor - conversion.refunded_minor
+    # Refunds come in the sale's own currency (a sale in another currency: its original).
+    foreign = conversion.original_currency is not None
+    sale_minor = conversion.original_amount_minor if foreign else conversion.amount_minor
+    sale_refunded = conversion.original_refunded_minor if foreign else conversion.refunded_minor
+    sale_currency = conversion.original_currency if foreign else conversion.currency
+    remaining = sale_minor - sale_refunded
     if amount_minor is None:
         if remaining == 0:
             return RefundOutcome(conversion, None)  # already fully refunded: repeating it changes nothing
@@ -559,7 +681,7 @@ def apply_refund(
         raise DomainError(
             _(
                 "Only %(remaining)s of this sale is left to refund.",
-                remaining=_money(remaining, conversion.currency),
+                remaining=_money(remaining, sale_currency),
             ),
             "amount",
         )
@@ -567,7 +689,7 @@ def apply_refund(
         conversion_id=conversion.id,
         refund_id=refund_id,
         amount_minor=amount_minor,
-        currency=conversion.currency,
+        currency=sale_currency,
         note=note,
         request_fingerprint=digest,
         created_at=utcnow(),
@@ -582,24 +704,32 @@ def apply_refund(
             raise
         return RefundOutcome(conversion, earlier, replay=True)
     before = rollups.contribution(conversion)
-    conversion.refunded_minor += amount_minor
-    if (
-        conversion.refunded_minor == conversion.amount_minor
-        and conversion.status != ConversionStatus.REJECTED
-    ):
+    refunded_before = conversion.refunded_minor
+    if foreign:
+        conversion.original_refunded_minor += amount_minor
+        if conversion.fx_rate is not None:
+            # Cumulative at the sale's rate: refunds in parts add up exactly to the whole.
+            conversion.refunded_minor = fx.convert_minor(
+                conversion.original_refunded_minor, sale_currency, conversion.currency, conversion.fx_rate
+            )
+    else:
+        conversion.refunded_minor += amount_minor
+    if sale_refunded + amount_minor == sale_minor and conversion.status != ConversionStatus.REJECTED:
         _reject(conversion, RejectionReason.REFUND, note)
         events.record("conversion.rejected", _conversion_data(conversion), partner_id=conversion.partner_id)
     if conversion.commissions:
         commissions.reverse_for_refund(conversion, note)
     if conversion.status == ConversionStatus.REJECTED:
         rewards.reverse_ladder_if_needed(get_program(), conversion, RejectionReason.REFUND, note)
+    # In the sale's currency, as the shop sent it (check_ledger adds these up per sale).
     record_event(
         None,
         "conversion.refunded",
         "conversion",
         conversion.id,
         amount_minor=amount_minor,
-        refunded_minor=conversion.refunded_minor,
+        currency=sale_currency,
+        refunded_minor=sale_refunded + amount_minor,
         refund_id=refund_id,
         note=note,
     )
@@ -607,9 +737,10 @@ def apply_refund(
         "conversion.refunded",
         {
             **_conversion_data(conversion),
-            "amount_minor": amount_minor,
+            "amount_minor": conversion.refunded_minor - refunded_before,
             "refunded_minor": conversion.refunded_minor,
             "refund_id": refund_id,
+            "original_amount_minor": amount_minor if foreign else None,
         },
         partner_id=conversion.partner_id,
     )

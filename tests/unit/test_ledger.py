@@ -234,6 +234,15 @@ CORRUPTIONS = [
         {"refunds_sum"},
     ),
     (
+        "a sale in another currency whose amount is not its original at its rate",
+        _bypassing_triggers(
+            "UPDATE conversions SET original_amount_minor = amount_minor, original_currency = 'EUR', "
+            "original_refunded_minor = refunded_minor, fx_rate = '2', fx_rate_day = '2026-11-01', "
+            "fx_source = 'ecb' WHERE id = :plain"
+        ),
+        {"fx_amounts"},
+    ),
+    (
         "a payout item rewritten",
         _bypassing_triggers(
             "UPDATE payout_items SET amount_minor = amount_minor + 1 WHERE id = :waiting_item"

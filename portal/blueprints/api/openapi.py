@@ -292,11 +292,28 @@ def openapi_document(server_url: str) -> dict:
                             "currency": "USD",
                             "coupon": "ANNA10",
                         },
+                        {
+                            "transaction_id": "order-5003",
+                            "amount": "9500",
+                            "currency": "JPY",
+                            "ref": "anna",
+                        },
                     ],
                     "properties": {
                         "transaction_id": _ID,
                         "amount": _sale_amount(),
-                        "currency": {"type": "string", "pattern": "^[A-Z]{3}$"},
+                        "currency": {
+                            "type": "string",
+                            "pattern": "^[A-Z]{3}$",
+                            "examples": ["USD", "JPY", "KWD"],
+                            "description": _(
+                                "Any active ISO 4217 code; the amount has at most its decimals (JPY 0, "
+                                "USD 2, KWD 3). A sale in another currency than the program's is "
+                                "converted at the rate of its day (the UTC date of occurred_at, or the "
+                                "newest rate of the 7 days before); without one it is stored held until "
+                                "a rate arrives."
+                            ),
+                        },
                         "customer_id": _ID,
                         "click_id": _ID,
                         "coupon": coupon,
@@ -333,9 +350,49 @@ def openapi_document(server_url: str) -> dict:
                             "enum": ["click_id", "coupon", "ref", "customer", None],
                         },
                         "coupon": _NULLABLE_STR,
-                        "amount": _AMOUNT,
-                        "refunded_amount": _AMOUNT,
-                        "currency": {"type": "string"},
+                        "amount": _AMOUNT
+                        | {
+                            "type": ["string", "null"],
+                            "description": _(
+                                "In the program's currency; null while a sale in another currency "
+                                "waits for its exchange rate (status held)."
+                            ),
+                        },
+                        "refunded_amount": _AMOUNT | {"type": ["string", "null"]},
+                        "currency": {"type": "string", "description": _("The program's currency.")},
+                        "original": {
+                            "description": _("A sale in another currency: what was sent, in its currency."),
+                            "oneOf": [
+                                {
+                                    "type": "object",
+                                    "required": ["amount", "refunded_amount", "currency"],
+                                    "properties": {
+                                        "amount": _AMOUNT,
+                                        "refunded_amount": _AMOUNT,
+                                        "currency": {"type": "string"},
+                                    },
+                                },
+                                {"type": "null"},
+                            ],
+                        },
+                        "exchange_rate": {
+                            "description": _(
+                                "The rate the sale was converted at: the program's currency for one unit "
+                                "of the sale's, the day it is of, and its source."
+                            ),
+                            "oneOf": [
+                                {
+                                    "type": "object",
+                                    "required": ["rate", "day", "source"],
+                                    "properties": {
+                                        "rate": {"type": "string", "examples": ["0.00671"]},
+                                        "day": {"type": "string", "format": "date"},
+                                        "source": {"type": "string", "examples": ["ecb via EUR"]},
+                                    },
+                                },
+                                {"type": "null"},
+                            ],
+                        },
                         "customer_id": _NULLABLE_STR,
                         "product_id": _NULLABLE_STR,
                         "occurred_at": _TIME,
@@ -354,7 +411,12 @@ def openapi_document(server_url: str) -> dict:
                     "additionalProperties": False,
                     "properties": {
                         "amount": _AMOUNT
-                        | {"description": _("Part of the sale to refund; without it, whatever is left.")},
+                        | {
+                            "description": _(
+                                "Part of the sale to refund, in the sale's own currency (the one it was "
+                                "sent in); without it, whatever is left."
+                            )
+                        },
                         "reason": {"type": "string", "maxLength": 500},
                         "refund_id": _refund_id(),
                     },

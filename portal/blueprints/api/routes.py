@@ -150,6 +150,22 @@ def conversion_json(conversion) -> dict:
             "status": summary["status"],
             "confirm_after": summary["confirm_after"].isoformat(),
         }
+    currency = conversion.currency
+    waiting = conversion.original_currency is not None and conversion.fx_rate is None
+    original = exchange_rate = None
+    if conversion.original_currency is not None:
+        sent = conversion.original_currency
+        original = {
+            "amount": to_decimal_string(conversion.original_amount_minor, sent),
+            "refunded_amount": to_decimal_string(conversion.original_refunded_minor, sent),
+            "currency": sent,
+        }
+    if conversion.fx_rate is not None:
+        exchange_rate = {
+            "rate": conversion.fx_rate,
+            "day": conversion.fx_rate_day.isoformat(),
+            "source": conversion.fx_source,
+        }
     return {
         "transaction_id": conversion.transaction_id,
         "status": conversion.status,
@@ -158,9 +174,12 @@ def conversion_json(conversion) -> dict:
         "partner_ref": _partner_ref(conversion.partner),
         "attributed_by": conversion.attribution_method,
         "coupon": conversion.coupon_code,
-        "amount": to_decimal_string(conversion.amount_minor, conversion.currency),
-        "refunded_amount": to_decimal_string(conversion.refunded_minor, conversion.currency),
+        # In the program's currency; None while a sale in another currency waits for its rate.
+        "amount": None if waiting else to_decimal_string(conversion.amount_minor, currency),
+        "refunded_amount": None if waiting else to_decimal_string(conversion.refunded_minor, currency),
         "currency": conversion.currency,
+        "original": original,
+        "exchange_rate": exchange_rate,
         "customer_id": conversion.customer_id,
         "product_id": conversion.product_id,
         "occurred_at": conversion.occurred_at.isoformat(),
@@ -211,7 +230,7 @@ def refund_conversion(transaction_id: str):
     conversion, error = _conversion_or_404(transaction_id)
     if error:
         return error
-    data = read_refund(body, conversion.currency)
+    data = read_refund(body, conversion.original_currency or conversion.currency)
     outcome = tracking.apply_refund(
         conversion, data.amount_minor, data.note, refund_id=data.refund_id, raw=body
     )

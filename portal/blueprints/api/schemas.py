@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 from flask_babel import get_locale, gettext
 
+from portal.currencies import is_iso_currency
 from portal.models import Program
 from portal.models.tracking import COUPON_TEXT_MAX
 from portal.models.types import utcnow
@@ -21,7 +22,6 @@ REFUND_ID_MAX = 100  # the column's length
 YEARS = (2000, 2100)
 FUTURE_SLACK = timedelta(hours=24)
 _EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,190}\.[^@\s]{2,63}$")
-_CURRENCY = re.compile(r"^[A-Z]{3}\Z")
 
 
 def _time_format() -> str:
@@ -193,7 +193,7 @@ def read_conversion(body: dict, program: Program | None = None) -> ConversionInp
     if currency is None:
         r.fail("currency", gettext("required"))
         currency = None
-    elif not isinstance(currency, str) or not _CURRENCY.match(currency):
+    elif not isinstance(currency, str) or not is_iso_currency(currency):
         r.fail("currency", gettext("must be an ISO 4217 code such as USD"))
         currency = None
     maximum = program.max_sale_minor if program is not None and currency == program.currency else None
