@@ -213,6 +213,38 @@ def add_coupon_command(code: str, ref_code: str) -> None:
     click.echo(f"Coupon code {coupon.code} added for partner {partner.ref_code}.")
 
 
+@portal_cli.command("import-rates")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+def import_rates_command(path: str) -> None:
+    """Import exchange rates from the European Central Bank's CSV (eurofxref.csv, or
+    eurofxref-hist.csv for every day since 1999, or their zip files) and convert the sales
+    waiting for one. Days already imported are replaced; converted sales keep their rate."""
+    from pathlib import Path
+
+    from portal.database import begin_write
+    from portal.services import fx, tracking
+    from portal.services.program import get_program
+
+    data = Path(path).read_bytes()
+    begin_write(db.session())
+    try:
+        report = fx.import_ecb(data, None)
+        converted = tracking.convert_waiting(get_program())
+    except fx.RatesFileError as error:
+        db.session.rollback()
+        raise click.ClickException(str(error)) from None
+    db.session.commit()
+    skipped = f"; skipped (not an active ISO 4217 currency): {', '.join(sorted(report.skipped_currencies))}"
+    click.echo(
+        f"Imported {report.rates} rates for {report.days} days "
+        f"({report.first_day.isoformat()} to {report.last_day.isoformat()})"
+        + (skipped if report.skipped_currencies else "")
+        + "."
+    )
+    waiting = tracking.count_waiting_for_rate()
+    click.echo(f"Sales converted that were waiting for a rate: {converted}; still waiting: {waiting}.")
+
+
 @portal_cli.command("rebuild-rollups")
 def rebuild_rollups_command() -> None:
     """Recount the dashboard rollups from the raw clicks, signups and conversions.

@@ -119,7 +119,7 @@ def test_a_kept_rate_has_twelve_significant_digits_rounded_half_to_even(value, t
 
 @pytest.mark.parametrize("text", ["", "0", "0.000", "-1.2", "1,08", "1e3", "١.٢", "1.0812345678901", " . "])
 def test_a_rate_is_a_plain_positive_decimal(text):
-    with pytest.raises(ValueError, match="rate|decimal"):
+    with pytest.raises(ValueError, match=r"rate|decimal"):
         fx.parse_rate(text)
 
 
