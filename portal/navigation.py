@@ -69,6 +69,7 @@ _OPERATOR_MORE = (
         modules=("admin.campaign_requests",),
     ),
     Entry("coupons", _l("Coupon codes"), "admin.list_coupons", modules=("admin.coupons",)),
+    Entry("rates", _l("Exchange rates"), "admin.list_rates", modules=("admin.rates",)),
     Entry("announcements", _l("Announcements"), "admin.list_announcements", modules=("admin.announcements",)),
     Entry(
         "automatic_messages",

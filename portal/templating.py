@@ -75,6 +75,7 @@ _STATUS_ICONS = {
         "pending": ("◷", "pending"),
         "review": ("⚑", "warn"),
         "rejected": ("✖", "bad"),
+        "held": ("‖", "warn"),
     },
     "announcement": {
         "draft": ("✎", "neutral"),
@@ -116,6 +117,7 @@ def _status_label(kind: str, status: str) -> str:
         ("conversion", "pending"): _("counted"),
         ("conversion", "review"): _("under review"),
         ("conversion", "rejected"): _("rejected"),
+        ("conversion", "held"): _("waiting for an exchange rate"),
         ("commission", "pending"): _("pending"),
         ("commission", "confirmed"): _("confirmed"),
         ("commission", "held"): _("held"),

@@ -65,6 +65,6 @@ def conversion_query(
 
 def count_conversions_by_status() -> dict[str, int]:
     rows = db.session.execute(sa.select(Conversion.status, sa.func.count()).group_by(Conversion.status))
-    counts = {"pending": 0, "review": 0, "rejected": 0}
+    counts = {"pending": 0, "review": 0, "rejected": 0, "held": 0}
     counts.update({status: n for status, n in rows})  # noqa: C416 - rows, not pairs
     return counts
