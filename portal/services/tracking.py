@@ -7,6 +7,14 @@ beats an older click of *another* partner, unless the program chose "first touch
 coupon. A click or a signup counts inside the cookie window; only approved partners earn.
 An unknown, disabled or not yet approved code attributes nothing (the next rule decides)
 and is kept on the row all the same.
+
+A sale in another currency than the program's is converted at the rate of its day
+(``portal.services.fx`` has the look-up rules) or held until one arrives (``convert_waiting``).
+
+Why it is long: a sale's whole path lives here — attribution, screening, the insert, refunds
+and the conversion of a sale in another currency — because they share the same private
+rules (a rejection, the fraud screening, the event data of a conversion); split apart, each
+would need them exported or written twice.
 """
 
 from __future__ import annotations
