@@ -323,6 +323,7 @@ def seed_demo_activity(now=None) -> str:
     if demo is not None:
         coupons.add_coupon(demo, "DEMO10", manager)
         coupons.request_coupon(demo, "DEMO-PODCAST", "Northwind's outdoor podcast, episode 12")
+        sales += _demo_foreign_sales(program, demo, manager, now)
     # Last month's payout, already paid; this month's waits for approval.
     last = payouts.settle(
         program, (now - timedelta(days=30)).date(), now=now - timedelta(days=28), actor=manager
@@ -339,6 +340,34 @@ def seed_demo_activity(now=None) -> str:
     payouts.settle(program, now.date(), now=now, actor=manager)
     commissions_total = sum(len(c.commissions) for c in db.session.scalars(sa.select(tracking.Conversion)))
     return f"{sales} sales with {commissions_total} commission lines for {len(earners)} partners"
+
+
+def _demo_foreign_sales(program, partner: Partner, manager: User, now) -> int:
+    """Demo exchange rates (typed, not the ECB's) for the last ten days, a sale in yen converted
+    at them, and one in Swiss francs that has no rate: held, waiting in the console."""
+    from portal.services import fx, tracking
+
+    if program.currency in ("EUR", "JPY", "CHF"):
+        return 0
+    for back in range(10):
+        day = (now - timedelta(days=back)).date()
+        fx.add_rate("EUR", program.currency, day, f"1.08{back}", manager)
+        fx.add_rate("EUR", "JPY", day, f"162.{40 + back}", manager)
+    sales = (("demo-order-jp-1", 18_500, "JPY"), ("demo-order-ch-1", 8_990, "CHF"))
+    for transaction_id, amount, currency in sales:
+        tracking.record_conversion(
+            program,
+            tracking.ConversionInput(
+                transaction_id=transaction_id,
+                amount_minor=amount,
+                currency=currency,
+                ref=partner.ref_code,
+                occurred_at=now - timedelta(days=2),
+            ),
+            {"transaction_id": transaction_id, "demo": True},
+            received_at=now - timedelta(days=2),
+        )
+    return len(sales)
 
 
 def _demo_banner(size: tuple[int, int], headline: str, colour: tuple[int, int, int]) -> bytes:
