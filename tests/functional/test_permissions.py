@@ -388,6 +388,8 @@ MATRIX = {
     "admin.end_campaign": ("POST", "/admin/rewards/campaigns/{campaign_id}/end", OPERATORS_ACT),
     "admin.delete_campaign": ("POST", "/admin/rewards/campaigns/{campaign_id}/delete", OPERATORS_ACT),
     "admin.ladder": ("GET", "/admin/rewards/ladder", OPERATORS),
+    "admin.download_partner_qr": ("GET", "/admin/partners/{approved_id}/qr.svg", OPERATORS),
+    "admin.download_link_qr": ("GET", "/admin/links/{link_id}/qr.png", OPERATORS),
     "admin.delete_ladder_step": ("POST", "/admin/rewards/ladder/{step_id}/delete", OPERATORS_ACT),
     "admin.list_deals": ("GET", "/admin/rewards/deals", OPERATORS),
     "admin.new_deal": ("GET", "/admin/rewards/deals/new", OPERATORS),

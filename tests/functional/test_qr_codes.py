@@ -161,3 +161,21 @@ def test_a_scan_is_a_click_with_sub_id_qr_shown_apart_in_the_stats(client, db, m
     page = client.get("/partner/?range=30d").get_data(as_text=True)
     table = page.split('data-testid="by-sub_id"', 1)[1].split("</table>", 1)[0]
     assert re.search(r'<th scope="row"[^>]*>qr</th>\s*<td data-label="Clicks">2</td>', table), table
+
+
+def test_operators_download_a_partners_link_codes_from_the_partner_page(client, db, program, login_as):
+    partner = PartnerFactory(status=PartnerStatus.APPROVED)
+    link = create_link(partner, program, label="Shelf talker", channel="social")
+    db.session.commit()
+    login_as(Role.MANAGER)
+    page = client.get(f"/admin/partners/{partner.id}").get_data(as_text=True)
+    assert f'<a href="/admin/partners/{partner.id}/qr.svg" download>SVG' in page
+    assert f'<a href="/admin/links/{link.id}/qr.png" download>PNG' in page
+
+    main = client.get(f"/admin/partners/{partner.id}/qr.png")
+    assert main.headers["Content-Disposition"] == f'attachment; filename="link-{partner.ref_code}-qr.png"'
+    assert _decoded(main.data) == f"http://portal.test/go/{partner.ref_code}?sub=qr"
+    svg = client.get(f"/admin/links/{link.id}/qr.svg")
+    assert svg.mimetype == "image/svg+xml"
+    assert svg.data == qrcodes.qr_svg(f"http://portal.test/go/{link.code}?sub=qr")
+    assert client.get("/admin/links/999999/qr.svg").status_code == 404

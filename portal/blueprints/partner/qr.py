@@ -21,7 +21,8 @@ _MIMETYPES = {"svg": "image/svg+xml", "png": "image/png"}
 _UNSAFE_IN_NAME = re.compile(r"[^A-Za-z0-9_-]+")
 
 
-def _download(text: str, kind: str, name: str) -> Response:
+def qr_download(text: str, kind: str, name: str) -> Response:
+    """``text`` as a QR code file ``<name>-qr.<kind>`` (the console's downloads use it too)."""
     filename = f"{_UNSAFE_IN_NAME.sub('-', name)}-qr.{kind}"
     response = Response(
         qrcodes.qr_bytes(text, kind),
@@ -39,7 +40,7 @@ def _download(text: str, kind: str, name: str) -> Response:
 @partner_required
 def download_main_link_qr(kind: str):
     code = current_user.partner.ref_code
-    return _download(qrcodes.link_qr_text(code), kind, f"link-{code}")
+    return qr_download(qrcodes.link_qr_text(code), kind, f"link-{code}")
 
 
 @bp.get(f"/links/<int:link_id>/qr.{_KINDS}")
@@ -48,7 +49,7 @@ def download_link_qr(link_id: int, kind: str):
     link = reports.partner_link(current_user.partner, link_id)
     if link is None:
         abort(404)
-    return _download(qrcodes.link_qr_text(link.code), kind, f"link-{link.code}")
+    return qr_download(qrcodes.link_qr_text(link.code), kind, f"link-{link.code}")
 
 
 @bp.get(f"/coupons/<int:coupon_id>/qr.{_KINDS}")
@@ -59,4 +60,4 @@ def download_coupon_qr(coupon_id: int, kind: str):
     # A code waiting for approval, or switched off, attributes nothing: nothing to print.
     if coupon is None or coupon.status != CouponStatus.ACTIVE:
         abort(404)
-    return _download(qrcodes.coupon_qr_text(partner.ref_code, coupon.code), kind, f"coupon-{coupon.code}")
+    return qr_download(qrcodes.coupon_qr_text(partner.ref_code, coupon.code), kind, f"coupon-{coupon.code}")
