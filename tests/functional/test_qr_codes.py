@@ -143,6 +143,7 @@ def _scan(client, db, png: bytes) -> Click:
     return db.session.get(Click, click_id)
 
 
+@pytest.mark.postgres
 def test_a_scan_is_a_click_with_sub_id_qr_shown_apart_in_the_stats(client, db, mine):
     partner, link, coupon = mine
     client.get(f"/go/{link.code}", headers=BROWSER)  # an ordinary click keeps the link's own sub-ID
