@@ -12,7 +12,7 @@ import pytest
 
 from portal.models import PartnerStatus, Role
 from portal.models.types import utcnow
-from portal.services import campaign_requests, inbox
+from portal.services import campaign_requests, coupons, inbox
 from portal.services.announcements import AnnouncementDraft, save_announcement
 from portal.services.api_keys import create_api_key
 from portal.services.links import create_link
@@ -147,6 +147,13 @@ MATRIX = {
     "partner.create_link": ("POST", "/partner/links", {**PARTNER_ONLY, "partner": 422}),
     "partner.toggle_link": ("POST", "/partner/links/{link_id}/disable", {**PARTNER_ONLY, "partner": 404}),
     "partner.request_coupon": ("POST", "/partner/coupons", {**PARTNER_ONLY, "partner": 422}),
+    "partner.download_main_link_qr": ("GET", "/partner/links/main/qr.svg", PARTNER_ONLY),
+    "partner.download_link_qr": ("GET", "/partner/links/{link_id}/qr.png", {**PARTNER_ONLY, "partner": 404}),
+    "partner.download_coupon_qr": (
+        "GET",
+        "/partner/coupons/{coupon_id}/qr.svg",
+        {**PARTNER_ONLY, "partner": 404},
+    ),
     "admin.list_coupons": ("GET", "/admin/coupons", OPERATORS),
     "admin.add_coupon": ("POST", "/admin/coupons", {**OPERATORS, "manager": 422, "admin": 422}),
     "admin.decide_coupon": (
@@ -381,6 +388,8 @@ MATRIX = {
     "admin.end_campaign": ("POST", "/admin/rewards/campaigns/{campaign_id}/end", OPERATORS_ACT),
     "admin.delete_campaign": ("POST", "/admin/rewards/campaigns/{campaign_id}/delete", OPERATORS_ACT),
     "admin.ladder": ("GET", "/admin/rewards/ladder", OPERATORS),
+    "admin.download_partner_qr": ("GET", "/admin/partners/{approved_id}/qr.svg", OPERATORS),
+    "admin.download_link_qr": ("GET", "/admin/links/{link_id}/qr.png", OPERATORS),
     "admin.delete_ladder_step": ("POST", "/admin/rewards/ladder/{step_id}/delete", OPERATORS_ACT),
     "admin.list_deals": ("GET", "/admin/rewards/deals", OPERATORS),
     "admin.new_deal": ("GET", "/admin/rewards/deals/new", OPERATORS),
@@ -527,6 +536,7 @@ def _open_as(client, db, program, login_as, endpoint: str, role: str, method: st
     # Only the creative routes need one (and storing its file is not free).
     creative = make_banner(other_manager, program) if "{creative_id}" in template else None
     rules = _reward_rules(db, approved, template)
+    coupon = coupons.add_coupon(approved, "PERM10", None) if "{coupon_id}" in template else None
     db.session.commit()
     if role == "applicant":
         login_as(Role.PARTNER, status=PartnerStatus.APPLIED)
@@ -548,6 +558,7 @@ def _open_as(client, db, program, login_as, endpoint: str, role: str, method: st
         announcement_id=announcement.id if announcement else None,
         creative_id=creative.id if creative else None,
         request_id=campaign_request.id if campaign_request else None,
+        coupon_id=coupon.id if coupon else None,
         **rules,
     )
     return client.open(url, method=method)
@@ -565,12 +576,15 @@ OWNED = {
     "partner.show_announcement": ("GET", "/partner/announcements/{announcement_id}", {}, 200),
     "partner.show_campaign_request": ("GET", "/partner/rewards/requests/{request_id}", {}, 200),
     "partner.answer_campaign_request": ("POST", "/partner/rewards/requests/{request_id}/withdraw", {}, HOME),
+    "partner.download_link_qr": ("GET", "/partner/links/{link_id}/qr.svg", {}, 200),
+    "partner.download_coupon_qr": ("GET", "/partner/coupons/{coupon_id}/qr.png", {}, 200),
 }
 # Partner routes with a placeholder that is not someone's object, and why.
 NOT_OWNED = {
     "partner.show_creative": "the creative library is shared by every approved partner",
     "partner.export_stats": "the placeholder names a table; the rows are the signed-in partner's",
     "partner.record_onboarding_step": "the placeholder names a checklist step of the signed-in partner",
+    "partner.download_main_link_qr": "the placeholder names a file format; the link is the partner's own",
 }
 
 
@@ -584,7 +598,7 @@ def test_every_partner_route_naming_an_object_has_owner_columns(app):
 
 
 def _objects_of(partner, program, db, operator) -> dict[str, int]:
-    """One of each object a partner owns: link, sale, thread, announcement, campaign request."""
+    """One of each object a partner owns: link, sale, thread, announcement, campaign request, coupon code."""
     link = create_link(partner, program, label=f"{partner.ref_code}'s link", channel="seo")
     conversion = ConversionFactory(
         transaction_id=f"t-own-{partner.id}", amount_minor=1000, partner=partner, occurred_at=utcnow()
@@ -602,9 +616,11 @@ def _objects_of(partner, program, db, operator) -> dict[str, int]:
         program,
         campaign_requests.RequestInput("Mine", "https://shop.example/mine", 1500, 10),
     )
+    coupon = coupons.add_coupon(partner, f"OWN-{partner.id}", None)
     db.session.flush()
     return {
         "link_id": link.id,
+        "coupon_id": coupon.id,
         "conversion_id": conversion.id,
         "thread_id": thread.id,
         "announcement_id": announcement.id,

@@ -33,6 +33,7 @@ from portal.blueprints.admin import (  # noqa: E402,F401
     outbox,
     partners,
     payouts,
+    qr,
     rates,
     rewards,
     settings,

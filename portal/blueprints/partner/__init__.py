@@ -4,4 +4,4 @@ from flask import Blueprint
 
 bp = Blueprint("partner", __name__)
 
-from portal.blueprints.partner import routes  # noqa: E402,F401
+from portal.blueprints.partner import qr, routes  # noqa: E402,F401
