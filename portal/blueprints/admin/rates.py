@@ -24,21 +24,23 @@ from portal.views import committing
 
 class RateForm(FlaskForm):
     base = StringField(
-        _l("One unit of"),
+        _l("From currency"),
         validators=[DataRequired(_l("Enter a currency code.")), at_most(3)],
         description=_l("ISO 4217 code, such as EUR."),
     )
     rate = StringField(
-        _l("is worth"),
+        _l("Rate"),
         validators=[DataRequired(_l("Enter the rate.")), at_most(25)],
-        description=_l('A plain decimal number, such as "1.0812".'),
+        description=_l(
+            'What one unit of the first currency is worth in the second: a plain decimal, such as "1.0812".'
+        ),
     )
     quote = StringField(
-        _l("of"),
+        _l("To currency"),
         validators=[DataRequired(_l("Enter a currency code.")), at_most(3)],
         description=_l("ISO 4217 code, such as USD."),
     )
-    day = DateField(_l("On"), validators=[DataRequired(_l("Enter the day the rate is of."))])
+    day = DateField(_l("Day of the rate"), validators=[DataRequired(_l("Enter the day the rate is of."))])
 
 
 class RatesFileForm(FlaskForm):
