@@ -32,6 +32,7 @@ depends_on = None
 
 _OLD_STATUS = "status IN ('pending', 'review', 'rejected')"
 _NEW_STATUS = "status IN ('pending', 'review', 'rejected', 'held')"
+_WAITING = "original_currency IS NOT NULL AND fx_rate IS NULL"
 _CONVERTED = "original_currency IS NULL OR fx_rate IS NOT NULL OR status IN ('held', 'rejected')"
 
 
@@ -187,9 +188,18 @@ def upgrade():
             op.add_column('conversions', column)
     _checks(upgrade=True)
     _triggers(upgrade=True)
+    op.create_index(
+        'ix_conversions_waiting_for_rate',
+        'conversions',
+        ['id'],
+        unique=False,
+        postgresql_where=sa.text(_WAITING),
+        sqlite_where=sa.text(_WAITING),
+    )
 
 
 def downgrade():
+    op.drop_index('ix_conversions_waiting_for_rate', table_name='conversions')
     op.execute("DELETE FROM exchange_rates")
     _triggers(upgrade=False)
     _checks(upgrade=False)

@@ -163,6 +163,13 @@ class Conversion(db.Model):
         sa.Index("ix_conversions_customer_occurred", "customer_id", "occurred_at"),
         # Declining a requested code deletes it (ON DELETE SET NULL looks here).
         sa.Index("ix_conversions_coupon_id", "coupon_id"),
+        # The few sales waiting for an exchange rate (the jobs look every few minutes).
+        sa.Index(
+            "ix_conversions_waiting_for_rate",
+            "id",
+            postgresql_where=sa.text("original_currency IS NOT NULL AND fx_rate IS NULL"),
+            sqlite_where=sa.text("original_currency IS NOT NULL AND fx_rate IS NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -552,14 +552,16 @@ _STATUS_EVENT = {
 }
 
 
+_WAITING = (Conversion.original_currency.is_not(None), Conversion.fx_rate.is_(None))
+
+
 def waiting_for_rate() -> sa.Select:
-    return sa.select(Conversion).where(
-        Conversion.original_currency.is_not(None), Conversion.fx_rate.is_(None)
-    )
+    """Sales in another currency not converted yet (held, or rejected before a rate came)."""
+    return sa.select(Conversion).where(*_WAITING)
 
 
 def count_waiting_for_rate() -> int:
-    return db.session.scalar(sa.select(sa.func.count()).select_from(waiting_for_rate().subquery())) or 0
+    return db.session.scalar(sa.select(sa.func.count()).select_from(Conversion).where(*_WAITING)) or 0
 
 
 def convert_waiting(program: Program) -> int:

@@ -266,3 +266,16 @@ def test_a_sale_dated_on_another_day_takes_that_days_rate(db, api):
     _rate(db, "JPY", "USD", DAY, "0.0067")
     body = api.sale("jp-11", "10000", "JPY", occurred_at="2026-11-18T22:00:00Z").json["conversion"]
     assert (body["amount"], body["exchange_rate"]["day"]) == ("65.00", "2026-11-18")
+
+
+def test_the_jobs_convert_a_sale_held_while_its_rate_was_being_saved(db, api):
+    """The sale and the rate committed at once, neither seeing the other: run-triggers sweeps."""
+    from portal.jobs import run_triggers
+
+    assert api.sale("jp-12", "1000", "JPY").json["conversion"]["status"] == "held"
+    _rate(db, "JPY", "USD", DAY, "0.0066")  # stored without converting anything
+    assert tracking.count_waiting_for_rate() == 1
+    report = run_triggers()
+    assert report.converted == 1 and "1 held sales converted" in str(report)
+    assert api.get("jp-12").json["conversion"]["status"] == "pending"
+    assert run_triggers().converted == 0
