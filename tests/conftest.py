@@ -142,8 +142,6 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 # here. Browser modules join only through MONEY_E2E_MODULES (each costs a Chromium per run).
 MONEY_MODULES = {
     "test_api.py",
-    "test_foreign_sales.py",
-    "test_fx.py",
     "test_commissions.py",
     "test_concurrency.py",
     "test_demo_ledger.py",
