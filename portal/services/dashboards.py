@@ -427,6 +427,9 @@ class Activity:
     status: str = ""
     conversion_id: int | None = None
     unique: bool = True
+    # False for a sale in another currency still waiting for its rate: the amount is what was
+    # sent, in its own currency (nothing in the program's yet).
+    converted: bool = True
 
 
 def recent_activity(partner_id: int, limit: int = ACTIVITY_ROWS) -> list[Activity]:
@@ -455,6 +458,10 @@ def recent_activity(partner_id: int, limit: int = ACTIVITY_ROWS) -> list[Activit
             Conversion.refunded_minor,
             Conversion.currency,
             Conversion.status,
+            Conversion.original_amount_minor,
+            Conversion.original_refunded_minor,
+            Conversion.original_currency,
+            Conversion.fx_rate,
         )
         .where(Conversion.partner_id == partner_id)
         .order_by(Conversion.occurred_at.desc(), Conversion.id.desc())
@@ -475,19 +482,26 @@ def recent_activity(partner_id: int, limit: int = ACTIVITY_ROWS) -> list[Activit
         Activity("signup", row.occurred_at, row.label or row.code or _("your partner code"))
         for row in signups
     ]
-    items += [
-        Activity(
-            "conversion",
-            row.occurred_at,
-            row.transaction_id,
-            amount_minor=row.amount_minor - row.refunded_minor,
-            currency=row.currency,
-            status=row.status,
-            conversion_id=row.id,
-        )
-        for row in conversions
-    ]
+    items += [_sale_activity(row) for row in conversions]
     return sorted(items, key=lambda a: a.at, reverse=True)[:limit]
+
+
+def _sale_activity(row) -> Activity:
+    waiting = row.original_currency is not None and row.fx_rate is None
+    if waiting:
+        amount, currency = row.original_amount_minor - row.original_refunded_minor, row.original_currency
+    else:
+        amount, currency = row.amount_minor - row.refunded_minor, row.currency
+    return Activity(
+        "conversion",
+        row.occurred_at,
+        row.transaction_id,
+        amount_minor=amount,
+        currency=currency,
+        status=row.status,
+        conversion_id=row.id,
+        converted=not waiting,
+    )
 
 
 # --- the partner's dashboard -----------------------------------------------------------
@@ -1099,7 +1113,9 @@ def partner_table(partner_id: int, rng: DateRange, name: str, currency: str) -> 
                 _text(a.label),
                 a.channel,
                 _text(a.sub_id),
-                to_decimal_string(a.amount_minor, a.currency) if a.kind == "conversion" else "",
+                to_decimal_string(a.amount_minor, a.currency)
+                if a.kind == "conversion" and a.converted
+                else "",
                 a.status,
             ]
             for a in recent_activity(partner_id)

@@ -127,3 +127,15 @@ def test_both_amounts_on_the_operators_and_the_partners_pages(client, db, login_
     assert "$132.00" in mine and "sold as ¥20,000" in mine
     trail = client.get(f"/partner/conversions/{conversion.id}").get_data(as_text=True)
     assert "sold as ¥20,000; 1 JPY = 0.0066 USD on 2026-11-20" in trail
+
+
+def test_the_partners_dashboard_shows_a_held_sale_in_its_own_currency(client, db, held):
+    partner, conversion = held
+    with client.session_transaction() as session:
+        session["_user_id"] = partner.user.get_id()
+    page = client.get("/partner/").get_data(as_text=True)
+    assert "¥20,000" in page and "waiting for an exchange rate" in page
+    assert "$0.00" not in page.split("jp-1", 1)[1][:300]
+    csv = client.get("/partner/stats/activity.csv").get_data(as_text=True)
+    [line] = [line for line in csv.splitlines() if "jp-1" in line]
+    assert line.split(",")[5] == "" and line.endswith("held")
