@@ -130,7 +130,7 @@ def test_both_amounts_on_the_operators_and_the_partners_pages(client, db, login_
 
 
 def test_the_partners_dashboard_shows_a_held_sale_in_its_own_currency(client, db, held):
-    partner, conversion = held
+    partner, _conversion = held
     with client.session_transaction() as session:
         session["_user_id"] = partner.user.get_id()
     page = client.get("/partner/").get_data(as_text=True)
