@@ -497,6 +497,8 @@ NOT_EDIT_FORMS = {
     "admin.grant_slug": "creates a link name",
     "admin.api_keys_page": "creates an API key",
     "admin.add_coupon": "creates a coupon code",
+    "admin.add_rate": "adds (or replaces) one day's exchange rate; nothing is edited",
+    "admin.import_rates": "a file upload",
     "admin.decide_coupon": "an action (confirm button)",
     "admin.revoke_api_key": "an action (confirm button)",
     "admin.reply_thread": "sends a message",

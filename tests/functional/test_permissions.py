@@ -155,6 +155,9 @@ MATRIX = {
         {**PARTNER_ONLY, "partner": 404},
     ),
     "admin.list_coupons": ("GET", "/admin/coupons", OPERATORS),
+    "admin.list_rates": ("GET", "/admin/rates", OPERATORS),
+    "admin.add_rate": ("POST", "/admin/rates", {**OPERATORS, "manager": 422, "admin": 422}),
+    "admin.import_rates": ("POST", "/admin/rates/import", {**OPERATORS, "manager": 422, "admin": 422}),
     "admin.add_coupon": ("POST", "/admin/coupons", {**OPERATORS, "manager": 422, "admin": 422}),
     "admin.decide_coupon": (
         "POST",
