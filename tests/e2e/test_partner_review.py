@@ -63,7 +63,10 @@ def test_applicant_is_approved_and_reaches_the_dashboard(new_context, live_serve
     ref_code = manager.locator("dt:has-text('Partner code') + dd").inner_text().strip()
     assert re.fullmatch(r"[a-z2-9]{8}", ref_code)
 
-    # Approve swaps the review card in place (htmx), without reloading the page.
+    # Approve swaps the review card in place (htmx), without reloading the page. htmx wires the
+    # form up when the page has loaded: a click before that would post it the plain way.
+    manager.wait_for_load_state("load")
+    manager.wait_for_function("() => window.htmx !== undefined")
     manager.evaluate(_MARK_PAGE)
     with manager.expect_response(re.compile(r"/approve$")) as approved:
         _review(manager).get_by_role("button", name="Approve").click()

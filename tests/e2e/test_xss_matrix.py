@@ -852,6 +852,9 @@ FIELD_EXCEPTIONS = {
     "PayoutDetailsForm.iban": "an IBAN: checksum-verified (payouts.iban_is_valid)",
     "PayoutDetailsForm.bic": _FORMAT,
     "CouponForm.code": _FORMAT,
+    "RateForm.base": _FORMAT + " (an ISO 4217 code)",
+    "RateForm.quote": _FORMAT + " (an ISO 4217 code)",
+    "RateForm.rate": _NUMBER,
     "CouponForm.partner": _SELECTOR,
     "CouponRequestForm.code": _FORMAT,
     "CouponRequestForm.note": (
