@@ -303,6 +303,10 @@ def partner_coupon_figures(
     return _coupon_figures(partner_id, start, end)
 
 
+# Up to this many codes are named in the figures' queries (a program has hundreds).
+_IN_LIST_MAX = 2000
+
+
 def _coupon_figures(
     partner_id: int | None, start: datetime | None, end: datetime | None
 ) -> dict[str, CouponFigures]:
@@ -314,15 +318,19 @@ def _coupon_figures(
     # No bound where the range runs off the calendar (a custom range to 9999-12-31).
     in_range = _between(Conversion.occurred_at, start, end)
     # The partner's own codes only: under first touch another partner's code may ride on
-    # this partner's sale (and the code's owner did not earn it).
-    if partner_id is None:
-        owned = sa.select(Coupon.id).where(Coupon.partner_id == Conversion.partner_id)
-        signup_owned = sa.select(Coupon.id).where(Coupon.partner_id == Signup.partner_id)
-    else:
-        owned = signup_owned = sa.select(Coupon.id).where(Coupon.partner_id == partner_id)
-    mine = (Conversion.partner_id.is_not(None), Conversion.coupon_id.in_(owned))
-    if partner_id is not None:
-        mine = (Conversion.partner_id == partner_id, *mine)
+    # this partner's sale (and the code's owner did not earn it). Driven from the codes (few)
+    # through the rows' coupon_id index: the cost is the sales by code, not the history.
+    whose = () if partner_id is None else (Coupon.partner_id == partner_id,)
+    codes = db.session.scalars(sa.select(Coupon.id).where(*whose)).all()
+    if not codes:
+        return {}
+    sold = sa.and_(Conversion.coupon_id == Coupon.id, Conversion.partner_id == Coupon.partner_id)
+    signed_up = sa.and_(Signup.coupon_id == Coupon.id, Signup.partner_id == Coupon.partner_id)
+    if len(codes) <= _IN_LIST_MAX:
+        # Named outright, the codes make every planner read the rows through their coupon_id
+        # index (SQLite, without statistics, would otherwise scan the sales for the join).
+        sold = sa.and_(sold, Conversion.coupon_id.in_(codes))
+        signed_up = sa.and_(signed_up, Signup.coupon_id.in_(codes))
     counted = Conversion.status != ConversionStatus.REJECTED
     rows = db.session.execute(
         sa.select(
@@ -334,25 +342,27 @@ def _coupon_figures(
                 sa.func.sum(Conversion.amount_minor - Conversion.refunded_minor).filter(counted), 0
             ),
         )
-        .where(*mine, *in_range)
+        .select_from(Coupon)
+        .join(Conversion, sold)
+        .where(*whose, *in_range)
         .group_by(Conversion.coupon_code)
     ).all()
     commission = dict(
         db.session.execute(
             sa.select(Conversion.coupon_code, sa.func.coalesce(sa.func.sum(Commission.amount_minor), 0))
+            .select_from(Coupon)
+            .join(Conversion, sold)
             .join(Commission, Commission.conversion_id == Conversion.id)
-            .where(*mine, *in_range, counted)
+            .where(*whose, *in_range, counted)
             .group_by(Conversion.coupon_code)
         ).all()
     )
     signups = dict(
         db.session.execute(
             sa.select(Signup.coupon_code, sa.func.count())
-            .where(
-                Signup.partner_id.is_not(None) if partner_id is None else Signup.partner_id == partner_id,
-                Signup.coupon_id.in_(signup_owned),
-                *_between(Signup.occurred_at, start, end),
-            )
+            .select_from(Coupon)
+            .join(Signup, signed_up)
+            .where(*whose, *_between(Signup.occurred_at, start, end))
             .group_by(Signup.coupon_code)
         ).all()
     )
