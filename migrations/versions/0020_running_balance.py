@@ -49,13 +49,15 @@ GROUP BY partner_id, currency
 
 
 def _pg_add(column: str, rows: str) -> str:
-    """Add ``rows`` (partner_id, currency, amount) to ``column``, one upsert per partner and currency."""
+    """Add ``rows`` (partner_id, currency, amount) to ``column``, one upsert per partner and currency,
+    in partner order: two statements touching the same partners lock their rows in the same order."""
     return f"""
         INSERT INTO partner_balances AS b (partner_id, currency, confirmed_minor, settled_minor)
         SELECT partner_id, currency, {"sum(amount), 0" if column == "confirmed_minor" else "0, sum(amount)"}
         FROM ({rows}) AS changed
         GROUP BY partner_id, currency
         HAVING sum(amount) <> 0
+        ORDER BY partner_id, currency
         ON CONFLICT (partner_id, currency) DO UPDATE SET {column} = b.{column} + EXCLUDED.{column};
     """
 
