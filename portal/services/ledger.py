@@ -541,10 +541,7 @@ def _running_balance() -> list[Violation]:
     stored = {(r.partner_id, r.currency): r for r in _rows(sa.select(*PartnerBalance.__table__.c))}
     out = []
     for key in sorted(set(counted) | set(stored)):
-        for column, what in (
-            ("confirmed_minor", "confirmed lines"),
-            ("settled_minor", "items in payout or paid"),
-        ):
+        for column, what in _BALANCE_COLUMNS:
             expected = int(getattr(counted[key], column)) if key in counted else 0
             found = int(getattr(stored[key], column)) if key in stored else 0
             if expected != found:
