@@ -30,6 +30,9 @@ The checks, by name (``CHECKS``):
   withdrawal the amount the partner asked for;
 - ``partner_balance``: pending + confirmed + in payout + paid − owed (the partner's figures,
   items counted as the pages count them) equals the sum of the partner's lines;
+- ``running_balance``: the running totals the partner's confirmed balance is read from
+  (``partner_balances``, kept by triggers) equal a recount: per partner and currency, the sum
+  of the confirmed lines and of the items waiting or paid;
 - ``audit_missing``: every money change has its record: a conversion's refunds add up to its
   ``conversion.refunded`` events, a rejection or approval by an operator has its event, a batch
   its ``payout.batch_built`` / ``payout.withdrawal_requested`` and (once approved)
@@ -57,13 +60,14 @@ from portal.models import (
     ConversionStatus,
     ItemStatus,
     MonthClose,
+    PartnerBalance,
     PayoutBatch,
     PayoutItem,
     PayoutLine,
     Refund,
 )
 
-__all__ = ["CHECKS", "Violation", "check_ledger", "summary", "without_ledger_triggers"]
+__all__ = ["CHECKS", "Violation", "balance_recount", "check_ledger", "summary", "without_ledger_triggers"]
 
 _CORRECTIONS = ("reversal", "clawback")
 
@@ -549,6 +553,54 @@ def _partner_balance() -> list[Violation]:
     return out
 
 
+def balance_recount() -> sa.Select:
+    """(partner_id, currency, confirmed_minor, settled_minor) counted from the rows themselves:
+    what ``partner_balances`` must hold (the migration's backfill, the same SQL)."""
+    counted_items = PayoutItem.status.in_((ItemStatus.PENDING, ItemStatus.PAID))
+    rows = sa.union_all(
+        sa.select(
+            Commission.partner_id,
+            Commission.currency,
+            Commission.amount_minor.label("confirmed"),
+            sa.literal(0, sa.BigInteger).label("settled"),
+        ).where(Commission.status == CommissionStatus.CONFIRMED),
+        sa.select(
+            PayoutItem.partner_id, PayoutItem.currency, sa.literal(0, sa.BigInteger), PayoutItem.amount_minor
+        ).where(counted_items),
+    ).subquery("totals")
+    return sa.select(
+        rows.c.partner_id,
+        rows.c.currency,
+        sa.func.sum(rows.c.confirmed).label("confirmed_minor"),
+        sa.func.sum(rows.c.settled).label("settled_minor"),
+    ).group_by(rows.c.partner_id, rows.c.currency)
+
+
+_BALANCE_COLUMNS = (("confirmed_minor", "confirmed lines"), ("settled_minor", "items in payout or paid"))
+
+
+def _running_balance() -> list[Violation]:
+    counted = {(r.partner_id, r.currency): r for r in _rows(balance_recount())}
+    stored = {(r.partner_id, r.currency): r for r in _rows(sa.select(*PartnerBalance.__table__.c))}
+    out = []
+    for key in sorted(set(counted) | set(stored)):
+        for column, what in _BALANCE_COLUMNS:
+            expected = int(getattr(counted[key], column)) if key in counted else 0
+            found = int(getattr(stored[key], column)) if key in stored else 0
+            if expected != found:
+                out.append(
+                    Violation(
+                        "running_balance",
+                        "partner",
+                        key[0],
+                        expected,
+                        found,
+                        f"{key[1]}: partner_balances.{column} vs the sum of the {what}",
+                    )
+                )
+    return out
+
+
 def _audit_missing() -> list[Violation]:
     out = []
     refunded = _event_sum("conversion.refunded", "amount_minor", "conversion")
@@ -625,6 +677,7 @@ CHECKS: dict[str, Callable[[], list[Violation]]] = {
     "payout_line": _payout_lines,
     "batch_items": _batch_items,
     "partner_balance": _partner_balance,
+    "running_balance": _running_balance,
     "audit_missing": _audit_missing,
 }
 
@@ -660,8 +713,6 @@ def summary(violations: list[Violation]) -> str:
 
 # --- throw-away data ------------------------------------------------------------------------------
 
-LEDGER_TABLES = ("commissions", "conversions", "refunds", "payout_items")
-
 
 @contextlib.contextmanager
 def without_ledger_triggers(connection: sa.Connection) -> Iterator[None]:
@@ -672,13 +723,19 @@ def without_ledger_triggers(connection: sa.Connection) -> Iterator[None]:
     (SQLite) in the same transaction, so a rollback or a commit leaves them in place. Commit
     after the block, never inside it."""
     if connection.dialect.name == "postgresql":
-        for table in LEDGER_TABLES:
-            connection.exec_driver_sql(f"ALTER TABLE {table} DISABLE TRIGGER USER")
+        # The refusals only, by name as on SQLite: the triggers that keep partner_balances
+        # (migration 0021) stay on, so the running totals follow whatever is removed.
+        triggers = connection.exec_driver_sql(
+            "SELECT tgrelid::regclass::text, tgname FROM pg_trigger WHERE NOT tgisinternal "
+            "AND left(tgname, 7) = 'ledger_'"
+        ).all()
+        for table, name in triggers:
+            connection.exec_driver_sql(f'ALTER TABLE {table} DISABLE TRIGGER "{name}"')
         try:
             yield
         finally:
-            for table in LEDGER_TABLES:
-                connection.exec_driver_sql(f"ALTER TABLE {table} ENABLE TRIGGER USER")
+            for table, name in triggers:
+                connection.exec_driver_sql(f'ALTER TABLE {table} ENABLE TRIGGER "{name}"')
         return
     triggers = connection.exec_driver_sql(
         "SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND name LIKE 'ledger\\_%' ESCAPE '\\'"

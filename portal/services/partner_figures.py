@@ -1,7 +1,7 @@
 """What an operator sees of each partner: figures, balance, payouts, activity, tier and risk.
 
 Read from the rollups (clicks, sales, commission of a period; the last day with activity), the
-ledger (the confirmed balance not yet in a payout, from the covering index of commissions), the
+ledger (the confirmed balance not yet in a payout, from the partners' running totals), the
 payout items (the last payment) and the tier rows — for a page of partners in one grouped query
 each, never one query per row. The partners list sorts and filters by the same figures: only the
 figure it sorts or filters by is joined to the list's query.
@@ -17,14 +17,12 @@ from sqlalchemy.orm import joinedload
 
 from portal.extensions import db
 from portal.models import (
-    Commission,
-    CommissionStatus,
     ItemStatus,
     Partner,
+    PartnerBalance,
     PartnerDailyStat,
     PartnerTier,
     PayoutItem,
-    PayoutLine,
     Tag,
     Tier,
     User,
@@ -97,11 +95,12 @@ def _window(rng: DateRange) -> sa.Subquery:
 
 
 def _balances() -> sa.Subquery:
-    in_a_payout = sa.exists().where(PayoutLine.commission_id == Commission.id)
+    """Each partner's confirmed balance not in a payout yet, from their running totals (one row
+    per currency, kept by triggers: ``payouts.confirmed_balance``), not from their lines."""
+    unpaid = PartnerBalance.confirmed_minor - PartnerBalance.settled_minor
     return (
-        sa.select(Commission.partner_id, sa.func.sum(Commission.amount_minor).label("balance_minor"))
-        .where(Commission.status == CommissionStatus.CONFIRMED, ~in_a_payout)
-        .group_by(Commission.partner_id)
+        sa.select(PartnerBalance.partner_id, sa.func.sum(unpaid).label("balance_minor"))
+        .group_by(PartnerBalance.partner_id)
         .subquery("balances")
     )
 

@@ -40,6 +40,7 @@ from portal.models import (
     HoldReason,
     ItemStatus,
     Partner,
+    PartnerBalance,
     PartnerStatus,
     PayoutAccount,
     PayoutBatch,
@@ -53,6 +54,7 @@ from portal.money import to_decimal_string
 from portal.services import delivery, events, schedule
 from portal.services.audit import record_event
 from portal.services.identity import confirm_identity
+from portal.services.ledger import balance_recount
 
 # A batch built within this long of a change of a partner's payout destination holds their
 # item for an operator to check (a stolen session must not redirect the next payout).
@@ -626,12 +628,20 @@ def _items_of(
     return list(db.session.scalars(query))
 
 
+def _lines_of_item(item: PayoutItem) -> sa.ColumnElement[bool]:
+    """The payout_lines rows of ``item``, reached from its partner's confirmed lines (indexed
+    by partner): payout_lines has no index on the item (migration 0021), and a line is only
+    ever in an item of its own partner (``check_ledger``'s ``payout_line``)."""
+    partner_lines = sa.select(Commission.id).where(
+        Commission.partner_id == item.partner_id, Commission.status == CommissionStatus.CONFIRMED
+    )
+    return sa.and_(PayoutLine.payout_item_id == item.id, PayoutLine.commission_id.in_(partner_lines))
+
+
 def _return_lines(item: PayoutItem) -> int:
     """Take the item's lines off it, back into the partner's confirmed balance; the count."""
     return db.session.execute(
-        sa.delete(PayoutLine)
-        .where(PayoutLine.payout_item_id == item.id)
-        .execution_options(synchronize_session=False)
+        sa.delete(PayoutLine).where(_lines_of_item(item)).execution_options(synchronize_session=False)
     ).rowcount
 
 
@@ -675,7 +685,7 @@ def _join_unpaid_lines(item: PayoutItem, batch: PayoutBatch) -> tuple[int, int]:
         sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(Commission.amount_minor), 0))
         .select_from(PayoutLine)
         .join(Commission, Commission.id == PayoutLine.commission_id)
-        .where(PayoutLine.payout_item_id == item.id)
+        .where(PayoutLine.payout_item_id == item.id, Commission.partner_id == item.partner_id)
     ).one()
     return int(count), int(total)
 
@@ -1000,13 +1010,34 @@ def _payable(batch: PayoutBatch) -> list[tuple[PayoutItem, str, str]]:
 
 
 def confirmed_balance(partner_id: int) -> int:
+    """The partner's confirmed lines not in a payout, summed: one row per currency of
+    ``partner_balances`` (kept by triggers, migration 0021), whatever their history.
+
+    Equal to summing those lines (``recount_balances``; ``check_ledger`` compares them)
+    because every item waiting or paid equals its lines and a held or failed item has none.
+    """
     return int(
         db.session.scalar(
-            sa.select(sa.func.coalesce(sa.func.sum(Commission.amount_minor), 0)).where(
-                _unpaid_lines(None, partner_id)
-            )
+            sa.select(
+                sa.func.coalesce(
+                    sa.func.sum(PartnerBalance.confirmed_minor - PartnerBalance.settled_minor), 0
+                )
+            ).where(PartnerBalance.partner_id == partner_id)
         )
     )
+
+
+def recount_balances() -> int:
+    """Rewrite ``partner_balances`` from the rows; the number of rows written. For a bulk load
+    that paused the balance triggers (``bench/settle.py``); the triggers keep it otherwise."""
+    db.session.execute(sa.delete(PartnerBalance))
+    recount = balance_recount().subquery("recount")
+    db.session.execute(
+        sa.insert(PartnerBalance).from_select(
+            ["partner_id", "currency", "confirmed_minor", "settled_minor"], sa.select(recount)
+        )
+    )
+    return db.session.scalar(sa.select(sa.func.count()).select_from(PartnerBalance))
 
 
 @dataclass
@@ -1021,10 +1052,11 @@ def earnings_of(partner_id: int) -> Earnings:
     """The four figures: pending, confirmed (unpaid), in a payout not yet paid, paid to date.
 
     Read without going through the partner's whole ledger (the dashboard shows them on
-    every refresh): pending and unpaid lines through their indexes, and what is in a
-    payout from the payout items, which always equal the lines in them (both are written by
-    the same INSERT … SELECT in ``_fill_batch``, and a line never leaves an item except when
-    the item fails, which takes the item out of these figures).
+    every refresh): pending lines through their index (only those still in their hold
+    period), the confirmed balance from the partner's running totals (``confirmed_balance``),
+    and what is in a payout from the payout items, which always equal the lines in them
+    (both are written by the same INSERT … SELECT in ``_fill_batch``, and a line never
+    leaves an item except when the item fails, which takes the item out of these figures).
     """
     amount = sa.func.coalesce(sa.func.sum(Commission.amount_minor), 0)
     pending = db.session.scalar(

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 import time_machine
 
 from portal.extensions import db as _db
-from portal.models import AuditEvent, BatchStatus, PartnerStatus, PartnerTier, Role, Tier
+from portal.models import AuditEvent, BatchStatus, PartnerStatus, PartnerTier, PayoutLine, Role, Tier
 from portal.services import partner_figures, payouts
 from portal.services.dashboards import date_range
 from tests.factories import (
@@ -185,7 +185,7 @@ def test_a_page_of_figures_costs_the_same_queries_for_5_or_25_partners(app, db, 
 def test_the_partner_page_shows_figures_balance_last_payout_and_tier(client, login_as, three_partners):
     _ann, bob, cid, _gold = three_partners
     batch = PayoutBatchFactory(status=BatchStatus.CLOSED, period_end=TODAY - timedelta(days=20))
-    PayoutItemFactory(
+    item = PayoutItemFactory(
         batch=batch,
         partner=bob,
         amount_minor=12_345,
@@ -193,6 +193,10 @@ def test_the_partner_page_shows_figures_balance_last_payout_and_tier(client, log
         reference="R-1",
         paid_on=TODAY - timedelta(days=19),
     )
+    # A paid item equals its lines: the line it paid is no longer in the balance.
+    paid_line = earn(bob, 12_345)
+    _db.session.flush()
+    _db.session.add(PayoutLine(commission_id=paid_line.id, payout_item_id=item.id))
     _db.session.commit()
     login_as(Role.MANAGER)
     page = client.get(f"/admin/partners/{bob.id}").get_data(as_text=True)

@@ -260,6 +260,15 @@ CORRUPTIONS = [
         {"payout_line"},
     ),
     (
+        "a running balance rewritten",
+        _sql(
+            "INSERT INTO partner_balances (partner_id, currency, confirmed_minor, settled_minor) "
+            "VALUES (:plain_partner, 'USD', 1, 0) ON CONFLICT (partner_id, currency) "
+            "DO UPDATE SET confirmed_minor = partner_balances.confirmed_minor + 1"
+        ),
+        {"running_balance"},
+    ),
+    (
         "a batch closed with a payment still waiting",
         _sql("UPDATE payout_batches SET status = 'closed' WHERE id = :approved_batch"),
         {"batch_items"},
