@@ -341,6 +341,20 @@ def worker_rss_mib(master_pid: int) -> list[float]:
     return sorted(sizes)
 
 
+def workers_cpu_ms(master_pid: int) -> float:
+    """CPU time (ms) the master's workers have used so far, all their threads, from schedstat (ns)."""
+    total = 0
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            if f"PPid:\t{master_pid}\n" not in status.read_text():
+                continue
+            for task in (status.parent / "task").iterdir():
+                total += int((task / "schedstat").read_text().split()[0])
+        except (OSError, ValueError):
+            continue
+    return total / 1e6
+
+
 def run(
     label: str,
     database: str,
@@ -369,6 +383,7 @@ def run(
         for round_number in range(1, ROUNDS + 1):
             fleet.reset()
             cpu_before, process_before = fleet.cpu_seconds(), time.process_time()
+            sockets_before = workers_cpu_ms((socket_process or process).pid)
             started, finished = publish(url, cookies["manager"], f"{label} round {round_number}")
             if not fleet.all_in.wait(30):
                 missing = sum(1 for r in fleet.received if r is None)
@@ -381,6 +396,8 @@ def run(
             window = (last - started) * 1000
             time.sleep(0.5)  # a second copy would come right behind the first
             twice = sum(1 for n in fleet.deliveries if n != 1)
+            # The socket workers' CPU for this round: the fan-out (and the 0.5 s of quiet after it).
+            sockets_cpu = workers_cpu_ms((socket_process or process).pid) - sockets_before
             if twice:
                 raise RuntimeError(f"{twice} of {CLIENTS} clients received the announcement more than once")
             latencies = [(r - started) * 1000 for r in fleet.received]
@@ -394,7 +411,8 @@ def run(
                 f"(the publish request itself took {(finished - started) * 1000:.0f} ms; "
                 f"first delivery {min(latencies):.0f} ms); client thread CPU {client_cpu:.0f} ms "
                 f"of the {window:.0f} ms to the last delivery ({client_cpu / window:.0%}), "
-                f"{client_cpu_all:.0f} ms with the parsing after it; whole bench process {bench_cpu:.0f} ms"
+                f"{client_cpu_all:.0f} ms with the parsing after it; whole bench process {bench_cpu:.0f} ms; "
+                f"socket workers' CPU {sockets_cpu:.0f} ms ({sockets_cpu / CLIENTS * 1000:.0f} µs a delivery)"
             )
         rss = _rss_text(process, socket_process)
     finally:
