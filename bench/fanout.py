@@ -36,7 +36,8 @@ sys.path.insert(0, str(ROOT))
 
 import requests  # noqa: E402
 from wsproto import ConnectionType, WSConnection  # noqa: E402
-from wsproto.events import CloseConnection, Message, Ping, Request, TextMessage  # noqa: E402
+from wsproto.events import AcceptConnection, CloseConnection, Message, Ping, Request, TextMessage  # noqa: E402
+from wsproto.extensions import PerMessageDeflate  # noqa: E402
 
 CLIENTS = int(os.environ.get("FANOUT_CLIENTS", "500"))  # --clients overrides
 ROUNDS = int(os.environ.get("FANOUT_ROUNDS", "3"))
@@ -197,6 +198,7 @@ class Fleet:
         self.selector = selectors.DefaultSelector()
         self.conns: list[tuple[socket.socket, WSConnection]] = []
         self.ready = 0
+        self.compressed = 0  # connections on which the server accepted permessage-deflate
         self.received: list[float | None] = [None] * len(cookies)
         self.deliveries = [0] * len(cookies)  # announcements received this round, per client
         self.cpu_at = [0.0] * len(cookies)  # the client thread's CPU time when each was read
@@ -216,6 +218,7 @@ class Fleet:
                 host=f"{self.host}:{self.port}",
                 target="/socket.io/?EIO=4&transport=websocket",
                 extra_headers=[(b"cookie", f"session={cookie}".encode())],
+                extensions=[PerMessageDeflate()],  # as browsers offer it
             )
             sock.sendall(ws.send(request))
             self.conns.append((sock, ws))
@@ -262,6 +265,8 @@ class Fleet:
                 self.cpu_at[index] = cpu
             elif isinstance(event, Ping):
                 sock.sendall(ws.send(event.response()))
+            elif isinstance(event, AcceptConnection) and event.extensions:
+                self.compressed += 1
 
     def _loop(self) -> None:
         # (client, bytes, when read, this thread's CPU time then): read but not parsed yet
@@ -383,7 +388,8 @@ def run(
         connect_started = time.perf_counter()
         fleet.connect_all()
         print(
-            f"{label}: {CLIENTS} clients connected in {time.perf_counter() - connect_started:.1f} s; "
+            f"{label}: {CLIENTS} clients connected in {time.perf_counter() - connect_started:.1f} s "
+            f"(offering permessage-deflate as browsers do; accepted on {fleet.compressed}); "
             f"worker RSS {_rss_text(process, socket_process)}"
         )
         for round_number in range(1, ROUNDS + 1):
