@@ -315,11 +315,13 @@ class Fleet:
             sock.close()
 
 
-def publish(url: str, manager_cookie: str, title: str) -> tuple[float, float]:
+def publish(url: str, manager_cookie: str, title: str, before_post=None) -> tuple[float, float]:
     http = requests.Session()
     http.cookies.set("session", manager_cookie, domain="127.0.0.1")
     form = http.get(f"{url}/admin/announcements/new", timeout=30)
     token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', form.text).group(1)
+    if before_post is not None:
+        before_post()
     started = time.perf_counter()
     response = http.post(
         f"{url}/admin/announcements/new",
@@ -388,7 +390,7 @@ def run(
     if separate:  # pages on the gthread workers, sockets on the gevent server, both over Redis
         socket_process, socket_url = start_gunicorn(database, workers, redis_url, directory, evented=True)
     fleet = Fleet(socket_url, cookies["partners"])
-    p95s, publishes, shares, sockets_cpus = [], [], [], []
+    p95s, publishes, shares, sockets_cpus, pages_cpus = [], [], [], [], []
     try:
         connect_started = time.perf_counter()
         fleet.connect_all()
@@ -397,11 +399,18 @@ def run(
             f"(offering permessage-deflate as browsers do; accepted on {fleet.compressed}); "
             f"worker RSS {_rss_text(process, socket_process)}"
         )
+        pages_before: list[float] = []  # the page workers' CPU just before the POST (after its form)
         for round_number in range(1, ROUNDS + 1):
             fleet.reset()
             cpu_before, process_before = fleet.cpu_seconds(), time.process_time()
             sockets_before = workers_cpu_ms((socket_process or process).pid)
-            started, finished = publish(url, cookies["manager"], f"{label} round {round_number}")
+            pages_before.clear()
+            started, finished = publish(
+                url,
+                cookies["manager"],
+                f"{label} round {round_number}",
+                before_post=lambda: pages_before.append(workers_cpu_ms(process.pid)),
+            )
             if not fleet.all_in.wait(30):
                 missing = sum(1 for r in fleet.received if r is None)
                 raise RuntimeError(f"{missing} of {CLIENTS} clients did not receive the announcement in 30 s")
@@ -415,6 +424,7 @@ def run(
             twice = sum(1 for n in fleet.deliveries if n != 1)
             # The socket workers' CPU for this round: the fan-out (and the 0.5 s of quiet after it).
             sockets_cpu = workers_cpu_ms((socket_process or process).pid) - sockets_before
+            pages_cpu = workers_cpu_ms(process.pid) - pages_before[0] if separate else 0.0
             if twice:
                 raise RuntimeError(f"{twice} of {CLIENTS} clients received the announcement more than once")
             latencies = [(r - started) * 1000 for r in fleet.received]
@@ -423,10 +433,13 @@ def run(
             publishes.append((finished - started) * 1000)
             shares.append(client_cpu / window)
             sockets_cpus.append(sockets_cpu)
+            pages_cpus.append(pages_cpu)
             print(
                 f"{label}: round {round_number}: delivered to {CLIENTS}/{CLIENTS}, each once; "
                 f"p50 {p50:.0f} ms, p95 {p95:.0f} ms, max {max(latencies):.0f} ms "
-                f"(the publish request itself took {(finished - started) * 1000:.0f} ms; "
+                f"(the publish request itself took {(finished - started) * 1000:.0f} ms"
+                + (f", {pages_cpu:.0f} ms of page-worker CPU" if separate else "")
+                + "; "
                 f"first delivery {min(latencies):.0f} ms); client thread CPU {client_cpu:.0f} ms "
                 f"of the {window:.0f} ms to the last delivery ({client_cpu / window:.0%}), "
                 f"{client_cpu_all:.0f} ms with the parsing after it; whole bench process {bench_cpu:.0f} ms; "
@@ -450,15 +463,15 @@ def run(
             "window: the client, not the server, may be the limit; the latencies say little."
         )
     p95, publish_ms = statistics.median(p95s), statistics.median(publishes)
-    # Spread over the socket workers, the fan-out's own CPU; beside the publish request, the least
-    # the last delivery could take on cores of its own. Far below p95: the rest was waiting for a core.
-    cpu_per_worker = statistics.median(sockets_cpus) / workers
-    if p95 > TARGET_P95_MS and publish_ms + cpu_per_worker <= TARGET_P95_MS:
+    # The work itself: the publish request's CPU, then the fan-out's spread over the socket workers
+    # (with sockets in the page workers, theirs includes the request). The least the last delivery
+    # could take on cores of its own; far below the p95, the rest was waiting for a core.
+    work = statistics.median(pages_cpus) + statistics.median(sockets_cpus) / workers
+    if p95 > TARGET_P95_MS and work <= TARGET_P95_MS:
         print(
-            f"!! {label}: p95 {p95:.0f} ms, but the publish request ({publish_ms:.0f} ms) and the socket "
-            f"workers' CPU ({cpu_per_worker:.0f} ms each) add up to {publish_ms + cpu_per_worker:.0f} ms: "
-            f"the rest was waiting for a core (load {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs). "
-            "Rerun on a quieter machine."
+            f"!! {label}: p95 {p95:.0f} ms, but the work itself (the publish request's CPU, then the "
+            f"fan-out's CPU a socket worker) adds up to {work:.0f} ms: the rest was waiting for a core "
+            f"(load {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs). Rerun on a quieter machine."
         )
     return p95, publish_ms, rss, statistics.median(sockets_cpus) / CLIENTS * 1000
 
