@@ -264,12 +264,19 @@ def publish(announcement: Announcement, now: datetime | None = None) -> int | No
     audience = AUDIENCES.get(announcement.audience_kind)
     if audience is None:
         raise DomainError(_("Unknown audience “%(kind)s”.", kind=announcement.audience_kind))
-    partner_ids = db.session.scalars(audience.partner_ids(announcement.audience_keys)).all()
-    if partner_ids:
-        db.session.execute(
-            sa.insert(AnnouncementRecipient),
-            [{"announcement_id": announcement.id, "partner_id": pid} for pid in partner_ids],
+    # One statement whatever the audience's size: the database copies the audience's ids into
+    # the recipient rows and hands them back for the live event (no row built in Python).
+    audience_ids = audience.partner_ids(announcement.audience_keys).subquery()
+    partner_ids = sorted(
+        db.session.scalars(
+            sa.insert(AnnouncementRecipient)
+            .from_select(
+                ["announcement_id", "partner_id"],
+                sa.select(sa.literal(announcement.id, sa.Integer), *audience_ids.c),
+            )
+            .returning(AnnouncementRecipient.partner_id)
         )
+    )
     db.session.flush()
     _email_recipients(announcement, partner_ids)
     realtime.notify_partners(partner_ids, "announcement", {"announcement": announcement.id})

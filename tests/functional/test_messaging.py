@@ -14,7 +14,15 @@ from flask import g
 
 from portal.extensions import socketio
 from portal.jobs import run_triggers
-from portal.models import AnnouncementRecipient, AutomaticKind, Message, PartnerStatus, Role, Thread
+from portal.models import (
+    AnnouncementRecipient,
+    AutomaticKind,
+    Message,
+    Partner,
+    PartnerStatus,
+    Role,
+    Thread,
+)
 from portal.services import announcements, delivery, inbox, lifecycle, outbox
 from portal.services.announcements import AnnouncementDraft
 from tests.factories import PartnerFactory, UserFactory
@@ -241,6 +249,41 @@ def test_scheduled_announcement_goes_out_once_when_due(db, program):
     assert partner.id in recipients and len(recipients) == len(set(recipients))
     with pytest.raises(Exception, match="gone out"):
         announcements.save_announcement(manager, AnnouncementDraft("x", "y"), announcement)
+
+
+@pytest.mark.postgres
+def test_publishing_writes_the_audience_in_one_go_and_emits_once_after_commit(
+    db, program, database_backend, monkeypatch
+):
+    manager = UserFactory(role=Role.MANAGER)
+    named, _other = PartnerFactory(), PartnerFactory()
+    PartnerFactory(status=PartnerStatus.SUSPENDED)
+    approved = set(db.session.scalars(sa.select(Partner.id).where(Partner.status == PartnerStatus.APPROVED)))
+    assert len(approved) >= 2
+    emitted = []
+    monkeypatch.setattr(socketio, "emit", lambda event, payload, to=None, **_: emitted.append((event, to)))
+
+    def recipients(announcement):
+        return db.session.scalars(
+            sa.select(AnnouncementRecipient.partner_id).where(
+                AnnouncementRecipient.announcement_id == announcement.id
+            )
+        ).all()
+
+    everyone = announcements.save_announcement(manager, AnnouncementDraft("All", "x"))
+    assert emitted == []  # not before the commit
+    db.session.commit()
+    assert sorted(recipients(everyone)) == sorted(approved)
+    rooms = sorted(f"partner:{pid}" for pid in approved)
+    assert emitted == [("announcement", rooms), ("announcement", "operators")]
+    assert announcements.publish(everyone) is None  # out already: no second row, no second event
+    emitted.clear()
+    one = announcements.save_announcement(
+        manager, AnnouncementDraft("One", "x", audience_kind="partners", audience_items=[named.ref_code])
+    )
+    db.session.commit()
+    assert recipients(one) == [named.id]
+    assert emitted == [("announcement", [f"partner:{named.id}"]), ("announcement", "operators")]
 
 
 def test_scheduling_in_the_past_is_refused(db, program):

@@ -89,3 +89,52 @@ def test_notify_operators(connect, login_as, db):
     realtime.notify_operators("application", {"partner_id": 7})
     db.session.commit()
     assert [m["name"] for m in sio.get_received()] == ["application"]
+
+
+@pytest.mark.parametrize("offer", ["permessage-deflate; client_max_window_bits", None])
+def test_websockets_are_opened_without_per_message_compression(app, offer):
+    """A browser offers permessage-deflate; the portal declines it (its events are a few bytes)."""
+    import contextlib
+    import io
+    import socket
+    import threading
+
+    server_end, browser_end = socket.socketpair()
+    environ = {
+        "REQUEST_METHOD": "GET",
+        "PATH_INFO": "/socket.io/",
+        "QUERY_STRING": "EIO=4&transport=websocket",
+        "SERVER_NAME": "localhost",
+        "SERVER_PORT": "80",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "HTTP_HOST": "localhost",
+        "HTTP_CONNECTION": "Upgrade",
+        "HTTP_UPGRADE": "websocket",
+        "HTTP_SEC_WEBSOCKET_KEY": "dGhlIHNhbXBsZSBub25jZQ==",
+        "HTTP_SEC_WEBSOCKET_VERSION": "13",
+        "wsgi.url_scheme": "http",
+        "wsgi.input": io.BytesIO(),
+        "wsgi.errors": io.StringIO(),
+        "werkzeug.socket": server_end,
+    }
+    if offer:
+        environ["HTTP_SEC_WEBSOCKET_EXTENSIONS"] = offer
+
+    def serve():
+        # The browser end hangs up below; how the server's side then ends is not the point.
+        with contextlib.suppress(Exception):
+            app.wsgi_app(environ, lambda status, headers, exc_info=None: None)
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    browser_end.settimeout(10)
+    answer = b""
+    while b"\r\n\r\n" not in answer:
+        chunk = browser_end.recv(4096)
+        assert chunk, answer
+        answer += chunk
+    browser_end.close()
+    server.join(10)
+    head = answer.split(b"\r\n\r\n")[0].decode().lower()
+    assert head.startswith("http/1.1 101")
+    assert "sec-websocket-extensions" not in head
