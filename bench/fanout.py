@@ -205,7 +205,7 @@ class Fleet:
         self.ready = 0
         self.compressed = 0  # connections on which the server accepted permessage-deflate
         self.received: list[float | None] = [None] * len(cookies)
-        self.deliveries = [0] * len(cookies)  # announcements received this round, per client
+        self.copies = [0] * len(cookies)  # announcements received this round, per client
         self.cpu_at = [0.0] * len(cookies)  # the client thread's CPU time when each was read
         self.count = 0
         self.lock = threading.Lock()
@@ -254,7 +254,7 @@ class Fleet:
                 self.all_ready.set()
         elif text.startswith('42["announcement"'):
             with self.lock:
-                self.deliveries[index] += 1
+                self.copies[index] += 1
                 if self.received[index] is None:
                     self.received[index] = now
                     self.count += 1
@@ -298,7 +298,7 @@ class Fleet:
     def reset(self) -> None:
         with self.lock:
             self.received = [None] * len(self.cookies)
-            self.deliveries = [0] * len(self.cookies)
+            self.copies = [0] * len(self.cookies)
             self.count = 0
             self.all_in.clear()
 
@@ -421,7 +421,7 @@ def run(
             bench_cpu = (time.process_time() - process_before) * 1000
             window = (last - started) * 1000
             time.sleep(0.5)  # a second copy would come right behind the first
-            twice = sum(1 for n in fleet.deliveries if n != 1)
+            twice = sum(1 for n in fleet.copies if n != 1)
             # The socket workers' CPU for this round: the fan-out (and the 0.5 s of quiet after it).
             sockets_cpu = workers_cpu_ms((socket_process or process).pid) - sockets_before
             pages_cpu = workers_cpu_ms(process.pid) - pages_before[0] if separate else 0.0
