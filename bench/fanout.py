@@ -9,8 +9,10 @@ That includes the publish request's own work (500 recipient rows, the commit).
 
     python bench/fanout.py            # needs REDIS_URL for the second run (default redis://127.0.0.1:6379/6)
     python bench/fanout.py --clients 2000 [--runs 2]   # the 2-worker run over Redis only
+    python bench/fanout.py --clients 2000 --pg-url postgresql+psycopg://postgres@127.0.0.1:5432/bench
 
-Bounded: 127.0.0.1 only, a temporary SQLite database, every wait has a timeout.
+Bounded: 127.0.0.1 only, a temporary SQLite database (or, with --pg-url, the PostgreSQL
+database given, its public schema rebuilt), every wait has a timeout.
 Targets (issue #20, at 2,000 clients over 2 workers and Redis): fan-out p95 <= 150 ms, the
 publish request <= 200 ms; each worker's resident memory (RSS) is printed after the rounds.
 
@@ -61,8 +63,9 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def prepare_database(directory: Path) -> tuple[str, dict]:
-    """A migrated SQLite database with a program, a manager and CLIENTS approved partners."""
+def prepare_database(directory: Path, pg_url: str | None = None) -> tuple[str, dict]:
+    """A migrated database with a program, a manager and CLIENTS approved partners: a SQLite
+    file in ``directory``, or the PostgreSQL database ``pg_url`` (its public schema emptied)."""
     import sqlalchemy as sa
     from flask_migrate import upgrade
 
@@ -72,6 +75,11 @@ def prepare_database(directory: Path) -> tuple[str, dict]:
     from portal.models import Partner, Program, User
 
     url = f"sqlite:///{directory / 'fanout.db'}"
+    if pg_url:
+        from _common import _reset_postgres
+
+        _reset_postgres(pg_url)
+        url = pg_url
     app = create_app(TestingConfig, SQLALCHEMY_DATABASE_URI=url, SECRET_KEY=SECRET)
     with app.app_context():
         upgrade(directory=str(ROOT / "migrations"))
@@ -511,6 +519,12 @@ def main() -> int:
         help="sockets on the gthread workers themselves (one thread each; the old model), or on "
         "a separate gevent Socket.IO server (as many workers, over Redis; the default)",
     )
+    parser.add_argument(
+        "--pg-url",
+        default=None,
+        help="run on this PostgreSQL database (its public schema is dropped and rebuilt) instead "
+        "of a temporary SQLite file, e.g. postgresql+psycopg://postgres@127.0.0.1:5432/bench",
+    )
     args = parser.parse_args()
     CLIENTS = args.clients
     runs = args.runs or ("1,2" if CLIENTS <= 500 else "2")
@@ -522,7 +536,8 @@ def main() -> int:
     )
     with tempfile.TemporaryDirectory(prefix="portal-fanout-") as tmp:
         directory = Path(tmp)
-        database, cookies = prepare_database(directory)
+        database, cookies = prepare_database(directory, args.pg_url)
+        print(f"database: {'PostgreSQL' if args.pg_url else 'SQLite'}")
         results = {}
         separate = args.socket_server == "separate"
         where = "separate gevent Socket.IO server" if separate else "sockets in the gthread workers"
