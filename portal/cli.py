@@ -232,7 +232,7 @@ def import_rates_command(path: str) -> None:
         converted = tracking.convert_waiting(get_program())
     except fx.RatesFileError as error:
         db.session.rollback()
-        raise click.ClickException(str(error)) from None
+        raise click.ClickException(error.message) from None
     db.session.commit()
     skipped = f"; skipped (not an active ISO 4217 currency): {', '.join(sorted(report.skipped_currencies))}"
     click.echo(

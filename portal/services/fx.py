@@ -49,8 +49,11 @@ _RATE = re.compile(r"[0-9]{1,12}(?:\.[0-9]{1,12})?")
 _KEPT = Context(prec=SIGNIFICANT_DIGITS, rounding=ROUND_HALF_EVEN)
 
 
-class RatesFileError(ValueError):
+class RatesFileError(DomainError):
     """The file is not the ECB's CSV (or a zip holding it); the message says why."""
+
+    def __init__(self, message: str):
+        super().__init__(message, "file")
 
 
 def parse_rate(text: str | None) -> Decimal:

@@ -14,7 +14,6 @@ from wtforms import DateField, StringField
 from wtforms.validators import DataRequired
 
 from portal.blueprints.admin import bp
-from portal.errors import DomainError
 from portal.forms import at_most
 from portal.security import operator_required
 from portal.services import fx, tracking
@@ -121,10 +120,7 @@ def import_rates():
     form = RatesFileForm()
     if form.validate_on_submit():
         with committing(form) as done:
-            try:
-                report = fx.import_ecb(form.file.data.read(), current_user)
-            except fx.RatesFileError as error:
-                raise DomainError(str(error), "file") from None
+            report = fx.import_ecb(form.file.data.read(), current_user)
             converted = tracking.convert_waiting(get_program())
         if done:
             flash(
