@@ -570,10 +570,12 @@ def convert_waiting(program: Program) -> int:
     be and earns; its event (``conversion.created`` / ``flagged`` / ``rejected``) follows its
     ``conversion.held``. A rejected one only gets its amounts. Returns how many converted."""
     converted = 0
+    rates: dict[tuple, fx.FoundRate | None] = {}  # one look-up per currency pair and day
     for conversion in db.session.scalars(waiting_for_rate().order_by(Conversion.id).with_for_update()).all():
-        found = fx.find_rate(
-            conversion.original_currency, conversion.currency, fx.sale_day(conversion.occurred_at)
-        )
+        key = (conversion.original_currency, conversion.currency, fx.sale_day(conversion.occurred_at))
+        if key not in rates:
+            rates[key] = fx.find_rate(*key)
+        found = rates[key]
         if found is None:
             continue
         _convert_one(program, conversion, found)
