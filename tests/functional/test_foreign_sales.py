@@ -13,6 +13,7 @@ from portal.models.types import utcnow
 from portal.services import fx, tracking
 from portal.services.api_keys import create_api_key
 from portal.services.ledger import check_ledger
+from portal.services.rewards import round_half_even
 from tests.factories import PartnerFactory
 
 NOW = datetime(2026, 11, 20, 15, 0, tzinfo=UTC)
@@ -188,7 +189,7 @@ def test_a_refund_while_held_counts_when_the_rate_arrives(db, api):
     _conversion, lines = _lines(db, "jp-5")
     earned = sum(line.amount_minor for line in lines if line.amount_minor > 0)
     reversed_ = -sum(line.amount_minor for line in lines if line.amount_minor < 0)
-    assert reversed_ == round(earned * 1650 / 6600)
+    assert reversed_ == round_half_even(earned * 1650, 6600)  # the share refunded, half-even
     assert check_ledger() == []
 
 
