@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date
 from functools import wraps
 
-from flask import current_app, flash, render_template, request, url_for
+from flask import Response, current_app, flash, render_template, request, url_for
 from flask_babel import gettext as _
 
 from portal.database import begin_write
@@ -187,3 +188,26 @@ def dashboard_range(program) -> tuple:
     else:
         rng = dashboards.date_range(dashboards.DEFAULT_RANGE, today)
     return form, rng, today
+
+
+# --- QR code downloads (the partner's pages and the console's) ---------------------------
+
+_MIMETYPES = {"svg": "image/svg+xml", "png": "image/png"}
+_UNSAFE_IN_NAME = re.compile(r"[^A-Za-z0-9_-]+")
+
+
+def qr_download(text: str, kind: str, name: str) -> Response:
+    """``text`` as a QR code file ``<name>-qr.<kind>`` to download."""
+    from portal.services import qrcodes
+
+    filename = f"{_UNSAFE_IN_NAME.sub('-', name)}-qr.{kind}"
+    response = Response(
+        qrcodes.qr_bytes(text, kind),
+        mimetype=_MIMETYPES[kind],
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )
+    # Asked again on every page view (a link's code can change), answered 304 when unchanged.
+    response.cache_control.private = True
+    response.cache_control.no_cache = True
+    response.add_etag()
+    return response.make_conditional(request)

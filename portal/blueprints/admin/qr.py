@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from portal.blueprints.admin import bp
-from portal.blueprints.partner.qr import qr_download
 from portal.extensions import db
 from portal.models import Link, Partner
 from portal.security import operator_required
 from portal.services import qrcodes
+from portal.views import qr_download
 
 _KINDS = "<any(svg, png):kind>"
 

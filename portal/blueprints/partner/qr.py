@@ -6,34 +6,16 @@ address serves both the preview and the download.
 
 from __future__ import annotations
 
-import re
-
-from flask import Response, abort, request
+from flask import abort
 from flask_login import current_user
 
 from portal.blueprints.partner import bp
 from portal.models import CouponStatus
 from portal.security import partner_required
 from portal.services import coupons, qrcodes, reports
+from portal.views import qr_download
 
 _KINDS = "<any(svg, png):kind>"
-_MIMETYPES = {"svg": "image/svg+xml", "png": "image/png"}
-_UNSAFE_IN_NAME = re.compile(r"[^A-Za-z0-9_-]+")
-
-
-def qr_download(text: str, kind: str, name: str) -> Response:
-    """``text`` as a QR code file ``<name>-qr.<kind>`` (the console's downloads use it too)."""
-    filename = f"{_UNSAFE_IN_NAME.sub('-', name)}-qr.{kind}"
-    response = Response(
-        qrcodes.qr_bytes(text, kind),
-        mimetype=_MIMETYPES[kind],
-        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
-    )
-    # Asked again on every page view (a link's code can change), answered 304 when unchanged.
-    response.cache_control.private = True
-    response.cache_control.no_cache = True
-    response.add_etag()
-    return response.make_conditional(request)
 
 
 @bp.get(f"/links/main/qr.{_KINDS}")
