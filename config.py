@@ -185,6 +185,15 @@ class Config:
     # database has it (portal/clickwriter.py); one directory per machine, shared by its workers.
     CLICK_SPOOL_DIR = _str("CLICK_SPOOL_DIR", str(INSTANCE_DIR / "click-spool"))
 
+    # Conversion API: "batched" writes the sales of concurrent requests many to a transaction
+    # from one thread per process (portal/salewriter.py: group commit); "inline" writes each
+    # in its request's own transaction. A request waits at most SALE_WRITE_TIMEOUT_SECONDS
+    # for its batch (then 503; the client's retry is answered from the stored sale).
+    SALE_WRITE_MODE = _str("SALE_WRITE_MODE", "batched")
+    SALE_BATCH_SIZE = _int("SALE_BATCH_SIZE", 32)
+    SALE_WRITERS = _int("SALE_WRITERS", 2)
+    SALE_WRITE_TIMEOUT_SECONDS = float(_str("SALE_WRITE_TIMEOUT_SECONDS", "30"))
+
     # What the click redirect and the API look up on every request (links, the
     # program, API keys) is cached in each process (portal/lookups.py). A change
     # committed anywhere shows in every worker within TRACKING_CACHE_CHECK_SECONDS;
@@ -246,6 +255,7 @@ class TestingConfig(Config):
     WEBHOOK_ALLOW_NETWORKS = ("loopback",)
     SERVER_NAME = "portal.test"
     CLICK_WRITE_MODE = "inline"
+    SALE_WRITE_MODE = "inline"
     PORTAL_BASE_URL = "http://portal.test"
     TRUSTED_HOSTS = None
     SCHEDULER_ENABLED = False

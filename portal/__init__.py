@@ -249,10 +249,11 @@ def register_extensions(app: Flask) -> None:
         }
     limiter.init_app(app)
 
-    from portal import clickwriter, lookups, storage
+    from portal import clickwriter, lookups, salewriter, storage
 
     lookups.init_app(app)
     clickwriter.init_app(app)
+    salewriter.init_app(app)
     storage.init_app(app)
 
     from portal import i18n

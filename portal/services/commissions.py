@@ -28,6 +28,7 @@ from portal.services.rewards import CommissionDraft, RuleContext, correction, ro
 
 __all__ = [
     "CommissionDraft",
+    "PendingLines",
     "commission_summary",
     "compute_commission",
     "correction",
@@ -63,8 +64,38 @@ def _insert_lines(rows: list[dict]) -> list[int]:
     return list(db.session.execute(_INSERT_LINES, rows).scalars().all())
 
 
+class PendingLines:
+    """Commission lines of several stored conversions, inserted together (one statement for
+    a batch of sales, ``portal.salewriter``) and then attached to their conversions."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict] = []
+        self.owners: list[Conversion] = []
+
+    def add(self, conversion: Conversion, rows: list[dict]) -> None:
+        self.rows.extend(rows)
+        self.owners.extend([conversion] * len(rows))
+
+    def insert(self) -> None:
+        ids = _insert_lines(self.rows) if self.rows else []
+        for line_id, row, conversion in zip(ids, self.rows, self.owners, strict=True):
+            _attach(conversion, [stored_as_loaded(Commission(id=line_id, **row))])
+        self.rows, self.owners = [], []
+
+
+def _attach(conversion: Conversion, lines: list[Commission]) -> None:
+    for line in lines:
+        set_committed_value(line, "conversion", conversion)
+        set_committed_value(line, "payout_item", None)  # new: in no payout (no query to say so)
+    set_committed_value(conversion, "commissions", [*conversion.commissions, *lines])
+
+
 def earn(
-    program: Program, conversion: Conversion, facts: rewards.PartnerFacts | None = None
+    program: Program,
+    conversion: Conversion,
+    facts: rewards.PartnerFacts | None = None,
+    *,
+    pending: PendingLines | None = None,
 ) -> list[Commission]:
     """Write the commission lines of an attributed conversion, pending until the hold ends.
 
@@ -72,7 +103,8 @@ def earn(
     the new tier's rate itself. ``facts``: the partner's tier and metrics, when the caller
     read them with the sale's insert (``rewards.TierProbe``). A stored conversion's lines
     take one INSERT … RETURNING id, not the unit of work (the API's hot path); an unsaved
-    one's are added to the session with it.
+    one's are added to the session with it. ``pending``: leave a stored conversion's lines
+    there, inserted later with others' (they are not on the conversion until then).
     """
     upgrade = rewards.upgrade_on_conversion(program, conversion, facts)
     if upgrade is None:
@@ -105,12 +137,12 @@ def earn(
         ]
         db.session.add_all(lines)
         return lines
+    if pending is not None:  # inserted with the rest of the batch's lines (``PendingLines.insert``)
+        pending.add(conversion, rows)
+        return []
     ids = _insert_lines(rows) if rows else []
     lines = [stored_as_loaded(Commission(id=line_id, **row)) for line_id, row in zip(ids, rows, strict=True)]
-    for line in lines:
-        set_committed_value(line, "conversion", conversion)
-        set_committed_value(line, "payout_item", None)  # new: in no payout (no query to say so)
-    set_committed_value(conversion, "commissions", [*conversion.commissions, *lines])
+    _attach(conversion, lines)
     return lines
 
 

@@ -340,16 +340,22 @@ def contribution(conversion: Conversion, timezone: str | None = None) -> Contrib
 
 
 def count_conversion(
-    conversion: Conversion, before: Contribution | None = None, timezone: str | None = None
+    conversion: Conversion,
+    before: Contribution | None = None,
+    timezone: str | None = None,
+    *,
+    into: Tally | None = None,
 ) -> None:
-    """Apply the change in the conversion's contribution since ``before`` (None: a new conversion)."""
+    """Apply the change in the conversion's contribution since ``before`` (None: a new conversion).
+    ``into``: add it to that tally instead, written later with others (a batch of sales)."""
     after = contribution(conversion, timezone)
-    tally = Tally()
+    tally = into if into is not None else Tally()
     if before is not None:
         tally.add(before.key, before.counts, sign=-1)
     if after is not None:
         tally.add(after.key, after.counts)
-    write(db.session, tally)
+    if into is None:
+        write(db.session, tally)
 
 
 # --- rebuilding ------------------------------------------------------------------------

@@ -381,6 +381,24 @@ def _set_rate(conversion: Conversion, found: fx.FoundRate) -> None:
     )
 
 
+@dataclass
+class PreparedSale:
+    """A sale read and decided, not written yet (``prepare_conversion``): its row, its partner
+    and the probe its insert reads the partner's tier counters with."""
+
+    conversion: Conversion
+    partner: Partner | None
+    probe: rewards.TierProbe | None
+    digest: str
+
+    @property
+    def earning_partner_id(self) -> int | None:
+        """The partner this sale earns for (whose lock its write takes), or None."""
+        if self.partner is not None and self.conversion.status == ConversionStatus.PENDING:
+            return self.partner.id
+        return None
+
+
 def record_conversion(
     program: Program,
     data: ConversionInput,
@@ -401,7 +419,22 @@ def record_conversion(
     Its events (``conversion.created`` / ``flagged`` / ``rejected`` / ``held``, one per commission line)
     are written by the database with the rows (triggers, migration 0017_outbox): no statement
     of their own. ``defer_messages`` is accepted for the API's sake and changes nothing: every
-    reaction (messages, e-mail, webhooks) now runs from the outbox after the commit."""
+    reaction (messages, e-mail, webhooks) now runs from the outbox after the commit.
+
+    Two steps, which ``portal.salewriter`` also runs for many sales in one transaction:
+    ``prepare_conversion`` (reads only) and ``write_conversion``."""
+    sale = prepare_conversion(program, data, raw, received_at=received_at)
+    # Only now the write lock (SQLite; it was read from a snapshot until here, so a sale
+    # holds the lock for its writes only).
+    begin_write(db.session())
+    return write_conversion(program, sale)
+
+
+def prepare_conversion(
+    program: Program, data: ConversionInput, raw: dict, *, received_at: datetime | None = None
+) -> PreparedSale:
+    """Everything a sale decides before it writes: attribution, the window, the currency and
+    the screening. Reads only; a ``DomainError`` here (a sale over the maximum) wrote nothing."""
     digest = fingerprint(raw)
     # No look-up first: the transaction id is unique, so a repeat fails its insert below
     # and is answered from the row already there (retries are rare; sales are not).
@@ -464,28 +497,64 @@ def record_conversion(
         if partner is not None and conversion.status == ConversionStatus.PENDING
         else None
     )
-    # Only now the write lock (SQLite; it was read from a snapshot until here, so a sale
-    # holds the lock for its writes only), and on PostgreSQL the partner's own lock: one
-    # partner's sales one at a time, each reading the counters the one before left (its tier).
-    begin_write(db.session())
-    if partner is not None and conversion.status == ConversionStatus.PENDING:
-        lock_partner(db.session(), partner.id)
-    stored, facts = _insert_once(conversion, probe)
+    return PreparedSale(conversion=conversion, partner=partner, probe=probe, digest=digest)
+
+
+class SaleBatch:
+    """What the sales of one transaction leave to write together (``portal.salewriter``):
+    their commission lines in one INSERT, then their rollups in one tally."""
+
+    def __init__(self) -> None:
+        self.lines = commissions.PendingLines()
+        self.conversions: list[Conversion] = []
+
+    def finish(self, program: Program) -> None:
+        """Write the batch's lines and rollups; every conversion then has its lines."""
+        self.lines.insert()
+        tally = rollups.Tally()
+        for conversion in self.conversions:
+            rollups.count_conversion(conversion, timezone=program.timezone, into=tally)
+        rollups.write(db.session, tally)
+
+
+def write_conversion(
+    program: Program,
+    sale: PreparedSale,
+    *,
+    locked: bool = False,
+    batch: SaleBatch | None = None,
+) -> tuple[Conversion, bool]:
+    """Write a prepared sale in the session's write transaction: (the conversion, True), or
+    (the one stored before under its transaction id, False) — a ``Conflict`` if that one was
+    reported with different details.
+
+    On PostgreSQL the partner's own lock comes first (``locked``: the caller holds it
+    already): one partner's sales one at a time, each reading the counters the one before
+    left (its tier). ``batch``: leave its commission lines and rollups there, written with
+    the other sales' by ``SaleBatch.finish`` (a new conversion has no lines until then)."""
+    conversion, partner = sale.conversion, sale.partner
+    if sale.earning_partner_id is not None and not locked:
+        lock_partner(db.session(), sale.earning_partner_id)
+    stored, facts = _insert_once(conversion, sale.probe)
     if stored is None:
         # Reported before (a retry), or a concurrent request with the same transaction id won.
-        existing = _find_conversion(data.transaction_id)
+        existing = _find_conversion(conversion.transaction_id)
         if existing is None:
-            raise RuntimeError(f"conversion {data.transaction_id!r} neither inserted nor found")
-        return _same_or_conflict(existing, digest, "transaction_id"), False
+            raise RuntimeError(f"conversion {conversion.transaction_id!r} neither inserted nor found")
+        return _same_or_conflict(existing, sale.digest, "transaction_id"), False
     conversion = stored
     # What the answer and the events read, from the objects in hand instead of queries.
     set_committed_value(conversion, "partner", partner)
     set_committed_value(conversion, "commissions", [])
+    pending = batch.lines if batch is not None else None
     if conversion.status == ConversionStatus.PENDING and partner is not None:
-        commissions.earn(program, conversion, facts)
-    # The time zone of the program in hand (the API's is cached: a change reaches every
-    # worker within TRACKING_CACHE_CHECK_SECONDS; rebuild-rollups recounts after one anyway).
-    rollups.count_conversion(conversion, timezone=program.timezone)
+        commissions.earn(program, conversion, facts, pending=pending)
+    if batch is not None:
+        batch.conversions.append(conversion)
+    else:
+        # The time zone of the program in hand (the API's is cached: a change reaches every
+        # worker within TRACKING_CACHE_CHECK_SECONDS; rebuild-rollups recounts after one anyway).
+        rollups.count_conversion(conversion, timezone=program.timezone)
     # Open pages hear of it from the outbox's live consumer (its events, after the commit).
     events.written()  # by the triggers: the dispatcher looks after the commit
     return conversion, True

@@ -164,3 +164,45 @@ def test_a_sale_with_a_coupon_code_costs_no_more(client, db, setting):
         with_ref = _count_one_sale(client, db, headers, ref)
         with_coupon = _count_one_sale(client, db, headers, ref, coupon="spring-26")
     assert len(with_coupon) == len(with_ref) <= MAX_STATEMENTS, "\n\n".join(with_coupon)
+
+
+def test_sales_written_together_cost_two_statements_each_at_most(app, client, db, setting):
+    """The sale writer (portal/salewriter.py) writes concurrent requests' sales in one
+    transaction: each its own INSERT, the batch one lock statement, one INSERT of every
+    commission line and one write of the rollups (four upserts on SQLite)."""
+    from portal.blueprints.api.routes import _conversion_answer
+    from portal.blueprints.api.schemas import read_conversion
+    from portal.salewriter import Outcome, Sale
+    from portal.services.program import cached_program
+
+    program, _silver, _headers = setting
+    with time_machine.travel(NOW, tick=False):
+        partners = [PartnerFactory() for _ in range(10)]
+        for partner in partners:
+            _history(program, partner, 10)
+        db.session.commit()
+        refs = [partner.ref_code for partner in partners]
+        writer = app.extensions["sale_writer"]
+
+        def batch() -> list:
+            with app.test_request_context():
+                program = cached_program()
+                bodies = [
+                    {
+                        "transaction_id": f"together-{next(_tx)}",
+                        "amount": "80.00",
+                        "currency": "USD",
+                        "ref": ref,
+                    }
+                    for ref in refs
+                ]
+                return [
+                    Sale(read_conversion(body, program), body, NOW, _conversion_answer) for body in bodies
+                ]
+
+        writer.write(batch())  # this process's caches warm (every partner's code), as under load
+        db.session.expunge_all()
+        sales = batch()
+        statements = _statements_of(db.engine, lambda: writer.write(sales))
+    assert [sale.outcome for sale in sales] == [Outcome.WRITTEN] * 10
+    assert len(statements) <= 2 * len(sales), "\n\n".join(statements)

@@ -1,4 +1,6 @@
 """The same sale reported several times at once: exactly one conversion, one commission.
+Sales of one partner at once earn what they would one after another, written in their
+requests' transactions or many to a transaction by the sale writer.
 
 Runs against committed data on a real database (SQLite and PostgreSQL), each
 request on its own thread and connection, released together by a barrier.
@@ -26,10 +28,12 @@ PARALLEL = 8
 THRESHOLD = 3  # conversions: the tier the parallel sales below reach among themselves
 
 
-@pytest.fixture
-def committed_world(database_url):
-    """A program, a partner and a key, committed for real; removed afterwards."""
-    app = create_app(TestingConfig, SQLALCHEMY_DATABASE_URI=database_url)
+@pytest.fixture(params=["inline", "batched"])
+def committed_world(database_url, request):
+    """A program, a partner and a key, committed for real; removed afterwards. The sales are
+    written in their requests' own transactions, or by the sale writer's threads in batches
+    (portal/salewriter.py, production's default)."""
+    app = create_app(TestingConfig, SQLALCHEMY_DATABASE_URI=database_url, SALE_WRITE_MODE=request.param)
     with app.app_context():
         ProgramFactory()
         partner = PartnerFactory(ref_code="race")

@@ -14,7 +14,9 @@ from portal.database import begin_write
 from portal.errorpages import api_error
 from portal.errors import DomainError
 from portal.extensions import csrf, db, limiter
+from portal.models.types import utcnow
 from portal.money import to_decimal_string
+from portal.salewriter import Outcome, WriterTimeout
 from portal.security import client_ip
 from portal.services import api_keys, tracking
 from portal.services.commissions import commission_summary
@@ -197,13 +199,34 @@ def create_signup():
     return jsonify(payload), 201 if created else 200
 
 
+def _conversion_answer(conversion) -> dict:
+    return {"conversion": conversion_json(conversion)}
+
+
 @bp.post("/conversions")
 def create_conversion():
     body = _body()
     program = cached_program()
     data = read_conversion(body, program)
+    writer = current_app.extensions["sale_writer"]
+    if writer.batched:
+        # Written with other requests' sales in one transaction (portal/salewriter.py); the
+        # request's own read transaction ends first (it holds no lock while it waits).
+        db.session.rollback()
+        try:
+            sale = writer.record(data, body, utcnow(), _conversion_answer)
+        except WriterTimeout:
+            message = gettext("The sale could not be stored in time; send it again.")
+            response, status = api_error(503, message, code="unavailable")
+            response.headers["Retry-After"] = "15"
+            return response, status
+        if sale.outcome == Outcome.WRITTEN:
+            return jsonify(sale.payload), 201 if sale.created else 200
+        if sale.outcome == Outcome.FAILED:
+            raise sale.error
+        # Outcome.ALONE: its batch failed; written alone, as in inline mode.
     conversion, created = tracking.record_conversion(program, data, body, defer_messages=True)
-    payload = {"conversion": conversion_json(conversion)}  # before commit: nothing to reload afterwards
+    payload = _conversion_answer(conversion)  # before commit: nothing to reload afterwards
     db.session.commit()
     return jsonify(payload), 201 if created else 200
 

@@ -1,0 +1,221 @@
+"""Group commit for the conversion API: the sales of concurrent requests written by one
+thread per process, many in one transaction.
+
+A sale costs a few statements of its own (its insert, which also reads the partner's tier
+counters, and its commission lines), and a transaction costs more around them: a connection
+from the pool (and its pre-ping), SQLite's writer gate or PostgreSQL's partner lock, the
+rollup upserts and the commit. Written one request at a time, that fixed part was most of a
+sale's cost and all of SQLite's waiting. Here the request thread validates the body and
+hands the sale over (``record``); the writer takes every sale waiting (up to
+``SALE_BATCH_SIZE``) and, in one transaction:
+
+1. decides each sale as ``tracking.record_conversion`` does (attribution, window, currency,
+   screening: reads only). A sale whose partner already has a sale in this batch waits for
+   the next batch, so each sale still reads the counters of every earlier sale of its
+   partner (its tier), exactly as if they had come one after the other;
+2. takes the partners' locks (PostgreSQL), all at once and in ascending order, so two
+   processes' batches never wait for each other in a circle;
+3. writes each sale (``tracking.write_conversion``) and builds its answer;
+4. writes the rollups of the whole batch in one go (rows sorted: the same lock order
+   everywhere) and commits. Only then are the answers given.
+
+Nothing is half-saved: a batch commits whole or not at all. When a batch fails for any
+reason but a sale's own ``DomainError`` (which wrote nothing and is that request's answer),
+it is rolled back and each of its requests writes its sale alone in its own transaction
+(``Outcome.ALONE``), as ``SALE_WRITE_MODE=inline`` always does, so one bad sale costs the
+others a retry, never their answer. A request that waits longer than
+``SALE_WRITE_TIMEOUT_SECONDS`` is answered 503 (its sale may still be written: the client's
+retry with the same transaction id is then answered from it).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from flask import Flask
+
+from portal.database import begin_write, lock_partners
+from portal.errors import DomainError
+from portal.extensions import db
+from portal.services import outbox, tracking
+from portal.services.program import cached_program
+
+log = logging.getLogger(__name__)
+
+# The answer a request gives for its stored (or earlier) conversion, built before the commit.
+Answer = Callable[[Any], dict]
+
+
+class Outcome:
+    WRITTEN = "written"  # ``answer`` and ``created`` hold the request's answer
+    FAILED = "failed"  # ``error`` is the request's answer (a DomainError: nothing was written)
+    ALONE = "alone"  # the batch failed: the request writes its sale itself
+
+
+@dataclass
+class Sale:
+    """One request's sale, waiting for the writer."""
+
+    data: Any  # tracking.ConversionInput
+    raw: dict
+    received_at: datetime
+    answer: Answer
+    done: threading.Event = field(default_factory=threading.Event)
+    outcome: str = Outcome.ALONE
+    payload: dict | None = None
+    created: bool = False
+    error: Exception | None = None
+
+    def finish(self, outcome: str, *, payload=None, created=False, error=None) -> None:
+        self.outcome, self.payload, self.created, self.error = outcome, payload, created, error
+        self.done.set()
+
+
+class WriterTimeout(Exception):
+    """The writer did not answer in time (the database is slow or down)."""
+
+
+class SaleWriter:
+    def __init__(self, app: Flask):
+        self.app = app
+        self.batched = app.config["SALE_WRITE_MODE"] == "batched"
+        self.max_batch = app.config["SALE_BATCH_SIZE"]
+        self.writers = app.config["SALE_WRITERS"]
+        self.timeout = app.config["SALE_WRITE_TIMEOUT_SECONDS"]
+        self._queue: deque[Sale] = deque()
+        self._ready = threading.Condition()
+        self._threads: list[threading.Thread] = []
+        self._pid = os.getpid()
+        self.batches = 0  # committed batches, and the sales in them (for tests and the bench)
+        self.sales = 0
+
+    def record(self, data, raw: dict, received_at: datetime, answer: Answer) -> Sale:
+        """Hand a sale to the writer and wait for it; the returned sale says what came of it."""
+        sale = Sale(data=data, raw=raw, received_at=received_at, answer=answer)
+        with self._ready:
+            self._ensure_thread()
+            self._queue.append(sale)
+            self._ready.notify()
+        if not sale.done.wait(self.timeout):
+            raise WriterTimeout(f"no answer from the sale writer within {self.timeout} s")
+        return sale
+
+    def _ensure_thread(self) -> None:
+        if os.getpid() != self._pid:  # forked: the parent's thread and queue are not ours
+            self._pid = os.getpid()
+            self._queue.clear()
+            self._threads = []
+        self._threads = [thread for thread in self._threads if thread.is_alive()]
+        while len(self._threads) < self.writers:
+            thread = threading.Thread(target=self._run, name=f"sale-writer-{len(self._threads)}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def _take(self) -> list[Sale]:
+        with self._ready:
+            while not self._queue:
+                self._ready.wait()
+            count = min(len(self._queue), self.max_batch)
+            return [self._queue.popleft() for _ in range(count)]
+
+    def _give_back(self, sales: list[Sale]) -> None:
+        """Sales that wait for the next batch go first in it, in their order."""
+        if not sales:
+            return
+        with self._ready:
+            self._queue.extendleft(reversed(sales))
+
+    def _run(self) -> None:
+        while True:
+            sales = self._take()
+            later: list[Sale] = []
+            try:
+                with self.app.app_context():
+                    try:
+                        later = self.write(sales)
+                    finally:
+                        db.session.remove()
+            except Exception:  # the thread must outlive any one failure
+                log.exception("sale writer: a batch of %d failed; each request writes its own", len(sales))
+            waiting = {id(sale) for sale in later}
+            for sale in sales:
+                if not sale.done.is_set() and id(sale) not in waiting:
+                    sale.finish(Outcome.ALONE)
+            self._give_back(later)  # only after the batch ended, so none is written twice
+
+    def write(self, sales: list[Sale]) -> list[Sale]:
+        """Write ``sales`` in one transaction (in an app context). Each is finished, but those
+        whose partner already has a sale in this batch: returned, for the next batch."""
+        program = cached_program()
+        batch: list[tuple[Sale, tracking.PreparedSale]] = []
+        partners: set[int] = set()
+        later: list[Sale] = []
+        for sale in sales:
+            try:
+                prepared = tracking.prepare_conversion(
+                    program, sale.data, sale.raw, received_at=sale.received_at
+                )
+            except DomainError as error:
+                sale.finish(Outcome.FAILED, error=error)
+                continue
+            partner_id = prepared.earning_partner_id
+            if partner_id is not None:
+                if partner_id in partners:
+                    later.append(sale)
+                    continue
+                partners.add(partner_id)
+            batch.append((sale, prepared))
+        if not batch:
+            db.session.rollback()
+            return later
+        written: list[tuple[Sale, Any, bool]] = []
+        failed: list[tuple[Sale, Exception]] = []
+        answers: list[tuple[Sale, dict, bool]] = []
+        try:
+            begin_write(db.session())
+            lock_partners(db.session(), partners)
+            together = tracking.SaleBatch()
+            for sale, prepared in batch:
+                try:
+                    conversion, created = tracking.write_conversion(
+                        program, prepared, locked=True, batch=together
+                    )
+                except tracking.Conflict as error:  # a retry with other details: nothing written
+                    failed.append((sale, error))
+                    continue
+                written.append((sale, conversion, created))
+            together.finish(program)
+            # The answers before the commit: nothing to load again afterwards.
+            answers = [(sale, sale.answer(conversion), created) for sale, conversion, created in written]
+            db.session.commit()
+        except Exception:
+            db.session.rollback()
+            log.exception("sale writer: a batch of %d sales failed; each is written alone", len(batch))
+            for sale, _prepared in batch:
+                sale.finish(Outcome.ALONE)
+            return later
+        self.batches += 1
+        self.sales += len(batch)
+        try:
+            # Wake the dispatcher (OUTBOX_DISPATCH_MODE=inline: dispatch now, before the
+            # answers, as an inline request does before it answers).
+            outbox.kick_if_ready(db.session())
+        finally:
+            for sale, payload, created in answers:
+                sale.finish(Outcome.WRITTEN, payload=payload, created=created)
+            for sale, error in failed:
+                sale.finish(Outcome.FAILED, error=error)
+        return later
+
+
+def init_app(app: Flask) -> SaleWriter:
+    writer = SaleWriter(app)
+    app.extensions["sale_writer"] = writer
+    return writer

@@ -1,0 +1,293 @@
+"""Group commit of the conversion API (portal/salewriter.py): the sales of concurrent requests
+written many to a transaction earn, count and answer exactly as sales written one by one.
+
+Runs on committed data (SQLite and PostgreSQL): the writer's thread has its own session and
+connection, as in production. The batches here are made by hand (``SaleWriter.write``), so
+their make-up is known; tests/functional/test_concurrency.py sends parallel requests through
+the writer's own thread.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import UTC, datetime
+
+import pytest
+import sqlalchemy as sa
+
+from config import TestingConfig
+from portal import create_app
+from portal.blueprints.api.routes import _conversion_answer
+from portal.blueprints.api.schemas import read_conversion
+from portal.errors import DomainError
+from portal.extensions import db as _db
+from portal.models import (
+    ApiKey,
+    Commission,
+    Conversion,
+    DailyStat,
+    Partner,
+    PartnerTier,
+    Program,
+    Tier,
+    TierChange,
+    User,
+)
+from portal.salewriter import Outcome, Sale
+from portal.services import rollups, tracking
+from portal.services.api_keys import create_api_key
+from portal.services.ledger import check_ledger, without_ledger_triggers
+from portal.services.program import cached_program
+from tests.factories import PartnerFactory, ProgramFactory
+
+pytestmark = pytest.mark.postgres
+
+REFS = ("alpha", "bravo", "charlie")
+
+
+@pytest.fixture
+def world(database_url):
+    """Three partners, a tier reached at the second sale, a key; committed, removed afterwards."""
+    app = create_app(
+        TestingConfig, SQLALCHEMY_DATABASE_URI=database_url, SALE_WRITE_MODE="batched", SALE_WRITERS=1
+    )
+    with app.app_context():
+        ProgramFactory(fraud_duplicate_order=False)
+        partners = [PartnerFactory(ref_code=ref) for ref in REFS]
+        _db.session.add(
+            Tier(
+                name="Two sales",
+                rank=1,
+                rate_percent_bp=2000,
+                threshold_metric="conversions",
+                threshold_value=2,
+            )
+        )
+        _key, plain = create_api_key("writer", None)
+        _db.session.commit()
+        ids = [(p.id, p.user_id) for p in partners]
+    yield app, plain
+    with app.app_context():
+        from portal.models import MessageTemplate, OutboundEmail
+
+        with without_ledger_triggers(_db.session.connection()):
+            for grain in rollups.GRAINS:
+                _db.session.execute(sa.delete(grain.table))
+            _db.session.execute(sa.delete(Commission))
+            _db.session.execute(sa.delete(Conversion))
+            for model in (OutboundEmail, TierChange, PartnerTier, Tier, MessageTemplate, ApiKey):
+                _db.session.execute(sa.delete(model))
+            for partner_id, user_id in ids:
+                _db.session.execute(sa.delete(Partner).where(Partner.id == partner_id))
+                _db.session.execute(sa.delete(User).where(User.id == user_id))
+            _db.session.execute(sa.delete(Program))
+        _db.session.commit()
+        _db.engine.dispose()
+
+
+def _sales(app, bodies: list[dict]) -> list[Sale]:
+    with app.test_request_context():
+        program = cached_program()
+        return [
+            Sale(
+                data=read_conversion(body, program),
+                raw=body,
+                received_at=datetime.now(UTC),
+                answer=_conversion_answer,
+            )
+            for body in bodies
+        ]
+
+
+def _write_all(app, sales: list[Sale]) -> int:
+    """Write ``sales`` as the writer's thread does, batch after batch; returns how many batches."""
+    writer = app.extensions["sale_writer"]
+    batches = 0
+    while sales:
+        with app.app_context():
+            try:
+                sales = writer.write(sales)
+            finally:
+                _db.session.remove()
+        batches += 1
+    return batches
+
+
+def _body(tx: str, ref: str, amount: str = "100.00") -> dict:
+    return {"transaction_id": tx, "amount": amount, "currency": "USD", "ref": ref}
+
+
+def _rollups_equal_a_recount(app) -> bool:
+    """The four rollup tables as kept, against what ``rebuild`` recounts from the raw rows."""
+
+    def read() -> list[set]:
+        return [set(_db.session.execute(sa.select(grain.table)).all()) for grain in rollups.GRAINS]
+
+    with app.app_context():
+        kept = read()
+        rollups.rebuild(_db.session)
+        recounted = read()
+        _db.session.rollback()
+    return kept == recounted
+
+
+def _kinds_by_partner(app) -> dict[str, list[str]]:
+    with app.app_context():
+        rows = _db.session.execute(
+            sa.select(Partner.ref_code, Commission.kind)
+            .join(Conversion, Conversion.partner_id == Partner.id)
+            .join(Commission, Commission.conversion_id == Conversion.id)
+            .order_by(Conversion.id)
+        ).all()
+    kinds: dict[str, list[str]] = {}
+    for ref, kind in rows:
+        kinds.setdefault(ref, []).append(kind)
+    return kinds
+
+
+def test_a_batch_earns_exactly_what_the_same_sales_earn_one_by_one(world):
+    app, _plain = world
+    # Three sales of each partner, interleaved: a partner's second and third sale wait for the
+    # next batch (each must read the counters its earlier sales left: the tier at the second).
+    bodies = [_body(f"b-{i}-{ref}", ref, f"{50 + i}.00") for i in range(3) for ref in REFS]
+    sales = _sales(app, bodies)
+    assert _write_all(app, sales) == 3
+    assert [sale.outcome for sale in sales] == [Outcome.WRITTEN] * 9
+    assert all(sale.created for sale in sales)
+    assert _kinds_by_partner(app) == {ref: ["base", "tier", "tier"] for ref in REFS}
+    with app.app_context():
+        # One transaction a batch: the three partners' first sales were written together.
+        if _db.engine.dialect.name == "postgresql":
+            xmin = sa.text("count(DISTINCT xmin::text)")
+            assert _db.session.scalar(sa.select(xmin).select_from(Conversion)) == 3
+        # The answers carry each sale's own commission, the rollups equal a recount, the ledger holds.
+        for sale in sales:
+            answer = sale.payload["conversion"]
+            stored = _db.session.scalars(
+                sa.select(Conversion).where(Conversion.transaction_id == answer["transaction_id"])
+            ).one()
+            assert answer["amount"] == f"{stored.amount_minor / 100:.2f}"
+            lines = sum(line.amount_minor for line in stored.commissions)
+            assert answer["commission"]["amount"] == f"{lines / 100:.2f}"
+        per_partner = sa.select(sa.func.sum(DailyStat.conversions)).group_by(DailyStat.partner_id)
+        assert _db.session.scalars(per_partner).all() == [3, 3, 3]
+        assert check_ledger() == []
+    assert _rollups_equal_a_recount(app)
+
+
+def test_the_same_transaction_id_twice_in_one_batch_is_stored_once(world):
+    app, _plain = world
+    # Sales that attribute to nobody share a batch (no partner to take turns for).
+    same = _body("dup-1", "nobody-at-all")
+    other_details = {**same, "amount": "7.00"}
+    sales = _sales(app, [same, same, other_details])
+    _write_all(app, sales)
+    assert [sale.outcome for sale in sales] == [Outcome.WRITTEN, Outcome.WRITTEN, Outcome.FAILED]
+    assert [sale.created for sale in sales[:2]] == [True, False]
+    assert sales[0].payload == sales[1].payload
+    assert isinstance(sales[2].error, tracking.Conflict)
+    with app.app_context():
+        assert _db.session.scalar(sa.select(sa.func.count()).select_from(Conversion)) == 1
+
+
+def test_a_batch_that_fails_leaves_nothing_and_each_sale_is_written_alone(world, monkeypatch):
+    app, plain = world
+    real = tracking.write_conversion
+
+    def failing(program, sale, **kwargs):
+        if sale.conversion.transaction_id == "boom":
+            raise RuntimeError("the database went away")
+        return real(program, sale, **kwargs)
+
+    monkeypatch.setattr(tracking, "write_conversion", failing)
+    sales = _sales(app, [_body("fine-1", "alpha"), _body("boom", "bravo"), _body("fine-2", "charlie")])
+    _write_all(app, sales)
+    assert [sale.outcome for sale in sales] == [Outcome.ALONE] * 3
+    with app.app_context():
+        # Nothing of the batch was kept: not the sales before the failure either.
+        assert _db.session.scalar(sa.select(sa.func.count()).select_from(Conversion)) == 0
+        assert _db.session.scalar(sa.select(sa.func.count()).select_from(Commission)) == 0
+    assert _rollups_equal_a_recount(app)
+
+    # Through the API: the request whose batch failed writes its sale itself.
+    monkeypatch.setattr(tracking, "write_conversion", real)
+    from portal.salewriter import SaleWriter
+
+    original = SaleWriter.write
+    failures = []
+
+    def fail_once(self, sales):
+        if not failures:
+            failures.append(sales)
+            raise RuntimeError("the batch's connection broke")
+        return original(self, sales)
+
+    monkeypatch.setattr(SaleWriter, "write", fail_once)
+    response = app.test_client().post(
+        "/api/v1/conversions", json=_body("api-1", "alpha"), headers={"Authorization": f"Bearer {plain}"}
+    )
+    assert response.status_code == 201, response.json
+    assert len(failures) == 1
+    assert response.json["conversion"]["commission"] is not None
+    with app.app_context():
+        stored = _db.session.scalars(sa.select(Conversion).where(Conversion.transaction_id == "api-1")).one()
+        assert len(stored.commissions) == 1
+    assert _rollups_equal_a_recount(app)
+
+
+def test_a_sale_refused_while_it_is_decided_is_answered_alone_and_the_others_are_written(world, monkeypatch):
+    app, plain = world
+    real = tracking.prepare_conversion
+
+    def refusing(program, data, raw, **kwargs):
+        if data.transaction_id == "refused":
+            raise DomainError("This sale is more than the program's maximum sale.", "amount")
+        return real(program, data, raw, **kwargs)
+
+    monkeypatch.setattr(tracking, "prepare_conversion", refusing)
+    sales = _sales(app, [_body("kept-1", "alpha"), _body("refused", "bravo"), _body("kept-2", "charlie")])
+    _write_all(app, sales)
+    assert [sale.outcome for sale in sales] == [Outcome.WRITTEN, Outcome.FAILED, Outcome.WRITTEN]
+    assert sales[1].error.field == "amount"
+    # And through the API, a 422 naming the field.
+    response = app.test_client().post(
+        "/api/v1/conversions", json=_body("refused", "bravo"), headers={"Authorization": f"Bearer {plain}"}
+    )
+    assert response.status_code == 422
+    refusal = "This sale is more than the program's maximum sale."
+    assert response.json["error"]["fields"] == {"amount": [refusal]}
+
+
+def test_a_request_whose_batch_takes_too_long_is_answered_503_and_its_retry_from_the_stored_sale(
+    world, monkeypatch
+):
+    app, plain = world
+    app.extensions["sale_writer"].timeout = 0.2
+    from portal.salewriter import SaleWriter
+
+    original = SaleWriter.write
+    released = threading.Event()
+
+    def slow(self, sales):
+        released.wait(5)
+        return original(self, sales)
+
+    monkeypatch.setattr(SaleWriter, "write", slow)
+    headers = {"Authorization": f"Bearer {plain}"}
+    body = _body("slow-1", "alpha")
+    response = app.test_client().post("/api/v1/conversions", json=body, headers=headers)
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "15"
+    assert response.json["error"]["code"] == "unavailable"
+    released.set()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        with app.app_context():
+            if _db.session.scalar(sa.select(Conversion.id).where(Conversion.transaction_id == "slow-1")):
+                break
+        time.sleep(0.05)
+    app.extensions["sale_writer"].timeout = 5
+    retry = app.test_client().post("/api/v1/conversions", json=body, headers=headers)
+    assert retry.status_code == 200
+    assert retry.json["conversion"]["transaction_id"] == "slow-1"
