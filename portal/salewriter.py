@@ -23,7 +23,8 @@ Nothing is half-saved: a batch commits whole or not at all. When a batch fails f
 reason but a sale's own ``DomainError`` (which wrote nothing and is that request's answer),
 it is rolled back and each of its requests writes its sale alone in its own transaction
 (``Outcome.ALONE``), as ``SALE_WRITE_MODE=inline`` always does, so one bad sale costs the
-others a retry, never their answer. A request that waits longer than
+others a retry, never their answer; when the database cannot be reached, each request
+answers 503 at once, as every request does in an outage. A request that waits longer than
 ``SALE_WRITE_TIMEOUT_SECONDS`` is answered 503 (its sale may still be written: the client's
 retry with the same transaction id is then answered from it).
 """
@@ -42,6 +43,7 @@ from typing import Any
 from flask import Flask
 
 from portal.database import begin_write, lock_partners
+from portal.errorpages import database_unavailable
 from portal.errors import DomainError
 from portal.extensions import db
 from portal.services import outbox, tracking
@@ -135,20 +137,34 @@ class SaleWriter:
     def _run(self) -> None:
         while True:
             sales = self._take()
-            later: list[Sale] = []
-            try:
-                with self.app.app_context():
-                    try:
-                        later = self.write(sales)
-                    finally:
-                        db.session.remove()
-            except Exception:  # the thread must outlive any one failure
-                log.exception("sale writer: a batch of %d failed; each request writes its own", len(sales))
-            waiting = {id(sale) for sale in later}
-            for sale in sales:
-                if not sale.done.is_set() and id(sale) not in waiting:
+            self._give_back(self.run_batch(sales))  # after the batch ended: none written twice
+
+    def run_batch(self, sales: list[Sale]) -> list[Sale]:
+        """One batch in its own app context and session; returns the sales left for the next."""
+        try:
+            with self.app.app_context():
+                try:
+                    return self.write(sales)
+                finally:
+                    db.session.remove()
+        except Exception as error:  # noqa: BLE001 - the thread must outlive any one failure
+            self._failed(sales, error)
+            return []
+
+    @staticmethod
+    def _failed(sales: list[Sale], error: Exception) -> None:
+        """A batch that failed wrote nothing. When the database cannot be reached, each
+        request answers 503 as any request does in an outage (no second wait for it);
+        otherwise each request writes its sale alone."""
+        outage = database_unavailable(error)
+        if not outage:
+            log.exception("sale writer: a batch of %d sales failed; each is written alone", len(sales))
+        for sale in sales:
+            if not sale.done.is_set():
+                if outage:
+                    sale.finish(Outcome.FAILED, error=error)
+                else:
                     sale.finish(Outcome.ALONE)
-            self._give_back(later)  # only after the batch ended, so none is written twice
 
     def write(self, sales: list[Sale]) -> list[Sale]:
         """Write ``sales`` in one transaction (in an app context). Each is finished, but those
@@ -177,30 +193,23 @@ class SaleWriter:
             return later
         written: list[tuple[Sale, Any, bool]] = []
         failed: list[tuple[Sale, Exception]] = []
-        answers: list[tuple[Sale, dict, bool]] = []
-        try:
-            begin_write(db.session())
-            lock_partners(db.session(), partners)
-            together = tracking.SaleBatch()
-            for sale, prepared in batch:
-                try:
-                    conversion, created = tracking.write_conversion(
-                        program, prepared, locked=True, batch=together
-                    )
-                except tracking.Conflict as error:  # a retry with other details: nothing written
-                    failed.append((sale, error))
-                    continue
-                written.append((sale, conversion, created))
-            together.finish(program)
-            # The answers before the commit: nothing to load again afterwards.
-            answers = [(sale, sale.answer(conversion), created) for sale, conversion, created in written]
-            db.session.commit()
-        except Exception:
-            db.session.rollback()
-            log.exception("sale writer: a batch of %d sales failed; each is written alone", len(batch))
-            for sale, _prepared in batch:
-                sale.finish(Outcome.ALONE)
-            return later
+        # Anything raised from here on ends the batch with nothing written (``_failed``).
+        begin_write(db.session())
+        lock_partners(db.session(), partners)
+        together = tracking.SaleBatch()
+        for sale, prepared in batch:
+            try:
+                conversion, created = tracking.write_conversion(
+                    program, prepared, locked=True, batch=together
+                )
+            except tracking.Conflict as error:  # a retry with other details: nothing written
+                failed.append((sale, error))
+                continue
+            written.append((sale, conversion, created))
+        together.finish(program)
+        # The answers before the commit: nothing to load again afterwards.
+        answers = [(sale, sale.answer(conversion), created) for sale, conversion, created in written]
+        db.session.commit()
         self.batches += 1
         self.sales += len(batch)
         try:

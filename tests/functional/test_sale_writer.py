@@ -105,11 +105,7 @@ def _write_all(app, sales: list[Sale]) -> int:
     writer = app.extensions["sale_writer"]
     batches = 0
     while sales:
-        with app.app_context():
-            try:
-                sales = writer.write(sales)
-            finally:
-                _db.session.remove()
+        sales = writer.run_batch(sales)
         batches += 1
     return batches
 
@@ -291,3 +287,26 @@ def test_a_request_whose_batch_takes_too_long_is_answered_503_and_its_retry_from
     retry = app.test_client().post("/api/v1/conversions", json=body, headers=headers)
     assert retry.status_code == 200
     assert retry.json["conversion"]["transaction_id"] == "slow-1"
+
+
+def test_in_a_database_outage_each_request_answers_503_at_once_and_the_writer_logs_nothing(
+    world, monkeypatch, caplog
+):
+    app, plain = world
+
+    def unreachable(*_args, **_kwargs):
+        raise sa.exc.InterfaceError("SELECT 1", {}, ConnectionError("connection refused"))
+
+    monkeypatch.setattr(tracking, "prepare_conversion", unreachable)
+    sales = _sales(app, [_body("down-1", "alpha"), _body("down-2", "bravo")])
+    _write_all(app, sales)
+    assert [sale.outcome for sale in sales] == [Outcome.FAILED] * 2
+    assert all(isinstance(sale.error, sa.exc.InterfaceError) for sale in sales)
+
+    response = app.test_client().post(
+        "/api/v1/conversions", json=_body("down-3", "alpha"), headers={"Authorization": f"Bearer {plain}"}
+    )
+    assert response.status_code == 503
+    assert response.json["error"]["code"] == "unavailable"
+    assert response.headers["Retry-After"]
+    assert not [record for record in caplog.records if record.name == "portal.salewriter"]
