@@ -153,6 +153,7 @@ MONEY_MODULES = {
     "test_payouts.py",
     "test_rates.py",
     "test_refund_concurrency.py",
+    "test_sale_writer.py",
     "test_rewards.py",
     "test_rewards_admin.py",
     "test_rewards_page.py",
