@@ -759,10 +759,16 @@ def _on_partner_approved(event: OutboxEvent) -> None:
         partner_approved(partner)
 
 
-def _on_conversion_counts(event: OutboxEvent) -> None:
+def _not_a_first_sale(event: OutboxEvent) -> bool:
+    """Known without a query: no partner, or this process has seen the partner's earlier
+    counted sale (conversion_recorded's own first check, without loading the row)."""
     partner_id = event.partner_id or event.data.get("partner_id")
-    if partner_id is None or lookups.lookups().get("has_counted_sale", partner_id) is True:
-        return  # not a first sale (conversion_recorded's own first check, without loading the row)
+    return partner_id is None or lookups.lookups().get("has_counted_sale", partner_id) is True
+
+
+def _on_conversion_counts(event: OutboxEvent) -> None:
+    if _not_a_first_sale(event):
+        return
     conversion = _conversion(event)
     if conversion is not None:
         conversion_recorded(conversion)
@@ -897,6 +903,12 @@ def handles(event_type: str) -> bool:
     """Whether an event of this type can call for an automatic message (the dispatcher skips
     the others for this consumer)."""
     return event_type in _HANDLERS
+
+
+def passes_over(event: OutboxEvent) -> bool:
+    """Whether ``handle_event`` would do nothing with this event, told without a query (most
+    sales: not a partner's first). The dispatcher then spares it its savepoint."""
+    return _HANDLERS.get(event.type) is _on_conversion_counts and _not_a_first_sale(event)
 
 
 def handle_event(event: OutboxEvent) -> None:

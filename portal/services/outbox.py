@@ -69,6 +69,12 @@ def _messages_want(event_type: str) -> bool:
     return lifecycle.handles(event_type)
 
 
+def _messages_pass_over(event: OutboxEvent) -> bool:
+    from portal.services import lifecycle
+
+    return lifecycle.passes_over(event)
+
+
 def _live(event: OutboxEvent) -> None:
     from portal.services import live
 
@@ -106,12 +112,15 @@ class Consumer:
     wants: Callable[[str], bool]
     # A consumer that writes nothing to the database (live) needs no savepoint per event.
     writes: bool = True
+    # An event the consumer would do nothing with, told without a query: handled (its
+    # receipt stays) without a savepoint or a call.
+    passes_over: Callable[[OutboxEvent], bool] | None = None
 
 
 # In this order: a message's own ``message.sent`` event is written while ``messages`` runs,
 # so ``live`` and ``webhooks`` usually see it in the same pass.
 CONSUMERS: dict[str, Consumer] = {
-    "messages": Consumer(_messages, _messages_want),
+    "messages": Consumer(_messages, _messages_want, passes_over=_messages_pass_over),
     "live": Consumer(_live, _live_wants, writes=False),
     "webhooks": Consumer(_webhooks, _webhooks_want),
 }
@@ -220,6 +229,9 @@ def _handle(name: str, consumer: Consumer, event_ids: list[int]) -> tuple[int, b
             for event in db.session.scalars(sa.select(OutboxEvent).where(OutboxEvent.id.in_(held)))
         }
         for index, event_id in enumerate(held):
+            if consumer.passes_over is not None and consumer.passes_over(events[event_id]):
+                handled += 1
+                continue
             try:
                 if consumer.writes:
                     with db.session.begin_nested():

@@ -170,3 +170,49 @@ def test_a_failing_event_is_kept_for_the_next_dispatch_and_the_ones_before_it_ar
         report = outbox.dispatch(send=False)
     assert (report.handled["messages"], report.failed["messages"]) == (2, 0)
     assert positions(db)["messages"] == newest_event(db)
+
+
+def test_sales_after_a_partners_first_cost_the_messages_consumer_no_savepoint(
+    db, program, emitted, monkeypatch
+):
+    """Once this process knows the partner has an earlier counted sale, the automatic-message
+    consumer passes over their sales without its savepoint and call; the first sale still
+    gets its congratulation."""
+    from portal.models import AutomaticKind, Thread
+    from portal.services import lifecycle
+
+    called: list[str] = []
+    handle = lifecycle.handle_event
+    monkeypatch.setattr(lifecycle, "handle_event", lambda event: (called.append(event.type), handle(event)))
+    nested = []
+    begin_nested = type(db.session()).begin_nested
+    monkeypatch.setattr(
+        type(db.session()), "begin_nested", lambda self: (nested.append(1), begin_nested(self))[1]
+    )
+    partner = PartnerFactory()
+    db.session.commit()
+    with time_machine.travel(NOW, tick=False):
+        sell(program, partner, "D-F-1")
+        db.session.commit()
+        start_at_the_first_event(db)
+        outbox.dispatch(send=False)
+        assert called == ["conversion.created"]  # the first: looked at (and congratulated)
+        assert nested  # in a savepoint
+        sell(program, partner, "D-F-2")  # looked at: it finds the earlier sale, and remembers it
+        db.session.commit()
+        outbox.dispatch(send=False)
+        sell(program, partner, "D-F-3")
+        sell(program, partner, "D-F-4")
+        db.session.commit()
+        called.clear()
+        nested.clear()
+        report = outbox.dispatch(send=False)
+    assert report.handled["messages"] == 2
+    assert called == []
+    assert nested == []
+    firsts = db.session.scalars(
+        sa.select(Thread).where(
+            Thread.partner_id == partner.id, Thread.automatic_kind == AutomaticKind.FIRST_CONVERSION
+        )
+    ).all()
+    assert len(firsts) == 1
