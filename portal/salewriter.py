@@ -19,12 +19,14 @@ hands the sale over (``record``); the writer takes every sale waiting (up to
 4. writes the rollups of the whole batch in one go (rows sorted: the same lock order
    everywhere) and commits. Only then are the answers given.
 
-Nothing is half-saved: a batch commits whole or not at all. When a batch fails for any
-reason but a sale's own ``DomainError`` (which wrote nothing and is that request's answer),
-it is rolled back and each of its requests writes its sale alone in its own transaction
+Nothing is half-saved: a batch commits whole or not at all. When a batch fails, it is
+rolled back and each of its requests writes its sale alone in its own transaction
 (``Outcome.ALONE``), as ``SALE_WRITE_MODE=inline`` always does, so one bad sale costs the
 others a retry, never their answer; when the database cannot be reached, each request
-answers 503 at once, as every request does in an outage. A request that waits longer than
+answers 503 at once, as every request does in an outage. A sale refused on its own (a
+``DomainError``: over the maximum, a transaction id reported before with other details)
+writes nothing and goes back to its request, which decides it again and answers in the
+client's language. A request that waits longer than
 ``SALE_WRITE_TIMEOUT_SECONDS`` is answered 503 (its sale may still be written: the client's
 retry with the same transaction id is then answered from it).
 """
@@ -56,9 +58,12 @@ Answer = Callable[[Any], dict]
 
 
 class Outcome:
-    WRITTEN = "written"  # ``answer`` and ``created`` hold the request's answer
-    FAILED = "failed"  # ``error`` is the request's answer (a DomainError: nothing was written)
-    ALONE = "alone"  # the batch failed: the request writes its sale itself
+    WRITTEN = "written"  # ``payload`` and ``created`` hold the request's answer
+    FAILED = "failed"  # the database could not be reached: ``error`` is the request's answer (503)
+    # Not written by the batch: the request writes its sale itself, in its own transaction
+    # (the batch failed, or the sale was refused — a 409 or 422 — and is decided again by its
+    # request, which answers in the client's language).
+    ALONE = "alone"
 
 
 @dataclass
@@ -178,8 +183,10 @@ class SaleWriter:
                 prepared = tracking.prepare_conversion(
                     program, sale.data, sale.raw, received_at=sale.received_at
                 )
-            except DomainError as error:
-                sale.finish(Outcome.FAILED, error=error)
+            except DomainError:
+                # Its own refusal (wrote nothing): decided again in its request, which
+                # answers in the client's language.
+                sale.finish(Outcome.ALONE)
                 continue
             partner_id = prepared.earning_partner_id
             if partner_id is not None:
@@ -192,7 +199,7 @@ class SaleWriter:
             db.session.rollback()
             return later
         written: list[tuple[Sale, Any, bool]] = []
-        failed: list[tuple[Sale, Exception]] = []
+        refused: list[Sale] = []  # answered by their requests (409), after the commit
         # Anything raised from here on ends the batch with nothing written (``_failed``).
         begin_write(db.session())
         lock_partners(db.session(), partners)
@@ -202,8 +209,8 @@ class SaleWriter:
                 conversion, created = tracking.write_conversion(
                     program, prepared, locked=True, batch=together
                 )
-            except tracking.Conflict as error:  # a retry with other details: nothing written
-                failed.append((sale, error))
+            except tracking.Conflict:  # a retry with other details: nothing written
+                refused.append(sale)
                 continue
             written.append((sale, conversion, created))
         together.finish(program)
@@ -219,8 +226,8 @@ class SaleWriter:
         finally:
             for sale, payload, created in answers:
                 sale.finish(Outcome.WRITTEN, payload=payload, created=created)
-            for sale, error in failed:
-                sale.finish(Outcome.FAILED, error=error)
+            for sale in refused:
+                sale.finish(Outcome.ALONE)
         return later
 
 

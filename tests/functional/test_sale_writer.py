@@ -9,6 +9,7 @@ the writer's own thread.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from datetime import UTC, datetime
@@ -44,6 +45,7 @@ from tests.factories import PartnerFactory, ProgramFactory
 pytestmark = pytest.mark.postgres
 
 REFS = ("alpha", "bravo", "charlie")
+_CJK = re.compile(r"[\u4e00-\u9fff]")
 
 
 @pytest.fixture
@@ -173,18 +175,26 @@ def test_a_batch_earns_exactly_what_the_same_sales_earn_one_by_one(world):
 
 
 def test_the_same_transaction_id_twice_in_one_batch_is_stored_once(world):
-    app, _plain = world
+    app, plain = world
     # Sales that attribute to nobody share a batch (no partner to take turns for).
     same = _body("dup-1", "nobody-at-all")
     other_details = {**same, "amount": "7.00"}
     sales = _sales(app, [same, same, other_details])
     _write_all(app, sales)
-    assert [sale.outcome for sale in sales] == [Outcome.WRITTEN, Outcome.WRITTEN, Outcome.FAILED]
+    # The third is refused (409) by its own request, which decides it again.
+    assert [sale.outcome for sale in sales] == [Outcome.WRITTEN, Outcome.WRITTEN, Outcome.ALONE]
     assert [sale.created for sale in sales[:2]] == [True, False]
     assert sales[0].payload == sales[1].payload
-    assert isinstance(sales[2].error, tracking.Conflict)
     with app.app_context():
         assert _db.session.scalar(sa.select(sa.func.count()).select_from(Conversion)) == 1
+    response = app.test_client().post(
+        "/api/v1/conversions",
+        json=other_details,
+        headers={"Authorization": f"Bearer {plain}", "Accept-Language": "zh-CN"},
+    )
+    assert response.status_code == 409
+    assert "transaction_id" in response.json["error"]["fields"]
+    assert _CJK.search(response.json["error"]["message"])  # in the client's language
 
 
 def test_a_batch_that_fails_leaves_nothing_and_each_sale_is_written_alone(world, monkeypatch):
@@ -244,8 +254,8 @@ def test_a_sale_refused_while_it_is_decided_is_answered_alone_and_the_others_are
     monkeypatch.setattr(tracking, "prepare_conversion", refusing)
     sales = _sales(app, [_body("kept-1", "alpha"), _body("refused", "bravo"), _body("kept-2", "charlie")])
     _write_all(app, sales)
-    assert [sale.outcome for sale in sales] == [Outcome.WRITTEN, Outcome.FAILED, Outcome.WRITTEN]
-    assert sales[1].error.field == "amount"
+    # The refused one wrote nothing and goes back to its request, which decides it again.
+    assert [sale.outcome for sale in sales] == [Outcome.WRITTEN, Outcome.ALONE, Outcome.WRITTEN]
     # And through the API, a 422 naming the field.
     response = app.test_client().post(
         "/api/v1/conversions", json=_body("refused", "bravo"), headers={"Authorization": f"Bearer {plain}"}

@@ -223,8 +223,8 @@ def create_conversion():
         if sale.outcome == Outcome.WRITTEN:
             return jsonify(sale.payload), 201 if sale.created else 200
         if sale.outcome == Outcome.FAILED:
-            raise sale.error
-        # Outcome.ALONE: its batch failed; written alone, as in inline mode.
+            raise sale.error  # the database cannot be reached: 503
+        # Outcome.ALONE: its batch failed, or it was refused: decided and written alone.
     conversion, created = tracking.record_conversion(program, data, body, defer_messages=True)
     payload = _conversion_answer(conversion)  # before commit: nothing to reload afterwards
     db.session.commit()
