@@ -100,8 +100,6 @@ class SaleWriter:
         self._ready = threading.Condition()
         self._threads: list[threading.Thread] = []
         self._pid = os.getpid()
-        self.batches = 0  # committed batches, and the sales in them (for tests and the bench)
-        self.sales = 0
 
     def record(self, data, raw: dict, received_at: datetime, answer: Answer) -> Sale:
         """Hand a sale to the writer and wait for it; the returned sale says what came of it."""
@@ -217,8 +215,6 @@ class SaleWriter:
         # The answers before the commit: nothing to load again afterwards.
         answers = [(sale, sale.answer(conversion), created) for sale, conversion, created in written]
         db.session.commit()
-        self.batches += 1
-        self.sales += len(batch)
         try:
             # Wake the dispatcher (OUTBOX_DISPATCH_MODE=inline: dispatch now, before the
             # answers, as an inline request does before it answers).
