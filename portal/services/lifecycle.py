@@ -530,7 +530,9 @@ def conversion_recorded(conversion: Conversion) -> Message | None:
         .where(
             Conversion.partner_id == conversion.partner_id,
             Conversion.status == ConversionStatus.PENDING,
-            Conversion.id != conversion.id,
+            # Earlier only: two sales committed before the dispatcher ran must not each find
+            # the other (then neither would be congratulated).
+            Conversion.id < conversion.id,
         )
         .limit(1)
     )

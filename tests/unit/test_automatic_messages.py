@@ -118,6 +118,17 @@ def test_first_conversion_congratulates_once(db, program):
     assert len(system_messages(db, partner, AutomaticKind.FIRST_CONVERSION)) == 1
 
 
+def test_a_first_and_second_sale_dispatched_together_congratulate_on_the_first(db, program):
+    """Both committed before the dispatcher ran (a burst): each sees the other stored, but only
+    an earlier sale makes a sale not the first."""
+    partner = PartnerFactory()
+    sell(program, partner, "burst-1")
+    sell(program, partner, "burst-2")
+    dispatch()
+    [message] = system_messages(db, partner, AutomaticKind.FIRST_CONVERSION)
+    assert "burst\\-1" in message.body
+
+
 def test_an_operators_rejection_says_why_once(db, program, manager):
     partner = PartnerFactory()
     conversion = sell(program, partner, "late-1")
