@@ -122,8 +122,9 @@ def test_a_first_and_second_sale_dispatched_together_congratulate_on_the_first(d
     """Both committed before the dispatcher ran (a burst): each sees the other stored, but only
     an earlier sale makes a sale not the first."""
     partner = PartnerFactory()
-    sell(program, partner, "burst-1")
-    sell(program, partner, "burst-2")
+    for transaction_id in ("burst-1", "burst-2"):
+        data = ConversionInput(transaction_id, 10_000, "USD", ref=partner.ref_code)
+        tracking.record_conversion(program, data, {"transaction_id": transaction_id})
     dispatch()
     [message] = system_messages(db, partner, AutomaticKind.FIRST_CONVERSION)
     assert "burst\\-1" in message.body
