@@ -458,21 +458,76 @@ def click_row(
 
 
 def store_clicks(executor: sa.Connection | Session, rows: list[dict]) -> set[int]:
-    """Insert the click rows not stored yet (one statement; a click id already there, from a
-    replayed spool or the API, is skipped) and count those in the rollups, in the caller's
-    transaction; returns the partners the new clicks belong to."""
+    """Insert the click rows not stored yet (a click id already there, from a replayed spool
+    or the API, is skipped) and count those in the rollups, in the caller's transaction;
+    returns the partners the new clicks belong to."""
     if not rows:
         return set()
     connection = executor if isinstance(executor, sa.Connection) else executor.connection()
-    insert = (postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert)(Click)
-    statement = insert.on_conflict_do_nothing(index_elements=["id"]).returning(Click.id)
-    if len(rows) == 1:
-        added = set(connection.execute(statement, rows[0]).scalars())
-    else:
-        added = set(connection.execute(statement, rows).scalars())
-    if len(added) != len(rows):
-        rows = [row for row in rows if row["id"] in added]
+    postgres = connection.dialect.name == "postgresql"
+    copying = postgres and connection.dialect.driver == "psycopg" and len(rows) > 1
+    if not (copying and _copy_clicks(connection, rows)):
+        insert = (postgresql.insert if postgres else sqlite.insert)(Click)
+        statement = insert.on_conflict_do_nothing(index_elements=["id"]).returning(Click.id)
+        if len(rows) == 1:
+            added = set(connection.execute(statement, rows[0]).scalars())
+        else:
+            added = set(connection.execute(statement, rows).scalars())
+        if len(added) != len(rows):
+            rows = [row for row in rows if row["id"] in added]
     return rollups.count_clicks(executor, rows) if rows else set()
+
+
+# The columns of a click row, in the order the click writer's spool and COPY list them.
+CLICK_COLUMNS = (
+    "id",
+    "partner_id",
+    "link_id",
+    "code",
+    "channel",
+    "campaign",
+    "sub_id",
+    "creative_id",
+    "destination_url",
+    "ip_hash",
+    "user_agent",
+    "referrer",
+    "is_bot",
+    "is_unique",
+    "flagged",
+    "created_at",
+)
+_COPY_CLICKS = f"COPY clicks ({', '.join(CLICK_COLUMNS)}) FROM STDIN"
+
+
+def _copy_clicks(connection: sa.Connection, rows: list[dict]) -> bool:
+    """PostgreSQL (psycopg 3): the whole batch in one ``COPY``, in a savepoint; False (nothing written)
+    when the database refuses any row of it: a click id stored already, a link deleted
+    meanwhile. The caller then inserts row by row, skipping or refusing those.
+
+    An ``INSERT`` of many rows costs psycopg more than the database: it rewrites every
+    placeholder of the statement in Python (about 150 µs of the worker's CPU per click,
+    five times what SQLite costs); ``COPY`` sends the rows as they are (about 5 µs). New
+    clicks (signed random ids) are almost never stored already; a replayed spool may be.
+    """
+    import psycopg  # PostgreSQL's driver: only imported where PostgreSQL is used
+
+    savepoint = connection.begin_nested()
+    try:
+        with connection.connection.driver_connection.cursor() as cursor, cursor.copy(_COPY_CLICKS) as copy:
+            for row in rows:
+                copy.write_row([row[name] for name in CLICK_COLUMNS])
+    except (psycopg.IntegrityError, psycopg.DataError):
+        savepoint.rollback()
+        return False
+    except psycopg.Error as error:  # the database is unreachable, or refuses the statement
+        savepoint.rollback()
+        raise sa.exc.DBAPIError.instance(_COPY_CLICKS, None, error, psycopg.Error) from error
+    except BaseException:
+        savepoint.rollback()
+        raise
+    savepoint.commit()
+    return True
 
 
 _LINK_COLUMNS = (Link.partner_id, Link.code, Link.channel, Link.campaign, Link.sub_id, Link.destination_url)
