@@ -562,22 +562,32 @@ def click_row(
 def store_clicks(executor: sa.Connection | Session, rows: list[dict]) -> set[int]:
     """Insert the click rows not stored yet (a click id already there, from a replayed spool
     or the API, is skipped) and count those in the rollups, in the caller's transaction;
-    returns the partners the new clicks belong to."""
+    returns the partners the new clicks belong to.
+
+    A batch (the click writer's) goes the fastest way each database takes it: PostgreSQL by
+    ``COPY``, SQLite by the driver's ``executemany``; one row by an INSERT ... RETURNING."""
     if not rows:
         return set()
     connection = executor if isinstance(executor, sa.Connection) else executor.connection()
-    postgres = connection.dialect.name == "postgresql"
-    copying = postgres and connection.dialect.driver == "psycopg" and len(rows) > 1
-    if not (copying and _copy_clicks(connection, rows)):
-        insert = (postgresql.insert if postgres else sqlite.insert)(Click)
-        statement = insert.on_conflict_do_nothing(index_elements=["id"]).returning(Click.id)
-        if len(rows) == 1:
-            added = set(connection.execute(statement, rows[0]).scalars())
-        else:
-            added = set(connection.execute(statement, rows).scalars())
-        if len(added) != len(rows):
-            rows = [row for row in rows if row["id"] in added]
+    dialect = connection.dialect
+    if len(rows) > 1 and dialect.name == "sqlite":
+        rows = _insert_new_clicks(connection, rows)
+    elif len(rows) > 1 and dialect.driver == "psycopg" and _copy_clicks(connection, rows):
+        pass  # every row was new
+    else:
+        rows = _insert_clicks(connection, rows)
     return rollups.count_clicks(executor, rows) if rows else set()
+
+
+def _insert_clicks(connection: sa.Connection, rows: list[dict]) -> list[dict]:
+    """Insert-or-ignore by click id; returns the rows inserted."""
+    insert = (postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert)(Click)
+    statement = insert.on_conflict_do_nothing(index_elements=["id"]).returning(Click.id)
+    if len(rows) == 1:
+        added = set(connection.execute(statement, rows[0]).scalars())
+    else:
+        added = set(connection.execute(statement, rows).scalars())
+    return rows if len(added) == len(rows) else [row for row in rows if row["id"] in added]
 
 
 # The columns of a click row, in the order the click writer's spool and COPY list them.
@@ -600,6 +610,41 @@ CLICK_COLUMNS = (
     "created_at",
 )
 _COPY_CLICKS = f"COPY clicks ({', '.join(CLICK_COLUMNS)}) FROM STDIN"
+
+
+# Our column names only; the values are bound parameters.
+_INSERT_CLICKS = (
+    f"INSERT INTO clicks ({', '.join(CLICK_COLUMNS)}) "  # noqa: S608
+    f"VALUES ({', '.join('?' for _ in CLICK_COLUMNS)}) ON CONFLICT (id) DO NOTHING"
+)
+_IN_CHUNK = 5000  # ids per "IN (...)": far below SQLite's limit of bound parameters
+
+
+def _sqlite_time(instant: datetime) -> str:
+    """An aware datetime as SQLAlchemy stores a UTCDateTime in SQLite (UTC, microseconds)."""
+    t = instant.astimezone(UTC)
+    day = f"{t.year:04d}-{t.month:02d}-{t.day:02d}"
+    return f"{day} {t.hour:02d}:{t.minute:02d}:{t.second:02d}.{t.microsecond:06d}"
+
+
+def _insert_new_clicks(connection: sa.Connection, rows: list[dict]) -> list[dict]:
+    """SQLite: insert the rows whose click id is not stored yet, through the driver's own
+    ``executemany`` (SQLAlchemy's per-value conversions cost more than the insert); returns
+    them. Exact under SQLite's single writer: the click writer holds the write lock already
+    (``begin_writing``), and a click id stored between the look-up and the insert is still
+    skipped by the insert itself."""
+    ids = [row["id"] for row in rows]
+    stored: set[str] = set()
+    for start in range(0, len(ids), _IN_CHUNK):
+        chunk = ids[start : start + _IN_CHUNK]
+        stored.update(connection.scalars(sa.select(Click.id).where(Click.id.in_(chunk))))
+    new = [row for row in rows if row["id"] not in stored] if stored else rows
+    if new:
+        connection.exec_driver_sql(
+            _INSERT_CLICKS,
+            [(*(row[name] for name in CLICK_COLUMNS[:-1]), _sqlite_time(row["created_at"])) for row in new],
+        )
+    return new
 
 
 def _copy_clicks(connection: sa.Connection, rows: list[dict]) -> bool:

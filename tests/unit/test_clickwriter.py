@@ -501,15 +501,13 @@ def test_a_failed_batch_write_keeps_the_spool_until_a_later_one_stores_it(buffer
     buffered_app.config["CLICK_BATCH_SIZE"] = 10_000  # no flush but the test's own
     writer = ClickWriter(buffered_app)
     rows = awkward_rows(buffered_app, 120)
+    # Refused by the database in the middle of the writer's transaction.
     if on_postgres(buffered_app):
-        # Refused by the database in the middle of the writer's transaction.
         monkeypatch.setattr(clicks, "_COPY_CLICKS", "COPY clicks (no_such_column) FROM STDIN")
     else:
-
-        def locked(table):
-            raise sa.exc.OperationalError("INSERT INTO clicks", {}, Exception("database is locked"))
-
-        monkeypatch.setattr(clicks.sqlite, "insert", locked)
+        monkeypatch.setattr(
+            clicks, "_INSERT_CLICKS", clicks._INSERT_CLICKS.replace("clicks", "no_such_table", 1)
+        )
     for click in rows:
         writer.record(click)
     assert writer.flush() == 0
@@ -521,6 +519,27 @@ def test_a_failed_batch_write_keeps_the_spool_until_a_later_one_stores_it(buffer
     assert stored_rows(buffered_app) == {click["id"]: click for click in rows}
     assert spooled_lines(buffered_app) == 0
     writer.close()
+
+
+_AS_STORED = sa.text(
+    "SELECT CAST(created_at AS TEXT), CAST(is_bot AS TEXT), CAST(is_unique AS TEXT), "
+    "COALESCE(campaign, '<null>'), COALESCE(sub_id, '<null>'), COALESCE(user_agent, '<null>'), "
+    "COALESCE(referrer, '<null>'), COALESCE(CAST(link_id AS TEXT), '<null>') FROM clicks WHERE id = :id"
+)
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 3, 7])
+def test_a_batch_is_stored_as_one_click_at_a_time_would_be(buffered_app, n):
+    """The batch paths (COPY, SQLite's executemany) store the very values, as the database
+    holds them, that the one-row INSERT does: times, NULLs, booleans."""
+    rows = awkward_rows(buffered_app, 10)
+    alone = {**rows[n], "id": "stored-alone"}
+    with buffered_app.app_context(), db.engine.begin() as connection:
+        clicks.store_clicks(connection, rows)
+        clicks.store_clicks(connection, [alone])
+        in_batch = connection.execute(_AS_STORED, {"id": rows[n]["id"]}).one()
+        one_row = connection.execute(_AS_STORED, {"id": "stored-alone"}).one()
+    assert in_batch == one_row
 
 
 _text = st.none() | st.text(max_size=40)
