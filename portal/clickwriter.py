@@ -46,29 +46,11 @@ from flask import Flask
 from portal import realtime
 from portal.database import begin_writing
 from portal.extensions import db
-from portal.services.clicks import store_clicks
+from portal.services.clicks import CLICK_COLUMNS, store_clicks
 
 log = logging.getLogger(__name__)
 
-# The columns of a click row, in the order a spool line lists them.
-COLUMNS = (
-    "id",
-    "partner_id",
-    "link_id",
-    "code",
-    "channel",
-    "campaign",
-    "sub_id",
-    "creative_id",
-    "destination_url",
-    "ip_hash",
-    "user_agent",
-    "referrer",
-    "is_bot",
-    "is_unique",
-    "flagged",
-    "created_at",
-)
+COLUMNS = CLICK_COLUMNS  # a spool line lists them in this order
 SUFFIX = ".clicks"
 # Clicks held in memory while the writer cannot keep up (a frozen database): beyond this
 # they are only in the spool segment, which is then replayed from disk.

@@ -266,6 +266,57 @@ def test_a_forged_click_id_is_unknown_and_an_old_style_one_still_counts(client, 
     assert response.json["conversion"]["attributed_by"] == "click_id"
 
 
+# --- look-ups: every code loaded at once, each code on its own beyond clicks.BULK_TARGETS ----
+
+
+def _look_ups(db) -> list[str]:
+    """The statements that read links or partners, as the test runs."""
+    seen: list[str] = []
+
+    @sa.event.listens_for(db.session.get_bind(), "before_cursor_execute")
+    def note(conn, cursor, statement, *args):
+        if "FROM links" in statement or "FROM partners" in statement:
+            seen.append(statement)
+
+    return seen
+
+
+def test_after_the_first_click_no_code_needs_a_query_of_its_own(client, db, program, partner):
+    links = [create_link(partner, program, label=f"Link {n}", channel="seo") for n in range(3)]
+    db.session.commit()
+    codes = {link.code: link.id for link in links}
+    client.get("/go/pat", headers=BROWSER)  # loads every code
+    seen = _look_ups(db)
+    for code, link_id in codes.items():
+        response = client.get(f"/go/{code}", headers=BROWSER)
+        assert query(response)["ref"] == "pat"
+        assert db.session.get(Click, query(response)["click_id"]).link_id == link_id
+    assert client.get("/go/no-such-code", headers=BROWSER).status_code == 302
+    assert seen == []
+
+
+def test_a_link_made_after_every_code_was_loaded_is_found(client, db, program, partner):
+    client.get("/go/pat", headers=BROWSER)  # loads every code
+    link = create_link(
+        partner, program, label="New", channel="seo", destination_url="https://shop.example/new"
+    )
+    db.session.commit()  # a watched change: this process reloads on its next look-up
+    response = client.get(f"/go/{link.code}", headers=BROWSER)
+    assert response.headers["Location"].startswith("https://shop.example/new?")
+
+
+def test_beyond_the_bulk_limit_each_code_is_looked_up_on_its_own(client, db, program, partner, monkeypatch):
+    monkeypatch.setattr(clicks, "BULK_TARGETS", 1)
+    link = create_link(
+        partner, program, label="Tent", channel="seo", destination_url="https://shop.example/t"
+    )
+    db.session.commit()
+    assert client.get("/go/pat", headers=BROWSER).headers["Location"].startswith("https://shop.example/?")
+    response = client.get(f"/go/{link.code}", headers=BROWSER)
+    assert response.headers["Location"].startswith("https://shop.example/t?")
+    assert lookups.lookups().get("target", link.code).link_id == link.id
+
+
 # --- the redirect when the database cannot be reached -------------------------------------
 
 
@@ -277,6 +328,7 @@ def _database_down(monkeypatch):
     monkeypatch.setattr(clicks, "store_clicks", refused)
     monkeypatch.setattr(clickwriter, "store_clicks", refused)
     monkeypatch.setattr(clicks, "_load_target", refused)
+    monkeypatch.setattr(clicks, "_load_every_target", refused)
     monkeypatch.setattr(clicks, "_load_routing", refused)
     lookups.forget_everywhere("target", "never-seen")
     for cache in list(lookups._every):

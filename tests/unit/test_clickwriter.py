@@ -1,8 +1,11 @@
-"""The batched click writer: nothing is lost, on a timer, on a full batch, or at shutdown."""
+"""The batched click writer: nothing is lost, on a timer, on a full batch, or at shutdown.
+
+The writer commits for real, on its own connections: each test gets a database of its own
+(on PostgreSQL a copy of a migrated template, so that every test starts empty)."""
 
 import os
 import threading
-from datetime import UTC
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -14,20 +17,58 @@ from config import TestingConfig
 from portal import clickwriter, create_app, realtime
 from portal.clickwriter import ClickWriter
 from portal.extensions import db
-from portal.models import Click, PartnerDailyStat
+from portal.models import Click, Link, PartnerDailyStat
 from portal.models.types import utcnow
-from portal.services import rollups
-from tests.conftest import migrate_database
+from portal.services import clicks, rollups
+from tests.conftest import POSTGRES_URL, _create_postgres_database, _reset_postgres, migrate_database
 from tests.factories import PartnerFactory
+
+pytestmark = pytest.mark.postgres
+
+
+def _server_url(database: str) -> sa.URL:
+    return sa.engine.make_url(POSTGRES_URL).set(database=database)
+
+
+@pytest.fixture(scope="session")
+def writer_template(database_backend) -> str | None:
+    """PostgreSQL: a migrated database the tests' own databases are copied from."""
+    if database_backend != "postgresql":
+        return None
+    name = f"{sa.engine.make_url(POSTGRES_URL).database}_writer_template"
+    url = _server_url(name).render_as_string(hide_password=False)
+    _create_postgres_database(url)
+    _reset_postgres(url)
+    migrate_database(url)
+    return name
+
+
+def _admin(sql: str) -> None:
+    engine = sa.create_engine(_server_url("postgres"), isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        connection.exec_driver_sql(sql)
+    engine.dispose()
 
 
 @pytest.fixture
-def buffered_app(tmp_path):
-    url = f"sqlite:///{tmp_path}/clicks.db"
-    migrate_database(url)
+def writer_database(database_backend, writer_template, tmp_path):
+    if database_backend != "postgresql":
+        url = f"sqlite:///{tmp_path}/clicks.db"
+        migrate_database(url)
+        yield url
+        return
+    name = f"{writer_template.removesuffix('_template')}_{os.getpid()}"
+    _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    _admin(f'CREATE DATABASE "{name}" TEMPLATE "{writer_template}"')
+    yield _server_url(name).render_as_string(hide_password=False)
+    _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def buffered_app(writer_database, tmp_path):
     app = create_app(
         TestingConfig,
-        SQLALCHEMY_DATABASE_URI=url,
+        SQLALCHEMY_DATABASE_URI=writer_database,
         CLICK_WRITE_MODE="buffered",
         CLICK_FLUSH_SECONDS=60,  # the tests decide when to flush
         CLICK_BATCH_SIZE=50,
@@ -336,6 +377,169 @@ def test_a_click_already_stored_is_skipped_not_a_failed_batch(buffered_app):
     assert stored(buffered_app) == 2
     assert _stats(buffered_app) == {buffered_app.config["TEST_PARTNER_ID"]: (2, 2, 0)}
     writer.close()
+
+
+# --- a batch as PostgreSQL's COPY takes it (SQLite: the same rows, one INSERT) -------------
+
+# Values a COPY stream must escape, or that a driver might mangle: tabs, newlines, backslashes
+# (and "\\N", COPY's NULL), quotes, control characters (not NUL: PostgreSQL's text cannot hold
+# it), and scripts beyond Latin, emoji included.
+_AWKWARD = ("tab\there", "new\nline\r\n", "back\\slash \\N", "\\N", "quote\"s'", "\x7f\x01", "")
+_UNICODE_SUBS = ("été", "推广-01", "наш_канал", "👍+1", "a.b:c-d")
+
+
+def _link(app, code: str) -> int:
+    with app.app_context():
+        link = Link(partner_id=app.config["TEST_PARTNER_ID"], code=code, label=code, channel="social")
+        db.session.add(link)
+        db.session.commit()
+        return link.id
+
+
+def awkward_rows(app, count: int) -> list[dict]:
+    link_id = _link(app, "awkward")
+    base = datetime(2026, 3, 29, 0, 30, tzinfo=UTC)  # the night Berlin's clocks go forward
+    rows = []
+    for n in range(count):
+        text = _AWKWARD[n % len(_AWKWARD)]
+        rows.append(
+            {
+                **row(app, 10_000 + n),
+                "link_id": link_id if n % 3 else None,
+                "code": "awkward" if n % 3 else "ref-code",
+                "channel": ("social", "email", "other")[n % 3],
+                "campaign": None if n % 2 else f"spring {text}"[:64],
+                "sub_id": _UNICODE_SUBS[n % len(_UNICODE_SUBS)] if n % 4 else None,
+                "creative_id": n if n % 5 == 0 else None,
+                "destination_url": f"https://shop.example/p?q={text}&n={n}"[:2000],
+                "ip_hash": f"{n:032x}",
+                # As long as the column takes: a long browser string with every awkward value.
+                "user_agent": None if n % 7 == 0 else (f"Mozilla/5.0 ({text}) 🦊 " * 40)[:512],
+                "referrer": None if n % 2 else f"https://blog.example/{text}",
+                "is_bot": n % 6 == 0,
+                "is_unique": n % 6 != 0 and n % 4 != 1,
+                "flagged": "click_flood" if n % 11 == 0 else None,
+                "created_at": base + timedelta(minutes=n, microseconds=n),
+            }
+        )
+    return rows
+
+
+def stored_rows(app) -> dict[str, dict]:
+    with app.app_context():
+        found = db.session.execute(sa.select(*(Click.__table__.c[name] for name in clickwriter.COLUMNS)))
+        return {r.id: {**r._asdict(), "created_at": r.created_at.astimezone(UTC)} for r in found}
+
+
+@pytest.fixture
+def copies(buffered_app, monkeypatch) -> list[tuple[int, bool]]:
+    """Each COPY of a batch (PostgreSQL): its size, and whether the database took it whole."""
+    made = []
+    real = clicks._copy_clicks
+
+    def copy(connection, rows):
+        took = real(connection, rows)
+        made.append((len(rows), took))
+        return took
+
+    monkeypatch.setattr(clicks, "_copy_clicks", copy)
+    return made
+
+
+def on_postgres(app) -> bool:
+    return app.config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql")
+
+
+def test_every_click_of_a_flush_is_stored_as_it_was_answered(buffered_app, copies):
+    buffered_app.config["CLICK_BATCH_SIZE"] = 10_000  # one batch
+    writer = ClickWriter(buffered_app)
+    rows = awkward_rows(buffered_app, 1200)
+    for click in rows:
+        writer.record(click)
+    assert writer.flush() == 1200
+    assert stored_rows(buffered_app) == {click["id"]: click for click in rows}
+    assert spooled_lines(buffered_app) == 0
+    humans = [click for click in rows if not click["is_bot"]]
+    expected = (len(humans), sum(click["is_unique"] for click in humans), len(rows) - len(humans))
+    assert _stats(buffered_app) == {buffered_app.config["TEST_PARTNER_ID"]: expected}
+    assert copies == ([(1200, True)] if on_postgres(buffered_app) else [])
+    writer.close()
+
+
+def test_a_batch_with_a_click_stored_already_stores_the_rest_once(buffered_app, copies):
+    writer = buffered_app.extensions["click_writer"]
+    rows = awkward_rows(buffered_app, 40)
+    for click in rows[:5]:
+        writer.record(click)
+    assert writer.flush() == 5
+    for click in rows:  # the first five again (a replayed spool, or the API's late rows)
+        writer.record(click)
+    assert writer.flush() == 40
+    # PostgreSQL: the COPY is refused whole (a duplicate id), the INSERT skips the five.
+    assert copies == ([(5, True), (40, False)] if on_postgres(buffered_app) else [])
+    assert stored_rows(buffered_app) == {click["id"]: click for click in rows}
+    with buffered_app.app_context():
+        assert sum(r.clicks + r.bot_clicks for r in db.session.scalars(sa.select(PartnerDailyStat))) == 40
+    writer.close()
+
+
+def test_a_click_on_a_link_deleted_meanwhile_is_dropped_and_the_rest_stored(buffered_app, copies, caplog):
+    writer = buffered_app.extensions["click_writer"]
+    rows = awkward_rows(buffered_app, 30)
+    gone = {**rows[7], "link_id": 2**31 - 1}  # no such link: the database refuses the row
+    for click in [*rows[:7], gone, *rows[8:]]:
+        writer.record(click)
+    assert writer.flush() == 30
+    assert set(stored_rows(buffered_app)) == {click["id"] for click in rows} - {gone["id"]}
+    assert f"click {gone['id']} refused by the database, dropped" in caplog.text
+    assert copies == ([(30, False)] if on_postgres(buffered_app) else [])
+    assert spooled_lines(buffered_app) == 0
+    writer.close()
+
+
+def test_a_failed_batch_write_keeps_the_spool_until_a_later_one_stores_it(buffered_app, monkeypatch):
+    buffered_app.config["CLICK_BATCH_SIZE"] = 10_000  # no flush but the test's own
+    writer = ClickWriter(buffered_app)
+    rows = awkward_rows(buffered_app, 120)
+    # Refused by the database in the middle of the writer's transaction.
+    if on_postgres(buffered_app):
+        monkeypatch.setattr(clicks, "_COPY_CLICKS", "COPY clicks (no_such_column) FROM STDIN")
+    else:
+        monkeypatch.setattr(
+            clicks, "_INSERT_CLICKS", clicks._INSERT_CLICKS.replace("clicks", "no_such_table", 1)
+        )
+    for click in rows:
+        writer.record(click)
+    assert writer.flush() == 0
+    assert writer.pending == 0
+    assert spooled_lines(buffered_app) == 120  # kept on disk, fsync'd, for the replay
+    assert stored_rows(buffered_app) == {}
+    monkeypatch.undo()
+    assert writer.flush() == 120  # the replay after the next flush
+    assert stored_rows(buffered_app) == {click["id"]: click for click in rows}
+    assert spooled_lines(buffered_app) == 0
+    writer.close()
+
+
+_AS_STORED = sa.text(
+    "SELECT CAST(created_at AS TEXT), CAST(is_bot AS TEXT), CAST(is_unique AS TEXT), "
+    "COALESCE(campaign, '<null>'), COALESCE(sub_id, '<null>'), COALESCE(user_agent, '<null>'), "
+    "COALESCE(referrer, '<null>'), COALESCE(CAST(link_id AS TEXT), '<null>') FROM clicks WHERE id = :id"
+)
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 3, 7])
+def test_a_batch_is_stored_as_one_click_at_a_time_would_be(buffered_app, n):
+    """The batch paths (COPY, SQLite's executemany) store the very values, as the database
+    holds them, that the one-row INSERT does: times, NULLs, booleans."""
+    rows = awkward_rows(buffered_app, 10)
+    alone = {**rows[n], "id": "stored-alone"}
+    with buffered_app.app_context(), db.engine.begin() as connection:
+        clicks.store_clicks(connection, rows)
+        clicks.store_clicks(connection, [alone])
+        in_batch = connection.execute(_AS_STORED, {"id": rows[n]["id"]}).one()
+        one_row = connection.execute(_AS_STORED, {"id": "stored-alone"}).one()
+    assert in_batch == one_row
 
 
 _text = st.none() | st.text(max_size=40)

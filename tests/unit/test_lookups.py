@@ -141,14 +141,33 @@ def test_only_changes_to_what_is_cached_move_the_counter(db, program):
     assert version() == before + 1
 
 
+def cached_target(code: str):
+    """The look-up of ``code`` this process would serve without a query, or ``MISS``."""
+    cache = lookups.lookups()
+    every = cache.get("targets", None)  # every code at once (clicks.BULK_TARGETS)
+    if every is not lookups.MISS and every is not None and every.get(code) is not None:
+        return every.get(code)
+    return cache.get("target", code)
+
+
 def test_nothing_is_cached_while_the_transaction_changes_it(db, program):
     partner = PartnerFactory(ref_code="fresh")
     db.session.flush()  # uncommitted: may still roll back
     assert clicks.resolve("fresh") is not None
-    assert lookups.lookups().get("target", "fresh") is lookups.MISS
+    assert cached_target("fresh") is lookups.MISS
     db.session.commit()
     assert clicks.resolve("fresh").partner_id == partner.id
-    assert lookups.lookups().get("target", "fresh") is not lookups.MISS
+    assert cached_target("fresh") is not lookups.MISS
+
+
+def test_with_more_codes_than_a_bulk_load_takes_each_is_cached_on_its_own(db, program, monkeypatch):
+    monkeypatch.setattr(clicks, "BULK_TARGETS", 1)
+    first, second = PartnerFactory(ref_code="first"), PartnerFactory(ref_code="second")
+    db.session.commit()
+    assert clicks.resolve("second").partner_id == second.id
+    assert clicks.resolve("first").partner_id == first.id
+    assert lookups.lookups().get("targets", None) is None  # too many: not loaded at once
+    assert lookups.lookups().get("target", "first").partner_id == first.id
 
 
 _TARGET = clicks.Target(

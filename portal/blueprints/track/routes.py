@@ -118,7 +118,7 @@ def _fallback(click: ClickRequest, error: Exception) -> Redirect | str:
     route = cache.stale("routing", None)
     if route is lookups.MISS or route is None or not route.default_landing_url:
         return UNAVAILABLE
-    target = cache.stale("target", click.code.lower())
+    target = clicks.cached_target(click.code)
     if target is lookups.MISS or target is None or not target.link_active or not target.destination:
         return Redirect(route.default_landing_url)
     if not target.partner_attributes:
