@@ -542,9 +542,9 @@ def save_campaign(
     db.session.add(campaign)
     db.session.flush()
     if before is not None and old_landing != landing_url:
+        # Links are watched by portal.lookups: every worker's cached redirect sees the change.
         for link in campaign_links(campaign):
             link.destination_url = landing_url
-            links.forget_target(link.code)
     after = _campaign_snapshot(campaign)
     if after != before:
         record_event(actor, "rewards.campaign_saved", "campaign", campaign.id, before=before, after=after)

@@ -228,6 +228,29 @@ def test_campaign_is_saved_in_the_program_time_zone_and_gets_links(client, db, p
     assert "rewards.campaign_link_created" in audit_actions(db)
 
 
+def test_a_new_landing_page_moves_the_campaigns_links_and_their_redirects(client, db, program, manager):
+    client.post("/admin/rewards/campaigns/new", data=campaign_data(landing_url="https://shop.example/summer"))
+    campaign = db.session.scalars(sa.select(Campaign)).one()
+    partner = PartnerFactory()
+    client.post(
+        f"/admin/rewards/campaigns/{campaign.id}/links",
+        data={"partner": partner.ref_code, "channel": "social"},
+    )
+    link = db.session.scalars(sa.select(Link).where(Link.campaign_id == campaign.id)).one()
+    first = client.get(f"/go/{link.code}")
+    assert first.status_code == 302 and first.headers["Location"].startswith("https://shop.example/summer")
+
+    saved = client.post(
+        f"/admin/rewards/campaigns/{campaign.id}",
+        data=campaign_data(landing_url="https://shop.example/autumn"),
+    )
+    assert saved.status_code == 302, saved.get_data(as_text=True)
+    db.session.refresh(link)
+    assert link.destination_url == "https://shop.example/autumn"
+    moved = client.get(f"/go/{link.code}")
+    assert moved.status_code == 302 and moved.headers["Location"].startswith("https://shop.example/autumn")
+
+
 def test_private_campaign_links_only_for_its_partners(client, db, program, manager):
     mine, other = PartnerFactory(), PartnerFactory()
     assert (
