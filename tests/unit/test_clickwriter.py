@@ -5,6 +5,7 @@ The writer commits for real, on its own connections: each test gets a database o
 
 import os
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -288,6 +289,13 @@ def test_a_killed_writer_leaves_its_clicks_for_the_next_process(buffered_app):
     writer = buffered_app.extensions["click_writer"]
     for n in range(37):  # fewer than a batch: nothing wakes the writer
         writer.record(row(buffered_app, n))
+    # The writer's thread replays the spool once as it starts; on a busy machine that can come
+    # after the "kill" below and take the segment itself. Let it finish first.
+    deadline = time.monotonic() + 10
+    while writer._scanned_at == float("-inf") and time.monotonic() < deadline:
+        time.sleep(0.01)
+    with writer._flush_lock:
+        pass
     # SIGKILL: no flush, no close; the kernel drops the segment's lock with the process.
     os.close(writer._segment.fd)
     writer._segment = None
