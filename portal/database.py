@@ -7,9 +7,12 @@ import fcntl
 import os
 import time
 import weakref
+from collections.abc import Mapping, Sequence
+from enum import Enum
 
 import sqlalchemy as sa
 from sqlalchemy import orm
+from sqlalchemy.dialects import postgresql
 
 BUSY_TIMEOUT_SECONDS = 5.0
 
@@ -216,3 +219,25 @@ def stored_as_loaded(instance):
     orm.make_transient_to_detached(instance)
     db.session.add(instance)
     return instance
+
+
+def insert_from_arrays(table: sa.Table, columns: Sequence[str], tail: str = "") -> sa.TextClause:
+    """PostgreSQL: an INSERT of many rows whose values arrive as one array per column
+    (``unnest``, rows in the order given), bound as ``:<column>``. Its text is the same for one
+    row or a thousand, so the driver parses it once; a multi-row VALUES list is new text for
+    every row count, parsed again on every call. ``tail``: ON CONFLICT … / RETURNING …"""
+    dialect = postgresql.dialect()
+    types = {name: table.c[name].type.compile(dialect=dialect) for name in columns}
+    arrays = ", ".join(f"CAST(:{name} AS {types[name]}[])" for name in columns)
+    names = ", ".join(columns)
+    source = f"unnest({arrays}) WITH ORDINALITY AS rows({names}, position) ORDER BY position"
+    # Our table's and columns' names only; the rows are bound parameters.
+    return sa.text(f"INSERT INTO {table.name} ({names}) SELECT {names} FROM {source} {tail}")  # noqa: S608
+
+
+def array_params(rows: Sequence[Mapping], columns: Sequence[str]) -> dict[str, list]:
+    """``rows`` as one list per column, for ``insert_from_arrays`` (enums as their values)."""
+    return {
+        name: [value.value if isinstance(value, Enum) else value for value in (row[name] for row in rows)]
+        for name in columns
+    }

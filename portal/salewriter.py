@@ -10,12 +10,13 @@ hands the sale over (``record``); the writer takes every sale waiting (up to
 ``SALE_BATCH_SIZE``) and, in one transaction:
 
 1. decides each sale as ``tracking.record_conversion`` does (attribution, window, currency,
-   screening: reads only). A sale whose partner already has a sale in this batch waits for
-   the next batch, so each sale still reads the counters of every earlier sale of its
-   partner (its tier), exactly as if they had come one after the other;
+   screening: reads only). A sale whose partner (or transaction id) already has a sale in
+   this batch waits for the next batch, so each sale still reads the counters of every
+   earlier sale of its partner (its tier), exactly as if they had come one after the other;
 2. takes the partners' locks (PostgreSQL), all at once and in ascending order, so two
    processes' batches never wait for each other in a circle;
-3. writes each sale (``tracking.write_conversion``) and builds its answer;
+3. reads every partner's tier counters in one SELECT, stores every sale in one INSERT
+   (``tracking.write_conversions``), earns each one's lines and builds its answer;
 4. writes the rollups of the whole batch in one go (rows sorted: the same lock order
    everywhere) and commits. Only then are the answers given.
 
@@ -175,6 +176,7 @@ class SaleWriter:
         program = cached_program()
         batch: list[tuple[Sale, tracking.PreparedSale]] = []
         partners: set[int] = set()
+        transaction_ids: set[str] = set()
         later: list[Sale] = []
         for sale in sales:
             try:
@@ -187,11 +189,13 @@ class SaleWriter:
                 sale.finish(Outcome.ALONE)
                 continue
             partner_id = prepared.earning_partner_id
+            transaction_id = prepared.conversion.transaction_id
+            if partner_id in partners or transaction_id in transaction_ids:
+                later.append(sale)  # the next batch reads what this one writes
+                continue
             if partner_id is not None:
-                if partner_id in partners:
-                    later.append(sale)
-                    continue
                 partners.add(partner_id)
+            transaction_ids.add(transaction_id)
             batch.append((sale, prepared))
         if not batch:
             db.session.rollback()
@@ -202,15 +206,12 @@ class SaleWriter:
         begin_write(db.session())
         lock_partners(db.session(), partners)
         together = tracking.SaleBatch()
-        for sale, prepared in batch:
-            try:
-                conversion, created = tracking.write_conversion(
-                    program, prepared, locked=True, batch=together
-                )
-            except tracking.Conflict:  # a retry with other details: nothing written
+        outcomes = tracking.write_conversions(program, [prepared for _sale, prepared in batch], together)
+        for (sale, _prepared), outcome in zip(batch, outcomes, strict=True):
+            if outcome is None:  # a retry with other details (a Conflict): nothing written
                 refused.append(sale)
-                continue
-            written.append((sale, conversion, created))
+            else:
+                written.append((sale, *outcome))
         together.finish(program)
         # The answers before the commit: nothing to load again afterwards.
         answers = [(sale, sale.answer(conversion), created) for sale, conversion, created in written]

@@ -6,12 +6,13 @@ and their precedence live in ``portal.services.rewards``.
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
 import sqlalchemy as sa
 from sqlalchemy.orm.attributes import set_committed_value
 
-from portal.database import stored_as_loaded
+from portal.database import array_params, insert_from_arrays, stored_as_loaded
 from portal.extensions import db
 from portal.models import (
     CORRECTION_KINDS,
@@ -58,10 +59,26 @@ _INSERT_LINES_SQLITE = sa.insert(_LINES).returning(_LINES.c.id)
 _LINE_COLUMNS = tuple(column.key for column in _LINES.columns if column.key != "id")
 
 
+# PostgreSQL, many lines: their ids drawn first, then one INSERT from arrays (the same text
+# for any number of lines, parsed once by the driver), so no id depends on RETURNING's order.
+_NEXT_LINE_IDS = sa.text(
+    "SELECT nextval(pg_get_serial_sequence('commissions', 'id')) FROM generate_series(1, :n)"
+)
+_INSERT_LINES_FROM_ARRAYS = insert_from_arrays(_LINES, ("id", *_LINE_COLUMNS))
+
+
 def _insert_lines(rows: list[dict]) -> list[int]:
     if db.session.get_bind().dialect.name == "sqlite":
         return sorted(db.session.execute(_INSERT_LINES_SQLITE, rows).scalars().all())
-    return list(db.session.execute(_INSERT_LINES, rows).scalars().all())
+    if len(rows) == 1:
+        return list(db.session.execute(_INSERT_LINES, rows).scalars().all())
+    ids = sorted(db.session.execute(_NEXT_LINE_IDS, {"n": len(rows)}).scalars().all())
+    stored = [
+        {**row, "id": line_id, "explanation": json.dumps(row["explanation"])}
+        for line_id, row in zip(ids, rows, strict=True)
+    ]
+    db.session.execute(_INSERT_LINES_FROM_ARRAYS, array_params(stored, ("id", *_LINE_COLUMNS)))
+    return ids
 
 
 class PendingLines:

@@ -817,6 +817,50 @@ class TierProbe:
         return self.read(db.session.execute(statement, self.params).one())
 
 
+# The same probe for many partners at once (a batch of sales, ``portal.salewriter``): the
+# columns correlated to each listed partner instead of bound to one.
+_MANY_SELECTS: dict[tuple[str, ...], sa.Select] = {}
+
+
+def _probe_many_select(shape: tuple[str, ...]) -> sa.Select:
+    statement = _MANY_SELECTS.get(shape)
+    if statement is None:
+        partner_id = Partner.id
+        current = sa.select(PartnerTier.tier_id).where(PartnerTier.partner_id == partner_id)
+        columns = [partner_id, current.scalar_subquery().label("probe_tier_id")]
+        for index, metric in enumerate(shape):
+            value = sa.select(sa.func.coalesce(sa.func.sum(_COUNTED[TierMetric(metric)]), 0)).where(
+                PartnerDailyStat.partner_id == partner_id,
+                PartnerDailyStat.day >= sa.bindparam(f"probe_first_{index}", type_=sa.Date),
+                PartnerDailyStat.day <= sa.bindparam(f"probe_last_{index}", type_=sa.Date),
+            )
+            columns.append(value.scalar_subquery().label(f"probe_{index}"))
+        listed = sa.bindparam("probe_partner_ids", expanding=True)
+        statement = sa.select(*columns).where(partner_id.in_(listed))
+        _MANY_SELECTS[shape] = statement
+    return statement
+
+
+def read_probes(probes: Iterable[TierProbe]) -> dict[int, PartnerFacts]:
+    """Every probe's answer by partner, one SELECT for all the probes that ask about the same
+    days (a batch's sales of today: one statement). At most one probe per partner: each
+    reads the counters as they stand, before any of the sales is counted."""
+    groups: dict[tuple, list[TierProbe]] = {}
+    for probe in probes:
+        groups.setdefault((probe.shape, tuple(probe.keys)), []).append(probe)
+    facts: dict[int, PartnerFacts] = {}
+    for (shape, _keys), group in groups.items():
+        first = group[0]
+        params = {key: value for key, value in first.params.items() if key != "probe_partner_id"}
+        ids = [probe.params["probe_partner_id"] for probe in group]
+        if len(set(ids)) != len(ids):
+            raise ValueError("read_probes: one probe per partner")
+        params["probe_partner_ids"] = ids
+        for row in db.session.execute(_probe_many_select(shape), params):
+            facts[row[0]] = first.read(row)
+    return facts
+
+
 def tier_probe(program: Program, partner_id: int, at: datetime) -> TierProbe | None:
     """The probe for a sale of ``partner_id`` at ``at``; None when the program has no tiers."""
     if not rules_in_use().tiers:

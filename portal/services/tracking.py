@@ -33,7 +33,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.attributes import set_committed_value
 
 from portal import lookups, realtime
-from portal.database import begin_write, lock_partner, stored_as_loaded
+from portal.database import array_params, begin_write, insert_from_arrays, lock_partner, stored_as_loaded
 from portal.errors import DomainError
 from portal.extensions import db
 
@@ -542,7 +542,56 @@ def write_conversion(
         if existing is None:
             raise RuntimeError(f"conversion {conversion.transaction_id!r} neither inserted nor found")
         return _same_or_conflict(existing, sale.digest, "transaction_id"), False
-    conversion = stored
+    _earn_stored(program, stored, partner, facts, batch)
+    return stored, True
+
+
+def write_conversions(
+    program: Program, sales: list[PreparedSale], batch: SaleBatch
+) -> list[tuple[Conversion, bool] | None]:
+    """``write_conversion`` for many prepared sales in the session's write transaction, in
+    few statements: one SELECT reads every earning partner's tier counters
+    (``rewards.read_probes``), one INSERT stores every sale. Each sale's outcome in order:
+    (conversion, created), or None for a ``Conflict`` (its transaction id was reported before
+    with other details; nothing written for it).
+
+    The caller holds every earning partner's lock (PostgreSQL; SQLite's write lock serves
+    every partner), and gives at most one sale per partner and per transaction id: each
+    then reads the counters every earlier sale of its partner left, as if written alone."""
+    tids = [sale.conversion.transaction_id for sale in sales]
+    earning = [sale.earning_partner_id for sale in sales if sale.earning_partner_id is not None]
+    if len(set(tids)) != len(tids) or len(set(earning)) != len(earning):
+        raise ValueError("write_conversions: one sale per transaction id and per partner")
+    facts = rewards.read_probes(sale.probe for sale in sales if sale.probe is not None)
+    rows = [_insert_values(sale.conversion) for sale in sales]
+    ids = _insert_many(rows)
+    outcomes: list[tuple[Conversion, bool] | None] = []
+    for sale, values in zip(sales, rows, strict=True):
+        conversion_id = ids.get(values["transaction_id"])
+        if conversion_id is None:
+            existing = _find_conversion(values["transaction_id"])
+            if existing is None:
+                raise RuntimeError(f"conversion {values['transaction_id']!r} neither inserted nor found")
+            try:
+                outcomes.append((_same_or_conflict(existing, sale.digest, "transaction_id"), False))
+            except Conflict:
+                outcomes.append(None)
+            continue
+        conversion = stored_as_loaded(Conversion(id=conversion_id, **values))
+        partner_facts = facts.get(sale.partner.id) if sale.probe is not None else None
+        _earn_stored(program, conversion, sale.partner, partner_facts, batch)
+        outcomes.append((conversion, True))
+    return outcomes
+
+
+def _earn_stored(
+    program: Program,
+    conversion: Conversion,
+    partner: Partner | None,
+    facts: rewards.PartnerFacts | None,
+    batch: SaleBatch | None,
+) -> None:
+    """A conversion just inserted: its commission lines (in ``batch``, or now) and rollups."""
     # What the answer and the events read, from the objects in hand instead of queries.
     set_committed_value(conversion, "partner", partner)
     set_committed_value(conversion, "commissions", [])
@@ -557,7 +606,47 @@ def write_conversion(
         rollups.count_conversion(conversion, timezone=program.timezone)
     # Open pages hear of it from the outbox's live consumer (its events, after the commit).
     events.written()  # by the triggers: the dispatcher looks after the commit
-    return conversion, True
+
+
+_INSERT_MANY: dict[str, sa.Insert] = {}
+
+
+def _insert_many(rows: list[dict]) -> dict[str, int]:
+    """INSERT … ON CONFLICT (transaction_id) DO NOTHING RETURNING id, transaction_id for
+    every row in one statement: the ids of the rows stored, by transaction id (a row whose
+    transaction id was taken before is not among them)."""
+    dialect = db.session.get_bind().dialect.name
+    if dialect == "postgresql" and len(rows) > 1:
+        statement = _INSERT_MANY.get("arrays")
+        if statement is None:
+            statement = _INSERT_MANY["arrays"] = insert_from_arrays(
+                Conversion.__table__,
+                _CONVERSION_COLUMNS,
+                "ON CONFLICT (transaction_id) DO NOTHING RETURNING id, transaction_id",
+            )
+        stored = db.session.execute(statement, array_params(rows, _CONVERSION_COLUMNS)).all()
+        return {transaction_id: conversion_id for conversion_id, transaction_id in stored}
+    statement = _INSERT_MANY.get(dialect)
+    if statement is None:
+        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        table = Conversion.__table__
+        statement = _INSERT_MANY[dialect] = (
+            insert(table)
+            .on_conflict_do_nothing(index_elements=["transaction_id"])
+            .returning(table.c.id, table.c.transaction_id)
+        )
+    if len(rows) == 1:  # executemany's path costs more than it saves for one row
+        stored = db.session.execute(statement, rows[0]).all()
+    else:
+        stored = db.session.execute(statement, rows).all()
+    return {transaction_id: conversion_id for conversion_id, transaction_id in stored}
+
+
+def _insert_values(conversion: Conversion) -> dict:
+    values = {key: getattr(conversion, key) for key in _CONVERSION_COLUMNS}
+    values["refunded_minor"] = values["refunded_minor"] or 0
+    values["created_at"] = values["created_at"] or utcnow()
+    return values
 
 
 _INSERT_ONCE: dict[tuple[str, tuple | None], sa.Insert] = {}
@@ -583,9 +672,7 @@ def _insert_once(
         if probe is not None:
             statement = statement.returning(*probe.columns)
         _INSERT_ONCE[(dialect, shape)] = statement
-    values = {key: getattr(conversion, key) for key in _CONVERSION_COLUMNS}
-    values["refunded_minor"] = values["refunded_minor"] or 0
-    values["created_at"] = values["created_at"] or utcnow()
+    values = _insert_values(conversion)
     row = db.session.execute(statement, {**values, **probe.params} if probe else values).first()
     if row is None:
         return None, None

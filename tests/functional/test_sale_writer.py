@@ -199,14 +199,15 @@ def test_the_same_transaction_id_twice_in_one_batch_is_stored_once(world):
 
 def test_a_batch_that_fails_leaves_nothing_and_each_sale_is_written_alone(world, monkeypatch):
     app, plain = world
-    real = tracking.write_conversion
+    real = tracking._earn_stored
 
-    def failing(program, sale, **kwargs):
-        if sale.conversion.transaction_id == "boom":
+    # After the batch's INSERT stored all three, the second one's lines fail.
+    def failing(program, conversion, *args):
+        if conversion.transaction_id == "boom":
             raise RuntimeError("the database went away")
-        return real(program, sale, **kwargs)
+        return real(program, conversion, *args)
 
-    monkeypatch.setattr(tracking, "write_conversion", failing)
+    monkeypatch.setattr(tracking, "_earn_stored", failing)
     sales = _sales(app, [_body("fine-1", "alpha"), _body("boom", "bravo"), _body("fine-2", "charlie")])
     _write_all(app, sales)
     assert [sale.outcome for sale in sales] == [Outcome.ALONE] * 3
@@ -217,7 +218,7 @@ def test_a_batch_that_fails_leaves_nothing_and_each_sale_is_written_alone(world,
     assert _rollups_equal_a_recount(app)
 
     # Through the API: the request whose batch failed writes its sale itself.
-    monkeypatch.setattr(tracking, "write_conversion", real)
+    monkeypatch.setattr(tracking, "_earn_stored", real)
     from portal.salewriter import SaleWriter
 
     original = SaleWriter.write
