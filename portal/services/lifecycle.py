@@ -36,6 +36,7 @@ from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from jinja2 import StrictUndefined, TemplateSyntaxError, UndefinedError, nodes
 from jinja2.sandbox import SandboxedEnvironment
+from sqlalchemy.dialects import postgresql, sqlite
 
 from portal import lookups, realtime
 from portal.errors import DomainError
@@ -143,7 +144,21 @@ def kind_label(kind: str) -> str:
     }.get(kind, kind)
 
 
+# The built-in wordings by language: the catalogues do not change while the process runs,
+# and translating them all costs more than the rest of a message.
+_DEFAULTS_BY_LOCALE: dict[str, dict[str, tuple[str, str]]] = {}
+
+
 def _defaults() -> dict[str, tuple[str, str]]:
+    """The built-in subject and body of every kind, in the current language."""
+    locale = str(get_locale())
+    defaults = _DEFAULTS_BY_LOCALE.get(locale)
+    if defaults is None:
+        defaults = _DEFAULTS_BY_LOCALE[locale] = _translated_defaults()
+    return defaults
+
+
+def _translated_defaults() -> dict[str, tuple[str, str]]:
     return {
         AutomaticKind.WELCOME: (
             _("Welcome to %(program)s, {{ partner.name }}", program="{{ program.name }}"),
@@ -461,34 +476,28 @@ def notify(kind: str, partner: Partner, *, key: str, **values: object) -> Messag
     template = get_template(kind)
     if not template.enabled or not partner.can_use_portal:
         return None
-    already = db.session.scalar(
-        sa.select(AutomaticMessageLog.id).where(
-            AutomaticMessageLog.kind == kind,
-            AutomaticMessageLog.partner_id == partner.id,
-            AutomaticMessageLog.dedupe_key == key,
-        )
-    )
-    if already is not None:
-        return None
     flat = {**_common_values(partner), **{name.replace("__", "."): value for name, value in values.items()}}
     unknown = set(flat) - set(variables_for(kind))
     if unknown:
         raise ValueError(f"automatic message {kind}: unknown values {sorted(unknown)}")
+    # Once per key: the log's row first (a run that sent it before, or a concurrent one that
+    # is sending it now, holds the key: nothing more here, not even the rendering).
+    log_id = _log_once(kind, partner.id, key[:200])
+    if log_id is None:
+        return None
     # In the partner's language and zone; the built-in wording in their language too.
     with speaking_to(partner.user):
         subject_source, body_source = _wording(kind, template)
         subject = render(kind, subject_source, flat, markdown=False)
         body = render(kind, body_source, flat)
 
-    log = AutomaticMessageLog(kind=kind, partner_id=partner.id, dedupe_key=key[:200])
-    try:
-        with db.session.begin_nested():
-            db.session.add(log)
-    except sa.exc.IntegrityError:
-        return None  # a concurrent run sent it a moment ago
     message = inbox.post_system_message(partner, kind, subject, body)
-    log.message_id = message.id
-    db.session.flush()
+    db.session.execute(
+        sa.update(AutomaticMessageLog)
+        .where(AutomaticMessageLog.id == log_id)
+        .values(message_id=message.id)
+        .execution_options(synchronize_session=False)
+    )
     delivery.queue_email(partner, kind, subject, body, inbox.thread_link(message.thread))
     realtime.notify(partner.id, "notification", {"kind": kind, "thread": message.thread_id})
     events.record(
@@ -500,6 +509,19 @@ def notify(kind: str, partner: Partner, *, key: str, **values: object) -> Messag
 
 
 # --- events that exist today ----------------------------------------------------------------
+
+
+def _log_once(kind: str, partner_id: int, key: str) -> int | None:
+    """INSERT … ON CONFLICT DO NOTHING RETURNING id: the new log row's id, or None when the
+    message was sent (or is being sent) for this key already."""
+    table = AutomaticMessageLog.__table__
+    insert = postgresql.insert if db.session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    return db.session.scalar(
+        insert(table)
+        .values(kind=kind, partner_id=partner_id, dedupe_key=key, created_at=utcnow())
+        .on_conflict_do_nothing(index_elements=["kind", "partner_id", "dedupe_key"])
+        .returning(table.c.id)
+    )
 
 
 def partner_approved(partner: Partner) -> Message | None:

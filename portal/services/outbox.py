@@ -138,39 +138,34 @@ def _owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"[:64]
 
 
-def _take_leases(names: list[str], owner: str) -> list[str]:
-    """The consumers of ``names`` whose lease this dispatcher now holds, in one transaction
-    (one UPDATE … WHERE the lease is free — the same on SQLite and PostgreSQL)."""
+def _take_leases(names: list[str], owner: str) -> dict[str, int]:
+    """The consumers of ``names`` whose lease this dispatcher now holds, with their positions
+    (which only the lease's holder moves), in one transaction: their rows made if missing
+    (INSERT … ON CONFLICT DO NOTHING), then one UPDATE … WHERE the lease is free … RETURNING
+    (the same on SQLite and PostgreSQL)."""
     begin_write(db.session())
     now = utcnow()
-    known = set(db.session.scalars(sa.select(OutboxConsumer.name).where(OutboxConsumer.name.in_(names))))
-    for name in names:
-        if name not in known:
-            try:
-                with db.session.begin_nested():
-                    db.session.add(OutboxConsumer(name=name, position=0))
-            except sa.exc.IntegrityError:
-                pass  # another dispatcher made the row a moment ago
+    table = OutboxConsumer.__table__
+    insert = postgresql.insert if db.session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    db.session.execute(
+        insert(table).on_conflict_do_nothing(), [{"name": name, "position": 0} for name in names]
+    )
     free = sa.or_(
         OutboxConsumer.lease_until.is_(None),
         OutboxConsumer.lease_until < now,
         OutboxConsumer.lease_owner == owner,
     )
-    db.session.execute(
-        sa.update(OutboxConsumer)
-        .where(OutboxConsumer.name.in_(names), free)
-        .values(lease_owner=owner, lease_until=now + LEASE)
-        .execution_options(synchronize_session=False)
-    )
-    taken = set(
-        db.session.scalars(
-            sa.select(OutboxConsumer.name).where(
-                OutboxConsumer.name.in_(names), OutboxConsumer.lease_owner == owner
-            )
-        )
+    taken = dict(
+        db.session.execute(
+            sa.update(OutboxConsumer)
+            .where(OutboxConsumer.name.in_(names), free)
+            .values(lease_owner=owner, lease_until=now + LEASE)
+            .returning(OutboxConsumer.name, OutboxConsumer.position)
+            .execution_options(synchronize_session=False)
+        ).all()
     )
     db.session.commit()
-    return [name for name in names if name in taken]
+    return {name: taken[name] or 0 for name in names if name in taken}
 
 
 def _release_leases(names: list[str], owner: str) -> None:
@@ -260,11 +255,11 @@ def _handle(name: str, consumer: Consumer, event_ids: list[int]) -> tuple[int, b
         return 0, False
 
 
-def _advance(name: str, owner: str) -> None:
-    """Move the position over every handled event, over events the consumer does not want,
-    and over gaps old enough to be rollbacks (in the caller's transaction)."""
+def _advance(name: str, owner: str, position: int) -> None:
+    """Move the position (``position``, as the lease was taken) over every handled event,
+    over events the consumer does not want, and over gaps old enough to be rollbacks (in the
+    caller's transaction)."""
     wants = CONSUMERS[name].wants
-    position = _position(name)
     rows = db.session.execute(
         sa.select(OutboxEvent.id, OutboxEvent.type, OutboxEvent.created_at, OutboxReceipt.event_id)
         .outerjoin(
@@ -294,13 +289,14 @@ def _advance(name: str, owner: str) -> None:
         )
 
 
-def _finish(names: list[str], owner: str) -> None:
+def _finish(positions: dict[str, int], owner: str) -> None:
     """Advance every consumer this dispatcher ran and give their leases back, in one
     transaction; if advancing fails, the leases are still given back (the positions wait)."""
+    names = list(positions)
     try:
         begin_write(db.session())
-        for name in names:
-            _advance(name, owner)
+        for name, position in positions.items():
+            _advance(name, owner, position)
         _release_leases(names, owner)
         db.session.commit()
     except Exception:
@@ -311,10 +307,10 @@ def _finish(names: list[str], owner: str) -> None:
         db.session.commit()
 
 
-def _run_held(name: str, limit: int) -> tuple[int, int]:
+def _run_held(name: str, position: int, limit: int) -> tuple[int, int]:
     handled = failed = 0
     consumer = CONSUMERS[name]
-    pending = _unhandled(name, _position(name), limit)
+    pending = _unhandled(name, position, limit)
     for start in range(0, len(pending), BATCH):
         done, ok = _handle(name, consumer, pending[start : start + BATCH])
         handled += done
@@ -332,8 +328,8 @@ def run_consumers(names: list[str], limit: int = 500, owner: str | None = None) 
     held = _take_leases(names, owner)
     results: dict[str, tuple[int, int]] = {}
     try:
-        for name in held:
-            results[name] = _run_held(name, limit)
+        for name, position in held.items():
+            results[name] = _run_held(name, position, limit)
     finally:
         if held:
             _finish(held, owner)
