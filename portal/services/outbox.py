@@ -142,14 +142,29 @@ def _take_leases(names: list[str], owner: str) -> dict[str, int]:
     """The consumers of ``names`` whose lease this dispatcher now holds, with their positions
     (which only the lease's holder moves), in one transaction: their rows made if missing
     (INSERT … ON CONFLICT DO NOTHING), then one UPDATE … WHERE the lease is free … RETURNING
-    (the same on SQLite and PostgreSQL)."""
-    begin_write(db.session())
+    (the same on SQLite and PostgreSQL). When another dispatcher holds every one of them, one
+    SELECT says so and nothing is written (on SQLite no turn at the write lock)."""
     now = utcnow()
-    table = OutboxConsumer.__table__
-    insert = postgresql.insert if db.session.get_bind().dialect.name == "postgresql" else sqlite.insert
-    db.session.execute(
-        insert(table).on_conflict_do_nothing(), [{"name": name, "position": 0} for name in names]
-    )
+    leases = db.session.execute(
+        sa.select(OutboxConsumer.name, OutboxConsumer.lease_owner, OutboxConsumer.lease_until).where(
+            OutboxConsumer.name.in_(names)
+        )
+    ).all()
+    held_elsewhere = {
+        name
+        for name, lease_owner, lease_until in leases
+        if lease_owner not in (None, owner) and lease_until >= now
+    }
+    if held_elsewhere.issuperset(names):
+        db.session.rollback()
+        return {}
+    begin_write(db.session())
+    if len(leases) < len(names):
+        table = OutboxConsumer.__table__
+        insert = postgresql.insert if db.session.get_bind().dialect.name == "postgresql" else sqlite.insert
+        db.session.execute(
+            insert(table).on_conflict_do_nothing(), [{"name": name, "position": 0} for name in names]
+        )
     free = sa.or_(
         OutboxConsumer.lease_until.is_(None),
         OutboxConsumer.lease_until < now,
