@@ -174,6 +174,38 @@ def test_a_batch_earns_exactly_what_the_same_sales_earn_one_by_one(world):
     assert _rollups_equal_a_recount(app)
 
 
+def test_a_batch_reads_each_partners_counters_as_that_partners_own_probe_does(world):
+    """``rewards.read_probes`` (one SELECT for the batch) against ``TierProbe.fetch`` (one
+    partner at a time): equal for partners with and without history and a tier, and for
+    probes of different days in one call (a sale that says it happened two days ago)."""
+    from datetime import timedelta
+
+    from portal.services import rewards
+
+    app, _plain = world
+    # alpha: two sales (a tier), bravo: one, charlie: none.
+    _write_all(app, _sales(app, [_body("h-1", "alpha", "30.00"), _body("h-2", "bravo", "45.00")]))
+    _write_all(app, _sales(app, [_body("h-3", "alpha", "12.50")]))
+    with app.app_context():
+        program = cached_program()
+        ids = dict(_db.session.execute(sa.select(Partner.ref_code, Partner.id)).all())
+        now = datetime.now(UTC)
+        probes = [
+            rewards.tier_probe(program, ids["alpha"], now),
+            rewards.tier_probe(program, ids["bravo"], now - timedelta(days=2)),
+            rewards.tier_probe(program, ids["charlie"], now),
+        ]
+        together = rewards.read_probes(probes)
+        alone = {probe.params["probe_partner_id"]: probe.fetch() for probe in probes}
+        assert together == alone
+        assert together[ids["alpha"]].tier_id is not None
+        assert max(together[ids["alpha"]].metrics.values()) == 2  # its two sales
+        assert together[ids["charlie"]].tier_id is None
+        with pytest.raises(ValueError, match="one probe per partner"):
+            rewards.read_probes([probes[0], rewards.tier_probe(program, ids["alpha"], now)])
+        _db.session.rollback()
+
+
 def test_the_same_transaction_id_twice_in_one_batch_is_stored_once(world):
     app, plain = world
     # Sales that attribute to nobody share a batch (no partner to take turns for).
