@@ -768,20 +768,26 @@ _PROBE_COLUMNS: dict[tuple[str, ...], list] = {}
 _PROBE_SELECTS: dict[tuple[str, ...], sa.Select] = {}
 
 
+def _tier_and_metrics(partner_id, shape: tuple[str, ...]) -> list:
+    """The partner's tier and each window's metric, as scalar subqueries on ``partner_id`` (a
+    bound parameter, or a column to correlate with)."""
+    current = sa.select(PartnerTier.tier_id).where(PartnerTier.partner_id == partner_id)
+    columns = [current.scalar_subquery().label("probe_tier_id")]
+    for index, metric in enumerate(shape):
+        value = sa.select(sa.func.coalesce(sa.func.sum(_COUNTED[TierMetric(metric)]), 0)).where(
+            PartnerDailyStat.partner_id == partner_id,
+            PartnerDailyStat.day >= sa.bindparam(f"probe_first_{index}", type_=sa.Date),
+            PartnerDailyStat.day <= sa.bindparam(f"probe_last_{index}", type_=sa.Date),
+        )
+        columns.append(value.scalar_subquery().label(f"probe_{index}"))
+    return columns
+
+
 def _probe_columns(shape: tuple[str, ...]) -> list:
     columns = _PROBE_COLUMNS.get(shape)
     if columns is None:
         partner_id = sa.bindparam("probe_partner_id", type_=sa.Integer)
-        current = sa.select(PartnerTier.tier_id).where(PartnerTier.partner_id == partner_id)
-        columns = [current.scalar_subquery().label("probe_tier_id")]
-        for index, metric in enumerate(shape):
-            value = sa.select(sa.func.coalesce(sa.func.sum(_COUNTED[TierMetric(metric)]), 0)).where(
-                PartnerDailyStat.partner_id == partner_id,
-                PartnerDailyStat.day >= sa.bindparam(f"probe_first_{index}", type_=sa.Date),
-                PartnerDailyStat.day <= sa.bindparam(f"probe_last_{index}", type_=sa.Date),
-            )
-            columns.append(value.scalar_subquery().label(f"probe_{index}"))
-        _PROBE_COLUMNS[shape] = columns
+        columns = _PROBE_COLUMNS[shape] = _tier_and_metrics(partner_id, shape)
     return columns
 
 
@@ -825,19 +831,10 @@ _MANY_SELECTS: dict[tuple[str, ...], sa.Select] = {}
 def _probe_many_select(shape: tuple[str, ...]) -> sa.Select:
     statement = _MANY_SELECTS.get(shape)
     if statement is None:
-        partner_id = Partner.id
-        current = sa.select(PartnerTier.tier_id).where(PartnerTier.partner_id == partner_id)
-        columns = [partner_id, current.scalar_subquery().label("probe_tier_id")]
-        for index, metric in enumerate(shape):
-            value = sa.select(sa.func.coalesce(sa.func.sum(_COUNTED[TierMetric(metric)]), 0)).where(
-                PartnerDailyStat.partner_id == partner_id,
-                PartnerDailyStat.day >= sa.bindparam(f"probe_first_{index}", type_=sa.Date),
-                PartnerDailyStat.day <= sa.bindparam(f"probe_last_{index}", type_=sa.Date),
-            )
-            columns.append(value.scalar_subquery().label(f"probe_{index}"))
         listed = sa.bindparam("probe_partner_ids", expanding=True)
-        statement = sa.select(*columns).where(partner_id.in_(listed))
-        _MANY_SELECTS[shape] = statement
+        statement = _MANY_SELECTS[shape] = sa.select(Partner.id, *_tier_and_metrics(Partner.id, shape)).where(
+            Partner.id.in_(listed)
+        )
     return statement
 
 
