@@ -11,6 +11,9 @@
   real date with the program's date fails by day, not only at night. ``night`` (00:30 UTC) is
   still the day before in New York (the demo program); ``late`` (23:30 UTC) is already the next
   day in Berlin (the factories' programs); ``month-end`` is 23:30 on a month's last day in Berlin.
+  ``--clock=night,late,month-end`` runs every test once per clock in one session (fixture
+  ``pinned_clock``), so the start-up is paid once. A test marked ``own_clock`` (the harness pins
+  its clock, not ticking, for all its fixtures and its body) is left out of ``--clock`` runs.
 * Under pytest-xdist each worker gets its own PostgreSQL database (``<name>_gw0``, …), so
   workers never reset each other's schema.
 """
@@ -102,8 +105,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=os.environ.get("PORTAL_TEST_CLOCK") or None,
         help="pin the run's clock: 'night' (today 00:30 UTC: yesterday in New York), 'late' (today "
         "23:30 UTC: tomorrow in Berlin), 'month-end' (23:30 on the last day of this month in the "
-        "programs' time zone) or an ISO 8601 instant; the clock ticks from there",
+        "programs' time zone) or an ISO 8601 instant; the clock ticks from there. Several, "
+        "comma-separated: every test runs once per clock, in one session",
     )
+
+
+def pinned_clocks(config: pytest.Config) -> list[str]:
+    """The ``--clock`` values, in order (none: the real clock)."""
+    value = config.getoption("--clock") or ""
+    return [part.strip() for part in value.split(",") if part.strip()]
 
 
 def clock_instant(value: str, today: date | None = None) -> datetime:
@@ -122,11 +132,13 @@ def clock_instant(value: str, today: date | None = None) -> datetime:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    value = config.getoption("--clock")
-    if value:
+    clocks = pinned_clocks(config)
+    for value in clocks:
+        clock_instant(value)  # a bad value fails here, before any test
+    if len(clocks) == 1:
         import time_machine
 
-        traveller = time_machine.travel(clock_instant(value), tick=True)
+        traveller = time_machine.travel(clock_instant(clocks[0]), tick=True)
         traveller.start()
         config._portal_clock = traveller  # stopped in pytest_unconfigure
 
@@ -138,10 +150,30 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 def pytest_report_header(config: pytest.Config) -> str | None:
-    value = config.getoption("--clock")
-    if value:
-        return f"clock pinned: {value} = {clock_instant(value).isoformat()} (ticking)"
+    clocks = pinned_clocks(config)
+    if clocks:
+        pins = ", ".join(f"{value} = {clock_instant(value).isoformat()}" for value in clocks)
+        each = " (every test once per clock)" if len(clocks) > 1 else ""
+        return f"clock pinned: {pins} (ticking){each}"
     return None
+
+
+@pytest.fixture(scope="session", autouse=True)
+def pinned_clock(request: pytest.FixtureRequest) -> Iterator[str | None]:
+    """Under ``--clock=a,b,…`` the clock its tests run at, pinned and ticking (None otherwise:
+    the real clock, or one ``--clock`` pinned for the whole session).
+
+    Session-scoped and autouse, so it is set up before every other fixture of its tests, and pytest
+    runs the tests of one clock together; a session fixture that keeps dates (the browser suite's
+    live server and its seeded data) asks for it, and is made again for each clock."""
+    value = getattr(request, "param", None)
+    if value is None:
+        yield None
+        return
+    import time_machine
+
+    with time_machine.travel(clock_instant(value), tick=True):
+        yield value
 
 
 # --- which services this run has -------------------------------------------------
@@ -160,6 +192,11 @@ def _missing_services(item: pytest.Item) -> list[str]:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    clocks = pinned_clocks(metafunc.config)
+    if len(clocks) > 1:
+        metafunc.parametrize(
+            "pinned_clock", clocks, indirect=True, scope="session", ids=[f"clock={c}" for c in clocks]
+        )
     if "database_backend" in metafunc.fixturenames:
         if metafunc.definition.get_closest_marker("postgres_only"):
             # No SQLite variant to skip; without PostgreSQL it is skipped locally, failed in CI.
@@ -210,6 +247,13 @@ def is_money_test(path: Path) -> bool:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if pinned_clocks(config):
+        # Their harness pins their clock for all they do (pytest_runtest_setup): a pinned run
+        # would repeat them exactly. The unpinned run keeps them.
+        own_clock = [item for item in items if item.get_closest_marker("own_clock")]
+        if own_clock:
+            config.hook.pytest_deselected(items=own_clock)
+            items[:] = [item for item in items if not item.get_closest_marker("own_clock")]
     for item in items:
         if is_money_test(item.path):
             item.add_marker(pytest.mark.money)
@@ -220,10 +264,32 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.skipif(True, reason="not available here: " + ", ".join(missing)))
 
 
-def pytest_runtest_setup(item: pytest.Item) -> None:
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
+    """A test marked ``own_clock(instant)`` sees that instant, not ticking, from before its
+    first fixture to after its last (pytest_runtest_teardown): no clock of the run reaches it."""
+    marker = item.get_closest_marker("own_clock")
+    if marker is not None:
+        import time_machine
+
+        traveller = time_machine.travel(marker.args[0], tick=False)
+        traveller.start()
+        item._portal_own_clock = traveller
     missing = _missing_services(item)
     if missing and IN_CI:
         pytest.fail(f"CI=true but a service this test needs is missing: {', '.join(missing)}")
+    return (yield)
+
+
+@pytest.hookimpl(wrapper=True, trylast=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    try:
+        return (yield)
+    finally:
+        traveller = getattr(item, "_portal_own_clock", None)
+        if traveller is not None:
+            del item._portal_own_clock
+            traveller.stop()
 
 
 class _ConnectionBoundSession(FlaskSession):
