@@ -11,6 +11,9 @@
   real date with the program's date fails by day, not only at night. ``night`` (00:30 UTC) is
   still the day before in New York (the demo program); ``late`` (23:30 UTC) is already the next
   day in Berlin (the factories' programs); ``month-end`` is 23:30 on a month's last day in Berlin.
+  ``--clock=night,late,month-end`` runs every test once per clock in one session (fixture
+  ``pinned_clock``), so the start-up is paid once. A test marked ``own_clock`` (the harness pins
+  its clock, not ticking, for all its fixtures and its body) is left out of ``--clock`` runs.
 * Under pytest-xdist each worker gets its own PostgreSQL database (``<name>_gw0``, …), so
   workers never reset each other's schema.
 """
@@ -26,6 +29,8 @@ from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import jinja2
+import jinja2.bccache
 import pytest
 import sqlalchemy as sa
 from flask import g, has_app_context
@@ -57,6 +62,40 @@ def _worker_database(url: str | None) -> str | None:
 POSTGRES_URL = _worker_database(os.environ.get("PORTAL_TEST_POSTGRES_URL"))
 
 
+# --- what every test's fresh app would build again -------------------------------------
+
+
+def _share_url_builders() -> None:
+    """Each test makes its own app (create_app), and werkzeug compiles two URL-building functions
+    per rule for each: two thirds of create_app's time (~50 of ~70 ms). A builder depends only on
+    the rule's parsed parts (``_trace``) and defaults, and takes its rule as ``self``: rules alike
+    share one. A rule whose defaults fill one of its variables (converted by that rule's
+    converter) builds its own; so does every rule if werkzeug's internals change."""
+    from werkzeug.routing.rules import Rule
+
+    compile_builder = getattr(Rule, "_compile_builder", None)
+    if compile_builder is None or getattr(compile_builder, "_portal_shared", False):
+        return
+    builders: dict[tuple, object] = {}
+
+    def shared_builder(self, append_unknown: bool = True):
+        trace = getattr(self, "_trace", None)
+        defaults = self.defaults or {}
+        if trace is None or any(dynamic and data in defaults for dynamic, data in trace):
+            return compile_builder(self, append_unknown)
+        key = (append_unknown, self.rule, tuple(trace), tuple(sorted(defaults)))
+        builder = builders.get(key)
+        if builder is None:
+            builder = builders[key] = compile_builder(self, append_unknown)
+        return builder
+
+    shared_builder._portal_shared = True
+    Rule._compile_builder = shared_builder
+
+
+_share_url_builders()
+
+
 # --- the clock of the whole run --------------------------------------------------------
 
 
@@ -66,8 +105,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=os.environ.get("PORTAL_TEST_CLOCK") or None,
         help="pin the run's clock: 'night' (today 00:30 UTC: yesterday in New York), 'late' (today "
         "23:30 UTC: tomorrow in Berlin), 'month-end' (23:30 on the last day of this month in the "
-        "programs' time zone) or an ISO 8601 instant; the clock ticks from there",
+        "programs' time zone) or an ISO 8601 instant; the clock ticks from there. Several, "
+        "comma-separated: every test runs once per clock, in one session",
     )
+
+
+def pinned_clocks(config: pytest.Config) -> list[str]:
+    """The ``--clock`` values, in order (none: the real clock)."""
+    value = config.getoption("--clock") or ""
+    return [part.strip() for part in value.split(",") if part.strip()]
 
 
 def clock_instant(value: str, today: date | None = None) -> datetime:
@@ -86,11 +132,13 @@ def clock_instant(value: str, today: date | None = None) -> datetime:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    value = config.getoption("--clock")
-    if value:
+    clocks = pinned_clocks(config)
+    for value in clocks:
+        clock_instant(value)  # a bad value fails here, before any test
+    if len(clocks) == 1:
         import time_machine
 
-        traveller = time_machine.travel(clock_instant(value), tick=True)
+        traveller = time_machine.travel(clock_instant(clocks[0]), tick=True)
         traveller.start()
         config._portal_clock = traveller  # stopped in pytest_unconfigure
 
@@ -102,10 +150,30 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 def pytest_report_header(config: pytest.Config) -> str | None:
-    value = config.getoption("--clock")
-    if value:
-        return f"clock pinned: {value} = {clock_instant(value).isoformat()} (ticking)"
+    clocks = pinned_clocks(config)
+    if clocks:
+        pins = ", ".join(f"{value} = {clock_instant(value).isoformat()}" for value in clocks)
+        each = " (every test once per clock)" if len(clocks) > 1 else ""
+        return f"clock pinned: {pins} (ticking){each}"
     return None
+
+
+@pytest.fixture(scope="session", autouse=True)
+def pinned_clock(request: pytest.FixtureRequest) -> Iterator[str | None]:
+    """Under ``--clock=a,b,…`` the clock its tests run at, pinned and ticking (None otherwise:
+    the real clock, or one ``--clock`` pinned for the whole session).
+
+    Session-scoped and autouse, so it is set up before every other fixture of its tests, and pytest
+    runs the tests of one clock together; a session fixture that keeps dates (the browser suite's
+    live server and its seeded data) asks for it, and is made again for each clock."""
+    value = getattr(request, "param", None)
+    if value is None:
+        yield None
+        return
+    import time_machine
+
+    with time_machine.travel(clock_instant(value), tick=True):
+        yield value
 
 
 # --- which services this run has -------------------------------------------------
@@ -124,6 +192,11 @@ def _missing_services(item: pytest.Item) -> list[str]:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    clocks = pinned_clocks(metafunc.config)
+    if len(clocks) > 1:
+        metafunc.parametrize(
+            "pinned_clock", clocks, indirect=True, scope="session", ids=[f"clock={c}" for c in clocks]
+        )
     if "database_backend" in metafunc.fixturenames:
         if metafunc.definition.get_closest_marker("postgres_only"):
             # No SQLite variant to skip; without PostgreSQL it is skipped locally, failed in CI.
@@ -174,6 +247,13 @@ def is_money_test(path: Path) -> bool:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if pinned_clocks(config):
+        # Their harness pins their clock for all they do (pytest_runtest_setup): a pinned run
+        # would repeat them exactly. The unpinned run keeps them.
+        own_clock = [item for item in items if item.get_closest_marker("own_clock")]
+        if own_clock:
+            config.hook.pytest_deselected(items=own_clock)
+            items[:] = [item for item in items if not item.get_closest_marker("own_clock")]
     for item in items:
         if is_money_test(item.path):
             item.add_marker(pytest.mark.money)
@@ -184,10 +264,32 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.skipif(True, reason="not available here: " + ", ".join(missing)))
 
 
-def pytest_runtest_setup(item: pytest.Item) -> None:
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
+    """A test marked ``own_clock(instant)`` sees that instant, not ticking, from before its
+    first fixture to after its last (pytest_runtest_teardown): no clock of the run reaches it."""
+    marker = item.get_closest_marker("own_clock")
+    if marker is not None:
+        import time_machine
+
+        traveller = time_machine.travel(marker.args[0], tick=False)
+        traveller.start()
+        item._portal_own_clock = traveller
     missing = _missing_services(item)
     if missing and IN_CI:
         pytest.fail(f"CI=true but a service this test needs is missing: {', '.join(missing)}")
+    return (yield)
+
+
+@pytest.hookimpl(wrapper=True, trylast=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    try:
+        return (yield)
+    finally:
+        traveller = getattr(item, "_portal_own_clock", None)
+        if traveller is not None:
+            del item._portal_own_clock
+            traveller.stop()
 
 
 class _ConnectionBoundSession(FlaskSession):
@@ -237,18 +339,62 @@ def database_backend(request: pytest.FixtureRequest) -> str:
     return getattr(request, "param", "sqlite")
 
 
+# The database of each backend, migrated once per session (per worker). pytest sets
+# ``database_url`` up again whenever a worker's next test is on the other backend (its parameter
+# changes, a few dozen times a run); migrating again each time cost 1-3 s. Tests leave the
+# database as they found it (a rolled-back transaction, or rows removed by the few that commit).
+_MIGRATED: dict[str, str] = {}
+
+
 @pytest.fixture(scope="session")
 def database_url(database_backend: str, tmp_path_factory: pytest.TempPathFactory) -> str:
+    if database_backend in _MIGRATED:
+        return _MIGRATED[database_backend]
     if database_backend == "postgresql":
         if not POSTGRES_URL:
             pytest.fail("PORTAL_TEST_POSTGRES_URL is not set")
         _reset_postgres(POSTGRES_URL)
         migrate_database(POSTGRES_URL)
-        return POSTGRES_URL
-    path = tmp_path_factory.mktemp("db") / "portal-test.db"
-    url = f"sqlite:///{path}"
-    migrate_database(url)
+        url = POSTGRES_URL
+    else:
+        path = tmp_path_factory.mktemp("db") / "portal-test.db"
+        url = f"sqlite:///{path}"
+        migrate_database(url)
+    _MIGRATED[database_backend] = url
     return url
+
+
+class _SharedTemplateCode(jinja2.BytecodeCache):
+    """Compiled templates shared by every app of the run (in memory), keyed by name and source
+    checksum as Jinja's own file cache is: each test's fresh app otherwise compiles again every
+    template it renders (~8 ms each, several a page)."""
+
+    def __init__(self) -> None:
+        self._code: dict[tuple, object] = {}
+
+    @staticmethod
+    def _key(bucket: jinja2.bccache.Bucket) -> tuple:
+        env = bucket.environment  # the apps are made alike; the settings that shape the code
+        return (
+            bucket.key,
+            bucket.checksum,
+            tuple(sorted(env.extensions)),
+            env.trim_blocks,
+            env.lstrip_blocks,
+            env.optimized,
+            env.autoescape if isinstance(env.autoescape, bool) else id(env.autoescape),
+        )
+
+    def load_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
+        code = self._code.get(self._key(bucket))
+        if code is not None:
+            bucket.code = code
+
+    def dump_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
+        self._code[self._key(bucket)] = bucket.code
+
+
+_TEMPLATE_CODE = _SharedTemplateCode()
 
 
 @pytest.fixture
@@ -257,6 +403,7 @@ def app(database_url: str, tmp_path: Path):
     app = create_app(
         TestingConfig, SQLALCHEMY_DATABASE_URI=database_url, STORAGE_LOCAL_DIR=str(tmp_path / "media")
     )
+    app.jinja_env.bytecode_cache = _TEMPLATE_CODE
     yield app
     with app.app_context():
         _db.engine.dispose()

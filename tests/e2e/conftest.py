@@ -135,8 +135,10 @@ class LiveServer:
 
 
 @pytest.fixture(scope="session")
-def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    """The portal on a free port of 127.0.0.1, with real websockets, CSRF on, demo data seeded."""
+def live_server(tmp_path_factory: pytest.TempPathFactory, pinned_clock: str | None) -> Iterator[LiveServer]:
+    """The portal on a free port of 127.0.0.1, with real websockets, CSRF on, demo data seeded.
+
+    Under ``--clock=a,b,…`` one per clock (``pinned_clock``): the demo data is seeded at that clock."""
     path = tmp_path_factory.mktemp("e2e-db") / "portal-e2e.db"
     url = f"sqlite:///{path}"
     migrate_database(url)
