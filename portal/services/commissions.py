@@ -12,7 +12,7 @@ from datetime import timedelta
 import sqlalchemy as sa
 from sqlalchemy.orm.attributes import set_committed_value
 
-from portal.database import array_params, insert_from_arrays, stored_as_loaded
+from portal.database import ARRAYS_FROM_ROWS, array_params, insert_from_arrays, stored_as_loaded
 from portal.extensions import db
 from portal.models import (
     CORRECTION_KINDS,
@@ -70,7 +70,7 @@ _INSERT_LINES_FROM_ARRAYS = insert_from_arrays(_LINES, ("id", *_LINE_COLUMNS))
 def _insert_lines(rows: list[dict]) -> list[int]:
     if db.session.get_bind().dialect.name == "sqlite":
         return sorted(db.session.execute(_INSERT_LINES_SQLITE, rows).scalars().all())
-    if len(rows) == 1:
+    if len(rows) < ARRAYS_FROM_ROWS:
         return list(db.session.execute(_INSERT_LINES, rows).scalars().all())
     ids = sorted(db.session.execute(_NEXT_LINE_IDS, {"n": len(rows)}).scalars().all())
     stored = [

@@ -33,7 +33,14 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.attributes import set_committed_value
 
 from portal import lookups, realtime
-from portal.database import array_params, begin_write, insert_from_arrays, lock_partner, stored_as_loaded
+from portal.database import (
+    ARRAYS_FROM_ROWS,
+    array_params,
+    begin_write,
+    insert_from_arrays,
+    lock_partner,
+    stored_as_loaded,
+)
 from portal.errors import DomainError
 from portal.extensions import db
 
@@ -616,7 +623,7 @@ def _insert_many(rows: list[dict]) -> dict[str, int]:
     every row in one statement: the ids of the rows stored, by transaction id (a row whose
     transaction id was taken before is not among them)."""
     dialect = db.session.get_bind().dialect.name
-    if dialect == "postgresql" and len(rows) > 1:
+    if dialect == "postgresql" and len(rows) >= ARRAYS_FROM_ROWS:
         statement = _INSERT_MANY.get("arrays")
         if statement is None:
             statement = _INSERT_MANY["arrays"] = insert_from_arrays(

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 import time_machine
 
 from portal import lookups
-from portal.models import Campaign, LadderStep, PartnerTier, Program, Tier
+from portal.models import Campaign, Conversion, LadderStep, PartnerTier, Program, Tier
 from portal.services import tracking
 from portal.services.api_keys import create_api_key
 from portal.services.tracking import ConversionInput
@@ -212,3 +212,14 @@ def test_sales_written_together_cost_a_few_statements_in_all(app, client, db, se
     assert [sale.outcome for sale in sales] == [Outcome.WRITTEN] * 10
     # A batch's statements are a fixed few, however many sales it holds (ten here).
     assert len(statements) <= BATCH_STATEMENTS < len(sales), "\n\n".join(statements)
+    # What went in from arrays (PostgreSQL, ten rows) reads back as the answers said.
+    db.session.expunge_all()
+    for sale in sales:
+        answer = sale.payload["conversion"]
+        stored = db.session.scalars(
+            sa.select(Conversion).where(Conversion.transaction_id == answer["transaction_id"])
+        ).one()
+        assert (answer["amount"], answer["partner_ref"]) == ("80.00", stored.partner.ref_code)
+        lines = stored.commissions
+        assert lines and all(line.explanation["rule"] for line in lines)  # the JSON came back whole
+        assert answer["commission"]["amount"] == f"{sum(line.amount_minor for line in lines) / 100:.2f}"
