@@ -229,6 +229,28 @@ def test_the_same_transaction_id_twice_in_one_batch_is_stored_once(world):
     assert _CJK.search(response.json["error"]["message"])  # in the client's language
 
 
+@pytest.mark.parametrize("others", [2, 9])  # 9: ten rows, from arrays on PostgreSQL
+def test_a_retry_in_a_batch_is_answered_from_the_stored_sale_and_the_rest_are_written(world, others):
+    app, _plain = world
+    first = _sales(app, [_body("again-1", "alpha", "61.00")])
+    _write_all(app, first)
+    bodies = [_body("again-1", "alpha", "61.00")] + [
+        _body(f"new-{i}", "nobody-at-all") for i in range(others)
+    ]
+    sales = _sales(app, bodies)
+    assert _write_all(app, sales) == 1
+    assert [sale.outcome for sale in sales] == [Outcome.WRITTEN] * len(bodies)
+    assert [sale.created for sale in sales] == [False] + [True] * others
+    assert sales[0].payload == first[0].payload  # the retry's answer is the first one's
+    with app.app_context():
+        stored = dict(_db.session.execute(sa.select(Conversion.transaction_id, Conversion.id)).all())
+        assert sorted(stored) == sorted({body["transaction_id"] for body in bodies})
+        for sale in sales[1:]:
+            assert sale.payload["conversion"]["transaction_id"] in stored
+        assert check_ledger() == []
+    assert _rollups_equal_a_recount(app)
+
+
 def test_a_batch_that_fails_leaves_nothing_and_each_sale_is_written_alone(world, monkeypatch):
     app, plain = world
     real = tracking._earn_stored
