@@ -12,7 +12,7 @@ from enum import Enum
 
 import sqlalchemy as sa
 from sqlalchemy import orm
-from sqlalchemy.dialects import postgresql
+from sqlalchemy.dialects import postgresql, sqlite
 
 BUSY_TIMEOUT_SECONDS = 5.0
 
@@ -219,6 +219,12 @@ def stored_as_loaded(instance):
     orm.make_transient_to_detached(instance)
     db.session.add(instance)
     return instance
+
+
+def dialect_insert(dialect: str, table) -> sa.Insert:
+    """``INSERT`` into ``table`` in ``dialect``'s own form (``"postgresql"`` or ``"sqlite"``),
+    which has ``on_conflict_do_nothing`` / ``on_conflict_do_update`` and ``excluded``."""
+    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
 
 
 # From how many rows an INSERT from arrays costs less than a multi-row VALUES list (measured

@@ -21,10 +21,10 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import sqlalchemy as sa
 from flask import current_app
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from portal import lookups, urlcheck
+from portal.database import dialect_insert
 from portal.extensions import db
 from portal.models import (
     Click,
@@ -581,7 +581,7 @@ def store_clicks(executor: sa.Connection | Session, rows: list[dict]) -> set[int
 
 def _insert_clicks(connection: sa.Connection, rows: list[dict]) -> list[dict]:
     """Insert-or-ignore by click id; returns the rows inserted."""
-    insert = (postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert)(Click)
+    insert = dialect_insert(connection.dialect.name, Click.__table__)
     statement = insert.on_conflict_do_nothing(index_elements=["id"]).returning(Click.id)
     if len(rows) == 1:
         added = set(connection.execute(statement, rows[0]).scalars())

@@ -24,9 +24,9 @@ import sqlalchemy as sa
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_babel import ngettext
-from sqlalchemy.dialects import postgresql, sqlite
 
 from portal import csvfile
+from portal.database import dialect_insert
 from portal.extensions import db
 from portal.models import (
     COUNTERS,
@@ -836,7 +836,7 @@ def _remember(stale: list, recounted: dict[int, Window], today: date) -> None:
     if not stale:
         return
     table = PartnerTrend.__table__
-    insert = postgresql.insert if db.session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    insert = dialect_insert(db.session.get_bind().dialect.name, table)
     params = []
     for row in sorted(stale, key=lambda r: r["id"]):
         now, clicks_before, conversions_before, last_click = recounted[row["id"]]
@@ -869,7 +869,7 @@ def _remember(stale: list, recounted: dict[int, Window], today: date) -> None:
     try:
         with db.session.begin_nested():
             if new:
-                db.session.execute(insert(table).on_conflict_do_nothing(index_elements=["partner_id"]), new)
+                db.session.execute(insert.on_conflict_do_nothing(index_elements=["partner_id"]), new)
             db.session.execute(store, params)
     except sa.exc.OperationalError:
         log.warning("partner trends not cached this time (database busy); they are recounted next time")

@@ -32,9 +32,9 @@ from fractions import Fraction
 
 import sqlalchemy as sa
 from flask_babel import gettext as _
-from sqlalchemy.dialects import postgresql, sqlite
 
 from portal.currencies import is_iso_currency
+from portal.database import dialect_insert
 from portal.errors import DomainError
 from portal.extensions import db
 from portal.models import ExchangeRate, RateSource, User
@@ -157,8 +157,7 @@ def _checked_pair(base: str, quote: str) -> tuple[str, str]:
 
 def _upsert(rows: list[dict]) -> None:
     dialect = db.session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    statement = insert(ExchangeRate.__table__)
+    statement = dialect_insert(dialect, ExchangeRate.__table__)
     statement = statement.on_conflict_do_update(
         index_elements=["base", "quote", "day"],
         set_={

@@ -36,9 +36,9 @@ from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from jinja2 import StrictUndefined, TemplateSyntaxError, UndefinedError, nodes
 from jinja2.sandbox import SandboxedEnvironment
-from sqlalchemy.dialects import postgresql, sqlite
 
 from portal import lookups, realtime
+from portal.database import dialect_insert
 from portal.errors import DomainError
 from portal.extensions import db
 from portal.formatting import channel_label, reason_label
@@ -464,6 +464,18 @@ def _money(minor: int, currency: str) -> str:
     return format_money_for(minor, currency, str(get_locale() or "en"))
 
 
+def _log_once(kind: str, partner_id: int, key: str) -> int | None:
+    """INSERT … ON CONFLICT DO NOTHING RETURNING id: the new log row's id, or None when the
+    message was sent (or is being sent) for this key already."""
+    table = AutomaticMessageLog.__table__
+    return db.session.scalar(
+        dialect_insert(db.session.get_bind().dialect.name, table)
+        .values(kind=kind, partner_id=partner_id, dedupe_key=key, created_at=utcnow())
+        .on_conflict_do_nothing(index_elements=["kind", "partner_id", "dedupe_key"])
+        .returning(table.c.id)
+    )
+
+
 def notify(kind: str, partner: Partner, *, key: str, **values: object) -> Message | None:
     """Send the automatic message ``kind`` to ``partner`` once for ``key``, if it is switched on.
 
@@ -509,19 +521,6 @@ def notify(kind: str, partner: Partner, *, key: str, **values: object) -> Messag
 
 
 # --- events that exist today ----------------------------------------------------------------
-
-
-def _log_once(kind: str, partner_id: int, key: str) -> int | None:
-    """INSERT … ON CONFLICT DO NOTHING RETURNING id: the new log row's id, or None when the
-    message was sent (or is being sent) for this key already."""
-    table = AutomaticMessageLog.__table__
-    insert = postgresql.insert if db.session.get_bind().dialect.name == "postgresql" else sqlite.insert
-    return db.session.scalar(
-        insert(table)
-        .values(kind=kind, partner_id=partner_id, dedupe_key=key, created_at=utcnow())
-        .on_conflict_do_nothing(index_elements=["kind", "partner_id", "dedupe_key"])
-        .returning(table.c.id)
-    )
 
 
 def partner_approved(partner: Partner) -> Message | None:
@@ -820,13 +819,7 @@ def _on_tier_changed(event: OutboxEvent) -> None:
             change = db.session.get(TierChange, event.data["change_id"])
             old = event.data.get("from_tier") or base_name
             new = event.data.get("to_tier") or base_name
-            log = AutomaticMessageLog(
-                kind="tier_change", partner_id=partner.id, dedupe_key=f"tier-change-{change.id}"
-            )
-            try:
-                with db.session.begin_nested():
-                    db.session.add(log)
-            except sa.exc.IntegrityError:
+            if _log_once("tier_change", partner.id, f"tier-change-{change.id}") is None:
                 return
             inbox.post_system_message(
                 partner,

@@ -37,10 +37,9 @@ from datetime import timedelta
 import sqlalchemy as sa
 from flask import current_app
 from sqlalchemy import event as sa_event
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from portal.database import begin_write
+from portal.database import begin_write, dialect_insert
 from portal.extensions import db
 from portal.models import OutboxConsumer, OutboxEvent, OutboxReceipt
 from portal.models.types import utcnow
@@ -160,11 +159,8 @@ def _take_leases(names: list[str], owner: str) -> dict[str, int]:
         return {}
     begin_write(db.session())
     if len(leases) < len(names):
-        table = OutboxConsumer.__table__
-        insert = postgresql.insert if db.session.get_bind().dialect.name == "postgresql" else sqlite.insert
-        db.session.execute(
-            insert(table).on_conflict_do_nothing(), [{"name": name, "position": 0} for name in names]
-        )
+        insert = dialect_insert(db.session.get_bind().dialect.name, OutboxConsumer.__table__)
+        db.session.execute(insert.on_conflict_do_nothing(), [{"name": name, "position": 0} for name in names])
     free = sa.or_(
         OutboxConsumer.lease_until.is_(None),
         OutboxConsumer.lease_until < now,
@@ -215,8 +211,7 @@ def _claim(name: str, event_ids: list[int]) -> list[int]:
     a list of parameter sets, so the statement is compiled once whatever the batch's size."""
     table = OutboxReceipt.__table__
     dialect = db.session.get_bind().dialect.name
-    insert = postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
-    statement = insert.on_conflict_do_nothing().returning(table.c.event_id)
+    statement = dialect_insert(dialect, table).on_conflict_do_nothing().returning(table.c.event_id)
     rows = db.session.execute(statement, [{"consumer": name, "event_id": event_id} for event_id in event_ids])
     return sorted(rows.scalars())
 

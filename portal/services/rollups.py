@@ -28,9 +28,10 @@ from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
+from portal.database import dialect_insert
 from portal.extensions import db
 from portal.models import (
     COUNTERS,
@@ -182,7 +183,7 @@ def _counters_of(table: sa.Table) -> tuple[str, ...]:
 def _upsert_statement(dialect: str, table: sa.Table, key_columns: tuple[str, ...]) -> sa.Insert:
     statement = _UPSERTS.get((dialect, table.name))
     if statement is None:
-        insert = postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
+        insert = dialect_insert(dialect, table)
         statement = insert.on_conflict_do_update(
             index_elements=list(key_columns),
             set_={name: table.c[name] + insert.excluded[name] for name in _counters_of(table)},

@@ -28,7 +28,6 @@ import sqlalchemy as sa
 from flask_babel import get_locale
 from flask_babel import gettext as _
 from sqlalchemy import orm
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -37,6 +36,7 @@ from portal.database import (
     ARRAYS_FROM_ROWS,
     array_params,
     begin_write,
+    dialect_insert,
     insert_from_arrays,
     lock_partner,
     stored_as_loaded,
@@ -545,10 +545,7 @@ def write_conversion(
     stored, facts = _insert_once(conversion, sale.probe)
     if stored is None:
         # Reported before (a retry), or a concurrent request with the same transaction id won.
-        existing = _find_conversion(conversion.transaction_id)
-        if existing is None:
-            raise RuntimeError(f"conversion {conversion.transaction_id!r} neither inserted nor found")
-        return _same_or_conflict(existing, sale.digest, "transaction_id"), False
+        return _reported_before(sale), False
     _earn_stored(program, stored, partner, facts, batch)
     return stored, True
 
@@ -576,11 +573,8 @@ def write_conversions(
     for sale, values in zip(sales, rows, strict=True):
         conversion_id = ids.get(values["transaction_id"])
         if conversion_id is None:
-            existing = _find_conversion(values["transaction_id"])
-            if existing is None:
-                raise RuntimeError(f"conversion {values['transaction_id']!r} neither inserted nor found")
             try:
-                outcomes.append((_same_or_conflict(existing, sale.digest, "transaction_id"), False))
+                outcomes.append((_reported_before(sale), False))
             except Conflict:
                 outcomes.append(None)
             continue
@@ -589,6 +583,16 @@ def write_conversions(
         _earn_stored(program, conversion, sale.partner, partner_facts, batch)
         outcomes.append((conversion, True))
     return outcomes
+
+
+def _reported_before(sale: PreparedSale) -> Conversion:
+    """The conversion stored before under the sale's transaction id (a retry, or a concurrent
+    request that won): the sale's answer, or a ``Conflict`` if it came with other details."""
+    transaction_id = sale.conversion.transaction_id
+    existing = _find_conversion(transaction_id)
+    if existing is None:
+        raise RuntimeError(f"conversion {transaction_id!r} neither inserted nor found")
+    return _same_or_conflict(existing, sale.digest, "transaction_id")
 
 
 def _earn_stored(
@@ -635,18 +639,24 @@ def _insert_many(rows: list[dict]) -> dict[str, int]:
         return {transaction_id: conversion_id for conversion_id, transaction_id in stored}
     statement = _INSERT_MANY.get(dialect)
     if statement is None:
-        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-        table = Conversion.__table__
-        statement = _INSERT_MANY[dialect] = (
-            insert(table)
-            .on_conflict_do_nothing(index_elements=["transaction_id"])
-            .returning(table.c.id, table.c.transaction_id)
+        statement = _INSERT_MANY[dialect] = _insert_unless_reported(dialect).returning(
+            Conversion.__table__.c.transaction_id
         )
     if len(rows) == 1:  # executemany's path costs more than it saves for one row
         stored = db.session.execute(statement, rows[0]).all()
     else:
         stored = db.session.execute(statement, rows).all()
     return {transaction_id: conversion_id for conversion_id, transaction_id in stored}
+
+
+def _insert_unless_reported(dialect: str) -> sa.Insert:
+    """A conversion's INSERT … ON CONFLICT (transaction_id) DO NOTHING RETURNING id."""
+    table = Conversion.__table__
+    return (
+        dialect_insert(dialect, table)
+        .on_conflict_do_nothing(index_elements=["transaction_id"])
+        .returning(table.c.id)
+    )
 
 
 def _insert_values(conversion: Conversion) -> dict:
@@ -671,11 +681,7 @@ def _insert_once(
     shape = probe.shape if probe is not None else None
     statement = _INSERT_ONCE.get((dialect, shape))
     if statement is None:
-        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-        table = Conversion.__table__
-        statement = (
-            insert(table).on_conflict_do_nothing(index_elements=["transaction_id"]).returning(table.c.id)
-        )
+        statement = _insert_unless_reported(dialect)
         if probe is not None:
             statement = statement.returning(*probe.columns)
         _INSERT_ONCE[(dialect, shape)] = statement
