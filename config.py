@@ -191,7 +191,7 @@ class Config:
     # for its batch (then 503; the client's retry is answered from the stored sale).
     SALE_WRITE_MODE = _str("SALE_WRITE_MODE", "batched")
     SALE_BATCH_SIZE = _int("SALE_BATCH_SIZE", 32)
-    SALE_WRITERS = _int("SALE_WRITERS", 2)
+    SALE_WRITERS = _int("SALE_WRITERS", 1)
     SALE_WRITE_TIMEOUT_SECONDS = float(_str("SALE_WRITE_TIMEOUT_SECONDS", "30"))
 
     # What the click redirect and the API look up on every request (links, the

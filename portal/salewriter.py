@@ -7,7 +7,8 @@ from the pool (and its pre-ping), SQLite's writer gate or PostgreSQL's partner l
 rollup upserts and the commit. Written one request at a time, that fixed part was most of a
 sale's cost and all of SQLite's waiting. Here the request thread validates the body and
 hands the sale over (``record``); the writer takes every sale waiting (up to
-``SALE_BATCH_SIZE``) and, in one transaction:
+``SALE_BATCH_SIZE``) and, in one transaction (the sales that arrive while it waits for its
+turn at the write lock join it once the turn is its own):
 
 1. decides each sale as ``tracking.record_conversion`` does (attribution, window, currency,
    screening: reads only). A sale whose partner (or transaction id) already has a sale in
@@ -131,6 +132,14 @@ class SaleWriter:
             count = min(len(self._queue), self.max_batch)
             return [self._queue.popleft() for _ in range(count)]
 
+    def _take_arrived(self, room: int) -> list[Sale]:
+        """Without waiting: up to ``room`` sales queued since the batch was taken."""
+        if room <= 0:
+            return []
+        with self._ready:
+            count = min(len(self._queue), room)
+            return [self._queue.popleft() for _ in range(count)]
+
     def _give_back(self, sales: list[Sale]) -> None:
         """Sales that wait for the next batch go first in it, in their order."""
         if not sales:
@@ -178,25 +187,29 @@ class SaleWriter:
         partners: set[int] = set()
         transaction_ids: set[str] = set()
         later: list[Sale] = []
-        for sale in sales:
-            try:
-                prepared = tracking.prepare_conversion(
-                    program, sale.data, sale.raw, received_at=sale.received_at
-                )
-            except DomainError:
-                # Its own refusal (wrote nothing): decided again in its request, which
-                # answers in the client's language.
-                sale.finish(Outcome.ALONE)
-                continue
-            partner_id = prepared.earning_partner_id
-            transaction_id = prepared.conversion.transaction_id
-            if partner_id in partners or transaction_id in transaction_ids:
-                later.append(sale)  # the next batch reads what this one writes
-                continue
-            if partner_id is not None:
-                partners.add(partner_id)
-            transaction_ids.add(transaction_id)
-            batch.append((sale, prepared))
+
+        def prepare(arrived: list[Sale]) -> None:
+            for sale in arrived:
+                try:
+                    prepared = tracking.prepare_conversion(
+                        program, sale.data, sale.raw, received_at=sale.received_at
+                    )
+                except DomainError:
+                    # Its own refusal (wrote nothing): decided again in its request, which
+                    # answers in the client's language.
+                    sale.finish(Outcome.ALONE)
+                    continue
+                partner_id = prepared.earning_partner_id
+                transaction_id = prepared.conversion.transaction_id
+                if partner_id in partners or transaction_id in transaction_ids:
+                    later.append(sale)  # the next batch reads what this one writes
+                    continue
+                if partner_id is not None:
+                    partners.add(partner_id)
+                transaction_ids.add(transaction_id)
+                batch.append((sale, prepared))
+
+        prepare(sales)
         if not batch:
             db.session.rollback()
             return later
@@ -204,6 +217,12 @@ class SaleWriter:
         refused: list[Sale] = []  # answered by their requests (409), after the commit
         # Anything raised from here on ends the batch with nothing written (``_failed``).
         begin_write(db.session())
+        # The turn is ours (SQLite: the writer gate and the write lock, often after a wait
+        # for the other processes' batches): the sales that arrived meanwhile join this batch
+        # rather than wait for the next turn. Added to ``sales``, so a failure answers them too.
+        arrived = self._take_arrived(self.max_batch - len(sales))
+        sales.extend(arrived)
+        prepare(arrived)
         lock_partners(db.session(), partners)
         together = tracking.SaleBatch()
         outcomes = tracking.write_conversions(program, [prepared for _sale, prepared in batch], together)

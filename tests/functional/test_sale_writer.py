@@ -251,6 +251,53 @@ def test_a_retry_in_a_batch_is_answered_from_the_stored_sale_and_the_rest_are_wr
     assert _rollups_equal_a_recount(app)
 
 
+def test_sales_that_arrive_while_a_batch_waits_for_its_turn_join_it(world):
+    """The writer takes its turn (SQLite: the writer gate and the write lock), then every sale
+    queued meanwhile joins the batch: one transaction, not one more turn each. A second sale of
+    a partner already in the batch still waits for the next batch."""
+    app, _plain = world
+    writer = app.extensions["sale_writer"]
+    taken = _sales(app, [_body("turn-1", "alpha", "10.00")])
+    arrived = _sales(
+        app,
+        [_body("turn-2", "bravo", "20.00"), _body("turn-3", "alpha", "30.00"), _body("turn-4", "charlie")],
+    )
+    writer._queue.extend(arrived)
+    later = writer.run_batch(list(taken))
+    assert not writer._queue
+    assert [sale.data.transaction_id for sale in later] == ["turn-3"]  # alpha's second sale
+    assert [sale.outcome for sale in (taken[0], arrived[0], arrived[2])] == [Outcome.WRITTEN] * 3
+    assert not arrived[1].done.is_set()
+    assert writer.run_batch(later) == []
+    assert arrived[1].outcome == Outcome.WRITTEN
+    with app.app_context():
+        assert _db.session.scalar(sa.select(sa.func.count()).select_from(Conversion)) == 4
+        assert check_ledger() == []
+    assert _rollups_equal_a_recount(app)
+
+
+def test_a_batch_that_fails_answers_the_sales_that_joined_it_too(world, monkeypatch):
+    app, _plain = world
+    writer = app.extensions["sale_writer"]
+    real = tracking._earn_stored
+
+    def failing(program, conversion, *args):
+        if conversion.transaction_id == "joined-boom":
+            raise RuntimeError("the database went away")
+        return real(program, conversion, *args)
+
+    monkeypatch.setattr(tracking, "_earn_stored", failing)
+    taken = _sales(app, [_body("joined-1", "alpha")])
+    arrived = _sales(app, [_body("joined-boom", "bravo")])
+    writer._queue.extend(arrived)
+    assert writer.run_batch(list(taken)) == []
+    # Both were in the failed batch: each is answered (written alone by its request), none waits.
+    assert [sale.outcome for sale in taken + arrived] == [Outcome.ALONE, Outcome.ALONE]
+    assert all(sale.done.is_set() for sale in taken + arrived)
+    with app.app_context():
+        assert _db.session.scalar(sa.select(sa.func.count()).select_from(Conversion)) == 0
+
+
 def test_a_batch_that_fails_leaves_nothing_and_each_sale_is_written_alone(world, monkeypatch):
     app, plain = world
     real = tracking._earn_stored
