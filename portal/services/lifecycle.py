@@ -36,6 +36,7 @@ from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from jinja2 import StrictUndefined, TemplateSyntaxError, UndefinedError, nodes
 from jinja2.sandbox import SandboxedEnvironment
+from sqlalchemy import orm
 
 from portal import lookups, realtime
 from portal.database import dialect_insert
@@ -63,6 +64,10 @@ from portal.services.audit import record_event
 from portal.urls import absolute_url
 
 DEFAULT_QUIET_DAYS = 21
+
+# A message needs the partner and their user (language, zone, name), not their tags: one
+# query, where the plain load took three (the partner, its tags, then its user).
+_PARTNER_AND_USER = (orm.joinedload(Partner.user), orm.lazyload(Partner.tags))
 
 # --- variables ----------------------------------------------------------------------------
 
@@ -567,7 +572,7 @@ def conversion_recorded(conversion: Conversion) -> Message | None:
 def _first_conversion(conversion: Conversion) -> Message | None:
     from portal.services.commissions import net_commission
 
-    partner = conversion.partner or db.session.get(Partner, conversion.partner_id)
+    partner = db.session.get(Partner, conversion.partner_id, options=_PARTNER_AND_USER)
     with speaking_to(partner.user):
         return notify(
             AutomaticKind.FIRST_CONVERSION,
@@ -582,7 +587,7 @@ def conversion_rejected(conversion: Conversion) -> Message | None:
     """A partner's conversion was rejected (by a rule, a refund or an operator): say why."""
     if conversion.partner_id is None or conversion.status != ConversionStatus.REJECTED:
         return None
-    partner = conversion.partner or db.session.get(Partner, conversion.partner_id)
+    partner = db.session.get(Partner, conversion.partner_id, options=_PARTNER_AND_USER)
     with speaking_to(partner.user):
         return notify(
             AutomaticKind.CONVERSION_REJECTED,
@@ -768,7 +773,9 @@ def payout_failed(
 
 def _partner(event: OutboxEvent) -> Partner | None:
     partner_id = event.partner_id or event.data.get("partner_id")
-    return db.session.get(Partner, partner_id) if partner_id is not None else None
+    if partner_id is None:
+        return None
+    return db.session.get(Partner, partner_id, options=_PARTNER_AND_USER)
 
 
 def _conversion(event: OutboxEvent) -> Conversion | None:

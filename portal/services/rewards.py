@@ -40,6 +40,7 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
+from sqlalchemy import orm
 from sqlalchemy.exc import IntegrityError
 
 from portal import realtime
@@ -993,7 +994,8 @@ def upgrade_on_conversion(
             break
     if standing is None:
         return Upgrade(current)
-    partner = db.session.get(Partner, conversion.partner_id)
+    # Not its tags (a selectin load of their own): the tier change needs the partner's row only.
+    partner = db.session.get(Partner, conversion.partner_id, options=(orm.lazyload(Partner.tags),))
     change = set_tier(
         program,
         partner,
