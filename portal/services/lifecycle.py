@@ -771,8 +771,12 @@ def payout_failed(
 # --- the outbox consumer ------------------------------------------------------------------------
 
 
+def _partner_id(event: OutboxEvent) -> int | None:
+    return event.partner_id or event.data.get("partner_id")
+
+
 def _partner(event: OutboxEvent) -> Partner | None:
-    partner_id = event.partner_id or event.data.get("partner_id")
+    partner_id = _partner_id(event)
     if partner_id is None:
         return None
     return db.session.get(Partner, partner_id, options=_PARTNER_AND_USER)
@@ -933,6 +937,45 @@ def passes_over(event: OutboxEvent) -> bool:
     """Whether ``handle_event`` would do nothing with this event, told without a query (most
     sales: not a partner's first). The dispatcher then spares it its savepoint."""
     return _HANDLERS.get(event.type) is _on_conversion_counts and _not_a_first_sale(event)
+
+
+def preload(events: list[OutboxEvent]) -> list:
+    """What ``handle_event`` reads for ``events``, in a few queries for the whole batch: the
+    partners with their users, the conversions with their lines, the tiers and the message
+    templates (the outbox reads them before its write turn; the handlers then find them in
+    the session). Events passed over load nothing. Returns the rows: the session holds them
+    weakly, so the caller keeps them while it handles the batch."""
+    from portal.models import Tier
+
+    acting = [event for event in events if event.type in _HANDLERS and not passes_over(event)]
+    if not acting:
+        return []
+    partner_ids = {_partner_id(event) for event in acting} - {None}
+    conversion_ids = {
+        event.data["conversion_id"]
+        for event in acting
+        if _HANDLERS[event.type] in (_on_conversion_counts, _on_conversion_rejected)
+        and event.data.get("conversion_id") is not None
+    }
+    tier_ids = {
+        event.data["to_tier_id"]
+        for event in acting
+        if event.type == "partner.tier_changed" and event.data.get("to_tier_id")
+    }
+    loaded: list = list(db.session.scalars(sa.select(MessageTemplate)))  # one row per kind
+    if partner_ids:
+        query = sa.select(Partner).options(*_PARTNER_AND_USER).where(Partner.id.in_(partner_ids))
+        loaded += db.session.scalars(query)
+    if conversion_ids:
+        query = (
+            sa.select(Conversion)
+            .options(orm.selectinload(Conversion.commissions))
+            .where(Conversion.id.in_(conversion_ids))
+        )
+        loaded += db.session.scalars(query)
+    if tier_ids:
+        loaded += db.session.scalars(sa.select(Tier).where(Tier.id.in_(tier_ids)))
+    return loaded
 
 
 def handle_event(event: OutboxEvent) -> None:

@@ -74,6 +74,12 @@ def _messages_pass_over(event: OutboxEvent) -> bool:
     return lifecycle.passes_over(event)
 
 
+def _messages_preload(events: list[OutboxEvent]) -> list:
+    from portal.services import lifecycle
+
+    return lifecycle.preload(events)
+
+
 def _live(event: OutboxEvent) -> None:
     from portal.services import live
 
@@ -114,12 +120,19 @@ class Consumer:
     # An event the consumer would do nothing with, told without a query: handled (its
     # receipt stays) without a savepoint or a call.
     passes_over: Callable[[OutboxEvent], bool] | None = None
+    # Reads what handling a batch of events will read, a few queries for the whole batch,
+    # before the write turn (SQLite: the one write lock is then held for the writes, not
+    # these reads); returns the loaded rows, kept while the batch runs (the session holds
+    # them weakly).
+    preload: Callable[[list[OutboxEvent]], list] | None = None
 
 
 # In this order: a message's own ``message.sent`` event is written while ``messages`` runs,
 # so ``live`` and ``webhooks`` usually see it in the same pass.
 CONSUMERS: dict[str, Consumer] = {
-    "messages": Consumer(_messages, _messages_want, passes_over=_messages_pass_over),
+    "messages": Consumer(
+        _messages, _messages_want, passes_over=_messages_pass_over, preload=_messages_preload
+    ),
     "live": Consumer(_live, _live_wants, writes=False),
     "webhooks": Consumer(_webhooks, _webhooks_want),
 }
@@ -225,14 +238,18 @@ def _handle(name: str, consumer: Consumer, event_ids: list[int]) -> tuple[int, b
     kept, the rest wait for the next dispatch."""
     handled = 0
     try:
-        # SQLite: a writer from the start. A transaction that read first fails at once with
-        # "database is locked" when the API committed in between, instead of waiting its turn.
-        begin_write(db.session())
-        held = _claim(name, event_ids)
+        # The events, and what the consumer reads for them, first: one read transaction.
+        # Then the write turn (SQLite: ``begin_write`` ends the read snapshot and waits for
+        # the write lock, keeping what was loaded; a transaction that went on from its read
+        # snapshot would fail at once with "database is locked" whenever the API committed
+        # in between, instead of waiting its turn).
         events = {
             event.id: event
-            for event in db.session.scalars(sa.select(OutboxEvent).where(OutboxEvent.id.in_(held)))
+            for event in db.session.scalars(sa.select(OutboxEvent).where(OutboxEvent.id.in_(event_ids)))
         }
+        _kept = consumer.preload(list(events.values())) if consumer.preload is not None else []
+        begin_write(db.session())
+        held = _claim(name, event_ids)
         for index, event_id in enumerate(held):
             if consumer.passes_over is not None and consumer.passes_over(events[event_id]):
                 handled += 1

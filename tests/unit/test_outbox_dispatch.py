@@ -216,3 +216,52 @@ def test_sales_after_a_partners_first_cost_the_messages_consumer_no_savepoint(
         )
     ).all()
     assert len(firsts) == 1
+
+
+@pytest.mark.parametrize("partners", [2, 6])
+def test_the_messages_consumer_reads_a_batchs_rows_before_its_write_turn_in_a_few_queries(
+    db, program, emitted, partners
+):
+    """Every partner's first sale calls for a message: the batch's partners (with their
+    users), conversions (with their lines) and the templates are read once for the whole
+    batch, before the receipts are claimed (on SQLite, before the write lock is taken), and
+    each partner is congratulated once."""
+    from portal.models import AutomaticKind, Thread
+    from portal.services import lifecycle
+
+    sellers = [PartnerFactory() for _ in range(partners)]
+    for kind in AutomaticKind:  # stored, as after each kind's first use
+        lifecycle.get_template(kind)
+    db.session.commit()
+    with time_machine.travel(NOW, tick=False):
+        for index, partner in enumerate(sellers):
+            sell(program, partner, f"D-R-{index}")
+        db.session.commit()
+        start_at_the_first_event(db)
+        seller_ids = sorted(partner.id for partner in sellers)
+        db.session.expunge_all()  # nothing loaded before the pass
+        seen: list[str] = []
+
+        def listen(_conn, _cursor, statement, _parameters, _context, _executemany):
+            seen.append(" ".join(statement.split()))
+
+        engine = db.engine
+        sa.event.listen(engine, "before_cursor_execute", listen)
+        try:
+            outbox.run_consumer("messages")
+        finally:
+            sa.event.remove(engine, "before_cursor_execute", listen)
+        db.session.commit()
+
+    def reads_of(table: str) -> list[int]:
+        reads = (sql.startswith("SELECT") and f" FROM {table} " in f"{sql} " for sql in seen)
+        return [index for index, read in enumerate(reads) if read]
+
+    claim = next(i for i, sql in enumerate(seen) if sql.startswith("INSERT INTO outbox_receipts"))
+    for table in ("partners", "message_templates", "commissions"):
+        assert len(reads_of(table)) == 1, (table, [seen[i] for i in reads_of(table)])
+        assert reads_of(table)[0] < claim, table
+    firsts = db.session.scalars(
+        sa.select(Thread.partner_id).where(Thread.automatic_kind == AutomaticKind.FIRST_CONVERSION)
+    ).all()
+    assert sorted(firsts) == seller_ids
