@@ -44,6 +44,7 @@ from sqlalchemy import orm
 from sqlalchemy.exc import IntegrityError
 
 from portal import realtime
+from portal.database import dialect_insert
 from portal.errors import DomainError
 from portal.extensions import db
 from portal.models import (
@@ -950,10 +951,78 @@ def set_tier(
 @dataclass
 class Upgrade:
     """What ``upgrade_on_conversion`` found: the partner's tier for this sale, and the change
-    that put them there (None: the tier they already had)."""
+    that put them there (a ``TierChange``, or its id; None: the tier they already had)."""
 
     tier: TierRule | None
-    change: TierChange | None = None
+    change: TierChange | int | None = None
+
+
+_TIERS_TABLE = PartnerTier.__table__
+_CHANGES_TABLE = TierChange.__table__
+
+
+def _move_up(
+    conversion: Conversion, old_tier_id: int | None, old: TierRule | None, standing: Standing
+) -> int | None:
+    """The sale's own upgrade, from the tier its probe read (under the partner's lock, in this
+    transaction): the partner's tier row set only if it still holds that tier (one upsert),
+    the change and its event inserted — three statements where ``set_tier`` loads the
+    partner, the tier row and the tier first. The change's id, or None when the row no
+    longer holds the tier the probe read (an operator moved the partner meanwhile): the
+    caller then goes the general way, which reads the row under its lock."""
+    partner_id, tier = conversion.partner_id, standing.tier
+    since = conversion.occurred_at
+    dialect = db.session.get_bind().dialect.name
+    upsert = dialect_insert(dialect, _TIERS_TABLE).values(partner_id=partner_id, tier_id=tier.id, since=since)
+    unchanged = _TIERS_TABLE.c.tier_id == old_tier_id if old_tier_id is not None else sa.false()
+    upsert = upsert.on_conflict_do_update(
+        index_elements=[_TIERS_TABLE.c.partner_id],
+        set_={"tier_id": upsert.excluded.tier_id, "since": upsert.excluded.since},
+        where=unchanged,
+    ).returning(_TIERS_TABLE.c.partner_id)
+    if db.session.execute(upsert).first() is None:
+        return None
+    # A tier row this session loaded before is stale now.
+    loaded = db.session.identity_map.get(db.session.identity_key(PartnerTier, partner_id))
+    if loaded is not None:
+        db.session.expire(loaded)
+    change_id = db.session.execute(
+        sa.insert(_CHANGES_TABLE)
+        .values(
+            partner_id=partner_id,
+            from_tier_id=old.id if old else None,
+            to_tier_id=tier.id,
+            from_name=old.name if old else None,
+            to_name=tier.name,
+            upgrade=True,
+            reason=TierChangeReason.THRESHOLD_REACHED,
+            metric=tier.threshold_metric,
+            metric_value=standing.value,
+            window=standing.window,
+            conversion_id=conversion.id,
+            created_at=utcnow(),
+        )
+        .returning(_CHANGES_TABLE.c.id)
+    ).scalar_one()
+    # As ``set_tier`` tells it: the partner hears of it from the outbox, open pages live.
+    events.record_many(
+        [
+            (
+                "partner.tier_changed",
+                {
+                    "partner_id": partner_id,
+                    "change_id": change_id,
+                    "from_tier": old.name if old else None,
+                    "to_tier": tier.name,
+                    "to_tier_id": tier.id,
+                    "upgrade": True,
+                },
+                partner_id,
+            )
+        ]
+    )
+    realtime.notify(partner_id, "rewards", {"tier": tier.name, "upgrade": True})
+    return change_id
 
 
 def upgrade_on_conversion(
@@ -971,6 +1040,7 @@ def upgrade_on_conversion(
         return None
     tz = zone(program)
     at = conversion.occurred_at
+    probed = facts is not None
     if facts is None:
         db.session.flush()
         facts = TierProbe(conversion.partner_id, at, tz, tiers).fetch()
@@ -994,6 +1064,13 @@ def upgrade_on_conversion(
             break
     if standing is None:
         return Upgrade(current)
+    # The fast way needs the tier the probe read among the rules (its name for the change).
+    if probed and (facts.tier_id is None) == (current is None):
+        change_id = _move_up(conversion, facts.tier_id, current, standing)
+        if change_id is not None:
+            return Upgrade(standing.tier, change_id)
+        # Someone else moved the partner since the probe read their tier (an operator):
+        # the general path below reads where they are now, under the row's lock.
     # Not its tags (a selectin load of their own): the tier change needs the partner's row only.
     partner = db.session.get(Partner, conversion.partner_id, options=(orm.lazyload(Partner.tags),))
     change = set_tier(
