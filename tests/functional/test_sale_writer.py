@@ -251,6 +251,18 @@ def test_a_retry_in_a_batch_is_answered_from_the_stored_sale_and_the_rest_are_wr
     assert _rollups_equal_a_recount(app)
 
 
+def _failing_earnings(monkeypatch, transaction_id: str) -> None:
+    """The lines of the sale with ``transaction_id`` fail (after the batch's INSERT stored it)."""
+    real = tracking._earn_stored
+
+    def failing(program, conversion, *args):
+        if conversion.transaction_id == transaction_id:
+            raise RuntimeError("the database went away")
+        return real(program, conversion, *args)
+
+    monkeypatch.setattr(tracking, "_earn_stored", failing)
+
+
 def test_sales_that_arrive_while_a_batch_waits_for_its_turn_join_it(world):
     """The writer takes its turn (SQLite: the writer gate and the write lock), then every sale
     queued meanwhile joins the batch: one transaction, not one more turn each. A second sale of
@@ -279,14 +291,7 @@ def test_sales_that_arrive_while_a_batch_waits_for_its_turn_join_it(world):
 def test_a_batch_that_fails_answers_the_sales_that_joined_it_too(world, monkeypatch):
     app, _plain = world
     writer = app.extensions["sale_writer"]
-    real = tracking._earn_stored
-
-    def failing(program, conversion, *args):
-        if conversion.transaction_id == "joined-boom":
-            raise RuntimeError("the database went away")
-        return real(program, conversion, *args)
-
-    monkeypatch.setattr(tracking, "_earn_stored", failing)
+    _failing_earnings(monkeypatch, "joined-boom")
     taken = _sales(app, [_body("joined-1", "alpha")])
     arrived = _sales(app, [_body("joined-boom", "bravo")])
     writer._queue.extend(arrived)
@@ -301,14 +306,8 @@ def test_a_batch_that_fails_answers_the_sales_that_joined_it_too(world, monkeypa
 def test_a_batch_that_fails_leaves_nothing_and_each_sale_is_written_alone(world, monkeypatch):
     app, plain = world
     real = tracking._earn_stored
-
     # After the batch's INSERT stored all three, the second one's lines fail.
-    def failing(program, conversion, *args):
-        if conversion.transaction_id == "boom":
-            raise RuntimeError("the database went away")
-        return real(program, conversion, *args)
-
-    monkeypatch.setattr(tracking, "_earn_stored", failing)
+    _failing_earnings(monkeypatch, "boom")
     sales = _sales(app, [_body("fine-1", "alpha"), _body("boom", "bravo"), _body("fine-2", "charlie")])
     _write_all(app, sales)
     assert [sale.outcome for sale in sales] == [Outcome.ALONE] * 3

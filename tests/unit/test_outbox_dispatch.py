@@ -14,6 +14,7 @@ from portal.models import OutboxConsumer, OutboxEvent, OutboxReceipt, WebhookDel
 from portal.services import outbox, tracking, webhooks
 from portal.services.tracking import ConversionInput
 from tests.factories import PartnerFactory
+from tests.statements import reads_of, statements_during
 
 pytestmark = pytest.mark.postgres
 
@@ -240,27 +241,13 @@ def test_the_messages_consumer_reads_a_batchs_rows_before_its_write_turn_in_a_fe
         start_at_the_first_event(db)
         seller_ids = sorted(partner.id for partner in sellers)
         db.session.expunge_all()  # nothing loaded before the pass
-        seen: list[str] = []
-
-        def listen(_conn, _cursor, statement, _parameters, _context, _executemany):
-            seen.append(" ".join(statement.split()))
-
-        engine = db.engine
-        sa.event.listen(engine, "before_cursor_execute", listen)
-        try:
-            outbox.run_consumer("messages")
-        finally:
-            sa.event.remove(engine, "before_cursor_execute", listen)
+        seen, _result = statements_during(db.engine, lambda: outbox.run_consumer("messages"))
         db.session.commit()
-
-    def reads_of(table: str) -> list[int]:
-        reads = (sql.startswith("SELECT") and f" FROM {table} " in f"{sql} " for sql in seen)
-        return [index for index, read in enumerate(reads) if read]
 
     claim = next(i for i, sql in enumerate(seen) if sql.startswith("INSERT INTO outbox_receipts"))
     for table in ("partners", "message_templates", "commissions"):
-        assert len(reads_of(table)) == 1, (table, [seen[i] for i in reads_of(table)])
-        assert reads_of(table)[0] < claim, table
+        assert len(reads_of(seen, table)) == 1, (table, [seen[i] for i in reads_of(seen, table)])
+        assert reads_of(seen, table)[0] < claim, table
     firsts = db.session.scalars(
         sa.select(Thread.partner_id).where(Thread.automatic_kind == AutomaticKind.FIRST_CONVERSION)
     ).all()

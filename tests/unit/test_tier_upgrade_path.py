@@ -15,6 +15,7 @@ from portal.models import Conversion, OutboxEvent, PartnerTier, Tier, TierChange
 from portal.services import rewards, tracking
 from portal.services.tracking import ConversionInput
 from tests.factories import PartnerFactory
+from tests.statements import reads_of, statements_during
 
 pytestmark = pytest.mark.postgres
 
@@ -36,21 +37,6 @@ def _sell(program, partner, transaction_id: str) -> Conversion:
     return tracking.record_conversion(program, data, {"transaction_id": transaction_id})[0]
 
 
-def _statements(db, action) -> list[str]:
-    seen: list[str] = []
-
-    def listen(_conn, _cursor, statement, _parameters, _context, _executemany):
-        if not statement.lstrip().upper().startswith(("SAVEPOINT", "RELEASE", "ROLLBACK TO")):
-            seen.append(" ".join(statement.split()))
-
-    sa.event.listen(db.engine, "before_cursor_execute", listen)
-    try:
-        result = action()
-    finally:
-        sa.event.remove(db.engine, "before_cursor_execute", listen)
-    return seen, result
-
-
 def test_a_sale_that_reaches_a_tier_writes_the_row_the_change_and_its_event(db, program):
     silver, _gold = _tiers(db)
     partner = PartnerFactory()
@@ -58,7 +44,7 @@ def test_a_sale_that_reaches_a_tier_writes_the_row_the_change_and_its_event(db, 
     with time_machine.travel(NOW, tick=False):
         _sell(program, partner, "U-1")
         db.session.commit()
-        seen, conversion = _statements(db, lambda: _sell(program, partner, "U-2"))
+        seen, conversion = statements_during(db.engine, lambda: _sell(program, partner, "U-2"))
         db.session.commit()
     row = db.session.get(PartnerTier, partner.id)
     assert row.tier_id == silver.id and row.since == conversion.occurred_at
@@ -85,8 +71,8 @@ def test_a_sale_that_reaches_a_tier_writes_the_row_the_change_and_its_event(db, 
     assert sum(line.amount_minor for line in conversion.commissions) == 1_200
     # The upgrade's own writes: the tier row's upsert, the change, the event; no read of the
     # partner, their tier row or the tier.
-    assert not [sql for sql in seen if sql.startswith("SELECT") and " FROM partner_tiers " in f"{sql} "]
-    assert not [sql for sql in seen if sql.startswith("SELECT") and " FROM tiers " in f"{sql} "]
+    assert reads_of(seen, "partner_tiers") == []
+    assert reads_of(seen, "tiers") == []
     assert len([sql for sql in seen if sql.startswith("INSERT INTO partner_tiers")]) == 1
 
 
