@@ -63,7 +63,7 @@ format: install-dev
 # ledger's: the harness pins their clock for all they do) would repeat themselves exactly under
 # a pinned clock, so only the first run has them; the Hypothesis counts are the same in both runs.
 test: lint
-	$(PYTEST)
+	$(PYTEST) --durations=25
 	$(PYTEST) -q -m money --clock=night,late,month-end
 
 # The inner loop: everything but the browser walks.
