@@ -22,6 +22,7 @@ from portal.extensions import db, socketio
 
 OPERATORS_ROOM = "operators"
 _PENDING_KEY = "portal_pending_emits"
+_PENDING_ONCE_KEY = "portal_pending_emits_once"
 # Sent to this worker's own sockets when its Redis subscription comes back: the pages
 # refetch their live parts (portal.js turns it into "portal:resync").
 RESYNC_EVENT = "resync"
@@ -173,10 +174,12 @@ def notify(partner_id: int, event_name: str, payload: dict[str, Any] | None = No
 
 def _queue_once(room: str, event_name: str, payload: dict[str, Any]) -> None:
     session = db.session()
-    if session.in_transaction() and any(
-        queued[0] == room and queued[1] == event_name for queued in session.info.get(_PENDING_KEY, ())
-    ):
-        return
+    if session.in_transaction():
+        # A set beside the queue: a dispatcher's batch queues thousands of these.
+        queued = session.info.setdefault(_PENDING_ONCE_KEY, set())
+        if (room, event_name) in queued:
+            return
+        queued.add((room, event_name))
     _queue(room, event_name, payload)
 
 
@@ -217,6 +220,7 @@ def notify_operators(event_name: str, payload: dict[str, Any] | None = None) -> 
 
 @event.listens_for(Session, "after_commit")
 def _emit_after_commit(session: Session) -> None:
+    session.info.pop(_PENDING_ONCE_KEY, None)
     for room, event_name, payload in session.info.pop(_PENDING_KEY, []):
         socketio.emit(event_name, payload, to=room)
 
@@ -227,6 +231,7 @@ def _drop_after_rollback(session: Session, previous_transaction) -> None:
     # back inside it (a lost insert race, say) leaves the rest of the work standing.
     if previous_transaction.parent is None:
         session.info.pop(_PENDING_KEY, None)
+        session.info.pop(_PENDING_ONCE_KEY, None)
 
 
 RESTART_EVENT = "restart"

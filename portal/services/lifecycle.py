@@ -816,7 +816,7 @@ def _on_conversion_rejected(event: OutboxEvent) -> None:
 
 def _on_tier_changed(event: OutboxEvent) -> None:
     from portal.models import Tier, TierChange
-    from portal.services.program import get_program
+    from portal.services.program import cached_program
     from portal.services.rewards import describe_tier_change, tier_rate_words
 
     partner = _partner(event)
@@ -841,8 +841,8 @@ def _on_tier_changed(event: OutboxEvent) -> None:
                     "See your Rewards page for what it takes to move up again.",
                     old=old,
                     new=new,
-                    why=describe_tier_change(change, get_program()),
-                    rate=tier_rate_words(tier, get_program()),
+                    why=describe_tier_change(change, cached_program()),
+                    rate=tier_rate_words(tier, cached_program()),
                 ),
             )
             return
@@ -850,7 +850,7 @@ def _on_tier_changed(event: OutboxEvent) -> None:
             partner,
             tier_name=event.data.get("to_tier") or base_name,
             previous_tier=event.data.get("from_tier") or base_name,
-            rate=tier_rate_words(tier, get_program()),
+            rate=tier_rate_words(tier, cached_program()),
             key=f"tier-change-{event.data['change_id']}",
         )
 

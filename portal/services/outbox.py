@@ -11,6 +11,9 @@ Consumers, each with its own position (``outbox_consumers``):
 Each event is handled in a savepoint together with a receipt (consumer, event id), up to
 ``BATCH`` events per transaction: a second handling of the same event fails on the receipt's
 primary key, so an effect written to the database happens once even if two dispatchers race.
+An event whose handling writes nothing (every event of ``live``; a sale that is not a
+partner's first, for ``messages``) gets no receipt and no savepoint, and a batch of only
+such events takes no write turn: the pass remembers their ids until it moves the position.
 A consumer is run by one dispatcher at a time (a lease on its row, taken with one
 UPDATE … WHERE the lease is free — the same on SQLite and PostgreSQL). The position is
 the low-water mark: every event at or below it is handled, and receipts at or below it
@@ -115,10 +118,11 @@ class Consumer:
 
     handle: Callable[[OutboxEvent], None]
     wants: Callable[[str], bool]
-    # A consumer that writes nothing to the database (live) needs no savepoint per event.
+    # A consumer that writes nothing to the database (live) needs no savepoint, receipt or
+    # write turn for its events (``_quiet``).
     writes: bool = True
-    # An event the consumer would do nothing with, told without a query: handled (its
-    # receipt stays) without a savepoint or a call.
+    # An event the consumer would do nothing with, told without a query: handled without a
+    # receipt, a savepoint or a call (``_quiet``).
     passes_over: Callable[[OutboxEvent], bool] | None = None
     # Reads what handling a batch of events will read, a few queries for the whole batch,
     # before the write turn (SQLite: the one write lock is then held for the writes, not
@@ -229,13 +233,25 @@ def _claim(name: str, event_ids: list[int]) -> list[int]:
     return sorted(rows.scalars())
 
 
-def _handle(name: str, consumer: Consumer, event_ids: list[int]) -> tuple[int, bool]:
-    """Events in one transaction: their receipts first (one INSERT; a racing dispatcher's
-    claim stops at the receipts' keys before any effect), then each event in a savepoint;
-    (handled, all went well). One transaction for a batch, not one per event: on SQLite
-    every transaction waits its turn for the one write lock the API also needs. A failing
-    event is rolled back alone, and its receipt with those after it: those before it are
-    kept, the rest wait for the next dispatch."""
+def _quiet(consumer: Consumer, event: OutboxEvent) -> bool:
+    """Whether handling ``event`` writes nothing: a consumer that never writes (live), or an
+    event the consumer passes over. Such an event needs no receipt and no write turn: the
+    position passes it at the end of the pass (``_advance``), and if the process stops
+    before that, handling it again changes nothing (live: one more "look again")."""
+    return not consumer.writes or (consumer.passes_over is not None and consumer.passes_over(event))
+
+
+def _handle(name: str, consumer: Consumer, event_ids: list[int], quiet_done: set[int]) -> tuple[int, bool]:
+    """Events in one transaction: the receipts of those whose handling writes first (one
+    INSERT; a racing dispatcher's claim stops at the receipts' keys before any effect), then
+    each event in order, a writing one in a savepoint; (handled, all went well). Events whose
+    handling writes nothing (``_quiet``) get no receipt: their ids go to ``quiet_done``, which
+    ``_advance`` counts as handled. A batch of only those takes no write turn at all.
+
+    One transaction for a batch, not one per event: on SQLite every transaction waits its
+    turn for the one write lock the API also needs. A failing event is rolled back alone, and
+    its receipt with those after it: those before it are kept, the rest wait for the next
+    dispatch."""
     handled = 0
     try:
         # The events, and what the consumer reads for them, first: one read transaction.
@@ -247,28 +263,37 @@ def _handle(name: str, consumer: Consumer, event_ids: list[int]) -> tuple[int, b
             event.id: event
             for event in db.session.scalars(sa.select(OutboxEvent).where(OutboxEvent.id.in_(event_ids)))
         }
-        _kept = consumer.preload(list(events.values())) if consumer.preload is not None else []
-        begin_write(db.session())
-        held = _claim(name, event_ids)
-        for index, event_id in enumerate(held):
-            if consumer.passes_over is not None and consumer.passes_over(events[event_id]):
-                handled += 1
-                continue
+        ordered = [event_id for event_id in event_ids if event_id in events]
+        quiet = {event_id for event_id in ordered if _quiet(consumer, events[event_id])}
+        loud = [event_id for event_id in ordered if event_id not in quiet]
+        _kept = consumer.preload([events[i] for i in loud]) if loud and consumer.preload is not None else []
+        held: set[int] = set()
+        if loud:
+            begin_write(db.session())
+            held = set(_claim(name, loud))
+        for index, event_id in enumerate(ordered):
+            if event_id not in quiet and event_id not in held:
+                continue  # claimed by another dispatcher meanwhile
+            event = events[event_id]
             try:
-                if consumer.writes:
-                    with db.session.begin_nested():
-                        consumer.handle(events[event_id])
+                if event_id in quiet:
+                    if not consumer.writes:
+                        consumer.handle(event)
+                    quiet_done.add(event_id)
                 else:
-                    consumer.handle(events[event_id])
+                    with db.session.begin_nested():
+                        consumer.handle(event)
             except Exception:
                 log.exception(
                     "outbox consumer %s failed on event %s; the next dispatch retries it", name, event_id
                 )
-                db.session.execute(
-                    sa.delete(OutboxReceipt).where(
-                        OutboxReceipt.consumer == name, OutboxReceipt.event_id.in_(held[index:])
+                rest = [later for later in ordered[index:] if later in held]
+                if rest:
+                    db.session.execute(
+                        sa.delete(OutboxReceipt).where(
+                            OutboxReceipt.consumer == name, OutboxReceipt.event_id.in_(rest)
+                        )
                     )
-                )
                 db.session.commit()
                 return handled, False
             handled += 1
@@ -282,10 +307,11 @@ def _handle(name: str, consumer: Consumer, event_ids: list[int]) -> tuple[int, b
         return 0, False
 
 
-def _advance(name: str, owner: str, position: int) -> None:
-    """Move the position (``position``, as the lease was taken) over every handled event,
-    over events the consumer does not want, and over gaps old enough to be rollbacks (in the
-    caller's transaction)."""
+def _new_position(name: str, position: int, quiet_done: set[int]) -> int:
+    """Where the position (``position``, as the lease was taken) can move: over every handled
+    event (a receipt, or in ``quiet_done``), over events the consumer does not want, and over
+    gaps old enough to be rollbacks. Reads only: only the lease's holder moves the position
+    or writes receipts, so what this reads still holds when ``_advance`` writes it."""
     wants = CONSUMERS[name].wants
     rows = db.session.execute(
         sa.select(OutboxEvent.id, OutboxEvent.type, OutboxEvent.created_at, OutboxReceipt.event_id)
@@ -299,11 +325,18 @@ def _advance(name: str, owner: str, position: int) -> None:
     horizon = utcnow() - GAP_HORIZON
     new = position
     for event_id, event_type, created_at, receipt in rows:
-        if receipt is None and wants(event_type):
+        if receipt is None and event_id not in quiet_done and wants(event_type):
             break
         if event_id != new + 1 and created_at > horizon:
             break  # a gap: an earlier id may still commit
         new = event_id
+    return new
+
+
+def _advance(name: str, owner: str, position: int, new: int, quiet_done: set[int]) -> None:
+    """Move the position from ``position`` to ``new`` (``_new_position``), in the caller's
+    transaction. A quiet event the position cannot pass yet (beyond a gap) gets its receipt
+    now, so it is not handled again."""
     if new != position:
         db.session.execute(
             sa.update(OutboxConsumer)
@@ -314,16 +347,27 @@ def _advance(name: str, owner: str, position: int) -> None:
         db.session.execute(
             sa.delete(OutboxReceipt).where(OutboxReceipt.consumer == name, OutboxReceipt.event_id <= new)
         )
+    beyond = sorted(event_id for event_id in quiet_done if event_id > new)
+    if beyond:
+        table = OutboxReceipt.__table__
+        insert = dialect_insert(db.session.get_bind().dialect.name, table).on_conflict_do_nothing()
+        db.session.execute(insert, [{"consumer": name, "event_id": event_id} for event_id in beyond])
 
 
-def _finish(positions: dict[str, int], owner: str) -> None:
+def _finish(positions: dict[str, int], owner: str, quiet_done: dict[str, set[int]]) -> None:
     """Advance every consumer this dispatcher ran and give their leases back, in one
-    transaction; if advancing fails, the leases are still given back (the positions wait)."""
+    transaction (the new positions read before its write turn); if advancing fails, the
+    leases are still given back (the positions wait, and the quiet events are handled again:
+    nothing was written for them)."""
     names = list(positions)
     try:
+        moves = {
+            name: _new_position(name, position, quiet_done.get(name, set()))
+            for name, position in positions.items()
+        }
         begin_write(db.session())
         for name, position in positions.items():
-            _advance(name, owner, position)
+            _advance(name, owner, position, moves[name], quiet_done.get(name, set()))
         _release_leases(names, owner)
         db.session.commit()
     except Exception:
@@ -334,12 +378,14 @@ def _finish(positions: dict[str, int], owner: str) -> None:
         db.session.commit()
 
 
-def _run_held(name: str, position: int, limit: int) -> tuple[int, int]:
+def _run_held(name: str, position: int, limit: int, quiet_done: set[int]) -> tuple[int, int]:
     handled = failed = 0
     consumer = CONSUMERS[name]
     pending = _unhandled(name, position, limit)
-    for start in range(0, len(pending), BATCH):
-        done, ok = _handle(name, consumer, pending[start : start + BATCH])
+    # A consumer that writes nothing takes no write turn: its whole pass is one batch.
+    size = BATCH if consumer.writes else max(len(pending), 1)
+    for start in range(0, len(pending), size):
+        done, ok = _handle(name, consumer, pending[start : start + size], quiet_done)
         handled += done
         if not ok:
             failed += 1
@@ -354,12 +400,13 @@ def run_consumers(names: list[str], limit: int = 500, owner: str | None = None) 
     owner = owner or _owner()
     held = _take_leases(names, owner)
     results: dict[str, tuple[int, int]] = {}
+    quiet_done: dict[str, set[int]] = {name: set() for name in held}
     try:
         for name, position in held.items():
-            results[name] = _run_held(name, position, limit)
+            results[name] = _run_held(name, position, limit, quiet_done[name])
     finally:
         if held:
-            _finish(held, owner)
+            _finish(held, owner, quiet_done)
     return results
 
 

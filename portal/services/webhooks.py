@@ -431,8 +431,8 @@ def _due(now: datetime):
 
 def _claim(limit: int) -> list[int]:
     """Take up to ``limit`` due deliveries for this sender (SKIP LOCKED on PostgreSQL, then a claim
-    column both databases honour); committed before any request goes out."""
-    begin_write(db.session())
+    column both databases honour); committed before any request goes out. Nothing due (the
+    common case: every dispatch looks): one read, and no turn at SQLite's write lock."""
     now = utcnow()
     ids = list(
         db.session.scalars(
@@ -443,6 +443,12 @@ def _claim(limit: int) -> list[int]:
             .with_for_update(skip_locked=True, of=WebhookDelivery)
         )
     )
+    if not ids:
+        db.session.rollback()
+        return []
+    # SQLite: the write lock now (the read snapshot ends; each UPDATE below checks again that
+    # its delivery is still due and unclaimed). PostgreSQL holds the rows' locks already.
+    begin_write(db.session())
     claimed = []
     for delivery_id in ids:
         taken = db.session.execute(

@@ -252,3 +252,95 @@ def test_the_messages_consumer_reads_a_batchs_rows_before_its_write_turn_in_a_fe
         sa.select(Thread.partner_id).where(Thread.automatic_kind == AutomaticKind.FIRST_CONVERSION)
     ).all()
     assert sorted(firsts) == seller_ids
+
+
+@pytest.fixture
+def write_turns(monkeypatch) -> list[str]:
+    """The dispatcher's calls for a write turn (on SQLite, the writer gate and the write
+    lock), by the function that asked."""
+    import sys
+
+    asked: list[str] = []
+    real = outbox.begin_write
+
+    def spy(session):
+        asked.append(sys._getframe(1).f_code.co_name)
+        return real(session)
+
+    monkeypatch.setattr(outbox, "begin_write", spy)
+    monkeypatch.setattr(webhooks, "begin_write", spy)
+    return asked
+
+
+def test_a_pass_whose_events_write_nothing_takes_no_write_turn_for_them(db, program, emitted, write_turns):
+    """The live consumer writes nothing, and a partner's later sales are passed over by the
+    messages consumer: their batches are read and handled without a receipt or a write turn;
+    only the leases and the positions are written."""
+    partner = PartnerFactory()
+    db.session.commit()
+    with time_machine.travel(NOW, tick=False):
+        sell(program, partner, "D-Q-1")
+        db.session.commit()
+        start_at_the_first_event(db)
+        outbox.dispatch(send=False)  # the first sale: congratulated (a write turn for it)
+        sell(program, partner, "D-Q-2")  # looked at: it finds the earlier sale, and remembers it
+        db.session.commit()
+        outbox.dispatch(send=False)
+        sell(program, partner, "D-Q-3")
+        sell(program, partner, "D-Q-4")
+        db.session.commit()
+        write_turns.clear()
+        emitted.clear()
+        seen, report = statements_during(db.engine, lambda: outbox.dispatch(send=False))
+    assert report.handled["messages"] == 2 and report.handled["live"] >= 4
+    assert "_handle" not in write_turns
+    assert write_turns == ["_take_leases", "_finish"]
+    assert not [sql for sql in seen if sql.startswith("INSERT INTO outbox_receipts")]
+    assert ("conversion", f"partner:{partner.id}") in emitted  # live still told the pages
+    assert positions(db) == dict.fromkeys(outbox.CONSUMERS, newest_event(db))
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(OutboxReceipt)) == 0
+
+
+def test_quiet_events_beyond_a_gap_are_remembered_and_not_handled_again(db, program, emitted):
+    """An id missing before some events (a transaction still running, or one rolled back a
+    moment ago) holds the position back; the events after it that were handled without a
+    receipt get one at the end of the pass, so the next pass does not handle them again."""
+    first, second = PartnerFactory(), PartnerFactory()
+    db.session.commit()
+    with time_machine.travel(NOW, tick=False):
+        sell(program, first, "D-G-1")
+        db.session.commit()
+        start_at_the_first_event(db)
+        outbox.dispatch(send=False)
+        before = positions(db)["live"]
+        sell(program, second, "D-G-2")
+        db.session.commit()
+        ids = sorted(db.session.scalars(sa.select(OutboxEvent.id).where(OutboxEvent.id > before)))
+        # The first of them disappears: as if its transaction had not committed yet.
+        db.session.execute(sa.delete(OutboxEvent).where(OutboxEvent.id == ids[0]))
+        db.session.commit()
+        emitted.clear()
+        report = outbox.dispatch(send=False)
+        assert report.handled["live"] == len(ids) - 1
+        assert positions(db)["live"] == before  # the gap holds it
+        receipts = db.session.scalars(
+            sa.select(OutboxReceipt.event_id).where(OutboxReceipt.consumer == "live")
+        ).all()
+        assert sorted(receipts) == ids[1:]
+        assert emitted
+        emitted.clear()
+        again = outbox.dispatch(send=False)
+        assert again.handled["live"] == 0
+        assert emitted == []
+    # Once the gap is older than the horizon, the position passes it and the receipts go.
+    with time_machine.travel(NOW + outbox.GAP_HORIZON + timedelta(seconds=1), tick=False):
+        outbox.dispatch(send=False)
+    assert positions(db)["live"] == newest_event(db)
+    assert not db.session.scalars(sa.select(OutboxReceipt).where(OutboxReceipt.consumer == "live")).all()
+
+
+def test_nothing_due_for_the_webhooks_costs_one_read_and_no_write_turn(db, write_turns):
+    seen, sent = statements_during(db.engine, webhooks.send_due)
+    assert sent == 0
+    assert write_turns == []
+    assert [sql.split()[0] for sql in seen] == ["SELECT"]
