@@ -13,8 +13,10 @@ from datetime import datetime
 import sqlalchemy as sa
 from flask_babel import gettext as _
 from sqlalchemy.orm import joinedload
+from sqlalchemy.orm.attributes import set_committed_value
 
 from portal import realtime
+from portal.database import stored_as_loaded
 from portal.errors import DomainError
 from portal.extensions import db
 from portal.models import Announcement, AnnouncementRecipient, Message, Partner, Sender, Thread, User
@@ -107,19 +109,35 @@ def reply(thread: Thread, author: User, body: str) -> Message:
     return message
 
 
+_THREADS = Thread.__table__
+_MESSAGES = Message.__table__
+
+
 def post_system_message(partner: Partner, kind: str, subject: str, body: str) -> Message:
-    """An automatic message: a new thread from the program the partner can answer."""
+    """An automatic message: a new thread from the program the partner can answer.
+
+    Written by two INSERT … RETURNING id, not the unit of work: the dispatcher writes these
+    in its turn at the write lock (on SQLite the one the conversion API also waits for), a
+    burst of them when many partners reach a tier at once. The rows come back as loaded
+    objects, the thread with its one message."""
     now = utcnow()
-    thread = Thread(
-        partner_id=partner.id,
-        subject=subject[:MAX_SUBJECT],
-        automatic_kind=kind,
-        created_at=now,
-        last_message_at=now,
-    )
-    thread.partner = partner
-    db.session.add(thread)
-    return _add_message(thread, Sender.SYSTEM, None, body, now)
+    values = {"partner_id": partner.id, "subject": subject[:MAX_SUBJECT], "automatic_kind": kind}
+    values |= {"created_at": now, "last_message_at": now}
+    thread_id = db.session.execute(sa.insert(_THREADS).values(values).returning(_THREADS.c.id)).scalar_one()
+    thread = stored_as_loaded(Thread(id=thread_id, **values))
+    values = {"thread_id": thread_id, "sender": Sender.SYSTEM, "author_id": None, "body": body}
+    values |= {"created_at": now, "read_at": None}
+    insert = sa.insert(_MESSAGES).values(values).returning(_MESSAGES.c.id)
+    message_id = db.session.execute(insert).scalar_one()
+    message = stored_as_loaded(Message(id=message_id, **values))
+    set_committed_value(thread, "partner", partner)
+    set_committed_value(thread, "messages", [message])
+    set_committed_value(message, "thread", thread)
+    set_committed_value(message, "author", None)
+    payload = {"thread": thread_id, "message": message_id}
+    realtime.notify(partner.id, "message", payload)
+    realtime.notify_operators("message", payload)
+    return message
 
 
 # --- reading ------------------------------------------------------------------------------

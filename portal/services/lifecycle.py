@@ -939,6 +939,34 @@ def passes_over(event: OutboxEvent) -> bool:
     return _HANDLERS.get(event.type) is _on_conversion_counts and _not_a_first_sale(event)
 
 
+def _learn_earlier_sales(events: list[OutboxEvent]) -> None:
+    """For the sales of partners this process does not know to have a counted sale yet: each
+    partner's earliest counted sale, in one query. A partner whose earliest comes before every
+    one of their sales here is remembered as ``conversion_recorded`` remembers them, so those
+    sales are passed over (no savepoint, no receipt, no query each); a partner's own first
+    sale is still looked at, and congratulated."""
+    cache = lookups.lookups()
+    earliest_here: dict[int, int] = {}
+    for event in events:
+        if _HANDLERS.get(event.type) is not _on_conversion_counts:
+            continue
+        partner_id, conversion_id = _partner_id(event), event.data.get("conversion_id")
+        if partner_id is None or conversion_id is None or cache.get("has_counted_sale", partner_id) is True:
+            continue
+        earliest_here[partner_id] = min(conversion_id, earliest_here.get(partner_id, conversion_id))
+    if not earliest_here:
+        return
+    version = cache.version
+    rows = db.session.execute(
+        sa.select(Conversion.partner_id, sa.func.min(Conversion.id))
+        .where(Conversion.partner_id.in_(earliest_here), Conversion.status == ConversionStatus.PENDING)
+        .group_by(Conversion.partner_id)
+    )
+    for partner_id, first_id in rows:
+        if first_id is not None and first_id < earliest_here[partner_id]:
+            cache.put("has_counted_sale", partner_id, True, version)
+
+
 def preload(events: list[OutboxEvent]) -> list:
     """What ``handle_event`` reads for ``events``, in a few queries for the whole batch: the
     partners with their users, the conversions with their lines, the tiers and the message
@@ -947,6 +975,7 @@ def preload(events: list[OutboxEvent]) -> list:
     weakly, so the caller keeps them while it handles the batch."""
     from portal.models import Tier
 
+    _learn_earlier_sales(events)
     acting = [event for event in events if event.type in _HANDLERS and not passes_over(event)]
     if not acting:
         return []

@@ -127,7 +127,7 @@ class Consumer:
     # Reads what handling a batch of events will read, a few queries for the whole batch,
     # before the write turn (SQLite: the one write lock is then held for the writes, not
     # these reads); returns the loaded rows, kept while the batch runs (the session holds
-    # them weakly).
+    # them weakly). What it learns may make ``passes_over`` true for more of the events.
     preload: Callable[[list[OutboxEvent]], list] | None = None
 
 
@@ -233,6 +233,9 @@ def _claim(name: str, event_ids: list[int]) -> list[int]:
     return sorted(rows.scalars())
 
 
+_EVENTS = OutboxEvent.__table__
+
+
 def _quiet(consumer: Consumer, event: OutboxEvent) -> bool:
     """Whether handling ``event`` writes nothing: a consumer that never writes (live), or an
     event the consumer passes over. Such an event needs no receipt and no write turn: the
@@ -259,14 +262,22 @@ def _handle(name: str, consumer: Consumer, event_ids: list[int], quiet_done: set
         # the write lock, keeping what was loaded; a transaction that went on from its read
         # snapshot would fail at once with "database is locked" whenever the API committed
         # in between, instead of waiting its turn).
+        # Plain rows, not ORM objects: the consumers read only the columns, and a live pass
+        # reads thousands of them.
         events = {
             event.id: event
-            for event in db.session.scalars(sa.select(OutboxEvent).where(OutboxEvent.id.in_(event_ids)))
+            for event in db.session.execute(sa.select(_EVENTS).where(_EVENTS.c.id.in_(event_ids)))
         }
         ordered = [event_id for event_id in event_ids if event_id in events]
         quiet = {event_id for event_id in ordered if _quiet(consumer, events[event_id])}
         loud = [event_id for event_id in ordered if event_id not in quiet]
-        _kept = consumer.preload([events[i] for i in loud]) if loud and consumer.preload is not None else []
+        _kept = []
+        if loud and consumer.preload is not None:
+            _kept = consumer.preload([events[i] for i in loud])
+            # What the preload learned can make more of them quiet (messages: sales whose
+            # partner has an earlier one).
+            quiet.update(event_id for event_id in loud if _quiet(consumer, events[event_id]))
+            loud = [event_id for event_id in loud if event_id not in quiet]
         held: set[int] = set()
         if loud:
             begin_write(db.session())
