@@ -344,3 +344,52 @@ def test_nothing_due_for_the_webhooks_costs_one_read_and_no_write_turn(db, write
     assert sent == 0
     assert write_turns == []
     assert [sql.split()[0] for sql in seen] == ["SELECT"]
+
+
+def test_a_process_new_to_partners_learns_their_earlier_sales_in_one_query(db, program, emitted, monkeypatch):
+    """A process that has not seen these partners yet (a restart, the other worker): their
+    later sales are passed over after one query for the whole batch, without a call, a
+    savepoint or a receipt each; a partner whose first and second sale are both in the batch
+    is still congratulated once, for the first."""
+    from portal import lookups
+    from portal.models import AutomaticKind, Thread
+    from portal.services import lifecycle
+
+    regulars, newcomer = [PartnerFactory() for _ in range(3)], PartnerFactory()
+    db.session.commit()
+    with time_machine.travel(NOW, tick=False):
+        for index, partner in enumerate(regulars):
+            sell(program, partner, f"D-L-{index}-1")
+        db.session.commit()
+        start_at_the_first_event(db)
+        outbox.dispatch(send=False)  # each regular's first sale: congratulated
+        for index, partner in enumerate(regulars):
+            sell(program, partner, f"D-L-{index}-2")
+        sell(program, newcomer, "D-L-new-1")
+        sell(program, newcomer, "D-L-new-2")
+        db.session.commit()
+        lookups.lookups().forget("has_counted_sale")  # as in a process that has not seen them
+        called: list[int] = []
+        handle = lifecycle.handle_event
+
+        def counted(event):
+            called.append(event.data["conversion_id"])
+            handle(event)
+
+        monkeypatch.setattr(lifecycle, "handle_event", counted)
+        seen, result = statements_during(db.engine, lambda: outbox.run_consumer("messages"))
+        db.session.commit()
+    newcomer_sales = sorted(
+        db.session.scalars(sa.select(OutboxEvent.data).where(OutboxEvent.partner_id == newcomer.id)).all(),
+        key=str,
+    )
+    first_sale = min(data["conversion_id"] for data in newcomer_sales if "conversion_id" in data)
+    assert result == (5, 0)  # five sales (the message.sent it writes waits for the next pass)
+    # Looked at: the newcomer's sales only (the first congratulated, the second found not first).
+    assert first_sale in called and len(called) == 2
+    earliest = [sql for sql in seen if sql.startswith("SELECT conversions.partner_id, min(conversions.id)")]
+    assert len(earliest) == 1
+    firsts = db.session.scalars(
+        sa.select(Thread.partner_id).where(Thread.automatic_kind == AutomaticKind.FIRST_CONVERSION)
+    ).all()
+    assert sorted(firsts) == sorted(p.id for p in [*regulars, newcomer])
