@@ -96,7 +96,7 @@ class PendingLines:
     def insert(self) -> None:
         ids = _insert_lines(self.rows) if self.rows else []
         for line_id, row, conversion in zip(ids, self.rows, self.owners, strict=True):
-            _attach(conversion, [stored_as_loaded(Commission(id=line_id, **row))])
+            _attach(conversion, [stored_as_loaded(Commission, id=line_id, **row)])
         self.rows, self.owners = [], []
 
 
@@ -158,7 +158,7 @@ def earn(
         pending.add(conversion, rows)
         return []
     ids = _insert_lines(rows) if rows else []
-    lines = [stored_as_loaded(Commission(id=line_id, **row)) for line_id, row in zip(ids, rows, strict=True)]
+    lines = [stored_as_loaded(Commission, id=line_id, **row) for line_id, row in zip(ids, rows, strict=True)]
     _attach(conversion, lines)
     return lines
 

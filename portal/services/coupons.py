@@ -229,12 +229,11 @@ class CouponOwner:
         if loaded is not None:
             return loaded
         return stored_as_loaded(
-            Partner(
-                id=self.partner_id,
-                user_id=self.partner_user_id,
-                ref_code=self.partner_ref_code,
-                status=self.partner_status,
-            )
+            Partner,
+            id=self.partner_id,
+            user_id=self.partner_user_id,
+            ref_code=self.partner_ref_code,
+            status=self.partner_status,
         )
 
 

@@ -124,12 +124,12 @@ def post_system_message(partner: Partner, kind: str, subject: str, body: str) ->
     values = {"partner_id": partner.id, "subject": subject[:MAX_SUBJECT], "automatic_kind": kind}
     values |= {"created_at": now, "last_message_at": now}
     thread_id = db.session.execute(sa.insert(_THREADS).values(values).returning(_THREADS.c.id)).scalar_one()
-    thread = stored_as_loaded(Thread(id=thread_id, **values))
+    thread = stored_as_loaded(Thread, id=thread_id, **values)
     values = {"thread_id": thread_id, "sender": Sender.SYSTEM, "author_id": None, "body": body}
     values |= {"created_at": now, "read_at": None}
     insert = sa.insert(_MESSAGES).values(values).returning(_MESSAGES.c.id)
     message_id = db.session.execute(insert).scalar_one()
-    message = stored_as_loaded(Message(id=message_id, **values))
+    message = stored_as_loaded(Message, id=message_id, **values)
     set_committed_value(thread, "partner", partner)
     set_committed_value(thread, "messages", [message])
     set_committed_value(message, "thread", thread)

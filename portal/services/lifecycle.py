@@ -469,16 +469,27 @@ def _money(minor: int, currency: str) -> str:
     return format_money_for(minor, currency, str(get_locale() or "en"))
 
 
+_LOG = AutomaticMessageLog.__table__
+# Built once (per dialect): a statement built per message costs more than running it.
+_LOG_INSERTS: dict[str, sa.Insert] = {}
+_LOG_MESSAGE = (
+    sa.update(_LOG).where(_LOG.c.id == sa.bindparam("log_id")).values(message_id=sa.bindparam("sent_id"))
+)
+
+
 def _log_once(kind: str, partner_id: int, key: str) -> int | None:
     """INSERT … ON CONFLICT DO NOTHING RETURNING id: the new log row's id, or None when the
     message was sent (or is being sent) for this key already."""
-    table = AutomaticMessageLog.__table__
-    return db.session.scalar(
-        dialect_insert(db.session.get_bind().dialect.name, table)
-        .values(kind=kind, partner_id=partner_id, dedupe_key=key, created_at=utcnow())
-        .on_conflict_do_nothing(index_elements=["kind", "partner_id", "dedupe_key"])
-        .returning(table.c.id)
-    )
+    dialect = db.session.get_bind().dialect.name
+    insert = _LOG_INSERTS.get(dialect)
+    if insert is None:
+        insert = _LOG_INSERTS[dialect] = (
+            dialect_insert(dialect, _LOG)
+            .on_conflict_do_nothing(index_elements=["kind", "partner_id", "dedupe_key"])
+            .returning(_LOG.c.id)
+        )
+    values = {"kind": kind, "partner_id": partner_id, "dedupe_key": key, "created_at": utcnow()}
+    return db.session.scalar(insert, values)
 
 
 def notify(kind: str, partner: Partner, *, key: str, **values: object) -> Message | None:
@@ -509,19 +520,11 @@ def notify(kind: str, partner: Partner, *, key: str, **values: object) -> Messag
         body = render(kind, body_source, flat)
 
     message = inbox.post_system_message(partner, kind, subject, body)
-    db.session.execute(
-        sa.update(AutomaticMessageLog)
-        .where(AutomaticMessageLog.id == log_id)
-        .values(message_id=message.id)
-        .execution_options(synchronize_session=False)
-    )
+    db.session.execute(_LOG_MESSAGE, {"log_id": log_id, "sent_id": message.id})
     delivery.queue_email(partner, kind, subject, body, inbox.thread_link(message.thread))
     realtime.notify(partner.id, "notification", {"kind": kind, "thread": message.thread_id})
-    events.record(
-        "message.sent",
-        {"partner_id": partner.id, "kind": kind, "message_id": message.id, "thread_id": message.thread_id},
-        partner_id=partner.id,
-    )
+    data = {"partner_id": partner.id, "kind": kind, "message_id": message.id, "thread_id": message.thread_id}
+    events.record_many([("message.sent", data, partner.id)])
     return message
 
 

@@ -149,7 +149,7 @@ def partner_by_ref(ref: str) -> Partner | None:
     if loaded is not None:
         return loaded
     # As if loaded: clean, the other columns unloaded (cheaper than Session.merge).
-    return stored_as_loaded(Partner(id=partner_id, user_id=user_id, ref_code=ref_code, status=status))
+    return stored_as_loaded(Partner, id=partner_id, user_id=user_id, ref_code=ref_code, status=status)
 
 
 def _window(program: Program) -> timedelta:
@@ -578,7 +578,7 @@ def write_conversions(
             except Conflict:
                 outcomes.append(None)
             continue
-        conversion = stored_as_loaded(Conversion(id=conversion_id, **values))
+        conversion = stored_as_loaded(Conversion, id=conversion_id, **values)
         partner_facts = facts.get(sale.partner.id) if sale.probe is not None else None
         _earn_stored(program, conversion, sale.partner, partner_facts, batch)
         outcomes.append((conversion, True))
@@ -690,7 +690,7 @@ def _insert_once(
     if row is None:
         return None, None
     facts = probe.read(row) if probe is not None else None
-    return stored_as_loaded(Conversion(id=row[0], **values)), facts
+    return stored_as_loaded(Conversion, id=row[0], **values), facts
 
 
 def _reject(conversion: Conversion, reason: str, note: str | None) -> None:
