@@ -393,3 +393,33 @@ def test_a_process_new_to_partners_learns_their_earlier_sales_in_one_query(db, p
         sa.select(Thread.partner_id).where(Thread.automatic_kind == AutomaticKind.FIRST_CONVERSION)
     ).all()
     assert sorted(firsts) == sorted(p.id for p in [*regulars, newcomer])
+
+
+def test_a_busy_pass_makes_the_background_dispatcher_wait_longer_before_the_next():
+    quiet = outbox.DispatchReport(handled={"messages": 3, "live": 9, "webhooks": 0})
+    busy = outbox.DispatchReport(handled={"messages": 2, "live": outbox.BATCH, "webhooks": 0})
+    assert outbox.next_delay(0.25, quiet) == 0.25
+    assert outbox.next_delay(0.25, busy) == 0.25 * outbox.BUSY_FACTOR
+    assert outbox.next_delay(0.25, outbox.DispatchReport()) == 0.25
+
+
+def test_the_background_dispatcher_waits_as_next_delay_says(app, monkeypatch):
+    """Each pass of the dispatcher's thread sleeps the delay it is given, dispatches, and
+    gives the next delay: four times the base after a busy pass, the base after a quiet one
+    or a failed one."""
+    reports = [
+        outbox.DispatchReport(handled={"live": outbox.BATCH}),
+        outbox.DispatchReport(handled={"live": 1}),
+    ]
+    slept: list[float] = []
+    monkeypatch.setitem(app.config, "OUTBOX_DISPATCH_DELAY_MS", 100)
+    monkeypatch.setattr(outbox, "dispatch", lambda: reports.pop(0))
+    monkeypatch.setattr(outbox.time, "sleep", slept.append)
+    dispatcher = outbox.Dispatcher(app)
+    delay = dispatcher._pass(0.1)
+    assert delay == 0.1 * outbox.BUSY_FACTOR
+    assert dispatcher._pass(delay) == 0.1
+    assert slept == [0.1, 0.1 * outbox.BUSY_FACTOR]
+    monkeypatch.setattr(outbox, "dispatch", lambda: 1 / 0)
+    monkeypatch.setattr(app.logger, "exception", lambda *args: None)
+    assert dispatcher._pass(0.4) == 0.1
