@@ -87,7 +87,8 @@ def prepare_database(base_url: str | None, label: str, workdir: Path, fresh: boo
     if base_url is None:
         path = workdir / f"bench-dashboard-{label}.db"
         if fresh:
-            for suffix in ("", "-wal", "-shm"):
+            # "-writer": the writer gate's lock file (portal.database.WriterGate).
+            for suffix in ("", "-wal", "-shm", "-writer"):
                 Path(f"{path}{suffix}").unlink(missing_ok=True)
         return Database(label, f"sqlite:///{path}", {})
     schema = f"bench_dashboard_{label}"
@@ -102,7 +103,8 @@ def prepare_database(base_url: str | None, label: str, workdir: Path, fresh: boo
 
 def drop_database(base_url: str | None, database: Database) -> None:
     if database.schema is None:
-        for suffix in ("", "-wal", "-shm"):
+        # "-writer": the writer gate's lock file (portal.database.WriterGate).
+        for suffix in ("", "-wal", "-shm", "-writer"):
             Path(database.url.removeprefix("sqlite:///") + suffix).unlink(missing_ok=True)
         return
     engine = sa.create_engine(base_url)
