@@ -27,6 +27,18 @@ def sell(program, partner, transaction_id: str):
     return conversion
 
 
+def two_more_sales_after_a_known_one(db, program, partner, prefix: str) -> None:
+    """After the partner's first sale was dispatched: a second one, dispatched (the messages
+    consumer looks at it, finds the earlier sale and remembers it), then two more, committed
+    and not dispatched yet."""
+    sell(program, partner, f"{prefix}-2")
+    db.session.commit()
+    outbox.dispatch(send=False)
+    sell(program, partner, f"{prefix}-3")
+    sell(program, partner, f"{prefix}-4")
+    db.session.commit()
+
+
 def positions(db) -> dict[str, int]:
     return dict(db.session.execute(sa.select(OutboxConsumer.name, OutboxConsumer.position)).all())
 
@@ -199,12 +211,7 @@ def test_sales_after_a_partners_first_cost_the_messages_consumer_no_savepoint(
         outbox.dispatch(send=False)
         assert called == ["conversion.created"]  # the first: looked at (and congratulated)
         assert nested  # in a savepoint
-        sell(program, partner, "D-F-2")  # looked at: it finds the earlier sale, and remembers it
-        db.session.commit()
-        outbox.dispatch(send=False)
-        sell(program, partner, "D-F-3")
-        sell(program, partner, "D-F-4")
-        db.session.commit()
+        two_more_sales_after_a_known_one(db, program, partner, "D-F")
         called.clear()
         nested.clear()
         report = outbox.dispatch(send=False)
@@ -283,12 +290,7 @@ def test_a_pass_whose_events_write_nothing_takes_no_write_turn_for_them(db, prog
         db.session.commit()
         start_at_the_first_event(db)
         outbox.dispatch(send=False)  # the first sale: congratulated (a write turn for it)
-        sell(program, partner, "D-Q-2")  # looked at: it finds the earlier sale, and remembers it
-        db.session.commit()
-        outbox.dispatch(send=False)
-        sell(program, partner, "D-Q-3")
-        sell(program, partner, "D-Q-4")
-        db.session.commit()
+        two_more_sales_after_a_known_one(db, program, partner, "D-Q")
         write_turns.clear()
         emitted.clear()
         seen, report = statements_during(db.engine, lambda: outbox.dispatch(send=False))
