@@ -943,13 +943,17 @@ def passes_over(event: OutboxEvent) -> bool:
 
 
 def _learn_earlier_sales(events: list[OutboxEvent]) -> None:
-    """For the sales of partners this process does not know to have a counted sale yet: each
-    partner's earliest counted sale, in one query. A partner whose earliest comes before every
-    one of their sales here is remembered as ``conversion_recorded`` remembers them, so those
-    sales are passed over (no savepoint, no receipt, no query each); a partner's own first
-    sale is still looked at, and congratulated."""
+    """For the sales of partners this process does not know to have a counted sale yet,
+    one query for the whole batch: each partner's earliest counted sale, and the latest of
+    the batch's own sales that counts now. A partner with such a sale in the batch, whose
+    earliest counted sale comes before all of their sales here, is remembered exactly as
+    ``conversion_recorded`` would remember them on handling that sale, so their sales are
+    passed over (no savepoint, no receipt, no query each). A partner's own first sale is
+    still looked at, and congratulated; so is a sale that counts only later (held for
+    review, then approved), when no sale of theirs in the batch counts now."""
     cache = lookups.lookups()
     earliest_here: dict[int, int] = {}
+    conversion_ids: set[int] = set()
     for event in events:
         if _HANDLERS.get(event.type) is not _on_conversion_counts:
             continue
@@ -957,16 +961,18 @@ def _learn_earlier_sales(events: list[OutboxEvent]) -> None:
         if partner_id is None or conversion_id is None or cache.get("has_counted_sale", partner_id) is True:
             continue
         earliest_here[partner_id] = min(conversion_id, earliest_here.get(partner_id, conversion_id))
+        conversion_ids.add(conversion_id)
     if not earliest_here:
         return
     version = cache.version
+    counting_here = sa.case((Conversion.id.in_(conversion_ids), Conversion.id))
     rows = db.session.execute(
-        sa.select(Conversion.partner_id, sa.func.min(Conversion.id))
+        sa.select(Conversion.partner_id, sa.func.min(Conversion.id), sa.func.max(counting_here))
         .where(Conversion.partner_id.in_(earliest_here), Conversion.status == ConversionStatus.PENDING)
         .group_by(Conversion.partner_id)
     )
-    for partner_id, first_id in rows:
-        if first_id is not None and first_id < earliest_here[partner_id]:
+    for partner_id, first_id, counting in rows:
+        if counting is not None and first_id < earliest_here[partner_id]:
             cache.put("has_counted_sale", partner_id, True, version)
 
 

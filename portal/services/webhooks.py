@@ -429,12 +429,8 @@ def _due(now: datetime):
     )
 
 
-def _claim(limit: int) -> list[int]:
-    """Take up to ``limit`` due deliveries for this sender (SKIP LOCKED on PostgreSQL, then a claim
-    column both databases honour); committed before any request goes out. Nothing due (the
-    common case: every dispatch looks): one read, and no turn at SQLite's write lock."""
-    now = utcnow()
-    ids = list(
+def _due_ids(now: datetime, limit: int) -> list[int]:
+    return list(
         db.session.scalars(
             sa.select(WebhookDelivery.id)
             .where(_due(now))
@@ -443,21 +439,25 @@ def _claim(limit: int) -> list[int]:
             .with_for_update(skip_locked=True, of=WebhookDelivery)
         )
     )
+
+
+def _claim(limit: int) -> list[int]:
+    """Take up to ``limit`` due deliveries for this sender (SKIP LOCKED on PostgreSQL, then a claim
+    column both databases honour); committed before any request goes out. Nothing due (the
+    common case: every dispatch looks): one read, and no turn at SQLite's write lock."""
+    now = utcnow()
+    ids = _due_ids(now, limit)
     if not ids:
         db.session.rollback()
         return []
-    # SQLite: the write lock now (the read snapshot ends; each UPDATE below checks again that
-    # its delivery is still due and unclaimed). PostgreSQL holds the rows' locks already.
+    # SQLite: that look was outside the write lock, so another sender may have sent one of
+    # them since (and set its next attempt): each claim below asks again whether it is due.
     begin_write(db.session())
     claimed = []
     for delivery_id in ids:
         taken = db.session.execute(
             sa.update(WebhookDelivery)
-            .where(
-                WebhookDelivery.id == delivery_id,
-                WebhookDelivery.status == DeliveryStatus.PENDING,
-                sa.or_(WebhookDelivery.claimed_until.is_(None), WebhookDelivery.claimed_until < now),
-            )
+            .where(WebhookDelivery.id == delivery_id, _due(now))
             .values(claimed_until=now + CLAIM)
             .execution_options(synchronize_session=False)
         ).rowcount

@@ -425,3 +425,81 @@ def test_the_background_dispatcher_waits_as_next_delay_says(app, monkeypatch):
     monkeypatch.setattr(outbox, "dispatch", lambda: 1 / 0)
     monkeypatch.setattr(app.logger, "exception", lambda *args: None)
     assert dispatcher._pass(0.4) == 0.1
+
+
+def test_a_sale_approved_after_review_is_congratulated_though_a_later_one_was_refunded(
+    db, program, emitted, monkeypatch
+):
+    """A partner's first sale is held for review; a later one is refunded in full; then the
+    first is approved. The refunded sale's batch must not teach the process that the partner
+    sold before (its own sale does not count): the approval, in a later batch, is looked at
+    and congratulated as the partner's first sale (found by the review of this change)."""
+    from portal import lookups
+    from portal.models import AutomaticKind, Conversion, ConversionStatus, Thread
+    from tests.factories import UserFactory
+
+    partner = PartnerFactory()
+    operator = UserFactory(role="admin")
+    db.session.commit()
+    with time_machine.travel(NOW, tick=False):
+        first = sell(program, partner, "D-R-A")
+        db.session.commit()
+        start_at_the_first_event(db)
+        # Held for review on arrival (as a fraud rule holds it): its event says so.
+        db.session.execute(
+            sa.update(Conversion).where(Conversion.id == first.id).values(status=ConversionStatus.REVIEW)
+        )
+        db.session.execute(
+            sa.update(OutboxEvent)
+            .where(OutboxEvent.type == "conversion.created")
+            .values(type="conversion.flagged")
+        )
+        db.session.commit()
+        db.session.expire_all()
+        later = sell(program, partner, "D-R-B")
+        db.session.commit()
+        tracking.refund_conversion(later, None, "refund")
+        db.session.commit()
+        tracking.approve_conversion(program, db.session.get(Conversion, first.id), operator)
+        db.session.commit()
+        lookups.lookups().forget("has_counted_sale")
+        monkeypatch.setattr(outbox, "BATCH", 1)  # the refunded sale and the approval apart
+        for _ in range(3):
+            outbox.dispatch(send=False)
+    kinds = db.session.scalars(sa.select(Thread.automatic_kind).where(Thread.partner_id == partner.id)).all()
+    assert AutomaticKind.FIRST_CONVERSION in kinds
+
+
+def test_a_delivery_sent_by_another_sender_after_the_look_is_not_claimed_again(
+    db, program, emitted, monkeypatch
+):
+    """The sender looks for due deliveries before it takes the write lock; a delivery another
+    sender attempted meanwhile (its next attempt now an hour away) is not claimed, so it is
+    not sent again before its time (found by the review of this change)."""
+    from portal.models import WebhookDelivery
+
+    partner = PartnerFactory()
+    db.session.commit()
+    with time_machine.travel(NOW, tick=False):
+        webhooks.create_endpoint("https://hooks.example.com/in", ["conversion.created"], None)
+        db.session.commit()
+        sell(program, partner, "D-W-1")
+        db.session.commit()
+        start_at_the_first_event(db)
+        outbox.dispatch(send=False)
+        real = webhooks._due_ids
+
+        def raced(now, limit):
+            ids = real(now, limit)
+            db.session.execute(
+                sa.update(WebhookDelivery)
+                .where(WebhookDelivery.id.in_(ids))
+                .values(attempts=1, next_attempt_at=now + timedelta(hours=1))
+            )
+            return ids
+
+        monkeypatch.setattr(webhooks, "_due_ids", raced)
+        assert webhooks._claim(50) == []
+        monkeypatch.setattr(webhooks, "_due_ids", real)
+    with time_machine.travel(NOW + timedelta(hours=1, seconds=1), tick=False):
+        assert len(webhooks._claim(50)) == 1
