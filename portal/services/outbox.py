@@ -347,14 +347,17 @@ def _new_position(name: str, position: int, quiet_done: set[int]) -> int:
 def _advance(name: str, owner: str, position: int, new: int, quiet_done: set[int]) -> None:
     """Move the position from ``position`` to ``new`` (``_new_position``), in the caller's
     transaction. A quiet event the position cannot pass yet (beyond a gap) gets its receipt
-    now, so it is not handled again."""
+    now, so it is not handled again. Nothing moves when the lease ran out and another
+    dispatcher holds it now: the receipts are then its own to clear."""
     if new != position:
-        db.session.execute(
+        moved = db.session.execute(
             sa.update(OutboxConsumer)
             .where(OutboxConsumer.name == name, OutboxConsumer.lease_owner == owner)
             .values(position=new)
             .execution_options(synchronize_session=False)
-        )
+        ).rowcount
+        if not moved:
+            return
         db.session.execute(
             sa.delete(OutboxReceipt).where(OutboxReceipt.consumer == name, OutboxReceipt.event_id <= new)
         )

@@ -503,3 +503,35 @@ def test_a_delivery_sent_by_another_sender_after_the_look_is_not_claimed_again(
         monkeypatch.setattr(webhooks, "_due_ids", real)
     with time_machine.travel(NOW + timedelta(hours=1, seconds=1), tick=False):
         assert len(webhooks._claim(50)) == 1
+
+
+def test_a_dispatcher_whose_lease_ran_out_leaves_the_position_and_the_receipts_to_the_new_holder(
+    db, program, emitted
+):
+    """A pass that outlived its lease (another dispatcher took the consumer meanwhile) does
+    not move the position nor delete receipts: those are the new holder's, and deleting one
+    below a position it does not hold would let an event be handled twice."""
+    partner = PartnerFactory()
+    db.session.commit()
+    with time_machine.travel(NOW, tick=False):
+        sell(program, partner, "D-E-1")
+        db.session.commit()
+        start_at_the_first_event(db)
+        held = outbox._take_leases(["messages"], "host:1:1")
+        position = held["messages"]
+        first_event = position + 1
+        # The lease ran out; another dispatcher took the consumer and handled the event.
+        db.session.execute(
+            sa.update(OutboxConsumer)
+            .where(OutboxConsumer.name == "messages")
+            .values(lease_owner="host:2:2", lease_until=NOW + outbox.LEASE)
+        )
+        db.session.add(OutboxReceipt(consumer="messages", event_id=first_event))
+        db.session.commit()
+        outbox._finish(held, "host:1:1", {"messages": set()})
+    assert positions(db)["messages"] == position
+    receipts = db.session.scalars(
+        sa.select(OutboxReceipt.event_id).where(OutboxReceipt.consumer == "messages")
+    )
+    assert list(receipts) == [first_event]
+    assert db.session.get(OutboxConsumer, "messages").lease_owner == "host:2:2"
