@@ -421,3 +421,18 @@ def test_in_a_database_outage_each_request_answers_503_at_once_and_the_writer_lo
     assert response.json["error"]["code"] == "unavailable"
     assert response.headers["Retry-After"]
     assert not [record for record in caplog.records if record.name == "portal.salewriter"]
+
+
+def test_a_sale_written_by_the_writer_keeps_the_keys_note_of_use(world):
+    """The request's own transaction held the key's once-a-minute ``last_used_at``; it used to
+    be rolled back before the sale was handed over, so a merchant who only reported sales
+    showed as never using its key."""
+    app, plain = world
+    with app.app_context():
+        assert _db.session.scalar(sa.select(ApiKey.last_used_at)) is None
+    response = app.test_client().post(
+        "/api/v1/conversions", json=_body("used-1", "alpha"), headers={"Authorization": f"Bearer {plain}"}
+    )
+    assert response.status_code == 201
+    with app.app_context():
+        assert _db.session.scalar(sa.select(ApiKey.last_used_at)) is not None

@@ -211,8 +211,9 @@ def create_conversion():
     writer = current_app.extensions["sale_writer"]
     if writer.batched:
         # Written with other requests' sales in one transaction (portal/salewriter.py); the
-        # request's own read transaction ends first (it holds no lock while it waits).
-        db.session.rollback()
+        # request's own transaction ends first (it holds no lock while it waits). Committed,
+        # not rolled back: it holds at most the key's once-a-minute use (``last_used_at``).
+        db.session.commit()
         try:
             sale = writer.record(data, body, utcnow(), _conversion_answer)
         except WriterTimeout:
