@@ -90,8 +90,19 @@ def authenticate_api_key(plain: str | None) -> KeyInfo | None:
     if key.last_used_at is None or now - key.last_used_at > timedelta(minutes=1):
         begin_write(db.session())  # a request that has only read so far (the conversion API)
         db.session.execute(sa.update(ApiKey).where(ApiKey.id == key.id).values(last_used_at=now))
+        db.session.info[USE_NOTED] = True
         key.last_used_at = now
     return key
+
+
+# In ``session.info`` while the session's transaction holds a key's note of use (to commit).
+USE_NOTED = "api_key_use_noted"
+
+
+def use_noted(session) -> bool:
+    """Whether ``session``'s transaction holds a key's once-a-minute note of use (asked once,
+    by the caller that then ends the transaction)."""
+    return bool(session.info.pop(USE_NOTED, False))
 
 
 def list_api_keys() -> list[ApiKey]:

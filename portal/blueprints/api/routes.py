@@ -211,9 +211,12 @@ def create_conversion():
     writer = current_app.extensions["sale_writer"]
     if writer.batched:
         # Written with other requests' sales in one transaction (portal/salewriter.py); the
-        # request's own transaction ends first (it holds no lock while it waits). Committed,
-        # not rolled back: it holds at most the key's once-a-minute use (``last_used_at``).
-        db.session.commit()
+        # request's own transaction ends first (it holds no lock while it waits): committed
+        # when it holds the key's once-a-minute note of use, else rolled back (it only read).
+        if api_keys.use_noted(db.session()):
+            db.session.commit()
+        else:
+            db.session.rollback()
         try:
             sale = writer.record(data, body, utcnow(), _conversion_answer)
         except WriterTimeout:
