@@ -21,8 +21,6 @@ INSTANCE_DIR = Path(os.environ.get("PORTAL_INSTANCE_DIR", BASE_DIR / "instance")
 # The look-up cache's defaults (see TRACKING_CACHE_SECONDS below); the benchmarks read them here.
 DEFAULT_TRACKING_CACHE_SECONDS = 300.0
 DEFAULT_TRACKING_CACHE_CHECK_SECONDS = 2.0
-# The workers' GIL switch interval (portal/gil.py); the benchmarks give the bare app the same.
-DEFAULT_GIL_SWITCH_INTERVAL_MS = 0.5
 
 
 def _bool(name: str, default: bool) -> bool:
@@ -195,9 +193,6 @@ class Config:
     SALE_BATCH_SIZE = _int("SALE_BATCH_SIZE", 32)
     SALE_WRITERS = _int("SALE_WRITERS", 1)
     SALE_WRITE_TIMEOUT_SECONDS = float(_str("SALE_WRITE_TIMEOUT_SECONDS", "30"))
-    # How long a thread may keep the GIL while another waits (portal/gil.py): the sale writer
-    # waits for it after every statement. Set in each gunicorn worker; 0 keeps Python's 5 ms.
-    GIL_SWITCH_INTERVAL_MS = float(_str("GIL_SWITCH_INTERVAL_MS", str(DEFAULT_GIL_SWITCH_INTERVAL_MS)))
 
     # What the click redirect and the API look up on every request (links, the
     # program, API keys) is cached in each process (portal/lookups.py). A change

@@ -33,11 +33,6 @@ def post_worker_init(worker):
 
     app.extensions["click_writer"].start()
 
-    # Threads that wait on the database get the GIL back sooner (portal/gil.py).
-    from portal.gil import apply_switch_interval
-
-    apply_switch_interval(app.config["GIL_SWITCH_INTERVAL_MS"])
-
     # The loaded app out of the garbage collector's full rounds (portal/heap.py): they cost
     # the operator dashboard's slowest renders ~100 ms each.
     from portal.heap import freeze_startup_heap

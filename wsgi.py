@@ -10,10 +10,7 @@ if __name__ == "__main__":
 
     app.extensions["click_writer"].start()  # replay what an earlier run left in the click spool
     start_scheduler(app)  # development only (SCHEDULER_ENABLED); production: cron runs `flask portal ...`
-    from portal.gil import apply_switch_interval
     from portal.heap import freeze_startup_heap
-
-    apply_switch_interval(app.config["GIL_SWITCH_INTERVAL_MS"])  # as every gunicorn worker does
 
     freeze_startup_heap()  # as every gunicorn worker does (gunicorn.conf.py)
     socketio.run(

@@ -39,15 +39,7 @@ BROWSER_UA = (
 
 # Settings of the environment that must not leak from the caller's shell into the servers.
 _SCRUBBED_PREFIXES = ("PORTAL_", "CLICK_", "API_", "RATELIMIT_", "MAIL_", "SOCKETIO_", "GUNICORN_", "FLASK_")
-_SCRUBBED = {
-    "DATABASE_URL",
-    "SECRET_KEY",
-    "REDIS_URL",
-    "PROXY_FIX_HOPS",
-    "LOG_LEVEL",
-    "GUNICORN_CMD_ARGS",
-    "GIL_SWITCH_INTERVAL_MS",
-}
+_SCRUBBED = {"DATABASE_URL", "SECRET_KEY", "REDIS_URL", "PROXY_FIX_HOPS", "LOG_LEVEL", "GUNICORN_CMD_ARGS"}
 
 # Every wait below is bounded.
 READY_TIMEOUT = 60.0
@@ -73,13 +65,6 @@ def parse_args(description: str, default_seconds: float = 10.0) -> argparse.Name
     parser.add_argument("--client-threads", type=int, default=2, help="wrk threads (default 2)")
     parser.add_argument("--threads", type=int, default=8, help="gunicorn threads per worker (default 8)")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers (default 2)")
-    parser.add_argument(
-        "--gil-switch-ms",
-        type=float,
-        default=None,
-        help="both apps' GIL switch interval in ms (default: the portal's GIL_SWITCH_INTERVAL_MS default; "
-        "0: Python's 5 ms)",
-    )
     parser.add_argument("--partners", type=int, default=None, help="generated partners (default 200)")
     parser.add_argument("--links", type=int, default=5, help="links per partner (default 5)")
     parser.add_argument(
@@ -412,19 +397,6 @@ class GunicornSettings:
     threads: int = 50
     keepalive: int = 2
     graceful_timeout: int = 30
-    # Both apps' workers (portal/gil.py): the portal's default unless --gil-switch-ms says otherwise.
-    gil_switch_ms: float = field(
-        default_factory=lambda: portal_constant("config", "DEFAULT_GIL_SWITCH_INTERVAL_MS", 0.5)
-    )
-
-    @classmethod
-    def from_args(cls, args: argparse.Namespace) -> GunicornSettings:
-        if args.gil_switch_ms is None:
-            return cls(workers=args.workers, threads=args.threads)
-        return cls(workers=args.workers, threads=args.threads, gil_switch_ms=args.gil_switch_ms)
-
-    def env(self) -> dict[str, str]:
-        return {"GIL_SWITCH_INTERVAL_MS": f"{self.gil_switch_ms:g}"}
 
     def flags(self, port: int, logdir: Path, name: str) -> list[str]:
         return [
@@ -460,8 +432,7 @@ class GunicornSettings:
         return (
             f"--worker-class {self.worker_class} --workers {self.workers} --threads {self.threads} "
             f"--keep-alive {self.keepalive} --graceful-timeout {self.graceful_timeout} "
-            "--access-logfile <file> --no-control-socket --reuse-port; "
-            f"GIL switch interval {self.gil_switch_ms:g} ms (GIL_SWITCH_INTERVAL_MS)"
+            "--access-logfile <file> --no-control-socket --reuse-port"
         )
 
 
@@ -567,14 +538,7 @@ def start_portal(instance: Instance, settings: GunicornSettings, name: str = "po
     port = free_port()
     argv = [PYTHON, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py")]
     argv += [*settings.flags(port, instance.path, name), "wsgi:app"]
-    server = Server(
-        name,
-        argv,
-        cwd=ROOT,
-        env=instance.env_with(**{**settings.env(), **env}),
-        port=port,
-        logdir=instance.path,
-    )
+    server = Server(name, argv, cwd=ROOT, env=instance.env_with(**env), port=port, logdir=instance.path)
     server.wait_ready("/healthz")
     return server
 
@@ -583,9 +547,7 @@ def start_bare(instance: Instance, settings: GunicornSettings, name: str = "bare
     """bench/bare_app.py under the same flags. Run from bench/ so gunicorn finds no ./gunicorn.conf.py."""
     port = free_port()
     argv = [PYTHON, "-m", "gunicorn", *settings.flags(port, instance.path, name), "bare_app:app"]
-    server = Server(
-        name, argv, cwd=BENCH_DIR, env={**_base_env(), **settings.env()}, port=port, logdir=instance.path
-    )
+    server = Server(name, argv, cwd=BENCH_DIR, env=_base_env(), port=port, logdir=instance.path)
     server.wait_ready("/healthz")
     return server
 

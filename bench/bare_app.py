@@ -8,9 +8,7 @@ parses the JSON body and answers 201. Served by gunicorn from bench/: ``gunicorn
 
 from __future__ import annotations
 
-import os
 import secrets
-import sys
 from urllib.parse import urlencode
 
 from flask import Flask, jsonify, redirect, request
@@ -18,10 +16,6 @@ from flask import Flask, jsonify, redirect, request
 LANDING = "https://shop.northwind-outdoor.example/"
 
 app = Flask(__name__)
-# The same GIL switch interval as the portal's workers (bench/_common.py passes it to both).
-_interval_ms = float(os.environ.get("GIL_SWITCH_INTERVAL_MS") or 0)
-if _interval_ms > 0:
-    sys.setswitchinterval(_interval_ms / 1000)
 
 
 @app.get("/go/<path:code>")

@@ -41,7 +41,7 @@ P99_TARGET_MS = 250.0
 def main() -> int:
     args = parse_args(__doc__.splitlines()[0])
     wrk = ensure_wrk()
-    settings = GunicornSettings.from_args(args)
+    settings = GunicornSettings(workers=args.workers, threads=args.threads)
     database = database_label(args)
     began = time.monotonic()
     print(f"== conversion ingest: portal POST /api/v1/conversions ({database}) vs bare Flask JSON 201")

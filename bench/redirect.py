@@ -39,7 +39,7 @@ TARGET = 0.70
 def main() -> int:
     args = parse_args(__doc__.splitlines()[0])
     wrk = ensure_wrk()
-    settings = GunicornSettings.from_args(args)
+    settings = GunicornSettings(workers=args.workers, threads=args.threads)
     database = database_label(args)
     began = time.monotonic()
     print(

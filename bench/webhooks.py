@@ -142,7 +142,7 @@ def main() -> None:
     server = None
     try:
         receiver.secret = add_endpoint(instance, receiver.url)
-        settings = GunicornSettings.from_args(args)
+        settings = GunicornSettings(workers=args.workers, threads=args.threads)
         server = start_portal(instance, settings, OUTBOX_DISPATCH_MODE="background")
         pace = f"{args.rate:g} a second" if args.rate else "back to back"
         print(
