@@ -246,18 +246,6 @@ def is_money_test(path: Path) -> bool:
     return path.name in MONEY_MODULES
 
 
-# The modules whose tests take a minute or more each (`make test` lists the slowest): handed
-# out first, so pytest-xdist's workers finish together. Collected last (tests/unit/ comes
-# after the rest), the ledger's random sequences ran alone at the end of the run while the
-# other worker waited (80 and 63 s in a CI run of 2026-12-03).
-LONG_MODULES = ("unit/test_ledger_stateful.py", "e2e/test_xss_matrix.py", "e2e/test_crawl.py")
-
-
-def _long_first(item: pytest.Item) -> int:
-    path = item.path.as_posix()
-    return 0 if any(path.endswith(name) for name in LONG_MODULES) else 1
-
-
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if pinned_clocks(config):
         # Their harness pins their clock for all they do (pytest_runtest_setup): a pinned run
@@ -266,7 +254,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if own_clock:
             config.hook.pytest_deselected(items=own_clock)
             items[:] = [item for item in items if not item.get_closest_marker("own_clock")]
-    items.sort(key=_long_first)  # stable: each group keeps its order
     for item in items:
         if is_money_test(item.path):
             item.add_marker(pytest.mark.money)
