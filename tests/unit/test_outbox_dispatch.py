@@ -27,6 +27,14 @@ def sell(program, partner, transaction_id: str):
     return conversion
 
 
+def sale_ready_to_dispatch(db, program, partner, transaction_id: str):
+    """The partner's sale, committed, every consumer's position just before its events."""
+    conversion = sell(program, partner, transaction_id)
+    db.session.commit()
+    start_at_the_first_event(db)
+    return conversion
+
+
 def two_more_sales_after_a_known_one(db, program, partner, prefix: str) -> None:
     """After the partner's first sale was dispatched: a second one, dispatched (the messages
     consumer looks at it, finds the earlier sale and remembers it), then two more, committed
@@ -70,9 +78,7 @@ def test_each_consumer_passes_over_what_it_does_not_want_without_a_receipt(db, p
     partner = PartnerFactory()
     db.session.commit()
     with time_machine.travel(NOW, tick=False):
-        sell(program, partner, "D-1")
-        db.session.commit()
-        start_at_the_first_event(db)
+        sale_ready_to_dispatch(db, program, partner, "D-1")
         types = [t for (t,) in db.session.execute(sa.select(OutboxEvent.type).order_by(OutboxEvent.id))]
         assert types.count("commission.created") >= 1 and types[0] == "conversion.created"
         report = outbox.dispatch(send=False)
@@ -108,9 +114,7 @@ def test_an_endpoint_added_later_gets_the_events_after_it(db, program, emitted):
     first, second = PartnerFactory(), PartnerFactory()
     db.session.commit()
     with time_machine.travel(NOW, tick=False):
-        sell(program, first, "D-3")
-        db.session.commit()
-        start_at_the_first_event(db)
+        sale_ready_to_dispatch(db, program, first, "D-3")
         outbox.dispatch(send=False)  # no endpoint yet: the webhook consumer passes over the sale
         endpoint, _secret = webhooks.create_endpoint(
             "https://hooks.example.com/in", ["conversion.created"], None
@@ -131,9 +135,7 @@ def test_a_consumer_leased_to_another_dispatcher_is_left_to_it_until_the_lease_r
     partner = PartnerFactory()
     db.session.commit()
     with time_machine.travel(NOW, tick=False):
-        sell(program, partner, "D-5")
-        db.session.commit()
-        start_at_the_first_event(db)
+        sale_ready_to_dispatch(db, program, partner, "D-5")
         before = positions(db)["live"]
         db.session.execute(
             sa.update(OutboxConsumer)
@@ -205,9 +207,7 @@ def test_sales_after_a_partners_first_cost_the_messages_consumer_no_savepoint(
     partner = PartnerFactory()
     db.session.commit()
     with time_machine.travel(NOW, tick=False):
-        sell(program, partner, "D-F-1")
-        db.session.commit()
-        start_at_the_first_event(db)
+        sale_ready_to_dispatch(db, program, partner, "D-F-1")
         outbox.dispatch(send=False)
         assert called == ["conversion.created"]  # the first: looked at (and congratulated)
         assert nested  # in a savepoint
@@ -286,9 +286,7 @@ def test_a_pass_whose_events_write_nothing_takes_no_write_turn_for_them(db, prog
     partner = PartnerFactory()
     db.session.commit()
     with time_machine.travel(NOW, tick=False):
-        sell(program, partner, "D-Q-1")
-        db.session.commit()
-        start_at_the_first_event(db)
+        sale_ready_to_dispatch(db, program, partner, "D-Q-1")
         outbox.dispatch(send=False)  # the first sale: congratulated (a write turn for it)
         two_more_sales_after_a_known_one(db, program, partner, "D-Q")
         write_turns.clear()
@@ -310,9 +308,7 @@ def test_quiet_events_beyond_a_gap_are_remembered_and_not_handled_again(db, prog
     first, second = PartnerFactory(), PartnerFactory()
     db.session.commit()
     with time_machine.travel(NOW, tick=False):
-        sell(program, first, "D-G-1")
-        db.session.commit()
-        start_at_the_first_event(db)
+        sale_ready_to_dispatch(db, program, first, "D-G-1")
         outbox.dispatch(send=False)
         before = positions(db)["live"]
         sell(program, second, "D-G-2")
@@ -442,9 +438,7 @@ def test_a_sale_approved_after_review_is_congratulated_though_a_later_one_was_re
     operator = UserFactory(role="admin")
     db.session.commit()
     with time_machine.travel(NOW, tick=False):
-        first = sell(program, partner, "D-R-A")
-        db.session.commit()
-        start_at_the_first_event(db)
+        first = sale_ready_to_dispatch(db, program, partner, "D-R-A")
         # Held for review on arrival (as a fraud rule holds it): its event says so.
         db.session.execute(
             sa.update(Conversion).where(Conversion.id == first.id).values(status=ConversionStatus.REVIEW)
@@ -483,9 +477,7 @@ def test_a_delivery_sent_by_another_sender_after_the_look_is_not_claimed_again(
     with time_machine.travel(NOW, tick=False):
         webhooks.create_endpoint("https://hooks.example.com/in", ["conversion.created"], None)
         db.session.commit()
-        sell(program, partner, "D-W-1")
-        db.session.commit()
-        start_at_the_first_event(db)
+        sale_ready_to_dispatch(db, program, partner, "D-W-1")
         outbox.dispatch(send=False)
         real = webhooks._due_ids
 
@@ -514,9 +506,7 @@ def test_a_dispatcher_whose_lease_ran_out_leaves_the_position_and_the_receipts_t
     partner = PartnerFactory()
     db.session.commit()
     with time_machine.travel(NOW, tick=False):
-        sell(program, partner, "D-E-1")
-        db.session.commit()
-        start_at_the_first_event(db)
+        sale_ready_to_dispatch(db, program, partner, "D-E-1")
         held = outbox._take_leases(["messages"], "host:1:1")
         position = held["messages"]
         first_event = position + 1
