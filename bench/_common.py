@@ -436,6 +436,46 @@ class GunicornSettings:
         )
 
 
+# OS thread names (portal/osthreads.py; Linux keeps 15 bytes) -> what the benches call them.
+_NAMED_THREADS = {
+    "sale-writer": "sale writer",
+    "outbox-dispatch": "outbox dispatcher",
+    "click-writer": "click writer",
+    "mail-sender": "mail sender",
+}
+
+
+def thread_kind(comm: str, *, main: bool, master: bool) -> str:
+    """What a server thread is, from its OS name: the portal's named background threads, the
+    gunicorn master, a worker's main thread (gthread: its accept and keep-alive loop), and the
+    rest (gunicorn's request threads, and any thread nobody named)."""
+    if master:
+        return "gunicorn master"
+    for prefix, kind in _NAMED_THREADS.items():
+        if comm.startswith(prefix):
+            return kind
+    return "worker main thread" if main else "request threads"
+
+
+def postgres_cpu_seconds() -> float:
+    """CPU seconds used so far by this machine's PostgreSQL server processes (0 where /proc
+    cannot tell); a process that exits between two readings takes its share with it."""
+    total = 0.0
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as file:
+                stat = file.read()
+        except OSError:
+            continue
+        name, _, rest = stat.partition(" (")[2].rpartition(") ")
+        if name in ("postgres", "postmaster"):
+            fields = rest.split()
+            total += (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+    return total
+
+
 def machine_busy_seconds() -> float:
     """CPU seconds every process on the machine has used since boot (Linux /proc/stat), 0 elsewhere."""
     try:
@@ -514,6 +554,22 @@ class Server:
                 fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
                 total += (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
         return total
+
+    def thread_cpu(self) -> dict[str, float]:
+        """CPU seconds used so far by the server's processes, by thread (``thread_kind``): the
+        portal names its background threads in the OS (portal/osthreads.py). A thread that ends
+        between two readings takes its share with it."""
+        totals: dict[str, float] = {}
+        for pid, master in [(self.process.pid, True), *((child, False) for child in self._children())]:
+            with contextlib.suppress(OSError):
+                for task in Path(f"/proc/{pid}/task").iterdir():
+                    with contextlib.suppress(OSError, IndexError, ValueError):
+                        comm = (task / "comm").read_text().strip()
+                        fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+                        kind = thread_kind(comm, main=task.name == str(pid), master=master)
+                        seconds = (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+                        totals[kind] = totals.get(kind, 0.0) + seconds
+        return totals
 
     def _children(self) -> list[int]:
         pids: list[int] = []

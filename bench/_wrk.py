@@ -19,11 +19,12 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from _common import machine_busy_seconds, postgres_cpu_seconds
+
 BENCH_DIR = Path(__file__).resolve().parent
 COMMON_LUA = BENCH_DIR / "wrk_common.lua"
 REDIRECT_LUA = BENCH_DIR / "wrk_redirect.lua"
 INGEST_LUA = BENCH_DIR / "wrk_ingest.lua"
-_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 BARE_FLOOR = 2_000.0  # req/s: below it the client or the machine, not the app, is the limit
 
 
@@ -104,6 +105,8 @@ class WrkResult:
     client_cpu: float = 0.0  # CPU seconds wrk used
     server_cpu: float = 0.0  # CPU seconds the server's processes used
     machine_cpu: float = 0.0  # CPU seconds every process on the machine used
+    database_cpu: float = 0.0  # CPU seconds this machine's PostgreSQL processes used
+    thread_cpu: Counter = field(default_factory=Counter)  # the server's CPU seconds by thread kind
     runs: int = 0
 
     @property
@@ -123,6 +126,8 @@ class WrkResult:
         self.client_cpu += other.client_cpu
         self.server_cpu += other.server_cpu
         self.machine_cpu += other.machine_cpu
+        self.database_cpu += other.database_cpu
+        self.thread_cpu.update(other.thread_cpu)
         self.runs += other.runs
         return self
 
@@ -147,16 +152,26 @@ class WrkResult:
             f"{self.server_cpu / self.requests * 1e6:5.0f} us/request;  other processes {others:4.2f} cores"
         )
 
+    def thread_line(self, label: str) -> str:
+        """The server's CPU per request by thread, most first (bench/_common.py ``thread_kind``)."""
+        if not self.requests or not self.thread_cpu:
+            return f"{label:<10} no CPU by thread (Linux /proc only)"
+        parts = [
+            f"{kind} {seconds / self.requests * 1e6:,.0f}"
+            for kind, seconds in self.thread_cpu.most_common()
+            if seconds / self.requests * 1e6 >= 1
+        ]
+        return f"{label:<10} server CPU by thread, us/request: " + ", ".join(parts)
 
-def _busy_seconds() -> float:
-    """CPU seconds every process on the machine has used since boot (Linux /proc/stat)."""
-    try:
-        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    except (OSError, ValueError):
-        return 0.0
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
-    steal = fields[7] if len(fields) > 7 else 0
-    return (sum(fields[:8]) - idle - steal) / _CLOCK_TICKS
+    def database_line(self, label: str) -> str:
+        """This machine's PostgreSQL processes: share of a core and CPU per request."""
+        if not self.seconds or not self.requests:
+            return f"{label:<10} no requests"
+        return (
+            f"{label:<10} database server CPU (this machine's postgres processes): "
+            f"{self.database_cpu / self.seconds:4.0%} of a core, "
+            f"{self.database_cpu / self.requests * 1e6:5.0f} us/request"
+        )
 
 
 def run_wrk(
@@ -200,7 +215,9 @@ def run_wrk(
             f"http://127.0.0.1:{port}/",
         ]
         server_before = server.cpu_seconds() if server else 0.0
-        machine_before = _busy_seconds()
+        threads_before = Counter(server.thread_cpu()) if server else Counter()
+        database_before = postgres_cpu_seconds()
+        machine_before = machine_busy_seconds()
         process = subprocess.Popen(
             argv, env=run_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=BENCH_DIR
         )
@@ -209,7 +226,9 @@ def run_wrk(
         _pid, status, usage = os.wait4(process.pid, 0)
         process.returncode = os.waitstatus_to_exitcode(status)
         server_cpu = (server.cpu_seconds() - server_before) if server else 0.0
-        machine_cpu = _busy_seconds() - machine_before
+        thread_cpu = (Counter(server.thread_cpu()) - threads_before) if server else Counter()
+        database_cpu = postgres_cpu_seconds() - database_before
+        machine_cpu = machine_busy_seconds() - machine_before
         if process.returncode != 0 or not (workdir / "result.json").exists():
             raise RuntimeError(f"wrk failed (exit {process.returncode}):\n{output[-3000:]}")
         report = parse_wrk_output(output)
@@ -228,6 +247,8 @@ def run_wrk(
         client_cpu=usage.ru_utime + usage.ru_stime,
         server_cpu=server_cpu,
         machine_cpu=machine_cpu,
+        database_cpu=database_cpu,
+        thread_cpu=thread_cpu,
         runs=1,
     )
 

@@ -117,6 +117,10 @@ def main() -> int:
     if bare_run.server_cpu and portal_run.server_cpu:
         cpu_ratio = (bare_run.server_cpu / bare_run.requests) / (portal_run.server_cpu / portal_run.requests)
         print(f"server CPU per request, bare/portal: {cpu_ratio:.2f}   (less sensitive to other load)")
+    print(portal_run.thread_line("portal"))
+    if args.pg_url:
+        print(portal_run.database_line("portal"))
+        print(bare_run.database_line("bare"))
     print(f"ratio conversions/bare: {ratio:.2f}   ({verdict(ratio, TARGET)}, on {database})")
     p99_ok = portal_run.p99_ms <= P99_TARGET_MS
     print(

@@ -17,7 +17,6 @@ rows.
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 
@@ -68,12 +67,9 @@ def main() -> int:
         bare = start_bare(instance, settings)
         servers.append(bare)
 
-        database_cpu: dict[str, float] = {"bare": 0.0, "portal": 0.0}
-
         def measure(server, seed, record):
             def run(seconds):
-                before = _postgres_cpu()
-                result = run_wrk(
+                return run_wrk(
                     REDIRECT_LUA,
                     server.port,
                     seconds=seconds,
@@ -84,8 +80,6 @@ def main() -> int:
                     record_ids=record,
                     seed=seed,
                 )
-                database_cpu[server.name] = database_cpu.get(server.name, 0.0) + _postgres_cpu() - before
-                return result
 
             return run
 
@@ -93,7 +87,6 @@ def main() -> int:
         # The portal caches each code's look-up per worker: the warm-up fills the caches
         # (and its clicks count in the end check like the others).
         warm = measure(portal, 2, True)(args.warmup)
-        database_cpu.update(bare=0.0, portal=0.0)  # the measured runs only
         bare_run, portal_run, runs = abba(measure(bare, 3, False), measure(portal, 4, True), args.seconds)
         served = WrkResult().add(warm).add(portal_run)
         exit_code = portal.stop()
@@ -119,13 +112,10 @@ def main() -> int:
     if bare_run.server_cpu and portal_run.server_cpu:
         cpu_ratio = (bare_run.server_cpu / bare_run.requests) / (portal_run.server_cpu / portal_run.requests)
         print(f"server CPU per request, bare/portal: {cpu_ratio:.2f}   (less sensitive to other load)")
-    if args.pg_url and portal_run.requests:
-        print(
-            "database server CPU (this machine's postgres processes, in the portal's runs): "
-            f"{database_cpu['portal'] / portal_run.seconds:4.0%} of a core, "
-            f"{database_cpu['portal'] / portal_run.requests * 1e6:5.0f} us/request "
-            f"(in the bare app's runs: {database_cpu['bare'] / bare_run.seconds:4.0%} of a core)"
-        )
+    print(portal_run.thread_line("portal"))
+    if args.pg_url:
+        print(portal_run.database_line("portal"))
+        print(bare_run.database_line("bare"))
     print(f"ratio tracked/bare: {ratio:.2f}   ({verdict(ratio, TARGET)}, on {database})")
     print(
         f"p99: bare {bare_run.p99_ms:.2f} ms, portal {portal_run.p99_ms:.2f} ms "
@@ -140,26 +130,6 @@ def main() -> int:
     print(f"(total run time {time.monotonic() - began:.0f} s)")
     instance.cleanup()
     return 0 if ok else 1
-
-
-def _postgres_cpu() -> float:
-    """CPU seconds used so far by this machine's PostgreSQL server processes (0 where /proc
-    cannot tell); a process that exits between two readings takes its share with it."""
-    total = 0.0
-    ticks = os.sysconf("SC_CLK_TCK")
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat") as file:
-                stat = file.read()
-        except OSError:
-            continue
-        name, _, rest = stat.partition(" (")[2].rpartition(") ")
-        if name in ("postgres", "postmaster"):
-            fields = rest.split()
-            total += (int(fields[11]) + int(fields[12])) / ticks
-    return total
 
 
 def _report(check: dict, served: WrkResult, exit_code: int, flagged: int) -> bool:

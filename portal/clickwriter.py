@@ -43,7 +43,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from flask import Flask
 
-from portal import realtime
+from portal import osthreads, realtime
 from portal.database import begin_writing
 from portal.extensions import db
 from portal.services.clicks import CLICK_COLUMNS, store_clicks
@@ -215,7 +215,7 @@ class ClickWriter:
         if self._thread is None or not self._thread.is_alive():
             with self._lock:
                 if self._thread is None or not self._thread.is_alive():
-                    self._thread = threading.Thread(target=self._run, name="click-writer", daemon=True)
+                    self._thread = osthreads.Thread(target=self._run, name="click-writer", daemon=True)
                     self._thread.start()
 
     def _run(self) -> None:

@@ -16,6 +16,7 @@ from datetime import date, datetime
 
 from flask import Flask
 
+from portal import osthreads
 from portal.database import begin_write
 from portal.extensions import db
 from portal.models.types import utcnow
@@ -158,7 +159,7 @@ class Scheduler:
         self.app = app
         self.interval = interval
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="portal-scheduler", daemon=True)
+        self._thread = osthreads.Thread(target=self._run, name="portal-scheduler", daemon=True)
 
     def start(self) -> Scheduler:
         self._thread.start()

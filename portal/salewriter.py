@@ -46,6 +46,7 @@ from typing import Any
 
 from flask import Flask
 
+from portal import osthreads
 from portal.database import begin_write, lock_partners
 from portal.errorpages import database_unavailable
 from portal.errors import DomainError
@@ -121,7 +122,7 @@ class SaleWriter:
             self._threads = []
         self._threads = [thread for thread in self._threads if thread.is_alive()]
         while len(self._threads) < self.writers:
-            thread = threading.Thread(target=self._run, name=f"sale-writer-{len(self._threads)}", daemon=True)
+            thread = osthreads.Thread(target=self._run, name=f"sale-writer-{len(self._threads)}", daemon=True)
             thread.start()
             self._threads.append(thread)
 

@@ -30,6 +30,7 @@ from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
+from portal import osthreads
 from portal.errors import InvalidToken
 from portal.extensions import db
 from portal.i18n import speaking_to
@@ -185,7 +186,7 @@ class MailSender:
         self.queue.put(list(ids))
         with self._lock:
             if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, name="mail-sender", daemon=True)
+                self._thread = osthreads.Thread(target=self._run, name="mail-sender", daemon=True)
                 self._thread.start()
 
     def _run(self) -> None:

@@ -42,6 +42,7 @@ from flask import current_app
 from sqlalchemy import event as sa_event
 from sqlalchemy.orm import Session
 
+from portal import osthreads
 from portal.database import begin_write, dialect_insert
 from portal.extensions import db
 from portal.models import OutboxConsumer, OutboxEvent, OutboxReceipt
@@ -494,7 +495,7 @@ class Dispatcher:
         self._wake.set()
         with self._lock:
             if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, name="outbox-dispatcher", daemon=True)
+                self._thread = osthreads.Thread(target=self._run, name="outbox-dispatcher", daemon=True)
                 self._thread.start()
 
     def _run(self) -> None:

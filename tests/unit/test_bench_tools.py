@@ -10,6 +10,8 @@ import re
 import shutil
 import sys
 import threading
+import time
+from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -17,6 +19,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
+import _common
 import _wrk
 
 WRK_REPORT = """\
@@ -60,6 +63,61 @@ def test_results_add_up_and_the_sanity_line_warns_below_2000():
     assert (total.requests, total.rps, total.p50_ms, total.p99_ms, total.runs) == (4000, 2000.0, 2.0, 9.0, 2)
     assert "not above 2,000" in _wrk.sanity_warning(total)
     assert _wrk.sanity_warning(a) is None
+
+
+def test_thread_kinds_come_from_the_os_names_the_portal_gives_its_threads():
+    kind = _common.thread_kind
+    assert kind("sale-writer-0", main=False, master=False) == "sale writer"
+    assert kind("outbox-dispatch", main=False, master=False) == "outbox dispatcher"
+    assert kind("click-writer", main=False, master=False) == "click writer"
+    assert kind("python", main=True, master=False) == "worker main thread"
+    assert kind("python", main=False, master=False) == "request threads"
+    assert kind("python", main=True, master=True) == "gunicorn master"
+
+
+def test_results_add_up_their_cpu_by_thread_and_print_it_per_request():
+    a = _wrk.WrkResult(
+        requests=1000, seconds=1.0, thread_cpu=Counter({"sale writer": 1.5, "request threads": 1.0})
+    )
+    b = _wrk.WrkResult(requests=1000, seconds=1.0, thread_cpu=Counter({"sale writer": 0.5}), database_cpu=0.4)
+    total = _wrk.WrkResult().add(a).add(b)
+    assert total.thread_cpu == {"sale writer": 2.0, "request threads": 1.0}
+    assert total.thread_line("portal").endswith("us/request: sale writer 1,000, request threads 500")
+    assert "20% of a core,   200 us/request" in total.database_line("portal")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc")
+def test_a_servers_cpu_is_split_by_the_os_names_of_its_workers_threads(tmp_path):
+    """A stand-in for gunicorn: a master that forks a worker whose named thread burns CPU."""
+    script = """
+import os, time
+from portal import osthreads
+if os.fork() == 0:
+    def burn():
+        end = time.process_time() + 0.4
+        while time.process_time() < end:
+            pass
+    osthreads.Thread(target=burn, name="sale-writer-0").start()
+    time.sleep(30)
+    os._exit(0)
+time.sleep(30)
+"""
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    server = _common.Server(
+        "stand-in", [sys.executable, "-c", script], cwd=root, env=env, port=0, logdir=tmp_path
+    )
+    try:
+        deadline = time.monotonic() + 60  # importing the portal is slow on a busy machine
+        seconds = server.thread_cpu()
+        while seconds.get("sale writer", 0) < 0.35 and time.monotonic() < deadline:
+            threading.Event().wait(0.05)
+            seconds = server.thread_cpu()
+        assert seconds["sale writer"] >= 0.35
+        assert seconds["sale writer"] > 10 * seconds.get("worker main thread", 0.0)
+        assert set(seconds) <= {"sale writer", "worker main thread", "gunicorn master"}
+    finally:
+        server.stop(timeout=5)
 
 
 class _Sales(BaseHTTPRequestHandler):

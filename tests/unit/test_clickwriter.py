@@ -229,7 +229,10 @@ def test_clicks_and_their_counts_are_written_together_or_not_at_all(buffered_app
     assert writer.flush() == 0
     assert stored(buffered_app) == 0  # the insert was rolled back with the failed count
     monkeypatch.undo()
-    assert writer.flush() == 1
+    # Written by this flush, or already by the writer thread's replay of the spool when it
+    # started (the first click starts it; on a busy machine that can come after the failure):
+    # either way once, with its count.
+    writer.flush()
     assert stored(buffered_app) == 1
     assert _stats(buffered_app) == {buffered_app.config["TEST_PARTNER_ID"]: (1, 1, 0)}
     writer.close()

@@ -1,0 +1,39 @@
+"""Threads that carry their name into the operating system.
+
+Python names a thread for itself only; ``top -H``, ``ps -L`` and ``/proc/<pid>/task/<tid>/comm``
+show every thread of a gunicorn worker as the process. The portal's own background threads
+(the sale writer, the click writer, the outbox dispatcher, the mail sender, the scheduler) are
+started as ``Thread`` from here, so an operator sees which of them uses the CPU, and the
+benches (bench/_common.py) split a server's CPU by thread. Linux keeps 15 bytes of a name;
+elsewhere the name stays Python's own.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import sys
+import threading
+
+_PR_SET_NAME = 15  # prctl(2): names the calling thread
+_libc = None
+if sys.platform.startswith("linux"):
+    try:
+        _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    except OSError:  # pragma: no cover - a Linux without a C library to load
+        _libc = None
+
+
+def name_os_thread(name: str) -> bool:
+    """Give the calling thread ``name`` in the OS (its first 15 bytes); whether it took."""
+    if _libc is None:
+        return False
+    return _libc.prctl(_PR_SET_NAME, name.encode()[:15], 0, 0, 0) == 0
+
+
+class Thread(threading.Thread):
+    """``threading.Thread`` whose OS thread takes its name when it starts."""
+
+    def run(self) -> None:
+        name_os_thread(self.name)
+        super().run()

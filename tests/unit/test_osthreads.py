@@ -1,0 +1,71 @@
+"""The portal's background threads carry their names into the OS (portal/osthreads.py): what
+``top -H`` shows an operator, and what the benches split a server's CPU by."""
+
+from __future__ import annotations
+
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from portal import osthreads
+from portal.salewriter import SaleWriter
+from portal.services import delivery, outbox
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="OS thread names: Linux /proc")
+
+
+def _os_name(thread: threading.Thread) -> str:
+    return Path(f"/proc/self/task/{thread.native_id}/comm").read_text().strip()
+
+
+def _started(thread_of, timeout: float = 5.0) -> threading.Thread:
+    """The thread ``thread_of()`` names, once it has started running (its OS name set)."""
+    thread = thread_of()
+    for _ in range(int(timeout / 0.01)):
+        if thread.native_id is not None and _os_name(thread) == thread.name[:15]:
+            break
+        threading.Event().wait(0.01)
+    return thread
+
+
+def test_a_thread_started_from_here_has_its_name_in_the_os_cut_to_fifteen_bytes():
+    seen: list[str] = []
+    done = threading.Event()
+
+    def body():
+        seen.append(Path(f"/proc/self/task/{threading.get_native_id()}/comm").read_text().strip())
+        done.set()
+
+    thread = osthreads.Thread(target=body, name="a-rather-long-thread-name", daemon=True)
+    thread.start()
+    assert done.wait(5)
+    thread.join(5)
+    assert seen == ["a-rather-long-t"]
+    # A plain thread keeps the process's name: the difference is this module's.
+    plain = threading.Thread(target=lambda: seen.append(_os_name(threading.current_thread())))
+    plain.start()
+    plain.join(5)
+    assert seen[-1] != "a-rather-long-t"
+
+
+def test_the_sale_writer_the_dispatcher_and_the_mail_sender_are_named_in_the_os(app, monkeypatch):
+    """Each starts the way a worker starts it on first use; each shows its own name."""
+    app.config["SALE_WRITE_MODE"] = "batched"
+    writer = SaleWriter(app)
+    monkeypatch.setattr(writer, "_take", lambda: threading.Event().wait())  # idle: waits for sales
+    with writer._ready:
+        writer._ensure_thread()
+    sale_writer = _started(lambda: writer._threads[0])
+    assert _os_name(sale_writer) == "sale-writer-0"
+
+    dispatcher = outbox.Dispatcher(app)
+    monkeypatch.setattr(dispatcher, "_pass", lambda delay: threading.Event().wait())
+    dispatcher.kick()
+    assert _os_name(_started(lambda: dispatcher._thread)) == "outbox-dispatch"
+
+    sender = delivery.MailSender(app)
+    monkeypatch.setattr(delivery, "send_outbox", lambda ids: threading.Event().wait())
+    sender.submit([1])
+    assert _os_name(_started(lambda: sender._thread)) == "mail-sender"
