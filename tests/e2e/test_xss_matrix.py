@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -132,10 +133,34 @@ def _try(stored: Stored, name: str, write: Callable[[], object]) -> object | Non
     return result
 
 
+@contextmanager
+def _one_cheap_hash_per_password() -> Iterator[None]:
+    """Hash each password once, cheaply, for the accounts the matrix makes.
+
+    The matrix makes about 170 accounts and signs about 90 of them in. At werkzeug's default
+    (scrypt, deliberately slow) hashing them was most of the fixture's minute and checking them
+    a fifth of the partner pages' test. The accounts share one pbkdf2 hash per password, as the
+    factories share one hash (tests/factories/accounts.py); sign-in still checks the password
+    against it through the real form. What is shown on the pages is untouched."""
+    import portal.models.accounts as account_models
+
+    real = account_models.generate_password_hash
+    hashes: dict[str, str] = {}
+
+    def shared_hash(password: str, *args, **kwargs) -> str:
+        if password not in hashes:
+            hashes[password] = real(password, method="pbkdf2:sha256:1000")
+        return hashes[password]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(account_models, "generate_password_hash", shared_hash)
+        yield
+
+
 @pytest.fixture(scope="module")
 def xss_data(live_server) -> Iterator[Stored]:
     stored = Stored()
-    with live_server.app.app_context(), live_server.emitting():
+    with live_server.app.app_context(), live_server.emitting(), _one_cheap_hash_per_password():
         program = get_program()
         manager = db.session.scalars(sa.select(User).where(User.email == DEMO_EMAILS["manager"])).one()
         top_tag = program.top_partner_tag
