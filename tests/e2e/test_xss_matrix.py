@@ -118,6 +118,7 @@ class Stored:
     stored: dict[str, int] = field(default_factory=dict)
     refused: dict[str, int] = field(default_factory=dict)
     reasons: dict[str, str] = field(default_factory=dict)  # the first refusal of each field
+    creative_ids: list[int] = field(default_factory=list)  # archived when the module is done
 
 
 def _try(stored: Stored, name: str, write: Callable[[], object]) -> object | None:
@@ -198,9 +199,11 @@ def xss_data(live_server) -> Iterator[Stored]:
         "/partner/dashboard/news",
     ]
     yield stored
-    # The demo is shared with the other browser tests: the welcome message as it was, and no
-    # payload tier above Gold on anyone's ladder.
-    from portal.models import Tier
+    # The demo is shared with the other browser tests: the welcome message as it was, no
+    # payload tier above Gold on anyone's ladder, and the library's first page the demo's own
+    # (29 payload creatives pushed its page previews to the second page of a later test's
+    # library, tests/e2e/test_partner_first_screen.py).
+    from portal.models import Creative, Tier
     from portal.services import lifecycle, reward_rules
 
     with live_server.app.app_context():
@@ -208,6 +211,8 @@ def xss_data(live_server) -> Iterator[Stored]:
         lifecycle.reset_template("welcome", manager)
         for tier in db.session.scalars(sa.select(Tier).where(Tier.rank >= 100)).all():
             reward_rules.delete_tier(get_program(), manager, tier)
+        for creative_id in stored.creative_ids:
+            creatives.set_creative_status(db.session.get(Creative, creative_id), manager, "archive")
         db.session.commit()
 
 
@@ -357,6 +362,7 @@ def _store_one(
         ),
     )
     if creative is not None:
+        stored.creative_ids.append(creative.id)
         hub_pages.append(f"/partner/creatives/{creative.id}")
         stored.operator_pages.append(f"/admin/creatives/{creative.id}")
     _try(
