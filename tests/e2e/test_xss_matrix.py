@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -117,6 +118,7 @@ class Stored:
     stored: dict[str, int] = field(default_factory=dict)
     refused: dict[str, int] = field(default_factory=dict)
     reasons: dict[str, str] = field(default_factory=dict)  # the first refusal of each field
+    creative_ids: list[int] = field(default_factory=list)  # archived when the module is done
 
 
 def _try(stored: Stored, name: str, write: Callable[[], object]) -> object | None:
@@ -132,10 +134,34 @@ def _try(stored: Stored, name: str, write: Callable[[], object]) -> object | Non
     return result
 
 
+@contextmanager
+def _one_cheap_hash_per_password() -> Iterator[None]:
+    """Hash each password once, cheaply, for the accounts the matrix makes.
+
+    The matrix makes about 170 accounts and signs about 90 of them in. At werkzeug's default
+    (scrypt, deliberately slow) hashing them was most of the fixture's minute and checking them
+    a fifth of the partner pages' test. The accounts share one pbkdf2 hash per password, as the
+    factories share one hash (tests/factories/accounts.py); sign-in still checks the password
+    against it through the real form. What is shown on the pages is untouched."""
+    import portal.models.accounts as account_models
+
+    real = account_models.generate_password_hash
+    hashes: dict[str, str] = {}
+
+    def shared_hash(password: str, *args, **kwargs) -> str:
+        if password not in hashes:
+            hashes[password] = real(password, method="pbkdf2:sha256:1000")
+        return hashes[password]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(account_models, "generate_password_hash", shared_hash)
+        yield
+
+
 @pytest.fixture(scope="module")
 def xss_data(live_server) -> Iterator[Stored]:
     stored = Stored()
-    with live_server.app.app_context(), live_server.emitting():
+    with live_server.app.app_context(), live_server.emitting(), _one_cheap_hash_per_password():
         program = get_program()
         manager = db.session.scalars(sa.select(User).where(User.email == DEMO_EMAILS["manager"])).one()
         top_tag = program.top_partner_tag
@@ -173,9 +199,11 @@ def xss_data(live_server) -> Iterator[Stored]:
         "/partner/dashboard/news",
     ]
     yield stored
-    # The demo is shared with the other browser tests: the welcome message as it was, and no
-    # payload tier above Gold on anyone's ladder.
-    from portal.models import Tier
+    # The demo is shared with the other browser tests: the welcome message as it was, no
+    # payload tier above Gold on anyone's ladder, and the library's first page the demo's own
+    # (29 payload creatives pushed its page previews to the second page of a later test's
+    # library, tests/e2e/test_partner_first_screen.py).
+    from portal.models import Creative, Tier
     from portal.services import lifecycle, reward_rules
 
     with live_server.app.app_context():
@@ -183,6 +211,8 @@ def xss_data(live_server) -> Iterator[Stored]:
         lifecycle.reset_template("welcome", manager)
         for tier in db.session.scalars(sa.select(Tier).where(Tier.rank >= 100)).all():
             reward_rules.delete_tier(get_program(), manager, tier)
+        for creative_id in stored.creative_ids:
+            creatives.set_creative_status(db.session.get(Creative, creative_id), manager, "archive")
         db.session.commit()
 
 
@@ -332,6 +362,7 @@ def _store_one(
         ),
     )
     if creative is not None:
+        stored.creative_ids.append(creative.id)
         hub_pages.append(f"/partner/creatives/{creative.id}")
         stored.operator_pages.append(f"/admin/creatives/{creative.id}")
     _try(
