@@ -46,6 +46,19 @@ class PortalFlask(Flask):
     ``X-Forwarded-Host`` (portal/urls.py). (It overrides no request dispatch: the click
     redirect is routed at the WSGI level, see ``register_realtime``.)"""
 
+    def get_send_file_max_age(self, filename):
+        from portal import staticfiles
+
+        return staticfiles.max_age(filename, super().get_send_file_max_age(filename))
+
+    def send_static_file(self, filename):
+        from portal import staticfiles
+
+        response = super().send_static_file(filename)
+        if response.cache_control.max_age == staticfiles.MAX_AGE:
+            response.cache_control.immutable = True  # its address changes with its content
+        return response
+
     def create_url_adapter(self, request):
         from portal.urls import base_url
 
@@ -351,8 +364,9 @@ def register_mail_delivery(app: Flask) -> None:
 
 
 def register_template_helpers(app: Flask) -> None:
-    from portal import templating
+    from portal import staticfiles, templating
 
+    staticfiles.init_app(app)  # static addresses carry their content's version
     templating.init_app(app)
 
 

@@ -424,5 +424,7 @@ def integration_guide():
         program=program,
         api_base=url_for("auth.index", _external=True).rstrip("/") + "/api/v1",
         example_ref=demo_partner.ref_code if demo_partner else "CODE",
-        track_js=url_for("static", filename="js/track.js", _external=True),
+        # Unversioned (v=None): shops embed this address, and a versioned one would keep
+        # their visitors on the script of that day for a year (portal/staticfiles.py).
+        track_js=url_for("static", filename="js/track.js", _external=True, v=None),
     )
