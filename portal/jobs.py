@@ -64,7 +64,7 @@ def run_triggers(now: datetime | None = None) -> TriggerReport:
     converted = _convert_held_sales()
     # Everything the outbox holds that no dispatcher handled yet (a crash, a stopped
     # process, OUTBOX_DISPATCH_MODE=off), and the webhooks whose retry is due.
-    dispatched = outbox.dispatch()
+    dispatched = outbox.drain()
     sent = delivery.send_ready() + delivery.retry_unsent()
     return TriggerReport(
         published,

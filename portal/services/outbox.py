@@ -57,6 +57,10 @@ RETRY_SKIPPED_SECONDS = 0.2
 # OUTBOX_DISPATCH_MODE=inline (the tests): passes a request makes before it gives up.
 INLINE_ATTEMPTS = 5
 BATCH = 50  # events handled per transaction
+# Events a pass reads per consumer. A pass that reached it leaves the rest to the next pass,
+# which the background dispatcher then starts at once (``Dispatcher._pass``) and
+# ``run-triggers`` runs in the same job (``drain``): a burst never waits for the next commit.
+PASS_LIMIT = 500
 _READY_KEY = "portal_outbox_ready"
 
 
@@ -149,6 +153,8 @@ class DispatchReport:
     failed: dict[str, int] = field(default_factory=dict)
     webhooks_sent: int = 0
     skipped: list[str] = field(default_factory=list)  # held by another dispatcher this time
+    # Consumers whose pass stopped at its limit: more events may be waiting for them.
+    more: list[str] = field(default_factory=list)
 
 
 def _owner() -> str:
@@ -210,8 +216,9 @@ def _position(name: str) -> int:
     return db.session.scalar(sa.select(OutboxConsumer.position).where(OutboxConsumer.name == name)) or 0
 
 
-def _unhandled(name: str, position: int, limit: int) -> list[int]:
-    """Ids of events past the position that consumer ``name`` wants and has no receipt for."""
+def _unhandled(name: str, position: int, limit: int) -> tuple[list[int], bool]:
+    """Ids of events past the position that consumer ``name`` wants and has no receipt for,
+    among the next ``limit``; and whether the limit cut the list short."""
     wants = CONSUMERS[name].wants
     rows = db.session.execute(
         sa.select(OutboxEvent.id, OutboxEvent.type)
@@ -220,7 +227,7 @@ def _unhandled(name: str, position: int, limit: int) -> list[int]:
         .order_by(OutboxEvent.id)
         .limit(limit)
     ).all()
-    return [event_id for event_id, event_type in rows if wants(event_type)]
+    return [event_id for event_id, event_type in rows if wants(event_type)], len(rows) >= limit
 
 
 def _claim(name: str, event_ids: list[int]) -> list[int]:
@@ -393,10 +400,11 @@ def _finish(positions: dict[str, int], owner: str, quiet_done: dict[str, set[int
         db.session.commit()
 
 
-def _run_held(name: str, position: int, limit: int, quiet_done: set[int]) -> tuple[int, int]:
+def _run_held(name: str, position: int, limit: int, quiet_done: set[int]) -> tuple[int, int, bool]:
+    """(handled, failed, cut short by the limit) for one consumer's pass."""
     handled = failed = 0
     consumer = CONSUMERS[name]
-    pending = _unhandled(name, position, limit)
+    pending, cut = _unhandled(name, position, limit)
     # A consumer that writes nothing takes no write turn: its whole pass is one batch.
     size = BATCH if consumer.writes else max(len(pending), 1)
     for start in range(0, len(pending), size):
@@ -405,39 +413,48 @@ def _run_held(name: str, position: int, limit: int, quiet_done: set[int]) -> tup
         if not ok:
             failed += 1
             break  # keep the order: the rest waits for the next dispatch
-    return handled, failed
+    return handled, failed, cut and not failed  # a failure waits for the next dispatch anyway
 
 
-def run_consumers(names: list[str], limit: int = 500, owner: str | None = None) -> dict[str, tuple[int, int]]:
+def run_consumers(
+    names: list[str], limit: int = PASS_LIMIT, owner: str | None = None, more: set[str] | None = None
+) -> dict[str, tuple[int, int]]:
     """Hand up to ``limit`` events to each consumer of ``names`` whose lease is free:
-    {name: (handled, failed)}; a consumer another dispatcher holds is left out. Two write
-    transactions for the whole pass besides the batches: the leases, then the positions."""
+    {name: (handled, failed)}; a consumer another dispatcher holds is left out, and the names
+    of those whose pass stopped at the limit go into ``more``. Two write transactions for the
+    whole pass besides the batches: the leases, then the positions."""
     owner = owner or _owner()
     held = _take_leases(names, owner)
     results: dict[str, tuple[int, int]] = {}
     quiet_done: dict[str, set[int]] = {name: set() for name in held}
     try:
         for name, position in held.items():
-            results[name] = _run_held(name, position, limit, quiet_done[name])
+            handled, failed, cut = _run_held(name, position, limit, quiet_done[name])
+            results[name] = (handled, failed)
+            if cut and more is not None:
+                more.add(name)
     finally:
         if held:
             _finish(held, owner, quiet_done)
     return results
 
 
-def run_consumer(name: str, limit: int = 500, owner: str | None = None) -> tuple[int, int] | None:
+def run_consumer(name: str, limit: int = PASS_LIMIT, owner: str | None = None) -> tuple[int, int] | None:
     """Hand up to ``limit`` events to consumer ``name``; (handled, failed), or None if another
     dispatcher holds it."""
     return run_consumers([name], limit, owner).get(name)
 
 
-def dispatch(limit: int = 500, send: bool = True) -> DispatchReport:
-    """Run every consumer once, then send the due webhooks and the e-mails just written."""
+def dispatch(limit: int | None = None, send: bool = True) -> DispatchReport:
+    """Run every consumer once (up to ``limit``, else ``PASS_LIMIT``, events each), then send
+    the due webhooks and the e-mails just written."""
     from portal.services import delivery, webhooks
 
     report = DispatchReport()
     db.session.commit()  # start from a clean transaction: what the caller wrote is committed
-    results = run_consumers(list(CONSUMERS), limit)
+    more: set[str] = set()
+    results = run_consumers(list(CONSUMERS), limit or PASS_LIMIT, more=more)
+    report.more = sorted(more)
     for name in CONSUMERS:
         if name in results:
             report.handled[name], report.failed[name] = results[name]
@@ -522,6 +539,10 @@ class Dispatcher:
                 # events committed. Look again shortly rather than leave them to cron.
                 time.sleep(RETRY_SKIPPED_SECONDS)
                 self._wake.set()
+            if report.more:
+                # The pass stopped at its limit: go on with the rest without waiting for
+                # another commit's kick (after a burst there may be none until cron).
+                self._wake.set()
             return next_delay(base, report)
         except Exception:  # the thread must outlive any one failure
             self.app.logger.exception("outbox dispatch failed; run-triggers will pick the events up")
@@ -535,9 +556,36 @@ BUSY_FACTOR = 4
 
 
 def next_delay(base: float, report: DispatchReport) -> float:
-    """How long the background dispatcher lets events gather before its next pass."""
+    """How long the background dispatcher lets events gather before its next pass: the
+    base after a pass that stopped at its limit (it is behind: no longer gaps than a quiet
+    pass), four times it after a busy one."""
+    if report.more:
+        return base
     busy = any(handled >= BATCH for handled in report.handled.values())
     return base * BUSY_FACTOR if busy else base
+
+
+# ``run-triggers`` goes on while passes stop at their limit, up to this many passes (a
+# backlog of up to PASS_LIMIT × DRAIN_PASSES events per consumer in one job).
+DRAIN_PASSES = 200
+
+
+def drain() -> DispatchReport:
+    """Dispatch until no consumer's pass stops at its limit (bounded by ``DRAIN_PASSES``):
+    what ``run-triggers`` runs, so a backlog is handled in one job, not 500 events a job.
+    Returns the passes' reports summed."""
+    total = DispatchReport()
+    for _ in range(DRAIN_PASSES):
+        report = dispatch()
+        for name, count in report.handled.items():
+            total.handled[name] = total.handled.get(name, 0) + count
+        for name, count in report.failed.items():
+            total.failed[name] = total.failed.get(name, 0) + count
+        total.webhooks_sent += report.webhooks_sent
+        total.skipped, total.more = report.skipped, report.more
+        if not report.more:
+            break
+    return total
 
 
 def kick_if_ready(session=None) -> None:

@@ -525,3 +525,50 @@ def test_a_dispatcher_whose_lease_ran_out_leaves_the_position_and_the_receipts_t
     )
     assert list(receipts) == [first_event]
     assert db.session.get(OutboxConsumer, "messages").lease_owner == "host:2:2"
+
+
+# --- a pass that stops at its limit -----------------------------------------------------------
+
+
+def test_a_pass_stopped_at_its_limit_says_so_and_run_triggers_hands_on_the_rest(
+    db, program, emitted, monkeypatch
+):
+    """More events than a pass reads: the pass names the consumers it cut short, and one
+    ``run-triggers`` goes on until every consumer has them all (not PASS_LIMIT a job)."""
+    from portal.jobs import run_triggers
+
+    partners = [PartnerFactory() for _ in range(4)]
+    sale_ready_to_dispatch(db, program, partners[0], "limit-0")
+    for n, partner in enumerate(partners[1:], start=1):
+        sell(program, partner, f"limit-{n}")
+    db.session.commit()
+    newest = newest_event(db)
+    monkeypatch.setattr(outbox, "PASS_LIMIT", 3)
+
+    report = outbox.dispatch(send=False)
+    assert "live" in report.more
+    assert positions(db)["live"] < newest
+
+    triggers = run_triggers()
+    # Up to the newest event, the messages' own (message.sent, written meanwhile) included.
+    assert newest_event(db) > newest
+    assert positions(db) == dict.fromkeys(outbox.CONSUMERS, newest_event(db))
+    assert triggers.events >= 1  # the first sale's message among what it handed on
+    assert not outbox.dispatch(send=False).more
+
+
+def test_the_background_dispatcher_goes_on_at_once_after_a_pass_stopped_at_its_limit(app, monkeypatch):
+    """No commit may come after a burst to kick it again: a pass cut short wakes the thread
+    itself, with the base delay (not the busy one), so the rest does not wait for cron."""
+    reports = [
+        outbox.DispatchReport(handled={"live": outbox.PASS_LIMIT}, more=["live"]),
+        outbox.DispatchReport(handled={"live": outbox.BATCH}),
+    ]
+    monkeypatch.setitem(app.config, "OUTBOX_DISPATCH_DELAY_MS", 100)
+    monkeypatch.setattr(outbox, "dispatch", lambda: reports.pop(0))
+    monkeypatch.setattr(outbox.time, "sleep", lambda seconds: None)
+    dispatcher = outbox.Dispatcher(app)
+    assert dispatcher._pass(0.1) == 0.1
+    assert dispatcher._wake.is_set()
+    assert dispatcher._pass(0.1) == 0.1 * outbox.BUSY_FACTOR
+    assert not dispatcher._wake.is_set()
