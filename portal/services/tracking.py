@@ -964,6 +964,10 @@ def approve_conversion(program: Program, conversion: Conversion, actor: User) ->
     conversion.reviewed_by_id = actor.id
     if conversion.partner_id is not None and not conversion.commissions:
         commissions.earn(program, conversion)
+        if conversion.refunded_minor:
+            # Refunded in part while it waited: the lines are reckoned on the whole sale, so
+            # the refunded share is reversed at once, as for a sale refunded after it earned.
+            commissions.reverse_for_refund(conversion, None)
     record_event(actor, "conversion.approved", "conversion", conversion.id, flagged=conversion.flagged_reason)
     db.session.flush()
     rollups.count_conversion(conversion, before)
