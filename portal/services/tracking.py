@@ -761,6 +761,15 @@ def _convert_one(program: Program, conversion: Conversion, found: fx.FoundRate) 
     if held:
         if conversion.original_refunded_minor == conversion.original_amount_minor:
             _reject(conversion, RejectionReason.REFUND, "refunded in full before its exchange rate arrived")
+        elif program.max_sale_minor is not None and conversion.amount_minor > program.max_sale_minor:
+            # Converted on arrival it would have been refused (422); held, it was answered
+            # already, so it is kept but never earns.
+            _reject(
+                conversion,
+                RejectionReason.OTHER,
+                f"{_money(conversion.amount_minor, conversion.currency)} once converted, "
+                f"more than the program's maximum sale",
+            )
         else:
             conversion.status = ConversionStatus.PENDING
             if conversion.partner is not None:
