@@ -761,6 +761,15 @@ def _convert_one(program: Program, conversion: Conversion, found: fx.FoundRate) 
     if held:
         if conversion.original_refunded_minor == conversion.original_amount_minor:
             _reject(conversion, RejectionReason.REFUND, "refunded in full before its exchange rate arrived")
+        elif program.max_sale_minor is not None and conversion.amount_minor > program.max_sale_minor:
+            # Converted on arrival it would have been refused (422); held, it was answered
+            # already, so it is kept but never earns.
+            _reject(
+                conversion,
+                RejectionReason.OTHER,
+                f"{_money(conversion.amount_minor, conversion.currency)} once converted, "
+                f"more than the program's maximum sale",
+            )
         else:
             conversion.status = ConversionStatus.PENDING
             if conversion.partner is not None:
@@ -964,6 +973,10 @@ def approve_conversion(program: Program, conversion: Conversion, actor: User) ->
     conversion.reviewed_by_id = actor.id
     if conversion.partner_id is not None and not conversion.commissions:
         commissions.earn(program, conversion)
+        if conversion.refunded_minor:
+            # Refunded in part while it waited: the lines are reckoned on the whole sale, so
+            # the refunded share is reversed at once, as for a sale refunded after it earned.
+            commissions.reverse_for_refund(conversion, None)
     record_event(actor, "conversion.approved", "conversion", conversion.id, flagged=conversion.flagged_reason)
     db.session.flush()
     rollups.count_conversion(conversion, before)

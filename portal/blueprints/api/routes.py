@@ -253,7 +253,9 @@ def show_conversion(transaction_id: str):
 
 @bp.post("/conversions/<path:transaction_id>/refund")
 def refund_conversion(transaction_id: str):
-    body = _body() if request.content_length else {}
+    # Whether a body came is what was read, not Content-Length: a chunked body has none, and
+    # taking it for no body would refund the whole sale instead of the amount it names.
+    body = _body() if request.get_data(cache=True) else {}
     conversion, error = _conversion_or_404(transaction_id)
     if error:
         return error

@@ -21,7 +21,8 @@ REFUND_ID_MAX = 100  # the column's length
 # portal's clock (clocks drift; a sale dated next year is a bug or a trick).
 YEARS = (2000, 2100)
 FUTURE_SLACK = timedelta(hours=24)
-_EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,190}\.[^@\s]{2,63}$")
+# No control characters (PostgreSQL cannot store a NUL in text; none belongs in an address).
+_EMAIL = re.compile(r"^[^@\s\x00-\x1f\x7f]{1,64}@[^@\s\x00-\x1f\x7f]{1,190}\.[^@\s\x00-\x1f\x7f]{2,63}$")
 
 
 def _time_format() -> str:
@@ -218,6 +219,10 @@ def read_refund(body: dict, currency: str) -> RefundInput:
     reason = body.get("reason")
     if reason is not None and (not isinstance(reason, str) or len(reason) > 500):
         r.fail("reason", gettext("must be text of at most %(max)d characters", max=500))
+        reason = None
+    elif reason is not None and "\x00" in reason:
+        # PostgreSQL cannot store a NUL in text: the refund's insert would fail (a 500).
+        r.fail("reason", gettext("must not contain a NUL character"))
         reason = None
     refund_id = r.identifier("refund_id", max_length=REFUND_ID_MAX)
     r.done()
