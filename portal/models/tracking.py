@@ -236,7 +236,9 @@ class Refund(db.Model):
         sa.ForeignKey("conversions.id", ondelete="RESTRICT"), index=True
     )
     refund_id: Mapped[str | None] = mapped_column(sa.String(100))
-    amount_minor: Mapped[int]
+    # In the sale's own currency (``original_currency`` for a foreign sale): 64-bit, as
+    # ``Conversion.original_amount_minor`` (IDR 30,000,000.00 is 3,000,000,000 minor units).
+    amount_minor: Mapped[int] = mapped_column(sa.BigInteger)
     currency: Mapped[str] = mapped_column(sa.String(3))
     note: Mapped[str | None] = mapped_column(sa.Text)
     # A digest of the request body, so a retry with a different body is told apart (409).

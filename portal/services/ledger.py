@@ -392,11 +392,18 @@ def _payout_lines() -> list[Violation]:
     return out
 
 
+def _json_int(element) -> sa.ColumnElement[int]:
+    """A whole number stored in an audit event's JSON, read as 64 bits: ``as_integer()`` casts
+    to PostgreSQL's 32-bit integer, which an IDR refund (3,000,000,000 minor units) or a large
+    program's payout batch overflows."""
+    return sa.cast(element.as_string(), sa.BigInteger)
+
+
 def _event_sum(action: str, key: str, subject_type: str) -> sa.Subquery:
     return (
         sa.select(
             AuditEvent.subject_id.label("subject_id"),
-            sa.func.sum(AuditEvent.data[key].as_integer()).label("total"),
+            sa.func.sum(_json_int(AuditEvent.data[key])).label("total"),
             sa.func.count().label("events"),
         )
         .where(AuditEvent.action == action, AuditEvent.subject_type == subject_type)
@@ -460,8 +467,8 @@ def _batch_items() -> list[Violation]:
             sa.select(
                 AuditEvent.subject_id,
                 AuditEvent.action,
-                AuditEvent.data["items"].as_integer().label("items"),
-                AuditEvent.data["amount_minor"].as_integer().label("amount"),
+                _json_int(AuditEvent.data["items"]).label("items"),
+                _json_int(AuditEvent.data["amount_minor"]).label("amount"),
             ).where(
                 AuditEvent.subject_type == "payout_batch",
                 AuditEvent.action.in_(("payout.batch_built", "payout.withdrawal_requested")),

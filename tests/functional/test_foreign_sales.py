@@ -175,6 +175,31 @@ def test_refunds_in_the_sales_currency_at_its_rate_add_up_to_the_whole(db, api):
     assert check_ledger() == []
 
 
+def test_a_refund_beyond_32_bits_of_minor_units_is_stored(db, api):
+    """IDR 30,000,000.00 (about 1,900 dollars) is 3,000,000,000 minor units: more than a 32-bit
+    column holds. The sale's original amount always had 64 bits; its refunds have them too
+    (PostgreSQL answered 500, "integer out of range", before migration 0022)."""
+    _rate(db, "IDR", "USD", DAY, "0.0000630")
+    sold = api.sale("id-1", "30000000.00", "IDR")
+    assert sold.status_code == 201, sold.json
+    assert sold.json["conversion"]["amount"] == "1890.00"
+    part = api.refund("id-1", amount="25000000.00", refund_id="r1")
+    assert part.status_code == 200, part.json
+    assert part.json["conversion"]["original"]["refunded_amount"] == "25000000.00"
+    assert part.json["conversion"]["refunded_amount"] == "1575.00"
+    rest = api.refund("id-1", refund_id="r2")
+    assert rest.status_code == 200, rest.json
+    assert rest.json["conversion"]["status"] == "rejected"
+    conversion, lines = _lines(db, "id-1")
+    refunds = db.session.scalars(sa.select(Refund).where(Refund.conversion_id == conversion.id)).all()
+    assert sorted(r.amount_minor for r in refunds) == [500_000_000, 2_500_000_000]
+    assert sum(line.amount_minor for line in lines) == 0
+    # A retry of the large refund is answered from what was stored, not refunded again.
+    again = api.refund("id-1", amount="25000000.00", refund_id="r1")
+    assert again.status_code == 200 and again.json == part.json
+    assert check_ledger() == []
+
+
 def test_a_refund_while_held_counts_when_the_rate_arrives(db, api):
     assert api.sale("jp-5", "10000", "JPY").json["conversion"]["status"] == "held"
     refunded = api.refund("jp-5", amount="2500", refund_id="r1")
