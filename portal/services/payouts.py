@@ -111,12 +111,26 @@ def _in_a_payout() -> sa.ColumnElement:
     return sa.exists().where(PayoutLine.commission_id == Commission.id)
 
 
+def _in_period(cutoff: datetime) -> sa.ColumnElement[bool]:
+    """A line confirmed before the cut-off, or a confirmed correction (reversal, clawback)
+    whenever it was confirmed.
+
+    A correction is confirmed when it is written, which may be after the cut-off but before
+    the batch is built (a refund on the payout day, a late cron run). Left to a later batch,
+    the batch would pay a refunded sale's commission in full and leave the partner owing it
+    back. A correction only ever lowers what is paid, so netting it early never overpays.
+    (Read from the line itself: a look-up of the line it corrects would read the lines a
+    second time, which settlement's one-scan plan must not, see tests/unit/test_settle_plan.py.)
+    """
+    return sa.or_(Commission.confirm_after < cutoff, Commission.kind.in_(sorted(CORRECTION_KINDS)))
+
+
 def _unpaid_lines(
     cutoff: datetime | None = None, partner_id: int | None = None, currency: str | None = None
 ) -> sa.ColumnElement:
     conditions = [Commission.status == CommissionStatus.CONFIRMED, ~_in_a_payout()]
     if cutoff is not None:
-        conditions.append(Commission.confirm_after < cutoff)
+        conditions.append(_in_period(cutoff))
     if partner_id is not None:
         conditions.append(Commission.partner_id == partner_id)
     if currency is not None:
