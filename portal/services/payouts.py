@@ -736,7 +736,15 @@ def _check_payment(batch: PayoutBatch, reference: str, paid_on: date) -> str:
     return reference[:128]
 
 
+def _lock_item(item: PayoutItem) -> None:
+    """Lock the item's row and read it afresh: the caller loaded it before its transaction
+    became a writer, so another request may have recorded this payment meanwhile (a
+    double-submitted form, two operators). Its status is then checked on what is stored."""
+    db.session.refresh(item, with_for_update=True)
+
+
 def mark_item_paid(item: PayoutItem, actor: User, reference: str, paid_on: date) -> PayoutItem:
+    _lock_item(item)
     if item.status == ItemStatus.PAID:
         raise DomainError(_("This payment is already recorded as paid."))
     if item.status != ItemStatus.PENDING:
@@ -768,6 +776,9 @@ def mark_item_paid(item: PayoutItem, actor: User, reference: str, paid_on: date)
 
 def mark_item_failed(item: PayoutItem, actor: User, reason: str) -> PayoutItem:
     """A payment that bounced: its lines go back to the partner's balance for the next batch."""
+    # Serialised with settlement: a batch being built never sees these lines half returned.
+    _lock_program_row()
+    _lock_item(item)
     if item.status == ItemStatus.PAID:
         raise DomainError(_("A paid item cannot be marked failed; record a correction instead."))
     if item.status != ItemStatus.PENDING:
@@ -776,8 +787,6 @@ def mark_item_failed(item: PayoutItem, actor: User, reason: str) -> PayoutItem:
     reason = (reason or "").strip()
     if not reason:
         raise DomainError(_("Say why the payment failed."), "reason")
-    # Serialised with settlement: a batch being built never sees these lines half returned.
-    _lock_program_row()
     returned = _return_lines(item)
     item.status = ItemStatus.FAILED
     item.failure_reason = reason[:1000]
