@@ -35,7 +35,8 @@ from portal.services import payouts
 from portal.services.ledger import without_ledger_triggers
 from tests.factories import PartnerFactory, ProgramFactory, UserFactory, earn
 
-pytestmark = pytest.mark.postgres
+# Money tests: `make test` runs them again with the clock pinned (marker ``money``).
+pytestmark = [pytest.mark.postgres, pytest.mark.money]
 
 PARALLEL = 4
 

@@ -12,7 +12,8 @@ from portal.services.ledger import check_ledger
 from portal.services.payouts import PayoutDetails, save_payout_account, settle
 from tests.factories import PartnerFactory, ProgramFactory, UserFactory, earn
 
-pytestmark = pytest.mark.postgres
+# Money tests: `make test` runs them again with the clock pinned (marker ``money``).
+pytestmark = [pytest.mark.postgres, pytest.mark.money]
 
 AS_OF = date(2026, 11, 20)  # payout day 15 → settles the 15 Nov 2026 period
 CUTOFF = datetime(2026, 11, 15, tzinfo=UTC)  # the program keeps its books in UTC
