@@ -111,12 +111,26 @@ def _in_a_payout() -> sa.ColumnElement:
     return sa.exists().where(PayoutLine.commission_id == Commission.id)
 
 
+def _in_period(cutoff: datetime) -> sa.ColumnElement[bool]:
+    """A line confirmed before the cut-off, or a confirmed correction (reversal, clawback)
+    whenever it was confirmed.
+
+    A correction is confirmed when it is written, which may be after the cut-off but before
+    the batch is built (a refund on the payout day, a late cron run). Left to a later batch,
+    the batch would pay a refunded sale's commission in full and leave the partner owing it
+    back. A correction only ever lowers what is paid, so netting it early never overpays.
+    (Read from the line itself: a look-up of the line it corrects would read the lines a
+    second time, which settlement's one-scan plan must not, see tests/unit/test_settle_plan.py.)
+    """
+    return sa.or_(Commission.confirm_after < cutoff, Commission.kind.in_(sorted(CORRECTION_KINDS)))
+
+
 def _unpaid_lines(
     cutoff: datetime | None = None, partner_id: int | None = None, currency: str | None = None
 ) -> sa.ColumnElement:
     conditions = [Commission.status == CommissionStatus.CONFIRMED, ~_in_a_payout()]
     if cutoff is not None:
-        conditions.append(Commission.confirm_after < cutoff)
+        conditions.append(_in_period(cutoff))
     if partner_id is not None:
         conditions.append(Commission.partner_id == partner_id)
     if currency is not None:
@@ -722,7 +736,15 @@ def _check_payment(batch: PayoutBatch, reference: str, paid_on: date) -> str:
     return reference[:128]
 
 
+def _lock_item(item: PayoutItem) -> None:
+    """Lock the item's row and read it afresh: the caller loaded it before its transaction
+    became a writer, so another request may have recorded this payment meanwhile (a
+    double-submitted form, two operators). Its status is then checked on what is stored."""
+    db.session.refresh(item, with_for_update=True)
+
+
 def mark_item_paid(item: PayoutItem, actor: User, reference: str, paid_on: date) -> PayoutItem:
+    _lock_item(item)
     if item.status == ItemStatus.PAID:
         raise DomainError(_("This payment is already recorded as paid."))
     if item.status != ItemStatus.PENDING:
@@ -754,6 +776,9 @@ def mark_item_paid(item: PayoutItem, actor: User, reference: str, paid_on: date)
 
 def mark_item_failed(item: PayoutItem, actor: User, reason: str) -> PayoutItem:
     """A payment that bounced: its lines go back to the partner's balance for the next batch."""
+    # Serialised with settlement: a batch being built never sees these lines half returned.
+    _lock_program_row()
+    _lock_item(item)
     if item.status == ItemStatus.PAID:
         raise DomainError(_("A paid item cannot be marked failed; record a correction instead."))
     if item.status != ItemStatus.PENDING:
@@ -762,8 +787,6 @@ def mark_item_failed(item: PayoutItem, actor: User, reason: str) -> PayoutItem:
     reason = (reason or "").strip()
     if not reason:
         raise DomainError(_("Say why the payment failed."), "reason")
-    # Serialised with settlement: a batch being built never sees these lines half returned.
-    _lock_program_row()
     returned = _return_lines(item)
     item.status = ItemStatus.FAILED
     item.failure_reason = reason[:1000]
