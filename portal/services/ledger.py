@@ -43,9 +43,11 @@ The checks, by name (``CHECKS``):
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import TypeVar
 
 import sqlalchemy as sa
 
@@ -70,6 +72,7 @@ from portal.models import (
 __all__ = ["CHECKS", "Violation", "balance_recount", "check_ledger", "summary", "without_ledger_triggers"]
 
 _CORRECTIONS = ("reversal", "clawback")
+_Built = TypeVar("_Built")
 
 
 @dataclass(frozen=True, order=True)
@@ -110,6 +113,24 @@ def _rows(query) -> list[sa.Row]:
     return list(db.session.execute(query))
 
 
+def _built_once(build: Callable[[], _Built]) -> Callable[[], _Built]:
+    """``build``'s statements, built at its first call for each database dialect and reused.
+
+    A statement never changes once built, and SQLAlchemy keeps its cache key on it: building the
+    checks' two dozen statements again at every call, and keying each again, was most of a
+    check's time on small books (the ledger's property tests run it after every step)."""
+    built: dict[str, _Built] = {}
+
+    @functools.wraps(build)
+    def statements() -> _Built:
+        dialect = db.session.get_bind().dialect.name
+        if dialect not in built:
+            built[dialect] = build()
+        return built[dialect]
+
+    return statements
+
+
 # --- the checks ------------------------------------------------------------------------------------
 
 
@@ -140,7 +161,8 @@ def _rule_fields():
     )
 
 
-def _line_rule() -> list[Violation]:
+@_built_once
+def _line_rule_query() -> sa.Select:
     record, (rule, kind, rate_bp, flat_minor, bonus_minor) = _rule_fields()
     sale = sa.func.coalesce(Conversion.amount_minor, 0)
     expected = sa.case(
@@ -159,16 +181,20 @@ def _line_rule() -> list[Violation]:
     if record is not None:
         lines = lines.join(record, sa.true())
     lines = lines.subquery()
-    query = sa.select(lines).where(
+    return sa.select(lines).where(
         sa.or_(lines.c.expected.is_(None), lines.c.expected != lines.c.amount_minor)
     )
+
+
+def _line_rule() -> list[Violation]:
     return [
         Violation("line_rule", "line", r.id, r.expected, r.amount_minor, f"rule {r.rule}")
-        for r in _rows(query)
+        for r in _rows(_line_rule_query())
     ]
 
 
-def _conversion_net() -> list[Violation]:
+@_built_once
+def _conversion_net_query() -> sa.Select:
     sale, refunded = Conversion.amount_minor, Conversion.refunded_minor
     share = sa.case((sale > 0, _round_half_even(_big(Commission.amount_minor) * refunded, sale)), else_=0)
     expected_line = sa.case((_is_correction(), 0), else_=Commission.amount_minor - share)
@@ -184,14 +210,17 @@ def _conversion_net() -> list[Violation]:
         .subquery()
     )
     rejected = per_conversion.c.status == ConversionStatus.REJECTED
-    query = sa.select(per_conversion).where(
+    return sa.select(per_conversion).where(
         sa.or_(
             sa.and_(~rejected, per_conversion.c.expected != per_conversion.c.found),
             sa.and_(rejected, per_conversion.c.found != 0),
         )
     )
+
+
+def _conversion_net() -> list[Violation]:
     out = []
-    for r in _rows(query):
+    for r in _rows(_conversion_net_query()):
         if r.status == ConversionStatus.REJECTED:
             out.append(Violation("rejected_net", "conversion", r.id, 0, int(r.found), "rejected"))
         else:
@@ -199,7 +228,9 @@ def _conversion_net() -> list[Violation]:
     return out
 
 
-def _reversals() -> list[Violation]:
+@_built_once
+def _reversals_queries() -> tuple[sa.Select, sa.Select]:
+    """(lines whose corrections take back more than they earned, corrections of the wrong line)."""
     target = sa.orm.aliased(Commission)
     taken = (
         sa.select(
@@ -213,12 +244,6 @@ def _reversals() -> list[Violation]:
         taken, taken.c.line_id == Commission.id
     )
     exceeds = exceeds.where(taken.c.taken > Commission.amount_minor)
-    out = [
-        Violation(
-            "reversal_exceeds", "line", r.id, r.amount_minor, int(r.taken), "taken back more than earned"
-        )
-        for r in _rows(exceeds)
-    ]
     mismatched = (
         sa.select(Commission.id, target.id.label("target_id"), target.kind)
         .join(target, target.id == Commission.reverses_id)
@@ -231,6 +256,17 @@ def _reversals() -> list[Violation]:
             )
         )
     )
+    return exceeds, mismatched
+
+
+def _reversals() -> list[Violation]:
+    exceeds, mismatched = _reversals_queries()
+    out = [
+        Violation(
+            "reversal_exceeds", "line", r.id, r.amount_minor, int(r.taken), "taken back more than earned"
+        )
+        for r in _rows(exceeds)
+    ]
     out += [
         Violation(
             "reversal_target",
@@ -245,7 +281,8 @@ def _reversals() -> list[Violation]:
     return out
 
 
-def _refunds_sum() -> list[Violation]:
+@_built_once
+def _refunds_sum_query() -> sa.Select:
     refunds = (
         sa.select(Refund.conversion_id, sa.func.sum(Refund.amount_minor).label("total"))
         .group_by(Refund.conversion_id)
@@ -253,14 +290,17 @@ def _refunds_sum() -> list[Violation]:
     )
     total = sa.func.coalesce(refunds.c.total, 0)
     refunded = _sale_refunded()
-    query = (
+    return (
         sa.select(Conversion.id, refunded.label("refunded"), total.label("total"))
         .outerjoin(refunds, refunds.c.conversion_id == Conversion.id)
         .where(total != refunded)
     )
+
+
+def _refunds_sum() -> list[Violation]:
     return [
         Violation("refunds_sum", "conversion", r.id, r.refunded, int(r.total), "refunds vs refunded_minor")
-        for r in _rows(query)
+        for r in _rows(_refunds_sum_query())
     ]
 
 
@@ -269,10 +309,9 @@ def _sale_refunded() -> sa.ColumnElement[int]:
     return sa.func.coalesce(Conversion.original_refunded_minor, Conversion.refunded_minor)
 
 
-def _fx_amounts() -> list[Violation]:
-    from portal.services.fx import convert_minor
-
-    query = sa.select(
+@_built_once
+def _fx_amounts_query() -> sa.Select:
+    return sa.select(
         Conversion.id,
         Conversion.amount_minor,
         Conversion.refunded_minor,
@@ -282,8 +321,13 @@ def _fx_amounts() -> list[Violation]:
         Conversion.original_currency,
         Conversion.fx_rate,
     ).where(Conversion.original_currency.is_not(None))
+
+
+def _fx_amounts() -> list[Violation]:
+    from portal.services.fx import convert_minor
+
     out = []
-    for r in db.session.execute(query).yield_per(10_000):
+    for r in db.session.execute(_fx_amounts_query()).yield_per(10_000):
         if r.fx_rate is None:
             expected = (0, 0)
         else:
@@ -318,11 +362,12 @@ def _item_lines() -> sa.Subquery:
     )
 
 
-def _item_total() -> list[Violation]:
+@_built_once
+def _item_total_query() -> sa.Select:
     lines = _item_lines()
     total = sa.func.coalesce(lines.c.total, 0)
     payable = PayoutItem.status.in_((ItemStatus.PENDING, ItemStatus.PAID))
-    query = (
+    return (
         sa.select(
             PayoutItem.id, PayoutItem.status, PayoutItem.amount_minor, total.label("total"), lines.c.lines
         )
@@ -334,8 +379,11 @@ def _item_total() -> list[Violation]:
             )
         )
     )
+
+
+def _item_total() -> list[Violation]:
     out = []
-    for r in _rows(query):
+    for r in _rows(_item_total_query()):
         if r.status in (ItemStatus.PENDING, ItemStatus.PAID):
             out.append(
                 Violation("item_total", "item", r.id, r.amount_minor, int(r.total), f"{r.status} item")
@@ -349,8 +397,9 @@ def _item_total() -> list[Violation]:
     return out
 
 
-def _payout_lines() -> list[Violation]:
-    query = (
+@_built_once
+def _payout_lines_query() -> sa.Select:
+    return (
         sa.select(
             PayoutLine.commission_id,
             PayoutLine.payout_item_id,
@@ -370,8 +419,11 @@ def _payout_lines() -> list[Violation]:
             )
         )
     )
+
+
+def _payout_lines() -> list[Violation]:
     out = []
-    for r in _rows(query):
+    for r in _rows(_payout_lines_query()):
         if r.line_id is None or r.item_id is None:
             found = "no such line" if r.line_id is None else "no such item"
             detail = f"in item {r.payout_item_id}"
@@ -412,9 +464,10 @@ def _event_sum(action: str, key: str, subject_type: str) -> sa.Subquery:
     )
 
 
-def _batch_items() -> list[Violation]:
-    out = []
-    by_status = _rows(
+@_built_once
+def _batch_items_queries() -> tuple[sa.Select, sa.Select, sa.Select]:
+    """(items per batch and status, what each batch's build recorded, batches with a released item)."""
+    by_status = (
         sa.select(
             PayoutBatch.id,
             PayoutBatch.kind,
@@ -435,6 +488,32 @@ def _batch_items() -> list[Violation]:
             PayoutItem.currency,
         )
     )
+    built = sa.select(
+        AuditEvent.subject_id,
+        AuditEvent.action,
+        _json_int(AuditEvent.data["items"]).label("items"),
+        _json_int(AuditEvent.data["amount_minor"]).label("amount"),
+    ).where(
+        AuditEvent.subject_type == "payout_batch",
+        AuditEvent.action.in_(("payout.batch_built", "payout.withdrawal_requested")),
+    )
+    # A withdrawal held (its partner suspended) and released is re-counted from the lines
+    # still unpaid at release (``payout.item_released``): it no longer owes the asked amount.
+    released = sa.select(PayoutItem.batch_id).join(
+        AuditEvent,
+        sa.and_(
+            AuditEvent.subject_type == "payout_item",
+            AuditEvent.subject_id == PayoutItem.id,
+            AuditEvent.action == "payout.item_released",
+        ),
+    )
+    return by_status, built, released
+
+
+def _batch_items() -> list[Violation]:
+    by_status_query, built_query, released_query = _batch_items_queries()
+    out = []
+    by_status = _rows(by_status_query)
     counts: dict[int, int] = defaultdict(int)
     totals: dict[int, int] = defaultdict(int)
     kinds: dict[int, str] = {}
@@ -461,34 +540,8 @@ def _batch_items() -> list[Violation]:
                     "batch_items", "batch", r.id, "no item waiting", f"{r.items} pending", "closed batch"
                 )
             )
-    built = {
-        r.subject_id: r
-        for r in _rows(
-            sa.select(
-                AuditEvent.subject_id,
-                AuditEvent.action,
-                _json_int(AuditEvent.data["items"]).label("items"),
-                _json_int(AuditEvent.data["amount_minor"]).label("amount"),
-            ).where(
-                AuditEvent.subject_type == "payout_batch",
-                AuditEvent.action.in_(("payout.batch_built", "payout.withdrawal_requested")),
-            )
-        )
-    }
-    # A withdrawal held (its partner suspended) and released is re-counted from the lines
-    # still unpaid at release (``payout.item_released``): it no longer owes the asked amount.
-    released = set(
-        db.session.scalars(
-            sa.select(PayoutItem.batch_id).join(
-                AuditEvent,
-                sa.and_(
-                    AuditEvent.subject_type == "payout_item",
-                    AuditEvent.subject_id == PayoutItem.id,
-                    AuditEvent.action == "payout.item_released",
-                ),
-            )
-        )
-    )
+    built = {r.subject_id: r for r in _rows(built_query)}
+    released = set(db.session.scalars(released_query))
     for batch_id, kind in kinds.items():
         event = built.get(batch_id)
         if event is None or batch_id in released:
@@ -506,9 +559,11 @@ def _batch_items() -> list[Violation]:
     return out
 
 
-def _partner_balance() -> list[Violation]:
+@_built_once
+def _partner_balance_queries() -> tuple[sa.Select, sa.Select]:
+    """(the partners' lines by status and whether in a payout, their items waiting or paid)."""
     in_payout = PayoutLine.commission_id.is_not(None)
-    lines = _rows(
+    lines = (
         sa.select(
             Commission.partner_id,
             Commission.currency,
@@ -519,7 +574,7 @@ def _partner_balance() -> list[Violation]:
         .outerjoin(PayoutLine, PayoutLine.commission_id == Commission.id)
         .group_by(Commission.partner_id, Commission.currency, Commission.status, in_payout)
     )
-    items = _rows(
+    items = (
         sa.select(
             PayoutItem.partner_id,
             PayoutItem.currency,
@@ -529,6 +584,12 @@ def _partner_balance() -> list[Violation]:
         .where(PayoutItem.status.in_((ItemStatus.PENDING, ItemStatus.PAID)))
         .group_by(PayoutItem.partner_id, PayoutItem.currency, PayoutItem.status)
     )
+    return lines, items
+
+
+def _partner_balance() -> list[Violation]:
+    lines_query, items_query = _partner_balance_queries()
+    lines, items = _rows(lines_query), _rows(items_query)
     ledger: dict[tuple[int, str], int] = defaultdict(int)
     pending: dict[tuple[int, str], int] = defaultdict(int)
     unpaid: dict[tuple[int, str], int] = defaultdict(int)
@@ -586,9 +647,15 @@ def balance_recount() -> sa.Select:
 _BALANCE_COLUMNS = (("confirmed_minor", "confirmed lines"), ("settled_minor", "items in payout or paid"))
 
 
+@_built_once
+def _running_balance_queries() -> tuple[sa.Select, sa.Select]:
+    return balance_recount(), sa.select(*PartnerBalance.__table__.c)
+
+
 def _running_balance() -> list[Violation]:
-    counted = {(r.partner_id, r.currency): r for r in _rows(balance_recount())}
-    stored = {(r.partner_id, r.currency): r for r in _rows(sa.select(*PartnerBalance.__table__.c))}
+    recount, stored_query = _running_balance_queries()
+    counted = {(r.partner_id, r.currency): r for r in _rows(recount)}
+    stored = {(r.partner_id, r.currency): r for r in _rows(stored_query)}
     out = []
     for key in sorted(set(counted) | set(stored)):
         for column, what in _BALANCE_COLUMNS:
@@ -608,26 +675,17 @@ def _running_balance() -> list[Violation]:
     return out
 
 
-def _audit_missing() -> list[Violation]:
-    out = []
+@_built_once
+def _audit_missing_queries() -> tuple[sa.Select, list[tuple[str, str, sa.Select]], sa.Select]:
+    """(conversions whose refunds and their events differ, [(subject, action, the subjects
+    lacking that event)], lines of a month never closed)."""
     refunded = _event_sum("conversion.refunded", "amount_minor", "conversion")
     recorded = sa.func.coalesce(refunded.c.total, 0)
-    query = (
+    refunds = (
         sa.select(Conversion.id, _sale_refunded().label("refunded"), recorded.label("recorded"))
         .outerjoin(refunded, refunded.c.subject_id == Conversion.id)
         .where(recorded != _sale_refunded())
     )
-    out += [
-        Violation(
-            "audit_missing",
-            "conversion",
-            r.id,
-            r.refunded,
-            int(r.recorded),
-            "conversion.refunded events",
-        )
-        for r in _rows(query)
-    ]
 
     def without(action: str, subject_type: str, subject_id) -> sa.ColumnElement[bool]:
         return ~sa.exists().where(
@@ -636,6 +694,7 @@ def _audit_missing() -> list[Violation]:
             AuditEvent.subject_id == subject_id,
         )
 
+    missing: list[tuple[str, str, sa.Select]] = []
     # From the corrections (few) to their conversions, not from every conversion to its lines.
     rejected_by_operator = Conversion.id.in_(
         sa.select(Commission.conversion_id).where(_is_correction(), Commission.reason_code != "refund")
@@ -648,7 +707,7 @@ def _audit_missing() -> list[Violation]:
         ),
     ):
         query = sa.select(Conversion.id).where(condition, without(action, "conversion", Conversion.id))
-        out += [Violation("audit_missing", "conversion", r.id, action, None) for r in _rows(query)]
+        missing.append(("conversion", action, query))
 
     for action, condition in (
         ("payout.batch_built", PayoutBatch.kind == BatchKind.SCHEDULED),
@@ -656,18 +715,38 @@ def _audit_missing() -> list[Violation]:
         ("payout.batch_approved", PayoutBatch.status != BatchStatus.REVIEW),
     ):
         query = sa.select(PayoutBatch.id).where(condition, without(action, "payout_batch", PayoutBatch.id))
-        out += [Violation("audit_missing", "batch", r.id, action, None) for r in _rows(query)]
+        missing.append(("batch", action, query))
 
     for action, status in (("payout.item_paid", ItemStatus.PAID), ("payout.item_failed", ItemStatus.FAILED)):
         query = sa.select(PayoutItem.id).where(
             PayoutItem.status == status, without(action, "payout_item", PayoutItem.id)
         )
-        out += [Violation("audit_missing", "item", r.id, action, None) for r in _rows(query)]
+        missing.append(("item", action, query))
 
-    query = sa.select(Commission.id, Commission.period).where(
+    month_closes = sa.select(Commission.id, Commission.period).where(
         Commission.period.is_not(None), ~sa.exists().where(MonthClose.month == Commission.period)
     )
-    out += [Violation("audit_missing", "line", r.id, f"month close {r.period}", None) for r in _rows(query)]
+    return refunds, missing, month_closes
+
+
+def _audit_missing() -> list[Violation]:
+    refunds, missing, month_closes = _audit_missing_queries()
+    out = [
+        Violation(
+            "audit_missing",
+            "conversion",
+            r.id,
+            r.refunded,
+            int(r.recorded),
+            "conversion.refunded events",
+        )
+        for r in _rows(refunds)
+    ]
+    for subject, action, query in missing:
+        out += [Violation("audit_missing", subject, r.id, action, None) for r in _rows(query)]
+    out += [
+        Violation("audit_missing", "line", r.id, f"month close {r.period}", None) for r in _rows(month_closes)
+    ]
     return out
 
 
