@@ -728,6 +728,10 @@ def approve_batch(batch: PayoutBatch, actor: User) -> PayoutBatch:
     batch.approved_by_id = actor.id
     record_event(actor, "payout.batch_approved", "payout_batch", batch.id, total_minor=batch_total(batch))
     db.session.flush()
+    # Every payment held (no payout details, suspended, details changed): nothing is left to
+    # pay or record, so nothing would ever close it and it would show overdue for ever. It is
+    # done now; the held balances never left the partners' balances and go to the next payout.
+    _close_if_done(batch)
     return batch
 
 
