@@ -581,6 +581,7 @@ def release_details_hold(item: PayoutItem, actor: User, program: Program) -> Pay
     _lock_program_row()
     db.session.refresh(item)
     batch = item.batch
+    _lock_batch(batch)  # approved meanwhile? Then nothing is added to it.
     if item.status != ItemStatus.HELD or item.hold_reason != HoldReason.DETAILS_CHANGED:
         raise DomainError(_("Only a payment held because its payout details changed can be released here."))
     if batch.status != BatchStatus.REVIEW:
@@ -707,7 +708,19 @@ def _join_unpaid_lines(item: PayoutItem, batch: PayoutBatch) -> tuple[int, int]:
 # --- operator flow --------------------------------------------------------------------
 
 
+def _lock_batch(batch: PayoutBatch) -> None:
+    """Lock the batch's row and read it afresh, as ``_lock_item`` does for a payment: the
+    caller loaded it before its transaction became a writer, so another request may have
+    approved it or recorded its payments meanwhile. Taken after the program lock and before
+    any item's, so every writer of a batch takes them in the same order."""
+    db.session.refresh(batch, with_for_update=True)
+
+
 def approve_batch(batch: PayoutBatch, actor: User) -> PayoutBatch:
+    # Serialised with what changes a batch in review (releasing or holding a payment, both
+    # under the program lock): the total approved and recorded is the one that is paid.
+    _lock_program_row()
+    _lock_batch(batch)
     if batch.status != BatchStatus.REVIEW:
         raise DomainError(_("Only a batch waiting for review can be approved."))
     batch.status = BatchStatus.APPROVED
@@ -715,6 +728,10 @@ def approve_batch(batch: PayoutBatch, actor: User) -> PayoutBatch:
     batch.approved_by_id = actor.id
     record_event(actor, "payout.batch_approved", "payout_batch", batch.id, total_minor=batch_total(batch))
     db.session.flush()
+    # Every payment held (no payout details, suspended, details changed): nothing is left to
+    # pay or record, so nothing would ever close it and it would show overdue for ever. It is
+    # done now; the held balances never left the partners' balances and go to the next payout.
+    _close_if_done(batch)
     return batch
 
 
@@ -744,6 +761,9 @@ def _lock_item(item: PayoutItem) -> None:
 
 
 def mark_item_paid(item: PayoutItem, actor: User, reference: str, paid_on: date) -> PayoutItem:
+    # The batch first: the payments of one batch are recorded one at a time, so the last one
+    # sees every other recorded and closes the batch (``_close_if_done``).
+    _lock_batch(item.batch)
     _lock_item(item)
     if item.status == ItemStatus.PAID:
         raise DomainError(_("This payment is already recorded as paid."))
@@ -778,6 +798,7 @@ def mark_item_failed(item: PayoutItem, actor: User, reason: str) -> PayoutItem:
     """A payment that bounced: its lines go back to the partner's balance for the next batch."""
     # Serialised with settlement: a batch being built never sees these lines half returned.
     _lock_program_row()
+    _lock_batch(item.batch)
     _lock_item(item)
     if item.status == ItemStatus.PAID:
         raise DomainError(_("A paid item cannot be marked failed; record a correction instead."))
@@ -823,7 +844,10 @@ def mark_batch_paid(batch: PayoutBatch, actor: User, reference: str, paid_on: da
 
     Set-based: one UPDATE of the waiting items, one multi-row insert of their audit
     entries (one per item, as for a single payment), one live event to their partners.
+    The batch's row is locked first, as for a single payment: a second "mark all paid" (or
+    a payment recorded meanwhile) is seen, not found by the UPDATE to have moved.
     """
+    _lock_batch(batch)
     waiting = db.session.execute(
         sa.select(PayoutItem.id, PayoutItem.partner_id, PayoutItem.amount_minor)
         .where(PayoutItem.batch_id == batch.id, PayoutItem.status == ItemStatus.PENDING)

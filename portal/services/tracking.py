@@ -850,6 +850,10 @@ def apply_refund(
     if raw is None:
         raw = {"amount_minor": amount_minor, "note": note, "refund_id": refund_id}
     digest = fingerprint(raw)
+    # Shares the program row with other refunds and waits for a settlement being built (it
+    # holds the row for update): whether the sale's lines are in a payout decides whether the
+    # refund's line is a reversal or a clawback, so it must be read after that batch commits.
+    db.session.execute(sa.select(Program.id).with_for_update(read=True))
     conversion = lock_conversion(conversion)
     if refund_id is not None:
         earlier = _earlier_refund(conversion, refund_id, digest)

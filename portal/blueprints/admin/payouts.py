@@ -14,7 +14,7 @@ from wtforms.validators import DataRequired, Length
 from portal.blueprints.admin import bp
 from portal.extensions import db
 from portal.forms import ConfirmForm, TextAreaField
-from portal.models import PayoutBatch, PayoutItem
+from portal.models import BatchStatus, PayoutBatch, PayoutItem
 from portal.models.types import utcnow
 from portal.security import operator_required
 from portal.services import payouts, schedule
@@ -125,7 +125,15 @@ def approve_batch(batch_id: int):
     if ConfirmForm().validate_on_submit():
         with committing() as done:
             payouts.approve_batch(batch, current_user)
-        if done:
+        if done and batch.status == BatchStatus.CLOSED:
+            flash(
+                _(
+                    "Batch approved and closed: there is nothing in it to pay. "
+                    "The held balances carry over to the next payout."
+                ),
+                "success",
+            )
+        elif done:
             flash(_("Batch approved. Export the payment file or record payments."), "success")
     return redirect(url_for("admin.show_batch", batch_id=batch.id))
 
