@@ -1,0 +1,107 @@
+"""A socket is only as signed in as its session: when the sessions end, the live channel ends.
+
+A Socket.IO connection is authenticated once, when it opens. Signing out, "sign out
+everywhere" (after a stolen session), a password reset or an admin switching off someone's
+access all rotate the user's session token; every socket opened under the old token must
+close then, and hear nothing more of that partner's (or the operators') events.
+"""
+
+import pytest
+from flask import g
+
+from portal import realtime
+from portal.extensions import socketio
+from portal.models import Role
+from portal.services import accounts
+from tests.factories import UserFactory
+
+
+@pytest.fixture
+def connect(app, client):
+    opened = []
+
+    def open_socket():
+        for key in list(g):
+            g.pop(key)
+        sio = socketio.test_client(app, flask_test_client=client)
+        opened.append(sio)
+        return sio
+
+    yield open_socket
+    for sio in opened:
+        if sio.is_connected():
+            sio.disconnect()
+
+
+def _names(sio) -> list[str]:
+    return [m["name"] for m in sio.get_received()]
+
+
+def _heard(sio, event_name: str) -> bool:
+    """Whether the socket is still open and got ``event_name`` (a closed one hears nothing)."""
+    return sio.is_connected() and event_name in _names(sio)
+
+
+def _listeners(room: str) -> list:
+    return list(socketio.server.manager.get_participants("/", room))
+
+
+def test_signing_out_closes_the_partners_open_sockets(client, connect, login_as, db):
+    user = login_as(Role.PARTNER)
+    sio = connect()
+    assert sio.is_connected()
+    sio.get_received()
+
+    signed_out = client.post("/logout")
+    assert signed_out.status_code == 302
+
+    realtime.notify(user.partner.id, "earnings", {"item": 1, "status": "paid"})
+    db.session.commit()
+    assert not _heard(sio, "earnings")
+    assert not sio.is_connected()
+    assert _listeners(realtime.partner_room(user.partner.id)) == []
+
+
+def test_sign_out_everywhere_closes_a_stolen_sessions_socket(client, connect, login_as, db):
+    user = login_as(Role.PARTNER)
+    thief = connect()  # opened with the stolen cookie
+    thief.get_received()
+
+    accounts.sign_out_everywhere(user)  # the owner, from their own browser
+    db.session.commit()
+
+    realtime.notify(user.partner.id, "payout_details", {"fields": ["iban"]})
+    db.session.commit()
+    assert not _heard(thief, "payout_details")
+    assert not thief.is_connected()
+    assert _listeners(realtime.partner_room(user.partner.id)) == []
+
+
+def test_a_switched_off_operator_stops_hearing_the_operators_room(client, connect, login_as, db):
+    manager = login_as(Role.MANAGER)
+    sio = connect()
+    sio.get_received()
+
+    accounts.set_user_active(UserFactory(role=Role.ADMIN), manager, False)
+    db.session.commit()
+
+    realtime.notify_operators("payout_details", {"partner": 1})
+    db.session.commit()
+    assert not _heard(sio, "payout_details")
+    assert not sio.is_connected()
+    assert _listeners(realtime.OPERATORS_ROOM) == []
+
+
+def test_a_rolled_back_rotation_keeps_the_socket(client, connect, login_as, db):
+    user = login_as(Role.PARTNER)
+    sio = connect()
+    sio.get_received()
+
+    db.session.execute(db.select(1))
+    accounts.end_sessions(user)
+    db.session.rollback()
+
+    realtime.notify(user.partner.id, "earnings", {})
+    db.session.commit()
+    assert sio.is_connected()
+    assert _names(sio) == ["earnings"]
