@@ -17,7 +17,7 @@ import socketio as socketio_server
 from flask_login import current_user
 from flask_socketio import SocketIO, emit, join_room
 from sqlalchemy import event
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, object_session
 
 from portal.extensions import db, socketio
 
@@ -257,9 +257,9 @@ def close_session_sockets(session_token: str) -> None:
         server.manager.close_room(room, "/")
 
 
-def revoke_session_sockets(session_token: str) -> None:
+def revoke_session_sockets(session_token: str, session: Session | None = None) -> None:
     """Close the sockets of ``session_token`` once the change that ended it commits."""
-    session = db.session()
+    session = session or db.session()
     if session.in_transaction():
         session.info.setdefault(_PENDING_REVOKED_KEY, []).append(session_token)
     else:
@@ -268,7 +268,7 @@ def revoke_session_sockets(session_token: str) -> None:
 
 def _session_token_changed(target, value, oldvalue, initiator) -> None:
     if isinstance(oldvalue, str) and oldvalue and oldvalue != value:
-        revoke_session_sockets(oldvalue)
+        revoke_session_sockets(oldvalue, object_session(target))
 
 
 def listen_for_session_changes() -> None:
