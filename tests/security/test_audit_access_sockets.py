@@ -14,6 +14,7 @@ from portal.extensions import socketio
 from portal.models import Role
 from portal.services import accounts
 from tests.factories import UserFactory
+from tests.functional.test_redis_fanout import cluster  # noqa: F401 - the two-server fixture
 
 
 @pytest.fixture
@@ -105,3 +106,32 @@ def test_a_rolled_back_rotation_keeps_the_socket(client, connect, login_as, db):
     db.session.commit()
     assert sio.is_connected()
     assert _names(sio) == ["earnings"]
+
+
+@pytest.mark.redis
+def test_signing_out_on_one_server_closes_the_socket_on_the_other(cluster):  # noqa: F811 - the fixture
+    """Two workers sharing Redis: the sign-out handled by A closes the socket held by B."""
+    import re
+    import time
+
+    import requests
+
+    from tests.functional.test_redis_fanout import WAIT, _listen
+
+    server_a, server_b = cluster["urls"]
+    client, _event, _payloads = _listen(server_b, cluster["cookie"]("partner"))
+    try:
+        http = requests.Session()
+        http.cookies.set("session", cluster["cookie"]("partner"), domain="127.0.0.1")
+        page = http.get(f"{server_a}/partner/inbox", timeout=WAIT)
+        assert page.status_code == 200
+        token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page.text).group(1)
+        out = http.post(f"{server_a}/logout", data={"csrf_token": token}, allow_redirects=False, timeout=WAIT)
+        assert out.status_code == 302
+        deadline = time.monotonic() + WAIT
+        while client.connected and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not client.connected, "the socket on server B outlived the sign-out on server A"
+    finally:
+        if client.connected:
+            client.disconnect()
