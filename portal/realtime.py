@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 import socketio as socketio_server
+import sqlalchemy as sa
 from flask_login import current_user
 from flask_socketio import SocketIO, emit, join_room
 from sqlalchemy import event
@@ -154,10 +155,21 @@ def session_room(session_token: str) -> str:
     return SESSION_ROOM_PREFIX + hashlib.sha256(session_token.encode()).hexdigest()[:32]
 
 
+def _must_enrol_two_factor(user) -> bool:
+    """The console waits for an operator the program requires two-factor sign-in of; so do
+    its live events (as ``two_factor.must_enrol``, read here without importing the services)."""
+    if user.two_factor_enabled:
+        return False
+    from portal.models import Program
+
+    required = db.session.scalars(sa.select(Program.require_team_2fa).order_by(Program.id).limit(1)).first()
+    return bool(required)
+
+
 def room_for(user) -> str | None:
     """The room a signed-in user's browser joins, or None if it may not listen."""
     if user.is_operator:
-        return OPERATORS_ROOM
+        return None if _must_enrol_two_factor(user) else OPERATORS_ROOM
     partner = user.partner
     if partner is not None and partner.can_use_portal:
         return partner_room(partner.id)

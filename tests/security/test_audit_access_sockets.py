@@ -135,3 +135,13 @@ def test_signing_out_on_one_server_closes_the_socket_on_the_other(cluster):  # n
     finally:
         if client.connected:
             client.disconnect()
+
+
+def test_an_operator_who_must_enrol_two_factor_cannot_listen_until_they_do(connect, login_as, program, db):
+    """With two-factor sign-in required for the team, the console waits for enrolment; the
+    operators' live channel (who applied, wrote, changed payout details, when) waits too."""
+    program.require_team_2fa = True
+    db.session.commit()
+    manager = login_as(Role.MANAGER)
+    assert not manager.two_factor_enabled
+    assert not connect().is_connected()
