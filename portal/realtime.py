@@ -7,22 +7,29 @@ a browser never re-fetches data that does not exist.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
 from typing import Any
 
 import socketio as socketio_server
+import sqlalchemy as sa
 from flask_login import current_user
 from flask_socketio import SocketIO, emit, join_room
 from sqlalchemy import event
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, object_session
 
 from portal.extensions import db, socketio
 
 OPERATORS_ROOM = "operators"
 _PENDING_KEY = "portal_pending_emits"
 _PENDING_ONCE_KEY = "portal_pending_emits_once"
+_PENDING_REVOKED_KEY = "portal_pending_revoked_sessions"
+# Every socket also joins the room of the session token it was opened with; when the token
+# changes (sign-out, sign out everywhere, a new password, access switched off) the sockets
+# of that room are closed: a socket is authenticated once, when it opens.
+SESSION_ROOM_PREFIX = "session:"
 # Sent to this worker's own sockets when its Redis subscription comes back: the pages
 # refetch their live parts (portal.js turns it into "portal:resync").
 RESYNC_EVENT = "resync"
@@ -125,6 +132,13 @@ class PortalRedisManager(socketio_server.RedisManager):
                 time.sleep(delay)
                 delay = min(delay * 2, self.RECONNECT_MAX_SECONDS)
 
+    def _handle_close_room(self, message):
+        # ``close_room`` reaches every worker: each closes its own sockets of a revoked session.
+        room = message.get("room")
+        if isinstance(room, str) and room.startswith(SESSION_ROOM_PREFIX):
+            _disconnect_local(self.server, room)
+        return super()._handle_close_room(message)
+
     def _resync_local_sockets(self) -> None:
         try:
             self.server.emit(RESYNC_EVENT, {}, namespace="/", ignore_queue=True)
@@ -136,10 +150,26 @@ def partner_room(partner_id: int) -> str:
     return f"partner:{partner_id}"
 
 
+def session_room(session_token: str) -> str:
+    """The room of the sockets opened with one session token (a digest: rooms travel over Redis)."""
+    return SESSION_ROOM_PREFIX + hashlib.sha256(session_token.encode()).hexdigest()[:32]
+
+
+def _must_enrol_two_factor(user) -> bool:
+    """The console waits for an operator the program requires two-factor sign-in of; so do
+    its live events (as ``two_factor.must_enrol``, read here without importing the services)."""
+    if user.two_factor_enabled:
+        return False
+    from portal.models import Program
+
+    required = db.session.scalars(sa.select(Program.require_team_2fa).order_by(Program.id).limit(1)).first()
+    return bool(required)
+
+
 def room_for(user) -> str | None:
     """The room a signed-in user's browser joins, or None if it may not listen."""
     if user.is_operator:
-        return OPERATORS_ROOM
+        return None if _must_enrol_two_factor(user) else OPERATORS_ROOM
     partner = user.partner
     if partner is not None and partner.can_use_portal:
         return partner_room(partner.id)
@@ -147,6 +177,8 @@ def room_for(user) -> str | None:
 
 
 def register_handlers(sio: SocketIO) -> None:
+    listen_for_session_changes()
+
     @sio.on("connect")
     def on_connect(auth: Any = None):
         if not current_user.is_authenticated:
@@ -155,6 +187,7 @@ def register_handlers(sio: SocketIO) -> None:
         if room is None:
             return False
         join_room(room)
+        join_room(session_room(current_user.session_token))
         emit("ready", {"room": room})
         return None
 
@@ -218,9 +251,53 @@ def notify_operators(event_name: str, payload: dict[str, Any] | None = None) -> 
     _queue(OPERATORS_ROOM, event_name, payload or {})
 
 
+def _disconnect_local(server, room: str) -> None:
+    for sid, _eio_sid in list(server.manager.get_participants("/", room)):
+        server.disconnect(sid, namespace="/", ignore_queue=True)
+
+
+def close_session_sockets(session_token: str) -> None:
+    """Close every open socket (on every worker) that was opened with ``session_token``."""
+    server = socketio.server
+    if server is None:
+        return
+    room = session_room(session_token)
+    if isinstance(server.manager, socketio_server.PubSubManager):
+        server.manager.close_room(room, "/")  # PortalRedisManager closes them on each worker
+    else:
+        _disconnect_local(server, room)
+        server.manager.close_room(room, "/")
+
+
+def revoke_session_sockets(session_token: str, session: Session | None = None) -> None:
+    """Close the sockets of ``session_token`` once the change that ended it commits."""
+    session = session or db.session()
+    if session.in_transaction():
+        session.info.setdefault(_PENDING_REVOKED_KEY, []).append(session_token)
+    else:
+        close_session_sockets(session_token)
+
+
+def _session_token_changed(target, value, oldvalue, initiator) -> None:
+    if isinstance(oldvalue, str) and oldvalue and oldvalue != value:
+        revoke_session_sockets(oldvalue, object_session(target))
+
+
+def listen_for_session_changes() -> None:
+    from portal.models import User
+
+    if not event.contains(User.session_token, "set", _session_token_changed):
+        event.listen(User.session_token, "set", _session_token_changed, active_history=True)
+
+
 @event.listens_for(Session, "after_commit")
 def _emit_after_commit(session: Session) -> None:
     session.info.pop(_PENDING_ONCE_KEY, None)
+    for token in session.info.pop(_PENDING_REVOKED_KEY, []):
+        try:
+            close_session_sockets(token)
+        except Exception:  # the commit stands; a socket left open is logged, not raised
+            log.exception("closing the sockets of an ended session failed")
     for room, event_name, payload in session.info.pop(_PENDING_KEY, []):
         socketio.emit(event_name, payload, to=room)
 
@@ -232,6 +309,7 @@ def _drop_after_rollback(session: Session, previous_transaction) -> None:
     if previous_transaction.parent is None:
         session.info.pop(_PENDING_KEY, None)
         session.info.pop(_PENDING_ONCE_KEY, None)
+        session.info.pop(_PENDING_REVOKED_KEY, None)
 
 
 RESTART_EVENT = "restart"
