@@ -1046,17 +1046,19 @@ def upgrade_on_conversion(
         facts = TierProbe(conversion.partner_id, at, tz, tiers).fetch()
     by_id = {t.id: t for t in tiers}
     current = by_id.get(facts.tier_id) if facts.tier_id is not None else None
-    # The counters do not hold this sale yet (its rollups are written after its lines).
+    # The counters do not hold this sale yet (its rollups are written after its lines). It adds
+    # itself only to the windows that hold its day: never to the previous month's.
     own = {TierMetric.CONVERSIONS: 1, TierMetric.REVENUE: conversion.amount_minor - conversion.refunded_minor}
+    sale_day = at.astimezone(tz).date()
     standing = None
     # Only tiers above the current one can be an upgrade; most sales change nothing.
     for tier in sorted(tiers, key=lambda t: t.rank, reverse=True):
         if current is not None and tier.rank <= current.rank:
             break
         for first, last, label in live_day_windows(tier, at, tz):
-            value = (
-                facts.metrics[(tier.threshold_metric, first, last)] + own[TierMetric(tier.threshold_metric)]
-            )
+            value = facts.metrics[(tier.threshold_metric, first, last)]
+            if first <= sale_day <= last:
+                value += own[TierMetric(tier.threshold_metric)]
             if value >= tier.threshold_value:
                 standing = Standing(tier, value, label)
                 break
