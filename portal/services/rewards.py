@@ -677,7 +677,10 @@ def close_window(tier: Tier, month: str, tz: ZoneInfo) -> tuple[datetime, dateti
     start, end = month_bounds(month, tz)
     if tier.period == TierPeriod.PREVIOUS_MONTH:
         return start, end
-    return end - timedelta(days=_ROLLING_DAYS[TierPeriod(tier.period)]), end
+    # Whole days on the program's clock: 24-hour steps back from the end would start the
+    # window at 01:00 (or 23:00 the day before) when a clock change falls within it.
+    first_day = end.astimezone(tz).date() - timedelta(days=_ROLLING_DAYS[TierPeriod(tier.period)])
+    return local_to_utc(datetime.combine(first_day, datetime.min.time()), tz), end
 
 
 def close_window_code(tier: Tier, month: str) -> str:
