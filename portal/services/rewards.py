@@ -1297,7 +1297,13 @@ def reverse_ladder_if_needed(
         return None
     db.session.flush()
     count = ladder_count(conversion.partner_id, month, tz)
-    step = step_for(count, ladder_steps())
+    # Judged on the step the bonus paid (the ladder may have changed since the close): while
+    # the month still reaches it, the bonus stands; below it, the lower steps apply.
+    paid_step = (bonus.explanation or {}).get("step_conversions")
+    if paid_step is not None and count >= paid_step:
+        return None
+    lower = [s for s in ladder_steps() if paid_step is None or s.threshold_conversions < paid_step]
+    step = step_for(count, lower)
     entitled = min(step.bonus_minor if step else 0, bonus.amount_minor)
     taken_back = -(
         db.session.scalar(
