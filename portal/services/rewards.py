@@ -1584,6 +1584,19 @@ def explain(line: Commission) -> str:
             date=day(first),
         )
     if rule == "refund":
+        total = e.get("reversed_total_minor")
+        before = total + line.amount_minor if total is not None else 0
+        if before > 0:
+            # A later partial refund: the share is of the refunds so far, part of it taken back already.
+            return _(
+                "%(refunded)s of the %(sale)s sale has been refunded in all, so %(total)s of the "
+                "commission is taken back: %(before)s before, %(amount)s now.",
+                refunded=money(e.get("refunded_minor", 0), currency),
+                sale=money(e.get("sale_minor", 0), currency),
+                total=money(total, currency),
+                before=money(before, currency),
+                amount=money(-line.amount_minor, currency),
+            )
         return _(
             "%(refunded)s of the %(sale)s sale was refunded, "
             "so the same share of the commission is taken back.",
