@@ -437,6 +437,17 @@ def check_landing_url(program: Program, url: str | None, field_name: str = "land
     return checked
 
 
+def _typed_instant(local: datetime, stored: datetime | None, tz) -> datetime:
+    """A campaign's start or end as typed in the program's zone. The form shows the stored
+    instant to the minute: sent back as shown, it keeps the stored instant (the seconds of
+    "end now" or of an approval, and which of an autumn's repeated hours it was)."""
+    if stored is not None and local.tzinfo is None:
+        shown = rewards.utc_to_local(stored, tz)
+        if local in (shown, shown.replace(second=0, microsecond=0)):
+            return stored
+    return rewards.local_to_utc(local, tz)
+
+
 def save_campaign(
     program: Program, actor: User, data: CampaignInput, campaign: Campaign | None = None
 ) -> Campaign:
@@ -454,8 +465,8 @@ def save_campaign(
     if data.ends_local is None:
         raise DomainError(_("Enter when the campaign ends."), "ends_at")
     tz = rewards.zone(program)
-    starts_at = rewards.local_to_utc(data.starts_local, tz)
-    ends_at = rewards.local_to_utc(data.ends_local, tz)
+    starts_at = _typed_instant(data.starts_local, campaign.starts_at if campaign else None, tz)
+    ends_at = _typed_instant(data.ends_local, campaign.ends_at if campaign else None, tz)
     if ends_at <= starts_at:
         raise DomainError(_("The campaign must end after it starts."), "ends_at")
     if data.reward not in set(CampaignReward):

@@ -677,7 +677,10 @@ def close_window(tier: Tier, month: str, tz: ZoneInfo) -> tuple[datetime, dateti
     start, end = month_bounds(month, tz)
     if tier.period == TierPeriod.PREVIOUS_MONTH:
         return start, end
-    return end - timedelta(days=_ROLLING_DAYS[TierPeriod(tier.period)]), end
+    # Whole days on the program's clock: 24-hour steps back from the end would start the
+    # window at 01:00 (or 23:00 the day before) when a clock change falls within it.
+    first_day = end.astimezone(tz).date() - timedelta(days=_ROLLING_DAYS[TierPeriod(tier.period)])
+    return local_to_utc(datetime.combine(first_day, datetime.min.time()), tz), end
 
 
 def close_window_code(tier: Tier, month: str) -> str:
@@ -1046,17 +1049,19 @@ def upgrade_on_conversion(
         facts = TierProbe(conversion.partner_id, at, tz, tiers).fetch()
     by_id = {t.id: t for t in tiers}
     current = by_id.get(facts.tier_id) if facts.tier_id is not None else None
-    # The counters do not hold this sale yet (its rollups are written after its lines).
+    # The counters do not hold this sale yet (its rollups are written after its lines). It adds
+    # itself only to the windows that hold its day: never to the previous month's.
     own = {TierMetric.CONVERSIONS: 1, TierMetric.REVENUE: conversion.amount_minor - conversion.refunded_minor}
+    sale_day = at.astimezone(tz).date()
     standing = None
     # Only tiers above the current one can be an upgrade; most sales change nothing.
     for tier in sorted(tiers, key=lambda t: t.rank, reverse=True):
         if current is not None and tier.rank <= current.rank:
             break
         for first, last, label in live_day_windows(tier, at, tz):
-            value = (
-                facts.metrics[(tier.threshold_metric, first, last)] + own[TierMetric(tier.threshold_metric)]
-            )
+            value = facts.metrics[(tier.threshold_metric, first, last)]
+            if first <= sale_day <= last:
+                value += own[TierMetric(tier.threshold_metric)]
             if value >= tier.threshold_value:
                 standing = Standing(tier, value, label)
                 break
@@ -1292,7 +1297,13 @@ def reverse_ladder_if_needed(
         return None
     db.session.flush()
     count = ladder_count(conversion.partner_id, month, tz)
-    step = step_for(count, ladder_steps())
+    # Judged on the step the bonus paid (the ladder may have changed since the close): while
+    # the month still reaches it, the bonus stands; below it, the lower steps apply.
+    paid_step = (bonus.explanation or {}).get("step_conversions")
+    if paid_step is not None and count >= paid_step:
+        return None
+    lower = [s for s in ladder_steps() if paid_step is None or s.threshold_conversions < paid_step]
+    step = step_for(count, lower)
     entitled = min(step.bonus_minor if step else 0, bonus.amount_minor)
     taken_back = -(
         db.session.scalar(
@@ -1573,6 +1584,19 @@ def explain(line: Commission) -> str:
             date=day(first),
         )
     if rule == "refund":
+        total = e.get("reversed_total_minor")
+        before = total + line.amount_minor if total is not None else 0
+        if before > 0:
+            # A later partial refund: the share is of the refunds so far, part of it taken back already.
+            return _(
+                "%(refunded)s of the %(sale)s sale has been refunded in all, so %(total)s of the "
+                "commission is taken back: %(before)s before, %(amount)s now.",
+                refunded=money(e.get("refunded_minor", 0), currency),
+                sale=money(e.get("sale_minor", 0), currency),
+                total=money(total, currency),
+                before=money(before, currency),
+                amount=money(-line.amount_minor, currency),
+            )
         return _(
             "%(refunded)s of the %(sale)s sale was refunded, "
             "so the same share of the commission is taken back.",

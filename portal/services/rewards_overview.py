@@ -4,7 +4,7 @@ campaigns and private deals — read from the rewards engine, scoped to one part
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, time, timedelta
 
 import sqlalchemy as sa
 from flask_babel import gettext as _
@@ -93,9 +93,12 @@ def _amount(value: int, metric: str, currency: str) -> str:
 
 def _tier_progress(partner: Partner, program: Program, tier: Tier, now: datetime) -> TierProgress:
     tz = rewards.zone(program)
-    # The window that upgrades at once: this month so far, or the last 30 / 90 days.
-    start, end, _label = rewards.live_windows(tier, now, tz)[0]
-    value = rewards.metric_of(partner.id, tier.threshold_metric, start, end, inclusive=True)
+    # The window that upgrades at once: this month so far, or the last 30 / 90 days — whole
+    # days in the program's zone, the days the next sale's upgrade reads.
+    first, last, _label = rewards.live_day_windows(tier, now, tz)[0]
+    start = rewards.local_to_utc(datetime.combine(first, time.min), tz)
+    end = rewards.local_to_utc(datetime.combine(last + timedelta(days=1), time.min), tz)
+    value = rewards.metric_of(partner.id, tier.threshold_metric, start, end)
     have = _amount(value, tier.threshold_metric, program.currency)
     need = _amount(tier.threshold_value, tier.threshold_metric, program.currency)
     missing = _amount(max(0, tier.threshold_value - value), tier.threshold_metric, program.currency)
