@@ -6,6 +6,11 @@ as a few set-based queries (seconds on a million lines), and names every violati
 check, which conversion / line / item / batch / partner, what was expected and what was
 found. ``flask --app wsgi portal check-ledger`` runs it (exit 1 on any violation).
 
+Why it is long: every invariant of the books is here, each beside the others it is read
+with, and their statements are built once per database (``_built_once``): split by check,
+the set-based queries that share subqueries (balances, batches, audit sums) would be
+scattered over modules that must change together.
+
 The checks, by name (``CHECKS``):
 
 - ``line_rule``: an earning line is what its stored rule gives: a percent rule's rate of the

@@ -284,13 +284,18 @@ def test_the_operator_releases_a_held_item_to_the_new_destination(client, db, pr
 
 def test_no_release_once_the_batch_is_approved(db, program):
     _partner_paid_by_paypal("pat@example.org", CUTOFF)
+    # A second partner with nothing held: the batch has a payment to make, so approving it
+    # leaves it approved (a batch whose every payment is held closes when approved).
+    _partner_paid_by_paypal("kim@example.org", None)
     manager = UserFactory(role=Role.MANAGER)
     with at(CUTOFF + timedelta(hours=12)):
         batch, _ = settle(program, AS_OF)
     payouts.approve_batch(batch, manager)
     assert batch.status == BatchStatus.APPROVED
+    (held,) = [item for item in batch.items if item.status == ItemStatus.HELD]
     with pytest.raises(DomainError):
-        payouts.release_details_hold(batch.items[0], manager, program)
+        payouts.release_details_hold(held, manager, program)
+    assert held.status == ItemStatus.HELD
 
 
 def test_a_suspension_hold_is_not_released_here(db, program):
