@@ -70,7 +70,7 @@ TYPES: dict[str, tuple[str, dict[str, Any]]] = {
             "partner_id": 42,
             "status": "held",
             "reason": None,
-            "original_amount_minor": 950000,
+            "original_amount_minor": 9500,
             "original_currency": "JPY",
         },
     ),
