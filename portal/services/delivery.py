@@ -22,6 +22,7 @@ import smtplib
 import threading
 from collections.abc import Iterable
 from datetime import datetime, timedelta
+from email.message import EmailMessage
 
 import sqlalchemy as sa
 from flask import current_app, render_template
@@ -46,6 +47,9 @@ INLINE_LIMIT = 10
 CLAIM_TIMEOUT = timedelta(minutes=10)
 _PENDING_KEY = "portal_pending_mail"
 _READY_KEY = "portal_ready_mail"
+# Built messages sent after the commit but never stored (see send_after_commit).
+_PENDING_DIRECT_KEY = "portal_pending_direct_mail"
+_READY_DIRECT_KEY = "portal_ready_direct_mail"
 
 
 def email_kind_label(kind: str) -> str:
@@ -155,6 +159,12 @@ def init_app(app) -> None:
     def send_committed_mail(response):
         if not db.session.registry.has():
             return response  # no session in this request: nothing it committed
+        direct = db.session.info.pop(_READY_DIRECT_KEY, None)
+        if direct:
+            if app.config["MAIL_SEND_MODE"] == "inline":
+                _send_direct(direct)
+            else:
+                sender.submit_direct(direct)
         ready = db.session.info.pop(_READY_KEY, None)
         if not ready or not mail_configured() or len(ready) > INLINE_LIMIT:
             return response  # a large batch is left to run-triggers
@@ -183,7 +193,13 @@ class MailSender:
         self._lock = threading.Lock()
 
     def submit(self, ids: list[int]) -> None:
-        self.queue.put(list(ids))
+        self._put(list(ids))
+
+    def submit_direct(self, messages: list[EmailMessage]) -> None:
+        self._put(list(messages))
+
+    def _put(self, job: list) -> None:
+        self.queue.put(job)
         with self._lock:
             if self._thread is None or not self._thread.is_alive():
                 self._thread = osthreads.Thread(target=self._run, name="mail-sender", daemon=True)
@@ -191,11 +207,14 @@ class MailSender:
 
     def _run(self) -> None:
         while True:
-            ids = self.queue.get()
+            job = self.queue.get()
             try:
                 with self.app.app_context():
                     try:
-                        send_outbox(ids)
+                        if job and isinstance(job[0], EmailMessage):
+                            _send_direct(job)
+                        else:
+                            send_outbox(job)
                     finally:
                         db.session.remove()
             except Exception:  # the thread must outlive any one failure
@@ -276,17 +295,38 @@ def payout_details_changed(partner: Partner, *, before: str, after: str, held: b
     return queue_notice(partner, "payout_details_changed", subject, text)
 
 
+def send_after_commit(to: str, subject: str, text: str) -> None:
+    """Send this e-mail once the caller's transaction commits, after the response, never
+    inside the request: for mail that must not be stored (a password-reset link is a key
+    to the account for as long as it is valid) and whose sending must not show in the
+    answer (a page that waits on SMTP, or says the mail server is down, only for known
+    addresses tells who has an account). Not retried: a failure is logged, and the person
+    asks again. ``MAIL_SEND_MODE=inline`` sends at the end of the request instead."""
+    message = build_message(to, subject, text, None)
+    db.session.info.setdefault(_PENDING_DIRECT_KEY, []).append(message)
+
+
+def _send_direct(messages: list[EmailMessage]) -> None:
+    for message in messages:
+        try:
+            send_message(message)
+        except MailError:
+            current_app.logger.warning("an e-mail sent after its request failed; it is not retried")
+
+
 @event.listens_for(Session, "after_commit")
 def _ready_after_commit(session: Session) -> None:
-    pending = session.info.pop(_PENDING_KEY, None)
-    if pending:
-        session.info.setdefault(_READY_KEY, []).extend(pending)
+    for pending_key, ready_key in ((_PENDING_KEY, _READY_KEY), (_PENDING_DIRECT_KEY, _READY_DIRECT_KEY)):
+        pending = session.info.pop(pending_key, None)
+        if pending:
+            session.info.setdefault(ready_key, []).extend(pending)
 
 
 @event.listens_for(Session, "after_soft_rollback")
 def _drop_after_rollback(session: Session, previous_transaction) -> None:
     if previous_transaction.parent is None:
         session.info.pop(_PENDING_KEY, None)
+        session.info.pop(_PENDING_DIRECT_KEY, None)
 
 
 def retry_delay(attempts: int) -> timedelta:

@@ -225,15 +225,13 @@ def application_status():
 def forgot_password():
     form = ForgotPasswordForm()
     if form.validate_on_submit():
-        try:
-            with committing():
-                accounts.send_password_reset(
-                    form.email.data,
-                    lambda token: url_for("auth.reset_password", token=token, _external=True),
-                )
-        except MailError:  # rolled back
-            form.form_errors.append(_("We could not send e-mail just now. Try again in a few minutes."))
-            return render_template("auth/forgot.html", form=form), 503
+        # The same answer, as fast, whether the address has an account or not: the e-mail is
+        # sent after the response (a mail server that is down shows only in the log).
+        with committing():
+            accounts.send_password_reset(
+                form.email.data,
+                lambda token: url_for("auth.reset_password", token=token, _external=True),
+            )
         return render_template("auth/forgot_sent.html", email=form.email.data)
     status = 200 if request.method == "GET" else 422
     return render_template("auth/forgot.html", form=form), status
