@@ -324,8 +324,10 @@ def address_kind(ip: str) -> str | None:
     """``loopback``, ``link_local``, ``private`` or ``blocked`` for an address the portal does not
     send to by default; None for a public one."""
     address = ipaddress.ip_address(ip)
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
+    # An IPv6 address that carries an IPv4 one reaches that one: judge what it carries
+    # (::ffff:127.0.0.1 mapped; 2002:7f00:1:: a 6to4 address, global to Python 3.11).
+    if isinstance(address, ipaddress.IPv6Address):
+        address = address.ipv4_mapped or address.sixtofour or address
     if address.is_loopback:
         return "loopback"
     if address.is_link_local:
