@@ -32,6 +32,9 @@ def test_the_readmes_signed_example_verifies_with_the_reference_implementation()
     with time_machine.travel(signed_at, tick=False):
         payload = Webhook(secret).verify(body.strip(), headers)
     assert payload["type"] == "payout.paid" and payload["data"] == TYPES["payout.paid"][1]
+    # One moment: the event's time is the header's, and it was paid by then.
+    assert payload["timestamp"] == signed_at.isoformat()
+    assert payload["data"]["paid_on"] <= signed_at.date().isoformat()
 
 
 def test_the_openapi_document_has_a_webhook_per_event_type(client):
