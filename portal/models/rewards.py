@@ -371,6 +371,13 @@ class Campaign(db.Model):
     def private(self) -> bool:
         return self.audience == CampaignAudience.PARTNERS
 
+    @property
+    def open_to_nobody(self) -> bool:
+        """Its audience lost every member: all its tiers deleted (or no partner left named)."""
+        if self.audience == CampaignAudience.TIERS:
+            return not self.tiers
+        return self.audience == CampaignAudience.PARTNERS and not self.partners
+
     def __repr__(self) -> str:
         return f"<Campaign {self.id} {self.name}>"
 

@@ -348,6 +348,17 @@ def delete_tier(program: Program, actor: User, tier: Tier) -> int:
     return len(holders)
 
 
+def campaigns_only_for(tier: Tier) -> list[Campaign]:
+    """Campaigns not yet ended whose one tier is this one: deleting it leaves them open to nobody."""
+    rows = db.session.scalars(
+        sa.select(Campaign)
+        .where(Campaign.audience == CampaignAudience.TIERS, Campaign.ends_at > utcnow())
+        .where(Campaign.tiers.any(Tier.id == tier.id))
+        .order_by(Campaign.starts_at, Campaign.id)
+    ).all()
+    return [campaign for campaign in rows if [t.id for t in campaign.tiers] == [tier.id]]
+
+
 def set_partner_tier(
     program: Program, actor: User, partner: Partner, tier: Tier | None, note: str | None
 ) -> None:

@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
+import time_machine
 
 from portal.models import (
     AuditEvent,
@@ -549,3 +550,59 @@ def test_partner_sees_why_each_amount_and_the_ladder_bonus(client, db, login_as)
     assert "Monthly ladder for 2026-10: 2 conversions reached the 2-conversion step" in earnings
     csv_text = client.get("/partner/earnings.csv").get_data(as_text=True)
     assert "ladder 2026-10" in csv_text
+
+
+def _tier_row(db, name: str, rank: int) -> Tier:
+    row = Tier(
+        name=name,
+        rank=rank,
+        rate_type="percent",
+        rate_percent_bp=1000 + rank,
+        rate_flat_minor=0,
+        threshold_metric="conversions",
+        threshold_value=rank * 10,
+        period="rolling_30",
+    )
+    db.session.add(row)
+    db.session.flush()
+    return row
+
+
+def test_deleting_the_only_tier_of_a_campaign_says_it_is_now_open_to_nobody(client, db, program, login_as):
+    from portal.services import reward_rules
+    from portal.services.reward_rules import CampaignInput, RateInput
+
+    gold, silver = _tier_row(db, "Gold", 2), _tier_row(db, "Silver", 1)
+    clock = time_machine.travel(datetime(2030, 6, 15, 12, tzinfo=UTC), tick=False)
+    clock.start()
+    manager = login_as(Role.MANAGER)  # signed in at the pinned time, or the session has expired
+
+    def campaign(name, tiers, starts, ends):
+        data = CampaignInput(
+            name=name,
+            starts_local=starts,
+            ends_local=ends,
+            rate=RateInput("percent", 2000, 0),
+            audience="tiers",
+            tier_ids=[t.id for t in tiers],
+        )
+        return reward_rules.save_campaign(program, manager, data)
+
+    try:
+        campaign("Gold rush", [gold], datetime(2030, 6, 1), datetime(2030, 7, 1))
+        campaign("Gold and silver", [gold, silver], datetime(2030, 6, 1), datetime(2030, 7, 1))
+        campaign("Last spring", [gold], datetime(2030, 3, 1), datetime(2030, 4, 1))  # ended
+        db.session.commit()
+        assert "open to nobody" not in client.get("/admin/rewards/campaigns").get_data(as_text=True)
+
+        deleted = client.post(f"/admin/rewards/tiers/{gold.id}/delete", follow_redirects=True)
+        page = deleted.get_data(as_text=True)
+        assert "The campaign “Gold rush” was for this tier only: it is now open to nobody." in page
+        assert "Last spring" not in page  # ended: nothing to warn about
+
+        listing = client.get("/admin/rewards/campaigns").get_data(as_text=True)
+    finally:
+        clock.stop()
+    rows = {name: listing.split(name, 1)[1].split("</tr>", 1)[0] for name in ("Gold rush", "Gold and silver")}
+    assert "tiers: none left" in rows["Gold rush"] and "open to nobody" in rows["Gold rush"]
+    assert "tiers: Silver" in rows["Gold and silver"] and "open to nobody" not in rows["Gold and silver"]

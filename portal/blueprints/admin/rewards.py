@@ -248,6 +248,7 @@ def edit_tier(tier_id: int):
 def delete_tier(tier_id: int):
     tier = db.get_or_404(Tier, tier_id)
     if ConfirmForm().validate_on_submit():
+        orphaned = [campaign.name for campaign in reward_rules.campaigns_only_for(tier)]
         with committing() as done:
             moved = reward_rules.delete_tier(get_program(), current_user, tier)
         if done:
@@ -259,6 +260,18 @@ def delete_tier(tier_id: int):
                 ),
                 "success",
             )
+            if orphaned:
+                flash(
+                    ngettext(
+                        "The campaign %(names)s was for this tier only: it is now open to nobody. "
+                        "Edit it to choose who it is for.",
+                        "The campaigns %(names)s were for this tier only: they are now open to nobody. "
+                        "Edit them to choose who they are for.",
+                        len(orphaned),
+                        names=", ".join(f"“{name}”" for name in orphaned),
+                    ),
+                    "warning",
+                )
     return redirect(url_for("admin.list_tiers"))
 
 
