@@ -22,6 +22,15 @@ class Api:
     def get(self, path):
         return self.client.get(f"/api/v1{path}", headers=self.headers)
 
+    def sale(self, tx, amount, currency, **extra):
+        """A sale credited to partner ``pat``."""
+        body = {"transaction_id": tx, "amount": amount, "currency": currency, "ref": "pat", **extra}
+        return self.post("/conversions", body)
+
+    def refund(self, tx, **body):
+        # Always a JSON body, ``{}`` when no field is given.
+        return self.post(f"/conversions/{tx}/refund", body)
+
 
 @pytest.fixture
 def api(client, db, program):
