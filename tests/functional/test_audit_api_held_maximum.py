@@ -9,10 +9,8 @@ import time_machine
 from portal.models import Commission, Conversion, ExchangeRate
 from portal.models.types import utcnow
 from portal.services import tracking
-from portal.services.api_keys import create_api_key
 from portal.services.ledger import check_ledger
 from portal.services.program import get_program
-from tests.factories import PartnerFactory
 
 NOW = datetime(2026, 11, 20, 15, 0, tzinfo=UTC)
 
@@ -25,23 +23,10 @@ def _clock():
         yield
 
 
-@pytest.fixture
-def sell(client, db, program):
-    _key, plain = create_api_key("tests", None)
-    PartnerFactory(ref_code="pat")
-    db.session.commit()
-
-    def sell(tx, amount, currency):
-        body = {"transaction_id": tx, "amount": amount, "currency": currency, "ref": "pat"}
-        return client.post("/api/v1/conversions", json=body, headers={"Authorization": f"Bearer {plain}"})
-
-    return sell
-
-
-def test_a_held_sale_above_the_maximum_once_converted_earns_nothing(db, sell, program):
+def test_a_held_sale_above_the_maximum_once_converted_earns_nothing(db, api, program):
     program.max_sale_minor = 10_000  # $100.00
     db.session.commit()
-    held = sell("jp-big", "2000000", "JPY")  # ¥2,000,000: no rate yet, so nothing to compare
+    held = api.sale("jp-big", "2000000", "JPY")  # ¥2,000,000: no rate yet, so nothing to compare
     assert held.status_code == 201
     assert held.json["conversion"]["status"] == "held"
 
@@ -61,10 +46,10 @@ def test_a_held_sale_above_the_maximum_once_converted_earns_nothing(db, sell, pr
     assert check_ledger() == []
 
 
-def test_a_held_sale_within_the_maximum_still_earns_once_converted(db, sell, program):
+def test_a_held_sale_within_the_maximum_still_earns_once_converted(db, api, program):
     program.max_sale_minor = 10_000
     db.session.commit()
-    assert sell("jp-small", "10000", "JPY").json["conversion"]["status"] == "held"
+    assert api.sale("jp-small", "10000", "JPY").json["conversion"]["status"] == "held"
     db.session.add(
         ExchangeRate(
             base="JPY", quote="USD", day=NOW.date(), rate="0.0066", source="ecb", created_at=utcnow()

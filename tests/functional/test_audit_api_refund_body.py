@@ -2,38 +2,14 @@
 
 import io
 import json
-from typing import ClassVar
 
 import pytest
 import sqlalchemy as sa
 
 from portal.models import Commission, Refund
-from portal.services.api_keys import create_api_key
-from tests.factories import PartnerFactory
+from tests.functional.test_api import sale
 
 pytestmark = pytest.mark.postgres
-
-
-@pytest.fixture
-def api(client, db, program):
-    _key, plain = create_api_key("tests", None)
-    PartnerFactory(ref_code="pat")
-    db.session.commit()
-
-    class Api:
-        headers: ClassVar[dict] = {"Authorization": f"Bearer {plain}"}
-
-        def post(self, path, json=None):
-            return client.post(f"/api/v1{path}", json=json, headers=self.headers)
-
-        def get(self, path):
-            return client.get(f"/api/v1{path}", headers=self.headers)
-
-    return Api()
-
-
-def sale(**overrides) -> dict:
-    return {"transaction_id": "order-1", "amount": "49.90", "currency": "USD", **overrides}
 
 
 def _chunked(client, api, path, data: bytes, content_type="application/json"):

@@ -1,38 +1,13 @@
 """Audit: a sale refunded in part while it waits for an operator's review, then approved."""
 
-from typing import ClassVar
-
 import pytest
 import sqlalchemy as sa
 
 from portal.models import Commission, Conversion
-from portal.services.api_keys import create_api_key
 from portal.services.ledger import check_ledger
-from tests.factories import PartnerFactory
+from tests.functional.test_api import sale
 
 pytestmark = pytest.mark.postgres
-
-
-@pytest.fixture
-def api(client, db, program):
-    _key, plain = create_api_key("tests", None)
-    PartnerFactory(ref_code="pat")
-    db.session.commit()
-
-    class Api:
-        headers: ClassVar[dict] = {"Authorization": f"Bearer {plain}"}
-
-        def post(self, path, json=None):
-            return client.post(f"/api/v1{path}", json=json, headers=self.headers)
-
-        def get(self, path):
-            return client.get(f"/api/v1{path}", headers=self.headers)
-
-    return Api()
-
-
-def sale(**overrides) -> dict:
-    return {"transaction_id": "order-1", "amount": "49.90", "currency": "USD", **overrides}
 
 
 def _held_for_review(api) -> None:

@@ -1,33 +1,11 @@
 """Audit: text fields of API bodies that PostgreSQL cannot store (a NUL character)."""
 
-from typing import ClassVar
-
 import pytest
 import sqlalchemy as sa
 
 from portal.models import Conversion, Refund, Signup
-from portal.services.api_keys import create_api_key
-from tests.factories import PartnerFactory
 
 pytestmark = pytest.mark.postgres
-
-
-@pytest.fixture
-def api(client, db, program):
-    _key, plain = create_api_key("tests", None)
-    PartnerFactory(ref_code="pat")
-    db.session.commit()
-
-    class Api:
-        headers: ClassVar[dict] = {"Authorization": f"Bearer {plain}"}
-
-        def post(self, path, json=None):
-            return client.post(f"/api/v1{path}", json=json, headers=self.headers)
-
-        def get(self, path):
-            return client.get(f"/api/v1{path}", headers=self.headers)
-
-    return Api()
 
 
 def test_a_refund_reason_with_a_nul_is_a_422_naming_it_and_refunds_nothing(db, api):

@@ -7,7 +7,6 @@ thread and connection, released together. The batch and item are loaded before t
 transaction takes its turn as a writer, as the console's views load them (``admin/payouts.py``).
 """
 
-import threading
 from datetime import UTC, date, datetime
 
 import pytest
@@ -15,7 +14,6 @@ import sqlalchemy as sa
 
 from config import TestingConfig
 from portal import create_app
-from portal.database import begin_write
 from portal.errors import DomainError
 from portal.extensions import db as _db
 from portal.models import (
@@ -38,6 +36,7 @@ from portal.services import payouts
 from portal.services.audit import record_event
 from portal.services.ledger import without_ledger_triggers
 from tests.factories import PartnerFactory, ProgramFactory, UserFactory, earn
+from tests.races import writers_at_once
 
 # Money tests: `make test` runs them again with the clock pinned (marker ``money``).
 pytestmark = [pytest.mark.postgres, pytest.mark.money]
@@ -109,33 +108,6 @@ def approved_batch(database_url):
     _remove(app, ids)
 
 
-def _at_once(app, jobs):
-    """Each job gets what it needs as a view does (read first), then takes its turn as a writer."""
-    barrier = threading.Barrier(len(jobs))
-    results, errors = [], []
-
-    def worker(job):
-        with app.app_context():
-            try:
-                loaded = job.load()
-                barrier.wait(timeout=10)
-                begin_write(_db.session())
-                results.append(job(loaded))
-                _db.session.commit()
-            except Exception as exc:  # noqa: BLE001 - sorted by the test
-                _db.session.rollback()
-                errors.append(exc)
-            finally:
-                _db.session.remove()
-
-    threads = [threading.Thread(target=worker, args=(job,)) for job in jobs]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    return results, errors
-
-
 class _Job:
     def __init__(self, ids, action, item_index=0):
         self.ids, self.action, self.item_index = ids, action, item_index
@@ -170,7 +142,7 @@ def _audit(app, action):
 
 def test_a_batch_approved_twice_at_once_is_approved_once(batch_in_review):
     app, ids = batch_in_review
-    _results, errors = _at_once(app, [_Job(ids, "approve") for _ in range(PARALLEL)])
+    _results, errors = writers_at_once(app, [_Job(ids, "approve") for _ in range(PARALLEL)], load=_Job.load)
     assert len(errors) == PARALLEL - 1 and all(isinstance(error, DomainError) for error in errors), errors
     assert len(_audit(app, "payout.batch_approved")) == 1
     with app.app_context():
@@ -182,7 +154,7 @@ def test_a_release_racing_the_approval_adds_nothing_to_what_was_approved(held_ba
     is refused (nothing is added to an approved batch). Never a payment added behind the
     approval's back."""
     app, ids = held_batch_in_review
-    _results, errors = _at_once(app, [_Job(ids, "approve"), _Job(ids, "release")])
+    _results, errors = writers_at_once(app, [_Job(ids, "approve"), _Job(ids, "release")], load=_Job.load)
     assert all(isinstance(error, DomainError) for error in errors), errors
     with app.app_context():
         batch = _db.session.get(PayoutBatch, ids["batch"])
@@ -203,7 +175,9 @@ def test_a_release_racing_the_approval_adds_nothing_to_what_was_approved(held_ba
 
 def test_a_batch_paid_in_bulk_twice_at_once_is_refused_in_words(approved_batch):
     app, ids = approved_batch
-    _results, errors = _at_once(app, [_Job(ids, "batch_paid") for _ in range(PARALLEL)])
+    _results, errors = writers_at_once(
+        app, [_Job(ids, "batch_paid") for _ in range(PARALLEL)], load=_Job.load
+    )
     assert len(errors) == PARALLEL - 1 and all(isinstance(error, DomainError) for error in errors), errors
     assert len(_audit(app, "payout.item_paid")) == 2
     with app.app_context():
@@ -214,7 +188,7 @@ def test_the_last_two_payments_recorded_at_once_close_the_batch(approved_batch):
     """Each sees the other's payment still waiting unless they take turns: then nobody closes
     the batch, and it shows as overdue for ever."""
     app, ids = approved_batch
-    _results, errors = _at_once(app, [_Job(ids, "paid", 0), _Job(ids, "paid", 1)])
+    _results, errors = writers_at_once(app, [_Job(ids, "paid", 0), _Job(ids, "paid", 1)], load=_Job.load)
     assert not errors, errors
     with app.app_context():
         batch = _db.session.get(PayoutBatch, ids["batch"])

@@ -5,7 +5,6 @@ thread and connection, released together. The item is loaded before the transact
 its turn as a writer, as the console's views load it (``admin/payouts.py``).
 """
 
-import threading
 from datetime import UTC, date, datetime
 
 import pytest
@@ -13,7 +12,6 @@ import sqlalchemy as sa
 
 from config import TestingConfig
 from portal import create_app
-from portal.database import begin_write
 from portal.errors import DomainError
 from portal.extensions import db as _db
 from portal.models import (
@@ -34,6 +32,7 @@ from portal.models import (
 from portal.services import payouts
 from portal.services.ledger import without_ledger_triggers
 from tests.factories import PartnerFactory, ProgramFactory, UserFactory, earn
+from tests.races import writers_at_once
 
 # Money tests: `make test` runs them again with the clock pinned (marker ``money``).
 pytestmark = [pytest.mark.postgres, pytest.mark.money]
@@ -84,33 +83,6 @@ def approved_item(database_url):
         _db.engine.dispose()
 
 
-def _at_once(app, jobs):
-    """Each job gets the item as a view does (read first), then takes its turn as a writer."""
-    barrier = threading.Barrier(len(jobs))
-    results, errors = [], []
-
-    def worker(job):
-        with app.app_context():
-            try:
-                job_item = job.load()
-                barrier.wait(timeout=10)
-                begin_write(_db.session())
-                results.append(job(job_item))
-                _db.session.commit()
-            except Exception as exc:  # noqa: BLE001 - sorted by the test
-                _db.session.rollback()
-                errors.append(exc)
-            finally:
-                _db.session.remove()
-
-    threads = [threading.Thread(target=worker, args=(job,)) for job in jobs]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    return results, errors
-
-
 class _Job:
     def __init__(self, ids, action, text):
         self.ids, self.action, self.text = ids, action, text
@@ -158,7 +130,7 @@ def test_paid_and_failed_at_once_record_one_outcome(approved_item):
     so the next batch pays them a second time), nor both be announced."""
     app, ids = approved_item
     jobs = [_Job(ids, "paid", "PP-1")] + [_Job(ids, "failed", "bounced")] * (PARALLEL - 1)
-    _results, errors = _at_once(app, jobs)
+    _results, errors = writers_at_once(app, jobs, load=_Job.load)
     assert all(isinstance(error, DomainError) for error in errors), errors
     status, _reference, lines, recorded, announced, balance = _outcome(app, ids)
     if status == ItemStatus.PAID:
@@ -170,7 +142,9 @@ def test_paid_and_failed_at_once_record_one_outcome(approved_item):
 
 def test_a_payment_submitted_twice_at_once_is_recorded_once(approved_item):
     app, ids = approved_item
-    _results, errors = _at_once(app, [_Job(ids, "paid", f"PP-{n}") for n in range(PARALLEL)])
+    _results, errors = writers_at_once(
+        app, [_Job(ids, "paid", f"PP-{n}") for n in range(PARALLEL)], load=_Job.load
+    )
     assert len(errors) == PARALLEL - 1 and all(isinstance(error, DomainError) for error in errors), errors
     status, reference, lines, recorded, announced, balance = _outcome(app, ids)
     assert (status, lines, recorded, announced, balance) == (

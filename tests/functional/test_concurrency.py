@@ -15,12 +15,12 @@ import sqlalchemy as sa
 
 from config import TestingConfig
 from portal import create_app
-from portal.database import begin_write
 from portal.extensions import db as _db
 from portal.models import ApiKey, AuditEvent, Commission, Conversion, Partner, User
 from portal.services.api_keys import create_api_key
 from portal.services.ledger import without_ledger_triggers
 from tests.factories import PartnerFactory, ProgramFactory
+from tests.races import writers_at_once
 
 pytestmark = pytest.mark.postgres
 
@@ -265,32 +265,6 @@ def _slow_sale_inserts(engine, seconds: float = 0.05):
         sa.event.remove(engine, "after_cursor_execute", pause)
 
 
-def _together(app, jobs):
-    """Run each job in its own thread and app context, released together; returns (results, errors)."""
-    barrier = threading.Barrier(len(jobs))
-    results, errors = [], []
-
-    def worker(job):
-        with app.app_context():
-            barrier.wait(timeout=10)
-            try:
-                begin_write(_db.session())  # as the views and jobs start a writing transaction
-                results.append(job())
-                _db.session.commit()
-            except Exception as exc:  # noqa: BLE001 - the test sorts them below
-                _db.session.rollback()
-                errors.append(exc)
-            finally:
-                _db.session.remove()
-
-    threads = [threading.Thread(target=worker, args=(job,)) for job in jobs]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    return results, errors
-
-
 def _every_line_once(app) -> dict[int, int]:
     """Each line in exactly one item, each item exactly its lines; the paid-out total per partner."""
     from portal.models import PayoutItem, PayoutLine
@@ -336,7 +310,7 @@ def test_withdrawals_and_a_settlement_at_once_pay_each_line_once(committed_books
     jobs = [withdraw(pid) for pid in partner_ids[:3] * 2] + [
         lambda: run_settlement(date(2026, 11, 20))[0].id
     ] * 2
-    _results, errors = _together(app, jobs)
+    _results, errors = writers_at_once(app, jobs)
     # A withdrawal that finds its lines already in a payout is refused in words; nothing else fails.
     assert all(isinstance(error, DomainError) for error in errors), errors
     totals = _every_line_once(app)
@@ -368,7 +342,7 @@ def test_paying_a_batch_from_several_places_at_once_pays_each_item_once(committe
 
         return job
 
-    results, errors = _together(app, [pay(f"BULK-{n}") for n in range(4)])
+    results, errors = writers_at_once(app, [pay(f"BULK-{n}") for n in range(4)])
     with app.app_context():
         items = _db.session.scalars(sa.select(PayoutItem).where(PayoutItem.batch_id == batch_id)).all()
         assert [item.status for item in items] == [ItemStatus.PAID] * 6

@@ -11,10 +11,8 @@ import time_machine
 from portal.models import Commission, Conversion, ExchangeRate, OutboxEvent, Refund
 from portal.models.types import utcnow
 from portal.services import fx, tracking
-from portal.services.api_keys import create_api_key
 from portal.services.ledger import check_ledger
 from portal.services.rewards import round_half_even
-from tests.factories import PartnerFactory
 
 NOW = datetime(2026, 11, 20, 15, 0, tzinfo=UTC)
 DAY = NOW.date()
@@ -26,27 +24,6 @@ pytestmark = pytest.mark.postgres
 def _clock():
     with time_machine.travel(NOW, tick=False):
         yield
-
-
-@pytest.fixture
-def api(client, db, program):
-    _key, plain = create_api_key("tests", None)
-    PartnerFactory(ref_code="pat")
-    db.session.commit()
-    headers = {"Authorization": f"Bearer {plain}"}
-
-    class Api:
-        def sale(self, tx, amount, currency, **extra):
-            body = {"transaction_id": tx, "amount": amount, "currency": currency, "ref": "pat", **extra}
-            return client.post("/api/v1/conversions", json=body, headers=headers)
-
-        def refund(self, tx, **body):
-            return client.post(f"/api/v1/conversions/{tx}/refund", json=body, headers=headers)
-
-        def get(self, tx):
-            return client.get(f"/api/v1/conversions/{tx}", headers=headers)
-
-    return Api()
 
 
 def _rate(db, base, quote, day, rate):
@@ -130,7 +107,7 @@ def test_without_a_rate_the_sale_is_held_then_converted_and_earns_when_one_arriv
     assert "waiting for a rate: 1; still waiting: 0" in result.output
 
     db.session.expire_all()
-    body = api.get("jp-2").json["conversion"]
+    body = api.get("/conversions/jp-2").json["conversion"]
     assert (body["status"], body["amount"]) == ("pending", "133.10")  # ¥20,000 × 0.006654767… = 133.095…
     conversion, lines = _lines(db, "jp-2")
     assert sum(line.amount_minor for line in lines) > 0
@@ -143,7 +120,7 @@ def test_a_rate_within_the_seven_days_before_converts_a_held_sale(db, api):
     _rate(db, "JPY", "USD", DAY - timedelta(days=7), "0.0066")
     assert tracking.convert_waiting(_program(db)) == 1
     db.session.commit()
-    body = api.get("jp-3").json["conversion"]
+    body = api.get("/conversions/jp-3").json["conversion"]
     assert (body["status"], body["amount"], body["exchange_rate"]["day"]) == ("pending", "6.60", "2026-11-13")
 
 
@@ -209,7 +186,7 @@ def test_a_refund_while_held_counts_when_the_rate_arrives(db, api):
     _rate(db, "JPY", "USD", DAY, "0.0066")
     tracking.convert_waiting(_program(db))
     db.session.commit()
-    body = api.get("jp-5").json["conversion"]
+    body = api.get("/conversions/jp-5").json["conversion"]
     assert (body["amount"], body["refunded_amount"], body["status"]) == ("66.00", "16.50", "pending")
     _conversion, lines = _lines(db, "jp-5")
     earned = sum(line.amount_minor for line in lines if line.amount_minor > 0)
@@ -225,7 +202,7 @@ def test_a_sale_refunded_in_full_while_held_is_rejected_and_still_gets_its_amoun
     _rate(db, "JPY", "USD", DAY, "0.0066")
     tracking.convert_waiting(_program(db))
     db.session.commit()
-    body = api.get("jp-6").json["conversion"]
+    body = api.get("/conversions/jp-6").json["conversion"]
     assert (body["amount"], body["refunded_amount"], body["status"]) == ("66.00", "66.00", "rejected")
     assert _lines(db, "jp-6")[1] == []
     assert check_ledger() == []
@@ -303,5 +280,5 @@ def test_the_jobs_convert_a_sale_held_while_its_rate_was_being_saved(db, api):
     assert tracking.count_waiting_for_rate() == 1
     report = run_triggers()
     assert report.converted == 1 and "1 held sales converted" in str(report)
-    assert api.get("jp-12").json["conversion"]["status"] == "pending"
+    assert api.get("/conversions/jp-12").json["conversion"]["status"] == "pending"
     assert run_triggers().converted == 0

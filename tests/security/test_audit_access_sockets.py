@@ -7,31 +7,14 @@ close then, and hear nothing more of that partner's (or the operators') events.
 """
 
 import pytest
-from flask import g
 
 from portal import realtime
 from portal.extensions import socketio
 from portal.models import Role
 from portal.services import accounts
 from tests.factories import UserFactory
+from tests.functional.test_realtime import connect  # noqa: F401 - a socket with the client's login
 from tests.functional.test_redis_fanout import cluster  # noqa: F401 - the two-server fixture
-
-
-@pytest.fixture
-def connect(app, client):
-    opened = []
-
-    def open_socket():
-        for key in list(g):
-            g.pop(key)
-        sio = socketio.test_client(app, flask_test_client=client)
-        opened.append(sio)
-        return sio
-
-    yield open_socket
-    for sio in opened:
-        if sio.is_connected():
-            sio.disconnect()
 
 
 def _names(sio) -> list[str]:
@@ -47,7 +30,7 @@ def _listeners(room: str) -> list:
     return list(socketio.server.manager.get_participants("/", room))
 
 
-def test_signing_out_closes_the_partners_open_sockets(client, connect, login_as, db):
+def test_signing_out_closes_the_partners_open_sockets(client, connect, login_as, db):  # noqa: F811 - the fixture
     user = login_as(Role.PARTNER)
     sio = connect()
     assert sio.is_connected()
@@ -63,7 +46,7 @@ def test_signing_out_closes_the_partners_open_sockets(client, connect, login_as,
     assert _listeners(realtime.partner_room(user.partner.id)) == []
 
 
-def test_sign_out_everywhere_closes_a_stolen_sessions_socket(client, connect, login_as, db):
+def test_sign_out_everywhere_closes_a_stolen_sessions_socket(client, connect, login_as, db):  # noqa: F811 - the fixture
     user = login_as(Role.PARTNER)
     thief = connect()  # opened with the stolen cookie
     thief.get_received()
@@ -78,7 +61,7 @@ def test_sign_out_everywhere_closes_a_stolen_sessions_socket(client, connect, lo
     assert _listeners(realtime.partner_room(user.partner.id)) == []
 
 
-def test_a_switched_off_operator_stops_hearing_the_operators_room(client, connect, login_as, db):
+def test_a_switched_off_operator_stops_hearing_the_operators_room(client, connect, login_as, db):  # noqa: F811 - the fixture
     manager = login_as(Role.MANAGER)
     sio = connect()
     sio.get_received()
@@ -93,7 +76,7 @@ def test_a_switched_off_operator_stops_hearing_the_operators_room(client, connec
     assert _listeners(realtime.OPERATORS_ROOM) == []
 
 
-def test_a_rolled_back_rotation_keeps_the_socket(client, connect, login_as, db):
+def test_a_rolled_back_rotation_keeps_the_socket(client, connect, login_as, db):  # noqa: F811 - the fixture
     user = login_as(Role.PARTNER)
     sio = connect()
     sio.get_received()
@@ -137,7 +120,7 @@ def test_signing_out_on_one_server_closes_the_socket_on_the_other(cluster):  # n
             client.disconnect()
 
 
-def test_an_operator_who_must_enrol_two_factor_cannot_listen_until_they_do(connect, login_as, program, db):
+def test_an_operator_who_must_enrol_two_factor_cannot_listen_until_they_do(connect, login_as, program, db):  # noqa: F811 - the fixture
     """With two-factor sign-in required for the team, the console waits for enrolment; the
     operators' live channel (who applied, wrote, changed payout details, when) waits too."""
     program.require_team_2fa = True

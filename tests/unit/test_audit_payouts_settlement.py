@@ -10,22 +10,14 @@ from portal.models import Commission, PayoutLine, RejectionReason, Role
 from portal.services import payouts, tracking
 from portal.services.ledger import check_ledger
 from portal.services.payouts import PayoutDetails, save_payout_account, settle
-from tests.factories import PartnerFactory, ProgramFactory, UserFactory, earn
+from tests.factories import PartnerFactory, UserFactory, earn
+from tests.unit.test_payouts import program  # noqa: F401 - the monthly USD program in UTC, paying from 50.00
 
 # Money tests: `make test` runs them again with the clock pinned (marker ``money``).
 pytestmark = [pytest.mark.postgres, pytest.mark.money]
 
 AS_OF = date(2026, 11, 20)  # payout day 15 → settles the 15 Nov 2026 period
 CUTOFF = datetime(2026, 11, 15, tzinfo=UTC)  # the program keeps its books in UTC
-
-
-@pytest.fixture
-def program(db):
-    program = ProgramFactory(
-        currency="USD", timezone="UTC", payout_schedule="monthly", payout_day=15, minimum_payout_minor=5000
-    )
-    db.session.flush()
-    return program
 
 
 def _paypal(partner):
@@ -39,7 +31,7 @@ def _payout_of(db, line):
 
 
 @pytest.mark.parametrize("how", ["refund", "reject"])
-def test_a_sale_taken_back_after_the_cutoff_but_before_the_batch_is_not_paid(db, program, how):
+def test_a_sale_taken_back_after_the_cutoff_but_before_the_batch_is_not_paid(db, program, how):  # noqa: F811 - the fixture
     """The refund (or rejection) is known when the batch is built: the batch must not pay the
     commission of that sale and leave the partner owing it back."""
     partner = PartnerFactory()
@@ -70,7 +62,7 @@ def test_a_sale_taken_back_after_the_cutoff_but_before_the_batch_is_not_paid(db,
     assert check_ledger(skip=("line_rule",)) == []
 
 
-def test_a_refund_after_the_cutoff_of_the_only_sale_leaves_nobody_to_pay(db, program):
+def test_a_refund_after_the_cutoff_of_the_only_sale_leaves_nobody_to_pay(db, program):  # noqa: F811 - the fixture
     partner = PartnerFactory()
     _paypal(partner)
     line = earn(partner, 8000, at=CUTOFF - timedelta(days=5))
