@@ -994,6 +994,10 @@ def reject_conversion(conversion: Conversion, actor: User, reason: str, note: st
         raise DomainError(_("Choose a reason from the list."), "reason")
     if reason == RejectionReason.OTHER and not (note or "").strip():
         raise DomainError(_("Say what the other reason is."), "note")
+    # As a refund does (apply_refund): wait for a settlement being built, whose payout decides
+    # whether the reversing lines are reversals or clawbacks; then the conversion's own lock.
+    db.session.execute(sa.select(Program.id).with_for_update(read=True))
+    conversion = lock_conversion(conversion)
     if conversion.status == ConversionStatus.REJECTED:
         raise DomainError(_("This conversion is already rejected."))
     before = rollups.contribution(conversion)

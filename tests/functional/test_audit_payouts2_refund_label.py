@@ -1,7 +1,7 @@
-"""A sale refunded while a settlement is being built (PostgreSQL, two connections): the
-refund's negative line is a clawback when the sale ends up in the payout, a reversal only
-when both are netted in the same batch. The money is netted either way; the label is what
-the partner's timeline says."""
+"""A sale refunded (or rejected) while a settlement is being built (PostgreSQL, two
+connections): the negative line is a clawback when the sale ends up in the payout, a
+reversal only when both are netted in the same batch. The money is netted either way; the
+label is what the partner's timeline says."""
 
 import threading
 from datetime import UTC, date, datetime
@@ -27,9 +27,10 @@ from portal.models import (
     Refund,
     User,
 )
+from portal.models.stats import CreativeDailyStat, DailyStat, PartnerDailyStat, PartnerTrend, ProgramDailyStat
 from portal.services import payouts, tracking
 from portal.services.ledger import without_ledger_triggers
-from tests.factories import PartnerFactory, ProgramFactory, earn
+from tests.factories import PartnerFactory, ProgramFactory, UserFactory, earn
 
 pytestmark = [pytest.mark.postgres_only, pytest.mark.money]
 
@@ -42,10 +43,12 @@ def sale(database_url):
         partner = PartnerFactory(ref_code="refundrace")
         _db.session.add(PayoutAccount(partner_id=partner.id, method="paypal", paypal_email="r@example.org"))
         line = earn(partner, 2500, at=datetime(2026, 10, 1, tzinfo=UTC))
+        operator = UserFactory(email="refundrace-manager@example.org")
         _db.session.commit()
         ids = {
             "partner": partner.id,
             "user": partner.user_id,
+            "operator": operator.id,
             "conversion": line.conversion_id,
             "line": line.id,
         }
@@ -55,15 +58,28 @@ def sale(database_url):
             for model in (PayoutLine, PayoutItem, PayoutBatch, PayoutAccount, Commission, Refund, Conversion):
                 _db.session.execute(sa.delete(model))
             _db.session.execute(sa.delete(OutboxEvent))
+            # What the refund or the rejection counted in the day rollups.
+            for stats in (DailyStat, PartnerDailyStat, ProgramDailyStat, CreativeDailyStat, PartnerTrend):
+                _db.session.execute(sa.delete(stats))
             _db.session.execute(sa.delete(AuditEvent))
             _db.session.execute(sa.delete(Partner).where(Partner.id == ids["partner"]))
-            _db.session.execute(sa.delete(User).where(User.id == ids["user"]))
+            _db.session.execute(sa.delete(User).where(User.id.in_([ids["user"], ids["operator"]])))
             _db.session.execute(sa.delete(Program))
         _db.session.commit()
         _db.engine.dispose()
 
 
-def test_a_refund_during_settlement_is_a_clawback_when_the_sale_is_paid(sale):
+def _refund(conversion, ids):
+    tracking.refund_conversion(conversion, None, "refunded during settlement")
+
+
+def _reject(conversion, ids):
+    operator = _db.session.get(User, ids["operator"])
+    tracking.reject_conversion(conversion, operator, "other", "rejected during settlement")
+
+
+@pytest.mark.parametrize("take_back", [_refund, _reject], ids=["refund", "reject"])
+def test_a_refund_during_settlement_is_a_clawback_when_the_sale_is_paid(sale, take_back):
     app, ids = sale
     built, refunded = threading.Event(), threading.Event()
     errors = []
@@ -88,7 +104,7 @@ def test_a_refund_during_settlement_is_a_clawback_when_the_sale_is_paid(sale):
             try:
                 built.wait(timeout=10)
                 conversion = _db.session.get(Conversion, ids["conversion"])
-                tracking.refund_conversion(conversion, None, "refunded during settlement")
+                take_back(conversion, ids)
                 _db.session.commit()
             except Exception as exc:  # noqa: BLE001 - shown by the test
                 _db.session.rollback()
