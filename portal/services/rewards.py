@@ -733,12 +733,14 @@ class Standing:
 # and the days before it (30 or 90 days in all), a calendar-month tier the month so far and
 # the previous month. The month close judges whole days too (``close_window``).
 
-# Accepted conversions and their sales, net of refunds, from the counters.
+# Accepted conversions and their sales, net of refunds, from the counters: not those under
+# review, rejected or waiting for their exchange rate (held; their sales are 0 until converted).
 _COUNTED = {
     TierMetric.CONVERSIONS: (
         PartnerDailyStat.conversions
         - PartnerDailyStat.conversions_review
         - PartnerDailyStat.conversions_rejected
+        - PartnerDailyStat.conversions_held
     ),
     TierMetric.REVENUE: PartnerDailyStat.sales_minor - PartnerDailyStat.sales_review_minor,
 }

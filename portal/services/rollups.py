@@ -157,8 +157,10 @@ def conversion_counts(status: str, amount_minor: int, refunded_minor: int, commi
         "conversions_rejected": 1 if rejected else 0,
         "sales_minor": 0 if rejected else amount_minor - refunded_minor,
         "commission_minor": commission_minor,
-        # The partner grain only: so that tiers count accepted sales from the counters.
+        # The partner grain only: so that tiers count accepted sales from the counters. A sale
+        # waiting for its exchange rate is not accepted yet (its amounts are 0 until converted).
         "sales_review_minor": amount_minor - refunded_minor if review else 0,
+        "conversions_held": 1 if status == ConversionStatus.HELD else 0,
     }
 
 

@@ -59,11 +59,6 @@ def _foreign_sale(in_program, by, tx, at):
     return conversion
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the partner day counters (rollups.conversion_counts) count a held sale as accepted; "
-    "the fix needs a held counter in stats_partner_daily (a migration), outside the rewards files",
-)
 def test_a_sale_waiting_for_its_exchange_rate_does_not_count_for_a_tier(db, program, partner):  # noqa: F811
     """A sale held for its exchange rate has not been accepted yet: like one held for review
     it must not lift its partner into a tier (it may never count: refunded in full meanwhile)."""
