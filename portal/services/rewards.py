@@ -621,7 +621,8 @@ def all_tiers() -> list[Tier]:
 
 
 def _counted() -> sa.ColumnElement[bool]:
-    """Conversions that count for tiers and the ladder: accepted, not rejected or under review."""
+    """Conversions that count for tiers and the ladder: accepted, not rejected, under review or
+    waiting for an exchange rate."""
     return Conversion.status == ConversionStatus.PENDING
 
 
