@@ -6,9 +6,9 @@ transaction, so a committed event is always counted once:
 - the click writer aggregates a batch first, then writes one upsert per group;
 - the tracking services count a signup when it is attributed, and a conversion
   by its *contribution* — what it adds to its day given its status, refunds and
-  commission lines right now. A change (refund, rejection, approval) applies the
-  difference between the contribution after and before, on the day the sale
-  happened.
+  commission lines right now. A change (refund, rejection, approval, a held sale
+  converted when its exchange rate arrives) applies the difference between the
+  contribution after and before, on the day the sale happened.
 
 Days are calendar days in the program's time zone at the moment of writing. After
 the time zone changes, ``flask portal rebuild-rollups`` (``rebuild``) recounts
