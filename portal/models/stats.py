@@ -58,7 +58,7 @@ COUNTERS = (
 )
 
 # Counters only the partner grain carries (read by the rewards engine, not by reports).
-PARTNER_EXTRA_COUNTERS = ("sales_review_minor",)
+PARTNER_EXTRA_COUNTERS = ("sales_review_minor", "conversions_held")
 
 # How many rows the program-wide day rows are split into (by partner id): a partner's
 # events land in one shard; events of different partners rarely share a row lock.
@@ -107,6 +107,10 @@ class PartnerDailyStat(_Counters, db.Model):
     # Of ``sales_minor``, what conversions held for review add: tiers count only accepted
     # sales (``rewards.tier_probe``). This grain only (``PARTNER_EXTRA_COUNTERS``).
     sales_review_minor: Mapped[int] = mapped_column(sa.BigInteger, default=0, server_default="0")
+    # Of ``conversions``, those waiting for their exchange rate (status ``held``): not accepted
+    # yet, so tiers leave them out until the rate arrives (migration 0023). Their sales are 0
+    # until then (``amount_minor`` is 0 while held), so ``sales_minor`` needs no such column.
+    conversions_held: Mapped[int] = mapped_column(default=0, server_default="0")
 
 
 class ProgramDailyStat(_Counters, db.Model):

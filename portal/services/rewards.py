@@ -621,7 +621,8 @@ def all_tiers() -> list[Tier]:
 
 
 def _counted() -> sa.ColumnElement[bool]:
-    """Conversions that count for tiers and the ladder: accepted, not rejected or under review."""
+    """Conversions that count for tiers and the ladder: accepted, not rejected, under review or
+    waiting for an exchange rate."""
     return Conversion.status == ConversionStatus.PENDING
 
 
@@ -733,12 +734,14 @@ class Standing:
 # and the days before it (30 or 90 days in all), a calendar-month tier the month so far and
 # the previous month. The month close judges whole days too (``close_window``).
 
-# Accepted conversions and their sales, net of refunds, from the counters.
+# Accepted conversions and their sales, net of refunds, from the counters: not those under
+# review, rejected or waiting for their exchange rate (held; their sales are 0 until converted).
 _COUNTED = {
     TierMetric.CONVERSIONS: (
         PartnerDailyStat.conversions
         - PartnerDailyStat.conversions_review
         - PartnerDailyStat.conversions_rejected
+        - PartnerDailyStat.conversions_held
     ),
     TierMetric.REVENUE: PartnerDailyStat.sales_minor - PartnerDailyStat.sales_review_minor,
 }

@@ -6,9 +6,9 @@ transaction, so a committed event is always counted once:
 - the click writer aggregates a batch first, then writes one upsert per group;
 - the tracking services count a signup when it is attributed, and a conversion
   by its *contribution* — what it adds to its day given its status, refunds and
-  commission lines right now. A change (refund, rejection, approval) applies the
-  difference between the contribution after and before, on the day the sale
-  happened.
+  commission lines right now. A change (refund, rejection, approval, a held sale
+  converted when its exchange rate arrives) applies the difference between the
+  contribution after and before, on the day the sale happened.
 
 Days are calendar days in the program's time zone at the moment of writing. After
 the time zone changes, ``flask portal rebuild-rollups`` (``rebuild``) recounts
@@ -157,8 +157,10 @@ def conversion_counts(status: str, amount_minor: int, refunded_minor: int, commi
         "conversions_rejected": 1 if rejected else 0,
         "sales_minor": 0 if rejected else amount_minor - refunded_minor,
         "commission_minor": commission_minor,
-        # The partner grain only: so that tiers count accepted sales from the counters.
+        # The partner grain only: so that tiers count accepted sales from the counters. A sale
+        # waiting for its exchange rate is not accepted yet (its amounts are 0 until converted).
         "sales_review_minor": amount_minor - refunded_minor if review else 0,
+        "conversions_held": 1 if status == ConversionStatus.HELD else 0,
     }
 
 

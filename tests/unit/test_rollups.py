@@ -1,10 +1,12 @@
 """The rollups always equal a recount of the raw rows.
 
 Random programs of clicks (in batches, as the click writer stores them), signups,
-conversions, partial and full refunds, rejections and approvals, in time zones
-with odd offsets and around month, year and daylight-saving boundaries, go through
-the real services. After every program the four rollup tables must equal what a
-plain count over the clicks, signups, conversions and commission lines gives — and
+conversions (some in yen, held until their exchange rate arrives, some of those above the
+maximum sale once converted), partial and full refunds, rejections, approvals and rates
+arriving, in time zones with odd offsets and around month, year and daylight-saving
+boundaries, go through the real services. After every program the four rollup tables must
+equal what a plain count over the clicks, signups, conversions and commission lines gives
+(the partner grain's tier counters too: sales under review, sales waiting for a rate) — and
 so must ``rebuild``, also after the program's time zone changes.
 """
 
@@ -22,19 +24,22 @@ from hypothesis import strategies as st
 from portal.errors import DomainError
 from portal.models import (
     COUNTERS,
+    PARTNER_EXTRA_COUNTERS,
     Click,
     Commission,
     Conversion,
     ConversionStatus,
     CreativeDailyStat,
     DailyStat,
+    ExchangeRate,
     PartnerDailyStat,
     PartnerStatus,
     ProgramDailyStat,
     RejectionReason,
     Signup,
 )
-from portal.services import clicks, rollups, tracking
+from portal.models.types import utcnow
+from portal.services import clicks, fx, rollups, tracking
 from portal.services.links import create_link
 from tests.factories import PartnerFactory, UserFactory
 
@@ -95,9 +100,11 @@ conversion_events = st.fixed_dictionaries(
         "pick": st.integers(0, 50),
         "amount": st.sampled_from([0, 1, 999, 4990, 12345]),
         "repeat": st.booleans(),  # same customer and amount as the one before: held for review
+        "currency": st.sampled_from(["USD", "USD", "JPY"]),  # yen: held until its rate arrives
         "at": instants,
     }
 )
+rate_events = st.fixed_dictionaries({"kind": st.just("rate"), "pick": st.integers(0, 50)})
 change_events = st.fixed_dictionaries(
     {
         "kind": st.sampled_from(["refund", "reject", "approve"]),
@@ -107,7 +114,7 @@ change_events = st.fixed_dictionaries(
     }
 )
 programs = st.lists(
-    st.one_of(click_events, signup_events, conversion_events, change_events),
+    st.one_of(click_events, signup_events, conversion_events, change_events, rate_events),
     min_size=1,
     max_size=40,
 )
@@ -130,6 +137,25 @@ EVERY_CHANGE = [
     {**_SALE, "by": "customer", "amount": 4990, "at": BOUNDARIES[0]},
     {**_CHANGE, "kind": "reject", "pick": 2},
 ]
+# Sales in yen waiting for their rate: one refunded in part while held, one in full, one
+# rejected by an operator, one above the maximum once converted, one two days before the
+# others; then the rate of the others' day arrives (a rate serves the 7 days after it, never
+# the days before: the early one waits on) and a last yen sale is converted as it comes.
+_YEN = {**_SALE, "currency": "JPY", "amount": 4990}
+EVERY_HELD = [
+    {**_CLICK, "at": BOUNDARIES[6]},
+    {**_YEN, "at": BOUNDARIES[6]},
+    {**_CHANGE, "kind": "refund", "pick": 0},
+    {**_YEN, "by": "ref", "pick": 1, "at": BOUNDARIES[7]},
+    {**_CHANGE, "kind": "refund", "pick": 1, "share": None},
+    {**_YEN, "by": "ref", "pick": 0, "at": BOUNDARIES[6]},
+    {**_CHANGE, "kind": "reject", "pick": 2},
+    {**_YEN, "amount": 12345, "at": BOUNDARIES[7]},
+    {**_YEN, "by": "ref", "pick": 1, "at": BOUNDARIES[7] - timedelta(days=2)},
+    {**_SALE, "at": BOUNDARIES[7]},
+    {"kind": "rate", "pick": 0},
+    {**_YEN, "by": "ref", "pick": 1, "at": BOUNDARIES[7]},
+]
 
 
 # --- the program under test --------------------------------------------------------------
@@ -149,8 +175,13 @@ def world(db, program):
         for p in partners
     ]
     partners[2].status = PartnerStatus.SUSPENDED
+    # A yen sale of 12,345 is $185.18 at the tests' rate: above the maximum once converted.
+    program.max_sale_minor = 12_345
     db.session.flush()
     return program, operator, partners, links
+
+
+YEN_RATE = "0.015"  # dollars for one yen
 
 
 def _click_row(event: dict, partners, links, serial: int) -> dict:
@@ -214,7 +245,7 @@ def run(events: list[dict], world, serial_start: int) -> None:
             data = tracking.ConversionInput(
                 transaction_id=f"order-{serial}",
                 amount_minor=previous.amount_minor if previous else event["amount"],
-                currency=program.currency,
+                currency=event.get("currency", program.currency),
                 customer_id=previous.customer_id if previous else f"buyer-{serial}",
                 occurred_at=event["at"],
             )
@@ -224,8 +255,23 @@ def run(events: list[dict], world, serial_start: int) -> None:
                 data.ref = partners[event["pick"] % len(partners)].ref_code
             elif event["by"] == "customer" and customers:
                 data.customer_id = customers[event["pick"] % len(customers)]
-            conversion, _created = tracking.record_conversion(program, data, {"n": serial})
+            try:
+                conversion, _created = tracking.record_conversion(program, data, {"n": serial})
+            except DomainError:
+                continue  # converted at once above the maximum: refused, nothing stored
             conversions.append(conversion)
+        elif event["kind"] == "rate":
+            waiting = db.session.scalars(tracking.waiting_for_rate().order_by(Conversion.id)).all()
+            if waiting:
+                day = fx.sale_day(waiting[event["pick"] % len(waiting)].occurred_at)
+                if not _has_rate(db, day):
+                    db.session.add(
+                        ExchangeRate(
+                            base="JPY", quote="USD", day=day, rate=YEN_RATE, source="ecb", created_at=utcnow()
+                        )
+                    )
+                    db.session.flush()
+                tracking.convert_waiting(program)
         elif conversions:
             conversion = conversions[event["pick"] % len(conversions)]
             try:
@@ -241,6 +287,10 @@ def run(events: list[dict], world, serial_start: int) -> None:
                 pass  # refused before anything changed: nothing to count
     store_batch()
     db.session.flush()
+
+
+def _has_rate(db, day) -> bool:
+    return db.session.scalar(sa.select(ExchangeRate.id).where(ExchangeRate.day == day)) is not None
 
 
 # --- the oracle: plain counts over the raw rows -----------------------------------------
@@ -261,6 +311,7 @@ def recount(db, timezone: str) -> tuple[dict, dict, dict, dict]:
         return instant.astimezone(zone).date()
 
     fine: dict[tuple, Counter] = defaultdict(Counter)
+    extra: dict[tuple, Counter] = defaultdict(Counter)  # the partner grain's own counters
     for c in db.session.scalars(sa.select(Click)):
         key = (c.partner_id, day(c.created_at), c.link_id or 0, c.code, c.channel, c.campaign or "",
                c.creative_id or 0, c.sub_id or "")  # fmt: skip
@@ -279,8 +330,12 @@ def recount(db, timezone: str) -> tuple[dict, dict, dict, dict]:
     for s in db.session.scalars(sa.select(Signup).where(Signup.partner_id.is_not(None))):
         fine[event_key(s.partner_id, s.click, s.occurred_at)]["signups"] += 1
     for v in db.session.scalars(sa.select(Conversion).where(Conversion.partner_id.is_not(None))):
-        counts = fine[event_key(v.partner_id, v.click, v.occurred_at)]
+        key = event_key(v.partner_id, v.click, v.occurred_at)
+        counts = fine[key]
         counts["conversions"] += 1
+        if v.status == ConversionStatus.REVIEW:
+            extra[(key[1], key[0])]["sales_review_minor"] += v.amount_minor - v.refunded_minor
+        extra[(key[1], key[0])]["conversions_held"] += int(v.status == ConversionStatus.HELD)
         counts["conversions_review"] += int(v.status == ConversionStatus.REVIEW)
         counts["conversions_rejected"] += int(v.status == ConversionStatus.REJECTED)
         if v.status != ConversionStatus.REJECTED:
@@ -295,6 +350,8 @@ def recount(db, timezone: str) -> tuple[dict, dict, dict, dict]:
         partner[(key[1], key[0])].update(counts)
         channel[(key[1], key[4])].update(counts)
         creative[(key[1], key[6])].update(counts)
+    for key, counts in extra.items():
+        partner[key].update(counts)
     return _nonzero(fine), _nonzero(partner), _nonzero(channel), _nonzero(creative)
 
 
@@ -305,9 +362,10 @@ def stored(db) -> tuple[dict, dict, dict, dict]:
     def read(model, key_columns):
         # Summed by key: the program-wide grains keep one row per shard (partner id modulo).
         table = model.__table__
+        counters = COUNTERS + tuple(name for name in PARTNER_EXTRA_COUNTERS if name in table.c)
         grain: dict[tuple, Counter] = defaultdict(Counter)
         for row in db.session.execute(sa.select(table)).mappings():
-            grain[tuple(row[c] for c in key_columns)].update({name: row[name] for name in COUNTERS})
+            grain[tuple(row[c] for c in key_columns)].update({name: row[name] for name in counters})
         return _nonzero({key: dict(counts) for key, counts in grain.items()})
 
     return (
@@ -334,6 +392,7 @@ _serial = iter(range(10**6, 10**12, 10**4))
 )
 @given(events=programs, timezone=st.sampled_from(TIMEZONES), later_zone=st.sampled_from(TIMEZONES))
 @example(events=EVERY_CHANGE, timezone="Pacific/Chatham", later_zone="America/St_Johns")
+@example(events=EVERY_HELD, timezone="Pacific/Kiritimati", later_zone="America/Los_Angeles")
 def test_rollups_equal_a_recount_of_the_raw_rows(db, world, events, timezone, later_zone):
     # Each example starts from a clean identity map: SQLite hands out the ids of rows a
     # rolled-back example had inserted again, and the session must not remember those.
