@@ -350,13 +350,9 @@ def delete_tier(program: Program, actor: User, tier: Tier) -> int:
 
 def campaigns_only_for(tier: Tier) -> list[Campaign]:
     """Campaigns not yet ended whose one tier is this one: deleting it leaves them open to nobody."""
-    rows = db.session.scalars(
-        sa.select(Campaign)
-        .where(Campaign.audience == CampaignAudience.TIERS, Campaign.ends_at > utcnow())
-        .where(Campaign.tiers.any(Tier.id == tier.id))
-        .order_by(Campaign.starts_at, Campaign.id)
-    ).all()
-    return [campaign for campaign in rows if [t.id for t in campaign.tiers] == [tier.id]]
+    live = sa.select(Campaign).where(Campaign.audience == CampaignAudience.TIERS, Campaign.ends_at > utcnow())
+    found = db.session.scalars(live.where(Campaign.tiers.any(Tier.id == tier.id)).order_by(Campaign.id))
+    return [campaign for campaign in found if len(campaign.tiers) == 1]
 
 
 def set_partner_tier(
