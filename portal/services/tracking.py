@@ -19,10 +19,11 @@ would need them exported or written twice.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 from flask_babel import get_locale
@@ -76,6 +77,21 @@ def fingerprint(data: dict) -> str:
     """A stable digest of what the client sent, to tell a retry from a different request."""
     canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def meaning_fingerprint(data) -> str:
+    """The digest of what a request means: its parsed fields (a dataclass), amounts in minor
+    units and times as UTC instants. A retry written differently ("49.9" for "49.90", "Z" for
+    "+00:00", its keys in another order) is the same request, not a conflict.
+
+    Rows written before this rule hold the digest of the raw body (``fingerprint``): the
+    comparisons accept that one too (``_same_or_conflict``'s ``legacy``)."""
+    fields = {}
+    for key, value in dataclasses.asdict(data).items():
+        if isinstance(value, datetime) and value.tzinfo is not None:
+            value = value.astimezone(UTC).isoformat()
+        fields[key] = value
+    return fingerprint(fields)
 
 
 @dataclass
@@ -271,10 +287,10 @@ def _is_self_referral_by_email(partner: Partner | None, email: str | None) -> bo
 
 def record_signup(program: Program, data: SignupInput, raw: dict) -> tuple[Signup, bool]:
     """Record a customer's signup and who referred them. Returns (signup, created)."""
-    digest = fingerprint(raw)
+    digest, legacy = meaning_fingerprint(data), fingerprint(raw)
     existing = db.session.scalars(sa.select(Signup).where(Signup.customer_id == data.customer_id)).first()
     if existing is not None:
-        return _same_or_conflict(existing, digest, "customer_id"), False
+        return _same_or_conflict(existing, digest, "customer_id", legacy), False
 
     occurred_at = data.occurred_at or utcnow()
     found = attribute(
@@ -303,15 +319,15 @@ def record_signup(program: Program, data: SignupInput, raw: dict) -> tuple[Signu
             db.session.add(signup)
     except IntegrityError:
         existing = db.session.scalars(sa.select(Signup).where(Signup.customer_id == data.customer_id)).one()
-        return _same_or_conflict(existing, digest, "customer_id"), False
+        return _same_or_conflict(existing, digest, "customer_id", legacy), False
     if partner is not None:
         rollups.count_signup(signup)
         realtime.notify(partner.id, "signup", {"customer": signup.id})
     return signup, True
 
 
-def _same_or_conflict(existing, digest: str, field: str):
-    if existing.request_fingerprint != digest:
+def _same_or_conflict(existing, digest: str, field: str, legacy: str | None = None):
+    if existing.request_fingerprint not in (digest, legacy):
         raise Conflict(_("This %(field)s was already reported with different details.", field=field), field)
     return existing
 
@@ -397,6 +413,7 @@ class PreparedSale:
     partner: Partner | None
     probe: rewards.TierProbe | None
     digest: str
+    legacy_digest: str  # the raw body's, as rows written before meaning_fingerprint hold
 
     @property
     def earning_partner_id(self) -> int | None:
@@ -442,7 +459,7 @@ def prepare_conversion(
 ) -> PreparedSale:
     """Everything a sale decides before it writes: attribution, the window, the currency and
     the screening. Reads only; a ``DomainError`` here (a sale over the maximum) wrote nothing."""
-    digest = fingerprint(raw)
+    digest = meaning_fingerprint(data)
     # No look-up first: the transaction id is unique, so a repeat fails its insert below
     # and is answered from the row already there (retries are rare; sales are not).
     received_at = received_at or utcnow()
@@ -504,7 +521,9 @@ def prepare_conversion(
         if partner is not None and conversion.status == ConversionStatus.PENDING
         else None
     )
-    return PreparedSale(conversion=conversion, partner=partner, probe=probe, digest=digest)
+    return PreparedSale(
+        conversion=conversion, partner=partner, probe=probe, digest=digest, legacy_digest=fingerprint(raw)
+    )
 
 
 class SaleBatch:
@@ -592,7 +611,7 @@ def _reported_before(sale: PreparedSale) -> Conversion:
     existing = _find_conversion(transaction_id)
     if existing is None:
         raise RuntimeError(f"conversion {transaction_id!r} neither inserted nor found")
-    return _same_or_conflict(existing, sale.digest, "transaction_id")
+    return _same_or_conflict(existing, sale.digest, "transaction_id", sale.legacy_digest)
 
 
 def _earn_stored(
@@ -823,11 +842,11 @@ def lock_conversion(conversion: Conversion) -> Conversion:
     ).one()
 
 
-def _earlier_refund(conversion: Conversion, refund_id: str, digest: str) -> Refund | None:
+def _earlier_refund(conversion: Conversion, refund_id: str, digest: str, legacy: str) -> Refund | None:
     earlier = db.session.scalars(
         sa.select(Refund).where(Refund.conversion_id == conversion.id, Refund.refund_id == refund_id)
     ).first()
-    if earlier is not None and earlier.request_fingerprint != digest:
+    if earlier is not None and earlier.request_fingerprint not in (digest, legacy):
         raise Conflict(_("This refund_id was already reported with different details."), "refund_id")
     return earlier
 
@@ -846,17 +865,18 @@ def apply_refund(
     Atomic: the conversion is locked and read afresh first, so refunds sent in parallel add
     up exactly. Idempotent: the same ``refund_id`` again is a replay (same body) or a
     ``Conflict`` (different body); without one, refunding a fully refunded sale changes
-    nothing. ``raw`` is what the client sent (its digest tells a retry from a new request)."""
-    if raw is None:
-        raw = {"amount_minor": amount_minor, "note": note, "refund_id": refund_id}
-    digest = fingerprint(raw)
+    nothing. A retry is told from a new request by what it means (amount, note, refund_id),
+    not how it was written; ``raw`` is what the client sent, whose digest rows written before
+    that rule hold."""
+    meaning = {"amount_minor": amount_minor, "note": note, "refund_id": refund_id}
+    digest, legacy = fingerprint(meaning), fingerprint(raw if raw is not None else meaning)
     # Shares the program row with other refunds and waits for a settlement being built (it
     # holds the row for update): whether the sale's lines are in a payout decides whether the
     # refund's line is a reversal or a clawback, so it must be read after that batch commits.
     db.session.execute(sa.select(Program.id).with_for_update(read=True))
     conversion = lock_conversion(conversion)
     if refund_id is not None:
-        earlier = _earlier_refund(conversion, refund_id, digest)
+        earlier = _earlier_refund(conversion, refund_id, digest, legacy)
         if earlier is not None:
             return RefundOutcome(conversion, earlier, replay=True)
     # Refunds come in the sale's own currency (a sale in another currency: its original).
@@ -893,7 +913,7 @@ def apply_refund(
             db.session.add(refund)
     except IntegrityError:
         # Only a writer that skipped the lock can get here; answer as a retry would be.
-        earlier = _earlier_refund(conversion, refund_id, digest) if refund_id is not None else None
+        earlier = _earlier_refund(conversion, refund_id, digest, legacy) if refund_id is not None else None
         if earlier is None:
             raise
         return RefundOutcome(conversion, earlier, replay=True)
