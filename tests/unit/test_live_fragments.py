@@ -36,3 +36,9 @@ def test_every_live_fragment_replaces_a_refresh_in_flight_and_keeps_it_to_itself
         if 'hx-sync="this:replace"' not in tag or 'hx-disinherit="hx-sync"' not in tag
     ]
     assert missing == []
+
+
+def test_every_live_fragment_refreshes_when_a_page_reconnects():
+    """A page whose socket dropped missed events: ``portal:resync`` refreshes all its live parts."""
+    deaf = [name for name, tag in _live_tags() if "portal:resync from:body" not in tag]
+    assert deaf == []
