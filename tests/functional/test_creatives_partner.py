@@ -228,7 +228,7 @@ def test_publishing_reaches_partners_in_its_channels_after_commit(
 
 def test_library_list_refreshes_on_announcements(client, db, program, partner_user):
     page = client.get("/partner/creatives").get_data(as_text=True)
-    assert 'hx-trigger="portal:creative from:body"' in page
+    assert re.search(r'id="creative-library"[^>]*hx-trigger="[^"]*portal:creative from:body', page)
     assert 'hx-select="#creative-library"' in page
 
 
