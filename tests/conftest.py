@@ -324,6 +324,20 @@ def _reset_postgres(url: str) -> None:
     engine.dispose()
 
 
+def own_postgres_database(suffix: str) -> str:
+    """An empty PostgreSQL database beside the shared one (its name + ``_<suffix>``), for a
+    test that commits for real what the other tests must not see. Fails under CI when
+    PostgreSQL is not configured; elsewhere skips."""
+    if not POSTGRES_URL:
+        if IN_CI:
+            pytest.fail("PORTAL_TEST_POSTGRES_URL is not set")
+        pytest.skip("needs PostgreSQL (PORTAL_TEST_POSTGRES_URL)")
+    url = sa.engine.make_url(POSTGRES_URL)
+    url = url.set(database=f"{url.database}_{suffix}").render_as_string(hide_password=False)
+    _reset_postgres(url)
+    return url
+
+
 def migrate_database(url: str) -> None:
     """Bring a database to the newest schema through the migrations, as production does."""
     from flask_migrate import upgrade

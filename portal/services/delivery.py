@@ -20,7 +20,7 @@ from __future__ import annotations
 import queue
 import smtplib
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from email.message import EmailMessage
 
@@ -188,18 +188,19 @@ class MailSender:
 
     def __init__(self, app):
         self.app = app
-        self.queue: queue.Queue[list[int]] = queue.Queue()
+        # Each job: a sending function and what it sends (outbox ids, or built messages).
+        self.queue: queue.Queue[tuple[Callable[[list], object], list]] = queue.Queue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
     def submit(self, ids: list[int]) -> None:
-        self._put(list(ids))
+        self._put(send_outbox, list(ids))
 
     def submit_direct(self, messages: list[EmailMessage]) -> None:
-        self._put(list(messages))
+        self._put(_send_direct, list(messages))
 
-    def _put(self, job: list) -> None:
-        self.queue.put(job)
+    def _put(self, send: Callable[[list], object], items: list) -> None:
+        self.queue.put((send, items))
         with self._lock:
             if self._thread is None or not self._thread.is_alive():
                 self._thread = osthreads.Thread(target=self._run, name="mail-sender", daemon=True)
@@ -207,14 +208,11 @@ class MailSender:
 
     def _run(self) -> None:
         while True:
-            job = self.queue.get()
+            send, items = self.queue.get()
             try:
                 with self.app.app_context():
                     try:
-                        if job and isinstance(job[0], EmailMessage):
-                            _send_direct(job)
-                        else:
-                            send_outbox(job)
+                        send(items)
                     finally:
                         db.session.remove()
             except Exception:  # the thread must outlive any one failure

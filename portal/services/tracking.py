@@ -868,8 +868,9 @@ def apply_refund(
     nothing. A retry is told from a new request by what it means (amount, note, refund_id),
     not how it was written; ``raw`` is what the client sent, whose digest rows written before
     that rule hold."""
-    meaning = {"amount_minor": amount_minor, "note": note, "refund_id": refund_id}
-    digest, legacy = fingerprint(meaning), fingerprint(raw if raw is not None else meaning)
+    meaning = RefundInput(amount_minor=amount_minor, note=note, refund_id=refund_id)
+    digest = meaning_fingerprint(meaning)
+    legacy = fingerprint(raw) if raw is not None else digest
     # Shares the program row with other refunds and waits for a settlement being built (it
     # holds the row for update): whether the sale's lines are in a payout decides whether the
     # refund's line is a reversal or a clawback, so it must be read after that batch commits.

@@ -30,7 +30,11 @@ from portal.models import (
 from portal.services import accounts, events, outbox, payouts, webhooks
 from portal.services.api_keys import create_api_key
 from portal.services.payouts import PayoutDetails, save_payout_account
-from tests.conftest import IN_CI, POSTGRES_URL, _reset_postgres, free_port, migrate_database
+from tests.conftest import (
+    free_port,
+    migrate_database,
+    own_postgres_database,
+)
 from tests.factories import PartnerFactory, UserFactory, earn
 
 NOW = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
@@ -252,13 +256,7 @@ def test_the_console_adds_an_endpoint_shows_its_secret_once_and_logs_a_test_even
 def race_database() -> str:
     """A PostgreSQL database of its own, migrated: the race commits for real, and what it
     commits must not reach the other tests' shared database."""
-    if not POSTGRES_URL:
-        if IN_CI:
-            pytest.fail("PORTAL_TEST_POSTGRES_URL is not set")
-        pytest.skip("needs PostgreSQL (PORTAL_TEST_POSTGRES_URL)")
-    url = sa.engine.make_url(POSTGRES_URL)
-    url = url.set(database=f"{url.database}_outbox_race").render_as_string(hide_password=False)
-    _reset_postgres(url)
+    url = own_postgres_database("outbox_race")
     migrate_database(url)
     return url
 

@@ -16,7 +16,7 @@ from portal.extensions import db
 from portal.models import ConversionStatus, PartnerDailyStat
 from portal.services import rollups, tracking
 from portal.services.tracking import ConversionInput
-from tests.conftest import IN_CI, MIGRATIONS, POSTGRES_URL, _reset_postgres
+from tests.conftest import MIGRATIONS, own_postgres_database
 from tests.factories import PartnerFactory, ProgramFactory
 
 
@@ -25,14 +25,7 @@ def fresh_database(request, tmp_path) -> str:
     """An empty database that this test alone migrates and commits to."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'migrations.db'}"
-    if not POSTGRES_URL:
-        if IN_CI:
-            pytest.fail("PORTAL_TEST_POSTGRES_URL is not set")
-        pytest.skip("needs PostgreSQL (PORTAL_TEST_POSTGRES_URL)")
-    url = sa.engine.make_url(POSTGRES_URL)
-    url = url.set(database=f"{url.database}_migrations").render_as_string(hide_password=False)
-    _reset_postgres(url)
-    return url
+    return own_postgres_database("migrations")
 
 
 def _partner_days() -> list[dict]:
