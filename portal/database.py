@@ -223,7 +223,10 @@ def stored_as_loaded(model: type[_M], **values) -> _M:
     instance = orm.class_mapper(model).class_manager.new_instance()
     instance.__dict__.update(values)
     orm.make_transient_to_detached(instance)
-    db.session.add(instance)
+    # What ``Session.add`` does for a detached object, less its save-update cascade: a
+    # new instance refers to no other object, so the cascade (a walk over every one of the
+    # model's relationships, a fifth of this function) would find nothing.
+    db.session()._update_impl(orm.attributes.instance_state(instance))
     return instance
 
 

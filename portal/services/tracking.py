@@ -87,7 +87,9 @@ def meaning_fingerprint(data) -> str:
     Rows written before this rule hold the digest of the raw body (``fingerprint``): the
     comparisons accept that one too (``_same_or_conflict``'s ``legacy``)."""
     fields = {}
-    for key, value in dataclasses.asdict(data).items():
+    # The fields as ``dataclasses.asdict`` gives them (they are flat: no deep copy needed).
+    for field_ in dataclasses.fields(data):
+        key, value = field_.name, getattr(data, field_.name)
         if isinstance(value, datetime) and value.tzinfo is not None:
             value = value.astimezone(UTC).isoformat()
         fields[key] = value
@@ -413,7 +415,12 @@ class PreparedSale:
     partner: Partner | None
     probe: rewards.TierProbe | None
     digest: str
-    legacy_digest: str  # the raw body's, as rows written before meaning_fingerprint hold
+    raw: dict  # the body as sent: its digest (``legacy_digest``) only when a stored row is met
+
+    @property
+    def legacy_digest(self) -> str:
+        """The raw body's digest, as rows written before meaning_fingerprint hold."""
+        return fingerprint(self.raw)
 
     @property
     def earning_partner_id(self) -> int | None:
@@ -522,7 +529,7 @@ def prepare_conversion(
         else None
     )
     return PreparedSale(
-        conversion=conversion, partner=partner, probe=probe, digest=digest, legacy_digest=fingerprint(raw)
+        conversion=conversion, partner=partner, probe=probe, digest=digest, raw=raw
     )
 
 
