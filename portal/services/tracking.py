@@ -528,9 +528,7 @@ def prepare_conversion(
         if partner is not None and conversion.status == ConversionStatus.PENDING
         else None
     )
-    return PreparedSale(
-        conversion=conversion, partner=partner, probe=probe, digest=digest, raw=raw
-    )
+    return PreparedSale(conversion=conversion, partner=partner, probe=probe, digest=digest, raw=raw)
 
 
 class SaleBatch:
