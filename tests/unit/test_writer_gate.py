@@ -87,3 +87,48 @@ def test_a_batch_that_began_deferred_takes_its_turn_before_writing(tmp_path):
     thread.join(timeout=5)
     assert done.is_set()
     engine.dispose()
+
+
+def test_the_turn_passes_only_once_the_commit_has_ended(tmp_path):
+    """The next writer is let in when SQLite's lock is free, not while the commit before it is
+    still under way (it would meet the lock taken and sleep in SQLite's busy handler): with
+    the driver's commit slowed down and a second writer that may not wait for SQLite's lock
+    at all (busy_timeout 0), the second writer gets in without "database is locked"."""
+    engine = _engine(tmp_path)
+    impatient = sa.create_engine(f"sqlite:///{tmp_path / 'gate.db'}")
+    configure_engine_events(impatient)
+
+    @sa.event.listens_for(impatient, "connect")
+    def _no_wait(dbapi_connection, _record):
+        dbapi_connection.execute("PRAGMA busy_timeout=0")
+
+    original = engine.dialect.do_commit
+
+    def slow_commit(dbapi_connection):
+        time.sleep(0.3)  # the COMMIT must already have happened when the turn passed
+        original(dbapi_connection)
+
+    engine.dialect.do_commit = slow_commit
+    errors: list[Exception] = []
+    entered = threading.Event()
+
+    def second():
+        try:
+            with _writer(impatient) as connection:
+                connection.exec_driver_sql("INSERT INTO t VALUES (2)")
+            entered.set()
+        except sa.exc.OperationalError as error:
+            errors.append(error)
+
+    with _writer(engine) as connection:
+        connection.exec_driver_sql("INSERT INTO t VALUES (1)")
+        thread = threading.Thread(target=second)
+        thread.start()
+        time.sleep(0.1)  # the second writer now waits at the gate
+    thread.join(timeout=5)
+    assert errors == []
+    assert entered.is_set()
+    with engine.connect() as connection:
+        assert connection.exec_driver_sql("SELECT n FROM t ORDER BY n").scalars().all() == [1, 2]
+    engine.dispose()
+    impatient.dispose()
