@@ -90,3 +90,16 @@ def test_a_row_written_before_the_rule_still_answers_a_byte_identical_retry(api,
     db.session.commit()
     assert api.post("/conversions", body).status_code == 200
     assert api.post("/conversions", {**body, "amount": "49.91"}).status_code == 409
+
+
+def test_an_amount_may_carry_trailing_zeros_but_nothing_finer_than_the_minor_unit(api, db):
+    """As the OpenAPI document and README say: "49.900" is 49.90 USD; "49.905" is a 422 that
+    names the field and says why."""
+    stored = api.sale("tx-zeros", amount="49.900", currency="USD")
+    assert stored.status_code == 201
+    assert stored.get_json()["conversion"]["amount"] == "49.90"
+    finer = api.sale("tx-finer", amount="49.905", currency="USD")
+    assert finer.status_code == 422
+    [message] = finer.get_json()["error"]["fields"]["amount"]
+    assert "no finer than the minor unit of USD" in message
+    assert _count(db, Conversion) == 1

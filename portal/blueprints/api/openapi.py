@@ -22,9 +22,9 @@ def _refund_id() -> dict:
     return _ID | {
         "maxLength": 100,
         "description": _(
-            "Your own id for this refund. Sending it again with the same body answers 200 with the "
-            "first answer and refunds nothing more; with a different body, 409. A different refund_id "
-            "is a new refund."
+            "Your own id for this refund. Sending it again with a body that means the same answers "
+            "200 with the first answer and refunds nothing more; with other details, 409. A different "
+            "refund_id is a new refund."
         ),
         "examples": ["RMA-1042"],
     }
@@ -33,8 +33,9 @@ def _refund_id() -> dict:
 def _sale_amount() -> dict:
     return _AMOUNT | {
         "description": _(
-            "ASCII digits, at most the currency's decimals, and at most the program's maximum sale "
-            "(a setting; 1000000.00 unless the operator changed it): a larger amount is a 422."
+            "ASCII digits, no finer than the currency's minor unit (trailing zeros are fine: 49.900 "
+            "is 49.90 USD), and at most the program's maximum sale (a setting; 1000000.00 unless the "
+            "operator changed it): a larger amount is a 422."
         )
     }
 
@@ -98,8 +99,10 @@ def openapi_document(server_url: str) -> dict:
                 "click id, a partner's coupon code, a ref code, the customer's earlier signup; a coupon "
                 "code beats an older click of another partner unless the program chose first touch. "
                 "Clicks and signups count inside the program's cookie window. Posting a transaction id "
-                "again with the same body answers 200 with the same result and creates nothing; with a "
-                "different body, 409. Refunds are the same with an optional refund_id."
+                "again with a body that means the same (the same fields and values: 49.9 and 49.90 are "
+                "one amount, one instant may be written in any time zone) answers 200 with the same "
+                "result and creates nothing; with other details, 409. Refunds are the same with an "
+                "optional refund_id."
             ),
         },
         "servers": [{"url": server_url}],
@@ -125,7 +128,7 @@ def openapi_document(server_url: str) -> dict:
                             },
                         },
                         "200": {
-                            "description": _("Already recorded with the same body."),
+                            "description": _("Already recorded with the same details."),
                             "content": {
                                 "application/json": {
                                     "schema": {"$ref": "#/components/schemas/SignupEnvelope"}
@@ -153,7 +156,7 @@ def openapi_document(server_url: str) -> dict:
                             "content": {"application/json": {"schema": conversion_ref}},
                         },
                         "200": {
-                            "description": _("Already recorded with the same body."),
+                            "description": _("Already recorded with the same details."),
                             "content": {"application/json": {"schema": conversion_ref}},
                         },
                         "409": _error_response(_("This transaction id was reported with different details.")),
@@ -198,9 +201,9 @@ def openapi_document(server_url: str) -> dict:
                         },
                     },
                     "description": _(
-                        "Refunds sent at once add up exactly. With a refund_id, a retry (same body) is "
-                        "answered 200 with the first answer and refunds nothing more; the same refund_id "
-                        "with a different body is a 409. Without a refund_id every request is a new "
+                        "Refunds sent at once add up exactly. With a refund_id, a retry (the same details) "
+                        "is answered 200 with the first answer and refunds nothing more; the same refund_id "
+                        "with other details is a 409. Without a refund_id every request is a new "
                         "refund, except that refunding a fully refunded sale (no amount) changes nothing."
                     ),
                     "responses": {
@@ -307,11 +310,11 @@ def openapi_document(server_url: str) -> dict:
                             "pattern": "^[A-Z]{3}$",
                             "examples": ["USD", "JPY", "KWD"],
                             "description": _(
-                                "Any active ISO 4217 code; the amount has at most its decimals (JPY 0, "
-                                "USD 2, KWD 3). A sale in another currency than the program's is "
-                                "converted at the rate of its day (the UTC date of occurred_at, or the "
-                                "newest rate of the 7 days before); without one it is stored held until "
-                                "a rate arrives."
+                                "Any active ISO 4217 code; the amount is no finer than its minor unit "
+                                "(JPY 1, USD 0.01, KWD 0.001). A sale in another currency than the "
+                                "program's is converted at the rate of its day (the UTC date of "
+                                "occurred_at, or the newest rate of the 7 days before); without one it "
+                                "is stored held until a rate arrives."
                             ),
                         },
                         "customer_id": _ID,

@@ -156,7 +156,7 @@ def read_amount(
         r.fail(
             name,
             gettext(
-                'must be a decimal string with at most the decimals of %(currency)s, such as "49.90"',
+                'must be a decimal string no finer than the minor unit of %(currency)s, such as "49.90"',
                 currency=currency,
             ),
         )
