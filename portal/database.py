@@ -110,19 +110,8 @@ def configure_engine_events(engine: sa.Engine) -> None:
 
     # The turn ends with the transaction (or with the connection, whatever ends it).
     @sa.event.listens_for(engine, "commit")
-    def _on_commit(connection):
-        # SQLAlchemy's commit event comes before its COMMIT. Opened then, the gate would let
-        # the next writer into BEGIN IMMEDIATE while this transaction still holds SQLite's
-        # lock, and SQLite's busy handler would put it to sleep for 1 ms or more, the lock
-        # standing free meanwhile. So the transaction ends here, then the turn passes; the
-        # driver's own commit that follows finds no transaction and does nothing. A COMMIT
-        # that fails keeps the turn until the rollback that follows it.
-        if connection.info.get(WriterGate.HELD):
-            connection.exec_driver_sql("COMMIT")
-        gate.release(connection.info)
-
     @sa.event.listens_for(engine, "rollback")
-    def _on_rollback(connection):
+    def _on_end(connection):
         gate.release(connection.info)
 
     # Each with its event's own signature (SQLAlchemy inspects it: a catch-all *args made
