@@ -108,7 +108,12 @@ def configure_engine_events(engine: sa.Engine) -> None:
     if gate is None:
         return
 
-    # The turn ends with the transaction (or with the connection, whatever ends it).
+    # The turn ends with the transaction (or with the connection, whatever ends it). The
+    # commit event comes before SQLAlchemy's COMMIT, so the next writer is let in while the
+    # COMMIT writes the WAL (and any checkpoint after it): its BEGIN IMMEDIATE may meet the
+    # lock still taken for an instant, but its turn overlaps that I/O. Opening the gate after
+    # the COMMIT instead was measured slower: two processes writing 60 indexed rows a
+    # transaction, 125 transactions a second against 200 (the same for small transactions).
     @sa.event.listens_for(engine, "commit")
     @sa.event.listens_for(engine, "rollback")
     def _on_end(connection):
