@@ -84,6 +84,16 @@ def buffered_app(writer_database, tmp_path):
         db.engine.dispose()
 
 
+def wait_for_the_first_replay(writer: ClickWriter) -> None:
+    """Until the writer's thread has made the replay it makes as it starts."""
+    deadline = time.monotonic() + 10
+    while writer._scanned_at == float("-inf") and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert writer._scanned_at != float("-inf"), "the writer's thread never replayed the spool"
+    with writer._flush_lock:
+        pass
+
+
 def row(app, n: int) -> dict:
     return {
         "id": f"{n:032x}",
@@ -294,11 +304,7 @@ def test_a_killed_writer_leaves_its_clicks_for_the_next_process(buffered_app):
         writer.record(row(buffered_app, n))
     # The writer's thread replays the spool once as it starts; on a busy machine that can come
     # after the "kill" below and take the segment itself. Let it finish first.
-    deadline = time.monotonic() + 10
-    while writer._scanned_at == float("-inf") and time.monotonic() < deadline:
-        time.sleep(0.01)
-    with writer._flush_lock:
-        pass
+    wait_for_the_first_replay(writer)
     # SIGKILL: no flush, no close; the kernel drops the segment's lock with the process.
     os.close(writer._segment.fd)
     writer._segment = None
@@ -521,6 +527,9 @@ def test_a_failed_batch_write_keeps_the_spool_until_a_later_one_stores_it(buffer
         )
     for click in rows:
         writer.record(click)
+    # The thread's start-up replay, if it came after the failure below, would store the kept
+    # segment itself and leave the test's own flush nothing to replay.
+    wait_for_the_first_replay(writer)
     assert writer.flush() == 0
     assert writer.pending == 0
     assert spooled_lines(buffered_app) == 120  # kept on disk, fsync'd, for the replay
