@@ -59,12 +59,12 @@ _INSERT_LINES_SQLITE = sa.insert(_LINES).returning(_LINES.c.id)
 _LINE_COLUMNS = tuple(column.key for column in _LINES.columns if column.key != "id")
 
 
-# PostgreSQL, many lines: their ids drawn first, then one INSERT from arrays (the same text
-# for any number of lines, parsed once by the driver), so no id depends on RETURNING's order.
-_NEXT_LINE_IDS = sa.text(
-    "SELECT nextval(pg_get_serial_sequence('commissions', 'id')) FROM generate_series(1, :n)"
-)
-_INSERT_LINES_FROM_ARRAYS = insert_from_arrays(_LINES, ("id", *_LINE_COLUMNS))
+# PostgreSQL, many lines: one INSERT from arrays (the same text for any number of lines,
+# parsed once by the driver) whose rows come out of ``unnest`` in the order given, so the
+# sequence hands out their ids in that order: the returned ids, sorted, are the lines' in
+# order. (SQLAlchemy's ``sort_by_parameter_order`` relies on the same for a SERIAL key; the
+# ids were drawn by a statement of their own before, one round trip more a batch.)
+_INSERT_LINES_FROM_ARRAYS = insert_from_arrays(_LINES, _LINE_COLUMNS, "RETURNING id")
 
 
 def _insert_lines(rows: list[dict]) -> list[int]:
@@ -72,13 +72,9 @@ def _insert_lines(rows: list[dict]) -> list[int]:
         return sorted(db.session.execute(_INSERT_LINES_SQLITE, rows).scalars().all())
     if len(rows) < ARRAYS_FROM_ROWS:
         return list(db.session.execute(_INSERT_LINES, rows).scalars().all())
-    ids = sorted(db.session.execute(_NEXT_LINE_IDS, {"n": len(rows)}).scalars().all())
-    stored = [
-        {**row, "id": line_id, "explanation": json.dumps(row["explanation"])}
-        for line_id, row in zip(ids, rows, strict=True)
-    ]
-    db.session.execute(_INSERT_LINES_FROM_ARRAYS, array_params(stored, ("id", *_LINE_COLUMNS)))
-    return ids
+    stored = [{**row, "explanation": json.dumps(row["explanation"])} for row in rows]
+    ids = db.session.execute(_INSERT_LINES_FROM_ARRAYS, array_params(stored, _LINE_COLUMNS)).scalars()
+    return sorted(ids)
 
 
 class PendingLines:

@@ -36,7 +36,7 @@ from portal.models import (
     User,
 )
 from portal.salewriter import Outcome, Sale
-from portal.services import rollups, tracking
+from portal.services import commissions, rollups, tracking
 from portal.services.api_keys import create_api_key
 from portal.services.ledger import check_ledger, without_ledger_triggers
 from portal.services.program import cached_program
@@ -172,6 +172,39 @@ def test_a_batch_earns_exactly_what_the_same_sales_earn_one_by_one(world):
         assert _db.session.scalars(per_partner).all() == [3, 3, 3]
         assert check_ledger() == []
     assert _rollups_equal_a_recount(app)
+
+
+@pytest.mark.parametrize("count", [3, 12])  # one statement with RETURNING; from arrays (>= 8)
+def test_lines_inserted_together_get_each_its_own_id(world, count):
+    """A batch's lines go in by one INSERT, and each line object of the session is given the
+    id of its own row: the ids come back in the order the rows were given."""
+    app, _plain = world
+    _write_all(app, _sales(app, [_body(f"ids-{ref}", ref) for ref in REFS]))
+    with app.app_context():
+        conversions = _db.session.scalars(sa.select(Conversion).order_by(Conversion.id)).all()
+        pending = commissions.PendingLines()
+        amounts = iter(range(1001, 1001 + count))
+        for n in range(count):
+            conversion = conversions[n % len(conversions)]
+            model = conversion.commissions[0]
+            row = {key: getattr(model, key) for key in commissions._LINE_COLUMNS}
+            pending.add(conversion, [{**row, "amount_minor": next(amounts)}])
+        pending.insert()
+        given = {
+            line.id: (line.conversion_id, line.amount_minor)
+            for conversion in conversions
+            for line in conversion.commissions
+            if line.amount_minor > 1000
+        }
+        _db.session.expire_all()
+        rows = _db.session.execute(
+            sa.select(Commission.id, Commission.conversion_id, Commission.amount_minor).where(
+                Commission.amount_minor > 1000
+            )
+        ).all()
+        assert len(given) == count
+        assert {line_id: (conversion_id, amount) for line_id, conversion_id, amount in rows} == given
+        _db.session.rollback()
 
 
 def test_a_batch_reads_each_partners_counters_as_that_partners_own_probe_does(world):
