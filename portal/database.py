@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
 import time
 import weakref
@@ -16,6 +17,8 @@ from sqlalchemy import orm
 from sqlalchemy.dialects import postgresql, sqlite
 
 BUSY_TIMEOUT_SECONDS = 5.0
+
+log = logging.getLogger(__name__)
 
 _M = TypeVar("_M")
 
@@ -52,6 +55,13 @@ class WriterGate:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 if time.monotonic() >= deadline:
+                    # Another writer held the turn all along (a long transaction, or one left
+                    # open): said, since every writer of the database waits behind it.
+                    log.warning(
+                        "waited %.1f s for the writer gate of %s; SQLite's busy timeout decides now",
+                        BUSY_TIMEOUT_SECONDS,
+                        self.path,
+                    )
                     return  # SQLite's busy timeout decides from here
                 time.sleep(pause)
                 pause = min(pause * 2, 0.002)

@@ -61,12 +61,14 @@ def test_a_failed_email_waits_its_back_off_then_goes_once(app, db, program, mail
 
 @pytest.mark.smtp
 def test_an_email_is_given_up_48_hours_after_it_was_written(app, db, program, mail_outbox, client, login_as):
-    manager = login_as(Role.MANAGER)
     with time_machine.travel("2026-12-02 10:00:00+00:00", tick=False):
-        inbox.start_thread(PartnerFactory(), manager, "Late", "Body")
+        inbox.start_thread(PartnerFactory(), UserFactory(role=Role.MANAGER), "Late", "Body")
         db.session.commit()
         db.session.info.pop("portal_ready_mail", None)
     with time_machine.travel("2026-12-04 09:59:00+00:00", tick=False):
+        # Signed in on the pinned clock (a session started at the real time is from the future
+        # once the real clock is past 2026-12-04 09:59 UTC: this failed from then on).
+        login_as(Role.MANAGER)
         page = client.get("/admin/outbox").get_data(as_text=True)
         assert 'data-testid="count-due">1<' in page
     with time_machine.travel("2026-12-04 10:00:00+00:00", tick=False):

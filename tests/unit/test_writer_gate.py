@@ -87,3 +87,21 @@ def test_a_batch_that_began_deferred_takes_its_turn_before_writing(tmp_path):
     thread.join(timeout=5)
     assert done.is_set()
     engine.dispose()
+
+
+def test_a_writer_kept_waiting_past_the_busy_timeout_says_so_and_goes_on(tmp_path, monkeypatch, caplog):
+    from portal import database
+
+    engine = _engine(tmp_path)
+    monkeypatch.setattr(database, "BUSY_TIMEOUT_SECONDS", 0.2)
+    gate = database._GATES[engine]
+    stranger: dict = {}
+    gate.acquire(stranger)  # a turn taken and never given back (no transaction holds the lock)
+    began = time.monotonic()
+    with _writer(engine) as connection:  # goes on to SQLite, which has no writer: in at once
+        connection.exec_driver_sql("INSERT INTO t VALUES (1)")
+    assert 0.2 <= time.monotonic() - began < 2
+    assert "for the writer gate of" in caplog.text
+    assert f"{tmp_path / 'gate.db'}-writer" in caplog.text
+    gate.close(stranger)
+    engine.dispose()
