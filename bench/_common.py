@@ -183,9 +183,35 @@ class Instance:
             shutil.rmtree(self.path, ignore_errors=True)
 
 
+def ensure_database(url: str) -> None:
+    """Create ``url``'s PostgreSQL database if the server has none of that name yet: a
+    throw-away database named on the command line (or a bench's default) need not be made by
+    hand first on a fresh machine. Created from the server's ``postgres`` database."""
+    import re
+
+    import sqlalchemy as sa
+    from sqlalchemy.engine import make_url
+
+    target = make_url(url)
+    name = target.database or ""
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,62}", name):
+        raise SystemExit(f"refusing to create a database named {name!r}: letters, digits and _ only")
+    engine = sa.create_engine(target.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as connection:
+            exists = sa.text("SELECT 1 FROM pg_database WHERE datname = :name")
+            if connection.execute(exists, {"name": name}).first() is None:
+                # The name is checked above; CREATE DATABASE takes no bound parameter.
+                connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
+                print(f"created the PostgreSQL database {name!r} for this bench")
+    finally:
+        engine.dispose()
+
+
 def _reset_postgres(url: str) -> None:
     import sqlalchemy as sa
 
+    ensure_database(url)
     engine = sa.create_engine(url)
     try:
         with engine.begin() as connection:

@@ -93,6 +93,9 @@ def prepare_database(base_url: str | None, label: str, workdir: Path, fresh: boo
         return Database(label, f"sqlite:///{path}", {})
     schema = f"bench_dashboard_{label}"
     if fresh:
+        from _common import ensure_database
+
+        ensure_database(base_url)
         engine = sa.create_engine(base_url)
         with engine.begin() as connection:
             connection.exec_driver_sql(f"DROP SCHEMA IF EXISTS {schema} CASCADE")

@@ -259,6 +259,9 @@ def _fresh_database(backend: str, pg_url: str, workdir: Path) -> str:
         url = f"sqlite:///{workdir / 'portal.db'}"
     else:
         url = pg_url
+        from _common import ensure_database
+
+        ensure_database(url)
         engine = sa.create_engine(url)
         with engine.begin() as connection:
             connection.exec_driver_sql("DROP SCHEMA IF EXISTS public CASCADE")

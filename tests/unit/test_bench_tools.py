@@ -194,3 +194,40 @@ def test_the_ingest_script_sends_unique_sales_and_records_what_was_answered(sale
     assert set(result.ids) <= set(ids)
     assert 0 <= len(ids) - len(result.ids) <= 4
     assert result.client_cpu > 0
+
+
+def test_a_bench_creates_its_throw_away_postgres_database_when_the_server_has_none():
+    """``make bench`` on a fresh machine: settle.py's default database (and any named with
+    --pg-url) need not be created by hand first."""
+    import sqlalchemy as sa
+
+    from tests.conftest import IN_CI, POSTGRES_URL
+
+    if not POSTGRES_URL:
+        if IN_CI:
+            pytest.fail("PORTAL_TEST_POSTGRES_URL is not set")
+        pytest.skip("needs PostgreSQL (PORTAL_TEST_POSTGRES_URL)")
+    url = sa.engine.make_url(POSTGRES_URL)
+    name = f"{url.database}_made_by_bench"
+    server = sa.create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+
+    def exists() -> bool:
+        with server.connect() as connection:
+            query = sa.text("SELECT 1 FROM pg_database WHERE datname = :name")
+            return connection.scalar(query, {"name": name}) is not None
+
+    try:
+        with server.connect() as connection:
+            connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}"')
+        assert not exists()
+        target = url.set(database=name).render_as_string(hide_password=False)
+        _common.ensure_database(target)
+        assert exists()
+        _common.ensure_database(target)  # there already: left as it is
+        assert exists()
+        with pytest.raises(SystemExit, match="refusing to create"):
+            _common.ensure_database(url.set(database='x"; DROP DATABASE test; --').render_as_string())
+    finally:
+        with server.connect() as connection:
+            connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}"')
+        server.dispose()
