@@ -210,7 +210,12 @@ def ensure_database(url: str) -> None:
 
 def _reset_postgres(url: str) -> None:
     import sqlalchemy as sa
+    from sqlalchemy.engine import make_url
 
+    # Every bench that drops a schema comes through here, whatever its own options checked.
+    name = make_url(url).database
+    if name in FORBIDDEN_PG_DATABASES:
+        raise SystemExit(f"refusing to drop the schema of {name!r}; use a throw-away database")
     ensure_database(url)
     engine = sa.create_engine(url)
     try:

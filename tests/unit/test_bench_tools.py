@@ -231,3 +231,11 @@ def test_a_bench_creates_its_throw_away_postgres_database_when_the_server_has_no
         with server.connect() as connection:
             connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}"')
         server.dispose()
+
+
+@pytest.mark.parametrize("name", ["test", "postgres", "template1"])
+def test_no_bench_drops_the_schema_of_a_shared_database(name):
+    """fanout.py's --pg-url reaches ``_reset_postgres`` without the other benches' option
+    check: the refusal is there, before any connection."""
+    with pytest.raises(SystemExit, match="refusing to drop"):
+        _common._reset_postgres(f"postgresql+psycopg://postgres@127.0.0.1:1/{name}")
