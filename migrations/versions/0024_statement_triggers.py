@@ -73,21 +73,32 @@ def _function(name: str, body: str) -> None:
     )
 
 
-def upgrade():
-    if op.get_bind().dialect.name != "postgresql":
-        return
+def _outbox_triggers(per_statement: bool) -> None:
+    """The sale's outbox triggers on conversions and commissions, once a statement (over its
+    transition table, rows in id order) or once a row."""
     for table, event in _EVENTS.items():
-        kind, data = event("r")
+        kind, data = event("r" if per_statement else "NEW")
+        if per_statement:
+            insert = f"SELECT {kind}, r.partner_id, {data}, r.created_at FROM new_rows AS r ORDER BY r.id"
+            fires = "REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT"
+        else:
+            insert = f"VALUES ({kind}, NEW.partner_id, {data}, NEW.created_at)"
+            fires = "FOR EACH ROW"
         op.execute(f"DROP TRIGGER outbox_{table}_insert ON {table}")
         _function(
             f"outbox_{table}_insert",
-            "    INSERT INTO outbox_events (type, partner_id, data, created_at)\n"
-            f"    SELECT {kind}, r.partner_id, {data}, r.created_at FROM new_rows AS r ORDER BY r.id;",
+            f"    INSERT INTO outbox_events (type, partner_id, data, created_at)\n    {insert};",
         )
         op.execute(
             f"CREATE TRIGGER outbox_{table}_insert AFTER INSERT ON {table} "
-            f"REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION outbox_{table}_insert()"
+            f"{fires} EXECUTE FUNCTION outbox_{table}_insert()"
         )
+
+
+def upgrade():
+    if op.get_bind().dialect.name != "postgresql":
+        return
+    _outbox_triggers(per_statement=True)
     op.execute("DROP TRIGGER stats_daily_touch_trend ON stats_daily")
     _function("stats_daily_touch_trend", _TREND_ROWS)
     for event in ("INSERT", "UPDATE"):
@@ -100,18 +111,7 @@ def upgrade():
 def downgrade():
     if op.get_bind().dialect.name != "postgresql":
         return
-    for table, event in _EVENTS.items():
-        kind, data = event("NEW")
-        op.execute(f"DROP TRIGGER outbox_{table}_insert ON {table}")
-        _function(
-            f"outbox_{table}_insert",
-            "    INSERT INTO outbox_events (type, partner_id, data, created_at)\n"
-            f"    VALUES ({kind}, NEW.partner_id, {data}, NEW.created_at);",
-        )
-        op.execute(
-            f"CREATE TRIGGER outbox_{table}_insert AFTER INSERT ON {table} "
-            f"FOR EACH ROW EXECUTE FUNCTION outbox_{table}_insert()"
-        )
+    _outbox_triggers(per_statement=False)
     for event in ("insert", "update"):
         op.execute(f"DROP TRIGGER stats_daily_touch_trend_{event} ON stats_daily")
     _function("stats_daily_touch_trend", _TREND_ROW)

@@ -201,14 +201,11 @@ def test_a_bench_creates_its_throw_away_postgres_database_when_the_server_has_no
     --pg-url) need not be created by hand first."""
     import sqlalchemy as sa
 
-    from tests.conftest import IN_CI, POSTGRES_URL
+    from tests.conftest import own_postgres_database
 
-    if not POSTGRES_URL:
-        if IN_CI:
-            pytest.fail("PORTAL_TEST_POSTGRES_URL is not set")
-        pytest.skip("needs PostgreSQL (PORTAL_TEST_POSTGRES_URL)")
-    url = sa.engine.make_url(POSTGRES_URL)
-    name = f"{url.database}_made_by_bench"
+    # A database of the test's own (a failure under CI=true without PostgreSQL), dropped below.
+    url = sa.engine.make_url(own_postgres_database("made_by_bench"))
+    name = url.database
     server = sa.create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
 
     def exists() -> bool:
@@ -220,7 +217,7 @@ def test_a_bench_creates_its_throw_away_postgres_database_when_the_server_has_no
         with server.connect() as connection:
             connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}"')
         assert not exists()
-        target = url.set(database=name).render_as_string(hide_password=False)
+        target = url.render_as_string(hide_password=False)
         _common.ensure_database(target)
         assert exists()
         _common.ensure_database(target)  # there already: left as it is
