@@ -47,13 +47,22 @@ from collections import defaultdict
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
-from _common import BENCH_DIR, PYTHON, ROOT, _base_env, load_line, machine_busy_seconds, machine_line
+from _common import (
+    BENCH_DIR,
+    FORBIDDEN_PG_DATABASES,
+    PYTHON,
+    ROOT,
+    _base_env,
+    _reset_postgres,
+    load_line,
+    machine_busy_seconds,
+    machine_line,
+)
 
 # settle + commit: at 1M lines on either database, at 10M on PostgreSQL (issue #20)
 TARGETS = {1_000_000: 3.0, 10_000_000: 30.0}
 DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test_payouts"
 # Never these: the shared test database and the server's own.
-_FORBIDDEN_PG_DATABASES = {"test", "postgres", "template0", "template1"}
 
 PAYOUT_DATE = date(2026, 11, 15)  # monthly, day 15
 AS_OF = date(2026, 11, 20)  # settle "today": builds the batch of PAYOUT_DATE
@@ -114,7 +123,7 @@ def parse_args() -> argparse.Namespace:
         parser.error("every size must be at least --partners (each partner gets lines)")
     from sqlalchemy.engine import make_url
 
-    if make_url(args.pg_url).database in _FORBIDDEN_PG_DATABASES:
+    if make_url(args.pg_url).database in FORBIDDEN_PG_DATABASES:
         parser.error(
             f"refusing to drop the schema of {make_url(args.pg_url).database!r}; use a throw-away database"
         )
@@ -253,20 +262,11 @@ def run_child(args: argparse.Namespace, backend: str, lines: int) -> int:
 
 def _fresh_database(backend: str, pg_url: str, workdir: Path) -> str:
     """An empty database brought to the newest schema by the migrations, as in tests/conftest.py."""
-    import sqlalchemy as sa
-
     if backend == "sqlite":
         url = f"sqlite:///{workdir / 'portal.db'}"
     else:
         url = pg_url
-        from _common import ensure_database
-
-        ensure_database(url)
-        engine = sa.create_engine(url)
-        with engine.begin() as connection:
-            connection.exec_driver_sql("DROP SCHEMA IF EXISTS public CASCADE")
-            connection.exec_driver_sql("CREATE SCHEMA public")
-        engine.dispose()
+        _reset_postgres(url)  # created first if the server has no database of that name
     from flask_migrate import upgrade
 
     started = time.perf_counter()
