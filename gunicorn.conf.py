@@ -27,6 +27,24 @@ else:
     control_socket_disable = True
 
 
+# Linux's SCHED_BATCH for every worker and the threads it starts (portal/osthreads.py
+# ``batch_scheduling``): the conversion API and the click redirect answered 10-20 % more
+# requests on 2 cores, with a lower p99 (README, "Production deployment"). "normal" keeps the
+# operating system's default policy.
+_scheduling = os.environ.get("GUNICORN_SCHEDULING", "batch")
+if _scheduling not in ("batch", "normal"):
+    raise SystemExit(f"GUNICORN_SCHEDULING must be batch or normal, not {_scheduling!r}")
+
+
+def post_fork(server, worker):
+    if _scheduling == "batch":
+        # In the new worker, before it loads the app: every thread it starts (request
+        # threads, the sale and click writers, the dispatcher) inherits the policy.
+        from portal import osthreads
+
+        osthreads.batch_scheduling()
+
+
 def post_worker_init(worker):
     # Replay what a stopped or killed worker left in the click spool now, not at the first click.
     from wsgi import app

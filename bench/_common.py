@@ -533,14 +533,28 @@ class Server:
     """A server subprocess on 127.0.0.1; ``stop()`` is SIGTERM (graceful) and a bounded wait."""
 
     def __init__(
-        self, name: str, argv: list[str], *, cwd: Path, env: dict[str, str], port: int, logdir: Path
+        self,
+        name: str,
+        argv: list[str],
+        *,
+        cwd: Path,
+        env: dict[str, str],
+        port: int,
+        logdir: Path,
+        batch_scheduling: bool = False,
     ):
         self.name = name
         self.port = port
         self.logdir = logdir
         self.output = open(logdir / f"{name}-stdout.log", "wb")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
-            argv, cwd=cwd, env=env, stdout=self.output, stderr=subprocess.STDOUT, start_new_session=True
+            argv,
+            cwd=cwd,
+            env=env,
+            stdout=self.output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_batch_scheduling if batch_scheduling else None,  # the bench runs no threads
         )
 
     def wait_ready(self, path: str = "/healthz", timeout: float = READY_TIMEOUT) -> None:
@@ -620,6 +634,28 @@ class Server:
         return text
 
 
+def _batch_scheduling() -> None:
+    os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
+
+
+def batch_scheduling(instance: Instance) -> bool:
+    """Whether the portal's workers run under Linux's SCHED_BATCH: its gunicorn.conf.py does so
+    unless GUNICORN_SCHEDULING=normal, which no bench passes (the caller's GUNICORN_* settings
+    are scrubbed). The bare app then gets it too (its master, before it forks the workers), so
+    a bench compares the apps, not two scheduling policies: under it the bare app answered
+    about 10 % more requests as well."""
+    return hasattr(os, "SCHED_BATCH") and instance.env.get("GUNICORN_SCHEDULING", "batch") == "batch"
+
+
+def scheduling_line(instance: Instance) -> str:
+    if batch_scheduling(instance):
+        return (
+            "scheduling, both apps' workers: SCHED_BATCH "
+            "(the portal's gunicorn.conf.py; README: Worker scheduling)"
+        )
+    return "scheduling, both apps' workers: the operating system's default (no SCHED_BATCH here)"
+
+
 def start_portal(instance: Instance, settings: GunicornSettings, name: str = "portal", **env: str) -> Server:
     """The portal from the repository's gunicorn.conf.py (for its worker_exit hook), flags overriding it."""
     port = free_port()
@@ -634,7 +670,15 @@ def start_bare(instance: Instance, settings: GunicornSettings, name: str = "bare
     """bench/bare_app.py under the same flags. Run from bench/ so gunicorn finds no ./gunicorn.conf.py."""
     port = free_port()
     argv = [PYTHON, "-m", "gunicorn", *settings.flags(port, instance.path, name), "bare_app:app"]
-    server = Server(name, argv, cwd=BENCH_DIR, env=_base_env(), port=port, logdir=instance.path)
+    server = Server(
+        name,
+        argv,
+        cwd=BENCH_DIR,
+        env=_base_env(),
+        port=port,
+        logdir=instance.path,
+        batch_scheduling=batch_scheduling(instance),
+    )
     server.wait_ready("/healthz")
     return server
 

@@ -29,6 +29,7 @@ from _common import (
     machine_line,
     parse_args,
     prepare_instance,
+    scheduling_line,
     start_bare,
     start_portal,
 )
@@ -61,6 +62,7 @@ def main() -> int:
         "each request a new transaction id, a random amount, attributed by a random partner's ref; "
         "RATELIMIT_ENABLED=false"
     )
+    print(scheduling_line(instance))
     run_prefix = f"bench-{int(time.time())}"
 
     servers = []

@@ -27,6 +27,7 @@ from _common import (
     machine_line,
     parse_args,
     prepare_instance,
+    scheduling_line,
     start_bare,
     start_portal,
 )
@@ -59,6 +60,7 @@ def main() -> int:
         f"data: {len(instance.refs)} approved partners x {args.links} links = {len(codes)} codes, "
         "one drawn at random per request"
     )
+    print(scheduling_line(instance))
 
     servers = []
     try:

@@ -6,12 +6,14 @@ Every test counts exactly: what was answered, what was stored, what was delivere
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 import requests
@@ -498,3 +500,35 @@ def test_sigterm_with_open_websockets_restarts_in_seconds(services, seeded, tmp_
     told = [events.get("restart") for _, events in clients]
     assert told == [[{"reason": "reconnect"}]] * 10
     print(f"\nSIGTERM with 10 websockets open: stopped in {took:.1f} s")
+
+
+# --- the workers' scheduling --------------------------------------------------------------------
+
+
+def _policy(task: str) -> int:
+    """A thread's scheduling policy from /proc (stat field 41: 0 the default, 3 SCHED_BATCH)."""
+    return int(Path(task, "stat").read_text().rsplit(")", 1)[1].split()[38])
+
+
+def _comm(task: str) -> str:
+    return Path(task, "comm").read_text().strip()
+
+
+def test_every_thread_of_a_gunicorn_worker_runs_under_batch_scheduling(services, seeded, portal):
+    """gunicorn.conf.py's post_fork: the request threads, the sale writer and the dispatcher,
+    started once sales arrive, inherit SCHED_BATCH; the master keeps the default."""
+    answers = _sell(portal, seeded, f"sched-{uuid.uuid4().hex[:8]}-", 40)
+    assert [answer[0] for answer in answers] == [201] * 40
+    master = portal.process.pid
+    children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
+    assert len(children) == 1  # GUNICORN_WORKERS=1
+    worker = children[0]
+    threads = {}
+    for tid in os.listdir(f"/proc/{worker}/task"):
+        task = f"/proc/{worker}/task/{tid}"
+        threads[tid] = (_comm(task), _policy(task))
+    names = {name for name, _policy_of in threads.values()}
+    assert {"sale-writer-0", "outbox-dispatch"} <= names
+    assert len(threads) > 3  # the main thread, request threads, the background threads
+    assert {policy for _name, policy in threads.values()} == {os.SCHED_BATCH}, threads
+    assert _policy(f"/proc/{master}/task/{master}") == os.SCHED_OTHER

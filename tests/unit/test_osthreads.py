@@ -4,6 +4,9 @@
 from __future__ import annotations
 
 import os
+import runpy
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -76,3 +79,55 @@ def test_the_sale_writer_the_dispatcher_and_the_mail_sender_are_named_in_the_os(
     monkeypatch.setattr(delivery, "send_outbox", lambda ids: threading.Event().wait())
     sender.submit([1])
     assert _os_name(_started(lambda: sender._thread)) == "mail-sender"
+
+
+# A child process, so the test process keeps its own policy.
+_INHERITS = """
+import os, threading
+from portal import osthreads
+before = os.sched_getscheduler(0)
+took = osthreads.batch_scheduling()
+seen = []
+thread = threading.Thread(target=lambda: seen.append(os.sched_getscheduler(0)))
+thread.start()
+thread.join()
+pid = os.fork()
+if pid == 0:
+    os._exit(0 if os.sched_getscheduler(0) == os.SCHED_BATCH else 1)
+_, status = os.waitpid(pid, 0)
+print(before == os.SCHED_OTHER, took, os.sched_getscheduler(0) == os.SCHED_BATCH,
+      seen == [os.SCHED_BATCH], os.waitstatus_to_exitcode(status) == 0)
+"""
+
+
+def test_batch_scheduling_holds_for_the_caller_and_every_thread_and_process_it_starts():
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run(
+        [sys.executable, "-c", _INHERITS], cwd=root, capture_output=True, text=True, timeout=60, check=True
+    ).stdout
+    # default before; it took; the caller, a new thread and a forked child all under SCHED_BATCH
+    assert out.split() == ["True"] * 5
+
+
+def _gunicorn_config(monkeypatch, value: str | None) -> dict:
+    if value is None:
+        monkeypatch.delenv("GUNICORN_SCHEDULING", raising=False)
+    else:
+        monkeypatch.setenv("GUNICORN_SCHEDULING", value)
+    return runpy.run_path(str(Path(__file__).resolve().parents[2] / "gunicorn.conf.py"))
+
+
+def test_gunicorn_puts_each_new_worker_under_batch_scheduling_unless_told_normal(monkeypatch):
+    calls = []
+    monkeypatch.setattr(osthreads, "batch_scheduling", lambda: calls.append(True) or True)
+    _gunicorn_config(monkeypatch, None)["post_fork"](None, None)
+    assert calls == [True]
+    _gunicorn_config(monkeypatch, "batch")["post_fork"](None, None)
+    assert calls == [True, True]
+    _gunicorn_config(monkeypatch, "normal")["post_fork"](None, None)
+    assert calls == [True, True]
+
+
+def test_gunicorn_refuses_a_scheduling_it_does_not_know(monkeypatch):
+    with pytest.raises(SystemExit, match="GUNICORN_SCHEDULING must be batch or normal, not 'fifo'"):
+        _gunicorn_config(monkeypatch, "fifo")
