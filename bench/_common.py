@@ -657,7 +657,7 @@ def scheduling_line(instance: Instance) -> str:
 
 
 def start_portal(instance: Instance, settings: GunicornSettings, name: str = "portal", **env: str) -> Server:
-    """The portal from the repository's gunicorn.conf.py (for its worker_exit hook), flags overriding it."""
+    """The portal from the repository's gunicorn.conf.py (for its hooks), flags overriding it."""
     port = free_port()
     argv = [PYTHON, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py")]
     argv += [*settings.flags(port, instance.path, name), "wsgi:app"]

@@ -48,7 +48,7 @@ def main() -> int:
     print(machine_line())
     print(load_line())
     print(f"gunicorn, both apps: {settings.describe()}")
-    print("  (the portal also gets -c gunicorn.conf.py for its worker_exit hook; the flags override it)")
+    print("  (the portal also gets -c gunicorn.conf.py for its hooks; the flags override it)")
     print(
         f"client: {wrk} -t{args.client_threads} -c{args.concurrency} --latency -s bench/wrk_redirect.lua, "
         f"{args.seconds:g} s per app (A B B A halves), warm-up {args.warmup:g} s each"
