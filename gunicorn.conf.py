@@ -42,7 +42,9 @@ def post_fork(server, worker):
         # threads, the sale and click writers, the dispatcher) inherits the policy.
         from portal import osthreads
 
-        osthreads.batch_scheduling()
+        if not osthreads.batch_scheduling() and hasattr(os, "SCHED_BATCH"):
+            # Linux refused it (a container's seccomp profile, say): say so, and go on as before.
+            worker.log.warning("worker %s keeps the default scheduling: SCHED_BATCH was refused", worker.pid)
 
 
 def post_worker_init(worker):

@@ -8,6 +8,7 @@ import runpy
 import subprocess
 import sys
 import threading
+import types
 from pathlib import Path
 
 import pytest
@@ -117,15 +118,41 @@ def _gunicorn_config(monkeypatch, value: str | None) -> dict:
     return runpy.run_path(str(Path(__file__).resolve().parents[2] / "gunicorn.conf.py"))
 
 
+class _Log:
+    def __init__(self):
+        self.warnings: list[str] = []
+
+    def warning(self, message, *args):
+        self.warnings.append(message % args)
+
+
+def _worker():
+    return types.SimpleNamespace(pid=4242, log=_Log())
+
+
 def test_gunicorn_puts_each_new_worker_under_batch_scheduling_unless_told_normal(monkeypatch):
     calls = []
     monkeypatch.setattr(osthreads, "batch_scheduling", lambda: calls.append(True) or True)
-    _gunicorn_config(monkeypatch, None)["post_fork"](None, None)
+    worker = _worker()
+    _gunicorn_config(monkeypatch, None)["post_fork"](None, worker)
     assert calls == [True]
-    _gunicorn_config(monkeypatch, "batch")["post_fork"](None, None)
+    _gunicorn_config(monkeypatch, "batch")["post_fork"](None, worker)
     assert calls == [True, True]
-    _gunicorn_config(monkeypatch, "normal")["post_fork"](None, None)
+    _gunicorn_config(monkeypatch, "normal")["post_fork"](None, worker)
     assert calls == [True, True]
+    assert worker.log.warnings == []
+
+
+def test_a_worker_the_system_refuses_batch_scheduling_says_so_and_starts(monkeypatch):
+    monkeypatch.setattr(osthreads.os, "sched_setscheduler", _refused)
+    assert osthreads.batch_scheduling() is False
+    worker = _worker()
+    _gunicorn_config(monkeypatch, None)["post_fork"](None, worker)
+    assert worker.log.warnings == ["worker 4242 keeps the default scheduling: SCHED_BATCH was refused"]
+
+
+def _refused(*args):
+    raise PermissionError(1, "Operation not permitted")
 
 
 def test_gunicorn_refuses_a_scheduling_it_does_not_know(monkeypatch):
