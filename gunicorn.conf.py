@@ -29,7 +29,7 @@ else:
 
 # Linux's SCHED_BATCH for every worker and the threads it starts (portal/osthreads.py
 # ``batch_scheduling``): the conversion API and the click redirect answered 10-20 % more
-# requests on 2 cores, with a lower p99 (README, "Production deployment"). "normal" keeps the
+# requests on 2 cores, with a lower p99 (README, "Worker scheduling"). "normal" keeps the
 # operating system's default policy.
 _scheduling = os.environ.get("GUNICORN_SCHEDULING", "batch")
 if _scheduling not in ("batch", "normal"):

@@ -5,7 +5,8 @@ show every thread of a gunicorn worker as the process. The portal's own backgrou
 (the sale writer, the click writer, the outbox dispatcher, the mail sender, the scheduler) are
 started as ``Thread`` from here, so an operator sees which of them uses the CPU, and the
 benches (bench/_common.py) split a server's CPU by thread. Linux keeps 15 bytes of a name;
-elsewhere the name stays Python's own.
+elsewhere the name stays Python's own. ``batch_scheduling`` puts a gunicorn worker and every
+thread it starts under Linux's ``SCHED_BATCH`` policy (``gunicorn.conf.py``).
 """
 
 from __future__ import annotations
