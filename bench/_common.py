@@ -488,22 +488,24 @@ def thread_kind(comm: str, *, main: bool, master: bool) -> str:
     return "worker main thread" if main else "request threads"
 
 
-def postgres_cpu_seconds() -> float:
+def postgres_cpu_seconds(proc: str = "/proc") -> float:
     """CPU seconds used so far by this machine's PostgreSQL server processes (0 where /proc
-    cannot tell); a process that exits between two readings takes its share with it."""
+    cannot tell). Each process counts with its reaped children's: a backend that exits
+    between two readings leaves its share in the postmaster's (which waits for it), so the
+    difference of two readings never goes below zero."""
     total = 0.0
-    for entry in os.scandir("/proc"):
+    for entry in os.scandir(proc):
         if not entry.name.isdigit():
             continue
         try:
-            with open(f"/proc/{entry.name}/stat") as file:
+            with open(f"{proc}/{entry.name}/stat") as file:
                 stat = file.read()
         except OSError:
             continue
         name, _, rest = stat.partition(" (")[2].rpartition(") ")
         if name in ("postgres", "postmaster"):
-            fields = rest.split()
-            total += (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+            fields = rest.split()  # fields[11:15]: utime, stime, cutime, cstime (proc(5))
+            total += sum(int(value) for value in fields[11:15]) / _CLOCK_TICKS
     return total
 
 

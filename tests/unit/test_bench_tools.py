@@ -236,3 +236,27 @@ def test_no_bench_drops_the_schema_of_a_shared_database(name):
     check: the refusal is there, before any connection."""
     with pytest.raises(SystemExit, match="refusing to drop"):
         _common._reset_postgres(f"postgresql+psycopg://postgres@127.0.0.1:1/{name}")
+
+
+def _stat(root, pid: int, name: str, utime: int, stime: int, cutime: int = 0, cstime: int = 0) -> None:
+    """A /proc/<pid>/stat line (proc(5)): fields 14-17 are utime, stime, cutime, cstime."""
+    (root / str(pid)).mkdir(exist_ok=True)
+    middle = " ".join(["S", *["0"] * 10])
+    times = f"{utime} {stime} {cutime} {cstime}"
+    (root / str(pid) / "stat").write_text(f"{pid} ({name}) {middle} {times} 20 0 1\n")
+
+
+def test_postgres_cpu_keeps_the_share_of_a_backend_that_exited_between_two_readings(tmp_path):
+    ticks = _common._CLOCK_TICKS
+    _stat(tmp_path, 10, "postgres", utime=50, stime=10)  # the postmaster
+    _stat(tmp_path, 11, "postgres", utime=300, stime=100)  # a backend
+    _stat(tmp_path, 12, "python3", utime=9000, stime=9000)  # not the database's
+    (tmp_path / "self").mkdir()
+    before = _common.postgres_cpu_seconds(str(tmp_path))
+    assert before == pytest.approx((50 + 10 + 300 + 100) / ticks)
+    # The backend used 40 ticks more, exited, and the postmaster reaped it.
+    (tmp_path / "11" / "stat").unlink()
+    (tmp_path / "11").rmdir()
+    _stat(tmp_path, 10, "postgres", utime=50, stime=10, cutime=330, cstime=110)
+    after = _common.postgres_cpu_seconds(str(tmp_path))
+    assert after - before == pytest.approx(40 / ticks)
