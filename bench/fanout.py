@@ -1,8 +1,10 @@
 """Live-update fan-out: N Socket.IO clients (500; --clients 2000), one announcement to all, delivery latency.
 
-Runs the portal under gunicorn twice — one worker (in-process Socket.IO), then
-two workers sharing Redis — connects CLIENTS partner sockets (websocket
-transport, spread over the workers), has a manager publish an announcement to
+Runs the portal under gunicorn — by default two page workers and a separate gevent
+Socket.IO server of two workers sharing Redis, as in production; with
+``--socket-server in-workers`` the gthread workers serve the sockets, one worker
+(in-process Socket.IO) and then two sharing Redis — connects CLIENTS partner sockets
+(websocket transport, spread over the workers), has a manager publish an announcement to
 all approved partners over HTTP, and measures, per client, the time from the
 manager pressing "publish" to the client receiving the "announcement" event.
 That includes the publish request's own work (500 recipient rows, the commit).
