@@ -543,7 +543,7 @@ class Server:
         env: dict[str, str],
         port: int,
         logdir: Path,
-        batch_scheduling: bool = False,
+        sched_batch: bool = False,
     ):
         self.name = name
         self.port = port
@@ -556,7 +556,7 @@ class Server:
             stdout=self.output,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=_batch_scheduling if batch_scheduling else None,  # the bench runs no threads
+            preexec_fn=_sched_batch if sched_batch else None,  # the bench runs no threads
         )
 
     def wait_ready(self, path: str = "/healthz", timeout: float = READY_TIMEOUT) -> None:
@@ -636,7 +636,10 @@ class Server:
         return text
 
 
-def _batch_scheduling() -> None:
+def _sched_batch() -> None:
+    """The bare app's master (and so its workers) under SCHED_BATCH, as the portal's
+    ``portal.osthreads.batch_scheduling`` does; not imported from there, since importing the
+    portal reads the environment (see the top of this file)."""
     os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
 
 
@@ -679,7 +682,7 @@ def start_bare(instance: Instance, settings: GunicornSettings, name: str = "bare
         env=_base_env(),
         port=port,
         logdir=instance.path,
-        batch_scheduling=batch_scheduling(instance),
+        sched_batch=batch_scheduling(instance),
     )
     server.wait_ready("/healthz")
     return server

@@ -62,7 +62,6 @@ from _common import (
 # settle + commit: at 1M lines on either database, at 10M on PostgreSQL (issue #20)
 TARGETS = {1_000_000: 3.0, 10_000_000: 30.0}
 DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test_payouts"
-# Never these: the shared test database and the server's own.
 
 PAYOUT_DATE = date(2026, 11, 15)  # monthly, day 15
 AS_OF = date(2026, 11, 20)  # settle "today": builds the batch of PAYOUT_DATE
