@@ -193,6 +193,9 @@ class Config:
     SALE_BATCH_SIZE = _int("SALE_BATCH_SIZE", 32)
     SALE_WRITERS = _int("SALE_WRITERS", 1)
     SALE_WRITE_TIMEOUT_SECONDS = float(_str("SALE_WRITE_TIMEOUT_SECONDS", "30"))
+    # Under load, a batch waits up to this long for each further sale (twice it in all)
+    # before it is written: fuller batches, less CPU a sale. 0: never wait.
+    SALE_GATHER_MS = float(_str("SALE_GATHER_MS", "2"))
 
     # What the click redirect and the API look up on every request (links, the
     # program, API keys) is cached in each process (portal/lookups.py). A change
