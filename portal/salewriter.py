@@ -149,8 +149,8 @@ class SaleWriter:
         """Under load, let the batch fill (holding ``_ready``'s lock, released while it
         waits): the answers of the last batch come back as new sales within a few
         milliseconds, and a fuller batch costs the database and this process less per sale
-        (README, *Gathering a batch*). It takes what arrives until the
-        batch is full, no sale came for ``gather`` seconds, or twice that has passed."""
+        (README, *Gathering a batch*). It takes what arrives until the batch is full, no sale
+        came for ``gather`` seconds, or twice that has passed."""
         deadline = time.monotonic() + 2 * self.gather
         while len(sales) < self.max_batch:
             left = deadline - time.monotonic()
