@@ -15,6 +15,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -253,16 +254,50 @@ def run_wrk(
     )
 
 
-def abba(measure_a, measure_b, seconds: float) -> tuple[WrkResult, WrkResult, list[tuple[str, WrkResult]]]:
+def abba(
+    measure_a, measure_b, seconds: float, settle_b=None
+) -> tuple[WrkResult, WrkResult, list[tuple[str, WrkResult]]]:
     """A, B, B, A in halves of ``seconds``: each app gets ``seconds`` and slow drift cancels out.
-    Returns both sums and the four runs in order."""
+    ``settle_b``, if given, runs after B's second run and before A's last: B's background work
+    (what its runs left to do) then does not share the machine with A's run. Returns both sums
+    and the four runs in order."""
     half = max(1.0, seconds / 2)
-    order = [("A", measure_a), ("B", measure_b), ("B", measure_b), ("A", measure_a)]
-    runs = [(name, measure(half)) for name, measure in order]
+    runs = [("A", measure_a(half)), ("B", measure_b(half)), ("B", measure_b(half))]
+    if settle_b is not None:
+        settle_b()
+    runs.append(("A", measure_a(half)))
     a, b = WrkResult(), WrkResult()
     for name, result in runs:
         (a if name == "A" else b).add(result)
     return a, b, runs
+
+
+def wait_until_idle(cpu_seconds, *, quiet: float = 0.05, window: float = 0.5, timeout: float = 60.0):
+    """Wait until a server (``cpu_seconds``: its CPU so far) uses less than ``quiet`` of a core
+    over ``window`` seconds: its background threads (the outbox dispatcher, the click writer)
+    have caught up with what its runs left them; at most ``timeout`` seconds. Returns (seconds
+    waited, CPU seconds it used meanwhile, whether it went quiet)."""
+    began = time.monotonic()
+    start = last = cpu_seconds()
+    while True:
+        time.sleep(window)
+        now = cpu_seconds()
+        waited = time.monotonic() - began
+        if now - last < quiet * window:
+            return waited, now - start, True
+        if waited >= timeout:
+            return waited, now - start, False
+        last = now
+
+
+def settled_line(label: str, settled: tuple[float, float, bool], requests: int) -> str:
+    waited, cpu, quiet = settled
+    per_request = cpu / requests * 1e6 if requests else 0.0
+    state = "then quiet" if quiet else "still busy when the bench went on"
+    return (
+        f"{label:<10} after its runs: {waited:.1f} s and {cpu:.2f} s of CPU more ({per_request:,.0f} us a "
+        f"request of its runs: its background threads catching up), {state}; before the bare app's last run"
+    )
 
 
 def sanity_warning(bare: WrkResult) -> str | None:

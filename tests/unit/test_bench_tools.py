@@ -260,3 +260,35 @@ def test_postgres_cpu_keeps_the_share_of_a_backend_that_exited_between_two_readi
     _stat(tmp_path, 10, "postgres", utime=50, stime=10, cutime=330, cstime=110)
     after = _common.postgres_cpu_seconds(str(tmp_path))
     assert after - before == pytest.approx(40 / ticks)
+
+
+def test_abba_lets_b_settle_after_its_second_run_and_before_as_last():
+    calls = []
+
+    def measure(name):
+        def run(seconds):
+            calls.append((name, seconds))
+            return _wrk.WrkResult(requests=100, seconds=seconds)
+
+        return run
+
+    bare, portal, runs = _wrk.abba(measure("A"), measure("B"), 4.0, settle_b=lambda: calls.append("settle"))
+    assert calls == [("A", 2.0), ("B", 2.0), ("B", 2.0), "settle", ("A", 2.0)]
+    assert [name for name, _result in runs] == ["A", "B", "B", "A"]
+    assert bare.requests == portal.requests == 200
+
+
+def test_waiting_until_a_server_is_idle_counts_the_cpu_it_used_meanwhile():
+    readings = iter([10.0, 10.5, 11.0, 11.0001, 99.0])  # busy, busy, then quiet (< 5 % of a window)
+    waited, cpu, quiet = _wrk.wait_until_idle(lambda: next(readings), window=0.01, timeout=5.0)
+    assert quiet
+    assert cpu == pytest.approx(1.0001)
+    assert 0.03 <= waited < 2.0  # three windows
+
+    always_busy = iter(float(n) for n in range(1000))
+    waited, cpu, quiet = _wrk.wait_until_idle(lambda: next(always_busy), window=0.01, timeout=0.05)
+    assert not quiet
+    assert waited >= 0.05
+    line = _wrk.settled_line("portal", (waited, cpu, quiet), requests=1000)
+    assert line.startswith("portal     after its runs:")
+    assert "still busy when the bench went on" in line
