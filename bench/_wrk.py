@@ -20,7 +20,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from _common import machine_busy_seconds, postgres_cpu_seconds
+from _common import machine_busy_seconds, portal_constant, postgres_cpu_seconds
 
 BENCH_DIR = Path(__file__).resolve().parent
 COMMON_LUA = BENCH_DIR / "wrk_common.lua"
@@ -272,31 +272,58 @@ def abba(
     return a, b, runs
 
 
-def wait_until_idle(cpu_seconds, *, quiet: float = 0.05, window: float = 0.5, timeout: float = 60.0):
-    """Wait until a server (``cpu_seconds``: its CPU so far) uses less than ``quiet`` of a core
-    over ``window`` seconds: its background threads (the outbox dispatcher, the click writer)
-    have caught up with what its runs left them; at most ``timeout`` seconds. Returns (seconds
-    waited, CPU seconds it used meanwhile, whether it went quiet)."""
-    began = time.monotonic()
+def wait_until_idle(
+    cpu_seconds,
+    *,
+    span: float,
+    quiet: float = 0.05,
+    window: float = 0.5,
+    timeout: float = 60.0,
+    clock=time.monotonic,
+    sleep=time.sleep,
+):
+    """Wait until a server (``cpu_seconds``: its CPU so far) has used less than ``quiet`` of a
+    core in every ``window`` for ``span`` seconds in a row: its background threads (the outbox
+    dispatcher, the click writer) have caught up with what its runs left them. ``span`` must
+    be longer than the longest pause such a thread takes between two rounds of work, or a
+    pause passes for the end. At most ``timeout`` seconds. Returns (seconds waited, CPU
+    seconds it used meanwhile, whether it went quiet)."""
+    began = clock()
     start = last = cpu_seconds()
+    quiet_since = None
     while True:
-        time.sleep(window)
-        now = cpu_seconds()
-        waited = time.monotonic() - began
-        if now - last < quiet * window:
-            return waited, now - start, True
-        if waited >= timeout:
-            return waited, now - start, False
+        sleep(window)
+        now, at = cpu_seconds(), clock()
+        if now - last >= quiet * window:
+            quiet_since = None
+        elif quiet_since is None:
+            quiet_since = at - window
         last = now
+        if quiet_since is not None and at - quiet_since >= span:
+            return at - began, now - start, True
+        if at - began >= timeout:
+            return at - began, now - start, False
 
 
-def settled_line(label: str, settled: tuple[float, float, bool], requests: int) -> str:
+def settle_span() -> float:
+    """How long the portal must stay quiet to have caught up: longer than twice the outbox
+    dispatcher's longest pause between two passes under load (``OUTBOX_DISPATCH_DELAY_MS``
+    times its ``BUSY_FACTOR``)."""
+    delay_ms = float(os.environ.get("OUTBOX_DISPATCH_DELAY_MS") or 250)
+    busy = portal_constant("portal.services.outbox", "BUSY_FACTOR", 4.0)
+    return 2 * delay_ms / 1000 * busy + 0.5
+
+
+def settled_line(
+    label: str, settled: tuple[float, float, bool], requests: int, before: str = "the bare app's last run"
+) -> str:
+    """The portal's catch-up after its runs (``wait_until_idle``), per request of those runs."""
     waited, cpu, quiet = settled
     per_request = cpu / requests * 1e6 if requests else 0.0
     state = "then quiet" if quiet else "still busy when the bench went on"
     return (
         f"{label:<10} after its runs: {waited:.1f} s and {cpu:.2f} s of CPU more ({per_request:,.0f} us a "
-        f"request of its runs: its background threads catching up), {state}; before the bare app's last run"
+        f"request of its runs: its background threads catching up), {state}; before {before}"
     )
 
 

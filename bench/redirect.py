@@ -38,6 +38,7 @@ from _wrk import (
     ensure_wrk,
     run_wrk,
     sanity_warning,
+    settle_span,
     settled_line,
     verdict,
     wait_until_idle,
@@ -99,12 +100,15 @@ def main() -> int:
         # The portal caches each code's look-up per worker: the warm-up fills the caches
         # (and its clicks count in the end check like the others).
         warm = measure(portal, 2, True)(args.warmup)
-        settled = []  # the portal's catch-up after its runs, before the bare app's last
+        # The portal's catch-up (what its runs left its background threads) happens before
+        # the bare app runs again, never during: after its warm-up, and after its two runs.
+        warm_settled = wait_until_idle(portal.cpu_seconds, span=settle_span())
+        settled = []
         bare_run, portal_run, runs = abba(
             measure(bare, 3, False),
             measure(portal, 4, True),
             args.seconds,
-            settle_b=lambda: settled.append(wait_until_idle(portal.cpu_seconds)),
+            settle_b=lambda: settled.append(wait_until_idle(portal.cpu_seconds, span=settle_span())),
         )
         served = WrkResult().add(warm).add(portal_run)
         exit_code = portal.stop()
@@ -132,6 +136,7 @@ def main() -> int:
         print(f"server CPU per request, bare/portal: {cpu_ratio:.2f}   (less sensitive to other load)")
     print(portal_run.thread_line("portal"))
     print(settled_line("portal", settled[0], portal_run.requests))
+    print(settled_line("warm-up", warm_settled, warm.requests, "the bare app's first run"))
     if args.pg_url:
         print(portal_run.database_line("portal"))
         print(bare_run.database_line("bare"))

@@ -278,17 +278,52 @@ def test_abba_lets_b_settle_after_its_second_run_and_before_as_last():
     assert bare.requests == portal.requests == 200
 
 
-def test_waiting_until_a_server_is_idle_counts_the_cpu_it_used_meanwhile():
-    readings = iter([10.0, 10.5, 11.0, 11.0001, 99.0])  # busy, busy, then quiet (< 5 % of a window)
-    waited, cpu, quiet = _wrk.wait_until_idle(lambda: next(readings), window=0.01, timeout=5.0)
-    assert quiet
-    assert cpu == pytest.approx(1.0001)
-    assert 0.03 <= waited < 2.0  # three windows
+class _Clock:
+    """A clock that moves only when slept on: the idle wait's windows, exactly."""
 
-    always_busy = iter(float(n) for n in range(1000))
-    waited, cpu, quiet = _wrk.wait_until_idle(lambda: next(always_busy), window=0.01, timeout=0.05)
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self):
+        return self.now
+
+    def sleep(self, seconds):
+        self.now += seconds
+
+
+def _idle_wait(readings: list[float], **options):
+    clock, cpu = _Clock(), iter(readings)
+    return _wrk.wait_until_idle(lambda: next(cpu), clock=clock, sleep=clock.sleep, **options)
+
+
+def test_waiting_until_a_server_is_idle_counts_the_cpu_it_used_meanwhile():
+    # busy, busy, then under 5 % of a core for two windows of 0.5 s: the 1 s span
+    waited, cpu, quiet = _idle_wait([10.0, 10.5, 11.0, 11.001, 11.002, 99.0], span=1.0)
+    assert quiet
+    assert cpu == pytest.approx(1.002)
+    assert waited == pytest.approx(2.0)  # four windows
+
+
+def test_a_pause_shorter_than_the_span_is_not_taken_for_the_end():
+    # one quiet window (a dispatcher between two passes), busy again, then quiet for good
+    readings = [0.0, 1.0, 1.001, 2.0, 2.001, 2.002, 2.003, 2.004, 50.0]
+    waited, cpu, quiet = _idle_wait(readings, span=1.5)
+    assert quiet
+    assert cpu == pytest.approx(2.003)  # on past the pause, to the third quiet window after it
+    assert waited == pytest.approx(3.0)  # six windows
+
+
+def test_a_server_that_stays_busy_is_left_at_the_timeout():
+    waited, cpu, quiet = _idle_wait([float(n) for n in range(1000)], span=1.0, timeout=10.0)
     assert not quiet
-    assert waited >= 0.05
+    assert waited == pytest.approx(10.0)
     line = _wrk.settled_line("portal", (waited, cpu, quiet), requests=1000)
     assert line.startswith("portal     after its runs:")
     assert "still busy when the bench went on" in line
+
+
+def test_the_quiet_span_outlasts_the_dispatchers_longest_pause(monkeypatch):
+    monkeypatch.delenv("OUTBOX_DISPATCH_DELAY_MS", raising=False)
+    assert _wrk.settle_span() == pytest.approx(2.5)  # twice 250 ms x 4, and half a second
+    monkeypatch.setenv("OUTBOX_DISPATCH_DELAY_MS", "1000")
+    assert _wrk.settle_span() == pytest.approx(8.5)
