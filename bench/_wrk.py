@@ -314,6 +314,12 @@ def settle_span() -> float:
     return 2 * delay_ms / 1000 * busy + 0.5
 
 
+def catch_up(server) -> tuple[float, float, bool]:
+    """Wait until the portal ``server`` has caught up with what its runs left its background
+    threads (``wait_until_idle`` over ``settle_span``), before the bare app runs again."""
+    return wait_until_idle(server.cpu_seconds, span=settle_span())
+
+
 def settled_line(
     label: str, settled: tuple[float, float, bool], requests: int, before: str = "the bare app's last run"
 ) -> str:
@@ -325,6 +331,14 @@ def settled_line(
         f"{label:<10} after its runs: {waited:.1f} s and {cpu:.2f} s of CPU more ({per_request:,.0f} us a "
         f"request of its runs: its background threads catching up), {state}; before {before}"
     )
+
+
+def catch_up_lines(after_runs, runs: WrkResult, after_warmup, warmup: WrkResult) -> list[str]:
+    """The two catch-ups a throughput bench waits for (``catch_up``), as printed."""
+    return [
+        settled_line("portal", after_runs, runs.requests),
+        settled_line("warm-up", after_warmup, warmup.requests, "the bare app's first run"),
+    ]
 
 
 def sanity_warning(bare: WrkResult) -> str | None:

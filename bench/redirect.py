@@ -35,13 +35,12 @@ from _wrk import (
     REDIRECT_LUA,
     WrkResult,
     abba,
+    catch_up,
+    catch_up_lines,
     ensure_wrk,
     run_wrk,
     sanity_warning,
-    settle_span,
-    settled_line,
     verdict,
-    wait_until_idle,
 )
 
 TARGET = 0.70
@@ -102,13 +101,13 @@ def main() -> int:
         warm = measure(portal, 2, True)(args.warmup)
         # The portal's catch-up (what its runs left its background threads) happens before
         # the bare app runs again, never during: after its warm-up, and after its two runs.
-        warm_settled = wait_until_idle(portal.cpu_seconds, span=settle_span())
+        warm_settled = catch_up(portal)
         settled = []
         bare_run, portal_run, runs = abba(
             measure(bare, 3, False),
             measure(portal, 4, True),
             args.seconds,
-            settle_b=lambda: settled.append(wait_until_idle(portal.cpu_seconds, span=settle_span())),
+            settle_b=lambda: settled.append(catch_up(portal)),
         )
         served = WrkResult().add(warm).add(portal_run)
         exit_code = portal.stop()
@@ -135,8 +134,7 @@ def main() -> int:
         cpu_ratio = (bare_run.server_cpu / bare_run.requests) / (portal_run.server_cpu / portal_run.requests)
         print(f"server CPU per request, bare/portal: {cpu_ratio:.2f}   (less sensitive to other load)")
     print(portal_run.thread_line("portal"))
-    print(settled_line("portal", settled[0], portal_run.requests))
-    print(settled_line("warm-up", warm_settled, warm.requests, "the bare app's first run"))
+    print(*catch_up_lines(settled[0], portal_run, warm_settled, warm), sep="\n")
     if args.pg_url:
         print(portal_run.database_line("portal"))
         print(bare_run.database_line("bare"))

@@ -327,3 +327,12 @@ def test_the_quiet_span_outlasts_the_dispatchers_longest_pause(monkeypatch):
     assert _wrk.settle_span() == pytest.approx(2.5)  # twice 250 ms x 4, and half a second
     monkeypatch.setenv("OUTBOX_DISPATCH_DELAY_MS", "1000")
     assert _wrk.settle_span() == pytest.approx(8.5)
+
+
+def test_the_catch_up_lines_name_the_runs_and_the_warm_up_per_request_of_each():
+    runs, warm_up = _wrk.WrkResult(requests=1000, seconds=10), _wrk.WrkResult(requests=200, seconds=3)
+    after_runs, after_warm_up = _wrk.catch_up_lines((12.0, 0.5, True), runs, (4.0, 0.1, True), warm_up)
+    assert after_runs.startswith("portal     after its runs: 12.0 s and 0.50 s of CPU more (500 us")
+    assert after_runs.endswith("before the bare app's last run")
+    assert after_warm_up.startswith("warm-up    after its runs: 4.0 s and 0.10 s of CPU more (500 us")
+    assert after_warm_up.endswith("before the bare app's first run")
