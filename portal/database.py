@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import logging
 import os
 import time
 import weakref
 from collections.abc import Mapping, Sequence
+from datetime import date
+from decimal import Decimal
 from enum import Enum
 from typing import TypeVar
 
@@ -251,32 +254,52 @@ def dialect_insert(dialect: str, table) -> sa.Insert:
     return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
 
 
-# From how many rows an INSERT from arrays costs less than a multi-row VALUES list (measured
-# on PostgreSQL 15 with psycopg 3, sales of the conversion API with PostgreSQL's own CPU
-# counted: below it, the arrays' casts and unnest cost PostgreSQL more than they save). The
-# driver parses a VALUES list of a few sales anew every time all the same: psycopg caches its
-# parse only for statements under 4,096 bytes and 50 parameters (a sale has 28 columns, a
-# commission line 14): about 0.2 ms for a list of four sales (README, benchmarks).
-ARRAYS_FROM_ROWS = 8
+# From how many rows an INSERT takes its rows as one JSON document (``insert_from_json``)
+# rather than as a multi-row VALUES list. psycopg caches its parse of a statement only under
+# 4,096 bytes and 50 parameters (a sale has 28 columns, a commission line 14), so a VALUES
+# list of two sales or more is parsed anew on every call, and is new text for every row count;
+# the JSON form's text never changes. Measured on PostgreSQL 15 with psycopg 3 (README,
+# *Rows as one JSON document*): from two rows it costs the sale writer less, and PostgreSQL
+# no more.
+JSON_FROM_ROWS = 2
 
 
-def insert_from_arrays(table: sa.Table, columns: Sequence[str], tail: str = "") -> sa.TextClause:
-    """PostgreSQL: an INSERT of many rows whose values arrive as one array per column
-    (``unnest``, rows in the order given), bound as ``:<column>``. Its text is the same for one
-    row or a thousand, so the driver parses it once; a multi-row VALUES list is new text for
-    every row count, parsed again on every call. ``tail``: ON CONFLICT … / RETURNING …"""
+def rows_from_json(table: sa.Table, columns: Sequence[str], param: str = "rows") -> str:
+    """PostgreSQL: a FROM source of rows that arrive as one JSON array of objects (bound as
+    ``:<param>``, ``json_rows``), typed as ``table``'s columns, in the order given (``position``)."""
     dialect = postgresql.dialect()
-    types = {name: table.c[name].type.compile(dialect=dialect) for name in columns}
-    arrays = ", ".join(f"CAST(:{name} AS {types[name]}[])" for name in columns)
+    fields = ", ".join(f"{name} {table.c[name].type.compile(dialect=dialect)}" for name in columns)
     names = ", ".join(columns)
-    source = f"unnest({arrays}) WITH ORDINALITY AS rows({names}, position) ORDER BY position"
-    # Our table's and columns' names only; the rows are bound parameters.
-    return sa.text(f"INSERT INTO {table.name} ({names}) SELECT {names} FROM {source} {tail}")  # noqa: S608
+    return (
+        f"ROWS FROM (json_to_recordset(CAST(:{param} AS json)) AS ({fields})) "
+        f"WITH ORDINALITY AS rows({names}, position)"
+    )
 
 
-def array_params(rows: Sequence[Mapping], columns: Sequence[str]) -> dict[str, list]:
-    """``rows`` as one list per column, for ``insert_from_arrays`` (enums as their values)."""
-    return {
-        name: [value.value if isinstance(value, Enum) else value for value in (row[name] for row in rows)]
-        for name in columns
-    }
+def insert_from_json(table: sa.Table, columns: Sequence[str], tail: str = "") -> sa.TextClause:
+    """PostgreSQL: an INSERT of many rows that arrive as one JSON document (``json_rows``),
+    rows in the order given. Its text is the same for one row or a thousand, so the driver
+    parses it once and the server prepares it once; and the whole batch is one parameter,
+    encoded by ``json.dumps`` in C, where an array per column costs the driver a Python loop
+    over every value (README, benchmarks). ``tail``: ON CONFLICT … / RETURNING …"""
+    names = ", ".join(columns)
+    source = rows_from_json(table, columns)
+    # Our table's and columns' names only; the rows are a bound parameter.
+    sql = f"INSERT INTO {table.name} ({names}) SELECT {names} FROM {source} ORDER BY position {tail}"  # noqa: S608
+    return sa.text(sql)
+
+
+def _json_value(value):
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, date):  # and datetimes: ISO 8601, with their offset
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return str(value)
+    raise TypeError(f"no JSON form for {type(value).__name__}")
+
+
+def json_rows(rows: Sequence[Mapping]) -> str:
+    """``rows`` as the JSON document ``insert_from_json`` reads (datetimes in ISO 8601, enums
+    as their values; a JSON column's value as it is, nested)."""
+    return json.dumps(rows, default=_json_value, separators=(",", ":"), ensure_ascii=False)

@@ -6,13 +6,12 @@ and their precedence live in ``portal.services.rewards``.
 
 from __future__ import annotations
 
-import json
 from datetime import timedelta
 
 import sqlalchemy as sa
 from sqlalchemy.orm.attributes import set_committed_value
 
-from portal.database import ARRAYS_FROM_ROWS, array_params, insert_from_arrays, stored_as_loaded
+from portal.database import JSON_FROM_ROWS, insert_from_json, json_rows, stored_as_loaded
 from portal.extensions import db
 from portal.models import (
     CORRECTION_KINDS,
@@ -59,21 +58,20 @@ _INSERT_LINES_SQLITE = sa.insert(_LINES).returning(_LINES.c.id)
 _LINE_COLUMNS = tuple(column.key for column in _LINES.columns if column.key != "id")
 
 
-# PostgreSQL, many lines: one INSERT from arrays (the same text for any number of lines,
-# parsed once by the driver) whose rows come out of ``unnest`` in the order given, so the
-# sequence hands out their ids in that order: the returned ids, sorted, are the lines' in
-# order. (SQLAlchemy's ``sort_by_parameter_order`` relies on the same for a SERIAL key; the
+# PostgreSQL, more than one line: one INSERT whose rows arrive as one JSON document (the
+# same text for any number of lines, parsed once by the driver) and come out in the order
+# given, so the sequence hands out their ids in that order: the returned ids, sorted, are
+# the lines' in order. (SQLAlchemy's ``sort_by_parameter_order`` relies on the same for a SERIAL key; the
 # ids were drawn by a statement of their own before, one round trip more a batch.)
-_INSERT_LINES_FROM_ARRAYS = insert_from_arrays(_LINES, _LINE_COLUMNS, "RETURNING id")
+_INSERT_LINES_FROM_JSON = insert_from_json(_LINES, _LINE_COLUMNS, "RETURNING id")
 
 
 def _insert_lines(rows: list[dict]) -> list[int]:
     if db.session.get_bind().dialect.name == "sqlite":
         return sorted(db.session.execute(_INSERT_LINES_SQLITE, rows).scalars().all())
-    if len(rows) < ARRAYS_FROM_ROWS:
+    if len(rows) < JSON_FROM_ROWS:
         return list(db.session.execute(_INSERT_LINES, rows).scalars().all())
-    stored = [{**row, "explanation": json.dumps(row["explanation"])} for row in rows]
-    ids = db.session.execute(_INSERT_LINES_FROM_ARRAYS, array_params(stored, _LINE_COLUMNS)).scalars()
+    ids = db.session.execute(_INSERT_LINES_FROM_JSON, {"rows": json_rows(rows)}).scalars()
     return sorted(ids)
 
 

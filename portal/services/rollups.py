@@ -28,10 +28,9 @@ from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
-from portal.database import dialect_insert
+from portal.database import dialect_insert, json_rows, rows_from_json
 from portal.extensions import db
 from portal.models import (
     COUNTERS,
@@ -257,37 +256,31 @@ def _write_grains(executor: Executor, grains: list[dict[tuple, Counter]]) -> Non
 _AT_ONCE: list[sa.TextClause] = []
 
 
-def _upsert_from_arrays(grain: Grain, index: int) -> str:
-    """One grain's upsert as SQL whose rows arrive as one array per column (``unnest``), so
+def _upsert_from_json(grain: Grain, index: int) -> str:
+    """One grain's upsert as SQL whose rows arrive as one JSON document (``:g<index>``), so
     the text is the same for one row or ten thousand, in the order given (row locks sorted)."""
     table = grain.table
     counters = _counters_of(table)
     columns = (*grain.key_columns, *counters)
-    dialect = postgresql.dialect()
-    arrays = ", ".join(
-        f"CAST(:g{index}_{name} AS {table.c[name].type.compile(dialect=dialect)}[])" for name in columns
-    )
     names = ", ".join(columns)
     updates = ", ".join(f"{name} = {table.name}.{name} + excluded.{name}" for name in counters)
-    source = f"unnest({arrays}) WITH ORDINALITY AS rows({names}, position) ORDER BY position"
+    source = rows_from_json(table, columns, f"g{index}")
     conflict = f"ON CONFLICT ({', '.join(grain.key_columns)}) DO UPDATE SET {updates}"
     # Our tables' and columns' names only; the rows are bound parameters.
-    return f"INSERT INTO {table.name} ({names}) SELECT {names} FROM {source} {conflict}"  # noqa: S608
+    return f"INSERT INTO {table.name} ({names}) SELECT {names} FROM {source} ORDER BY position {conflict}"  # noqa: S608
 
 
 def _write_grains_at_once(executor: Executor, grains: list[dict[tuple, Counter]]) -> None:
     """PostgreSQL: every grain in one statement (data-modifying CTEs), one round trip instead
     of four. The CTEs run in the same order in every transaction, rows sorted within each."""
     if not _AT_ONCE:
-        parts = [_upsert_from_arrays(grain, index) for index, grain in enumerate(GRAINS)]
+        parts = [_upsert_from_json(grain, index) for index, grain in enumerate(GRAINS)]
         ctes = ", ".join(f"grain{index} AS ({part})" for index, part in enumerate(parts[:-1]))
         _AT_ONCE.append(sa.text(f"WITH {ctes} {parts[-1]}"))
-    params: dict[str, list] = {}
-    for index, (grain, rows) in enumerate(zip(GRAINS, grains, strict=True)):
-        counters = _counters_of(grain.table)
-        listed = _rows(rows, grain.key_columns, counters)
-        for name in (*grain.key_columns, *counters):
-            params[f"g{index}_{name}"] = [row[name] for row in listed]
+    params = {
+        f"g{index}": json_rows(_rows(rows, grain.key_columns, _counters_of(grain.table)))
+        for index, (grain, rows) in enumerate(zip(GRAINS, grains, strict=True))
+    }
     executor.execute(_AT_ONCE[0], params)
 
 

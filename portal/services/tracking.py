@@ -34,11 +34,11 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from portal import lookups, realtime
 from portal.database import (
-    ARRAYS_FROM_ROWS,
-    array_params,
+    JSON_FROM_ROWS,
     begin_write,
     dialect_insert,
-    insert_from_arrays,
+    insert_from_json,
+    json_rows,
     lock_partner,
     stored_as_loaded,
 )
@@ -651,15 +651,15 @@ def _insert_many(rows: list[dict]) -> dict[str, int]:
     every row in one statement: the ids of the rows stored, by transaction id (a row whose
     transaction id was taken before is not among them)."""
     dialect = db.session.get_bind().dialect.name
-    if dialect == "postgresql" and len(rows) >= ARRAYS_FROM_ROWS:
-        statement = _INSERT_MANY.get("arrays")
+    if dialect == "postgresql" and len(rows) >= JSON_FROM_ROWS:
+        statement = _INSERT_MANY.get("json")
         if statement is None:
-            statement = _INSERT_MANY["arrays"] = insert_from_arrays(
+            statement = _INSERT_MANY["json"] = insert_from_json(
                 Conversion.__table__,
                 _CONVERSION_COLUMNS,
                 "ON CONFLICT (transaction_id) DO NOTHING RETURNING id, transaction_id",
             )
-        stored = db.session.execute(statement, array_params(rows, _CONVERSION_COLUMNS)).all()
+        stored = db.session.execute(statement, {"rows": json_rows(rows)}).all()
         return {transaction_id: conversion_id for conversion_id, transaction_id in stored}
     statement = _INSERT_MANY.get(dialect)
     if statement is None:

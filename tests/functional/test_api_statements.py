@@ -212,7 +212,7 @@ def test_sales_written_together_cost_a_few_statements_in_all(app, client, db, se
     assert [sale.outcome for sale in sales] == [Outcome.WRITTEN] * 10
     # A batch's statements are a fixed few, however many sales it holds (ten here).
     assert len(statements) <= BATCH_STATEMENTS[db.engine.dialect.name] < len(sales), "\n\n".join(statements)
-    # What went in from arrays (PostgreSQL, ten rows) reads back as the answers said.
+    # What went in as one JSON document (PostgreSQL, ten rows) reads back as the answers said.
     db.session.expunge_all()
     for sale in sales:
         answer = sale.payload["conversion"]

@@ -190,7 +190,7 @@ def test_a_batch_earns_exactly_what_the_same_sales_earn_one_by_one(world):
     assert _rollups_equal_a_recount(app)
 
 
-@pytest.mark.parametrize("count", [3, 12])  # one statement with RETURNING; from arrays (>= 8)
+@pytest.mark.parametrize("count", [3, 12])  # one statement with RETURNING (PostgreSQL: as one JSON document)
 def test_lines_inserted_together_get_each_its_own_id(world, count):
     """A batch's lines go in by one INSERT, and each line object of the session is given the
     id of its own row: the ids come back in the order the rows were given."""
@@ -278,7 +278,7 @@ def test_the_same_transaction_id_twice_in_one_batch_is_stored_once(world):
     assert _CJK.search(response.json["error"]["message"])  # in the client's language
 
 
-@pytest.mark.parametrize("others", [2, 9])  # 9: ten rows, from arrays on PostgreSQL
+@pytest.mark.parametrize("others", [2, 9])  # three and ten rows (PostgreSQL: as one JSON document)
 def test_a_retry_in_a_batch_is_answered_from_the_stored_sale_and_the_rest_are_written(world, others):
     app, _plain = world
     first = _sales(app, [_body("again-1", "alpha", "61.00")])
