@@ -41,6 +41,7 @@ import sqlalchemy as sa
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from sqlalchemy import orm
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import IntegrityError
 
 from portal import realtime
@@ -832,17 +833,24 @@ class TierProbe:
 
 
 # The same probe for many partners at once (a batch of sales, ``portal.salewriter``): the
-# columns correlated to each listed partner instead of bound to one.
-_MANY_SELECTS: dict[tuple[str, ...], sa.Select] = {}
+# columns correlated to each listed partner instead of bound to one. On PostgreSQL the
+# partners' ids are one array (``= ANY``), so the statement's text is the same for any number
+# of partners: the driver parses it once and the server prepares it once, where an ``IN``
+# list is rendered again for every batch, new text for every size.
+_MANY_SELECTS: dict[tuple[str, tuple[str, ...]], sa.Select] = {}
 
 
-def _probe_many_select(shape: tuple[str, ...]) -> sa.Select:
-    statement = _MANY_SELECTS.get(shape)
+def _probe_many_select(dialect: str, shape: tuple[str, ...]) -> sa.Select:
+    statement = _MANY_SELECTS.get((dialect, shape))
     if statement is None:
-        listed = sa.bindparam("probe_partner_ids", expanding=True)
-        statement = _MANY_SELECTS[shape] = sa.select(Partner.id, *_tier_and_metrics(Partner.id, shape)).where(
-            Partner.id.in_(listed)
-        )
+        if dialect == "postgresql":
+            ids = sa.bindparam("probe_partner_ids", type_=postgresql.ARRAY(sa.Integer))
+            listed = Partner.id == sa.any_(ids)
+        else:
+            listed = Partner.id.in_(sa.bindparam("probe_partner_ids", expanding=True))
+        statement = _MANY_SELECTS[(dialect, shape)] = sa.select(
+            Partner.id, *_tier_and_metrics(Partner.id, shape)
+        ).where(listed)
     return statement
 
 
@@ -861,7 +869,8 @@ def read_probes(probes: Iterable[TierProbe]) -> dict[int, PartnerFacts]:
         if len(set(ids)) != len(ids):
             raise ValueError("read_probes: one probe per partner")
         params["probe_partner_ids"] = ids
-        for row in db.session.execute(_probe_many_select(shape), params):
+        statement = _probe_many_select(db.session.get_bind().dialect.name, shape)
+        for row in db.session.execute(statement, params):
             facts[row[0]] = first.read(row)
     return facts
 
