@@ -264,16 +264,20 @@ def dialect_insert(dialect: str, table) -> sa.Insert:
 JSON_FROM_ROWS = 2
 
 
-def rows_from_json(table: sa.Table, columns: Sequence[str], param: str = "rows") -> str:
-    """PostgreSQL: a FROM source of rows that arrive as one JSON array of objects (bound as
-    ``:<param>``, ``json_rows``), typed as ``table``'s columns, in the order given (``position``)."""
+def insert_from_json_sql(table: sa.Table, columns: Sequence[str], tail: str = "", param: str = "rows") -> str:
+    """PostgreSQL: the SQL of an INSERT of many rows that arrive as one JSON array of objects
+    (bound as ``:<param>``, ``json_rows``), typed as ``table``'s columns, in the order given.
+    ``tail``: ON CONFLICT … / RETURNING …"""
     dialect = postgresql.dialect()
     fields = ", ".join(f"{name} {table.c[name].type.compile(dialect=dialect)}" for name in columns)
     names = ", ".join(columns)
-    return (
+    source = (
         f"ROWS FROM (json_to_recordset(CAST(:{param} AS json)) AS ({fields})) "
         f"WITH ORDINALITY AS rows({names}, position)"
     )
+    # Our table's and columns' names only; the rows are a bound parameter.
+    select = f"SELECT {names} FROM {source} ORDER BY position"  # noqa: S608
+    return f"INSERT INTO {table.name} ({names}) {select} {tail}"
 
 
 def insert_from_json(table: sa.Table, columns: Sequence[str], tail: str = "") -> sa.TextClause:
@@ -282,11 +286,7 @@ def insert_from_json(table: sa.Table, columns: Sequence[str], tail: str = "") ->
     parses it once and the server prepares it once; and the whole batch is one parameter,
     encoded by ``json.dumps`` in C, where an array per column costs the driver a Python loop
     over every value (README, benchmarks). ``tail``: ON CONFLICT … / RETURNING …"""
-    names = ", ".join(columns)
-    source = rows_from_json(table, columns)
-    # Our table's and columns' names only; the rows are a bound parameter.
-    sql = f"INSERT INTO {table.name} ({names}) SELECT {names} FROM {source} ORDER BY position {tail}"  # noqa: S608
-    return sa.text(sql)
+    return sa.text(insert_from_json_sql(table, columns, tail))
 
 
 def _json_value(value):

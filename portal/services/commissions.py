@@ -61,8 +61,9 @@ _LINE_COLUMNS = tuple(column.key for column in _LINES.columns if column.key != "
 # PostgreSQL, more than one line: one INSERT whose rows arrive as one JSON document (the
 # same text for any number of lines, parsed once by the driver) and come out in the order
 # given, so the sequence hands out their ids in that order: the returned ids, sorted, are
-# the lines' in order. (SQLAlchemy's ``sort_by_parameter_order`` relies on the same for a SERIAL key; the
-# ids were drawn by a statement of their own before, one round trip more a batch.)
+# the lines' in order. (SQLAlchemy's ``sort_by_parameter_order`` relies on the same for a
+# SERIAL key; the ids were drawn by a statement of their own before, one round trip more a
+# batch.)
 _INSERT_LINES_FROM_JSON = insert_from_json(_LINES, _LINE_COLUMNS, "RETURNING id")
 
 

@@ -30,7 +30,7 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from portal.database import dialect_insert, json_rows, rows_from_json
+from portal.database import dialect_insert, insert_from_json_sql, json_rows
 from portal.extensions import db
 from portal.models import (
     COUNTERS,
@@ -262,12 +262,9 @@ def _upsert_from_json(grain: Grain, index: int) -> str:
     table = grain.table
     counters = _counters_of(table)
     columns = (*grain.key_columns, *counters)
-    names = ", ".join(columns)
     updates = ", ".join(f"{name} = {table.name}.{name} + excluded.{name}" for name in counters)
-    source = rows_from_json(table, columns, f"g{index}")
     conflict = f"ON CONFLICT ({', '.join(grain.key_columns)}) DO UPDATE SET {updates}"
-    # Our tables' and columns' names only; the rows are bound parameters.
-    return f"INSERT INTO {table.name} ({names}) SELECT {names} FROM {source} ORDER BY position {conflict}"  # noqa: S608
+    return insert_from_json_sql(table, columns, conflict, param=f"g{index}")
 
 
 def _write_grains_at_once(executor: Executor, grains: list[dict[tuple, Counter]]) -> None:
