@@ -303,3 +303,33 @@ def json_rows(rows: Sequence[Mapping]) -> str:
     """``rows`` as the JSON document ``insert_from_json`` reads (datetimes in ISO 8601, enums
     as their values; a JSON column's value as it is, nested)."""
     return json.dumps(rows, default=_json_value, separators=(",", ":"), ensure_ascii=False)
+
+
+class OrderedInsert:
+    """An INSERT of many rows of ``table`` (each with exactly ``columns``) in one statement,
+    whose new ids come back in the order the rows were given.
+
+    - SQLite: one multi-row INSERT hands out rowids in the order of its VALUES (the write
+      lock is held throughout), so the returned ids, sorted, are the rows'. (SQLAlchemy's
+      ``sort_by_parameter_order`` runs one row per statement there.)
+    - PostgreSQL, from ``JSON_FROM_ROWS`` rows: the rows as one JSON document
+      (``insert_from_json``), inserted in the order given, so the sequence hands out their
+      ids in that order: the returned ids, sorted, are the rows'. (SQLAlchemy's
+      ``sort_by_parameter_order`` relies on the same for a SERIAL key.)
+    - PostgreSQL, one row: a plain INSERT … RETURNING id."""
+
+    def __init__(self, table: sa.Table, columns: Sequence[str]):
+        self.table, self.columns = table, tuple(columns)
+        self._one = sa.insert(table).returning(table.c.id)
+        self._from_json: sa.TextClause | None = None  # built on first use
+
+    def ids(self, session, rows: list[dict]) -> list[int]:
+        if not rows:
+            return []
+        if session.get_bind().dialect.name == "sqlite":
+            return sorted(session.execute(self._one, rows).scalars().all())
+        if len(rows) < JSON_FROM_ROWS:
+            return list(session.execute(self._one, rows).scalars().all())
+        if self._from_json is None:
+            self._from_json = insert_from_json(self.table, self.columns, "RETURNING id")
+        return sorted(session.execute(self._from_json, {"rows": json_rows(rows)}).scalars())

@@ -11,7 +11,7 @@ from datetime import timedelta
 import sqlalchemy as sa
 from sqlalchemy.orm.attributes import set_committed_value
 
-from portal.database import JSON_FROM_ROWS, insert_from_json, json_rows, stored_as_loaded
+from portal.database import OrderedInsert, stored_as_loaded
 from portal.extensions import db
 from portal.models import (
     CORRECTION_KINDS,
@@ -51,29 +51,13 @@ def compute_commission(
 
 
 _LINES = Commission.__table__
-_INSERT_LINES = sa.insert(_LINES).returning(_LINES.c.id, sort_by_parameter_order=True)
-# SQLite runs the ordered form one row per statement. One multi-row INSERT there hands out
-# rowids in the order of its VALUES (the write lock is held throughout), so sorted ids match.
-_INSERT_LINES_SQLITE = sa.insert(_LINES).returning(_LINES.c.id)
+# One statement for a batch's lines, their ids in order (``OrderedInsert``).
 _LINE_COLUMNS = tuple(column.key for column in _LINES.columns if column.key != "id")
-
-
-# PostgreSQL, more than one line: one INSERT whose rows arrive as one JSON document (the
-# same text for any number of lines, parsed once by the driver) and come out in the order
-# given, so the sequence hands out their ids in that order: the returned ids, sorted, are
-# the lines' in order. (SQLAlchemy's ``sort_by_parameter_order`` relies on the same for a
-# SERIAL key; the ids were drawn by a statement of their own before, one round trip more a
-# batch.)
-_INSERT_LINES_FROM_JSON = insert_from_json(_LINES, _LINE_COLUMNS, "RETURNING id")
+_INSERT_LINES = OrderedInsert(_LINES, _LINE_COLUMNS)
 
 
 def _insert_lines(rows: list[dict]) -> list[int]:
-    if db.session.get_bind().dialect.name == "sqlite":
-        return sorted(db.session.execute(_INSERT_LINES_SQLITE, rows).scalars().all())
-    if len(rows) < JSON_FROM_ROWS:
-        return list(db.session.execute(_INSERT_LINES, rows).scalars().all())
-    ids = db.session.execute(_INSERT_LINES_FROM_JSON, {"rows": json_rows(rows)}).scalars()
-    return sorted(ids)
+    return _INSERT_LINES.ids(db.session, rows)
 
 
 class PendingLines:

@@ -16,7 +16,7 @@ from sqlalchemy.orm import joinedload
 from sqlalchemy.orm.attributes import set_committed_value
 
 from portal import realtime
-from portal.database import stored_as_loaded
+from portal.database import OrderedInsert, stored_as_loaded
 from portal.errors import DomainError
 from portal.extensions import db
 from portal.models import Announcement, AnnouncementRecipient, Message, Partner, Sender, Thread, User
@@ -111,33 +111,66 @@ def reply(thread: Thread, author: User, body: str) -> Message:
 
 _THREADS = Thread.__table__
 _MESSAGES = Message.__table__
+# An automatic message's thread and message, many at once (``post_system_messages``).
+_INSERT_THREADS = OrderedInsert(
+    _THREADS, ["partner_id", "subject", "automatic_kind", "created_at", "last_message_at"]
+)
+_INSERT_MESSAGES = OrderedInsert(
+    _MESSAGES, ["thread_id", "sender", "author_id", "body", "created_at", "read_at"]
+)
 
 
 def post_system_message(partner: Partner, kind: str, subject: str, body: str) -> Message:
-    """An automatic message: a new thread from the program the partner can answer.
-
-    Written by two INSERT … RETURNING id, not the unit of work: the dispatcher writes these
-    in its turn at the write lock (on SQLite the one the conversion API also waits for), a
-    burst of them when many partners reach a tier at once. The rows come back as loaded
-    objects, the thread with its one message."""
-    now = utcnow()
-    values = {"partner_id": partner.id, "subject": subject[:MAX_SUBJECT], "automatic_kind": kind}
-    values |= {"created_at": now, "last_message_at": now}
-    thread_id = db.session.execute(sa.insert(_THREADS).values(values).returning(_THREADS.c.id)).scalar_one()
-    thread = stored_as_loaded(Thread, id=thread_id, **values)
-    values = {"thread_id": thread_id, "sender": Sender.SYSTEM, "author_id": None, "body": body}
-    values |= {"created_at": now, "read_at": None}
-    insert = sa.insert(_MESSAGES).values(values).returning(_MESSAGES.c.id)
-    message_id = db.session.execute(insert).scalar_one()
-    message = stored_as_loaded(Message, id=message_id, **values)
-    set_committed_value(thread, "partner", partner)
-    set_committed_value(thread, "messages", [message])
-    set_committed_value(message, "thread", thread)
-    set_committed_value(message, "author", None)
-    payload = {"thread": thread_id, "message": message_id}
-    realtime.notify(partner.id, "message", payload)
-    realtime.notify_operators("message", payload)
+    """An automatic message: a new thread from the program the partner can answer; the
+    partner's pages and the team's inbox are told (after the commit)."""
+    message = post_system_messages([(partner, kind, subject, body)])[0]
+    tell_posted(message)
     return message
+
+
+def post_system_messages(items: list[tuple[Partner, str, str, str]]) -> list[Message]:
+    """Automatic messages, (partner, kind, subject, body) each: a new thread with its one
+    message for each, in the order given. Nobody is told yet (``tell_posted``), so a caller
+    whose later writes fail has announced nothing.
+
+    Written by two INSERT … RETURNING id whatever their number, not the unit of work: the
+    dispatcher writes these in its turn at the write lock (on SQLite the one the conversion
+    API also waits for), a burst of them when many partners reach a tier at once. The rows
+    come back as loaded objects, each thread with its one message."""
+    if not items:
+        return []
+    now = utcnow()
+    threads = [
+        {"partner_id": partner.id, "subject": subject[:MAX_SUBJECT], "automatic_kind": kind}
+        | {"created_at": now, "last_message_at": now}
+        for partner, kind, subject, _body in items
+    ]
+    thread_ids = _INSERT_THREADS.ids(db.session, threads)
+    messages = [
+        {"thread_id": thread_id, "sender": Sender.SYSTEM, "author_id": None, "body": body}
+        | {"created_at": now, "read_at": None}
+        for thread_id, (_partner, _kind, _subject, body) in zip(thread_ids, items, strict=True)
+    ]
+    message_ids = _INSERT_MESSAGES.ids(db.session, messages)
+    posted = []
+    for (partner, *_rest), thread_values, message_id, message_values in zip(
+        items, threads, message_ids, messages, strict=True
+    ):
+        thread = stored_as_loaded(Thread, id=message_values["thread_id"], **thread_values)
+        message = stored_as_loaded(Message, id=message_id, **message_values)
+        set_committed_value(thread, "partner", partner)
+        set_committed_value(thread, "messages", [message])
+        set_committed_value(message, "thread", thread)
+        set_committed_value(message, "author", None)
+        posted.append(message)
+    return posted
+
+
+def tell_posted(message: Message) -> None:
+    """A new automatic message: its partner's pages and the team's inbox look again."""
+    payload = {"thread": message.thread_id, "message": message.id}
+    realtime.notify(message.thread.partner_id, "message", payload)
+    realtime.notify_operators("message", payload)
 
 
 # --- reading ------------------------------------------------------------------------------

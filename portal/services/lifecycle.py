@@ -24,6 +24,8 @@ kind, each file would repeat the sending path's imports and rules for a few doze
 from __future__ import annotations
 
 import re
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
@@ -480,16 +482,65 @@ _LOG_MESSAGE = (
 def _log_once(kind: str, partner_id: int, key: str) -> int | None:
     """INSERT … ON CONFLICT DO NOTHING RETURNING id: the new log row's id, or None when the
     message was sent (or is being sent) for this key already."""
+    return _log_many([(kind, partner_id, key)])[0]
+
+
+def _log_many(keys: list[tuple[str, int, str]]) -> list[int | None]:
+    """``_log_once`` for each (kind, partner id, key), in one statement: the new log rows'
+    ids in the order given, None for a key sent before (or earlier in the list)."""
     dialect = db.session.get_bind().dialect.name
     insert = _LOG_INSERTS.get(dialect)
     if insert is None:
         insert = _LOG_INSERTS[dialect] = (
             dialect_insert(dialect, _LOG)
             .on_conflict_do_nothing(index_elements=["kind", "partner_id", "dedupe_key"])
-            .returning(_LOG.c.id)
+            .returning(_LOG.c.id, _LOG.c.kind, _LOG.c.partner_id, _LOG.c.dedupe_key)
         )
-    values = {"kind": kind, "partner_id": partner_id, "dedupe_key": key, "created_at": utcnow()}
-    return db.session.scalar(insert, values)
+    now = utcnow()
+    unique = list(dict.fromkeys(keys))
+    rows = [{"kind": k, "partner_id": p, "dedupe_key": key, "created_at": now} for k, p, key in unique]
+    new = db.session.execute(insert, rows[0] if len(rows) == 1 else rows).all()
+    ids = {(kind, partner_id, key): log_id for log_id, kind, partner_id, key in new}
+    return [ids.pop(key, None) for key in keys]  # popped: a key twice in the list is sent once
+
+
+@dataclass
+class _Draft:
+    """A message ``notify`` will send: its kind, partner, key, template and values."""
+
+    kind: str
+    partner: Partner
+    key: str
+    template: MessageTemplate
+    values: dict[str, object]
+
+
+# The drafts of the innermost ``sending_together`` block, if any.
+_TOGETHER: ContextVar[list[_Draft] | None] = ContextVar("portal_messages_together", default=None)
+
+
+class Together:
+    """What a ``sending_together`` block sent: ``sent``, once the block is over."""
+
+    def __init__(self) -> None:
+        self.drafts: list[_Draft] = []
+        self.sent: list[Message] = []
+
+
+@contextmanager
+def sending_together():
+    """Send every message ``notify`` is asked for inside the block together when it ends:
+    a few statements for all of them (their log rows, threads, messages, the log's links,
+    the events), where each alone costs those statements again. Inside the block ``notify``
+    returns None; the block's ``sent`` lists the messages sent. Nothing is sent if the
+    block raises. Nested blocks send their own at their own end."""
+    together = Together()
+    token = _TOGETHER.set(together.drafts)
+    try:
+        yield together
+    finally:
+        _TOGETHER.reset(token)
+    together.sent = [message for message in _send(together.drafts) if message is not None]
 
 
 def notify(kind: str, partner: Partner, *, key: str, **values: object) -> Message | None:
@@ -498,7 +549,8 @@ def notify(kind: str, partner: Partner, *, key: str, **values: object) -> Messag
     ``values`` are the kind's own variables by their dotted names with ``.``
     written as ``__`` (``conversion__amount="€4.99"``); URLs should be ``Trusted``.
     Returns the new message, or None when it is off, already sent for this key,
-    or the partner cannot use the portal.
+    or the partner cannot use the portal (or inside ``sending_together``, which sends it
+    at its end).
     """
     kind = AutomaticKind(kind).value
     template = get_template(kind)
@@ -508,24 +560,56 @@ def notify(kind: str, partner: Partner, *, key: str, **values: object) -> Messag
     unknown = set(flat) - set(variables_for(kind))
     if unknown:
         raise ValueError(f"automatic message {kind}: unknown values {sorted(unknown)}")
-    # Once per key: the log's row first (a run that sent it before, or a concurrent one that
-    # is sending it now, holds the key: nothing more here, not even the rendering).
-    log_id = _log_once(kind, partner.id, key[:200])
-    if log_id is None:
+    draft = _Draft(kind, partner, key[:200], template, flat)
+    together = _TOGETHER.get()
+    if together is not None:
+        together.append(draft)
         return None
-    # In the partner's language and zone; the built-in wording in their language too.
-    with speaking_to(partner.user):
-        subject_source, body_source = _wording(kind, template)
-        subject = render(kind, subject_source, flat, markdown=False)
-        body = render(kind, body_source, flat)
+    return _send([draft])[0]
 
-    message = inbox.post_system_message(partner, kind, subject, body)
-    db.session.execute(_LOG_MESSAGE, {"log_id": log_id, "sent_id": message.id})
-    delivery.queue_email(partner, kind, subject, body, inbox.thread_link(message.thread))
-    realtime.notify(partner.id, "notification", {"kind": kind, "thread": message.thread_id})
-    data = {"partner_id": partner.id, "kind": kind, "message_id": message.id, "thread_id": message.thread_id}
-    events.record_many([("message.sent", data, partner.id)])
-    return message
+
+def _send(drafts: list[_Draft]) -> list[Message | None]:
+    """The drafts' messages, in the order given (None for one sent before for its key), with
+    their e-mail copies, ``message.sent`` events and live events: seven statements whatever
+    their number, besides the e-mails. Once per key: the log's rows first (a run that sent
+    one before, or a concurrent one sending it now, holds its key: nothing more for it, not
+    even the rendering)."""
+    if not drafts:
+        return []
+    log_ids = _log_many([(draft.kind, draft.partner.id, draft.key) for draft in drafts])
+    sending = [(draft, log_id) for draft, log_id in zip(drafts, log_ids, strict=True) if log_id is not None]
+    if not sending:
+        return [None] * len(drafts)
+    items = []
+    for draft, _log_id in sending:
+        # In the partner's language and zone; the built-in wording in their language too.
+        with speaking_to(draft.partner.user):
+            subject_source, body_source = _wording(draft.kind, draft.template)
+            subject = render(draft.kind, subject_source, draft.values, markdown=False)
+            body = render(draft.kind, body_source, draft.values)
+        items.append((draft.partner, draft.kind, subject, body))
+    messages = inbox.post_system_messages(items)
+    links = [
+        {"log_id": log_id, "sent_id": m.id} for (_draft, log_id), m in zip(sending, messages, strict=True)
+    ]
+    db.session.execute(_LOG_MESSAGE, links)
+    rows = []
+    for (partner, kind, subject, body), message in zip(items, messages, strict=True):
+        delivery.queue_email(partner, kind, subject, body, inbox.thread_link(message.thread))
+        data = {
+            "partner_id": partner.id,
+            "kind": kind,
+            "message_id": message.id,
+            "thread_id": message.thread_id,
+        }
+        rows.append(("message.sent", data, partner.id))
+    events.record_many(rows)
+    db.session.flush()  # the e-mails: a failure here comes before anyone is told
+    for (partner, kind, _subject, _body), message in zip(items, messages, strict=True):
+        inbox.tell_posted(message)
+        realtime.notify(partner.id, "notification", {"kind": kind, "thread": message.thread_id})
+    sent = iter(messages)
+    return [next(sent) if log_id is not None else None for log_id in log_ids]
 
 
 # --- events that exist today ----------------------------------------------------------------
@@ -1021,3 +1105,11 @@ def handle_event(event: OutboxEvent) -> None:
     handler = _HANDLERS.get(event.type)
     if handler is not None:
         handler(event)
+
+
+def handle_events(events: list[OutboxEvent]) -> None:
+    """``handle_event`` for each of a batch, their messages sent together at the end (a few
+    statements for all of them: ``sending_together``)."""
+    with sending_together():
+        for event in events:
+            handle_event(event)

@@ -28,6 +28,7 @@ anything left behind (a crash, a stopped process).
 
 from __future__ import annotations
 
+import bisect
 import logging
 import os
 import socket
@@ -51,6 +52,7 @@ from portal.services.events import WRITTEN_KEY
 
 log = logging.getLogger("portal.outbox")
 
+_EVENTS = OutboxEvent.__table__
 LEASE = timedelta(seconds=60)
 GAP_HORIZON = timedelta(minutes=10)
 RETRY_SKIPPED_SECONDS = 0.2
@@ -60,7 +62,11 @@ BATCH = 50  # events handled per transaction
 # Events a pass reads per consumer. A pass that reached it leaves the rest to the next pass,
 # which the background dispatcher then starts by itself (``Dispatcher._pass``) and
 # ``run-triggers`` runs in the same job (``drain``): a burst never waits for the next commit.
-PASS_LIMIT = 500
+# Passes under a steady load come about a second apart (``next_delay``), so this is about
+# the events a second the dispatcher keeps up with: the conversion bench's ~600 sales a
+# second write ~1,900 (a sale and its two commission lines). At 500 the live updates fell
+# further behind with every second of such a load.
+PASS_LIMIT = 5000
 _READY_KEY = "portal_outbox_ready"
 
 
@@ -68,6 +74,12 @@ def _messages(event: OutboxEvent) -> None:
     from portal.services import lifecycle
 
     lifecycle.handle_event(event)
+
+
+def _messages_together(events: list[OutboxEvent]) -> None:
+    from portal.services import lifecycle
+
+    lifecycle.handle_events(events)
 
 
 def _messages_want(event_type: str) -> bool:
@@ -134,13 +146,22 @@ class Consumer:
     # these reads); returns the loaded rows, kept while the batch runs (the session holds
     # them weakly). What it learns may make ``passes_over`` true for more of the events.
     preload: Callable[[list[OutboxEvent]], list] | None = None
+    # Handles several events at once, cheaper than one by one (messages: a few statements
+    # for all their messages). Tried first in one savepoint for a batch's writing events; if
+    # it fails, the batch is handled one event at a time, each in its own savepoint, so a
+    # failing event is still kept back alone.
+    handle_many: Callable[[list[OutboxEvent]], None] | None = None
 
 
 # In this order: a message's own ``message.sent`` event is written while ``messages`` runs,
 # so ``live`` and ``webhooks`` usually see it in the same pass.
 CONSUMERS: dict[str, Consumer] = {
     "messages": Consumer(
-        _messages, _messages_want, passes_over=_messages_pass_over, preload=_messages_preload
+        _messages,
+        _messages_want,
+        passes_over=_messages_pass_over,
+        preload=_messages_preload,
+        handle_many=_messages_together,
     ),
     "live": Consumer(_live, _live_wants, writes=False),
     "webhooks": Consumer(_webhooks, _webhooks_want),
@@ -216,18 +237,56 @@ def _position(name: str) -> int:
     return db.session.scalar(sa.select(OutboxConsumer.position).where(OutboxConsumer.name == name)) or 0
 
 
-def _unhandled(name: str, position: int, limit: int) -> tuple[list[int], bool]:
-    """Ids of events past the position that consumer ``name`` wants and has no receipt for,
-    among the next ``limit``; and whether the limit cut the list short."""
-    wants = CONSUMERS[name].wants
-    rows = db.session.execute(
-        sa.select(OutboxEvent.id, OutboxEvent.type)
-        .where(OutboxEvent.id > position)
-        .where(~sa.exists().where(OutboxReceipt.consumer == name, OutboxReceipt.event_id == OutboxEvent.id))
-        .order_by(OutboxEvent.id)
-        .limit(limit)
+class _Window:
+    """The events a pass reads, once for all the consumers it holds: the rows past the
+    lowest of their positions, in id order, and each consumer's receipts past it. A consumer
+    that needs rows beyond what was read (one far ahead of the others, or the events written
+    since, such as the messages' own ``message.sent``) reads only those. Before, each
+    consumer read the same events three times a pass (what it had not handled, the rows it
+    handled, and up to 5,000 rows to move its position over)."""
+
+    def __init__(self, positions: dict[str, int]):
+        self.start = min(positions.values(), default=0)
+        self.rows: list = []  # every committed event in (start, last] as read, by id
+        self.ids: list[int] = []
+        self.last = self.start
+        self.receipts: dict[str, set[int]] = {name: set() for name in positions}
+        if positions:
+            rows = db.session.execute(
+                sa.select(OutboxReceipt.consumer, OutboxReceipt.event_id).where(
+                    OutboxReceipt.consumer.in_(list(positions)), OutboxReceipt.event_id > self.start
+                )
+            )
+            for name, event_id in rows:
+                self.receipts[name].add(event_id)
+
+    def past(self, position: int, limit: int) -> tuple[list, bool]:
+        """Up to ``limit`` events after ``position`` (at or above ``start``), and whether the
+        limit cut them short. The window grows only at its end, so what it holds stays
+        every event committed in (start, last] when read; a consumer ahead of it reads its
+        own rows, kept out of the window."""
+        if position > self.last:
+            rows = _events_after(position, limit)
+            return rows, len(rows) >= limit
+        index = bisect.bisect_right(self.ids, position)
+        if len(self.rows) - index < limit:
+            more = _events_after(self.last, limit - (len(self.rows) - index))
+            if more:
+                self.rows.extend(more)
+                self.ids.extend(row.id for row in more)
+                self.last = more[-1].id
+        rows = self.rows[index : index + limit]
+        return rows, len(rows) >= limit
+
+    def since(self, position: int) -> list:
+        """Every event the window holds after ``position``."""
+        return self.rows[bisect.bisect_right(self.ids, position) :]
+
+
+def _events_after(event_id: int, limit: int) -> list:
+    return db.session.execute(
+        sa.select(_EVENTS).where(_EVENTS.c.id > event_id).order_by(_EVENTS.c.id).limit(limit)
     ).all()
-    return [event_id for event_id, event_type in rows if wants(event_type)], len(rows) >= limit
 
 
 def _claim(name: str, event_ids: list[int]) -> list[int]:
@@ -241,9 +300,6 @@ def _claim(name: str, event_ids: list[int]) -> list[int]:
     return sorted(rows.scalars())
 
 
-_EVENTS = OutboxEvent.__table__
-
-
 def _quiet(consumer: Consumer, event: OutboxEvent) -> bool:
     """Whether handling ``event`` writes nothing: a consumer that never writes (live), or an
     event the consumer passes over. Such an event needs no receipt and no write turn: the
@@ -252,12 +308,16 @@ def _quiet(consumer: Consumer, event: OutboxEvent) -> bool:
     return not consumer.writes or (consumer.passes_over is not None and consumer.passes_over(event))
 
 
-def _handle(name: str, consumer: Consumer, event_ids: list[int], quiet_done: set[int]) -> tuple[int, bool]:
+def _handle(
+    name: str, consumer: Consumer, batch: list, quiet_done: set[int], done: set[int]
+) -> tuple[int, bool]:
     """Events in one transaction: the receipts of those whose handling writes first (one
     INSERT; a racing dispatcher's claim stops at the receipts' keys before any effect), then
-    each event in order, a writing one in a savepoint; (handled, all went well). Events whose
+    the writing ones at once if the consumer can (``Consumer.handle_many``, one savepoint),
+    else each event in order, a writing one in a savepoint; (handled, all went well). Events whose
     handling writes nothing (``_quiet``) get no receipt: their ids go to ``quiet_done``, which
-    ``_advance`` counts as handled. A batch of only those takes no write turn at all.
+    ``_advance`` counts as handled. A batch of only those takes no write turn at all. The ids
+    whose receipts it committed go to ``done``.
 
     One transaction for a batch, not one per event: on SQLite every transaction waits its
     turn for the one write lock the API also needs. A failing event is rolled back alone, and
@@ -265,18 +325,15 @@ def _handle(name: str, consumer: Consumer, event_ids: list[int], quiet_done: set
     dispatch."""
     handled = 0
     try:
-        # The events, and what the consumer reads for them, first: one read transaction.
-        # Then the write turn (SQLite: ``begin_write`` ends the read snapshot and waits for
-        # the write lock, keeping what was loaded; a transaction that went on from its read
-        # snapshot would fail at once with "database is locked" whenever the API committed
-        # in between, instead of waiting its turn).
-        # Plain rows, not ORM objects: the consumers read only the columns, and a live pass
-        # reads thousands of them.
-        events = {
-            event.id: event
-            for event in db.session.execute(sa.select(_EVENTS).where(_EVENTS.c.id.in_(event_ids)))
-        }
-        ordered = [event_id for event_id in event_ids if event_id in events]
+        # The events (read by the pass: plain rows, not ORM objects; the consumers read only
+        # the columns, and a live pass hands on thousands of them), and what the consumer
+        # reads for them, first: one read transaction. Then the write turn (SQLite:
+        # ``begin_write`` ends the read snapshot and waits for the write lock, keeping what
+        # was loaded; a transaction that went on from its read snapshot would fail at once
+        # with "database is locked" whenever the API committed in between, instead of
+        # waiting its turn).
+        events = {event.id: event for event in batch}
+        ordered = list(events)
         quiet = {event_id for event_id in ordered if _quiet(consumer, events[event_id])}
         loud = [event_id for event_id in ordered if event_id not in quiet]
         _kept = []
@@ -290,6 +347,11 @@ def _handle(name: str, consumer: Consumer, event_ids: list[int], quiet_done: set
         if loud:
             begin_write(db.session())
             held = set(_claim(name, loud))
+        if len(held) > 1 and consumer.handle_many is not None and _together(name, consumer, events, held):
+            quiet_done.update(quiet)
+            db.session.commit()
+            done.update(held)
+            return len(quiet) + len(held), True
         for index, event_id in enumerate(ordered):
             if event_id not in quiet and event_id not in held:
                 continue  # claimed by another dispatcher meanwhile
@@ -306,6 +368,7 @@ def _handle(name: str, consumer: Consumer, event_ids: list[int], quiet_done: set
                 log.exception(
                     "outbox consumer %s failed on event %s; the next dispatch retries it", name, event_id
                 )
+                db.session.expunge_all()  # as after a batch that failed (``_together``)
                 rest = [later for later in ordered[index:] if later in held]
                 if rest:
                     db.session.execute(
@@ -314,42 +377,67 @@ def _handle(name: str, consumer: Consumer, event_ids: list[int], quiet_done: set
                         )
                     )
                 db.session.commit()
+                done.update(held.difference(rest))
                 return handled, False
             handled += 1
         db.session.commit()
+        done.update(held)
         return handled, True
     except Exception:
         db.session.rollback()
         log.exception(
-            "outbox consumer %s failed on events %s…; the next dispatch retries them", name, event_ids[0]
+            "outbox consumer %s failed on events %s…; the next dispatch retries them", name, ordered[0]
         )
         return 0, False
 
 
-def _new_position(name: str, position: int, quiet_done: set[int]) -> int:
-    """Where the position (``position``, as the lease was taken) can move: over every handled
-    event (a receipt, or in ``quiet_done``), over events the consumer does not want, and over
-    gaps old enough to be rollbacks. Reads only: only the lease's holder moves the position
-    or writes receipts, so what this reads still holds when ``_advance`` writes it."""
-    wants = CONSUMERS[name].wants
-    rows = db.session.execute(
-        sa.select(OutboxEvent.id, OutboxEvent.type, OutboxEvent.created_at, OutboxReceipt.event_id)
-        .outerjoin(
-            OutboxReceipt, sa.and_(OutboxReceipt.consumer == name, OutboxReceipt.event_id == OutboxEvent.id)
-        )
-        .where(OutboxEvent.id > position)
-        .order_by(OutboxEvent.id)
-        .limit(5000)
-    ).all()
+def _together(name: str, consumer: Consumer, events: dict, held: set[int]) -> bool:
+    """The held events handled at once (``Consumer.handle_many``) in one savepoint; False,
+    with nothing of it kept, if that failed (the caller then goes one event at a time)."""
+    try:
+        with db.session.begin_nested():
+            consumer.handle_many([event for event_id, event in events.items() if event_id in held])
+    except Exception:
+        message = "outbox consumer %s failed on a batch; handling it one event at a time"
+        log.warning(message, name, exc_info=True)
+        # The rows it wrote are rolled back, but not the objects the session was given for
+        # them as loaded (``stored_as_loaded``): on SQLite the next insert takes the same
+        # ids again, which the session would refuse as a second object for one row.
+        db.session.expunge_all()
+        return False
+    return True
+
+
+def _new_position(name: str, position: int, events: list, handled: set[int]) -> int:
+    """Where the position can move over ``events`` (the rows the pass handed the consumer,
+    from ``position`` on): over every handled event (a receipt, read by the pass or
+    committed by it, or a quiet one), over events the consumer does not want (asked now,
+    after the pass's commits: an endpoint added meanwhile is not passed over), and over gaps
+    old enough to be rollbacks. Only the lease's holder moves the position or writes
+    receipts, so what the pass saw still holds when ``_advance`` writes it."""
+    wants = _asked_once(CONSUMERS[name].wants)
     horizon = utcnow() - GAP_HORIZON
     new = position
-    for event_id, event_type, created_at, receipt in rows:
-        if receipt is None and event_id not in quiet_done and wants(event_type):
+    for event in events:
+        if event.id not in handled and wants(event.type):
             break
-        if event_id != new + 1 and created_at > horizon:
+        if event.id != new + 1 and event.created_at > horizon:
             break  # a gap: an earlier id may still commit
-        new = event_id
+        new = event.id
     return new
+
+
+def _asked_once(wants: Callable[[str], bool]) -> Callable[[str], bool]:
+    """``wants`` asked once a type (a pass hands on hundreds of events of a few types)."""
+    answers: dict[str, bool] = {}
+
+    def asked(event_type: str) -> bool:
+        answer = answers.get(event_type)
+        if answer is None:
+            answer = answers[event_type] = wants(event_type)
+        return answer
+
+    return asked
 
 
 def _advance(name: str, owner: str, position: int, new: int, quiet_done: set[int]) -> None:
@@ -376,20 +464,31 @@ def _advance(name: str, owner: str, position: int, new: int, quiet_done: set[int
         db.session.execute(insert, [{"consumer": name, "event_id": event_id} for event_id in beyond])
 
 
-def _finish(positions: dict[str, int], owner: str, quiet_done: dict[str, set[int]]) -> None:
+@dataclass
+class _Pass:
+    """What one consumer's pass saw and did: the events handed to it (from its position on),
+    and the ids it handled (receipts it found or committed, and quiet events)."""
+
+    position: int
+    events: list = field(default_factory=list)
+    handled: set[int] = field(default_factory=set)
+    quiet_done: set[int] = field(default_factory=set)
+
+
+def _finish(passes: dict[str, _Pass], owner: str) -> None:
     """Advance every consumer this dispatcher ran and give their leases back, in one
-    transaction (the new positions read before its write turn); if advancing fails, the
-    leases are still given back (the positions wait, and the quiet events are handled again:
-    nothing was written for them)."""
-    names = list(positions)
+    transaction (the new positions worked out from what the pass saw, before its write
+    turn); if advancing fails, the leases are still given back (the positions wait, and the
+    quiet events are handled again: nothing was written for them)."""
+    names = list(passes)
     try:
         moves = {
-            name: _new_position(name, position, quiet_done.get(name, set()))
-            for name, position in positions.items()
+            name: _new_position(name, run.position, run.events, run.handled | run.quiet_done)
+            for name, run in passes.items()
         }
         begin_write(db.session())
-        for name, position in positions.items():
-            _advance(name, owner, position, moves[name], quiet_done.get(name, set()))
+        for name, run in passes.items():
+            _advance(name, owner, run.position, moves[name], run.quiet_done)
         _release_leases(names, owner)
         db.session.commit()
     except Exception:
@@ -400,15 +499,19 @@ def _finish(positions: dict[str, int], owner: str, quiet_done: dict[str, set[int
         db.session.commit()
 
 
-def _run_held(name: str, position: int, limit: int, quiet_done: set[int]) -> tuple[int, int, bool]:
+def _run_held(name: str, run: _Pass, window: _Window, limit: int) -> tuple[int, int, bool]:
     """(handled, failed, cut short by the limit) for one consumer's pass."""
     handled = failed = 0
     consumer = CONSUMERS[name]
-    pending, cut = _unhandled(name, position, limit)
+    run.events, cut = window.past(run.position, limit)
+    receipts = window.receipts[name]
+    run.handled.update(event.id for event in run.events if event.id in receipts)
+    wants = _asked_once(consumer.wants)
+    pending = [event for event in run.events if event.id not in receipts and wants(event.type)]
     # A consumer that writes nothing takes no write turn: its whole pass is one batch.
     size = BATCH if consumer.writes else max(len(pending), 1)
     for start in range(0, len(pending), size):
-        done, ok = _handle(name, consumer, pending[start : start + size], quiet_done)
+        done, ok = _handle(name, consumer, pending[start : start + size], run.quiet_done, run.handled)
         handled += done
         if not ok:
             failed += 1
@@ -422,20 +525,26 @@ def run_consumers(
     """Hand up to ``limit`` events to each consumer of ``names`` whose lease is free:
     {name: (handled, failed)}; a consumer another dispatcher holds is left out, and the names
     of those whose pass stopped at the limit go into ``more``. Two write transactions for the
-    whole pass besides the batches: the leases, then the positions."""
+    whole pass besides the batches: the leases, then the positions; the events are read once
+    for all the consumers (``_Window``)."""
     owner = owner or _owner()
     held = _take_leases(names, owner)
     results: dict[str, tuple[int, int]] = {}
-    quiet_done: dict[str, set[int]] = {name: set() for name in held}
+    passes = {name: _Pass(position) for name, position in held.items()}
     try:
-        for name, position in held.items():
-            handled, failed, cut = _run_held(name, position, limit, quiet_done[name])
+        window = _Window(held)
+        for name, run in passes.items():
+            handled, failed, cut = _run_held(name, run, window, limit)
             results[name] = (handled, failed)
             if cut and more is not None:
                 more.add(name)
+        for run in passes.values():
+            # The position may move over what the window read after the consumer's turn too
+            # (the messages' own ``message.sent``, which ``messages`` does not want).
+            run.events = window.since(run.position) or run.events
     finally:
         if held:
-            _finish(held, owner, quiet_done)
+            _finish(passes, owner)
     return results
 
 

@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 import time_machine
 
-from portal.models import OutboxConsumer, OutboxEvent, OutboxReceipt, WebhookDelivery
+from portal.models import Conversion, OutboxConsumer, OutboxEvent, OutboxReceipt, WebhookDelivery
 from portal.services import outbox, tracking, webhooks
 from portal.services.tracking import ConversionInput
 from tests.factories import PartnerFactory
@@ -33,6 +33,35 @@ def sale_ready_to_dispatch(db, program, partner, transaction_id: str):
     db.session.commit()
     start_at_the_first_event(db)
     return conversion
+
+
+def first_sales_ready(db, program, count: int, prefix: str) -> list:
+    """``count`` new partners (distinct names), each with a first sale, committed, every
+    consumer's position just before their events."""
+    from portal.models import AutomaticKind
+    from portal.services import lifecycle
+
+    sellers = [PartnerFactory(user__name=f"Seller {prefix} {index}") for index in range(count)]
+    for kind in AutomaticKind:  # stored, as after each kind's first use
+        lifecycle.get_template(kind)
+    db.session.commit()
+    for index, partner in enumerate(sellers):
+        sell(program, partner, f"{prefix}-{index}")
+    db.session.commit()
+    start_at_the_first_event(db)
+    return sellers
+
+
+def messages_failing_on(monkeypatch, event_id: int) -> None:
+    """The messages consumer, failing on the event ``event_id`` every time (one at a time)."""
+    real = outbox.CONSUMERS["messages"]
+
+    def fail_on_it(event):
+        if event.id == event_id:
+            raise RuntimeError("the mail template is broken")
+        real.handle(event)
+
+    monkeypatch.setitem(outbox.CONSUMERS, "messages", outbox.Consumer(fail_on_it, real.wants))
 
 
 def two_more_sales_after_a_known_one(db, program, partner, prefix: str) -> None:
@@ -160,24 +189,13 @@ def test_a_consumer_leased_to_another_dispatcher_is_left_to_it_until_the_lease_r
 def test_a_failing_event_is_kept_for_the_next_dispatch_and_the_ones_before_it_are_not(
     db, program, emitted, monkeypatch
 ):
-    partners = [PartnerFactory() for _ in range(3)]
-    db.session.commit()
     with time_machine.travel(NOW, tick=False):
-        for index, partner in enumerate(partners):
-            sell(program, partner, f"D-6-{index}")
-        db.session.commit()
-        start_at_the_first_event(db)
+        first_sales_ready(db, program, 3, "D-6")
         conversions = list(
             db.session.scalars(sa.select(OutboxEvent.id).where(OutboxEvent.type == "conversion.created"))
         )
         real = outbox.CONSUMERS["messages"]
-
-        def fail_on_second(event):
-            if event.id == conversions[1]:
-                raise RuntimeError("the mail template is broken")
-            real.handle(event)
-
-        monkeypatch.setitem(outbox.CONSUMERS, "messages", outbox.Consumer(fail_on_second, real.wants))
+        messages_failing_on(monkeypatch, conversions[1])
         report = outbox.dispatch(send=False)
         assert (report.handled["messages"], report.failed["messages"]) == (1, 1)
         assert conversions[0] < positions(db)["messages"] < conversions[1]
@@ -185,6 +203,41 @@ def test_a_failing_event_is_kept_for_the_next_dispatch_and_the_ones_before_it_ar
         report = outbox.dispatch(send=False)
     assert (report.handled["messages"], report.failed["messages"]) == (2, 0)
     assert positions(db)["messages"] == newest_event(db)
+
+
+def test_a_consumer_stuck_on_a_failing_event_holds_back_no_other_consumer(db, program, emitted, monkeypatch):
+    """The pass reads the events once from the lowest position: a consumer that keeps failing
+    on one event stays there, and the others, ahead of what the pass read for it, go on
+    with rows of their own, pass after pass, to the newest event."""
+    with time_machine.travel(NOW, tick=False):
+        first_sales_ready(db, program, 4, "D-S")
+        stuck_on = db.session.scalar(
+            sa.select(sa.func.min(OutboxEvent.id)).where(OutboxEvent.type == "conversion.created")
+        )
+        messages_failing_on(monkeypatch, stuck_on)
+        monkeypatch.setattr(outbox, "PASS_LIMIT", 3)  # fewer than the sales' events
+        for _ in range(6):
+            report = outbox.dispatch(send=False)
+            assert report.failed["messages"] == 1
+    assert positions(db)["messages"] == stuck_on - 1
+    assert positions(db)["live"] == positions(db)["webhooks"] == newest_event(db)
+
+
+def test_a_pass_reads_the_events_once_for_all_its_consumers(db, program, emitted):
+    """One read of the events from the lowest position for every consumer, and at most one
+    more a consumer for what was written since (the messages' own ``message.sent``); the
+    positions are moved over what was read, with no read of their own (each consumer read
+    the events three times a pass before, once of them up to 5,000 rows)."""
+    with time_machine.travel(NOW, tick=False):
+        first_sales_ready(db, program, 3, "D-O")
+        seen, report = statements_during(db.engine, lambda: outbox.dispatch(send=False))
+    assert report.handled["messages"] == 3  # each partner's first sale: congratulated
+    assert len(reads_of(seen, "outbox_events")) <= len(outbox.CONSUMERS), [
+        seen[i] for i in reads_of(seen, "outbox_events")
+    ]
+    assert len(reads_of(seen, "outbox_receipts")) == 1
+    # The messages' own events are read in the same pass, and every position passes them.
+    assert positions(db) == dict.fromkeys(outbox.CONSUMERS, newest_event(db))
 
 
 def test_sales_after_a_partners_first_cost_the_messages_consumer_no_savepoint(
@@ -518,7 +571,9 @@ def test_a_dispatcher_whose_lease_ran_out_leaves_the_position_and_the_receipts_t
         )
         db.session.add(OutboxReceipt(consumer="messages", event_id=first_event))
         db.session.commit()
-        outbox._finish(held, "host:1:1", {"messages": set()})
+        # What this pass saw: the event, handled (the receipt above), so the position would move.
+        seen = outbox._Pass(position, events=outbox._events_after(position, 10), handled={first_event})
+        outbox._finish({"messages": seen}, "host:1:1")
     assert positions(db)["messages"] == position
     receipts = db.session.scalars(
         sa.select(OutboxReceipt.event_id).where(OutboxReceipt.consumer == "messages")
@@ -572,3 +627,123 @@ def test_the_background_dispatcher_goes_on_by_itself_after_a_pass_stopped_at_its
     assert dispatcher._wake.is_set()
     assert dispatcher._pass(0.4) == 0.1 * outbox.BUSY_FACTOR
     assert not dispatcher._wake.is_set()
+
+
+# --- the messages of a batch, sent together ----------------------------------------------------
+
+
+def first_sale_messages(db) -> dict[int, tuple]:
+    """{partner id: (subject, body, message id, thread id)} of the first-sale messages."""
+    from portal.models import AutomaticKind, Message, Thread
+
+    rows = db.session.execute(
+        sa.select(Thread.partner_id, Thread.subject, Message.body, Message.id, Thread.id)
+        .join(Message, Message.thread_id == Thread.id)
+        .where(Thread.automatic_kind == AutomaticKind.FIRST_CONVERSION)
+    ).all()
+    messages = {}
+    for partner_id, *rest in rows:
+        assert partner_id not in messages, "one first-sale message a partner"
+        messages[partner_id] = tuple(rest)
+    return messages
+
+
+def inserts_into(seen: list[str], table: str) -> int:
+    return sum(1 for sql in seen if sql.startswith(f"INSERT INTO {table} "))
+
+
+@pytest.mark.parametrize("partners", [2, 7])
+def test_a_batchs_messages_are_written_by_a_few_statements_each_to_its_own_partner(
+    db, program, emitted, partners
+):
+    """Every partner's first sale calls for a message; the batch's messages are written
+    together: one INSERT each into the log, the threads, the messages and the events, and
+    one UPDATE of the log, whatever their number. Each row still belongs to its own
+    partner: the subject names them, the body their order, the log and the ``message.sent``
+    event point at their message, and each partner's page is told of their own thread."""
+    from portal.models import AutomaticMessageLog
+
+    with time_machine.travel(NOW, tick=False):
+        sellers = first_sales_ready(db, program, partners, "D-T")
+        emitted.clear()
+        seen, _result = statements_during(db.engine, lambda: outbox.run_consumer("messages"))
+        db.session.commit()
+
+    for table in ("automatic_message_log", "threads", "messages", "outbox_events"):
+        assert inserts_into(seen, table) == 1, (table, [sql for sql in seen if table in sql])
+    assert sum(1 for sql in seen if sql.startswith("UPDATE automatic_message_log ")) == 1
+    messages = first_sale_messages(db)
+    assert sorted(messages) == sorted(partner.id for partner in sellers)
+    logs = {
+        log.partner_id: log.message_id
+        for log in db.session.scalars(
+            sa.select(AutomaticMessageLog).where(AutomaticMessageLog.dedupe_key == "first")
+        )
+    }
+    sent = {
+        event.partner_id: event.data
+        for event in db.session.scalars(sa.select(OutboxEvent).where(OutboxEvent.type == "message.sent"))
+    }
+    sales = dict(db.session.execute(sa.select(Conversion.partner_id, Conversion.id)).all())
+    for index, partner in enumerate(sellers):
+        subject, body, message_id, thread_id = messages[partner.id]
+        assert f"Seller D-T {index}!" in subject and f"/partner/conversions/{sales[partner.id]})" in body
+        assert logs[partner.id] == message_id
+        assert (sent[partner.id]["message_id"], sent[partner.id]["thread_id"]) == (message_id, thread_id)
+    assert sorted(to for name, to in emitted if name == "message" and to != "operators") == sorted(
+        f"partner:{partner.id}" for partner in sellers
+    )
+
+
+def test_a_batch_that_fails_together_is_handled_one_event_at_a_time(db, program, emitted, monkeypatch):
+    """A batch whose messages cannot all be written (here one partner's ``message.sent``
+    event, after the batch's threads and messages were inserted) is rolled back as a whole
+    and handled again one event at a time: the others' messages are sent once, the failing
+    event waits for the next dispatch, and no page is told of a message rolled back."""
+    from portal.models import Thread
+    from portal.services import events
+
+    with time_machine.travel(NOW, tick=False):
+        sellers = first_sales_ready(db, program, 3, "D-F")
+        broken = sellers[1].id
+        real = events.record_many
+
+        def refuses_one_partner(rows):
+            if any(partner_id == broken for _type, _data, partner_id in rows):
+                raise RuntimeError("the event cannot be written")
+            real(rows)
+
+        monkeypatch.setattr(events, "record_many", refuses_one_partner)
+        emitted.clear()
+        report = outbox.dispatch(send=False)
+        assert (report.handled["messages"], report.failed["messages"]) == (1, 1)
+        told = [to for name, to in emitted if name == "message" and to != "operators"]
+        assert told == [f"partner:{sellers[0].id}"]
+        monkeypatch.setattr(events, "record_many", real)
+        report = outbox.dispatch(send=False)
+    assert report.failed["messages"] == 0
+    assert sorted(first_sale_messages(db)) == sorted(partner.id for partner in sellers)
+    assert len(set(db.session.scalars(sa.select(Thread.id)))) == len(sellers)
+    told = [to for name, to in emitted if name == "message" and to != "operators"]
+    assert sorted(told) == sorted(f"partner:{partner.id}" for partner in sellers)
+
+
+def test_messages_handled_again_are_not_sent_again(db, program, emitted):
+    """A batch handled twice (its receipts and the position lost, as after a crash between
+    the messages' commit and the position's) sends nothing the second time: the log's keys
+    hold, for the whole batch in one statement."""
+    with time_machine.travel(NOW, tick=False):
+        sellers = first_sales_ready(db, program, 4, "D-A")
+        before = positions(db)["messages"]
+        outbox.run_consumer("messages")
+        db.session.commit()
+        first = first_sale_messages(db)
+        db.session.execute(
+            sa.update(OutboxConsumer).where(OutboxConsumer.name == "messages").values(position=before)
+        )
+        db.session.execute(sa.delete(OutboxReceipt))
+        db.session.commit()
+        outbox.run_consumer("messages")
+        db.session.commit()
+    assert first_sale_messages(db) == first
+    assert len(first) == len(sellers)
