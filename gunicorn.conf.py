@@ -94,3 +94,80 @@ def worker_exit(server, worker):
     writer = app.extensions.get("click_writer")
     if writer is not None:
         writer.close()
+
+
+# OUTBOX_DISPATCH_MODE=process: the event outbox's dispatcher runs as a process of its own
+# (``flask portal dispatcher``; portal/services/outbox.py, ``follow``), started by the master
+# beside the workers, started again if it ever exits, and stopped with them; the workers'
+# processes then keep their CPU and GIL for the requests (README, *Events and webhooks*).
+class _DispatcherProcess:
+    ARGV = ("-m", "flask", "--app", "wsgi", "portal", "dispatcher", "--end-with-parent")
+    RESTART_PAUSE = 1.0  # a process that keeps failing starts again once a second at most
+
+    def __init__(self, log):
+        self.log = log
+        self.process = None
+        self.stopping = False
+
+    def start(self):
+        import threading
+
+        self.process = self._spawn()
+        threading.Thread(target=self._watch, name="dispatcher-watch", daemon=True).start()
+
+    def _spawn(self):
+        import subprocess
+        import sys
+
+        # Our own interpreter and module; nothing from a request or the environment's input.
+        process = subprocess.Popen([sys.executable, *self.ARGV])  # noqa: S603
+        self.log.info("outbox dispatcher started (pid %s)", process.pid)
+        return process
+
+    def _watch(self):
+        import time
+
+        while True:
+            # The master may reap the process first (it waits for any child): wait() then
+            # returns at once all the same.
+            code = self.process.wait()
+            if self.stopping:
+                return
+            self.log.error("outbox dispatcher exited (%s); starting it again", code)
+            time.sleep(self.RESTART_PAUSE)
+            if self.stopping:
+                return
+            self.process = self._spawn()
+
+    def restart(self):
+        """New code after a reload (HUP): the watcher starts the new process."""
+        self.process.terminate()
+
+    def stop(self):
+        self.stopping = True
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=graceful_timeout)
+            except Exception:  # noqa: BLE001 - it must not hold the stop
+                self.process.kill()
+
+
+_dispatcher = None
+
+
+def when_ready(server):
+    global _dispatcher
+    if os.environ.get("OUTBOX_DISPATCH_MODE") == "process":
+        _dispatcher = _DispatcherProcess(server.log)
+        _dispatcher.start()
+
+
+def on_reload(server):
+    if _dispatcher is not None:
+        _dispatcher.restart()
+
+
+def on_exit(server):
+    if _dispatcher is not None:
+        _dispatcher.stop()

@@ -215,7 +215,25 @@ def check_conversions(ids_path: str) -> dict:
         "tier_changes": db.session.scalar(sa.text("SELECT count(*) FROM tier_changes")),
         "dialect": db.session.get_bind().dialect.name,
         **rollup,
+        **check_outbox(),
     }
+
+
+def check_outbox() -> dict:
+    """What the outbox dispatcher did with the run's events: the newest event, the lowest
+    consumer position (equal once every event was handed on), and the upgrades against the
+    tier-upgrade messages sent for them."""
+    import sqlalchemy as sa
+
+    from portal.extensions import db
+
+    queries = {
+        "newest_event": "SELECT coalesce(max(id), 0) FROM outbox_events",
+        "lowest_position": "SELECT coalesce(min(position), 0) FROM outbox_consumers",
+        "upgrades": "SELECT count(*) FROM tier_changes WHERE upgrade",
+        "upgrade_messages": "SELECT count(*) FROM threads WHERE automatic_kind = 'tier_upgrade'",
+    }
+    return {name: db.session.scalar(sa.text(sql)) for name, sql in queries.items()}
 
 
 def main() -> None:

@@ -661,6 +661,24 @@ def scheduling_line(instance: Instance) -> str:
     return "scheduling, both apps' workers: the operating system's default (no SCHED_BATCH here)"
 
 
+def dispatcher_process_env(channel: str) -> dict[str, str]:
+    """The portal's settings for its outbox dispatcher as a process of its own
+    (OUTBOX_DISPATCH_MODE=process), with the Redis it needs for live events: REDIS_URL from
+    the environment, else redis://127.0.0.1:6379/6; a Socket.IO ``channel`` of the bench's
+    own. Exits with a message when Redis does not answer."""
+    import redis
+
+    url = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/6"
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=2).ping()
+    except redis.RedisError as exc:
+        raise SystemExit(
+            f"Redis at {url} does not answer ({exc}): the portal's dispatcher process needs it "
+            "(set REDIS_URL, or start Redis)"
+        ) from exc
+    return {"OUTBOX_DISPATCH_MODE": "process", "REDIS_URL": url, "SOCKETIO_CHANNEL": channel}
+
+
 def start_portal(instance: Instance, settings: GunicornSettings, name: str = "portal", **env: str) -> Server:
     """The portal from the repository's gunicorn.conf.py (for its hooks), flags overriding it."""
     port = free_port()

@@ -174,6 +174,37 @@ def run_triggers_command() -> None:
     click.echo(f"run-triggers: {report}.")
 
 
+@portal_cli.command("dispatcher")
+@click.option(
+    "--end-with-parent",
+    is_flag=True,
+    help="Stop when the process that started it ends (how gunicorn's master starts it).",
+)
+def dispatcher_command(end_with_parent: bool) -> None:
+    """Run the event outbox's dispatcher until stopped (OUTBOX_DISPATCH_MODE=process: the
+    web workers leave the automatic messages, live events and webhooks to it)."""
+    import os
+    import signal
+    import threading
+
+    from flask import current_app
+
+    from portal import osthreads
+    from portal.services import outbox
+
+    stop = threading.Event()
+    parent = os.getppid()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda signum, frame: stop.set())
+    if end_with_parent and osthreads.end_with_parent(signal.SIGTERM) and os.getppid() != parent:
+        return  # the parent ended before it could be asked to tell
+    osthreads.name_os_thread("outbox-dispatch")
+    app = current_app._get_current_object()
+    click.echo(f"outbox dispatcher: looking every {app.config['OUTBOX_DISPATCH_DELAY_MS']} ms")
+    outbox.follow(app, stop)
+    click.echo("outbox dispatcher: stopped")
+
+
 @portal_cli.command("add-webhook")
 @click.argument("url")
 @click.option("--events", "event_types", default="", help="Comma-separated event types (default: all).")

@@ -41,6 +41,19 @@ class Thread(threading.Thread):
         super().run()
 
 
+_PR_SET_PDEATHSIG = 1  # prctl(2): a signal for the calling process when its parent ends
+
+
+def end_with_parent(signal_number: int) -> bool:
+    """Have Linux send the calling process ``signal_number`` when the process (strictly, the
+    thread) that started it ends; whether it took. A process the gunicorn master starts
+    (the outbox dispatcher) then stops with it even if the master is killed outright. The
+    caller should look once whether the parent is gone already (``os.getppid``)."""
+    if _libc is None:
+        return False
+    return _libc.prctl(_PR_SET_PDEATHSIG, signal_number, 0, 0, 0) == 0
+
+
 def batch_scheduling() -> bool:
     """Put the calling thread under Linux's ``SCHED_BATCH`` policy; whether it took. Threads
     and processes it starts afterwards inherit it, so a gunicorn worker calls this first thing

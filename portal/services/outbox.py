@@ -696,6 +696,54 @@ def drain() -> DispatchReport:
     return total
 
 
+def newest_event_id() -> int:
+    """The highest event id committed so far (0 for none): one look at the primary key."""
+    return db.session.scalar(sa.select(sa.func.max(_EVENTS.c.id))) or 0
+
+
+def follow(app, stop: threading.Event | None = None, clock=time.monotonic) -> None:
+    """The dispatcher process (``OUTBOX_DISPATCH_MODE=process``, ``flask portal dispatcher``):
+    every OUTBOX_DISPATCH_DELAY_MS it looks whether an event was committed since its last
+    pass (one read of the newest id) and, if so, dispatches; a pass that stopped at its
+    limit or found a consumer held elsewhere is followed by another without waiting for new
+    events. The web workers then neither dispatch nor wake anything after a commit: their
+    processes keep their CPU and GIL for the requests. Webhook retries and e-mails come due
+    by time, so they are sent at least every ``SEND_EVERY`` seconds as well. Runs until
+    ``stop`` is set; no failure ends it."""
+    base = app.config["OUTBOX_DISPATCH_DELAY_MS"] / 1000
+    stop = stop or threading.Event()
+    seen, delay, again, sent_at = -1, base, False, clock()
+    while not stop.wait(delay):
+        try:
+            with app.app_context():
+                try:
+                    newest = newest_event_id()
+                    db.session.rollback()
+                    send = clock() - sent_at >= SEND_EVERY
+                    if newest != seen or again:
+                        report = dispatch(send=send)
+                        seen, again = newest, bool(report.more or report.skipped)
+                        delay = next_delay(base, report) if not report.skipped else RETRY_SKIPPED_SECONDS
+                    else:
+                        delay = base
+                        if send:
+                            from portal.services import delivery, webhooks
+
+                            webhooks.send_due()
+                            delivery.send_ready()
+                    if send:
+                        sent_at = clock()
+                finally:
+                    db.session.remove()
+        except Exception:  # the process must outlive any one failure
+            app.logger.exception("outbox dispatch failed; the next look tries again")
+            delay = base
+
+
+# How often the dispatcher process sends the webhooks and e-mails that came due by time.
+SEND_EVERY = 5.0
+
+
 def kick_if_ready(session=None) -> None:
     """After a commit that wrote events: dispatch now (inline) or wake this process's dispatcher."""
     session = session or db.session()
@@ -719,9 +767,23 @@ def kick_if_ready(session=None) -> None:
             time.sleep(RETRY_SKIPPED_SECONDS)
     elif mode == "background":
         current_app.extensions["outbox_dispatcher"].kick()
+    # "process": the dispatcher process (``follow``) finds the events by itself; "off": cron.
+
+
+MODES = ("background", "process", "inline", "off")
 
 
 def init_app(app) -> None:
+    mode = app.config["OUTBOX_DISPATCH_MODE"]
+    if mode not in MODES:
+        raise RuntimeError(f"OUTBOX_DISPATCH_MODE must be one of {', '.join(MODES)}, not {mode!r}")
+    if mode == "process" and not app.config.get("REDIS_URL"):
+        # The dispatcher process emits the live events; only Redis carries them to the
+        # workers that hold the pages' sockets.
+        raise RuntimeError(
+            "OUTBOX_DISPATCH_MODE=process needs REDIS_URL: the dispatcher process's live events "
+            "reach the pages through it (see README: Events and webhooks)."
+        )
     app.extensions["outbox_dispatcher"] = Dispatcher(app)
 
     @app.after_request

@@ -976,66 +976,65 @@ _TIERS_TABLE = PartnerTier.__table__
 _CHANGES_TABLE = TierChange.__table__
 
 
+# ``_move_up``'s upsert of the tier row, built once per (dialect, whether the probe read a
+# tier): a statement built for each upgrade cost more than running it.
+_MOVE_UP_UPSERTS: dict[tuple[str, bool], sa.Insert] = {}
+_INSERT_CHANGE = sa.insert(_CHANGES_TABLE).returning(_CHANGES_TABLE.c.id)
+
+
+def _move_up_upsert(dialect: str, had_tier: bool) -> sa.Insert:
+    upsert = _MOVE_UP_UPSERTS.get((dialect, had_tier))
+    if upsert is None:
+        values = {name: sa.bindparam(name) for name in ("partner_id", "tier_id", "since")}
+        insert = dialect_insert(dialect, _TIERS_TABLE).values(values)
+        unchanged = _TIERS_TABLE.c.tier_id == sa.bindparam("old_tier_id") if had_tier else sa.false()
+        upsert = _MOVE_UP_UPSERTS[(dialect, had_tier)] = insert.on_conflict_do_update(
+            index_elements=[_TIERS_TABLE.c.partner_id],
+            set_={"tier_id": insert.excluded.tier_id, "since": insert.excluded.since},
+            where=unchanged,
+        ).returning(_TIERS_TABLE.c.partner_id)
+    return upsert
+
+
 def _move_up(
     conversion: Conversion, old_tier_id: int | None, old: TierRule | None, standing: Standing
 ) -> int | None:
     """The sale's own upgrade, from the tier its probe read (under the partner's lock, in this
     transaction): the partner's tier row set only if it still holds that tier (one upsert),
-    the change and its event inserted — three statements where ``set_tier`` loads the
-    partner, the tier row and the tier first. The change's id, or None when the row no
+    the change and its event inserted — three prebuilt statements where ``set_tier`` loads
+    the partner, the tier row and the tier first. The change's id, or None when the row no
     longer holds the tier the probe read (an operator moved the partner meanwhile): the
     caller then goes the general way, which reads the row under its lock."""
     partner_id, tier = conversion.partner_id, standing.tier
-    since = conversion.occurred_at
-    dialect = db.session.get_bind().dialect.name
-    upsert = dialect_insert(dialect, _TIERS_TABLE).values(partner_id=partner_id, tier_id=tier.id, since=since)
-    unchanged = _TIERS_TABLE.c.tier_id == old_tier_id if old_tier_id is not None else sa.false()
-    upsert = upsert.on_conflict_do_update(
-        index_elements=[_TIERS_TABLE.c.partner_id],
-        set_={"tier_id": upsert.excluded.tier_id, "since": upsert.excluded.since},
-        where=unchanged,
-    ).returning(_TIERS_TABLE.c.partner_id)
-    if db.session.execute(upsert).first() is None:
+    upsert = _move_up_upsert(db.session.get_bind().dialect.name, old_tier_id is not None)
+    values = {"partner_id": partner_id, "tier_id": tier.id, "since": conversion.occurred_at}
+    if old_tier_id is not None:
+        values["old_tier_id"] = old_tier_id
+    if db.session.execute(upsert, values).first() is None:
         return None
     # A tier row this session loaded before is stale now.
     loaded = db.session.identity_map.get(db.session.identity_key(PartnerTier, partner_id))
     if loaded is not None:
         db.session.expire(loaded)
-    change_id = db.session.execute(
-        sa.insert(_CHANGES_TABLE)
-        .values(
-            partner_id=partner_id,
-            from_tier_id=old.id if old else None,
-            to_tier_id=tier.id,
-            from_name=old.name if old else None,
-            to_name=tier.name,
-            upgrade=True,
-            reason=TierChangeReason.THRESHOLD_REACHED,
-            metric=tier.threshold_metric,
-            metric_value=standing.value,
-            window=standing.window,
-            conversion_id=conversion.id,
-            created_at=utcnow(),
-        )
-        .returning(_CHANGES_TABLE.c.id)
-    ).scalar_one()
+    change = {
+        "partner_id": partner_id,
+        "from_tier_id": old.id if old else None,
+        "to_tier_id": tier.id,
+        "from_name": old.name if old else None,
+        "to_name": tier.name,
+        "upgrade": True,
+        "reason": TierChangeReason.THRESHOLD_REACHED,
+        "metric": tier.threshold_metric,
+        "metric_value": standing.value,
+        "window": standing.window,
+        "conversion_id": conversion.id,
+        "created_at": utcnow(),
+    }
+    change_id = db.session.execute(_INSERT_CHANGE, change).scalar_one()
     # As ``set_tier`` tells it: the partner hears of it from the outbox, open pages live.
-    events.record_many(
-        [
-            (
-                "partner.tier_changed",
-                {
-                    "partner_id": partner_id,
-                    "change_id": change_id,
-                    "from_tier": old.name if old else None,
-                    "to_tier": tier.name,
-                    "to_tier_id": tier.id,
-                    "upgrade": True,
-                },
-                partner_id,
-            )
-        ]
-    )
+    data = {"partner_id": partner_id, "change_id": change_id, "from_tier": change["from_name"]}
+    data |= {"to_tier": tier.name, "to_tier_id": tier.id, "upgrade": True}
+    events.record_many([("partner.tier_changed", data, partner_id)])
     realtime.notify(partner_id, "rewards", {"tier": tier.name, "upgrade": True})
     return change_id
 

@@ -747,3 +747,112 @@ def test_messages_handled_again_are_not_sent_again(db, program, emitted):
         db.session.commit()
     assert first_sale_messages(db) == first
     assert len(first) == len(sellers)
+
+
+# --- the dispatcher as a process of its own (OUTBOX_DISPATCH_MODE=process) ---------------------
+
+
+class Looks:
+    """``follow``'s stop event: lets it look ``times`` times, then stops it."""
+
+    def __init__(self, times: int):
+        self.left = times
+        self.delays: list[float] = []
+
+    def wait(self, delay: float) -> bool:
+        self.delays.append(delay)
+        self.left -= 1
+        return self.left < 0
+
+
+def test_the_dispatcher_process_dispatches_when_events_came_and_sends_what_is_due_by_time(app, monkeypatch):
+    """Each look reads the newest event id: a pass only when it changed, or when the last
+    pass stopped at its limit or found a consumer held elsewhere (then again at once, or
+    after the short retry); the webhooks and e-mails due by time are sent every SEND_EVERY
+    seconds whether or not events came."""
+    from portal.services import delivery, webhooks
+
+    newest = iter([0, 0, 5, 5, 5, 9, 9, 9, 9, 9])
+    reports = iter(
+        [
+            outbox.DispatchReport(),  # the first look: nothing seen yet
+            outbox.DispatchReport(handled={"live": 3}),  # 5: new events
+            outbox.DispatchReport(handled={"live": outbox.PASS_LIMIT}, more=["live"]),  # 9: cut short
+            outbox.DispatchReport(skipped=["messages"]),  # 9 again: the rest, a consumer held
+            outbox.DispatchReport(),  # 9 again: retried after the short pause
+        ]
+    )
+    passes: list[bool] = []
+    sent: list[str] = []
+    now = [0.0]
+
+    def dispatch(send=True):
+        passes.append(send)
+        return next(reports)
+
+    def clock():
+        now[0] += 1.0  # each look a second later
+        return now[0]
+
+    monkeypatch.setattr(outbox, "newest_event_id", lambda: next(newest))
+    monkeypatch.setattr(outbox, "dispatch", dispatch)
+    monkeypatch.setattr(webhooks, "send_due", lambda: sent.append("webhooks"))
+    monkeypatch.setattr(delivery, "send_ready", lambda: sent.append("mail"))
+    monkeypatch.setitem(app.config, "OUTBOX_DISPATCH_DELAY_MS", 100)
+    monkeypatch.setattr(outbox, "SEND_EVERY", 3.0)
+    looks = Looks(10)
+    outbox.follow(app, looks, clock=clock)
+
+    assert len(passes) == 5  # looks 1, 3, 6, 7, 8: the others found nothing new
+    base = 0.1
+    busy = base * outbox.BUSY_FACTOR
+    # Before each look: the first, then after looks 1-5, busy after the pass cut short
+    # (look 6), the short retry after the one that found a consumer held (look 7).
+    assert looks.delays == [base] * 6 + [busy, outbox.RETRY_SKIPPED_SECONDS, base, base, base]
+    # Due by time (every 3 s here, a look a second): a pass at that time sends them (looks 3
+    # and 6), and a look without a pass sends them itself (look 9).
+    assert passes == [False, True, True, False, False]
+    assert sent == ["webhooks", "mail"]
+
+
+def test_the_dispatcher_process_outlives_a_failing_look(app, monkeypatch):
+    failures = iter([RuntimeError("the database is restarting"), 7, 7])
+
+    def newest():
+        value = next(failures)
+        if isinstance(value, Exception):
+            raise value
+        return value
+
+    passes: list[bool] = []
+    monkeypatch.setattr(outbox, "newest_event_id", newest)
+    monkeypatch.setattr(outbox, "dispatch", lambda send=True: passes.append(send) or outbox.DispatchReport())
+    outbox.follow(app, Looks(3))
+    assert len(passes) == 1  # the look after the failure found 7, the next nothing new
+
+
+@pytest.mark.parametrize(
+    ("settings", "says"),
+    [
+        ({"OUTBOX_DISPATCH_MODE": "process", "REDIS_URL": None}, "needs REDIS_URL"),
+        ({"OUTBOX_DISPATCH_MODE": "sideways"}, "must be one of"),
+    ],
+)
+def test_a_dispatch_mode_that_cannot_work_stops_the_start(database_url, settings, says):
+    from config import TestingConfig
+    from portal import create_app
+
+    with pytest.raises(RuntimeError, match=says):
+        create_app(TestingConfig, SQLALCHEMY_DATABASE_URI=database_url, **settings)
+
+
+def test_in_process_mode_a_request_wakes_no_dispatcher_of_its_own(app, monkeypatch):
+    """The web workers leave the events to the dispatcher process: no thread, no pass."""
+    monkeypatch.setitem(app.config, "OUTBOX_DISPATCH_MODE", "process")
+    monkeypatch.setattr(outbox, "dispatch", lambda *a, **k: pytest.fail("a worker dispatched"))
+    with app.app_context():
+        from portal.extensions import db
+
+        db.session.info[outbox._READY_KEY] = True
+        outbox.kick_if_ready()
+        assert app.extensions["outbox_dispatcher"]._thread is None
