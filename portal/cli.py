@@ -198,8 +198,10 @@ def dispatcher_command(end_with_parent: bool) -> None:
         signal.signal(signum, lambda signum, frame: stop.set())
     if end_with_parent and osthreads.end_with_parent(signal.SIGTERM) and os.getppid() != parent:
         return  # the parent ended before it could be asked to tell
-    osthreads.name_os_thread("outbox-dispatch")
     app = current_app._get_current_object()
+    if not app.config.get("REDIS_URL"):
+        raise click.ClickException("the dispatcher needs REDIS_URL: its live events reach pages through it")
+    osthreads.name_os_thread("outbox-dispatch")
     click.echo(f"outbox dispatcher: looking every {app.config['OUTBOX_DISPATCH_DELAY_MS']} ms")
     outbox.follow(app, stop)
     click.echo("outbox dispatcher: stopped")

@@ -856,3 +856,10 @@ def test_in_process_mode_a_request_wakes_no_dispatcher_of_its_own(app, monkeypat
         db.session.info[outbox._READY_KEY] = True
         outbox.kick_if_ready()
         assert app.extensions["outbox_dispatcher"]._thread is None
+
+
+def test_the_dispatcher_command_refuses_to_run_without_redis(app):
+    app.config["REDIS_URL"] = None
+    result = app.test_cli_runner().invoke(args=["portal", "dispatcher"])
+    assert result.exit_code == 1
+    assert "needs REDIS_URL" in result.output
