@@ -108,6 +108,7 @@ class _DispatcherProcess:
         self.log = log
         self.process = None
         self.stopping = False
+        self.reloading = False
 
     def start(self):
         import threading
@@ -133,7 +134,11 @@ class _DispatcherProcess:
             code = self.process.wait()
             if self.stopping:
                 return
-            self.log.error("outbox dispatcher exited (%s); starting it again", code)
+            if self.reloading:
+                self.reloading = False
+                self.log.info("outbox dispatcher stopped for the reload; starting the new code")
+            else:
+                self.log.error("outbox dispatcher exited (%s); starting it again", code)
             time.sleep(self.RESTART_PAUSE)
             if self.stopping:
                 return
@@ -141,6 +146,7 @@ class _DispatcherProcess:
 
     def restart(self):
         """New code after a reload (HUP): the watcher starts the new process."""
+        self.reloading = True
         self.process.terminate()
 
     def stop(self):
@@ -153,21 +159,20 @@ class _DispatcherProcess:
                 self.process.kill()
 
 
-_dispatcher = None
-
-
 def when_ready(server):
-    global _dispatcher
     if os.environ.get("OUTBOX_DISPATCH_MODE") == "process":
-        _dispatcher = _DispatcherProcess(server.log)
-        _dispatcher.start()
+        # Kept on the master itself: a reload (HUP) runs this file again, with new globals.
+        server.portal_dispatcher = _DispatcherProcess(server.log)
+        server.portal_dispatcher.start()
 
 
 def on_reload(server):
-    if _dispatcher is not None:
-        _dispatcher.restart()
+    dispatcher = getattr(server, "portal_dispatcher", None)
+    if dispatcher is not None:
+        dispatcher.restart()
 
 
 def on_exit(server):
-    if _dispatcher is not None:
-        _dispatcher.stop()
+    dispatcher = getattr(server, "portal_dispatcher", None)
+    if dispatcher is not None:
+        dispatcher.stop()

@@ -505,7 +505,7 @@ def _run_held(name: str, run: _Pass, window: _Window, limit: int) -> tuple[int, 
     consumer = CONSUMERS[name]
     run.events, cut = window.past(run.position, limit)
     receipts = window.receipts[name]
-    run.handled.update(event.id for event in run.events if event.id in receipts)
+    run.handled.update(receipts)
     wants = _asked_once(consumer.wants)
     pending = [event for event in run.events if event.id not in receipts and wants(event.type)]
     # A consumer that writes nothing takes no write turn: its whole pass is one batch.
@@ -704,12 +704,13 @@ def newest_event_id() -> int:
 def follow(app, stop: threading.Event | None = None, clock=time.monotonic) -> None:
     """The dispatcher process (``OUTBOX_DISPATCH_MODE=process``, ``flask portal dispatcher``):
     every OUTBOX_DISPATCH_DELAY_MS it looks whether an event was committed since its last
-    pass (one read of the newest id) and, if so, dispatches; a pass that stopped at its
-    limit or found a consumer held elsewhere is followed by another without waiting for new
-    events. The web workers then neither dispatch nor wake anything after a commit: their
-    processes keep their CPU and GIL for the requests. Webhook retries and e-mails come due
-    by time, so they are sent at least every ``SEND_EVERY`` seconds as well. Runs until
-    ``stop`` is set; no failure ends it."""
+    pass (one read of the newest id) and, if so, dispatches, sending right after the pass
+    what it made due (webhooks, e-mails), as the background dispatcher does; a pass that
+    stopped at its limit or found a consumer held elsewhere is followed by another without
+    waiting for new events. The web workers then neither dispatch nor wake anything after a
+    commit: their processes keep their CPU and GIL for the requests. Webhook retries and
+    e-mails also come due by time, so a look without a pass sends them every ``SEND_EVERY``
+    seconds. Runs until ``stop`` is set; no failure ends it."""
     base = app.config["OUTBOX_DISPATCH_DELAY_MS"] / 1000
     stop = stop or threading.Event()
     seen, delay, again, sent_at = -1, base, False, clock()
@@ -719,20 +720,19 @@ def follow(app, stop: threading.Event | None = None, clock=time.monotonic) -> No
                 try:
                     newest = newest_event_id()
                     db.session.rollback()
-                    send = clock() - sent_at >= SEND_EVERY
+                    now = clock()
                     if newest != seen or again:
-                        report = dispatch(send=send)
-                        seen, again = newest, bool(report.more or report.skipped)
+                        report = dispatch()
+                        seen, again, sent_at = newest, bool(report.more or report.skipped), now
                         delay = next_delay(base, report) if not report.skipped else RETRY_SKIPPED_SECONDS
                     else:
                         delay = base
-                        if send:
+                        if now - sent_at >= SEND_EVERY:
                             from portal.services import delivery, webhooks
 
                             webhooks.send_due()
                             delivery.send_ready()
-                    if send:
-                        sent_at = clock()
+                            sent_at = now
                 finally:
                     db.session.remove()
         except Exception:  # the process must outlive any one failure

@@ -109,13 +109,22 @@ def test_the_dispatcher_process_hands_events_on_comes_back_and_ends_with_the_ser
         engine.dispose()
 
 
-def test_a_graceful_stop_stops_the_dispatcher_process(services, seeded, tmp_path):
+def test_a_reload_starts_a_new_dispatcher_and_a_graceful_stop_stops_it(services, seeded, tmp_path):
     env = portal_env(services, seeded, tmp_path, OUTBOX_DISPATCH_MODE="process")
     server = Portal(env, tmp_path / "server.log")
     server.start()
     try:
         master = server.process.pid
         wait_for(lambda: _dispatcher_of(master), 30, "the dispatcher process")
+        first = _dispatcher_of(master)
+        server.process.send_signal(signal.SIGHUP)  # a reload: new code for the dispatcher too
+        wait_for(
+            lambda: [pid for pid in _children(master) if _is_dispatcher(pid) and pid != first],
+            30,
+            "the dispatcher started again for the reload",
+        )
+        assert _gone(first)
+        assert "stopped for the reload" in server.log() and "exited" not in server.log()
         dispatcher = _dispatcher_of(master)
         took = server.stop(signal.SIGTERM)
         assert took < 10, f"the stop took {took:.1f} s"

@@ -768,11 +768,11 @@ class Looks:
 def test_the_dispatcher_process_dispatches_when_events_came_and_sends_what_is_due_by_time(app, monkeypatch):
     """Each look reads the newest event id: a pass only when it changed, or when the last
     pass stopped at its limit or found a consumer held elsewhere (then again at once, or
-    after the short retry); the webhooks and e-mails due by time are sent every SEND_EVERY
-    seconds whether or not events came."""
+    after the short retry); every pass sends what it made due, and looks without a pass
+    send what came due by time every SEND_EVERY seconds."""
     from portal.services import delivery, webhooks
 
-    newest = iter([0, 0, 5, 5, 5, 9, 9, 9, 9, 9])
+    newest = iter([0, 0, 5, 5, 5, 9, 9, 9, 9, 9, 9, 9])
     reports = iter(
         [
             outbox.DispatchReport(),  # the first look: nothing seen yet
@@ -800,18 +800,17 @@ def test_the_dispatcher_process_dispatches_when_events_came_and_sends_what_is_du
     monkeypatch.setattr(delivery, "send_ready", lambda: sent.append("mail"))
     monkeypatch.setitem(app.config, "OUTBOX_DISPATCH_DELAY_MS", 100)
     monkeypatch.setattr(outbox, "SEND_EVERY", 3.0)
-    looks = Looks(10)
+    looks = Looks(12)
     outbox.follow(app, looks, clock=clock)
 
-    assert len(passes) == 5  # looks 1, 3, 6, 7, 8: the others found nothing new
+    assert passes == [True] * 5  # looks 1, 3, 6, 7 and 8: the others found nothing new
     base = 0.1
     busy = base * outbox.BUSY_FACTOR
     # Before each look: the first, then after looks 1-5, busy after the pass cut short
     # (look 6), the short retry after the one that found a consumer held (look 7).
-    assert looks.delays == [base] * 6 + [busy, outbox.RETRY_SKIPPED_SECONDS, base, base, base]
-    # Due by time (every 3 s here, a look a second): a pass at that time sends them (looks 3
-    # and 6), and a look without a pass sends them itself (look 9).
-    assert passes == [False, True, True, False, False]
+    assert looks.delays == [base] * 6 + [busy, outbox.RETRY_SKIPPED_SECONDS] + [base] * 5
+    # The last pass at look 8 (second 9): looks 9 and 10 send nothing, look 11 (second 12)
+    # sends what came due by time, look 12 nothing again.
     assert sent == ["webhooks", "mail"]
 
 
