@@ -121,7 +121,10 @@ class _DispatcherProcess:
         import sys
 
         # Our own interpreter and module; nothing from a request or the environment's input.
-        process = subprocess.Popen([sys.executable, *self.ARGV])  # noqa: S603
+        # The master's pid: the process checks it still has that parent once Linux is to
+        # tell it of the parent's end (the master may die while the app loads).
+        env = {**os.environ, "PORTAL_DISPATCHER_PARENT": str(os.getpid())}
+        process = subprocess.Popen([sys.executable, *self.ARGV], env=env)  # noqa: S603
         self.log.info("outbox dispatcher started (pid %s)", process.pid)
         return process
 

@@ -193,9 +193,10 @@ def dispatcher_command(end_with_parent: bool) -> None:
     from portal.services import outbox
 
     stop = threading.Event()
-    parent = os.getppid()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda signum, frame: stop.set())
+    # The parent that started it (gunicorn's master names itself), else the one it has now.
+    parent = int(os.environ.get("PORTAL_DISPATCHER_PARENT") or os.getppid())
     if end_with_parent and osthreads.end_with_parent(signal.SIGTERM) and os.getppid() != parent:
         return  # the parent ended before it could be asked to tell
     app = current_app._get_current_object()
