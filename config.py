@@ -128,8 +128,9 @@ class Config:
     MAIL_GIVE_UP_HOURS = _int("MAIL_GIVE_UP_HOURS", 48)
 
     # The event outbox: "background" hands what a request committed to a dispatcher thread of
-    # the process; "inline" dispatches at the end of the request (the tests); "off" leaves it
-    # all to `flask portal run-triggers`.
+    # the process; "process": a dispatcher process of its own, started by gunicorn's master
+    # (gunicorn.conf.py; needs REDIS_URL); "inline" dispatches at the end of the request (the
+    # tests); "off" leaves it all to `flask portal run-triggers`.
     OUTBOX_DISPATCH_MODE = _str("OUTBOX_DISPATCH_MODE", "background")
     # The background dispatcher waits this long after a commit's wake-up before it runs, so
     # one pass hands a whole burst of events on instead of one pass per request.
