@@ -784,31 +784,30 @@ class NewCreative:
 
 def creatives_published(creatives: list[NewCreative], *, key: str, library_url: str | None = None) -> int:
     """Creatives went live; each approved partner working one of their channels hears
-    about the ones for their channels, once per ``key`` (the creative)."""
-    sent = 0
+    about the ones for their channels, once per ``key`` (the creative). The messages are
+    sent together (``sending_together``); returns how many were sent."""
     partners = db.session.scalars(
         sa.select(Partner).where(Partner.status == PartnerStatus.APPROVED).order_by(Partner.id)
     ).all()
-    for partner in partners:
-        mine = [c for c in creatives if c.channel in (partner.channels or [])]
-        if not mine:
-            continue
-        channels = list(dict.fromkeys(c.channel for c in mine))
-        titles = list(
-            dict.fromkeys(c.title for c in mine)
-        )  # a creative for two of their channels counts once
-        with speaking_to(partner.user):
-            message = notify(
-                AutomaticKind.NEW_CREATIVES,
-                partner,
-                key=key,
-                creatives__count=len(titles),
-                creatives__titles=", ".join(titles),
-                creatives__channels=", ".join(channel_label(c) for c in channels),
-                creatives_url=Trusted(library_url or absolute_url("partner.dashboard")),
-            )
-        sent += message is not None
-    return sent
+    with sending_together() as together:
+        for partner in partners:
+            mine = [c for c in creatives if c.channel in (partner.channels or [])]
+            if not mine:
+                continue
+            channels = list(dict.fromkeys(c.channel for c in mine))
+            # A creative for two of their channels counts once.
+            titles = list(dict.fromkeys(c.title for c in mine))
+            with speaking_to(partner.user):
+                notify(
+                    AutomaticKind.NEW_CREATIVES,
+                    partner,
+                    key=key,
+                    creatives__count=len(titles),
+                    creatives__titles=", ".join(titles),
+                    creatives__channels=", ".join(channel_label(c) for c in channels),
+                    creatives_url=Trusted(library_url or absolute_url("partner.dashboard")),
+                )
+    return len(together.sent)
 
 
 def campaign_starting(
@@ -821,22 +820,22 @@ def campaign_starting(
     key: str,
     campaign_url: str | None = None,
 ) -> int:
-    """A campaign starts: tell the partners it is open to."""
-    sent = 0
-    for partner in partners:
-        with speaking_to(partner.user):
-            message = notify(
-                AutomaticKind.CAMPAIGN_STARTING,
-                partner,
-                key=key,
-                campaign__name=name,
-                campaign__starts=format_date(starts_at, "long"),
-                campaign__ends=format_date(ends_at, "long") if ends_at else _("until further notice"),
-                campaign__details=details,
-                campaign_url=Trusted(campaign_url or absolute_url("partner.list_links")),
-            )
-        sent += message is not None
-    return sent
+    """A campaign starts: tell the partners it is open to (their messages sent together,
+    ``sending_together``); returns how many were sent."""
+    with sending_together() as together:
+        for partner in partners:
+            with speaking_to(partner.user):
+                notify(
+                    AutomaticKind.CAMPAIGN_STARTING,
+                    partner,
+                    key=key,
+                    campaign__name=name,
+                    campaign__starts=format_date(starts_at, "long"),
+                    campaign__ends=format_date(ends_at, "long") if ends_at else _("until further notice"),
+                    campaign__details=details,
+                    campaign_url=Trusted(campaign_url or absolute_url("partner.list_links")),
+                )
+    return len(together.sent)
 
 
 def payout_failed(

@@ -513,3 +513,26 @@ def test_a_template_another_request_made_a_moment_ago_is_the_one_used(db, progra
     )
     template = lifecycle.get_template("tier_upgrade")
     assert (template.kind, template.enabled, template.subject) == ("tier_upgrade", False, "S")
+
+
+@pytest.mark.parametrize("partners", [3, 12])
+def test_new_creatives_reach_every_partner_of_the_channel_in_a_few_statements(db, program, partners):
+    """One INSERT each for the threads and the messages whatever the number of partners
+    told, each message to its own partner, and the count sent; a second publication of the
+    same creative sends nothing."""
+    from tests.statements import statements_during
+
+    for kind in AutomaticKind:
+        lifecycle.get_template(kind)
+    fans = [PartnerFactory(channels=["video"], user__name=f"Fan {n}") for n in range(partners)]
+    PartnerFactory(channels=["ads"])  # not this channel's
+    db.session.commit()
+    creatives = [lifecycle.NewCreative("Unboxing clip", "video")]
+    seen, sent = statements_during(db.engine, lambda: lifecycle.creatives_published(creatives, key="clip:1"))
+    assert sent == partners
+    assert sum(sql.startswith("INSERT INTO threads ") for sql in seen) == 1
+    assert sum(sql.startswith("INSERT INTO messages ") for sql in seen) == 1
+    for fan in fans:
+        [message] = system_messages(db, fan, AutomaticKind.NEW_CREATIVES)
+        assert message.thread.partner_id == fan.id and "Unboxing clip" in message.body
+    assert lifecycle.creatives_published(creatives, key="clip:1") == 0
