@@ -203,6 +203,10 @@ def dispatcher_command(end_with_parent: bool) -> None:
     if not app.config.get("REDIS_URL"):
         raise click.ClickException("the dispatcher needs REDIS_URL: its live events reach pages through it")
     osthreads.name_os_thread("outbox-dispatch")
+    if os.environ.get("GUNICORN_SCHEDULING", "batch") == "batch":
+        # A batch job by nature, as gunicorn.conf.py puts the workers: its wake-ups then do
+        # not preempt a worker's thread that holds its process's GIL (README: Worker scheduling).
+        osthreads.batch_scheduling()
     click.echo(f"outbox dispatcher: looking every {app.config['OUTBOX_DISPATCH_DELAY_MS']} ms")
     outbox.follow(app, stop)
     click.echo("outbox dispatcher: stopped")

@@ -48,6 +48,10 @@ def _threads(pid: int) -> set[str]:
     return names
 
 
+def _policy(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[38])
+
+
 def _gone(pid: int) -> bool:
     """Ended (a zombie counts: it runs nothing)."""
     try:
@@ -78,6 +82,8 @@ def test_the_dispatcher_process_hands_events_on_comes_back_and_ends_with_the_ser
         wait_for(lambda: _dispatcher_of(master), 30, "the dispatcher process")
         dispatcher = _dispatcher_of(master)
         wait_for(lambda: "outbox-dispatch" in _threads(dispatcher), 30, "the dispatcher loading the app")
+        # Under SCHED_BATCH, as the workers (field 41 of /proc/<pid>/stat: 3); the master not.
+        assert _policy(dispatcher) == os.SCHED_BATCH and _policy(master) == os.SCHED_OTHER
 
         answers = _sell(server, seeded, f"dp-{uuid.uuid4().hex[:8]}-", 30)
         assert [answer[0] for answer in answers] == [201] * 30
