@@ -261,9 +261,9 @@ def record_many(rows: list[tuple[str, dict[str, Any], int | None]]) -> None:
         if type_ not in TYPES:
             raise ValueError(f"unknown event type {type_!r}")
     now = utcnow()
-    rows = [{"type": t, "data": d, "partner_id": p, "created_at": now} for t, d, p in rows]
+    values = [{"type": t, "data": d, "partner_id": p, "created_at": now} for t, d, p in rows]
     # The table's INSERT, not the model's: the ORM's bulk path costs more than the statement.
-    db.session.execute(_INSERT_EVENTS, rows[0] if len(rows) == 1 else rows)
+    db.session.execute(_INSERT_EVENTS, values[0] if len(values) == 1 else values)
     written()
 
 

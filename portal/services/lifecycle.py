@@ -570,10 +570,10 @@ def notify(kind: str, partner: Partner, *, key: str, **values: object) -> Messag
 
 def _send(drafts: list[_Draft]) -> list[Message | None]:
     """The drafts' messages, in the order given (None for one sent before for its key), with
-    their e-mail copies, ``message.sent`` events and live events: seven statements whatever
-    their number, besides the e-mails. Once per key: the log's rows first (a run that sent
-    one before, or a concurrent one sending it now, holds its key: nothing more for it, not
-    even the rendering)."""
+    their e-mail copies, ``message.sent`` events and live events: five statements whatever
+    their number (log rows, threads, messages, the log's links, events), besides the
+    e-mails. Once per key: the log's rows first (a run that sent one before, or a concurrent
+    one sending it now, holds its key: nothing more for it, not even the rendering)."""
     if not drafts:
         return []
     log_ids = _log_many([(draft.kind, draft.partner.id, draft.key) for draft in drafts])

@@ -12,19 +12,16 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from tests.faults._click_services import _descendants
 from tests.faults.conftest import Portal, portal_env, wait_for
-from tests.faults.test_faults import _sell
+from tests.faults.test_faults import _comm, _policy, _sell
 
 pytestmark = pytest.mark.faults
 
 
 def _children(pid: int) -> list[int]:
-    """Every thread's children (a dispatcher started again comes from the master's watcher)."""
-    return [
-        int(child)
-        for task in Path(f"/proc/{pid}/task").iterdir()
-        for child in (task / "children").read_text().split()
-    ]
+    """Its processes (a dispatcher started again comes from the master's watcher thread)."""
+    return [child for child in _descendants(pid) if child != pid]
 
 
 def _is_dispatcher(pid: int) -> bool:
@@ -42,14 +39,7 @@ def _dispatcher_of(master: int) -> int:
 
 
 def _threads(pid: int) -> set[str]:
-    names = set()
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        names.add(Path(f"/proc/{pid}/task/{tid}/comm").read_text().strip())
-    return names
-
-
-def _policy(pid: int) -> int:
-    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[38])
+    return {_comm(f"/proc/{pid}/task/{tid}") for tid in os.listdir(f"/proc/{pid}/task")}
 
 
 def _gone(pid: int) -> bool:
@@ -83,7 +73,8 @@ def test_the_dispatcher_process_hands_events_on_comes_back_and_ends_with_the_ser
         dispatcher = _dispatcher_of(master)
         wait_for(lambda: "outbox-dispatch" in _threads(dispatcher), 30, "the dispatcher loading the app")
         # Under SCHED_BATCH, as the workers (field 41 of /proc/<pid>/stat: 3); the master not.
-        assert _policy(dispatcher) == os.SCHED_BATCH and _policy(master) == os.SCHED_OTHER
+        assert _policy(f"/proc/{dispatcher}") == os.SCHED_BATCH
+        assert _policy(f"/proc/{master}") == os.SCHED_OTHER
 
         answers = _sell(server, seeded, f"dp-{uuid.uuid4().hex[:8]}-", 30)
         assert [answer[0] for answer in answers] == [201] * 30
