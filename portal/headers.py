@@ -10,6 +10,7 @@ sandboxing CSP.
 
 from __future__ import annotations
 
+import functools
 import json
 import secrets
 from urllib.parse import urlsplit
@@ -72,6 +73,29 @@ def content_security_policy(config, nonce: str | None) -> str:
 
 def security_header_items(config, nonce: str | None = None) -> list[tuple[str, str]]:
     """Every security header of a response whose page used ``nonce`` (None: no inline script)."""
+    if nonce is None:
+        # Most responses (the API, redirects, files): the same headers for the same settings.
+        return list(_items_without_nonce(*(config.get(key) for key in _SETTINGS_READ)))
+    return _header_items(config, nonce)
+
+
+# Every setting the headers are made of (the policy's, HSTS's).
+_SETTINGS_READ = (
+    "PORTAL_BASE_URL",
+    "STORAGE_BACKEND",
+    "S3_ENDPOINT_URL",
+    "CSP_REPORTS",
+    "HSTS_ENABLED",
+    "HSTS_MAX_AGE",
+)
+
+
+@functools.lru_cache(maxsize=8)
+def _items_without_nonce(*settings) -> tuple[tuple[str, str], ...]:
+    return tuple(_header_items(dict(zip(_SETTINGS_READ, settings, strict=True)), None))
+
+
+def _header_items(config, nonce: str | None) -> list[tuple[str, str]]:
     items = [("Content-Security-Policy", content_security_policy(config, nonce))]
     if config.get("CSP_REPORTS"):
         items.append(("Reporting-Endpoints", f'csp="{REPORT_PATH}"'))
@@ -85,15 +109,26 @@ def security_header_items(config, nonce: str | None = None) -> list[tuple[str, s
     return items
 
 
+_POLICY_HEADERS = ("content-security-policy", "reporting-endpoints")
+
+
 def set_security_headers(response: Response) -> Response:
+    """Each security header the response does not set itself; a response with its own policy
+    keeps it (and gets no reporting endpoint for ours)."""
     headers = response.headers
-    own_policy = "Content-Security-Policy" in headers
+    present = {name.lower() for name, _value in headers.items()}  # one pass, not one per header
+    own_policy = "content-security-policy" in present
     for name, value in security_header_items(current_app.config, g.get("csp_nonce")):
-        if name in ("Content-Security-Policy", "Reporting-Endpoints"):
-            if not own_policy:
+        lower = name.lower()
+        if lower in _POLICY_HEADERS:
+            if own_policy:
+                continue
+            if lower in present:
                 headers[name] = value
-        else:
-            headers.setdefault(name, value)
+                continue
+        elif lower in present:
+            continue
+        headers.add(name, value)
     return response
 
 

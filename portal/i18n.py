@@ -247,8 +247,10 @@ def say_language(response):
     request read any text."""
     if request.endpoint == "static":
         return response
-    response.vary.add("Accept-Language")
-    response.vary.add("Cookie")
+    if "Vary" in response.headers:
+        response.vary.update(("Accept-Language", "Cookie"))
+    else:  # most answers: set at once (``vary`` parses and writes the header back per call)
+        response.headers["Vary"] = "Accept-Language, Cookie"
     ctx = flask_babel._get_current_context()
     locale = getattr(ctx, "babel_locale", None) if ctx is not None else None
     if locale is not None and "Content-Language" not in response.headers:

@@ -21,3 +21,15 @@ def test_the_api_and_its_spec_vary_on_the_language_too(client, program):
     refused = client.get("/api/v1/conversions/x", headers={"Accept-Language": "zh-CN"})
     assert refused.status_code == 401
     assert refused.headers["Content-Language"] == "zh-CN" and "Accept-Language" in refused.vary
+
+
+def test_a_vary_the_response_set_itself_is_kept(app):
+    from flask import Response
+
+    from portal.i18n import say_language
+
+    with app.test_request_context("/"):
+        response = say_language(Response("x", headers={"Vary": "Origin"}))
+        assert set(response.vary) == {"Origin", "Accept-Language", "Cookie"}
+        fresh = say_language(Response("x"))
+        assert fresh.headers.getlist("Vary") == ["Accept-Language, Cookie"]

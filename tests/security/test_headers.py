@@ -143,3 +143,54 @@ def test_development_reports_violations_to_a_log_endpoint(reporting_app, caplog)
 
 def test_the_report_endpoint_exists_only_where_reports_are_on(client, db, program):
     assert client.post("/csp-report", json={}).status_code in (404, 405)
+
+
+def test_a_responses_own_headers_are_kept_and_the_rest_added(app):
+    """The hook adds each header the response lacks, in one pass; a response with its own policy
+    (a stored file's sandbox) keeps it and gets no reporting endpoint for ours."""
+    from flask import Response
+
+    from portal.headers import set_security_headers
+
+    with app.test_request_context("/"):
+        own = Response(
+            "x", headers={"Content-Security-Policy": "default-src 'none'", "X-Frame-Options": "SAMEORIGIN"}
+        )
+        set_security_headers(own)
+        assert own.headers.getlist("Content-Security-Policy") == ["default-src 'none'"]
+        assert own.headers.getlist("X-Frame-Options") == ["SAMEORIGIN"]
+        assert own.headers["X-Content-Type-Options"] == "nosniff"
+        assert "Reporting-Endpoints" not in own.headers
+        plain = set_security_headers(Response("x"))
+        assert plain.headers.getlist("X-Frame-Options") == ["DENY"]
+        assert "'nonce-" not in plain.headers["Content-Security-Policy"]
+
+
+def test_the_headers_follow_each_apps_settings(database_url, db):
+    """The nonce-less headers are kept per settings, so two apps (or a changed setting) never
+    share another's policy or HSTS."""
+
+    def production(**settings):
+        return create_app(
+            ProductionConfig,
+            SECRET_KEY="x" * 40,
+            SQLALCHEMY_DATABASE_URI=database_url,
+            PORTAL_BASE_URL="https://partners.example",
+            **settings,
+        )
+
+    long, short, off = (
+        production(HSTS_MAX_AGE=600),
+        production(HSTS_MAX_AGE=60),
+        production(HSTS_ENABLED=False),
+    )
+    for _ in range(2):  # the second time from what was kept
+        answers = [
+            app.test_client().get("/healthz", headers={"Host": "partners.example"})
+            for app in (long, short, off)
+        ]
+        hsts = [answer.headers.get("Strict-Transport-Security") for answer in answers]
+        assert hsts == ["max-age=600; includeSubDomains", "max-age=60; includeSubDomains", None]
+    short.config["PORTAL_BASE_URL"] = "https://elsewhere.example"
+    moved = short.test_client().get("/healthz", headers={"Host": "elsewhere.example"})
+    assert directives(moved)["connect-src"] == "'self' wss://elsewhere.example"

@@ -213,7 +213,9 @@ def create_conversion():
         # Written with other requests' sales in one transaction (portal/salewriter.py); the
         # request's own transaction ends first (it holds no lock while it waits): committed
         # when it holds the key's once-a-minute note of use, else rolled back (it only read).
-        if api_keys.use_noted(db.session()):
+        if not db.session.registry.has():
+            pass  # nothing read from the database (every look-up cached): no session to end
+        elif api_keys.use_noted(db.session()):
             db.session.commit()
         else:
             db.session.rollback()
