@@ -869,8 +869,9 @@ def read_probes(probes: Iterable[TierProbe]) -> dict[int, PartnerFacts]:
         if len(set(ids)) != len(ids):
             raise ValueError("read_probes: one probe per partner")
         params["probe_partner_ids"] = ids
-        statement = _probe_many_select(db.session.get_bind().dialect.name, shape)
-        for row in db.session.execute(statement, params):
+        connection = db.session.connection()
+        statement = _probe_many_select(connection.dialect.name, shape)
+        for row in connection.execute(statement, params):
             facts[row[0]] = first.read(row)
     return facts
 

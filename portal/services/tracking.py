@@ -545,7 +545,7 @@ class SaleBatch:
         tally = rollups.Tally()
         for conversion in self.conversions:
             rollups.count_conversion(conversion, timezone=program.timezone, into=tally)
-        rollups.write(db.session, tally)
+        rollups.write(db.session.connection(), tally)
 
 
 def write_conversion(
@@ -650,7 +650,8 @@ def _insert_many(rows: list[dict]) -> dict[str, int]:
     """INSERT … ON CONFLICT (transaction_id) DO NOTHING RETURNING id, transaction_id for
     every row in one statement: the ids of the rows stored, by transaction id (a row whose
     transaction id was taken before is not among them)."""
-    dialect = db.session.get_bind().dialect.name
+    connection = db.session.connection()
+    dialect = connection.dialect.name
     if dialect == "postgresql" and len(rows) >= JSON_FROM_ROWS:
         statement = _INSERT_MANY.get("json")
         if statement is None:
@@ -659,7 +660,7 @@ def _insert_many(rows: list[dict]) -> dict[str, int]:
                 _CONVERSION_COLUMNS,
                 "ON CONFLICT (transaction_id) DO NOTHING RETURNING id, transaction_id",
             )
-        stored = db.session.execute(statement, {"rows": json_rows(rows)}).all()
+        stored = connection.execute(statement, {"rows": json_rows(rows)}).all()
         return {transaction_id: conversion_id for conversion_id, transaction_id in stored}
     statement = _INSERT_MANY.get(dialect)
     if statement is None:
@@ -667,9 +668,9 @@ def _insert_many(rows: list[dict]) -> dict[str, int]:
             Conversion.__table__.c.transaction_id
         )
     if len(rows) == 1:  # executemany's path costs more than it saves for one row
-        stored = db.session.execute(statement, rows[0]).all()
+        stored = connection.execute(statement, rows[0]).all()
     else:
-        stored = db.session.execute(statement, rows).all()
+        stored = connection.execute(statement, rows).all()
     return {transaction_id: conversion_id for conversion_id, transaction_id in stored}
 
 
