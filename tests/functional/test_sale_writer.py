@@ -488,3 +488,46 @@ def test_a_sale_written_by_the_writer_keeps_the_keys_note_of_use(world):
     assert response.status_code == 201
     with app.app_context():
         assert _db.session.scalar(sa.select(ApiKey.last_used_at)) is not None
+
+
+def test_a_request_whose_look_ups_are_cached_leaves_the_database_to_the_writer(world):
+    """Once the key's use of the minute is noted and its look-ups are cached, a conversion
+    request's own thread opens no session, sends no statement and checks out no connection:
+    every statement of its sale is the writer's."""
+    app, plain = world
+    sessions: list[bool] = []
+
+    @app.after_request
+    def note_session(response):
+        sessions.append(_db.session.registry.has())
+        return response
+
+    client = app.test_client()
+    headers = {"Authorization": f"Bearer {plain}"}
+    assert (
+        client.post("/api/v1/conversions", json=_body("warm-1", "alpha"), headers=headers).status_code == 201
+    )
+    assert sessions == [True]  # the first request notes the key's use: its own transaction
+    with app.app_context():
+        engine = _db.engine
+    request_thread = threading.get_ident()
+    statements: list[int] = []
+    checkouts: list[int] = []
+
+    def statement(*_args):
+        statements.append(threading.get_ident())
+
+    def checkout(*_args):
+        checkouts.append(threading.get_ident())
+
+    sa.event.listen(engine, "before_cursor_execute", statement)
+    sa.event.listen(engine.pool, "checkout", checkout)
+    try:
+        response = client.post("/api/v1/conversions", json=_body("warm-2", "bravo"), headers=headers)
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", statement)
+        sa.event.remove(engine.pool, "checkout", checkout)
+    assert response.status_code == 201
+    assert sessions == [True, False]
+    assert statements and request_thread not in statements  # the writer's statements only
+    assert request_thread not in checkouts
