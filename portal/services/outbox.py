@@ -347,6 +347,12 @@ def _handle(
         if loud:
             begin_write(db.session())
             held = set(_claim(name, loud))
+        elif not db.session().in_transaction():
+            # A batch that writes nothing (live) still runs in a transaction of its own, so
+            # that what it tells the pages queues until the commit below, once per room and
+            # kind (``realtime.notify_once``): outside one, each event was sent at once, a
+            # publish over Redis (and a message to every worker) per event.
+            db.session().begin()
         if len(held) > 1 and consumer.handle_many is not None and _together(name, consumer, events, held):
             quiet_done.update(quiet)
             db.session.commit()

@@ -39,7 +39,7 @@ from portal.models import (
     User,
 )
 from portal.salewriter import Outcome, Sale
-from portal.services import commissions, rollups, tracking
+from portal.services import commissions, outbox, rollups, tracking
 from portal.services.api_keys import create_api_key
 from portal.services.ledger import check_ledger, without_ledger_triggers
 from portal.services.program import cached_program
@@ -531,3 +531,37 @@ def test_a_request_whose_look_ups_are_cached_leaves_the_database_to_the_writer(w
     assert sessions == [True, False]
     assert statements and request_thread not in statements  # the writer's statements only
     assert request_thread not in checkouts
+
+
+def test_a_dispatch_tells_each_page_once_per_kind_of_change(world, monkeypatch):
+    """The live consumer writes nothing, yet its batch runs in a transaction of its own, so
+    that a pass tells each partner's pages and the operators' once per kind of change
+    (``realtime.notify_once``). A pass that found every event it could take already read (a
+    backlog of at least its limit: after an outage) handled them outside one, after the
+    messages consumer's commit, and sent one notice per event: over Redis, to every worker."""
+    from portal import realtime
+
+    app, _plain = world
+    _write_all(app, _sales(app, [_body(f"live-{ref}", ref) for ref in REFS]))
+    limit = 6  # fewer than the three sales' events: the pass takes a full window
+    with app.app_context():
+        events = _db.session.execute(
+            sa.select(OutboxEvent.type, OutboxEvent.partner_id).order_by(OutboxEvent.id)
+        ).all()
+        assert len(events) > limit
+        first = _db.session.scalar(sa.select(sa.func.min(OutboxEvent.id)))
+        _db.session.execute(sa.delete(OutboxReceipt))
+        _db.session.execute(sa.update(OutboxConsumer).values(position=first - 1))
+        _db.session.commit()
+        told_for = {"conversion.created": "conversion", "commission.created": "earnings"}
+        expected = {(told_for[kind], f"partner:{partner_id}") for kind, partner_id in events[:limit]}
+        expected.add(("conversion", "operators"))
+        emitted: list[tuple[str, object]] = []
+        monkeypatch.setattr(
+            realtime.socketio, "emit", lambda name, _payload, to=None, **_: emitted.append((name, to))
+        )
+        report = outbox.dispatch(limit=limit, send=False)
+    assert report.handled["live"] == limit
+    # (The partners' first sales also send them a message: its own notices, left aside.)
+    told = [(name, to) for name, to in emitted if name in ("conversion", "earnings")]
+    assert sorted(told, key=str) == sorted(expected, key=str)  # each once
