@@ -10,7 +10,6 @@ sandboxing CSP.
 
 from __future__ import annotations
 
-import functools
 import json
 import secrets
 from urllib.parse import urlsplit
@@ -74,8 +73,15 @@ def content_security_policy(config, nonce: str | None) -> str:
 def security_header_items(config, nonce: str | None = None) -> list[tuple[str, str]]:
     """Every security header of a response whose page used ``nonce`` (None: no inline script)."""
     if nonce is None:
-        # Most responses (the API, redirects, files): the same headers for the same settings.
-        return list(_items_without_nonce(*(config.get(key) for key in _SETTINGS_READ)))
+        # Most responses (the API, redirects, files): the same headers for the same settings,
+        # made once from the config itself. Every setting they read belongs in the key below.
+        settings = tuple(config.get(key) for key in _SETTINGS_READ)
+        items = _WITHOUT_NONCE.get(settings)
+        if items is None:
+            if len(_WITHOUT_NONCE) >= 8:  # a few apps (tests) at most: never grows unbounded
+                _WITHOUT_NONCE.clear()
+            items = _WITHOUT_NONCE[settings] = tuple(_header_items(config, None))
+        return list(items)
     return _header_items(config, nonce)
 
 
@@ -89,10 +95,7 @@ _SETTINGS_READ = (
     "HSTS_MAX_AGE",
 )
 
-
-@functools.lru_cache(maxsize=8)
-def _items_without_nonce(*settings) -> tuple[tuple[str, str], ...]:
-    return tuple(_header_items(dict(zip(_SETTINGS_READ, settings, strict=True)), None))
+_WITHOUT_NONCE: dict[tuple, tuple[tuple[str, str], ...]] = {}
 
 
 def _header_items(config, nonce: str | None) -> list[tuple[str, str]]:
