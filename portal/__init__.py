@@ -333,8 +333,10 @@ def register_realtime(app: Flask) -> None:
     )
     realtime.register_handlers(socketio)
     # Routed by path at the WSGI level: /socket.io/ through the engine.io middleware, the
-    # click redirect /go/ answered by its own lean handler (portal/blueprints/track/routes.py),
-    # every page by Flask; neither of the first two pays for the others' per-request work.
+    # click redirect /go/ and the conversion API's sales answered by lean handlers of their own
+    # (portal/blueprints/track/routes.py, portal/blueprints/api/lean.py), every page by Flask;
+    # none of the first three pays for the others' per-request work.
+    from portal.blueprints.api import lean as lean_api
     from portal.blueprints.track.routes import PREFIX as CLICK_PREFIX
     from portal.blueprints.track.routes import serve as serve_click
 
@@ -345,6 +347,8 @@ def register_realtime(app: Flask) -> None:
         path = environ.get("PATH_INFO", "")
         if path.startswith(CLICK_PREFIX):
             return serve_click(app, environ, start_response, flask_app)
+        if path == lean_api.PATH:
+            return lean_api.serve(app, environ, start_response, flask_app)
         if path.startswith("/socket.io/"):
             # No per-message compression: live events are a few bytes ("look again"), and a
             # browser's permessage-deflate offer, accepted, cost every open page its own zlib

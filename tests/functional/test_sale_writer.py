@@ -495,12 +495,18 @@ def test_a_request_whose_look_ups_are_cached_leaves_the_database_to_the_writer(w
     request's own thread opens no session, sends no statement and checks out no connection:
     every statement of its sale is the writer's."""
     app, plain = world
+    with app.app_context():
+        engine = _db.engine
+    request_thread = threading.get_ident()
     sessions: list[bool] = []
 
-    @app.after_request
-    def note_session(response):
-        sessions.append(_db.session.registry.has())
-        return response
+    # Registered after Flask-SQLAlchemy's: runs before it removes the session, in either path
+    # (the WSGI-level one, portal/blueprints/api/lean.py, runs no request hooks); the
+    # requests' own app contexts only, not the writer's.
+    @app.teardown_appcontext
+    def note_session(_error):
+        if threading.get_ident() == request_thread:
+            sessions.append(_db.session.registry.has())
 
     client = app.test_client()
     headers = {"Authorization": f"Bearer {plain}"}
@@ -508,9 +514,6 @@ def test_a_request_whose_look_ups_are_cached_leaves_the_database_to_the_writer(w
         client.post("/api/v1/conversions", json=_body("warm-1", "alpha"), headers=headers).status_code == 201
     )
     assert sessions == [True]  # the first request notes the key's use: its own transaction
-    with app.app_context():
-        engine = _db.engine
-    request_thread = threading.get_ident()
     statements: list[int] = []
     checkouts: list[int] = []
 

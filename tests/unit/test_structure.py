@@ -26,6 +26,8 @@ COMMIT_ALLOWED = {
     ("api/routes.py", "create_signup"): "JSON API: the answer is built before the commit, and a refusal "
     "becomes a problem response through the blueprint's DomainError handler, not a form or a flash",
     ("api/routes.py", "create_conversion"): "JSON API, as create_signup",
+    ("api/routes.py", "end_own_transaction"): "a conversion request ends its own transaction (the "
+    "key's note of use) before its sale goes to the writer, from the view or the WSGI-level path",
     ("api/routes.py", "refund_conversion"): "JSON API, as create_signup; a replayed refund rolls back "
     "instead (nothing was written) and answers what the first one did",
     ("track/routes.py", "_follow"): "the click redirect (hot path, a lean endpoint without the request "

@@ -16,7 +16,7 @@ from portal.errors import DomainError
 from portal.extensions import csrf, db, limiter
 from portal.models.types import utcnow
 from portal.money import to_decimal_string
-from portal.salewriter import Outcome, WriterTimeout
+from portal.salewriter import Outcome, Sale, WriterTimeout
 from portal.security import client_ip
 from portal.services import api_keys, tracking
 from portal.services.commissions import commission_summary
@@ -203,6 +203,33 @@ def _conversion_answer(conversion) -> dict:
     return {"conversion": conversion_json(conversion)}
 
 
+# environ: what became of a sale the WSGI-level path (lean.py) handed to the writer and left
+# to this view to answer (a ``Sale`` not written, or the writer's ``WriterTimeout``).
+HANDED_OVER = "portal.api.handed_over"
+
+
+def end_own_transaction() -> None:
+    """End a conversion request's own transaction before its sale goes to the writer (it holds
+    no lock while it waits): committed when it holds the key's once-a-minute note of use, else
+    rolled back (it only read). A request whose every look-up was cached has none."""
+    if not db.session.registry.has():
+        return
+    if api_keys.use_noted(db.session()):
+        db.session.commit()
+    else:
+        db.session.rollback()
+
+
+def hand_over(writer, data, body: dict) -> Sale | WriterTimeout:
+    """Hand the sale to the writer (portal/salewriter.py: written with other requests' sales
+    in one transaction) and wait: the sale, which says what came of it, or the writer's
+    ``WriterTimeout``."""
+    try:
+        return writer.record(data, body, utcnow(), _conversion_answer)
+    except WriterTimeout as timeout:
+        return timeout
+
+
 @bp.post("/conversions")
 def create_conversion():
     body = _body()
@@ -210,26 +237,20 @@ def create_conversion():
     data = read_conversion(body, program)
     writer = current_app.extensions["sale_writer"]
     if writer.batched:
-        # Written with other requests' sales in one transaction (portal/salewriter.py); the
-        # request's own transaction ends first (it holds no lock while it waits): committed
-        # when it holds the key's once-a-minute note of use, else rolled back (it only read).
-        if not db.session.registry.has():
-            pass  # nothing read from the database (every look-up cached): no session to end
-        elif api_keys.use_noted(db.session()):
-            db.session.commit()
-        else:
-            db.session.rollback()
-        try:
-            sale = writer.record(data, body, utcnow(), _conversion_answer)
-        except WriterTimeout:
+        end_own_transaction()
+        # Handed over already by the WSGI-level path (lean.py), which left this answer to us.
+        handed = request.environ.pop(HANDED_OVER, None)
+        if handed is None:
+            handed = hand_over(writer, data, body)
+        if isinstance(handed, WriterTimeout):
             message = gettext("The sale could not be stored in time; send it again.")
             response, status = api_error(503, message, code="unavailable")
             response.headers["Retry-After"] = "15"
             return response, status
-        if sale.outcome == Outcome.WRITTEN:
-            return jsonify(sale.payload), 201 if sale.created else 200
-        if sale.outcome == Outcome.FAILED:
-            raise sale.error  # the database cannot be reached: 503
+        if handed.outcome == Outcome.WRITTEN:
+            return jsonify(handed.payload), 201 if handed.created else 200
+        if handed.outcome == Outcome.FAILED:
+            raise handed.error  # the database cannot be reached: 503
         # Outcome.ALONE: its batch failed, or it was refused: decided and written alone.
     conversion, created = tracking.record_conversion(program, data, body, defer_messages=True)
     payload = _conversion_answer(conversion)  # before commit: nothing to reload afterwards
