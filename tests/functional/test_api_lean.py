@@ -162,8 +162,42 @@ def test_a_host_outside_trusted_hosts_a_query_string_or_a_chunked_body_goes_to_t
     assert by_flask == 1
 
 
+def test_with_the_rate_limiter_on_and_the_api_budget_off_a_sale_is_answered_as_flask_answers_it(
+    database_url,
+    world,  # noqa: F811
+):
+    _app, plain = world
+    app = create_app(
+        TestingConfig,
+        SQLALCHEMY_DATABASE_URI=database_url,
+        SALE_WRITE_MODE="batched",
+        RATELIMIT_ENABLED=True,
+        API_RATE_LIMIT="off",
+    )
+    limited = Answers(app, plain)
+    try:
+        with time_machine.travel(NOW, tick=False):
+            served = limited.send(True, json=_body("o-1", "alpha"), headers=limited.key())
+            assert limited.flask_requests == 0  # the WSGI-level path
+            alone = limited.send(False, json=_body("o-2", "bravo"), headers=limited.key())
+        failed, failed_by_view, by_flask = limited.both(json=_body("o-3", "alpha"), headers={})
+    finally:
+        limited.close()
+        create_app(TestingConfig)  # the limiter's switch is process-wide: off again for the others
+    assert served[0] == "201 CREATED"
+    assert _as_sale(served, "o-1", "alpha") == _as_sale(alone, "o-2", "bravo")
+    assert by_flask == 1
+    assert failed[0] == failed_by_view[0] == "401 UNAUTHORIZED"
+    # Counted by Flask-Limiter either way, against the same budget: one fewer left each time.
+    left = [int(dict(answer[1]).pop("X-RateLimit-Remaining")) for answer in (failed, failed_by_view)]
+    assert left[0] == left[1] + 1
+    same = [[h for h in answer[1] if h[0] != "X-RateLimit-Remaining"] for answer in (failed, failed_by_view)]
+    assert same[0] == same[1]
+    assert failed[2] == failed_by_view[2]
+
+
 ROUTED_TO_FLASK = {
-    # Flask-Limiter counts the request and adds its headers.
+    # Flask-Limiter counts the key's request and adds its headers.
     "the rate limiter on": {"SALE_WRITE_MODE": "batched", "RATELIMIT_ENABLED": True},
     # Each request writes its own sale in its own transaction: no writer to hand it to.
     "inline writes": {"SALE_WRITE_MODE": "inline"},

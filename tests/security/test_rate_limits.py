@@ -101,3 +101,14 @@ def test_each_verified_key_has_its_own_budget(client, keys):
 def test_the_public_document_is_not_a_failed_authentication(client, keys):
     for _ in range(FAILURE_BUDGET + 2):
         assert client.get("/api/v1/openapi.json").status_code in (200,)
+
+
+def test_with_the_api_budget_off_a_key_is_never_counted_and_failures_still_are(app, client, keys):
+    live, _other = keys
+    app.config["API_RATE_LIMIT"] = "off"
+    answers = [signup(client, live, n) for n in range(KEY_BUDGET + 5)]
+    assert {answer.status_code for answer in answers} == {201}
+    assert not any("X-RateLimit-Limit" in answer.headers for answer in answers)
+    codes = [signup(client, forged(live), n, "203.0.113.12").status_code for n in range(FAILURE_BUDGET + 3)]
+    assert codes[:FAILURE_BUDGET] == [401] * FAILURE_BUDGET
+    assert codes[-3:] == [429, 429, 429]

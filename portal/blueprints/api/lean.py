@@ -11,8 +11,11 @@ Anything else goes on to Flask with its body put back, and is answered there exa
 before: a body that is not a JSON object, a field that fails (422, in the client's
 language), a missing or wrong key (401), a query string, another content type, a body
 over API_MAX_BODY_BYTES or without a length, a host outside TRUSTED_HOSTS. So does every
-request while the rate limiter is on (its counting and its headers are Flask-Limiter's),
-and every request with ``SALE_WRITE_MODE=inline``. A sale the writer did not write (its
+request while a key's requests count against API_RATE_LIMIT (the counting and its headers
+are Flask-Limiter's): this path serves a limiter that is off, or on with
+``API_RATE_LIMIT=off``, where a valid key is counted against nothing and a failed
+authentication (API_AUTH_FAILURE_LIMIT) goes on to Flask with the 401. So does every
+request with ``SALE_WRITE_MODE=inline``. A sale the writer did not write (its
 batch failed, the database is down, no answer in time) goes on to the view too, with the
 writer's outcome (``routes.HANDED_OVER``), which answers it as it answers its own: the request
 never hands a sale over twice.
@@ -64,8 +67,9 @@ def _plain_body(app: Flask, environ: dict) -> bytes | None:
     request go on there); None when the request is Flask's from the start."""
     if environ.get("REQUEST_METHOD") != "POST" or environ.get("QUERY_STRING"):
         return None
-    if app.config["RATELIMIT_ENABLED"] or limiter.enabled:
-        return None
+    limits_on = app.config["RATELIMIT_ENABLED"] or limiter.enabled
+    if limits_on and not routes.key_budget_off(app.config):
+        return None  # a key's budget to count, and its headers to send: Flask-Limiter's
     writer = app.extensions.get("sale_writer")
     if writer is None or not writer.batched:
         return None

@@ -71,7 +71,21 @@ def _not_a_failure() -> bool:
     return request.endpoint in PUBLIC_ENDPOINTS or key is not None or g.get("api_key_unverifiable", False)
 
 
-limiter.limit(lambda: current_app.config["API_RATE_LIMIT"], key_func=_rate_key)(bp)
+# API_RATE_LIMIT=off: nothing the API is sent counts against a budget of its own; failed
+# authentications still count against API_AUTH_FAILURE_LIMIT (below).
+API_LIMIT_OFF = "off"
+
+
+def key_budget_off(config) -> bool:
+    return config["API_RATE_LIMIT"].strip().lower() == API_LIMIT_OFF
+
+
+def _key_budget() -> str:
+    # Flask-Limiter reads an empty limit as none.
+    return "" if key_budget_off(current_app.config) else current_app.config["API_RATE_LIMIT"]
+
+
+limiter.limit(_key_budget, key_func=_rate_key)(bp)
 # Failed authentications per client address (a tighter budget: guessing and forging).
 limiter.limit(
     lambda: current_app.config["API_AUTH_FAILURE_LIMIT"],
