@@ -409,6 +409,18 @@ def portal(services, seeded, tmp_path_factory) -> Iterator[Portal]:
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def lean_portal(services, seeded, tmp_path_factory) -> Iterator[Portal]:
+    """The portal with the API's own budget off (API_RATE_LIMIT=off), as a brand reporting
+    many sales a second runs it: its sales are answered at the WSGI level
+    (portal/blueprints/api/lean.py), not by the Flask view."""
+    tmp = tmp_path_factory.mktemp("lean-portal")
+    server = Portal(portal_env(services, seeded, tmp, API_RATE_LIMIT="off"), tmp / "server.log")
+    server.start()
+    yield server
+    server.stop()
+
+
 def csrf_session(portal: Portal, seeded: dict, role: str) -> tuple[requests.Session, str]:
     """A requests session signed in as ``role`` and a CSRF token for its forms (as Flask-WTF makes them)."""
     from itsdangerous import URLSafeTimedSerializer

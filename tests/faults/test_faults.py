@@ -105,7 +105,16 @@ def _send_message(
 # --- PostgreSQL -------------------------------------------------------------------------------
 
 
-def test_postgres_down_pages_and_api_answer_503_then_recover(services, seeded, portal):
+# Each PostgreSQL outage against both ways a sale is answered: the Flask view (a key with a
+# budget, the default) and the WSGI-level path (API_RATE_LIMIT=off). Each its own sales.
+SALE_PATHS = pytest.mark.parametrize(
+    ("server", "tag"), [("portal", ""), ("lean_portal", "lean-")], ids=["view", "lean"]
+)
+
+
+@SALE_PATHS
+def test_postgres_down_pages_and_api_answer_503_then_recover(services, seeded, server, tag, request):
+    portal = request.getfixturevalue(server)
     postgres = services["postgres"]
     page_cookie = {"Cookie": f"session={seeded['cookie']('manager')}"}
     log_before = len(portal.log())
@@ -117,7 +126,7 @@ def test_postgres_down_pages_and_api_answer_503_then_recover(services, seeded, p
                     lambda _: requests.get(f"{portal.url}/admin/", headers=page_cookie, timeout=10), range(40)
                 )
             )
-        api = _sell(portal, seeded, "pgdown-", 40)
+        api = _sell(portal, seeded, f"{tag}pgdown-", 40)
         started = time.monotonic()
         ready = requests.get(f"{portal.url}/readyz", timeout=5)
         ready_seconds = time.monotonic() - started
@@ -140,19 +149,24 @@ def test_postgres_down_pages_and_api_answer_503_then_recover(services, seeded, p
         30,
         "readiness after restart",
     )
-    after = _sell(portal, seeded, "pgback-", 30)
+    after = _sell(portal, seeded, f"{tag}pgback-", 30)
     assert [a[0] for a in after] == [201] * 30
-    assert _stored_sales(seeded, "pgback-") == 30
-    assert _stored_sales(seeded, "pgdown-") == 0
+    # Which path answered: the view's answers carry the key's budget, the WSGI-level ones none.
+    assert {"X-RateLimit-Limit" in a[1] for a in after} == {not tag}
+    assert _stored_sales(seeded, f"{tag}pgback-") == 30
+    assert _stored_sales(seeded, f"{tag}pgdown-") == 0
     # "answered" counts successes (201); the 40 sales during the outage were answered 503.
-    figure("PostgreSQL down (sales; 40 answered 503)", 70, 30, 30, 0, recovery)
+    path = ", the WSGI-level path" if tag else ""
+    figure(f"PostgreSQL down (sales{path}; 40 answered 503)", 70, 30, 30, 0, recovery)
 
 
-def test_postgres_frozen_ten_seconds_loses_nothing(services, seeded, portal):
+@SALE_PATHS
+def test_postgres_frozen_ten_seconds_loses_nothing(services, seeded, server, tag, request):
+    portal = request.getfixturevalue(server)
     postgres = services["postgres"]
     results: list = []
     sender = threading.Thread(
-        target=lambda: results.extend(_sell(portal, seeded, "pgfrozen-", 120, workers=10))
+        target=lambda: results.extend(_sell(portal, seeded, f"{tag}pgfrozen-", 120, workers=10))
     )
     probes = []
     postgres.freeze()
@@ -178,13 +192,14 @@ def test_postgres_frozen_ten_seconds_loses_nothing(services, seeded, portal):
     assert None not in statuses  # every request got an answer
     assert all(s < 500 or s == 503 for s in statuses)
     answered = statuses.count(201)
-    stored = _stored_sales(seeded, "pgfrozen-")
+    stored = _stored_sales(seeded, f"{tag}pgfrozen-")
     assert stored == answered  # nothing answered is lost
     assert answered + statuses.count(503) == 120
     assert max(p[0] for p in probes) < 2.0, probes
     assert [p[1:] for p in probes] == [(503, "error")] * 3, probes
     assert live.status_code == 200
-    figure("PostgreSQL frozen 10 s (sales)", 120, answered, stored, answered - stored, recovery)
+    path = ", the WSGI-level path" if tag else ""
+    figure(f"PostgreSQL frozen 10 s (sales{path})", 120, answered, stored, answered - stored, recovery)
     print(
         f"readyz while frozen: {', '.join(f'{p[0]:.2f} s' for p in probes)}; "
         f"sender done {time.monotonic() - thawed:.1f} s after thaw"
