@@ -241,6 +241,10 @@ def set_reading_preferences(user, locale: str | None, timezone: str | None) -> N
     db.session.flush()
 
 
+# What an answer's language depends on (``Vary``): the browser's list and the switch's cookie.
+LANGUAGE_VARY = ("Accept-Language", "Cookie")
+
+
 def say_language(response):
     """A page or API answer depends on ``Accept-Language`` and the switch's cookie: say so to
     caches (``Vary``), and name the language it is written in (``Content-Language``) when the
@@ -248,9 +252,9 @@ def say_language(response):
     if request.endpoint == "static":
         return response
     if "Vary" in response.headers:
-        response.vary.update(("Accept-Language", "Cookie"))
+        response.vary.update(LANGUAGE_VARY)
     else:  # most answers: set at once (``vary`` parses and writes the header back per call)
-        response.headers["Vary"] = "Accept-Language, Cookie"
+        response.headers["Vary"] = ", ".join(LANGUAGE_VARY)
     ctx = flask_babel._get_current_context()
     locale = getattr(ctx, "babel_locale", None) if ctx is not None else None
     if locale is not None and "Content-Language" not in response.headers:

@@ -71,6 +71,13 @@ def _load_key(prefix: str) -> KeyInfo | None:
     return KeyInfo(row.id, row.name, row.prefix, row.key_hash, row.revoked_at is None, row.last_used_at)
 
 
+def bearer_token(authorization: str) -> str | None:
+    """The token of an ``Authorization`` header's value ``Bearer <token>``; None for any other
+    scheme (an empty token stays empty: it proves no key either)."""
+    scheme, _, token = authorization.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else None
+
+
 def authenticate_api_key(plain: str | None) -> KeyInfo | None:
     """The active key matching ``plain``, or None.
 

@@ -39,22 +39,23 @@ from portal.blueprints.api import routes
 from portal.blueprints.api.schemas import read_conversion
 from portal.extensions import limiter
 from portal.headers import security_header_items
+from portal.i18n import LANGUAGE_VARY
 from portal.salewriter import Outcome, Sale
 from portal.services import api_keys
 from portal.services.program import cached_program
 
 PATH = "/api/v1/conversions"
-# What ``i18n.say_language`` sets on an answer that read no text.
-_VARY = ("Vary", "Accept-Language, Cookie")
+# What ``i18n.say_language`` sets on an answer without a ``Vary`` of its own.
+_VARY = ("Vary", ", ".join(LANGUAGE_VARY))
 
 
 def serve(app: Flask, environ: dict, start_response, pass_on):
     """Answer a sale at ``PATH``, or hand the request to ``pass_on`` (the Flask app)."""
-    raw = _plain_body(app, environ)
-    if raw is None:
+    plain = _plain_body(app, environ)
+    if plain is None:
         return pass_on(environ, start_response)
     with app.app_context():
-        answer = _written_answer(app, environ, raw)
+        answer = _written_answer(app, environ, *plain)
     if answer is None:
         return pass_on(environ, start_response)
     status, headers, body = answer
@@ -62,9 +63,9 @@ def serve(app: Flask, environ: dict, start_response, pass_on):
     return [body]
 
 
-def _plain_body(app: Flask, environ: dict) -> bytes | None:
-    """The body of a request this path may answer, read (and put back for Flask, should the
-    request go on there); None when the request is Flask's from the start."""
+def _plain_body(app: Flask, environ: dict) -> tuple[bytes, str] | None:
+    """The body (read, and put back for Flask, should the request go on there) and the Bearer
+    token of a request this path may answer; None when the request is Flask's from the start."""
     if environ.get("REQUEST_METHOD") != "POST" or environ.get("QUERY_STRING"):
         return None
     limits_on = app.config["RATELIMIT_ENABLED"] or limiter.enabled
@@ -81,8 +82,8 @@ def _plain_body(app: Flask, environ: dict) -> bytes | None:
     size = int(length)
     if not 0 < size <= app.config["API_MAX_BODY_BYTES"]:
         return None
-    scheme, _, _token = environ.get("HTTP_AUTHORIZATION", "").partition(" ")
-    if scheme.lower() != "bearer":
+    token = api_keys.bearer_token(environ.get("HTTP_AUTHORIZATION", ""))
+    if token is None:
         return None
     try:
         get_host(environ, app.config["TRUSTED_HOSTS"])
@@ -90,10 +91,10 @@ def _plain_body(app: Flask, environ: dict) -> bytes | None:
         return None
     raw = environ["wsgi.input"].read(size)
     environ["wsgi.input"] = io.BytesIO(raw)
-    return raw
+    return raw, token
 
 
-def _written_answer(app: Flask, environ: dict, raw: bytes) -> tuple[str, list, bytes] | None:
+def _written_answer(app: Flask, environ: dict, raw: bytes, token: str) -> tuple[str, list, bytes] | None:
     """The answer of the sale in ``raw`` once written; None to let the view answer (nothing
     handed over, or ``environ[routes.HANDED_OVER]`` says what came of it)."""
     try:
@@ -101,9 +102,8 @@ def _written_answer(app: Flask, environ: dict, raw: bytes) -> tuple[str, list, b
         if not isinstance(body, dict):
             return None
         data = read_conversion(body, cached_program())
-        token = environ["HTTP_AUTHORIZATION"].partition(" ")[2]
         # Last of the checks: a key it returns may hold its note of use (committed below).
-        key = api_keys.authenticate_api_key(token.strip())
+        key = api_keys.authenticate_api_key(token)
         if key is None:
             return None  # 401
         routes.end_own_transaction()

@@ -45,9 +45,8 @@ def _verified_key():
         try:
             if _writes_from_the_start():
                 begin_write(db.session())
-            scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-            bearer = scheme.lower() == "bearer"
-            g.rate_limit_key = api_keys.authenticate_api_key(token.strip()) if bearer else None
+            token = api_keys.bearer_token(request.headers.get("Authorization", ""))
+            g.rate_limit_key = api_keys.authenticate_api_key(token)
         except sa.exc.DBAPIError:
             # The database is down: count against the address here, and let ``authenticate``
             # meet the error and answer the 503 (the limiter would take it for its own storage).
@@ -101,9 +100,7 @@ def authenticate():
         return None
     if _writes_from_the_start():
         begin_write(db.session())
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    key = api_keys.authenticate_api_key(token.strip()) if scheme.lower() == "bearer" else None
+    key = api_keys.authenticate_api_key(api_keys.bearer_token(request.headers.get("Authorization", "")))
     if key is None:
         response, status = api_error(401, gettext("Send a valid API key as 'Authorization: Bearer <key>'."))
         response.headers["WWW-Authenticate"] = 'Bearer realm="partner-portal"'
